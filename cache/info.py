@@ -1,0 +1,67 @@
+"""A summary of a store for people (`skill info`) and scripts (`skill info --json`)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, TokenStore
+
+
+def store_summary(path: str | Path) -> dict:
+    """Counts by split, label and scenario, completion, failures, size and provenance."""
+    store = TokenStore.open(path)
+    table, status, valid = store.take_table(), store.status(), store.valid()
+    errors = store.view_errors()
+    label_names = np.array([*store.labels, "(unlabelled)"])
+    labels = label_names[np.where(table.label >= 0, table.label, len(store.labels))]
+    done = status == STATUS_COMPLETE
+    return {
+        "store": str(store.path),
+        "format_version": store.attrs["skill"]["format_version"],
+        "package_version": store.attrs["skill"].get("package_version"),
+        "takes": store.n_takes,
+        "completed": int(done.sum()),
+        "failed": int((status == STATUS_FAILED).sum()),
+        "pending": int((status == STATUS_PENDING).sum()),
+        "interrupted": bool((status == STATUS_PENDING).any()),
+        "views": store.views,
+        "valid_views_of_completed": {
+            v: int(valid[done, i].sum()) for i, v in enumerate(store.views)
+        },
+        "by_split": _count(table.split),
+        "by_label": _count(labels),
+        "by_scenario": _count(table.scenario),
+        "geometry": {
+            "clips": store.clips,
+            "tokens": store.tokens,
+            "dim": store.dim,
+            "frames": store.frames,
+        },
+        "failures": [
+            {"take": take, "view": view, "reason": reason}
+            for take, view, reason in store.failures()
+        ],
+        "failed_view_count": int((errors != "").sum()),
+        "size_bytes": _size_on_disk(store.path),
+        "provenance": store.provenance,
+    }
+
+
+def _count(values: np.ndarray) -> dict[str, int]:
+    counts = Counter(str(v) if str(v) else "(none)" for v in values)
+    return dict(sorted(counts.items()))
+
+
+def _size_on_disk(path: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(folder, name))
+            except OSError:
+                pass
+    return total

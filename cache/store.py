@@ -1,0 +1,481 @@
+"""The token store: a Zarr (format 3) group that holds backbone tokens of many takes.
+
+Layout (see ARCHITECTURE.md): per-(take, view) chunks for `tokens`, per-take chunks for the
+small per-take arrays, a take table written only by the coordinator, and an explicit per-take
+`status` written last. A chunk on disk is never taken as proof that a take is done.
+
+Concurrency rules: one coordinator (a single process, or rank 0 under torchrun) creates the
+store and appends takes; any number of writers then write *different* takes. An `flock` on
+`.skill.lock` keeps a second independent command out while one is writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED = 0, 1, 2
+STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_COMPLETE: "complete", STATUS_FAILED: "failed"}
+LOCK_FILE = ".skill.lock"
+TAKE_FIELDS = ("id", "scenario", "participant", "split")
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used as asked; the message says which store and why."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's writer lock."""
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("skill")
+    except Exception:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class TakeRow:
+    """One row of the take table."""
+
+    take_id: str
+    label: str | None
+    scenario: str = ""
+    participant: str = ""
+    split: str = ""
+
+
+@dataclass
+class TakeTable:
+    """The committed take table as arrays; `label` indexes `labels`, -1 = unlabelled."""
+
+    ids: np.ndarray
+    label: np.ndarray
+    scenario: np.ndarray
+    participant: np.ndarray
+    split: np.ndarray
+
+
+@dataclass
+class TakeResult:
+    """Everything extraction writes for one take. Shapes: V views, K clips, N tokens, D dim, T frames."""
+
+    tokens: np.ndarray  # (V, K, N, D) float16; rows of invalid views are ignored
+    valid: np.ndarray  # (V,) bool
+    frame_index: np.ndarray  # (V, K, T) int, -1 where the view is invalid
+    timestamp: np.ndarray  # (V, K, T) float seconds, NaN where the view is invalid
+    padded: np.ndarray  # (V,) frames repeated at the end of a video shorter than a clip
+    view_error: list[str] = field(default_factory=list)  # (V,) "" = ok
+    status: int = STATUS_COMPLETE
+
+
+def _zarr():
+    import zarr
+
+    return zarr
+
+
+def diff_provenance(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Fields where two provenance dicts differ, as 'a.b: store X vs requested Y'."""
+    out = []
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key), wanted.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff_provenance(a, b, prefix=name + ".")
+        elif _jsonish(a) != _jsonish(b):
+            out.append(f"{name}: store {_short(a)} vs requested {_short(b)}")
+    return out
+
+
+def _jsonish(value):
+    # tuples and lists compare equal once they went through JSON
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class TokenStore:
+    """A token store on disk. Use `create`, `open` or `open_or_create`; not the constructor."""
+
+    def __init__(self, path: Path, group, writable: bool):
+        self.path, self._group, self.writable = path, group, writable
+        attrs = dict(group.attrs)
+        self.attrs = attrs
+        self.provenance: dict = attrs["provenance"]
+        self.views: list[str] = list(attrs["views"])
+        self.labels: list[str] = list(attrs["labels"])
+        geometry = attrs["geometry"]
+        self.clips, self.tokens, self.dim, self.frames = (
+            int(geometry[k]) for k in ("clips", "tokens", "dim", "frames")
+        )
+
+    # ---- opening -------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        provenance: dict,
+        views: Sequence[str],
+        labels: Sequence[str],
+        clips: int,
+        tokens: int,
+        dim: int,
+        frames: int,
+    ) -> TokenStore:
+        """Create an empty store. It is built beside `path` and renamed into place, so a
+        killed create never leaves something that looks like a store."""
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"{path}: already exists; open it to append, or choose a new path")
+        if not path.parent.exists():
+            raise StoreError(f"{path}: parent folder {path.parent} does not exist")
+        if not os.access(path.parent, os.W_OK):
+            raise StoreError(f"{path}: cannot write to {path.parent} (read-only location)")
+        staging = path.parent / f".{path.name}.creating-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            _write_empty_store(staging, provenance, views, labels, clips, tokens, dim, frames)
+            os.rename(staging, path)
+        except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StoreError(f"{path}: could not create the store: {err.strerror or err}") from err
+        return cls.open(path, mode="a")
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> TokenStore:
+        """Open an existing store read-only (`r`) or for writing (`a`), checking its format."""
+        path = Path(path)
+        _check_is_store(path)
+        zarr = _zarr()
+        try:
+            group = zarr.open_group(str(path), mode="r" if mode == "r" else "r+", zarr_format=3)
+        except Exception as err:
+            raise StoreError(f"{path}: not a readable skill store ({err})") from err
+        _check_format(path, dict(group.attrs))
+        if mode != "r" and not os.access(path, os.W_OK):
+            raise StoreError(f"{path}: the store is read-only here; cannot write to it")
+        return cls(path, group, writable=mode != "r")
+
+    # ---- take table (coordinator only) ---------------------------------------------------
+    @property
+    def n_takes(self) -> int:
+        return int(self._group.attrs.get("n_takes", 0))
+
+    def take_table(self) -> TakeTable:
+        n = self.n_takes
+        g = self._group
+        arrays = {name: _strings(g[f"takes/{name}"][:n]) for name in TAKE_FIELDS}
+        return TakeTable(
+            ids=arrays["id"],
+            label=np.asarray(g["takes/label"][:n]).astype(np.int64),
+            scenario=arrays["scenario"],
+            participant=arrays["participant"],
+            split=arrays["split"],
+        )
+
+    def add_takes(self, rows: Sequence[TakeRow]) -> list[int]:
+        """Register takes (coordinator only) and return their row indices.
+
+        Takes already in the table keep their row; a take whose label or metadata differs
+        from the stored one is refused. New takes are appended in the given order."""
+        self._require_writable()
+        table = self.take_table()
+        index = {take_id: i for i, take_id in enumerate(table.ids)}
+        new_rows = []
+        for row in rows:
+            if row.take_id in index:
+                self._check_same_take(table, index[row.take_id], row)
+            else:
+                index[row.take_id] = len(table.ids) + len(new_rows)
+                new_rows.append(row)
+        if new_rows:
+            self._append_rows(table, new_rows)
+        return [index[row.take_id] for row in rows]
+
+    def _check_same_take(self, table: TakeTable, i: int, row: TakeRow) -> None:
+        stored_label = self.labels[table.label[i]] if table.label[i] >= 0 else None
+        stored = (
+            stored_label,
+            *(str(c[i]) for c in (table.scenario, table.participant, table.split)),
+        )
+        given = (row.label, row.scenario, row.participant, row.split)
+        if stored != given:
+            raise StoreError(
+                f"{self.path}: take {row.take_id} is already in the store as "
+                f"label={stored[0]!r} scenario={stored[1]!r} participant={stored[2]!r} "
+                f"split={stored[3]!r}, but the manifest says label={row.label!r} "
+                f"scenario={row.scenario!r} participant={row.participant!r} split={row.split!r}"
+            )
+
+    def _append_rows(self, table: TakeTable, new_rows: Sequence[TakeRow]) -> None:
+        n_old, n_new = len(table.ids), len(table.ids) + len(new_rows)
+        for name in PER_TAKE_ARRAYS:
+            array = self._group[name]
+            array.resize((n_new, *array.shape[1:]))
+        label_of = {name: i for i, name in enumerate(self.labels)}
+        columns = {
+            "id": [*table.ids, *(r.take_id for r in new_rows)],
+            "scenario": [*table.scenario, *(r.scenario for r in new_rows)],
+            "participant": [*table.participant, *(r.participant for r in new_rows)],
+            "split": [*table.split, *(r.split for r in new_rows)],
+        }
+        labels = [*table.label, *(label_of[r.label] if r.label else -1 for r in new_rows)]
+        for name, values in columns.items():
+            self._rewrite_column(f"takes/{name}", np.asarray(values, dtype=object), str)
+        self._rewrite_column("takes/label", np.asarray(labels, dtype=np.int8), np.int8)
+        # Rows become visible only now: a coordinator killed above leaves them uncommitted.
+        self._group.attrs["n_takes"] = n_new
+        del n_old
+
+    def _rewrite_column(self, name: str, values: np.ndarray, dtype) -> None:
+        array = self._group[name]
+        array.resize((len(values),))
+        if len(values):
+            array[:] = values.astype(dtype) if dtype is not str else values
+
+    # ---- per-take data (any writer, one take each) ---------------------------------------
+    def write_take(self, i: int, result: TakeResult) -> None:
+        """Write one take's arrays, then its status: the status is the completion record."""
+        self._require_writable()
+        g, n_views = self._group, len(self.views)
+        tokens = np.asarray(result.tokens, dtype=np.float16)
+        for v in range(n_views):
+            # An invalid view is written as the fill value, which removes any stale chunk.
+            g["tokens"][i, v] = tokens[v] if result.valid[v] else 0
+        g["valid"][i] = np.asarray(result.valid, dtype=bool)
+        g["frame_index"][i] = np.asarray(result.frame_index, dtype=np.int32)
+        g["timestamp"][i] = np.asarray(result.timestamp, dtype=np.float32)
+        g["padded_frames"][i] = np.asarray(result.padded, dtype=np.int16)
+        errors = list(result.view_error) or [""] * n_views
+        g["view_error"][i] = np.asarray(errors, dtype=object)
+        g["status"][i] = np.int8(result.status)
+
+    def status(self) -> np.ndarray:
+        return np.asarray(self._group["status"][: self.n_takes], dtype=np.int8)
+
+    def valid(self) -> np.ndarray:
+        return np.asarray(self._group["valid"][: self.n_takes], dtype=bool)
+
+    def view_errors(self) -> np.ndarray:
+        return _strings(self._group["view_error"][: self.n_takes])
+
+    def frame_index(self) -> np.ndarray:
+        return np.asarray(self._group["frame_index"][: self.n_takes])
+
+    def padded_frames(self) -> np.ndarray:
+        return np.asarray(self._group["padded_frames"][: self.n_takes])
+
+    def read_tokens(self, take_idx: Sequence[int], view_idx: Sequence[int]) -> np.ndarray:
+        """Tokens of the given takes and views: (n, v, K, N, D) float16, zeros where invalid."""
+        take_idx = np.asarray(take_idx, dtype=np.int64)
+        view_idx = np.asarray(view_idx, dtype=np.int64)
+        return read_token_chunks(self.path, self._group["tokens"], take_idx, view_idx)
+
+    def failures(self) -> list[tuple[str, str, str]]:
+        """(take, view or '*', reason) for every failed take and every failed view."""
+        ids, status, errors = self.take_table().ids, self.status(), self.view_errors()
+        out = []
+        for i, take_id in enumerate(ids):
+            for v, reason in enumerate(errors[i]):
+                if reason:
+                    out.append((str(take_id), self.views[v], str(reason)))
+            if status[i] == STATUS_FAILED and not any(errors[i]):
+                out.append((str(take_id), "*", "failed"))
+        return out
+
+    def set_attr(self, key: str, value) -> None:
+        self._require_writable()
+        self._group.attrs[key] = value
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.path}: opened read-only")
+
+    # ---- writer lock ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the exclusive writer lock; a second holder gets StoreBusy at once.
+
+        flock is released by the kernel when the holder dies, even by SIGKILL, so a
+        killed run never leaves a stale lock behind."""
+        lock_path = self.path / LOCK_FILE
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_lock_holder(lock_path)
+                raise StoreBusy(
+                    f"{self.path}: another skill extract is writing to this store ({holder}); "
+                    "wait for it to finish, or use another store"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(_lock_holder()).encode())
+            yield
+        finally:
+            os.close(fd)
+
+
+PER_TAKE_ARRAYS = (
+    "tokens",
+    "valid",
+    "frame_index",
+    "timestamp",
+    "padded_frames",
+    "view_error",
+    "status",
+)
+
+
+def _strings(values) -> np.ndarray:
+    """zarr returns numpy StringDType arrays; plain unicode arrays are easier to use."""
+    values = np.asarray(values)
+    return np.array(values.tolist(), dtype=str).reshape(values.shape)
+
+
+def _lock_holder() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%FT%T")}
+
+
+def _read_lock_holder(lock_path: Path) -> str:
+    try:
+        holder = json.loads(lock_path.read_text() or "{}")
+        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+    except (OSError, ValueError, KeyError):
+        return "holder unknown"
+
+
+def _check_is_store(path: Path) -> None:
+    if not path.exists():
+        raise StoreError(f"{path}: no such store")
+    if not path.is_dir() or not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: not a skill store (no zarr.json in a folder)")
+
+
+def _check_format(path: Path, attrs: dict) -> None:
+    meta = attrs.get("skill")
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise StoreError(f"{path}: a Zarr group, but not a skill store (no 'skill' attributes)")
+    version = meta["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise StoreError(
+            f"{path}: store format version {version} is newer than this skill "
+            f"({package_version()}) can read (up to {FORMAT_VERSION}); upgrade skill"
+        )
+    missing = [k for k in ("provenance", "views", "labels", "geometry") if k not in attrs]
+    if missing:
+        raise StoreError(f"{path}: store attributes are missing {', '.join(missing)}")
+
+
+def _write_empty_store(path, provenance, views, labels, clips, tokens, dim, frames) -> None:
+    zarr = _zarr()
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    n_views = len(views)
+
+    def per_take(name, shape, chunks, dtype, fill, dims, compress=True):
+        kwargs = {} if compress else {"compressors": None}
+        group.create_array(
+            name,
+            shape=(0, *shape),
+            chunks=(1, *chunks),
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=["take", *dims],
+            **kwargs,
+        )
+
+    # Tokens compress poorly and are read in bulk: raw chunks keep reads at disk speed.
+    per_take("tokens", (n_views, clips, tokens, dim), (1, clips, tokens, dim), "float16", 0,
+             ["view", "clip", "token", "dim"], compress=False)  # fmt: skip
+    per_take("valid", (n_views,), (n_views,), "bool", False, ["view"])
+    per_take("frame_index", (n_views, clips, frames), (n_views, clips, frames), "int32", -1,
+             ["view", "clip", "frame"])  # fmt: skip
+    per_take("timestamp", (n_views, clips, frames), (n_views, clips, frames), "float32",
+             float("nan"), ["view", "clip", "frame"])  # fmt: skip
+    per_take("padded_frames", (n_views,), (n_views,), "int16", 0, ["view"])
+    per_take("view_error", (n_views,), (n_views,), str, "", ["view"])
+    per_take("status", (), (), "int8", STATUS_PENDING, [])
+    takes = group.create_group("takes")
+    for name in TAKE_FIELDS:
+        takes.create_array(name, shape=(0,), chunks=(1 << 16,), dtype=str, fill_value="",
+                           dimension_names=["take"])  # fmt: skip
+    takes.create_array("label", shape=(0,), chunks=(1 << 16,), dtype="int8", fill_value=-1,
+                       dimension_names=["take"])  # fmt: skip
+    group.attrs.update(
+        {
+            "skill": {"format_version": FORMAT_VERSION, "package_version": package_version()},
+            "provenance": provenance,
+            "views": list(views),
+            "labels": list(labels),
+            "geometry": {"clips": clips, "tokens": tokens, "dim": dim, "frames": frames},
+            "n_takes": 0,
+        }
+    )
+
+
+def read_token_chunks(path: Path, array, take_idx: np.ndarray, view_idx: np.ndarray) -> np.ndarray:
+    """Bulk read of (take, view) token chunks.
+
+    The chunks are uncompressed, so each one is a plain little-endian float16 file; reading
+    them directly with a thread pool avoids zarr's per-chunk overhead (the dominant cost for
+    thousands of small chunks). Missing chunk files are the fill value (an invalid view)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, _, clips, tokens, dim = array.shape
+    out = np.zeros((len(take_idx), len(view_idx), clips, tokens, dim), dtype=np.float16)
+    if not _raw_chunks(array):
+        if len(take_idx):
+            out[:] = array.get_orthogonal_selection((take_idx, view_idx))
+        return out
+    root = Path(path) / "tokens" / "c"
+    count = clips * tokens * dim
+
+    def read_one(job: tuple[int, int]) -> None:
+        a, b = job
+        chunk = root / str(take_idx[a]) / str(view_idx[b]) / "0" / "0" / "0"
+        try:
+            with open(chunk, "rb") as f:
+                data = np.fromfile(f, dtype="<f2", count=count)
+        except FileNotFoundError:
+            return
+        if data.size != count:
+            raise StoreError(f"{chunk}: truncated token chunk ({data.size} of {count} values)")
+        out[a, b] = data.reshape(clips, tokens, dim)
+
+    jobs = [(a, b) for a in range(len(take_idx)) for b in range(len(view_idx))]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(read_one, jobs))
+    return out
+
+
+def _raw_chunks(array) -> bool:
+    """True when token chunks are stored as plain little-endian bytes with default keys."""
+    meta = array.metadata.to_dict()
+    codecs = meta.get("codecs", [])
+    encoding = meta.get("chunk_key_encoding", {})
+    return (
+        len(codecs) == 1
+        and codecs[0].get("name") == "bytes"
+        and codecs[0].get("configuration", {}).get("endian", "little") == "little"
+        and encoding.get("name") == "default"
+        and encoding.get("configuration", {}).get("separator", "/") == "/"
+    )

@@ -1,0 +1,146 @@
+"""The extraction loop: decode jobs in, clips batched through the backbone, takes written out.
+
+Decoding runs in worker processes while this process runs the backbone, so the two overlap.
+Memory is bounded by `max_open_takes`: a take's frames live only until its clips are encoded.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cache.store import STATUS_FAILED, TakeResult
+from pipeline.takes import Take
+
+
+@dataclass
+class _OpenTake:
+    """A take between its first decode job and its write."""
+
+    row: int
+    take: Take
+    result: TakeResult
+    views_waiting: set[int] = field(default_factory=set)
+    clips_waiting: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return not self.views_waiting and self.clips_waiting == 0
+
+
+class ExtractLoop:
+    """Runs one rank's share of takes: see the module docstring."""
+
+    def __init__(self, cfg, store, backbone, summary, progress=None):
+        self.cfg, self.store, self.backbone = cfg, store, backbone
+        self.summary, self.progress = summary, progress
+        self.views = list(store.views)
+        self.sampling = cfg.sampling()
+        self.open: dict[int, _OpenTake] = {}
+        self.clip_queue: deque[tuple[int, int, int, np.ndarray]] = (
+            deque()
+        )  # (row, view, clip, frames)
+        self.in_flight = 0
+        self.done = 0
+        self.max_open_takes = max(4, 2 * cfg.workers, -(-cfg.batch_size // len(self.views)) + 2)
+
+    def run(self, work: list[tuple[int, Take]]) -> None:
+        from pipeline.decode_pool import DecodePool
+
+        queue = deque(work)
+        self._report(len(work))
+        with DecodePool(num_workers=self.cfg.workers, timeout_s=self.cfg.timeout_s) as pool:
+            while queue or self.open:
+                self._open_takes(pool, queue)
+                if self.in_flight:
+                    self._receive(*pool.next_result())
+                flush = self.in_flight == 0
+                self._encode_ready(flush=flush)
+                self._write_finished(len(work))
+
+    # ---- decode side ---------------------------------------------------------------------
+    def _open_takes(self, pool, queue: deque) -> None:
+        from pipeline.decode import decode_view
+        from pipeline.extract import assemble_take, key_of
+
+        while queue and len(self.open) < self.max_open_takes:
+            row, take = queue.popleft()
+            result = assemble_take(
+                len(self.views),
+                self.store.clips,
+                self.store.frames,
+                self.store.tokens,
+                self.store.dim,
+            )
+            state = _OpenTake(row=row, take=take, result=result)
+            self.open[row] = state
+            for v, view in enumerate(self.views):
+                path = take.videos.get(view)
+                if not path:
+                    continue  # missing from the manifest: masked, not a failure
+                state.views_waiting.add(v)
+                key = key_of(take, view)
+                pool.submit((row, v), decode_view, path, self.sampling, key, self.backbone.geometry)
+                self.in_flight += 1
+
+    def _receive(self, job_id, decoded, error: str | None) -> None:
+        self.in_flight -= 1
+        row, v = job_id
+        state = self.open[row]
+        state.views_waiting.discard(v)
+        if error is not None:
+            name = Path(state.take.videos[self.views[v]] or "").name
+            state.result.view_error[v] = f"{name}: {error}"
+            return
+        result = state.result
+        result.valid[v] = True
+        result.frame_index[v] = decoded.indices
+        result.timestamp[v] = decoded.timestamps
+        result.padded[v] = decoded.padded
+        for k in range(decoded.frames.shape[0]):
+            self.clip_queue.append((row, v, k, decoded.frames[k]))
+            state.clips_waiting += 1
+
+    # ---- backbone side -------------------------------------------------------------------
+    def _encode_ready(self, flush: bool) -> None:
+        batch_size = self.cfg.batch_size
+        while len(self.clip_queue) >= batch_size or (flush and self.clip_queue):
+            batch = [
+                self.clip_queue.popleft() for _ in range(min(batch_size, len(self.clip_queue)))
+            ]
+            tokens = self._encode([clip for *_, clip in batch])
+            for (row, v, k, _), clip_tokens in zip(batch, tokens):
+                state = self.open[row]
+                state.result.tokens[v, k] = clip_tokens
+                state.clips_waiting -= 1
+
+    def _encode(self, clips: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        stacked = torch.from_numpy(np.stack(clips))  # (B, T, H, W, 3) uint8
+        with torch.inference_mode():
+            tokens = self.backbone.encode(stacked)  # (B, N, D) float32
+        return tokens.float().cpu().numpy().astype(np.float16)
+
+    # ---- store side ----------------------------------------------------------------------
+    def _write_finished(self, total: int) -> None:
+        for row in [row for row, state in self.open.items() if state.finished]:
+            state = self.open.pop(row)
+            result = state.result
+            n_valid = int(result.valid.sum())
+            if n_valid < self.cfg.min_views:
+                result.status = STATUS_FAILED
+                self.summary.failed += 1
+            else:
+                self.summary.completed += 1
+            self.summary.failed_views += sum(1 for e in result.view_error if e)
+            self.store.write_take(row, result)
+            self.done += 1
+            self._report(total)
+
+    def _report(self, total: int) -> None:
+        if self.progress is not None:
+            self.progress(self.done, total, self.summary.failed)
