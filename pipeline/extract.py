@@ -282,7 +282,9 @@ def _my_pending_takes(cfg, store, rows, takes, rank) -> dict:
     """The takes still to extract, split between ranks by cost (video bytes x views)."""
     status = store.status()
     todo_status = {STATUS_PENDING, STATUS_FAILED} if cfg.retry_failed else {STATUS_PENDING}
-    pending = [(row, take) for row, take in zip(rows, takes) if status[row] in todo_status]
+    pending = [
+        (row, take) for row, take in zip(rows, takes, strict=True) if status[row] in todo_status
+    ]
     costs = [_take_cost(take) for _, take in pending]
     shares = distributed.balance_by_cost(costs, rank.world)
     return {"all": shares, "mine": [pending[i] for i in shares[rank.rank]]}

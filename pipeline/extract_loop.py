@@ -112,7 +112,7 @@ class ExtractLoop:
                 self.clip_queue.popleft() for _ in range(min(batch_size, len(self.clip_queue)))
             ]
             tokens = self._encode([clip for *_, clip in batch])
-            for (row, v, k, _), clip_tokens in zip(batch, tokens):
+            for (row, v, k, _), clip_tokens in zip(batch, tokens, strict=True):
                 state = self.open[row]
                 state.result.tokens[v, k] = clip_tokens
                 state.clips_waiting -= 1
