@@ -102,6 +102,25 @@ def diff_provenance(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# Fields that say where or when, not what: two stores whose tokens are interchangeable may
+# differ in them (an adapter folder that moved, a checkpoint loaded from another path).
+_LOCATION_FIELDS = (("created_by",), ("backbone", "adapter", "path"), ("backbone", "source"))
+
+
+def provenance_identity(provenance: dict) -> dict:
+    """The part of a provenance that decides whether tokens are comparable.
+
+    Paths are dropped because the weights and adapter hashes identify the content."""
+    identity = json.loads(json.dumps(provenance, default=str))
+    for path in _LOCATION_FIELDS:
+        node = identity
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and (path[-1] != "source" or node.get("weights_sha256")):
+            node.pop(path[-1], None)
+    return identity
+
+
 def _jsonish(value):
     # tuples and lists compare equal once they went through JSON
     return json.loads(json.dumps(value, sort_keys=True, default=str))

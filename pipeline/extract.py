@@ -33,6 +33,7 @@ from cache.store import (
     TakeRow,
     TokenStore,
     diff_provenance,
+    provenance_identity,
 )
 from pipeline import distributed
 from pipeline.sampling import SamplingConfig
@@ -68,9 +69,11 @@ class ExtractConfig:
     stride: int = 4
     """Frame stride inside a window (windows and segments)."""
     segments: int = 4
-    """Number of dense segments (segments strategy)."""
+    """Number of dense segments (segments strategy); frames must be a multiple of it."""
+    jitter: bool = False
+    """Seeded random clip positions instead of fixed ones (per take and view)."""
     seed: int = 0
-    """Seed of any randomness in sampling."""
+    """Seed of the sampling jitter."""
     batch_size: int = 8
     """Clips per backbone forward pass, gathered across takes and views."""
     device: str = "auto"
@@ -109,12 +112,21 @@ class ExtractConfig:
         self.sampling()  # refuses conflicting sampling settings now, not mid-run
 
     def sampling(self) -> SamplingConfig:
+        segmented = self.strategy == "segments"
+        if segmented and self.frames % self.segments:
+            raise ValueError(
+                f"--frames {self.frames} must be a multiple of --segments {self.segments} "
+                "for segments sampling (each segment has frames / segments frames)"
+            )
         return SamplingConfig(
             strategy=self.strategy,
             frames=self.frames,
             clips=self.clips,
-            stride=self.stride,
-            segments=self.segments,
+            stride=self.stride if self.strategy == "windows" else 4,
+            n_segments=self.segments if segmented else None,
+            segment_len=self.frames // self.segments if segmented else None,
+            segment_stride=self.stride if segmented else 1,
+            jitter=self.jitter,
             seed=self.seed,
         )
 
@@ -154,6 +166,7 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
         device=_pick_device(cfg.device, rank),
         token_mode=cfg.tokens,
         num_frames=cfg.frames,
+        batch_size=cfg.batch_size,
     )
     provenance = build_provenance(cfg, backbone)
     distributed.init_process_group(rank, backbone.device)
@@ -258,9 +271,9 @@ def open_store_for_extract(path: Path, provenance: dict, views: list[str]) -> To
             frames=sampling["frames"],
         )
     store = TokenStore.open(path, mode="a")
-    comparable = {k: v for k, v in provenance.items() if k != "created_by"}
-    stored = {k: v for k, v in store.provenance.items() if k != "created_by"}
-    differences = diff_provenance(stored, comparable)
+    differences = diff_provenance(
+        provenance_identity(store.provenance), provenance_identity(provenance)
+    )
     if differences:
         raise StoreError(
             f"{path}: cannot append: the store was extracted with different settings:\n  "

@@ -1,12 +1,14 @@
 """The extraction loop: decode jobs in, clips batched through the backbone, takes written out.
 
 Decoding runs in worker processes while this process runs the backbone, so the two overlap.
-Memory is bounded by `max_open_takes`: a take's frames live only until its clips are encoded.
+Memory is bounded: the pool holds a few decode jobs at a time, and a take's frames live only
+until its clips are encoded.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,31 +45,31 @@ class ExtractLoop:
         self.clip_queue: deque[tuple[int, int, int, np.ndarray]] = (
             deque()
         )  # (row, view, clip, frames)
-        self.in_flight = 0
         self.done = 0
-        self.max_open_takes = max(4, 2 * cfg.workers, -(-cfg.batch_size // len(self.views)) + 2)
 
     def run(self, work: list[tuple[int, Take]]) -> None:
         from pipeline.decode_pool import DecodePool
 
-        queue = deque(work)
         self._report(len(work))
-        with DecodePool(num_workers=self.cfg.workers, timeout_s=self.cfg.timeout_s) as pool:
-            while queue or self.open:
-                self._open_takes(pool, queue)
-                if self.in_flight:
-                    self._receive(*pool.next_result())
-                flush = self.in_flight == 0
-                self._encode_ready(flush=flush)
+        pool = DecodePool(
+            num_workers=self.cfg.workers,
+            timeout_s=self.cfg.timeout_s,
+            max_outstanding=max(2, 2 * self.cfg.workers),
+        )
+        with pool:
+            for job_id, decoded, error in pool.imap_unordered(self._decode_jobs(work)):
+                self._receive(job_id, decoded, error)
+                self._encode_ready(flush=False)
                 self._write_finished(len(work))
+            self._encode_ready(flush=True)
+            self._write_finished(len(work))  # takes whose views were all missing or failed
 
     # ---- decode side ---------------------------------------------------------------------
-    def _open_takes(self, pool, queue: deque) -> None:
-        from pipeline.decode import decode_view
+    def _decode_jobs(self, work: list[tuple[int, Take]]) -> Iterator[tuple]:
+        """Decode jobs, opening takes lazily: the pool draws as many as it can hold."""
         from pipeline.extract import assemble_take, key_of
 
-        while queue and len(self.open) < self.max_open_takes:
-            row, take = queue.popleft()
+        for row, take in work:
             result = assemble_take(
                 len(self.views),
                 self.store.clips,
@@ -79,15 +81,14 @@ class ExtractLoop:
             self.open[row] = state
             for v, view in enumerate(self.views):
                 path = take.videos.get(view)
-                if not path:
-                    continue  # missing from the manifest: masked, not a failure
-                state.views_waiting.add(v)
-                key = key_of(take, view)
-                pool.submit((row, v), decode_view, path, self.sampling, key, self.backbone.geometry)
-                self.in_flight += 1
+                if path:  # a view missing from the manifest is masked, not a failure
+                    state.views_waiting.add(v)
+            for v in sorted(state.views_waiting):
+                key = key_of(take, self.views[v])
+                path = take.videos[self.views[v]]
+                yield ((row, v), (path, self.sampling, key, self.backbone.geometry))
 
     def _receive(self, job_id, decoded, error: str | None) -> None:
-        self.in_flight -= 1
         row, v = job_id
         state = self.open[row]
         state.views_waiting.discard(v)

@@ -1,0 +1,56 @@
+"""``late`` head: one classifier per view, probabilities averaged over the valid views."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from heads import register_head
+from heads._ops import check_inputs, check_sizes, classifier_mlp, pool_tokens
+
+
+@register_head("late")
+class LateHead(nn.Module):
+    """Late fusion: per-view classifiers, output = log of the mean of the valid views' softmaxes.
+
+    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, C)`` log-probabilities.
+    This is the protocol of the official EgoExo4D baselines and scorer (mean of the views'
+    softmaxes). Because the output is already a log-probability, ``softmax(out) == exp(out)``
+    and cross-entropy on it is the NLL of the averaged probabilities.
+    ``per_view_logits`` gives each view's own logits for the per-view slots of the EgoExo4D
+    prediction file. ``tokens`` is accepted for a uniform signature and unused.
+    ``hidden`` = 0 makes each per-view classifier LayerNorm + Linear.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_views: int,
+        num_classes: int,
+        tokens: int,
+        hidden: int = 256,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        check_sizes(dim, num_views, num_classes, tokens, hidden)
+        self.dim, self.num_views = dim, num_views
+        self.view_classifiers = nn.ModuleList(
+            classifier_mlp(dim, hidden, num_classes, dropout) for _ in range(num_views)
+        )
+
+    def per_view_logits(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``(B, V, N, D), (B, V) -> (B, V, C)``; rows of missing views are meaningless."""
+        check_inputs(x, mask, self.num_views, self.dim)
+        per_view = pool_tokens(x, mask)  # (B, V, D)
+        logits = [classify(per_view[:, v]) for v, classify in enumerate(self.view_classifiers)]
+        return torch.stack(logits, dim=1)  # (B, V, C)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``(B, V, N, D), (B, V) -> (B, C)``: ``log(mean over valid v of softmax(logits_v))``."""
+        log_probs = torch.log_softmax(self.per_view_logits(x, mask), dim=-1)  # (B, V, C)
+        # Missing views get log-probability -inf, i.e. probability 0 in the sum.
+        log_probs = log_probs.masked_fill(~mask[:, :, None], -math.inf)  # (B, V, C)
+        count = mask.sum(dim=1, keepdim=True).to(log_probs.dtype)  # (B, 1)
+        return torch.logsumexp(log_probs, dim=1) - torch.log(count)  # (B, C)
