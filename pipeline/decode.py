@@ -1,0 +1,839 @@
+"""Decoding one video into sampled, resized and centre-cropped clips.
+
+Rules (the same for every file, whichever decoder reads it):
+
+1. **Opening.** A missing file, a 0-byte file, a container FFmpeg cannot parse, a file with
+   no video stream, or an encrypted stream (MP4 Common Encryption) is a ``DecodeError``
+   with a readable reason. PyAV opens and indexes every file first (``probe``).
+2. **Stream.** With several video streams the one with the most pixels (width * height
+   of the coded picture) is used; ties go to the lowest stream index. decord always reads
+   the stream FFmpeg's ``av_find_best_stream`` picks and cannot be told otherwise, so decord
+   is only used when its stream is the chosen one (same frame count and frame size, and no
+   other video stream of that size); otherwise PyAV reads the file.
+3. **Frame positions.** Frame ``i`` is the ``i``-th frame in presentation order. The video is
+   indexed by demuxing its packets (no decoding; this is what decord does too): the number of
+   frames is the number of packets of the stream (packets FFmpeg marks as discarded are not
+   frames), and the timestamp of frame ``i`` is the ``i``-th smallest packet presentation
+   time, in seconds, as stored in the container (``pts * time_base``; decord's own
+   timestamps are not used, they are wrong for AVI). Timestamps therefore follow variable
+   frame rates exactly. If packets lack timestamps, times are ``i / fps``.
+4. **Reading.** Only the sampled frames are read, in increasing order. decord:
+   ``get_batch`` on sorted unique indices, a few frames at a time. PyAV: seek to the
+   keyframe before the first needed frame and decode forward, keeping only needed frames
+   (identified by their presentation timestamp), seeking again whenever a keyframe lies
+   between one needed frame and the next, and stopping after the last one. When the
+   timestamps cannot identify frames (AVI, which stores decode times; missing, duplicate or
+   out-of-order timestamps; a seek that lands after the target), PyAV decodes from the start
+   and counts frames instead. Each kept frame is resized and cropped as soon as it is
+   decoded, so memory holds at most the output clips, whatever the video length.
+5. **Corrupt data is an error, never a substitute.** decord runs with ``fault_tol`` so that
+   a frame it would replace by the nearest good one raises instead; any PyAV decoder error
+   while decoding up to the last needed frame, a frame flagged corrupt, or a needed frame
+   the decoder never outputs is a ``DecodeError`` (``"corrupt bitstream: ..."``). Frames
+   that are not needed are not always decoded (after the last needed one, or in a skipped
+   keyframe interval), so damage there goes unnoticed and the clips are still returned.
+6. **Backends.** ``backend="auto"`` tries decord, then PyAV when decord cannot open or read
+   the file, reads another stream, returns frames of an unexpected shape (it fails on a 1x1
+   video), or when timestamps cannot identify frames (AVI: decord's seeks then return wrong
+   frames without an error); the reason is kept in ``DecodedView.fallback_reason``. When
+   PyAV fails too, PyAV's reason is reported. ``"decord"`` and ``"pyav"`` force one decoder
+   (a failure is then a ``DecodeError``). decord is imported lazily, and after torch
+   (importing decord before torch can freeze a torch DataLoader).
+7. **Orientation.** The display rotation (MP4/MOV display matrix or ``rotate`` tag) is always
+   applied, as a lossless quarter-turn. decord applies it itself; its output is checked
+   (frame shape for 90/270, pixels of frame 0 for 180) and only rotated when it is not.
+   PyAV never applies it, so its frames are rotated by the rotation found by ``probe``
+   (``frame.rotation`` of the first frame: the display matrix, or the ``rotate`` tag).
+8. **Pixel aspect.** Non-square pixels (sample aspect ratio != 1) are corrected: the display
+   size is ``(round(width * sar), height)`` before rotation, and the resize below targets the
+   display aspect ratio directly from the coded frame (one resampling, not two).
+9. **Geometry.** The geometric part of a Hugging Face image processor: resize so that the
+   short side of the *display* frame is ``shortest_edge`` (long side
+   ``int(shortest_edge * long / short)``) with PIL (default bilinear, as the processors use),
+   then centre crop ``crop_height x crop_width`` (zero-padded when the frame is smaller).
+   Output is uint8 RGB; normalisation belongs to the backbone.
+10. **Short videos.** The last frame is repeated (see ``pipeline.sampling``); the count is in
+   ``DecodedView.padded``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from pipeline.sampling import SamplingConfig, sample_indices
+
+BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
+RESAMPLE_FILTERS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+# Frames per decord get_batch call: bounds the full-resolution frames held at once.
+DECORD_BATCH = 8
+# decord's fault_tol as a ratio: any recovered (substituted) frame in a video of fewer than
+# a million frames raises instead of silently returning the nearest good frame.
+DECORD_FAULT_TOL = 1e-6
+# Side of the grey thumbnail of frame 0 used to check decord's 180-degree rotation.
+THUMB_SIDE = 32
+# decord's C++ log prefixes: "[03:51:15] /path/video_reader.cc:270: " and "[/the/file] ".
+_DECORD_LOG_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: |\[/[^\]]*\] ")
+
+
+class DecodeError(Exception):
+    """A video that cannot be decoded; ``reason`` is short and readable."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Two-argument constructor: tell pickle how to rebuild it in another process.
+        return (DecodeError, (self.path, self.reason))
+
+
+class _DecordUnsuitable(Exception):
+    """decord cannot give the frames the rules ask for; PyAV should read the file."""
+
+
+class _TimestampsUnusable(Exception):
+    """Decoded frames cannot be matched to positions by timestamp; count them instead."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` finds out about a video (the chosen video stream)."""
+
+    path: str
+    """The file."""
+    num_frames: int
+    """Frames of the chosen stream (its packets, see rule 3)."""
+    fps: float
+    """Average frame rate of the stream (frames per second)."""
+    width: int
+    """Display width: after the sample aspect ratio and the rotation."""
+    height: int
+    """Display height: after the sample aspect ratio and the rotation."""
+    rotation: int
+    """Clockwise quarter-turn applied for display: 0, 90, 180 or 270 degrees."""
+    stream_index: int
+    """Index of the chosen stream among all streams of the container."""
+    sar: float
+    """Sample (pixel) aspect ratio, width / height of one pixel; 1.0 for square pixels."""
+    duration_s: float
+    """From the first frame's start to the last frame's end, in seconds."""
+    num_video_streams: int
+    """Video streams in the container."""
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Resize-then-centre-crop applied to every frame (rule 9)."""
+
+    shortest_edge: int
+    """Short side of the display frame after resizing, in pixels."""
+    crop_height: int
+    """Height of the centre crop, in pixels."""
+    crop_width: int
+    """Width of the centre crop, in pixels."""
+    resample: str = "bilinear"
+    """PIL filter: nearest, bilinear, bicubic, lanczos, box or hamming."""
+
+    def __post_init__(self) -> None:
+        for name in ("shortest_edge", "crop_height", "crop_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"frame geometry {name} must be an integer >= 1, got {value!r}")
+        if self.resample not in RESAMPLE_FILTERS:
+            raise ValueError(f"resample {self.resample!r} is not one of {RESAMPLE_FILTERS}")
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after resizing a ``width x height`` display frame."""
+        short, long = min(width, height), max(width, height)
+        new_long = max(1, int(self.shortest_edge * long / short))
+        if width <= height:
+            return self.shortest_edge, new_long
+        return new_long, self.shortest_edge
+
+
+@dataclass
+class DecodedView:
+    """The clips of one video.
+
+    ``frames``: (K, T, crop_height, crop_width, 3) uint8 RGB. ``indices``: (K, T) int64
+    frame positions. ``timestamps``: (K, T) float64 seconds of those frames.
+    """
+
+    frames: np.ndarray
+    indices: np.ndarray
+    timestamps: np.ndarray
+    padded: int
+    backend: str
+    info: VideoInfo
+    fallback_reason: str = ""
+    """Why decord was not used when ``backend`` is "pyav" under "auto" ("" otherwise)."""
+
+
+@dataclass
+class _StreamIndex:
+    """Packet index of the chosen stream, built by ``_probe`` (rule 3)."""
+
+    times_s: np.ndarray
+    """(num_frames,) float64 presentation time of each frame, seconds."""
+    pts: np.ndarray | None
+    """(num_frames,) int64 sorted packet pts, or None when they cannot identify frames."""
+    key_positions: np.ndarray
+    """Sorted positions of the keyframes (meaningful only when ``pts`` is not None)."""
+    time_base: Fraction
+    coded_width: int
+    coded_height: int
+    first_thumb: np.ndarray | None
+    """(THUMB_SIDE, THUMB_SIDE) grey frame 0 before rotation; only kept for rotation 180."""
+    same_size_streams: tuple[int, ...] = ()
+    """Other video streams with the chosen stream's coded size (rule 2)."""
+
+
+# ----------------------------------------------------------------------------- probing
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Open and index a video (no frame is decoded except the first); see rules 1-3."""
+    return _probe(str(path))[0]
+
+
+def _probe(path: str, threads: int = 1) -> tuple[VideoInfo, _StreamIndex]:
+    """``probe`` plus the packet index that ``decode_view`` reads frames with."""
+    _check_file(path)
+    with _open_container(path) as container:
+        stream = _select_video_stream(container, path)
+        _configure_decoder(stream, threads)
+        declared = int(stream.frames or 0)
+        scan, first_frame, decode_error = _scan_packets(container, stream, path)
+        if first_frame is None:
+            raise DecodeError(path, _no_frame_reason(len(scan.pts), declared, decode_error))
+        rotation = _clockwise_rotation(first_frame, stream)
+        sar = _sample_aspect_ratio(stream)
+        fps = _frame_rate(stream, len(scan.pts))
+        time_base = stream.time_base or Fraction(1, 1)
+        num_video_streams = len(container.streams.video)
+        pts_usable = container.format.name != "avi"
+        stream_index = stream.index
+        same_size = tuple(
+            s.index
+            for s in container.streams.video
+            if s.index != stream.index and (s.width, s.height) == (stream.width, stream.height)
+        )
+    index = _build_index(scan, time_base, fps, pts_usable, first_frame, rotation)
+    index.same_size_streams = same_size
+    info = _video_info(path, index, fps, rotation, sar, stream_index, num_video_streams)
+    return info, index
+
+
+def _check_file(path: str) -> None:
+    """Missing and empty files, with a reason better than FFmpeg's 'invalid data'."""
+    if not os.path.exists(path):
+        raise DecodeError(path, "file not found")
+    if os.path.isdir(path):
+        raise DecodeError(path, "is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+
+
+def _open_container(path: str) -> Any:
+    """av.open with FFmpeg errors turned into DecodeError."""
+    import av
+
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except av.FFmpegError as error:
+        raise DecodeError(path, f"unreadable container: {_ffmpeg_message(error)}") from error
+    except (OSError, ValueError) as error:
+        raise DecodeError(path, f"cannot open: {error}") from error
+
+
+def _select_video_stream(container: Any, path: str) -> Any:
+    """Rule 2: most pixels, ties to the lowest index."""
+    videos = list(container.streams.video)
+    if not videos:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise DecodeError(path, f"no video stream (streams: {', '.join(kinds)})")
+    return min(videos, key=lambda s: (-(s.width or 0) * (s.height or 0), s.index))
+
+
+def _configure_decoder(stream: Any, threads: int) -> None:
+    """Decoder threads: 1 by default, as decode workers already run in parallel."""
+    stream.codec_context.thread_count = max(1, threads)
+    stream.thread_type = "AUTO" if threads > 1 else "SLICE"
+
+
+@dataclass
+class _PacketScan:
+    """Timestamps and keyframe flags of a stream's packets, in file order."""
+
+    pts: list[int | None]
+    dts: list[int | None]
+    keys: list[bool]
+
+
+def _scan_packets(container: Any, stream: Any, path: str) -> tuple[_PacketScan, Any, str]:
+    """Demux every packet of ``stream`` and decode until the first frame comes out.
+
+    Returns (the packets' timestamps and keyframe flags, first decoded frame or None,
+    decoder error text or "").
+    """
+    import av
+
+    pts: list[int | None] = []
+    dts: list[int | None] = []
+    keys: list[bool] = []
+    first_frame, decode_error = None, ""
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 or getattr(packet, "is_discard", False):
+                continue
+            if not pts and _is_encrypted(packet):
+                raise DecodeError(
+                    path, "encrypted (MP4 Common Encryption): cannot be decoded without the key"
+                )
+            pts.append(packet.pts)
+            dts.append(packet.dts)
+            keys.append(bool(packet.is_keyframe))
+            if first_frame is None and not decode_error:
+                first_frame, decode_error = _try_decode(packet)
+        if first_frame is None and not decode_error and pts:
+            first_frame, decode_error = _try_decode(None, stream)  # flush delayed frames
+    except av.FFmpegError as error:
+        raise DecodeError(
+            path, f"unreadable container at packet {len(pts)}: {_ffmpeg_message(error)}"
+        ) from error
+    return _PacketScan(pts, dts, keys), first_frame, decode_error
+
+
+def _is_encrypted(packet: Any) -> bool:
+    """MP4 Common Encryption puts 'encryption_info' side data on every packet (PyAV >= 16
+    exposes it; older versions then fail later with 'corrupt bitstream')."""
+    has_sidedata = getattr(packet, "has_sidedata", None)
+    return bool(has_sidedata and has_sidedata("encryption_info"))
+
+
+def _try_decode(packet: Any, stream: Any = None) -> tuple[Any, str]:
+    """First frame out of one packet (or of a flush when ``packet`` is None), or the error."""
+    import av
+
+    try:
+        frames = packet.decode() if packet is not None else stream.decode(None)
+    except av.FFmpegError as error:
+        return None, _ffmpeg_message(error)
+    return (frames[0] if frames else None), ""
+
+
+def _no_frame_reason(num_packets: int, declared: int, decode_error: str) -> str:
+    """Why not even the first frame could be decoded."""
+    truncated = ""
+    if declared > num_packets:
+        truncated = (
+            f" (the container lists {declared} frames but only {num_packets} packets are "
+            "present: truncated file?)"
+        )
+    if decode_error:
+        return f"corrupt bitstream: {decode_error}{truncated}"
+    if num_packets == 0:
+        return f"no video frames{truncated}"
+    return f"no frame could be decoded from {num_packets} packets{truncated}"
+
+
+def _clockwise_rotation(frame: Any, stream: Any) -> int:
+    """Display rotation as a clockwise quarter-turn (0, 90, 180, 270).
+
+    ``frame.rotation`` (PyAV >= 14, from the display matrix) is counter-clockwise; older
+    PyAV only has the clockwise ``rotate`` stream tag of older FFmpeg builds.
+    """
+    if hasattr(frame, "rotation"):
+        clockwise = -float(frame.rotation or 0)
+    else:
+        try:
+            clockwise = float(stream.metadata.get("rotate", 0))
+        except ValueError:
+            clockwise = 0.0
+    return int(round(clockwise / 90.0)) % 4 * 90
+
+
+def _sample_aspect_ratio(stream: Any) -> Fraction:
+    """Stream SAR, falling back to the codec's; 1 when unknown or invalid."""
+    for candidate in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if candidate is not None and candidate > 0:
+            return Fraction(candidate)
+    return Fraction(1, 1)
+
+
+def _frame_rate(stream: Any, num_frames: int) -> float:
+    """Average frame rate; guessed rate, then frames / duration, when missing."""
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate is not None and rate > 0:
+            return float(rate)
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+        if seconds > 0:
+            return num_frames / seconds
+    return 30.0  # no timing at all (raw bitstreams): the most common camera rate
+
+
+def _build_index(
+    scan: _PacketScan,
+    time_base: Fraction,
+    fps: float,
+    pts_usable: bool,
+    first_frame: Any,
+    rotation: int,
+) -> _StreamIndex:
+    """Presentation times of all frames, and whether pts can identify decoded frames."""
+    pts, dts = scan.pts, scan.dts
+    have_pts = all(p is not None for p in pts)
+    sorted_pts = np.sort(np.asarray(pts if have_pts else [0], dtype=np.int64))
+    unique = have_pts and len(np.unique(sorted_pts)) == len(pts)
+    if have_pts:
+        times = sorted_pts.astype(np.float64) * float(time_base)
+    elif all(d is not None for d in dts):
+        times = np.sort(np.asarray(dts, dtype=np.int64)).astype(np.float64) * float(time_base)
+    else:
+        times = np.arange(len(pts), dtype=np.float64) / fps
+    thumb = _grey_thumbnail(first_frame.to_ndarray(format="rgb24")) if rotation == 180 else None
+    usable = have_pts and unique and pts_usable
+    key_pts = np.asarray([p for p, key in zip(pts, scan.keys, strict=True) if key], np.int64)
+    return _StreamIndex(
+        times_s=times,
+        pts=sorted_pts if usable else None,
+        key_positions=np.searchsorted(sorted_pts, np.sort(key_pts)) if usable else np.zeros(1, int),
+        time_base=time_base,
+        coded_width=int(first_frame.width),
+        coded_height=int(first_frame.height),
+        first_thumb=thumb,
+    )
+
+
+def _video_info(
+    path: str,
+    index: _StreamIndex,
+    fps: float,
+    rotation: int,
+    sar: Fraction,
+    stream_index: int,
+    num_video_streams: int,
+) -> VideoInfo:
+    """Display size (rule 8) and duration from the index."""
+    width = max(1, round(index.coded_width * sar))
+    height = index.coded_height
+    if rotation in (90, 270):
+        width, height = height, width
+    times = index.times_s
+    duration = float(times[-1] - times[0]) + 1.0 / fps
+    return VideoInfo(
+        path=path,
+        num_frames=len(times),
+        fps=fps,
+        width=width,
+        height=height,
+        rotation=rotation,
+        stream_index=stream_index,
+        sar=float(sar),
+        duration_s=duration,
+        num_video_streams=num_video_streams,
+    )
+
+
+def _ffmpeg_message(error: Exception) -> str:
+    """FFmpeg's message without the errno and file name PyAV adds."""
+    strerror = getattr(error, "strerror", None)
+    if strerror:
+        origin = getattr(error, "filename", None)
+        if origin and not os.path.exists(str(origin)):  # e.g. 'avcodec_send_packet()'
+            return f"{strerror} ({origin})"
+        return str(strerror)
+    return str(error) or type(error).__name__
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _pil_filter(name: str) -> Any:
+    from PIL import Image
+
+    return getattr(Image.Resampling, name.upper())
+
+
+def _to_clip_frame(
+    rgb: np.ndarray, quarter_turns: int, size: tuple[int, int], geometry: FrameGeometry
+) -> np.ndarray:
+    """Rotate counter-clockwise by ``quarter_turns``, resize to ``size`` (w, h), centre crop.
+
+    ``rgb``: (H, W, 3) uint8 coded frame. Returns (crop_height, crop_width, 3) uint8.
+    """
+    from PIL import Image
+
+    if quarter_turns % 4:
+        rgb = np.rot90(rgb, quarter_turns)
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    if image.size != size:
+        image = image.resize(size, resample=_pil_filter(geometry.resample))
+    return _centre_crop(np.asarray(image), geometry.crop_height, geometry.crop_width)
+
+
+def _centre_crop(image: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray:
+    """Centre crop as transformers' ``center_crop``: zero padding when the image is smaller.
+
+    ``image``: (H, W, 3). Returns (crop_height, crop_width, 3).
+    """
+    height, width = image.shape[:2]
+    if height < crop_height or width < crop_width:
+        padded = np.zeros((max(height, crop_height), max(width, crop_width), 3), image.dtype)
+        top_pad = math.ceil((padded.shape[0] - height) / 2)
+        left_pad = math.ceil((padded.shape[1] - width) / 2)
+        padded[top_pad : top_pad + height, left_pad : left_pad + width] = image
+        image, height, width = padded, padded.shape[0], padded.shape[1]
+    top = (height - crop_height) // 2
+    left = (width - crop_width) // 2
+    return np.ascontiguousarray(image[top : top + crop_height, left : left + crop_width])
+
+
+def _grey_thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """(THUMB_SIDE, THUMB_SIDE) float32 grey version of an (H, W, 3) frame."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(rgb)).convert("L")
+    return np.asarray(image.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR), np.float32)
+
+
+# ----------------------------------------------------------------------------- decord
+
+
+def _import_decord() -> Any:
+    """decord, imported after torch (NOTES §4: decord before torch can freeze a DataLoader)."""
+    if "torch" not in sys.modules:
+        with contextlib.suppress(ImportError):
+            import torch  # noqa: F401
+    import decord
+
+    return decord
+
+
+def preload_decoders() -> None:
+    """Import PyAV, PIL and (after torch) decord now, e.g. when a worker process starts,
+    so that its first video does not spend its timeout on imports."""
+    import av  # noqa: F401
+    import PIL.Image  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        _import_decord()
+
+
+def _read_decord(
+    path: str,
+    info: VideoInfo,
+    index: _StreamIndex,
+    wanted: np.ndarray,
+    geometry: FrameGeometry,
+    threads: int,
+) -> dict[int, np.ndarray]:
+    """Frames at the sorted unique positions ``wanted`` with decord, as clip frames."""
+    try:
+        decord = _import_decord()
+    except ImportError as error:
+        raise _DecordUnsuitable(f"decord is not installed ({error})") from error
+    try:
+        reader = decord.VideoReader(
+            path, ctx=decord.cpu(0), num_threads=threads, fault_tol=DECORD_FAULT_TOL
+        )
+    except Exception as error:  # decord raises RuntimeError / DECORDError with C++ traces
+        raise _DecordUnsuitable(f"cannot open: {_first_line(error)}") from error
+    _check_decord_stream(reader, info)
+    size = geometry.resized_size(info.width, info.height)
+    out: dict[int, np.ndarray] = {}
+    turns: int | None = None
+    for start in range(0, len(wanted), DECORD_BATCH):
+        chunk = [int(i) for i in wanted[start : start + DECORD_BATCH]]
+        try:
+            batch = reader.get_batch(chunk).asnumpy()
+        except Exception as error:
+            raise _DecordUnsuitable(f"cannot read frames {chunk}: {_first_line(error)}") from error
+        if turns is None:
+            turns = _decord_missing_turns(batch.shape[1:], reader, info, index)
+        for position, rgb in zip(chunk, batch, strict=True):
+            out[position] = _to_clip_frame(rgb, turns, size, geometry)
+    return out
+
+
+def _check_decord_stream(reader: Any, info: VideoInfo) -> None:
+    """Rule 2: decord must be reading the chosen stream, with the same frames."""
+    if len(reader) != info.num_frames:
+        raise _DecordUnsuitable(
+            f"decord counts {len(reader)} frames where the chosen stream "
+            f"#{info.stream_index} has {info.num_frames} (another stream, or a bad index)"
+        )
+
+
+def _decord_missing_turns(
+    shape: tuple[int, ...], reader: Any, info: VideoInfo, index: _StreamIndex
+) -> int:
+    """Counter-clockwise quarter-turns still needed on decord's frames (rule 7).
+
+    ``shape``: (H, W, C) of decord's frames.
+    """
+    coded = (index.coded_height, index.coded_width, 3)
+    rotated = (index.coded_width, index.coded_height, 3)
+    turns = (-info.rotation // 90) % 4
+    if info.rotation in (90, 270):
+        if tuple(shape) == rotated:
+            return 0
+        if tuple(shape) == coded:
+            return turns
+    elif tuple(shape) == coded:
+        if info.rotation == 180 and not _decord_applied_half_turn(reader, index):
+            return turns
+        return 0
+    raise _DecordUnsuitable(f"decord returned frames of shape {tuple(shape)}, expected {coded}")
+
+
+def _decord_applied_half_turn(reader: Any, index: _StreamIndex) -> bool:
+    """Whether decord's frame 0 looks like PyAV's frame 0 turned by 180 degrees."""
+    thumb = _grey_thumbnail(reader[0].asnumpy())
+    reference = index.first_thumb
+    as_is = float(np.abs(thumb - reference).mean())
+    turned = float(np.abs(thumb - np.rot90(reference, 2)).mean())
+    return turned <= as_is
+
+
+def _first_line(error: Exception) -> str:
+    """decord's message without its log prefixes ('[hh:mm:ss] file.cc:123: ') and trace."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    text = _DECORD_LOG_PREFIX.sub("", lines[0] if lines else "").strip()
+    return text[:200] or type(error).__name__
+
+
+# ----------------------------------------------------------------------------- PyAV
+
+
+def _read_pyav(
+    path: str,
+    info: VideoInfo,
+    index: _StreamIndex,
+    wanted: np.ndarray,
+    geometry: FrameGeometry,
+    threads: int,
+) -> dict[int, np.ndarray]:
+    """Frames at the sorted unique positions ``wanted`` with PyAV (rule 4)."""
+    reader = _PyAVFrameReader(path, info, geometry, threads)
+    if index.pts is not None:
+        try:
+            return reader.read_by_timestamp(index, wanted)
+        except _TimestampsUnusable:
+            pass
+    return reader.read_counting(wanted)
+
+
+class _PyAVFrameReader:
+    """Decodes wanted frames with PyAV, each turned into a clip frame as soon as decoded."""
+
+    def __init__(self, path: str, info: VideoInfo, geometry: FrameGeometry, threads: int):
+        self.path, self.info, self.geometry, self.threads = path, info, geometry, threads
+        self.size = geometry.resized_size(info.width, info.height)
+        self.turns = (-info.rotation // 90) % 4  # PyAV never rotates (rule 7)
+
+    def read_by_timestamp(self, index: _StreamIndex, wanted: np.ndarray) -> dict[int, np.ndarray]:
+        """Seek to the keyframe before each group of wanted frames, match frames by pts."""
+        out: dict[int, np.ndarray] = {}
+        with _open_container(self.path) as container:
+            stream = container.streams[self.info.stream_index]
+            _configure_decoder(stream, self.threads)
+            for group in _seek_groups(wanted, index.key_positions):
+                keyframe = _keyframe_before(int(group[0]), index.key_positions)
+                if out or keyframe > 0:
+                    container.seek(int(index.pts[keyframe]), stream=stream, backward=True)
+                self._read_group(container, stream, index, group, out)
+        _check_all_read(self.path, self.info, wanted, out)
+        return out
+
+    def _read_group(
+        self, container: Any, stream: Any, index: _StreamIndex, group: np.ndarray, out: dict
+    ) -> None:
+        """Decode forward from the current seek point to the last frame of ``group``."""
+        wanted_set, last_wanted, previous = {int(i) for i in group}, int(group[-1]), -1
+        for frame in _decoded_frames(container, stream, self.path, self.info):
+            position = _frame_position(frame, index, int(group[0]), previous)
+            previous = position
+            if position in wanted_set:
+                out[position] = self._clip_frame(frame, position)
+            if position >= last_wanted:
+                return
+
+    def read_counting(self, wanted: np.ndarray) -> dict[int, np.ndarray]:
+        """Decode from the start and count frames: when timestamps cannot identify them."""
+        wanted_set, last_wanted = {int(i) for i in wanted}, int(wanted[-1])
+        out: dict[int, np.ndarray] = {}
+        with _open_container(self.path) as container:
+            stream = container.streams[self.info.stream_index]
+            _configure_decoder(stream, self.threads)
+            for position, frame in enumerate(
+                _decoded_frames(container, stream, self.path, self.info)
+            ):
+                if position in wanted_set:
+                    out[position] = self._clip_frame(frame, position)
+                if position >= last_wanted:
+                    break
+        _check_all_read(self.path, self.info, wanted, out)
+        return out
+
+    def _clip_frame(self, frame: Any, position: int) -> np.ndarray:
+        """(crop_height, crop_width, 3) uint8 from a decoded frame; corrupt ones refused."""
+        if frame.is_corrupt:
+            raise DecodeError(self.path, f"corrupt bitstream: frame {position} is flagged corrupt")
+        rgb = frame.to_ndarray(format="rgb24")
+        return _to_clip_frame(rgb, self.turns, self.size, self.geometry)
+
+
+def _keyframe_before(position: int, key_positions: np.ndarray) -> int:
+    """Position of the last keyframe at or before ``position`` (0 when none is known)."""
+    at = int(np.searchsorted(key_positions, position, side="right")) - 1
+    return int(key_positions[at]) if at >= 0 else 0
+
+
+def _seek_groups(wanted: np.ndarray, key_positions: np.ndarray) -> list[np.ndarray]:
+    """Split sorted wanted positions where a keyframe lies after one wanted frame and at or
+    before the next: seeking there skips decoding the frames in between."""
+    starts = [0]
+    for i in range(1, len(wanted)):
+        if _keyframe_before(int(wanted[i]), key_positions) > int(wanted[i - 1]):
+            starts.append(i)
+    return [wanted[a:b] for a, b in zip(starts, [*starts[1:], len(wanted)], strict=True)]
+
+
+def _frame_position(frame: Any, index: _StreamIndex, first_wanted: int, previous: int) -> int:
+    """Position of a decoded frame from its pts; raises when pts cannot tell."""
+    if frame.pts is None:
+        raise _TimestampsUnusable("frame without pts")
+    position = int(np.searchsorted(index.pts, frame.pts))
+    if position >= len(index.pts) or index.pts[position] != frame.pts:
+        raise _TimestampsUnusable(f"pts {frame.pts} not in the packet index")
+    if position <= previous:
+        raise _TimestampsUnusable("decoder output is not in pts order")
+    if previous < 0 and position > first_wanted:
+        raise _TimestampsUnusable("seek landed after the first wanted frame")
+    return position
+
+
+def _decoded_frames(container: Any, stream: Any, path: str, info: VideoInfo) -> Iterator[Any]:
+    """Frames in presentation order; FFmpeg errors become DecodeError ('corrupt bitstream')."""
+    import av
+
+    produced = 0
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                produced += 1
+                yield frame
+    except av.FFmpegError as error:
+        raise DecodeError(
+            path,
+            f"corrupt bitstream: {_ffmpeg_message(error)}, after {produced} decoded frames "
+            f"of {info.num_frames}",
+        ) from error
+
+
+def _check_all_read(
+    path: str, info: VideoInfo, wanted: np.ndarray, out: dict[int, np.ndarray]
+) -> None:
+    """A needed frame the decoder never produced is an error, never silently replaced."""
+    missing = [int(i) for i in wanted if int(i) not in out]
+    if missing:
+        raise DecodeError(
+            path,
+            f"corrupt bitstream: the decoder produced no frame at position(s) {missing[:5]} "
+            f"of {info.num_frames}",
+        )
+
+
+# ----------------------------------------------------------------------------- decode_view
+
+
+def decode_view(
+    path: str | os.PathLike[str],
+    sampling: SamplingConfig,
+    key: str,
+    geometry: FrameGeometry,
+    backend: str = "auto",
+    threads: int = 1,
+) -> DecodedView:
+    """Sample, decode, rotate, resize and crop the clips of one video (module rules 1-10).
+
+    ``key`` names the video for the sampling jitter (e.g. ``"<take>/<view>"``);
+    ``threads`` are decoder threads (1 suits one decode per worker process).
+    Returns frames of shape (K, T, crop_height, crop_width, 3), uint8 RGB.
+    Raises DecodeError with a readable reason.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"decode backend {backend!r} is not one of {BACKENDS}")
+    path = str(path)
+    info, index = _probe(path, threads)
+    sampled = sample_indices(info.num_frames, sampling, key)
+    wanted = np.unique(sampled.indices)
+    frames_at, used, fallback_reason = _read_with_backend(
+        path, info, index, wanted, geometry, backend, threads
+    )
+    flat = [frames_at[int(i)] for i in sampled.indices.reshape(-1)]
+    frames = np.stack(flat).reshape(
+        *sampled.indices.shape, geometry.crop_height, geometry.crop_width, 3
+    )
+    return DecodedView(
+        frames=frames,
+        indices=sampled.indices,
+        timestamps=index.times_s[sampled.indices],
+        padded=sampled.padded,
+        backend=used,
+        info=info,
+        fallback_reason=fallback_reason,
+    )
+
+
+def _read_with_backend(
+    path: str,
+    info: VideoInfo,
+    index: _StreamIndex,
+    wanted: np.ndarray,
+    geometry: FrameGeometry,
+    backend: str,
+    threads: int,
+) -> tuple[dict[int, np.ndarray], str, str]:
+    """Rule 6: decord first (unless forced otherwise), PyAV when decord is unsuitable."""
+    fallback_reason = ""
+    if backend in ("auto", "decord"):
+        try:
+            unsuitable = _decord_refused(index, info)
+            if unsuitable:
+                raise _DecordUnsuitable(unsuitable)
+            return _read_decord(path, info, index, wanted, geometry, threads), "decord", ""
+        except _DecordUnsuitable as why:
+            if backend == "decord":
+                raise DecodeError(path, f"decord: {why}") from why
+            fallback_reason = f"decord: {why}"
+    return _read_pyav(path, info, index, wanted, geometry, threads), "pyav", fallback_reason
+
+
+def _decord_refused(index: _StreamIndex, info: VideoInfo) -> str:
+    """Why decord cannot be trusted with this file, before opening it ("" when it can).
+
+    decord's stream is recognised by its frame count and size (rule 2), so another video
+    stream of the same size makes it ambiguous. decord seeks by packet pts and keyframe
+    flags; where those cannot identify frames (AVI) it returns wrong frames silently.
+    """
+    if index.pts is None:
+        return "timestamps cannot identify frames (e.g. AVI): decord's seeking is unreliable"
+    if index.same_size_streams:
+        return (
+            f"streams {list(index.same_size_streams)} have the same size as the chosen "
+            f"stream #{info.stream_index}, decord might read any of them"
+        )
+    return ""
