@@ -1,0 +1,258 @@
+"""Reading a token store for fitting and prediction: view choice, view masks, splits.
+
+A :class:`Selection` holds the chosen views of every completed take in memory, once, as
+float16, so that an epoch costs head compute and not I/O. Invalid views stay zeros in ``x``
+*and* are False in ``mask``; the mask goes to the head, so a head never has to guess whether
+zeros are data. Takes whose chosen views are all invalid are dropped (a head cannot predict
+from nothing) and listed in ``Selection.dropped_take_ids``.
+
+Splits (:func:`split_takes`): the store's ``split`` column when it names train/val/test;
+when no labelled take has such a value, a validation set is carved out grouped by
+participant (no participant on both sides), stratified by the participants' labels and
+seeded. The same carving fills ``val`` from ``train`` when the column has no val rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cache.store import STATUS_COMPLETE, TokenStore
+
+# Read this many takes per store call: bounds the temporary memory of a bulk read.
+READ_CHUNK_TAKES = 256
+# Values of the store's split column, and the split each one means.
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@dataclass
+class Selection:
+    """Chosen views of the completed takes of one store, in memory.
+
+    Shapes: n takes, V chosen views, K clips, N tokens, D token width.
+    """
+
+    x: np.ndarray  # (n, V, K, N, D) float16; zeros where mask is False
+    mask: np.ndarray  # (n, V) bool, True = the view holds tokens
+    labels: np.ndarray  # (n,) int64 index into class_names, -1 = unlabelled
+    take_ids: np.ndarray  # (n,) str
+    scenario: np.ndarray  # (n,) str
+    participant: np.ndarray  # (n,) str
+    split: np.ndarray  # (n,) str, the store's split column as written
+    store_rows: np.ndarray  # (n,) int64 row of each take in the store's take table
+    view_names: list[str]
+    class_names: list[str]
+    provenance: dict
+    store_path: str
+    store_views: list[str]
+    geometry: dict  # clips, tokens, dim of the store
+    dropped_take_ids: list[str] = field(default_factory=list)  # complete, no valid chosen view
+    n_incomplete: int = 0  # takes of the store that are pending or failed
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def num_views(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def clips(self) -> int:
+        return int(self.x.shape[2])
+
+    @property
+    def tokens(self) -> int:
+        return int(self.x.shape[3])
+
+    @property
+    def dim(self) -> int:
+        return int(self.x.shape[4])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class Splits:
+    """Row indices into a Selection (labelled takes only) for each split."""
+
+    train: np.ndarray  # (n_train,) int64
+    val: np.ndarray  # (n_val,) int64
+    test: np.ndarray  # (n_test,) int64, may be empty
+    source: str  # "store" (split column), "store+grouped" (val carved from train), "grouped"
+    unused: int = 0  # labelled takes whose split value is none of train/val/test
+    shared_participants: int = 0  # participants in both train and val (store splits only)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def resolve_views(spec: str, store_views: list[str]) -> list[str]:
+    """Views named by ``spec``, in the store's order.
+
+    ``spec`` is ``all``, or a comma list of view names and ``exo`` (every view whose name
+    starts with ``exo``), e.g. ``ego``, ``exo``, ``ego,exo2``.
+    """
+    names = [part.strip() for part in str(spec).split(",") if part.strip()]
+    if not names:
+        raise ValueError(f"no views given; choose from all, exo, {', '.join(store_views)}")
+    chosen: set[str] = set()
+    for name in names:
+        if name == "all":
+            chosen.update(store_views)
+        elif name == "exo":
+            exos = [v for v in store_views if v.startswith("exo")]
+            if not exos:
+                raise ValueError(f"'exo' given but the store has no exo view ({store_views})")
+            chosen.update(exos)
+        elif name in store_views:
+            chosen.add(name)
+        else:
+            raise ValueError(
+                f"unknown view {name!r} in {spec!r}; valid views: all, exo, {', '.join(store_views)}"
+            )
+    return [v for v in store_views if v in chosen]
+
+
+def load_selection(store_path: str | Path, views: str | list[str]) -> Selection:
+    """Load the chosen views of every completed take into memory.
+
+    ``views``: a spec for :func:`resolve_views`, or an exact list of store view names.
+    """
+    store = TokenStore.open(store_path)
+    view_names = (
+        resolve_views(views, store.views) if isinstance(views, str) else _check_views(views, store)
+    )
+    view_idx = [store.views.index(v) for v in view_names]
+    table = store.take_table()
+    status = store.status()
+    valid = store.valid()[:, view_idx]
+    complete = status == STATUS_COMPLETE
+    usable = complete & valid.any(axis=1)
+    rows = np.flatnonzero(usable)
+    return Selection(
+        x=_read_rows(store, rows, view_idx),
+        mask=valid[rows],
+        labels=table.label[rows].astype(np.int64),
+        take_ids=table.ids[rows],
+        scenario=table.scenario[rows],
+        participant=table.participant[rows],
+        split=table.split[rows],
+        store_rows=rows.astype(np.int64),
+        view_names=view_names,
+        class_names=list(store.labels),
+        provenance=dict(store.provenance),
+        store_path=str(Path(store_path).resolve()),
+        store_views=list(store.views),
+        geometry={"clips": store.clips, "tokens": store.tokens, "dim": store.dim},
+        dropped_take_ids=[str(t) for t in table.ids[complete & ~usable]],
+        n_incomplete=int((~complete).sum()),
+    )
+
+
+def _check_views(views: list[str], store: TokenStore) -> list[str]:
+    missing = [v for v in views if v not in store.views]
+    if missing:
+        raise ValueError(
+            f"{store.path}: the store has no view {', '.join(map(repr, missing))} "
+            f"(store views: {', '.join(store.views)})"
+        )
+    return list(views)
+
+
+def _read_rows(store: TokenStore, rows: np.ndarray, view_idx: list[int]) -> np.ndarray:
+    """Tokens of the given take rows: (n, V, K, N, D) float16, read a chunk of takes at a time."""
+    shape = (len(rows), len(view_idx), store.clips, store.tokens, store.dim)
+    out = np.zeros(shape, dtype=np.float16)
+    for start in range(0, len(rows), READ_CHUNK_TAKES):
+        chunk = rows[start : start + READ_CHUNK_TAKES]
+        out[start : start + len(chunk)] = store.read_tokens(chunk, view_idx)
+    return out
+
+
+def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:
+    """Train/val/test rows of the labelled takes (see the module docstring for the rules)."""
+    labelled = np.flatnonzero(sel.labels >= 0)
+    if len(labelled) == 0:
+        raise ValueError(f"{sel.store_path}: no labelled completed take to fit on")
+    named = np.array([SPLIT_NAMES.get(s.strip().lower(), "") for s in sel.split[labelled]])
+    if not named.any():
+        train, val = grouped_split(sel, labelled, val_frac, seed)
+        splits = Splits(train=train, val=val, test=_empty(), source="grouped")
+    else:
+        splits = _store_splits(sel, labelled, named, val_frac, seed)
+    if len(splits.train) == 0:
+        raise ValueError(f"{sel.store_path}: no labelled take in the train split")
+    if len(splits.val) == 0:
+        raise ValueError(
+            f"{sel.store_path}: the validation split is empty (too few participants for "
+            f"val_frac={val_frac}); add val takes to the store's split column"
+        )
+    return splits
+
+
+def _store_splits(
+    sel: Selection, labelled: np.ndarray, named: np.ndarray, val_frac: float, seed: int
+) -> Splits:
+    train, val, test = (labelled[named == name] for name in ("train", "val", "test"))
+    source = "store"
+    if len(val) == 0 and len(train):
+        train, val = grouped_split(sel, train, val_frac, seed)
+        source = "store+grouped"
+    shared = set(sel.participant[train]) & set(sel.participant[val]) - {""}
+    return Splits(
+        train=train,
+        val=val,
+        test=test,
+        source=source,
+        unused=int((named == "").sum()),
+        shared_participants=len(shared),
+    )
+
+
+def grouped_split(
+    sel: Selection, rows: np.ndarray, val_frac: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``rows`` into (train, val) so that no participant is on both sides.
+
+    Participants are grouped by their most common label and ``round(val_frac * count)`` of
+    each label's participants (at least one when the label has two or more) go to val, so
+    that every class is represented in val when possible. A take without a participant is
+    its own group. Seeded: the same seed gives the same split.
+    """
+    groups = np.array(
+        [
+            p if p else f"\0take:{t}"
+            for p, t in zip(sel.participant[rows], sel.take_ids[rows], strict=True)
+        ]
+    )
+    names, inverse = np.unique(groups, return_inverse=True)
+    group_label = np.array(
+        [np.bincount(sel.labels[rows][inverse == g]).argmax() for g in range(len(names))]
+    )
+    rng = np.random.default_rng(seed)
+    val_groups: list[int] = []
+    for label in np.unique(group_label):
+        members = rng.permutation(np.flatnonzero(group_label == label))
+        count = int(round(val_frac * len(members)))
+        if len(members) >= 2:
+            count = min(max(count, 1), len(members) - 1)
+        val_groups += members[:count].tolist()
+    if not val_groups and len(names) >= 2:
+        val_groups = [int(rng.integers(len(names)))]
+    in_val = np.isin(inverse, val_groups)
+    return rows[~in_val], rows[in_val]
+
+
+def take_ids_sha256(take_ids: np.ndarray) -> str:
+    """sha256 of the take ids, one per line, in the given order."""
+    return hashlib.sha256("\n".join(map(str, take_ids)).encode()).hexdigest()
+
+
+def _empty() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)

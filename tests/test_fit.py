@@ -1,0 +1,273 @@
+"""`skill fit` logic on a small synthetic token store: every head learns, runs are
+reproducible and complete, splits never share a participant."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from heads import head_names
+from heads.data import load_selection, resolve_views, split_takes
+from heads.metrics import (
+    balanced_accuracy,
+    confusion_matrix,
+    evaluate,
+    macro_f1,
+    majority_baseline,
+    random_baseline,
+)
+from heads.train import FitConfig, drop_views, fit
+from tests.token_store import LABELS, PROVENANCE, VIEWS, shared_token_store
+
+# Small and quick: the synthetic signal is strong, so a few epochs suffice.
+QUICK = dict(epochs=12, batch_size=16, lr=3e-3, hidden=64, patience=0, plots=False,
+             lgbm_rounds=100, lgbm_learning_rate=0.1, lgbm_threads=1)  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny heads run fastest on one thread; two threads on a busy 2-core box mostly wait.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return shared_token_store(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def selection(store):
+    return load_selection(store.path, "all")
+
+
+def quick(store, tmp_path, **overrides) -> FitConfig:
+    return FitConfig(
+        store=str(store.path), out_dir=str(tmp_path / "runs"), **{**QUICK, **overrides}
+    )
+
+
+@pytest.mark.parametrize("head", ["mean", "concat", "late", "cvf", "temporal", "lightgbm"])
+def test_every_head_beats_chance_clearly(head, store, selection, tmp_path):
+    result = fit(quick(store, tmp_path, head=head), selection=selection)
+    for split in ("val", "test"):
+        metrics = result.metrics[split]
+        assert metrics["n"] >= 30
+        assert metrics["top1"] >= 0.6, (head, split, metrics["top1"])
+        assert metrics["top1"] > metrics["baselines"]["majority"]["top1"] + 0.2
+        assert metrics["baselines"]["random_uniform"] == 0.25
+
+
+def test_all_heads_are_tested():
+    assert set(head_names()) == {"mean", "concat", "late", "cvf", "temporal", "lightgbm"}
+
+
+def test_ego_alone_cannot_tell_the_low_bit(store, tmp_path):
+    # The synthetic low class bit lives only in exo views: ego-only stays near 50 %.
+    result = fit(quick(store, tmp_path, head="lightgbm", views="ego"))
+    assert result.metrics["val"]["top1"] < 0.7
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["view_names"] == ["ego"]
+
+
+def test_same_seed_gives_identical_metrics_and_weights(store, selection, tmp_path):
+    cfg = quick(store, tmp_path, head="cvf", view_dropout=0.3, epochs=4)
+    first, second = fit(cfg, selection=selection), fit(cfg, selection=selection)
+    for key in ("val", "test", "history", "best_epoch"):
+        assert first.metrics[key] == second.metrics[key]
+    assert (first.run_dir / "model.safetensors").read_bytes() == (
+        second.run_dir / "model.safetensors"
+    ).read_bytes()
+    # the second run never overwrites the first: it gets a suffix
+    assert first.run_dir.name == "cvf-all-s0" and second.run_dir.name == "cvf-all-s0-2"
+    other = fit(quick(store, tmp_path, head="cvf", view_dropout=0.3, epochs=4, seed=1), selection)
+    assert other.metrics["history"] != first.metrics["history"]
+
+
+def test_early_stopping_restores_the_best_epoch(store, selection, tmp_path):
+    cfg = quick(store, tmp_path, head="mean", epochs=40, patience=2, monitor="loss",
+                class_balanced=True, lr=1e-2)  # fmt: skip
+    result = fit(cfg, selection=selection)
+    history, best = result.metrics["history"], result.metrics["best_epoch"]
+    assert result.metrics["epochs_run"] < 40 and len(history) == best + 2
+    assert min(h["val_loss"] for h in history) == history[best - 1]["val_loss"]
+    # the kept weights are the best epoch's: evaluating them again gives its loss
+    assert result.metrics["val"]["loss"] == pytest.approx(history[best - 1]["val_loss"])
+
+
+def test_lightgbm_is_reproducible(store, selection, tmp_path):
+    cfg = quick(store, tmp_path, head="lightgbm")
+    first, second = fit(cfg, selection=selection), fit(cfg, selection=selection)
+    assert first.metrics["val"] == second.metrics["val"]
+    assert (first.run_dir / "model.txt").read_text() == (second.run_dir / "model.txt").read_text()
+
+
+def test_run_folder_contents(store, selection, tmp_path):
+    from safetensors.torch import load_file
+
+    result = fit(quick(store, tmp_path, head="late", plots=True), selection=selection)
+    run = result.run_dir
+    names = {p.name for p in run.iterdir()}
+    assert {"config.json", "metrics.json", "model.safetensors", "confusion.png", "curve.png",
+            "predictions.csv"} <= names  # fmt: skip
+    assert not [p for p in run.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    config = json.loads((run / "config.json").read_text())
+    assert config["store"]["provenance"] == json.loads(json.dumps(PROVENANCE))
+    assert config["store"]["path"] == str(Path(store.path).resolve())
+    assert config["view_names"] == VIEWS and config["class_names"] == LABELS
+    assert config["fit"]["head"] == "late" and config["fit"]["seed"] == 0
+    assert config["model"]["options"]["hidden"] == 64
+    assert len(config["takes"]["take_ids_sha256"]) == 64
+    assert config["package_version"]
+    assert sorted(config["takes"]["dropped_no_valid_view"]) == sorted(store.all_views_invalid)
+    weights = load_file(str(run / "model.safetensors"))
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val"]["top1"] == result.metrics["val"]["top1"]
+    assert (run / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_killed_fit_leaves_no_run_that_looks_complete(store, selection, tmp_path, monkeypatch):
+    import heads.train
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # e.g. Ctrl-C while the run folder is being written
+
+    monkeypatch.setattr(heads.train, "write_predictions_csv", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit(quick(store, tmp_path, head="mean", epochs=1), selection=selection)
+    runs = tmp_path / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_config_rejects_conflicting_settings(store):
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        FitConfig(store=str(store.path), epochs=0)
+    with pytest.raises(ValueError, match="val_frac"):
+        FitConfig(store=str(store.path), val_frac=1.0)
+    with pytest.raises(ValueError, match="unknown head 'nope'"):
+        FitConfig(store=str(store.path), head="nope")
+    with pytest.raises(ValueError, match="view_dropout"):
+        FitConfig(store=str(store.path), view_dropout=1.0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            FitConfig(store=str(store.path), device="cuda")
+        assert FitConfig(store=str(store.path), device="auto").device == "cpu"
+    assert (
+        FitConfig(store=str(store.path), head="late", views="ego,exo2").name == "late-ego+exo2-s0"
+    )
+
+
+def test_resolve_views():
+    assert resolve_views("all", VIEWS) == VIEWS
+    assert resolve_views("exo", VIEWS) == ["exo1", "exo2", "exo3"]
+    assert resolve_views("exo2, ego", VIEWS) == ["ego", "exo2"]
+    with pytest.raises(ValueError, match="valid views: all, exo, ego, exo1, exo2, exo3"):
+        resolve_views("ego,exo9", VIEWS)
+    with pytest.raises(ValueError, match="no exo view"):
+        resolve_views("exo", ["ego"])
+
+
+def test_selection_masks_views_and_drops_takes_without_any(store, selection):
+    ids = set(selection.take_ids.tolist())
+    assert not ids & set(store.pending + store.failed + store.all_views_invalid)
+    assert sorted(selection.dropped_take_ids) == sorted(store.all_views_invalid)
+    assert selection.n_incomplete == len(store.pending) + len(store.failed)
+    assert selection.x.dtype == np.float16 and selection.x.shape[1:] == (4, 2, 4, 32)
+    assert selection.mask.any(axis=1).all() and not selection.mask.all()
+    # a masked view holds no data, a valid one does
+    assert not selection.x[~selection.mask].any()
+    assert np.abs(selection.x[selection.mask]).sum(axis=(1, 2, 3)).min() > 0
+    partly = [i for i, t in enumerate(selection.take_ids) if t in store.partly_masked]
+    assert partly and all(not selection.mask[i].all() for i in partly)
+    ego = load_selection(store.path, "ego")  # takes without ego are dropped for ego alone
+    assert ego.n == int(selection.mask[:, 0].sum())
+
+
+def test_store_splits_and_unlabelled_takes(store, selection):
+    splits = split_takes(selection)
+    assert splits.source == "store"
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (
+        (selection.split == "train").sum(),
+        (selection.split == "val").sum(),
+        (selection.split == "test").sum(),
+    )
+    used = np.concatenate([splits.train, splits.val, splits.test])
+    assert (selection.labels[used] >= 0).all()
+    assert not set(selection.take_ids[used]) & set(store.unlabelled)
+
+
+def test_missing_val_split_is_carved_from_train_by_participant(selection):
+    no_val = dataclasses.replace(
+        selection, split=np.where(selection.split == "val", "train", selection.split)
+    )
+    splits = split_takes(no_val, val_frac=0.2, seed=0)
+    assert splits.source == "store+grouped"
+    assert not set(no_val.participant[splits.train]) & set(no_val.participant[splits.val])
+    assert set(no_val.split[splits.test]) == {"test"} and len(splits.test) == 40
+    assert len(splits.val) + len(splits.train) == int((no_val.split == "train").sum())
+
+
+def test_grouped_split_has_no_participant_on_both_sides(tmp_path_factory, tmp_path):
+    unsplit = shared_token_store(
+        tmp_path_factory,
+        name="unsplit",
+        with_splits=False,
+        n_participants=20,
+        takes_per_participant=3,
+    )
+    sel = load_selection(unsplit.path, "all")
+    splits = split_takes(sel, val_frac=0.25, seed=3)
+    assert splits.source == "grouped" and len(splits.test) == 0
+    train_people = set(sel.participant[splits.train])
+    val_people = set(sel.participant[splits.val])
+    assert train_people and val_people and not train_people & val_people
+    assert set(sel.labels[splits.val]) == {0, 1, 2, 3}  # stratified by the participants' labels
+    assert len(val_people) == 4  # 25 % of the 5 participants of each label, rounded
+    again = split_takes(sel, val_frac=0.25, seed=3)
+    assert np.array_equal(again.val, splits.val)
+    assert not np.array_equal(split_takes(sel, val_frac=0.25, seed=4).val, splits.val)
+    result = fit(quick(unsplit, tmp_path, head="concat", val_frac=0.25, split_seed=3), sel)
+    assert result.metrics["splits"]["source"] == "grouped" and "test" not in result.metrics
+
+
+def test_view_dropout_never_drops_every_view():
+    rng = np.random.default_rng(0)
+    mask = rng.random((500, 4)) > 0.3
+    mask[~mask.any(axis=1), 0] = True
+    kept = drop_views(mask, 0.95, rng)
+    assert kept.any(axis=1).all()
+    assert not (kept & ~mask).any()  # never revives a missing view
+    assert (kept.sum(axis=1) == 1).mean() > 0.8  # almost everything dropped but one view
+    light = drop_views(mask, 0.3, rng)
+    assert 0.6 < light.sum() / mask.sum() < 0.8
+
+
+def test_metrics_and_baselines():
+    y_true = np.array([0, 0, 0, 0, 1, 1, 2, 3])
+    y_pred = np.array([0, 0, 0, 1, 1, 0, 2, 2])
+    assert confusion_matrix(y_true, y_pred, 4).tolist() == [
+        [3, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]
+    ]  # fmt: skip
+    # recalls 3/4, 1/2, 1, 0 -> mean 0.5625
+    assert balanced_accuracy(y_true, y_pred, 4) == pytest.approx(0.5625)
+    # F1: class0 2*3/(4+4)=0.75, class1 2*1/(2+2)=0.5, class2 2/(1+2)=2/3, class3 0
+    assert macro_f1(y_true, y_pred, 4) == pytest.approx((0.75 + 0.5 + 2 / 3 + 0) / 4)
+    train = np.array([1, 1, 1, 0, 2, 3])
+    major = majority_baseline(train, y_true, 4)
+    assert major["label"] == 1 and major["top1"] == pytest.approx(2 / 8)
+    rand = random_baseline(train, y_true, 4)
+    assert rand["random_uniform"] == 0.25
+    # train prior (1/6, 3/6, 1/6, 1/6) . eval prior (4/8, 2/8, 1/8, 1/8)
+    assert rand["random_prior"] == pytest.approx((4 + 6 + 1 + 1) / 48)
+    probs = np.eye(4)[y_pred] * 0.7 + 0.075
+    metrics = evaluate(y_true, probs, np.array(["a"] * 4 + ["b"] * 4), train, list("wxyz"))
+    assert metrics["top1"] == pytest.approx(5 / 8)
+    assert metrics["per_scenario"] == {"a": {"n": 4, "top1": 0.75}, "b": {"n": 4, "top1": 0.5}}

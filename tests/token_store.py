@@ -1,0 +1,170 @@
+"""A small synthetic token store, written through the real TokenStore API, with a learnable
+signal spread over the views.
+
+Classes 0..3 are two bits: ``ego`` carries the high bit, ``exo1`` the low bit, ``exo2``
+carries the whole class more weakly, ``exo3`` is noise. So ego alone tops out near 50 %,
+while ego + exos can reach ~100 %. Every participant has one label (labels are per person,
+as in EgoExo4D) and a personal offset shared by all their takes, a nuisance a model can
+memorise. Some views are missing (masked), some takes have no valid view, some failed or
+are still pending, and a few are unlabelled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cache.store import STATUS_COMPLETE, STATUS_FAILED, TakeResult, TakeRow, TokenStore
+
+VIEWS = ["ego", "exo1", "exo2", "exo3"]
+LABELS = ["Novice", "Early Expert", "Intermediate Expert", "Late Expert"]
+SCENARIOS = ["Cooking", "Dance", "Music"]
+PROVENANCE = {
+    "backbone": {"name": "synthetic", "weights_sha256": "abc123" * 8},
+    "adapter": None,
+    "sampling": {"clips": 2, "frames": 4, "stride": 4},
+    "token_mode": "mean_patches",
+    "preprocessing": {"size": 224, "mean": [0.45] * 3, "std": [0.225] * 3},
+    "dtype": "float16",
+}
+DIM, TOKENS, CLIPS, FRAMES = 32, 4, 2, 4
+
+
+@dataclass
+class SyntheticStore:
+    """Where the store is and which takes are special."""
+
+    path: Path
+    take_ids: list[str]
+    all_views_invalid: list[str] = field(default_factory=list)  # complete, every view masked
+    failed: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    unlabelled: list[str] = field(default_factory=list)
+    partly_masked: list[str] = field(default_factory=list)  # complete, some views masked
+
+
+def build_token_store(
+    path: str | Path,
+    *,
+    n_participants: int = 40,
+    takes_per_participant: int = 5,
+    with_splits: bool = True,
+    seed: int = 0,
+    provenance: dict | None = None,
+    views: list[str] | None = None,
+) -> SyntheticStore:
+    """Write the store at ``path``; participants i = 0..P-1 have label i % 4.
+
+    ``with_splits``: participants go to train/val/test (60/20/20 %) in the split column;
+    otherwise the split column is empty. ``views`` (default ego, exo1..exo3) must be a
+    subset of those four names (to build stores that lack a view).
+    """
+    rng = np.random.default_rng(seed)
+    views = views or VIEWS
+    store = TokenStore.create(
+        path,
+        provenance=provenance or PROVENANCE,
+        views=views,
+        labels=LABELS,
+        clips=CLIPS,
+        tokens=TOKENS,
+        dim=DIM,
+        frames=FRAMES,
+    )
+    rows, participant_label = _take_rows(n_participants, takes_per_participant, with_splits)
+    info = SyntheticStore(path=Path(path), take_ids=[r.take_id for r in rows])
+    # A few unlabelled takes, as in a challenge test list.
+    for i in (3, 8):
+        rows[i] = TakeRow(rows[i].take_id, None, rows[i].scenario, rows[i].participant, "")
+        info.unlabelled.append(rows[i].take_id)
+    indices = store.add_takes(rows)
+    offsets = rng.normal(0, 0.3, size=(n_participants, DIM))  # personal nuisance
+    for i, row in zip(indices, rows, strict=True):
+        person = int(row.participant[1:])
+        result = _take_result(rng, participant_label[person], offsets[person], views)
+        role = _special_role(i)
+        if role == "pending":
+            info.pending.append(row.take_id)
+            continue
+        if role == "failed":
+            result.valid[:] = False
+            result.status = STATUS_FAILED
+            info.failed.append(row.take_id)
+        elif role == "no_view":
+            result.valid[:] = False
+            info.all_views_invalid.append(row.take_id)
+        elif not result.valid.all():
+            info.partly_masked.append(row.take_id)
+        result.view_error = ["" if ok else "decode failed" for ok in result.valid]
+        store.write_take(i, result)
+    return info
+
+
+def _take_rows(n_participants: int, per: int, with_splits: bool) -> tuple[list[TakeRow], list[int]]:
+    participant_label = [p % len(LABELS) for p in range(n_participants)]
+    rows = []
+    for p in range(n_participants):
+        # groups of 4 participants (one per label) cycle train, train, train, val, test
+        part = (p // len(LABELS)) % 5
+        split = ("train", "train", "train", "val", "test")[part] if with_splits else ""
+        for t in range(per):
+            rows.append(
+                TakeRow(
+                    take_id=f"p{p:02d}_take{t}",
+                    label=LABELS[participant_label[p]],
+                    scenario=SCENARIOS[p % len(SCENARIOS)],
+                    participant=f"p{p:02d}",
+                    split=split,
+                )
+            )
+    return rows, participant_label
+
+
+def _special_role(i: int) -> str:
+    """Fixed rows that are pending, failed or have no valid view (never the unlabelled 3, 8)."""
+    return {5: "pending", 17: "failed", 29: "no_view", 41: "no_view"}.get(i, "")
+
+
+def _take_result(rng, label: int, offset: np.ndarray, views: list[str]) -> TakeResult:
+    """Tokens (V, K, N, D) float16 with the class signal of each view, and ~10 % masked views."""
+    high, low = label >> 1, label & 1
+    tokens = rng.normal(0, 0.7, size=(len(views), CLIPS, TOKENS, DIM)) + offset
+    signal = {
+        "ego": (slice(0, 4), 2.0 * (2 * high - 1)),
+        "exo1": (slice(4, 8), 2.0 * (2 * low - 1)),
+        "exo2": (slice(8 + 2 * label, 10 + 2 * label), 1.5),
+    }
+    for v, name in enumerate(views):
+        if name in signal:
+            dims, value = signal[name]
+            tokens[v, :, :, dims] += value
+    valid = rng.random(len(views)) > 0.1
+    if not valid.any():
+        valid[rng.integers(len(views))] = True
+    tokens[~valid] = 0
+    frames = np.tile(np.arange(FRAMES), (len(views), CLIPS, 1))
+    frames[~valid] = -1
+    return TakeResult(
+        tokens=tokens.astype(np.float16),
+        valid=valid,
+        frame_index=frames,
+        timestamp=np.where(frames >= 0, frames / 30.0, np.nan),
+        padded=np.zeros(len(views), dtype=int),
+        view_error=[""] * len(views),
+        status=STATUS_COMPLETE,
+    )
+
+
+_BUILT: dict[tuple, SyntheticStore] = {}
+
+
+def shared_token_store(tmp_path_factory, name: str = "synthetic", **options) -> SyntheticStore:
+    """Build a store once per test session (per name and options) and share it read-only."""
+    key = (str(tmp_path_factory.getbasetemp()), name, json.dumps(options, sort_keys=True))
+    if key not in _BUILT:
+        folder = tmp_path_factory.mktemp(f"store-{name}")
+        _BUILT[key] = build_token_store(folder / f"{name}.zarr", **options)
+    return _BUILT[key]
