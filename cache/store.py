@@ -136,6 +136,7 @@ class TokenStore:
 
     def __init__(self, path: Path, group, writable: bool):
         self.path, self._group, self.writable = path, group, writable
+        self._arrays: dict = {}  # opened array handles: a lookup re-reads metadata each time
         attrs = dict(group.attrs)
         self.attrs = attrs
         self.provenance: dict = attrs["provenance"]
@@ -246,7 +247,7 @@ class TokenStore:
             )
 
     def _append_rows(self, table: TakeTable, new_rows: Sequence[TakeRow]) -> None:
-        n_old, n_new = len(table.ids), len(table.ids) + len(new_rows)
+        n_new = len(table.ids) + len(new_rows)
         for name in PER_TAKE_ARRAYS:
             array = self._group[name]
             array.resize((n_new, *array.shape[1:]))
@@ -263,7 +264,7 @@ class TokenStore:
         self._rewrite_column("takes/label", np.asarray(labels, dtype=np.int8), np.int8)
         # Rows become visible only now: a coordinator killed above leaves them uncommitted.
         self._group.attrs["n_takes"] = n_new
-        del n_old
+        self._arrays.clear()  # resized: cached handles hold the old shapes
 
     def _rewrite_column(self, name: str, values: np.ndarray, dtype) -> None:
         array = self._group[name]
@@ -275,18 +276,23 @@ class TokenStore:
     def write_take(self, i: int, result: TakeResult) -> None:
         """Write one take's arrays, then its status: the status is the completion record."""
         self._require_writable()
-        g, n_views = self._group, len(self.views)
+        g, n_views = self._array, len(self.views)
         tokens = np.asarray(result.tokens, dtype=np.float16)
         for v in range(n_views):
             # An invalid view is written as the fill value, which removes any stale chunk.
-            g["tokens"][i, v] = tokens[v] if result.valid[v] else 0
-        g["valid"][i] = np.asarray(result.valid, dtype=bool)
-        g["frame_index"][i] = np.asarray(result.frame_index, dtype=np.int32)
-        g["timestamp"][i] = np.asarray(result.timestamp, dtype=np.float32)
-        g["padded_frames"][i] = np.asarray(result.padded, dtype=np.int16)
+            g("tokens")[i, v] = tokens[v] if result.valid[v] else 0
+        g("valid")[i] = np.asarray(result.valid, dtype=bool)
+        g("frame_index")[i] = np.asarray(result.frame_index, dtype=np.int32)
+        g("timestamp")[i] = np.asarray(result.timestamp, dtype=np.float32)
+        g("padded_frames")[i] = np.asarray(result.padded, dtype=np.int16)
         errors = list(result.view_error) or [""] * n_views
-        g["view_error"][i] = np.asarray(errors, dtype=object)
-        g["status"][i] = np.int8(result.status)
+        g("view_error")[i] = np.asarray(errors, dtype=object)
+        g("status")[i] = np.int8(result.status)
+
+    def _array(self, name: str):
+        if name not in self._arrays:
+            self._arrays[name] = self._group[name]
+        return self._arrays[name]
 
     def status(self) -> np.ndarray:
         return np.asarray(self._group["status"][: self.n_takes], dtype=np.int8)
