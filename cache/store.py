@@ -89,16 +89,18 @@ def _zarr():
     return zarr
 
 
-def diff_provenance(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+def diff_provenance(
+    stored: dict, wanted: dict, prefix: str = "", wanted_name: str = "requested"
+) -> list[str]:
     """Fields where two provenance dicts differ, as 'a.b: store X vs requested Y'."""
     out = []
     for key in sorted(set(stored) | set(wanted)):
         a, b = stored.get(key), wanted.get(key)
         name = f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
-            out += diff_provenance(a, b, prefix=name + ".")
+            out += diff_provenance(a, b, prefix=name + ".", wanted_name=wanted_name)
         elif _jsonish(a) != _jsonish(b):
-            out.append(f"{name}: store {_short(a)} vs requested {_short(b)}")
+            out.append(f"{name}: store {_short(a)} vs {wanted_name} {_short(b)}")
     return out
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.store import TokenStore
+from cache.store import TokenStore, diff_provenance, provenance_identity
 from heads.data import Selection, load_selection, resolve_views
 from heads.metrics import evaluate
 from heads.train import LIGHTGBM, clip_mean_softmax, json_safe, load_fit_config, resolve_device
@@ -117,32 +117,14 @@ def predict(
 # ---- checks ------------------------------------------------------------------------------
 
 
-def provenance_differences(store_prov: dict, run_prov: dict, prefix: str = "") -> list[str]:
-    """Fields where the store's and the run's provenance differ: ``a.b: store X vs run Y``."""
-    out = []
-    for key in sorted(set(store_prov) | set(run_prov)):
-        a, b = store_prov.get(key), run_prov.get(key)
-        name = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += provenance_differences(a, b, prefix=name + ".")
-        elif _canonical(a) != _canonical(b):
-            out.append(f"{name}: store {_short(a)} vs run {_short(b)}")
-    return out
-
-
-def _canonical(value):
-    # Tuples and lists compare equal once through JSON; missing and null are the same.
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def _short(value) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 24 else text[:20] + "…"
-
-
 def check_compatible(store: TokenStore, config: dict, run_dir, views: str | None) -> list[str]:
     """Refuse a store the run cannot read; returns the run views to feed (others masked)."""
-    diffs = provenance_differences(store.provenance, config["store"]["provenance"])
+    # Where the store's tokens came from must match, not where files happened to lie.
+    diffs = diff_provenance(
+        provenance_identity(store.provenance),
+        provenance_identity(config["store"]["provenance"]),
+        wanted_name="run",
+    )
     if diffs:
         raise RunMismatchError(
             f"{store.path} was not extracted like the store run {run_dir} was trained on:\n  "

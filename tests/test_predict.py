@@ -197,11 +197,9 @@ def test_store_with_other_provenance_is_refused(store, runs, tmp_path_factory, t
     with pytest.raises(RunMismatchError) as err:
         predict(changed.path, runs["mean"].run_dir, tmp_path / "p.csv")
     message = str(err.value)
-    assert (
-        "backbone.weights_sha256: store def456def456def456de… vs run abc123abc123abc123ab…"
-        in message
-    )
-    assert "token_mode: store cls vs run mean_patches" in message
+    assert 'backbone.weights_sha256: store "def456def456' in message
+    assert 'vs run "abc123abc123' in message
+    assert 'token_mode: store "cls" vs run "mean_patches"' in message
     assert "backbone.name" not in message  # only the fields that differ
     assert not (tmp_path / "p.csv").exists()
 
