@@ -194,5 +194,140 @@ def _print_store_summary(s: dict) -> None:
     )
 
 
+# ---- fit ---------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def fit(
+    store: Path = typer.Argument(..., help="A store written by `skill extract`."),
+    views: str = typer.Option("all", help="ego, exo (all exo views), ego,exo2, or all."),
+    head: str = typer.Option("cvf", help="mean, concat, late, cvf, temporal or lightgbm."),
+    hidden: int = typer.Option(None, help="Hidden width (default: the head's own)."),
+    dropout: float = typer.Option(0.1, help="Dropout inside the head."),
+    epochs: int = typer.Option(30, help="Maximum epochs (early stopping may end sooner)."),
+    batch_size: int = typer.Option(32, help="Takes per step."),
+    lr: float = typer.Option(1e-3, help="Peak AdamW learning rate."),
+    weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
+    warmup_frac: float = typer.Option(0.1, help="Fraction of steps of linear warmup."),
+    class_balanced: bool = typer.Option(False, help="Inverse-frequency class weights."),
+    patience: int = typer.Option(8, help="Early-stopping patience in epochs (0 = off)."),
+    monitor: str = typer.Option("balanced_accuracy", help="balanced_accuracy or loss."),
+    seed: int = typer.Option(0, help="Training seed."),
+    split_seed: int = typer.Option(0, help="Seed of the participant-grouped val split."),
+    view_dropout: float = typer.Option(0.0, help="Probability of dropping each view in training."),
+    val_frac: float = typer.Option(0.2, help="Held-out participants when the store has no split."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    out_dir: Path = typer.Option(Path("runs"), help="Folder of run folders."),
+    name: str = typer.Option("", help="Run name (default <head>-<views>-s<seed>)."),
+    plots: bool = typer.Option(True, help="Write confusion.png and curve.png."),
+    sweep: bool = typer.Option(False, "--sweep", help="Fit a grid of heads x view sets x seeds."),
+    heads: str = typer.Option("mean,concat,late,cvf,temporal,lightgbm", help="--sweep: heads."),
+    view_sets: str = typer.Option("ego;exo;all", help="--sweep: view sets, ';'-separated."),
+    seeds: str = typer.Option("0", help="--sweep: seeds, comma-separated."),
+) -> None:
+    """Train a fusion head on a store (or, with --sweep, a whole grid of them)."""
+    from heads.train import FitConfig
+
+    cfg = FitConfig(
+        store=str(store), views=views, head=head, hidden=hidden, dropout=dropout,
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        warmup_frac=warmup_frac, class_balanced=class_balanced, patience=patience,
+        monitor=monitor, seed=seed, split_seed=split_seed, view_dropout=view_dropout,
+        val_frac=val_frac, device=device, out_dir=str(out_dir), name=name, plots=plots,
+    )  # fmt: skip
+    if sweep:
+        _run_sweep(cfg, _split_list(heads, ","), _split_list(view_sets, ";"), seeds)
+    else:
+        _run_fit(cfg)
+
+
+def _split_list(text: str, separator: str) -> list[str]:
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
+def _run_fit(cfg) -> None:
+    from heads.metrics import format_metrics
+    from heads.train import fit as fit_head
+
+    result = fit_head(cfg)
+    for split in ("val", "test"):
+        if split in result.metrics:
+            out.print(format_metrics(split, result.metrics[split]), highlight=False)
+    out.print(f"run folder: {result.run_dir}")
+
+
+def _run_sweep(cfg, heads: list[str], view_sets: list[str], seeds: str) -> None:
+    from heads.sweep import sweep as run_sweep
+
+    try:
+        seed_list = [int(s) for s in _split_list(seeds, ",")]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, not {seeds!r}") from None
+    result = run_sweep(cfg, heads=heads, view_sets=view_sets, seeds=seed_list)
+    print_sweep_table(result.rows)
+    out.print(f"sweep folder: {result.sweep_dir} (sweep.csv, sweep.md, one run folder per fit)")
+
+
+def print_sweep_table(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    from heads.sweep import format_mean_std
+
+    table = Table(title="sweep: top-1 / balanced accuracy (mean ± std over seeds)")
+    for column in (
+        "head",
+        "views",
+        "val top-1",
+        "val bal. acc",
+        "test top-1",
+        "test bal. acc",
+        "s/fit",
+    ):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["head"],
+            row["views"],
+            format_mean_std(row, "val_top1"),
+            format_mean_std(row, "val_balanced_accuracy"),
+            format_mean_std(row, "test_top1"),
+            format_mean_std(row, "test_balanced_accuracy"),
+            f"{row['fit_seconds_mean']:.1f}",
+        )
+    out.print(table)
+
+
+# ---- predict -----------------------------------------------------------------------------
+@app.command()
+@user_errors
+def predict(
+    store: Path = typer.Argument(..., help="A store with the takes to predict."),
+    run: Path = typer.Option(..., "--run", help="A run folder written by `skill fit`."),
+    out_csv: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV to write."),
+    format: str = typer.Option(
+        "csv", "--format", help="csv, or egoexo4d (also the official JSON)."
+    ),
+    out_json: Path = typer.Option(None, help="egoexo4d: JSON path (default: --out with .json)."),
+    views: str = typer.Option(None, help="Only these of the run's views (others masked)."),
+    order: Path = typer.Option(None, help="egoexo4d: take order (txt, JSON list or ground truth)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Apply a trained head to the completed takes of a store."""
+    from heads.metrics import format_metrics
+    from heads.predict import predict as run_predict
+    from heads.predict import read_take_order
+
+    result = run_predict(
+        store, run, out_csv, fmt=format, out_json=out_json, views=views,
+        order=read_take_order(order) if order else None, device=device,
+    )  # fmt: skip
+    out.print(f"predicted {len(result.take_ids)} takes -> {result.out_csv}")
+    if result.out_json:
+        out.print(f"EgoExo4D prediction file -> {result.out_json}")
+    if result.skipped:
+        out.print(f"{len(result.skipped)} takes had no usable view (uniform logits)")
+    for split, metrics in result.metrics.items():
+        out.print(format_metrics(split, metrics), highlight=False)
+
+
 if __name__ == "__main__":
     app()

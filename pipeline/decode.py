@@ -511,9 +511,14 @@ def _grey_thumbnail(rgb: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- decord
 
 
+# Decode worker processes never run torch, so they skip importing it (seconds and ~300 MB
+# per worker start); any other process imports torch before decord.
+_TORCH_FREE_PROCESS = False
+
+
 def _import_decord() -> Any:
     """decord, imported after torch (NOTES §4: decord before torch can freeze a DataLoader)."""
-    if "torch" not in sys.modules:
+    if "torch" not in sys.modules and not _TORCH_FREE_PROCESS:
         with contextlib.suppress(ImportError):
             import torch  # noqa: F401
     import decord
@@ -522,8 +527,10 @@ def _import_decord() -> Any:
 
 
 def preload_decoders() -> None:
-    """Import PyAV, PIL and (after torch) decord now, e.g. when a worker process starts,
-    so that its first video does not spend its timeout on imports."""
+    """Decode-worker initializer: import PyAV, PIL and decord now, so that the first video
+    does not spend its timeout on imports. Marks the process as one that never runs torch."""
+    global _TORCH_FREE_PROCESS
+    _TORCH_FREE_PROCESS = True
     import av  # noqa: F401
     import PIL.Image  # noqa: F401
 

@@ -117,7 +117,7 @@ class DecodePool:
         self,
         num_workers: int,
         timeout_s: float,
-        max_tasks_per_worker: int = 50,
+        max_tasks_per_worker: int = 200,
         job: Callable[..., Any] = decode_view,
         start_method: str = "spawn",
         max_outstanding: int | None = None,
