@@ -20,6 +20,7 @@ def store_summary(path: str | Path) -> dict:
     label_names = np.array([*store.labels, "(unlabelled)"])
     labels = label_names[np.where(table.label >= 0, table.label, len(store.labels))]
     done = status == STATUS_COMPLETE
+    run = _run_state(store, pending=int((status == STATUS_PENDING).sum()))
     return {
         "store": str(store.path),
         "format_version": store.attrs["skill"]["format_version"],
@@ -28,7 +29,15 @@ def store_summary(path: str | Path) -> dict:
         "completed": int(done.sum()),
         "failed": int((status == STATUS_FAILED).sum()),
         "pending": int((status == STATUS_PENDING).sum()),
-        "interrupted": bool((status == STATUS_PENDING).any()),
+        # state: "in progress" while a writer holds the lock; "interrupted" when work is
+        # unfinished without one (also a run killed before it registered any take);
+        # "finished" otherwise. `interrupted` is True in both unfinished states.
+        "state": run["state"],
+        "writer": run["writer"],
+        "in_progress": run["writer"] is not None,
+        "interrupted": run["state"] != "finished",
+        "last_run": run["record"],
+        "leftover_temp_files": run["temp_files"],
         "views": store.views,
         "valid_views_of_completed": {
             v: int(valid[done, i].sum()) for i, v in enumerate(store.views)
@@ -49,6 +58,24 @@ def store_summary(path: str | Path) -> dict:
         "failed_view_count": int((errors != "").sum()),
         "size_bytes": _size_on_disk(store.path),
         "provenance": store.provenance,
+    }
+
+
+def _run_state(store: TokenStore, pending: int) -> dict:
+    """Who writes now, whether the last run stopped before finishing, and how many temporary
+    files killed writes left (never read as data; the next extract deletes them)."""
+    writer = store.writer_busy()
+    record = store.attrs.get("extract_run")
+    unfinished = pending > 0 or (isinstance(record, dict) and record.get("state") == "running")
+    temp_files = sum(
+        1 for _, _, files in os.walk(store.path) for name in files if name.endswith(".partial")
+    )
+    state = "in progress" if writer is not None else "interrupted" if unfinished else "finished"
+    return {
+        "state": state,
+        "writer": writer,
+        "record": record,
+        "temp_files": temp_files,
     }
 
 

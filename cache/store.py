@@ -28,6 +28,13 @@ FORMAT_VERSION = 1
 STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED = 0, 1, 2
 STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_COMPLETE: "complete", STATUS_FAILED: "failed"}
 LOCK_FILE = ".skill.lock"
+# Seconds a writer keeps trying a lock that is held before it refuses: a reader probing the
+# lock (`writer_busy`, used by `skill info`) holds it for an instant and must not make a
+# starting writer fail.
+LOCK_RETRY_S = 0.5
+# Test hook, for tests/test_extract_kill.py only: seconds to sleep after each token chunk that
+# write_take writes, so that a SIGKILL can be aimed inside a take's write. Unset = 0.
+_SLOW_WRITE_S = float(os.environ.get("SKILL_TEST_SLOW_WRITE") or 0)
 TAKE_FIELDS = ("id", "scenario", "participant", "split")
 
 
@@ -279,10 +286,15 @@ class TokenStore:
         """Write one take's arrays, then its status: the status is the completion record."""
         self._require_writable()
         g, n_views = self._array, len(self.views)
+        # Rewriting a take (a failed take retried) first withdraws its old record, so that a
+        # write cut short is never read as the old record over a mix of old and new arrays.
+        g("status")[i] = np.int8(STATUS_PENDING)
         tokens = np.asarray(result.tokens, dtype=np.float16)
         for v in range(n_views):
             # An invalid view is written as the fill value, which removes any stale chunk.
             g("tokens")[i, v] = tokens[v] if result.valid[v] else 0
+            if _SLOW_WRITE_S:
+                time.sleep(_SLOW_WRITE_S)
         g("valid")[i] = np.asarray(result.valid, dtype=bool)
         g("frame_index")[i] = np.asarray(result.frame_index, dtype=np.int32)
         g("timestamp")[i] = np.asarray(result.timestamp, dtype=np.float32)
@@ -347,19 +359,50 @@ class TokenStore:
         lock_path = self.path / LOCK_FILE
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_lock_holder(lock_path)
-                raise StoreBusy(
-                    f"{self.path}: another skill extract is writing to this store ({holder}); "
-                    "wait for it to finish, or use another store"
-                ) from None
+            if not _try_flock(fd, fcntl.LOCK_EX, LOCK_RETRY_S):
+                raise self.busy_error(_read_lock_holder(lock_path))
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps(_lock_holder()).encode())
             yield
         finally:
             os.close(fd)
+
+    def writer_busy(self) -> str | None:
+        """Who holds the writer lock ("pid N on host since T"), or None when nobody does.
+
+        Creates and writes nothing (works on a read-only store); it takes a shared lock for
+        an instant, which a starting writer waits out (LOCK_RETRY_S)."""
+        lock_path = self.path / LOCK_FILE
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except OSError:  # no lock file: nobody ever held the lock here
+            return None
+        try:
+            if _try_flock(fd, fcntl.LOCK_SH, 0.0):
+                return None
+            return _read_lock_holder(lock_path)
+        finally:
+            os.close(fd)  # closing releases the shared lock
+
+    def busy_error(self, holder: str) -> StoreBusy:
+        """The refusal a second writer gets while `holder` writes."""
+        return StoreBusy(
+            f"{self.path}: another skill extract is writing to this store ({holder}); "
+            "wait for it to finish, or use another store"
+        )
+
+
+def _try_flock(fd: int, kind: int, patience_s: float) -> bool:
+    """flock `kind` without blocking, retrying for `patience_s`; False if it stays held."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 PER_TAKE_ARRAYS = (

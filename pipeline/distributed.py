@@ -1,16 +1,26 @@
 """Running `skill extract` under torchrun: who this process is, and which takes it owns.
 
 Under `torchrun --nproc-per-node N -m cli extract ...` every rank runs the same command.
-Rank 0 is the coordinator (it creates or appends to the store and holds the writer lock);
-every rank then extracts its own share of the pending takes and writes only their chunks,
-which is safe because a (take, view) chunk is never shared between takes.
+Rank 0 is the coordinator (it creates or appends to the store, registers the takes and holds
+the writer lock); every rank then extracts its own share of the pending takes and writes only
+their chunks, which is safe because a chunk never holds data of two takes.
+
+Messages between ranks are JSON (sent as a byte tensor), never pickle: `broadcast_object_list`
+would unpickle whatever rank 0 sent.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+# A rank that finished its share waits at the final barrier for the slowest one, which can
+# take hours on an unbalanced dataset; torch's default of 30 minutes would fail a good run.
+# A rank that dies does not leave the others hanging: torchrun stops the whole group.
+COLLECTIVE_TIMEOUT = datetime.timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,7 @@ class Rank:
 
     rank: int = 0
     world: int = 1
+    local_rank: int = 0
 
     @property
     def is_coordinator(self) -> bool:
@@ -33,28 +44,66 @@ def current_rank() -> Rank:
     """Read torchrun's environment; without it this is a single-process run."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    return Rank(rank=rank, world=world)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} WORLD_SIZE={world}: not a valid torchrun environment")
+    return Rank(rank=rank, world=world, local_rank=local)
 
 
 def init_process_group(rank: Rank, device: str) -> None:
     """Join the torchrun group: NCCL when extracting on CUDA, gloo on CPU."""
     if not rank.distributed:
         return
+    import torch
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    if dist.is_initialized():
+        return
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+        dist.init_process_group(backend="nccl", timeout=COLLECTIVE_TIMEOUT)
+    else:
+        dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+
+
+def _collective_device():
+    """Tensors of a collective live where the backend wants them: CUDA for NCCL."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def broadcast_from_coordinator(rank: Rank, value):
-    """Rank 0's `value` on every rank (a JSON-like object; identity for one process)."""
+    """Rank 0's `value` (anything JSON can hold) on every rank; identity for one process."""
     if not rank.distributed:
         return value
+    import torch
     import torch.distributed as dist
 
-    box = [value if rank.is_coordinator else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    device = _collective_device()
+    payload = json.dumps(value).encode() if rank.is_coordinator else b""
+    size = torch.tensor([len(payload)], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    buffer = torch.zeros(int(size.item()), dtype=torch.uint8, device=device)
+    if rank.is_coordinator:
+        buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+    dist.broadcast(buffer, src=0)
+    return json.loads(bytes(buffer.cpu().numpy()).decode())
+
+
+def sum_over_ranks(rank: Rank, counts: Sequence[int]) -> list[int]:
+    """Element-wise sum of every rank's `counts` (all ranks get the result)."""
+    if not rank.distributed:
+        return list(counts)
+    import torch
+    import torch.distributed as dist
+
+    totals = torch.tensor(list(counts), dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    return [int(x) for x in totals.cpu().tolist()]
 
 
 def barrier(rank: Rank) -> None:
@@ -77,7 +126,10 @@ def balance_by_cost(costs: Sequence[float], world: int) -> list[list[int]]:
 
     Longest-processing-time-first greedy: items in decreasing cost go to the currently
     lightest rank (ties to the lower rank, then lower index, so every rank computes the same
-    plan). Each rank's list is returned in increasing item order."""
+    plan). Its largest load is at most 4/3 of the best possible. Each rank's list is returned
+    in increasing item order."""
+    if world < 1:
+        raise ValueError(f"world must be at least 1, got {world}")
     loads = [0.0] * world
     shares: list[list[int]] = [[] for _ in range(world)]
     for item in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):

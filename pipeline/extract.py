@@ -9,16 +9,32 @@ Rules a user can rely on:
   the take stays usable with the other views. A take with fewer than `min_views` decodable
   views is recorded as failed. A view missing from the manifest is masked, not a failure.
 - Completed (and failed) takes are skipped when the same command runs again, so a killed run
-  resumes where it stopped; `retry_failed` extracts failed takes again.
+  (SIGKILL included, at any moment) resumes where it stopped; `retry_failed` extracts failed
+  takes again. A take's `status` is written after all its arrays, so a take cut short stays
+  pending; temporary files a killed write left behind are deleted by the next run.
+- Ctrl-C or SIGTERM lets the take being written finish, then stops with KeyboardInterrupt.
 - Appending to an existing store is allowed only when the provenance (backbone, weights,
   adapter, preprocessing, sampling, token mode, dtype) is the same.
+- One writer at a time: a second `skill extract` on a store that is being written refuses
+  (writer lock). Under torchrun the ranks of one run share the work instead (see
+  `pipeline.distributed`).
+- Store problems (not a store, newer format, read-only, busy) are refused before the backbone
+  loads; a write that fails (full disk) stops the run with a message naming the store and
+  take, and leaves that take pending.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
+import shutil
+import signal
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +56,11 @@ from pipeline.sampling import SamplingConfig
 from pipeline.takes import LABELS, Take
 
 TOKEN_MODES = ("frame", "cls", "patch")
+RUN_RECORD = "extract_run"
+"""Root attribute the coordinator keeps about the last run: state running/finished, etc."""
+# zarr's LocalStore writes `<name>.<uuid4 hex>.partial` and renames it into place; a process
+# killed in between leaves it behind. Nothing reads such a file; the next run deletes it.
+TEMP_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
 @dataclass
@@ -136,31 +157,79 @@ class ExtractConfig:
 
 @dataclass
 class ExtractSummary:
-    """What one run (one rank) did."""
+    """What one run did (under torchrun: the whole run on every rank, see `rank`)."""
 
     store: Path
     total: int = 0
+    """Takes in the manifest (after --limit)."""
     skipped: int = 0
+    """Takes already complete (or failed, without --retry-failed) before this run."""
     completed: int = 0
     failed: int = 0
     failed_views: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    """(take, view or '*', reason) of every failure in the store (coordinator only)."""
+    removed_temp_files: int = 0
+    """Temporary files of killed writes deleted at the start of this run."""
+    rank: int = 0
+    """This process's rank; only rank 0 (the coordinator) should print the summary."""
+    world: int = 1
 
 
 ProgressFn = Callable[[int, int, int], None]  # (takes done, takes to do, failures so far)
 
 
 def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> ExtractSummary:
-    """Extract every pending take of `cfg.manifest` into `cfg.store`."""
-    from pipeline.backbones import load_backbone
+    """Extract every pending take of `cfg.manifest` into `cfg.store` (see the module doc).
+
+    Raises ManifestError / StoreError / BackboneError (ValueErrors with a clear message) for
+    problems a user can fix, KeyboardInterrupt on Ctrl-C or SIGTERM."""
     from pipeline.manifest import read_takes
 
     started = time.perf_counter()
     rank = distributed.current_rank()
     dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
-    backbone = load_backbone(
+    if rank.is_coordinator:
+        preflight_store(cfg.store)  # refuse in a second, not after loading the backbone
+    backbone = _load_backbone(cfg, rank)
+    provenance = build_provenance(cfg, backbone)
+    summary = ExtractSummary(store=cfg.store, total=len(takes), rank=rank.rank, world=rank.world)
+    distributed.init_process_group(rank, backbone.device)
+    try:
+        with (
+            terminate_as_interrupt(),
+            _CoordinatedStore(cfg, rank, provenance, dataset.views, takes) as coordinated,
+        ):
+            _run_share(cfg, coordinated, backbone, takes, summary, progress)
+    finally:
+        distributed.shutdown(rank)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run_share(cfg, coordinated, backbone, takes, summary, progress) -> None:
+    """Extract this rank's share of the pending takes, then sum the counts of all ranks."""
+    rank, store = coordinated.rank, coordinated.store
+    work = _my_pending_takes(cfg, store, coordinated.rows, takes, rank)
+    summary.skipped = len(takes) - sum(len(share) for share in work["all"])
+    summary.removed_temp_files = coordinated.removed_temp_files
+    _extract_takes(cfg, store, backbone, work["mine"], summary, progress)
+    # A collective: it returns once every rank has written all of its takes.
+    counts = (summary.completed, summary.failed, summary.failed_views)
+    summary.completed, summary.failed, summary.failed_views = distributed.sum_over_ranks(
+        rank, counts
+    )
+    if rank.is_coordinator:
+        coordinated.finish()
+        summary.failures = store.failures()
+
+
+def _load_backbone(cfg: ExtractConfig, rank: distributed.Rank):
+    from pipeline.backbones import load_backbone
+
+    return load_backbone(
         cfg.backbone,
         adapter=str(cfg.adapter) if cfg.adapter else None,
         device=_pick_device(cfg.device, rank),
@@ -168,21 +237,6 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
         num_frames=cfg.frames,
         batch_size=cfg.batch_size,
     )
-    provenance = build_provenance(cfg, backbone)
-    distributed.init_process_group(rank, backbone.device)
-    try:
-        with _coordinated_store(cfg, rank, provenance, dataset.views, takes) as (store, rows):
-            work = _my_pending_takes(cfg, store, rows, takes, rank)
-            summary = ExtractSummary(store=cfg.store, total=len(takes))
-            summary.skipped = len(takes) - sum(len(share) for share in work["all"])
-            _extract_takes(cfg, store, backbone, work["mine"], summary, progress)
-            distributed.barrier(rank)
-            if rank.is_coordinator:
-                summary.failures = store.failures()
-    finally:
-        distributed.shutdown(rank)
-    summary.seconds = time.perf_counter() - started
-    return summary
 
 
 def build_provenance(cfg: ExtractConfig, backbone) -> dict:
@@ -199,52 +253,87 @@ def build_provenance(cfg: ExtractConfig, backbone) -> dict:
 
 
 def _pick_device(device: str, rank: distributed.Rank) -> str:
-    if device != "auto":
+    """auto -> CUDA when available; under torchrun a bare `cuda` means this rank's GPU."""
+    if device not in ("auto", "cuda"):
         return device
     import torch
 
     if not torch.cuda.is_available():
+        if device == "cuda":
+            raise ValueError("--device cuda: no CUDA device is available (use cpu or auto)")
         return "cpu"
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return f"cuda:{local % torch.cuda.device_count()}"
+    return f"cuda:{rank.local_rank % torch.cuda.device_count()}"
 
 
-class _coordinated_store:
-    """Context manager: rank 0 opens or creates the store, registers the takes and holds the
-    writer lock; the other ranks open it once rank 0 says it is ready."""
+# ---- the store: checks, coordination, leftovers -------------------------------------------
+def preflight_store(path: Path) -> None:
+    """Refuse a store this run could not write, without writing anything: not a store, a
+    newer format, a read-only location, another writer busy. Provenance is checked later
+    (it needs the loaded backbone)."""
+    if not path.exists() and not path.is_symlink():
+        parent = path.parent
+        if not parent.is_dir():
+            raise StoreError(f"{path}: cannot create the store: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise StoreError(f"{path}: cannot create the store: {parent} is read-only")
+        return
+    store = TokenStore.open(path, mode="a")  # not a store / newer format / read-only
+    holder = store.writer_busy()
+    if holder is not None:
+        raise store.busy_error(holder)
+
+
+class _CoordinatedStore:
+    """Context manager: rank 0 opens or creates the store, takes the writer lock, deletes
+    leftovers of killed runs and registers the takes; the other ranks open the store once
+    rank 0 says it is ready. On exit rank 0 releases the lock."""
 
     def __init__(self, cfg, rank, provenance, views, takes):
-        self.cfg, self.rank, self.provenance, self.views, self.takes = (
-            cfg,
-            rank,
-            provenance,
-            views,
-            takes,
-        )
+        self.cfg, self.rank, self.provenance = cfg, rank, provenance
+        self.views, self.takes = views, takes
+        self.store: TokenStore | None = None
+        self.rows: list[int] = []
+        self.removed_temp_files = 0
         self._lock = None
+        self._record: dict = {}
 
-    def __enter__(self):
-        outcome = None
-        if self.rank.is_coordinator:
-            outcome = self._prepare()
+    def __enter__(self) -> _CoordinatedStore:
+        outcome = self._prepare() if self.rank.is_coordinator else None
         outcome = distributed.broadcast_from_coordinator(self.rank, outcome)
         if "error" in outcome:
             raise StoreError(outcome["error"])
-        store = self.store if self.rank.is_coordinator else TokenStore.open(self.cfg.store, "a")
-        return store, outcome["rows"]
+        if not self.rank.is_coordinator:
+            self.store = _open_as_worker(self.cfg.store)
+        self.rows = outcome["rows"]
+        self.removed_temp_files = outcome["removed"]
+        return self
 
     def _prepare(self) -> dict:
         try:
-            self.store = open_store_for_extract(self.cfg.store, self.provenance, self.views)
-            self._lock = self.store.writer_lock()
+            store = open_store_for_extract(self.cfg.store, self.provenance, self.views)
+            self._lock = store.writer_lock()
             self._lock.__enter__()
-            rows = self.store.add_takes([take_row(t) for t in self.takes])
-            return {"rows": rows}
+            self.store = store
+            with store_write_errors(store.path, "the take table"):
+                removed = remove_leftovers(store.path)
+                self._record = _run_record(self.cfg, self.rank, len(self.takes))
+                store.set_attr(RUN_RECORD, self._record)
+                rows = store.add_takes([take_row(t) for t in self.takes])
+            return {"rows": rows, "removed": removed}
         except StoreError as err:
             self._release()
             if not self.rank.distributed:
                 raise
             return {"error": str(err)}
+        except BaseException:  # Ctrl-C while preparing: __exit__ will not run
+            self._release()
+            raise
+
+    def finish(self) -> None:
+        """Rank 0, after every rank wrote its takes: the run record says finished."""
+        self._record.update(state="finished", finished=_now())
+        with store_write_errors(self.store.path, "the run record"):
+            self.store.set_attr(RUN_RECORD, self._record)
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -255,21 +344,40 @@ class _coordinated_store:
         self._release()
 
 
+def _open_as_worker(path: Path) -> TokenStore:
+    try:
+        return TokenStore.open(path, mode="a")
+    except StoreError as err:
+        raise StoreError(f"{err} (under torchrun every rank must see the same --store)") from err
+
+
+def _run_record(cfg: ExtractConfig, rank: distributed.Rank, n_takes: int) -> dict:
+    return {
+        "state": "running",
+        "started": _now(),
+        "finished": None,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "world": rank.world,
+        "manifest": str(cfg.manifest),
+        "manifest_takes": n_takes,
+    }
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def open_store_for_extract(path: Path, provenance: dict, views: list[str]) -> TokenStore:
     """Open the store to append or resume, or create it; refuse a different provenance."""
-    geometry = provenance["backbone"]
     if not path.exists():
-        sampling = provenance["sampling"]
-        return TokenStore.create(
-            path,
-            provenance=provenance,
-            views=views,
-            labels=list(LABELS),
-            clips=sampling["clips"],
-            tokens=geometry["tokens_per_clip"],
-            dim=geometry["dim"],
-            frames=sampling["frames"],
-        )
+        try:
+            return _create_store(path, provenance, views)
+        except StoreError:
+            if not (path / "zarr.json").is_file():
+                raise
+            # Another command created it at the same moment: treat it as an existing store
+            # (its writer lock decides which of the two goes on).
     store = TokenStore.open(path, mode="a")
     differences = diff_provenance(
         provenance_identity(store.provenance), provenance_identity(provenance)
@@ -287,32 +395,110 @@ def open_store_for_extract(path: Path, provenance: dict, views: list[str]) -> To
     return store
 
 
+def _create_store(path: Path, provenance: dict, views: list[str]) -> TokenStore:
+    geometry, sampling = provenance["backbone"], provenance["sampling"]
+    return TokenStore.create(
+        path,
+        provenance=provenance,
+        views=views,
+        labels=list(LABELS),
+        clips=sampling["clips"],
+        tokens=geometry["tokens_per_clip"],
+        dim=geometry["dim"],
+        frames=sampling["frames"],
+    )
+
+
+def remove_leftovers(path: Path) -> int:
+    """Delete what killed writers left: zarr's temporary `*.<hex>.partial` files inside the
+    store, and staging folders of a killed create beside it. Call with the writer lock held
+    (no other writer can be between a temp file and its rename). Returns the count."""
+    removed = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            if TEMP_FILE.search(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+    for staging in path.parent.glob(f".{path.name}.creating-*"):
+        pid = staging.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def store_write_errors(path: Path, what: str) -> Iterator[None]:
+    """An OSError while writing `what` (a full disk, a read-only or vanished location)
+    becomes a StoreError naming the store, what was written, and what is kept."""
+    try:
+        yield
+    except OSError as err:
+        raise StoreError(
+            f"{path}: could not write {what}: {describe_os_error(err)}. What was completed "
+            "before is kept; fix this and run the same command to resume"
+        ) from err
+
+
+def describe_os_error(err: OSError) -> str:
+    reason = err.strerror or str(err)
+    hints = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the location is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+    }
+    hint = hints.get(err.errno)
+    return f"{hint} ({reason})" if hint else reason
+
+
 def take_row(take: Take) -> TakeRow:
     return TakeRow(take.take_id, take.label, take.scenario, take.participant, take.split)
 
 
+# ---- sharing the work ----------------------------------------------------------------------
 def _my_pending_takes(cfg, store, rows, takes, rank) -> dict:
-    """The takes still to extract, split between ranks by cost (video bytes x views)."""
+    """The takes still to extract, split between ranks by cost (see `take_cost`). Every rank
+    computes the same plan from the same status."""
     status = store.status()
     todo_status = {STATUS_PENDING, STATUS_FAILED} if cfg.retry_failed else {STATUS_PENDING}
     pending = [
         (row, take) for row, take in zip(rows, takes, strict=True) if status[row] in todo_status
     ]
-    costs = [_take_cost(take) for _, take in pending]
+    costs = [take_cost(take) for _, take in pending]
     shares = distributed.balance_by_cost(costs, rank.world)
     return {"all": shares, "mine": [pending[i] for i in shares[rank.rank]]}
 
 
-def _take_cost(take: Take) -> float:
-    # File size is a cheap stand-in for length x views: it costs no decoder open.
-    total = 0
+# Cost of a view beyond its length (opening the file, seeking, K clips through the backbone),
+# in the unit of take_cost: bytes of video.
+VIEW_OVERHEAD_BYTES = 256 * 1024
+
+
+def take_cost(take: Take) -> float:
+    """Estimated cost of a take: video length x views. A view's length is its file size
+    (bytes grow with duration at the dataset's bitrate, and reading it opens no decoder),
+    plus a fixed overhead per view; a missing view costs nothing."""
+    total = 0.0
     for path in take.videos.values():
         if path:
             try:
-                total += os.path.getsize(path)
+                total += os.path.getsize(path) + VIEW_OVERHEAD_BYTES
             except OSError:
-                total += 1
-    return float(total)
+                total += VIEW_OVERHEAD_BYTES
+    return total
 
 
 def _extract_takes(cfg, store, backbone, work, summary, progress) -> None:
@@ -322,6 +508,27 @@ def _extract_takes(cfg, store, backbone, work, summary, progress) -> None:
     loop.run(work)
 
 
+# ---- interrupts ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler or torchrun stopping us) raises KeyboardInterrupt like Ctrl-C, so
+    both unwind the same way: the take being written finishes, workers stop, the lock is
+    released. Only the main thread can handle signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---- one take --------------------------------------------------------------------------------
 def key_of(take: Take, view: str) -> str:
     """Sampling key: the same take and view always get the same frames."""
     return f"{take.take_id}/{view}"

@@ -3,12 +3,20 @@
 Decoding runs in worker processes while this process runs the backbone, so the two overlap.
 Memory is bounded: the pool holds a few decode jobs at a time, and a take's frames live only
 until its clips are encoded.
+
+A take is written once all its views are decoded (or failed) and all its clips encoded, in
+one `TokenStore.write_take` whose completion record (`status`) goes last. Ctrl-C / SIGTERM
+arriving during that write are held until it ends, so an interrupt never cuts a take in half
+(SIGKILL can: the take then stays pending and is extracted again by the next run).
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,18 +44,22 @@ class _OpenTake:
 class ExtractLoop:
     """Runs one rank's share of takes: see the module docstring."""
 
+    decode_job: Callable | None = None
+    """The function decode workers run per (take, view), a top-level function; None means
+    `pipeline.decode.decode_view`. Tests replace it to simulate a decoder that hangs."""
+
     def __init__(self, cfg, store, backbone, summary, progress=None):
         self.cfg, self.store, self.backbone = cfg, store, backbone
         self.summary, self.progress = summary, progress
         self.views = list(store.views)
         self.sampling = cfg.sampling()
         self.open: dict[int, _OpenTake] = {}
-        self.clip_queue: deque[tuple[int, int, int, np.ndarray]] = (
-            deque()
-        )  # (row, view, clip, frames)
+        # (row, view, clip, frames (T, H, W, 3) uint8) waiting for a backbone batch
+        self.clip_queue: deque[tuple[int, int, int, np.ndarray]] = deque()
         self.done = 0
 
     def run(self, work: list[tuple[int, Take]]) -> None:
+        from pipeline.decode import decode_view
         from pipeline.decode_pool import DecodePool
 
         self._report(len(work))
@@ -55,6 +67,7 @@ class ExtractLoop:
             num_workers=self.cfg.workers,
             timeout_s=self.cfg.timeout_s,
             max_outstanding=max(2, 2 * self.cfg.workers),
+            job=type(self).decode_job or decode_view,
         )
         with pool:
             for job_id, decoded, error in pool.imap_unordered(self._decode_jobs(work)):
@@ -119,6 +132,7 @@ class ExtractLoop:
                 state.clips_waiting -= 1
 
     def _encode(self, clips: list[np.ndarray]) -> np.ndarray:
+        """(B, T, H, W, 3) uint8 clips -> (B, N, D) float16 tokens."""
         import torch
 
         stacked = torch.from_numpy(np.stack(clips))  # (B, T, H, W, 3) uint8
@@ -130,18 +144,55 @@ class ExtractLoop:
     def _write_finished(self, total: int) -> None:
         for row in [row for row, state in self.open.items() if state.finished]:
             state = self.open.pop(row)
-            result = state.result
-            n_valid = int(result.valid.sum())
-            if n_valid < self.cfg.min_views:
-                result.status = STATUS_FAILED
-                self.summary.failed += 1
-            else:
-                self.summary.completed += 1
-            self.summary.failed_views += sum(1 for e in result.view_error if e)
-            self.store.write_take(row, result)
+            failed = self._decide_status(state.result)
+            self._write(state)
+            # Counted once written: the summary never claims a take the store lacks.
+            self.summary.failed += int(failed)
+            self.summary.completed += int(not failed)
+            self.summary.failed_views += sum(1 for e in state.result.view_error if e)
             self.done += 1
             self._report(total)
+
+    def _decide_status(self, result: TakeResult) -> bool:
+        """The take rule: fewer than --min-views decodable views fails the take; otherwise it
+        is complete, its failed views masked. Returns True for a failed take."""
+        if int(result.valid.sum()) < self.cfg.min_views:
+            result.status = STATUS_FAILED
+            return True
+        return False
+
+    def _write(self, state: _OpenTake) -> None:
+        from pipeline.extract import store_write_errors
+
+        what = f"take {state.take.take_id} (row {state.row})"
+        with store_write_errors(self.store.path, what), interrupts_held():
+            self.store.write_take(state.row, state.result)
 
     def _report(self, total: int) -> None:
         if self.progress is not None:
             self.progress(self.done, total, self.summary.failed)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM arriving inside the block raise KeyboardInterrupt when it ends; a
+    second one raises at once (the user insists, e.g. a write stuck on a dead network disk).
+    Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum, frame):
+        if received:
+            raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    if received:
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(received[0]).name}")

@@ -261,13 +261,24 @@ def test_missing_file_and_bad_backend(tmp_path) -> None:
         probe(not_video)
 
 
-def test_decord_is_imported_lazily_and_after_torch() -> None:
+@pytest.mark.parametrize(
+    "load, torch_expected",
+    [
+        # an ordinary process: decord only after torch (NOTES §4)
+        ("pipeline.decode._import_decord()", True),
+        # a decode worker never runs torch and starts without it
+        ("pipeline.decode.preload_decoders()", False),
+    ],
+)
+def test_decord_is_imported_lazily_and_after_torch(load: str, torch_expected: bool) -> None:
     check = (
         "import sys, pipeline.decode, pipeline.decode_pool\n"
         "assert 'decord' not in sys.modules and 'torch' not in sys.modules, 'eager import'\n"
-        "pipeline.decode.preload_decoders()\n"
+        f"{load}\n"
         "names = list(sys.modules)\n"
-        "assert 'decord' not in names or names.index('torch') < names.index('decord'), names\n"
+        f"assert ('torch' in names) == {torch_expected}, 'torch import'\n"
+        "assert 'decord' not in names or 'torch' not in names"
+        " or names.index('torch') < names.index('decord'), names\n"
     )
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", check], cwd=root, capture_output=True, text=True)
