@@ -329,5 +329,51 @@ def predict(
         out.print(format_metrics(split, metrics), highlight=False)
 
 
+# ---- demo --------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def demo(
+    out_dir: Path = typer.Option(
+        Path("skill-demo"), "--out", help="Folder for everything it writes."
+    ),
+    takes: int = typer.Option(160, help="Synthetic takes."),
+    seed: int = typer.Option(0, help="Seed of data and training."),
+    workers: int = typer.Option(2, help="Decode worker processes."),
+) -> None:
+    """The whole job on built-in synthetic data: synth, extract, sweep, predict (offline)."""
+    from pipeline.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(out=out_dir, takes=takes, seed=seed, workers=workers)
+    result = run_demo(cfg, say=lambda line: out.print(line, highlight=False))
+    print_sweep_table(result.rows)
+    _print_demo_verdict(result)
+
+
+def _print_demo_verdict(result) -> None:
+    def mark(ok: bool) -> str:
+        return "[green]yes[/]" if ok else "[red]NO[/]"
+
+    best, single, fused = result.best, result.best_single_view, result.best_fusion
+    out.print(
+        f"best (chosen on val): {best['head']} on {best['views']}: test top-1 "
+        f"{best['test_top1_mean']:.3f} (chance 0.25) - at least 0.6: {mark(result.best_above_chance)}"
+    )
+    out.print(
+        f"fusion of all views {fused['test_top1_mean']:.3f} ({fused['head']}) vs best single view "
+        f"{single['test_top1_mean']:.3f} ({single['head']} on {single['views']}) - fusion ahead: "
+        f"{mark(result.fusion_beats_single_views)}"
+    )
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    out.print(f"time: {timing}")
+    for what, path in (
+        ("synthetic videos + manifest", result.manifest),
+        ("token store (skill info)", result.store),
+        ("sweep table + run folders", result.sweep_dir),
+        ("predictions CSV", result.predictions),
+        ("EgoExo4D prediction file", result.prediction_json),
+    ):
+        out.print(f"  {what:30s} {path}")
+
+
 if __name__ == "__main__":
     app()
