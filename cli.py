@@ -219,6 +219,7 @@ def fit(
     out_dir: Path = typer.Option(Path("runs"), help="Folder of run folders."),
     name: str = typer.Option("", help="Run name (default <head>-<views>-s<seed>)."),
     plots: bool = typer.Option(True, help="Write confusion.png and curve.png."),
+    threads: int = typer.Option(1, help="CPU threads for training (heads are small)."),
     sweep: bool = typer.Option(False, "--sweep", help="Fit a grid of heads x view sets x seeds."),
     heads: str = typer.Option("mean,concat,late,cvf,temporal,lightgbm", help="--sweep: heads."),
     view_sets: str = typer.Option("ego;exo;all", help="--sweep: view sets, ';'-separated."),
@@ -233,6 +234,7 @@ def fit(
         warmup_frac=warmup_frac, class_balanced=class_balanced, patience=patience,
         monitor=monitor, seed=seed, split_seed=split_seed, view_dropout=view_dropout,
         val_frac=val_frac, device=device, out_dir=str(out_dir), name=name, plots=plots,
+        threads=threads,
     )  # fmt: skip
     if sweep:
         _run_sweep(cfg, _split_list(heads, ","), _split_list(view_sets, ";"), seeds)

@@ -106,6 +106,20 @@ def sum_over_ranks(rank: Rank, counts: Sequence[int]) -> list[int]:
     return [int(x) for x in totals.cpu().tolist()]
 
 
+def gather_from_ranks(rank: Rank, value: int) -> list[int]:
+    """Every rank's `value`, in rank order (all ranks get the list)."""
+    if not rank.distributed:
+        return [int(value)]
+    import torch
+    import torch.distributed as dist
+
+    device = _collective_device()
+    mine = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    everyone = [torch.zeros_like(mine) for _ in range(rank.world)]
+    dist.all_gather(everyone, mine)
+    return [int(t.item()) for t in everyone]
+
+
 def barrier(rank: Rank) -> None:
     if rank.distributed:
         import torch.distributed as dist

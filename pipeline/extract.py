@@ -216,13 +216,14 @@ def _run_share(cfg, coordinated, backbone, takes, summary, progress) -> None:
     summary.skipped = len(takes) - sum(len(share) for share in work["all"])
     summary.removed_temp_files = coordinated.removed_temp_files
     _extract_takes(cfg, store, backbone, work["mine"], summary, progress)
-    # A collective: it returns once every rank has written all of its takes.
+    # Collectives: they return once every rank has written all of its takes.
+    shares = distributed.gather_from_ranks(rank, summary.completed + summary.failed)
     counts = (summary.completed, summary.failed, summary.failed_views)
     summary.completed, summary.failed, summary.failed_views = distributed.sum_over_ranks(
         rank, counts
     )
     if rank.is_coordinator:
-        coordinated.finish()
+        coordinated.finish(takes_per_rank=shares)
         summary.failures = store.failures()
 
 
@@ -329,9 +330,9 @@ class _CoordinatedStore:
             self._release()
             raise
 
-    def finish(self) -> None:
+    def finish(self, takes_per_rank: list[int]) -> None:
         """Rank 0, after every rank wrote its takes: the run record says finished."""
-        self._record.update(state="finished", finished=_now())
+        self._record.update(state="finished", finished=_now(), takes_per_rank=takes_per_rank)
         with store_write_errors(self.store.path, "the run record"):
             self.store.set_attr(RUN_RECORD, self._record)
 
