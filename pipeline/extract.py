@@ -312,9 +312,9 @@ class _CoordinatedStore:
     def _prepare(self) -> dict:
         try:
             store = open_store_for_extract(self.cfg.store, self.provenance, self.views)
-            self._lock = store.writer_lock()
-            self._lock.__enter__()
-            self.store = store
+            lock = store.writer_lock()
+            lock.__enter__()  # StoreBusy when another command writes
+            self._lock, self.store = lock, store
             with store_write_errors(store.path, "the take table"):
                 removed = remove_leftovers(store.path)
                 self._record = _run_record(self.cfg, self.rank, len(self.takes))
