@@ -126,21 +126,28 @@ def extract(
     )  # fmt: skip
     with _progress_bar("extracting") as progress:
         summary = run_extract(cfg, progress=progress)
-    _print_extract_summary(summary)
+    if summary.rank == 0:  # under torchrun every rank holds the whole run's summary
+        _print_extract_summary(summary)
 
 
 def _progress_bar(what: str):
+    import os
+
     from pipeline.progress import TakeProgress
 
-    return TakeProgress(console, what, enabled=sys.stderr.isatty() or _debug["on"])
+    first_rank = os.environ.get("RANK", "0") == "0"
+    return TakeProgress(console, what, enabled=first_rank and (sys.stderr.isatty() or _debug["on"]))
 
 
 def _print_extract_summary(summary) -> None:
+    ranks = f" on {summary.world} ranks" if summary.world > 1 else ""
     out.print(
         f"{summary.store}: {summary.completed} takes extracted, {summary.failed} failed, "
         f"{summary.skipped} already done, {summary.failed_views} views failed "
-        f"({summary.seconds:.1f} s)"
+        f"({summary.seconds:.1f} s{ranks})"
     )
+    if summary.removed_temp_files:
+        out.print(f"  removed {summary.removed_temp_files} temporary files of an interrupted run")
     for take, view, reason in summary.failures[:20]:
         out.print(f"  failed: take {take} view {view}: {reason}", highlight=False)
     if len(summary.failures) > 20:
@@ -167,7 +174,11 @@ def info(
 def _print_store_summary(s: dict) -> None:
     from rich.table import Table
 
-    state = "INTERRUPTED or in progress" if s["interrupted"] else "all takes processed"
+    state = {
+        "in progress": f"IN PROGRESS: being written by {s['writer']}",
+        "interrupted": "INTERRUPTED: run the same `skill extract` again to resume",
+        "finished": "all takes processed",
+    }[s["state"]]
     out.print(
         f"[bold]{s['store']}[/]  format v{s['format_version']}  {s['size_bytes'] / 1e6:.1f} MB"
     )
@@ -175,7 +186,10 @@ def _print_store_summary(s: dict) -> None:
         f"takes: {s['takes']}  completed: {s['completed']}  failed: {s['failed']}  "
         f"pending: {s['pending']}  ({state})"
     )
-    out.print(f"views: {', '.join(s['views'])}  tokens per view: {s['geometry']}")
+    if s["leftover_temp_files"]:
+        out.print(f"{s['leftover_temp_files']} temporary files of a killed write (never read)")
+    geometry = ", ".join(f"{k} {v}" for k, v in s["geometry"].items())
+    out.print(f"views: {', '.join(s['views'])}  per view: {geometry}")
     for title in ("by_split", "by_label", "by_scenario"):
         table = Table(title=title.replace("_", " "), show_header=False)
         for name, count in s[title].items():
