@@ -215,29 +215,6 @@ register(
 )
 register(
     BackboneSpec(
-        "small-timesformer",
-        "timesformer",
-        None,
-        tiny_config={
-            "image_size": 64,
-            "patch_size": 8,
-            "num_channels": 3,
-            "num_frames": 8,
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 128,
-        },
-        tiny_preprocessing={
-            **_TINY_TIMESFORMER_PREPROCESSING,
-            "size": {"shortest_edge": 64},
-            "crop_size": {"height": 64, "width": 64},
-        },
-        description="random small TimeSformer for the demo: 8 frames, 64 px, patch 8, D=64",
-    )
-)
-register(
-    BackboneSpec(
         "tiny-clip",
         "clip",
         None,
