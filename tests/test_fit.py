@@ -29,20 +29,6 @@ QUICK = dict(epochs=12, batch_size=16, lr=3e-3, hidden=64, patience=0, plots=Fal
              lgbm_rounds=100, lgbm_learning_rate=0.1, lgbm_threads=1)  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny heads run fastest on one thread; two threads on a busy 2-core box mostly wait.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return shared_token_store(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def selection(store):
     return load_selection(store.path, "all")

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from heads.predict import RunMismatchError, late_slots, predict, read_take_order
 from heads.train import FitConfig, fit
@@ -15,19 +14,6 @@ from tests.token_store import LABELS, PROVENANCE, shared_token_store
 
 QUICK = dict(epochs=10, batch_size=16, lr=3e-3, hidden=64, patience=0, plots=False,
              lgbm_rounds=60, lgbm_learning_rate=0.1, lgbm_threads=1)  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return shared_token_store(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
