@@ -288,27 +288,23 @@ def print_sweep_table(rows: list[dict]) -> None:
 
     from heads.sweep import format_mean_std
 
-    table = Table(title="sweep: top-1 / balanced accuracy (mean ± std over seeds)")
-    for column in (
-        "head",
-        "views",
-        "val top-1",
-        "val bal. acc",
-        "test top-1",
-        "test bal. acc",
-        "s/fit",
-    ):
-        table.add_column(column)
+    several_seeds = any(row["seeds"] > 1 for row in rows)
+    title = "mean ± std over seeds" if several_seeds else "one seed"
+    table = Table(title=f"sweep: top-1 and balanced accuracy ({title})")
+    columns = ("head", "views", "val top-1", "val bal.acc", "test top-1", "test bal.acc", "s/fit")
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+
+    def cell(row: dict, key: str) -> str:
+        if several_seeds:
+            return format_mean_std(row, key)
+        value = row.get(f"{key}_mean")
+        return "-" if value is None or value != value else f"{value:.3f}"
+
+    metrics = ("val_top1", "val_balanced_accuracy", "test_top1", "test_balanced_accuracy")
     for row in rows:
-        table.add_row(
-            row["head"],
-            row["views"],
-            format_mean_std(row, "val_top1"),
-            format_mean_std(row, "val_balanced_accuracy"),
-            format_mean_std(row, "test_top1"),
-            format_mean_std(row, "test_balanced_accuracy"),
-            f"{row['fit_seconds_mean']:.1f}",
-        )
+        cells = [cell(row, key) for key in metrics]
+        table.add_row(row["head"], row["views"], *cells, f"{row['fit_seconds_mean']:.1f}")
     out.print(table)
 
 

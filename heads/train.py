@@ -111,8 +111,9 @@ class FitConfig:
     """LightGBM: maximum leaves per tree."""
     lgbm_early_stopping: int = 50
     """LightGBM: stop after this many rounds without a better validation log-loss; 0 = off."""
-    lgbm_threads: int = 2
-    """LightGBM: fixed thread count (part of what makes its result reproducible)."""
+    lgbm_threads: int = 1
+    """LightGBM: fixed thread count (part of what makes its result reproducible; one thread
+    is as fast on a few thousand takes and cannot thrash on shared cores)."""
     threads: int = 1
     """CPU threads for torch while training. Heads are small: one thread is as fast as several
     and cannot thrash when other processes share the cores (measured 10x slower with 2 threads
