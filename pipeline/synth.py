@@ -1,20 +1,24 @@
 """Synthetic multi-view skill dataset: real encoded videos plus a manifest.
 
-Every take is one 3-D performance (reach for a ball, carry it onto a target disc, withdraw the
-hand) rendered by one head-mounted ego camera and up to four fixed exo cameras. The performer's
-proficiency level shows in the motion through cues that different cameras see differently:
+Every take is one 3-D performance (reach for a red ball, carry it onto a yellow target disc,
+withdraw the hand) filmed by a head-mounted ego camera (a close-up on the target that sways
+with the head) and up to four fixed exo cameras. Proficiency shows in the motion through cues
+that the cameras see differently, and each cue separates a different pair of levels:
 
-* tremor along the ego camera's line of sight (a depth-judgement tremor): it moves the hand
-  sideways in the exo images (large, with motion blur) but only scales it slightly in ego;
-* placement error of the ball on the target disc: the uncovered part of the bright disc is
-  large in the ego close-up and a thin sliver in the distant, grazing exo views;
-* speed: experts finish sooner; visible in every view but blurred by per-take speed variation.
+* posture (Novice vs the rest): novices hold the elbow high, a bent arm the exo cameras see;
+  the elbow moves along the ego camera's line of sight, so the ego forearm looks the same;
+* tremor (Novice vs the rest, temporal): the hand shakes along the ego line of sight, large
+  sideways jitter and motion blur in the exo views, only a slight size change in ego;
+* placement error (Early vs Intermediate Expert): the ball lands beside the target, which
+  uncovers a large yellow area in the ego close-up and a thin sliver in the low exo views;
+* speed (Late Expert vs the rest): experts finish sooner, visible everywhere but blurred by
+  per-take and per-person speed variation.
 
-The cues saturate at different stages (tremor separates Novice from the rest, placement
-separates Early from Intermediate Expert, speed singles out Late Expert), so no single view
-carries all of them and fusing views beats every single view. Cues are deliberately large and
-low-frequency (big blobs, blur, brightness area) so that tiny randomly initialised backbones
-with one mean-pooled token per frame still keep them.
+So the ego view cannot tell Novice from Early Expert, the exo views cannot tell Early from
+Intermediate Expert, and fusing views beats every single view. Cues are large and change the
+colour make-up of the frames (how much yellow disc, blue sleeve), not only positions, because
+the intended consumers are tiny randomly initialised backbones whose per-frame token is a mean
+over patch tokens; see the comment above SCENARIOS for the colour choices.
 
 Everything is a pure function of the seed: the same seed gives byte-identical videos and
 manifest whatever the number of worker processes (the encoder runs single-threaded).
@@ -44,7 +48,7 @@ INFO_NAME = "synth_info.json"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 EXO_NAMES: tuple[str, ...] = ("exo1", "exo2", "exo3", "exo4")
 
-# Per level (Novice .. Late Expert). Each cue saturates at a different stage, see module doc.
+# Per level (Novice .. Late Expert). Each cue changes at a different stage, see module doc.
 TREMOR_M: tuple[float, ...] = (0.065, 0.020, 0.018, 0.016)
 PLACEMENT_ERROR_M: tuple[float, ...] = (0.130, 0.120, 0.015, 0.012)
 ELBOW_RAISE_M: tuple[float, ...] = (0.26, 0.05, 0.045, 0.04)
@@ -90,17 +94,17 @@ class Scenario:
 # whose look carries a skill cue (target, ball, hand, sleeve) keep one saturated colour
 # everywhere, so a cue moves pooled features the same way in every scenario.
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("cooking", (0.22, 0.18, 0.14), (0.1, 0.08, 0.07), (0.28, 0.2, 0.13),
+    Scenario("cooking", (0.195, 0.165, 0.14), (0.135, 0.115, 0.105), (0.225, 0.175, 0.135),
              (0.12, 0.12), (-0.16, 0.10), 0.10),
-    Scenario("music", (0.12, 0.12, 0.2), (0.08, 0.08, 0.1), (0.2, 0.18, 0.24),
+    Scenario("music", (0.145, 0.135, 0.17), (0.125, 0.115, 0.12), (0.185, 0.165, 0.19),
              (0.10, 0.16), (-0.14, 0.06), 0.14),
-    Scenario("bouldering", (0.2, 0.2, 0.22), (0.1, 0.1, 0.11), (0.26, 0.26, 0.26),
+    Scenario("bouldering", (0.185, 0.175, 0.18), (0.135, 0.125, 0.125), (0.215, 0.205, 0.2),
              (0.14, 0.08), (-0.12, 0.14), 0.08),
-    Scenario("basketball", (0.14, 0.17, 0.24), (0.16, 0.11, 0.07), (0.3, 0.2, 0.12),
+    Scenario("basketball", (0.155, 0.16, 0.19), (0.165, 0.13, 0.105), (0.235, 0.175, 0.13),
              (0.08, 0.10), (-0.18, 0.12), 0.12),
-    Scenario("dance", (0.18, 0.1, 0.18), (0.07, 0.06, 0.08), (0.2, 0.2, 0.22),
+    Scenario("dance", (0.175, 0.125, 0.16), (0.12, 0.105, 0.11), (0.185, 0.175, 0.18),
              (0.12, 0.14), (-0.15, 0.08), 0.16),
-    Scenario("soccer", (0.12, 0.2, 0.12), (0.07, 0.12, 0.07), (0.16, 0.26, 0.16),
+    Scenario("soccer", (0.145, 0.175, 0.13), (0.12, 0.135, 0.105), (0.165, 0.205, 0.15),
              (0.10, 0.10), (-0.16, 0.16), 0.10),
 )  # fmt: skip
 TARGET_COLOUR = (1.0, 0.85, 0.1)
@@ -252,7 +256,8 @@ def plan_participants(config: SynthConfig, rng: np.random.Generator) -> list[Par
     n_held = max(1, round(0.2 * per_level))
     roles = []
     for level in range(len(LABELS)):
-        splits = ["val"] * n_held + ["test"] * n_held + ["train"] * (per_level - 2 * n_held)
+        train, val, test = SPLITS
+        splits = [val] * n_held + [test] * n_held + [train] * (per_level - 2 * n_held)
         roles += [(level, str(split)) for split in rng.permutation(splits)]
     order = rng.permutation(len(roles))  # ids do not reveal the level
     return [random_participant(i, *roles[j], rng) for i, j in enumerate(order)]
@@ -337,6 +342,8 @@ def write_info(path: Path, config: SynthConfig, specs: Sequence[TakeSpec]) -> No
         "generator": "pipeline.synth",
         "version": GENERATOR_VERSION,
         "config": asdict(config),
+        # Byte-identical output needs the same encoder build, so name it.
+        "encoder": {"pyav": av.__version__, "libavcodec": list(av.library_versions["libavcodec"])},
         "views": list(config.views),
         "labels": list(LABELS),
         "scenarios": [s.name for s in SCENARIOS],
@@ -423,9 +430,9 @@ def take_layout(spec: TakeSpec, rng: np.random.Generator) -> dict[str, np.ndarra
     rest_xy = np.array([0.17, -0.22]) + jitter[2]
     level = spec.participant.level
     error = PLACEMENT_ERROR_M[level] * spec.participant.precision * rng.uniform(0.7, 1.3)
-    # Any direction but towards the performer, where the ball would hide its own error from
-    # the ego camera behind it.
-    angle = -np.pi / 2 + rng.uniform(np.radians(50), np.radians(310))
+    # Left or right (within 35 degrees): the ego camera behind the ball sees a sideways error
+    # best, and the sign is a coin flip, so the mean ball position does not give it away.
+    angle = np.pi * rng.integers(0, 2) + rng.uniform(-0.6, 0.6)
     placed_xy = target_xy + error * np.array([np.cos(angle), np.sin(angle)])
     return {
         "rest": np.array([*rest_xy, HAND_RADIUS]),
@@ -626,20 +633,22 @@ def render_background(scene: Scene, camera: Camera, static: bool) -> np.ndarray:
     x = eye[:, 0] + t * ray_x
     y = eye[:, 1] + t * ray_y
     on_table = down & (np.abs(x) < 0.75) & (y > -0.38) & (y < 0.62)
-    material = down.astype(np.uint8) + on_table  # 0 wall, 1 floor, 2 table
-    palette = np.stack([c["wall"], c["floor"], c["table"]]).astype(np.float32)
     # A large checker on the table (integer parity is much cheaper than floor and mod).
     checker = ((x * 4 + 100).astype(np.int32) ^ (y * 4 + 100).astype(np.int32)) & 1
-    wall_light = 0.85 + 0.3 * np.clip(ray_z, -0.5, 0.5)
-    light = np.where(on_table, 0.96 + 0.08 * checker, np.where(down, 1.0, wall_light))
-    dist = np.hypot(x - scene.target_xy[0], y - scene.target_xy[1])
+    table_light = checker.astype(np.float32) * np.float32(0.08) + np.float32(0.96)
+    wall_light = np.clip(ray_z, -0.5, 0.5) * np.float32(0.3) + np.float32(0.85)
+    target_x, target_y = (float(v) for v in scene.target_xy)  # Python floats keep float32
+    dist = np.sqrt((x - target_x) ** 2 + (y - target_y) ** 2)
     disc = np.clip((TARGET_RADIUS - dist) / 0.006 + 0.5, 0, 1) * on_table
-    # np.take and per-channel loops: numpy is slow when broadcasting over a last axis of 3.
-    image = np.take(palette, material, axis=0)
+    # One channel at a time: numpy is slow when broadcasting over a last axis of 3.
+    image = np.empty((*x.shape, 3), np.float32)
     for k in range(3):
-        channel = image[..., k]
-        channel *= light
-        channel += disc * (scene.colours["target"][k] - channel)
+        wall, floor, table, target = (
+            float(c[name][k]) for name in ("wall", "floor", "table", "target")
+        )
+        channel = np.where(on_table, table * table_light, np.where(down, floor, wall * wall_light))
+        channel += disc * (target - channel)
+        image[..., k] = channel
     return image
 
 
@@ -648,7 +657,7 @@ class Sprite:
     """One body part drawn in a window that follows it, per frame.
 
     `top`/`left` (F,) place the window; painting is ``window * keep + add`` with `keep`
-    (F, h, w, 1) = 1 - coverage and `add` (F, h, w, 3) = coverage times shaded colour;
+    (1 - coverage) and `add` (coverage times shaded colour), both (F, h, w, 3);
     `depth` (F,) gives the painter's order (far first)."""
 
     top: np.ndarray
@@ -669,20 +678,23 @@ def make_sprite(
     add = np.empty((*alpha.shape, 3), np.float32)
     for k in range(3):
         np.multiply(lit, np.float32(colour[k]), out=add[..., k])
-    keep = (1.0 - alpha).astype(np.float32)[..., None]
-    return Sprite(top, left, keep, add, depth)
+    keep = (1.0 - alpha).astype(np.float32)
+    return Sprite(top, left, np.stack([keep, keep, keep], -1), add, depth)
 
 
 def body_sprites(scene: Scene, camera: Camera, include_body: bool) -> list[Sprite]:
-    """Hand, ball and arm (plus torso and head in exo views) as drawable sprites."""
+    """Hand, ball and forearm (plus upper arm, torso and head in exo views) as sprites."""
     c = scene.colours
     sprites = [
         sphere_sprite(camera, scene.hand, HAND_RADIUS, c["hand"]),
         sphere_sprite(camera, scene.ball, BALL_RADIUS, c["ball"]),
         limb_sprite(camera, scene.elbow, scene.hand, FOREARM_RADIUS, c["arm"], 0.01),
-        limb_sprite(camera, scene.shoulder, scene.elbow, UPPER_ARM_RADIUS, c["arm"], 0.02),
     ]
     if include_body:
+        # The ego close-up on the target almost never reaches the upper arm, torso or head.
+        sprites.append(
+            limb_sprite(camera, scene.shoulder, scene.elbow, UPPER_ARM_RADIUS, c["arm"], 0.02)
+        )
         n = len(scene.hand)
         torso = np.tile([0.03, -0.55, 0.18], (n, 1))
         sprites.append(sphere_sprite(camera, torso, 0.17, c["torso"]))
@@ -698,7 +710,8 @@ def window_axis(centre: np.ndarray, extent: float, size: int) -> tuple[np.ndarra
     in the image, as long as n <= size."""
     length = int(min(size, math.ceil(extent) + 2))
     start = np.clip(np.floor(centre - length / 2), 0, size - length).astype(np.intp)
-    return start, start[:, None] + (np.arange(length, dtype=np.float32) + 0.5)
+    centres = start.astype(np.float32)[:, None] + (np.arange(length, dtype=np.float32) + 0.5)
+    return start, centres
 
 
 def blur_radius(u: np.ndarray, v: np.ndarray, radius: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -747,6 +760,7 @@ def limb_sprite(
     ua, va, da = camera.project(start + s * (end - start))
     ub, vb, db = camera.project(end)
     radius = np.minimum(camera.focal * radius_m / np.maximum(0.5 * (da + db), NEAR_M), 20)
+    ua, va, ub, vb, radius = (a.astype(np.float32) for a in (ua, va, ub, vb, radius))
     top, ys = window_axis((va + vb) / 2, float((abs(va - vb) + 2 * radius).max()) + 2, camera.size)
     left, xs = window_axis((ua + ub) / 2, float((abs(ua - ub) + 2 * radius).max()) + 2, camera.size)
     eu, ev = (ub - ua)[:, None, None], (vb - va)[:, None, None]
@@ -954,9 +968,12 @@ def proxy_view_accuracy(out_dir: Path) -> dict[str, float]:
 
 
 __all__ = [
+    "INFO_NAME",
+    "MANIFEST_NAME",
     "SCENARIOS",
     "SPLITS",
     "SynthConfig",
+    "decode_luma",
     "decode_video",
     "proxy_view_accuracy",
     "read_manifest",

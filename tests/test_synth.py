@@ -66,9 +66,9 @@ def test_manifest_lines_have_the_project_fields_and_real_labels(dataset, records
 def test_every_video_decodes_to_the_requested_frames_and_size(dataset, records):
     for r in records:
         for rel in r["videos"].values():
-            frames = decode_video(dataset / rel)
-            assert frames.shape == (48, 32, 32, 3), rel
-            assert frames.dtype == np.uint8
+            assert decode_luma(dataset / rel).shape == (48, 32, 32), rel
+    rgb = decode_video(dataset / records[0]["videos"]["ego"])
+    assert rgb.shape == (48, 32, 32, 3) and rgb.dtype == np.uint8
 
 
 def test_same_seed_gives_identical_bytes_whatever_the_worker_count(dataset, tmp_path):
@@ -125,6 +125,24 @@ def test_novice_tremor_shows_in_side_views_more_than_in_ego(dataset, records):
     ratio = {v: mean_energy("Novice", v) / mean_energy("Late Expert", v) for v in VIEWS}
     assert ratio["exo2"] > 1.3 and ratio["exo3"] > 1.3, ratio
     assert ratio["ego"] < min(ratio["exo2"], ratio["exo3"]) - 0.2, ratio
+
+
+def yellow_share(path: Path) -> float:
+    """Share of target-yellow pixels in the last 12 frames (the placed ball and its disc)."""
+    rgb = decode_video(path)[-12:].astype(np.float32) / 255
+    return float(((rgb[..., 0] > 0.6) & (rgb[..., 1] > 0.5) & (rgb[..., 2] < 0.35)).mean())
+
+
+def test_placement_error_shows_in_the_ego_close_up_only(dataset, records):
+    def mean_share(label: str, view: str) -> float:
+        paths = [dataset / r["videos"][view] for r in records if r["label"] == label]
+        return float(np.mean([yellow_share(p) for p in paths]))
+
+    # Early Experts miss the target, Intermediate Experts do not: more disc stays uncovered.
+    assert mean_share("Early Expert", "ego") > 2 * mean_share("Intermediate Expert", "ego")
+    assert mean_share("Early Expert", "ego") > 0.02
+    for view in ("exo1", "exo2", "exo3"):  # low cameras see the disc edge-on
+        assert mean_share("Early Expert", view) < 0.01, view
 
 
 def test_bad_parameters_are_refused_with_the_parameter_named(tmp_path):
