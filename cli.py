@@ -348,7 +348,7 @@ def demo(
     out_dir: Path = typer.Option(
         Path("skill-demo"), "--out", help="Folder for everything it writes."
     ),
-    takes: int = typer.Option(160, help="Synthetic takes."),
+    takes: int = typer.Option(200, help="Synthetic takes."),
     seed: int = typer.Option(0, help="Seed of data and training."),
     workers: int = typer.Option(2, help="Decode worker processes."),
 ) -> None:

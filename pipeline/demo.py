@@ -22,7 +22,7 @@ class DemoConfig:
 
     out: Path = Path("skill-demo")
     """Folder for everything the demo writes (a previous demo folder is replaced)."""
-    takes: int = 160
+    takes: int = 200
     """Synthetic takes (participant-grouped train/val/test splits)."""
     seed: int = 0
     """Seed of the synthetic data and of training."""
