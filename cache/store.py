@@ -517,19 +517,20 @@ def read_token_chunks(path: Path, array, take_idx: np.ndarray, view_idx: np.ndar
             out[:] = array.get_orthogonal_selection((take_idx, view_idx))
         return out
     root = Path(path) / "tokens" / "c"
-    count = clips * tokens * dim
+
+    nbytes = clips * tokens * dim * 2
 
     def read_one(job: tuple[int, int]) -> None:
         a, b = job
         chunk = root / str(take_idx[a]) / str(view_idx[b]) / "0" / "0" / "0"
         try:
             with open(chunk, "rb") as f:
-                data = np.fromfile(f, dtype="<f2", count=count)
+                # Straight into the output: no temporary array per chunk.
+                got = f.readinto(memoryview(out[a, b]).cast("B"))
         except FileNotFoundError:
             return
-        if data.size != count:
-            raise StoreError(f"{chunk}: truncated token chunk ({data.size} of {count} values)")
-        out[a, b] = data.reshape(clips, tokens, dim)
+        if got != nbytes:
+            raise StoreError(f"{chunk}: truncated token chunk ({got} of {nbytes} bytes)")
 
     jobs = [(a, b) for a in range(len(take_idx)) for b in range(len(view_idx))]
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -23,7 +23,6 @@ import numpy as np
 from cache.store import STATUS_COMPLETE, TokenStore
 
 # Read this many takes per store call: bounds the temporary memory of a bulk read.
-READ_CHUNK_TAKES = 256
 # Values of the store's split column, and the split each one means.
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -166,13 +165,8 @@ def _check_views(views: list[str], store: TokenStore) -> list[str]:
 
 
 def _read_rows(store: TokenStore, rows: np.ndarray, view_idx: list[int]) -> np.ndarray:
-    """Tokens of the given take rows: (n, V, K, N, D) float16, read a chunk of takes at a time."""
-    shape = (len(rows), len(view_idx), store.clips, store.tokens, store.dim)
-    out = np.zeros(shape, dtype=np.float16)
-    for start in range(0, len(rows), READ_CHUNK_TAKES):
-        chunk = rows[start : start + READ_CHUNK_TAKES]
-        out[start : start + len(chunk)] = store.read_tokens(chunk, view_idx)
-    return out
+    """Tokens of the given take rows: (n, V, K, N, D) float16, read once into one array."""
+    return store.read_tokens(rows, view_idx)
 
 
 def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:

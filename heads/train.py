@@ -358,7 +358,13 @@ def make_optimizer(model, cfg: FitConfig, total_steps: int):
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    # The fused kernel is several times cheaper than the per-tensor loop for a 7M-parameter
+    # head on the CPU (benchmark 1); older torch builds lack it.
+    params = [g for g in groups if g["params"]]
+    try:
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, fused=True)
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     warmup = int(cfg.warmup_frac * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps))
     return optimizer, scheduler
