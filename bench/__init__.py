@@ -1,0 +1,1 @@
+"""Benchmarks of the `skill` pipeline; run each as ``python -m bench.<name>`` (see BENCHMARKS.md)."""

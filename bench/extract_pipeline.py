@@ -1,0 +1,317 @@
+"""Benchmark 3: the extraction pipeline, and its decode path against SkillFormer's.
+
+Part A, overlap: takes/s of `skill extract` (pipeline.extract.run_extract, what the CLI
+calls) against decoding alone (the same decode jobs through pipeline.decode_pool.DecodePool
+with the same workers) and the backbone alone (Backbone.encode on the already decoded clips,
+same batch size), on the same takes: 448p H.264 videos, 16 uniform frames per view. The
+backbone is TimeSformer-base with random weights (``--backbone base``; a registered name such
+as ``tiny-timesformer`` shows the decode-bound regime). Extract time is counted from the start
+of its loop (backbone already loaded, decode workers not yet started, as for decode alone).
+
+Part B, decode path: the frames of one random 16-frame window at stride 4 (SkillFormer's
+sampling) of a several-minute 448p video, decoded by pipeline.decode.decode_view (decord,
+then PyAV; seeks to the keyframe before the window) and by SkillFormer's reader (PyAV,
+every frame from the start up to the last sampled one, then its image processor), on the
+same frame indices; plus 16 uniform frames over the whole video.
+
+Run from the repository root: ``python -m bench.extract_pipeline``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/extract_pipeline.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    VideoSpec,
+    base_parser,
+    bench_backbone,
+    data_dir,
+    machine_info,
+    print_machine,
+    print_table,
+    skillformer_processor,
+    skillformer_read,
+    synthetic_video,
+    timed,
+    video_takes,
+    write_manifest,
+)
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="base", help="base (TimeSformer-base) or a name")
+    parser.add_argument("--takes", type=int, default=2, help="takes of part A")
+    parser.add_argument("--views", type=int, default=2, help="views per take of part A (1-5)")
+    parser.add_argument("--take-seconds", type=float, default=60.0, help="video length, part A")
+    parser.add_argument("--workers", type=int, default=2, help="decode worker processes")
+    parser.add_argument("--batch-size", type=int, default=2, help="clips per backbone batch")
+    parser.add_argument("--video-seconds", type=float, default=180.0, help="video of part B")
+    parser.add_argument("--width", type=int, default=448, help="width of the part B video")
+    parser.add_argument("--windows", type=int, default=5, help="random windows in part B")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of part A")
+    parser.add_argument("--skip-overlap", action="store_true", help="run part B only")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- part A
+
+
+@dataclass
+class Overlap:
+    """Seconds of each way of processing the same takes, one entry per round."""
+
+    decode_s: list[float]
+    decode_cpu_s: list[float]  # CPU seconds of the decode worker processes
+    backbone_s: list[float]
+    extract_s: list[float]  # from the start of the extract loop to the last take written
+    extract_total_s: list[float]  # run_extract as a whole (backbone loading included)
+    backbone_load_s: float
+    clips: int
+
+
+def overlap_data(folder: Path, args) -> tuple[Path, list[Path]]:
+    """A manifest of ``takes`` takes, each view its own 448p video of ``take_seconds``."""
+    videos = [
+        synthetic_video(folder, VideoSpec(seconds=args.take_seconds, seed=1 + v))[0]
+        for v in range(args.views)
+    ]
+    manifest = folder / f"manifest-overlap-{args.takes}x{args.views}-{args.take_seconds:g}s.jsonl"
+    write_manifest(manifest, video_takes(videos, args.takes, args.views))
+    return manifest, videos
+
+
+def extract_config(manifest: Path, store: Path, backbone: str, args):
+    from pipeline.extract import ExtractConfig
+
+    return ExtractConfig(manifest=manifest, store=store, backbone=backbone, frames=16,
+                         workers=args.workers, batch_size=args.batch_size, device="cpu")  # fmt: skip
+
+
+def decode_alone(cfg, backbone) -> tuple[list[np.ndarray], float, float]:
+    """Every decode job of the manifest through a DecodePool: (clips, seconds, worker CPU s)."""
+    from pipeline.decode_pool import DecodePool
+    from pipeline.extract import key_of
+    from pipeline.manifest import read_takes
+
+    takes = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format).takes
+    jobs = [
+        ((take.take_id, view), (path, cfg.sampling(), key_of(take, view), backbone.geometry))
+        for take in takes
+        for view, path in take.videos.items()
+        if path
+    ]
+    cpu_before = _children_cpu()
+    start = time.perf_counter()
+    clips = []
+    pool = DecodePool(num_workers=cfg.workers, timeout_s=cfg.timeout_s,
+                      max_outstanding=max(2, 2 * cfg.workers))  # fmt: skip
+    with pool:
+        for job_id, decoded, error in pool.imap_unordered(jobs):
+            if error:
+                raise SystemExit(f"decode of {job_id} failed: {error}")
+            clips.extend(decoded.frames)
+    seconds = time.perf_counter() - start
+    return clips, seconds, _children_cpu() - cpu_before
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def backbone_alone(backbone, clips: list[np.ndarray], batch_size: int) -> float:
+    """Seconds to encode the decoded clips in batches, as the extract loop does."""
+    import torch
+
+    start = time.perf_counter()
+    for first in range(0, len(clips), batch_size):
+        batch = torch.from_numpy(np.stack(clips[first : first + batch_size]))
+        with torch.inference_mode():
+            backbone.encode(batch)
+    return time.perf_counter() - start
+
+
+def extract_run(cfg) -> tuple[float, float]:
+    """(seconds from the loop start to the end, seconds of run_extract) on a fresh store."""
+    from pipeline.extract import run_extract
+
+    shutil.rmtree(cfg.store, ignore_errors=True)
+    loop_started: list[float] = []
+
+    def progress(done: int, total: int, failed: int) -> None:
+        if not loop_started:
+            loop_started.append(time.perf_counter())
+        if failed:
+            raise SystemExit(f"extract failed {failed} takes")
+
+    summary, total_s = timed(run_extract, cfg, progress)
+    if summary.completed != summary.total:
+        raise SystemExit(f"extract completed {summary.completed} of {summary.total} takes")
+    return time.perf_counter() - loop_started[0], total_s
+
+
+def measure_overlap(folder: Path, args) -> Overlap:
+    from pipeline.backbones import load_backbone
+
+    manifest, _ = overlap_data(folder, args)
+    name = bench_backbone(args.backbone, folder)
+    store = folder / f"extract-overlap-{os.getpid()}.zarr"
+    cfg = extract_config(manifest, store, name, args)
+    backbone, load_s = timed(load_backbone, name, device="cpu", token_mode="frame",
+                             num_frames=16, batch_size=args.batch_size)  # fmt: skip
+    result = Overlap([], [], [], [], [], load_s, 0)
+    try:
+        for _ in range(args.rounds):
+            clips, decode_s, decode_cpu = decode_alone(cfg, backbone)
+            result.decode_s.append(decode_s)
+            result.decode_cpu_s.append(decode_cpu)
+            result.backbone_s.append(backbone_alone(backbone, clips, args.batch_size))
+            result.clips = len(clips)
+            del clips
+            extract_s, extract_total = extract_run(cfg)
+            result.extract_s.append(extract_s)
+            result.extract_total_s.append(extract_total)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+    return result
+
+
+def report_overlap(result: Overlap, args) -> float:
+    """Print part A (best round of each path); return extract over the slower of the two."""
+    takes = args.takes
+    decode_s, backbone_s, extract_s = (
+        min(result.decode_s), min(result.backbone_s), min(result.extract_s))  # fmt: skip
+    slower = max(decode_s, backbone_s)
+    rows = [
+        ["decode alone (DecodePool)", decode_s, takes / decode_s, _rounds(result.decode_s)],
+        ["backbone alone (Backbone.encode)", backbone_s, takes / backbone_s,
+         _rounds(result.backbone_s)],
+        ["skill extract (run_extract loop)", extract_s, takes / extract_s,
+         _rounds(result.extract_s)],
+    ]  # fmt: skip
+    print_table(f"part A: {takes} takes x {args.views} views ({result.clips} clips), "
+                f"{args.workers} decode workers, batch {args.batch_size}, backbone "
+                f"{args.backbone}; best of {args.rounds} round(s)",
+                ["path", "seconds", "takes/s", "every round, s"], rows)  # fmt: skip
+    cores = len(os.sched_getaffinity(0))
+    decode_cpu = min(result.decode_cpu_s)
+    shared = backbone_s + decode_cpu / cores
+    print(
+        f"decode workers used {decode_cpu:.1f} CPU-s; backbone load "
+        f"{result.backbone_load_s:.1f} s; run_extract in all {min(result.extract_total_s):.1f} s"
+    )
+    print(f"bound when decode and backbone share {cores} cores: backbone + decode CPU / cores "
+          f"= {shared:.1f} s ({shared / slower:.2f}x the slower)")  # fmt: skip
+    ratio = extract_s / slower
+    verdict = "met" if ratio <= 1.15 else f"missed by {100 * (ratio - 1.15):.0f} points"
+    print(f"extract / slower of the two = {ratio:.2f} (goal <= 1.15: {verdict})")
+    return ratio
+
+
+def _rounds(seconds: list[float]) -> str:
+    return ", ".join(f"{s:.1f}" for s in seconds)
+
+
+# ----------------------------------------------------------------------------- part B
+
+
+@dataclass
+class DecodeRow:
+    """Seconds of one set of frames by each path."""
+
+    what: str
+    span: str  # sampled frame range
+    project_auto: float
+    project_pyav: float
+    skillformer_decode: float
+    skillformer_process: float
+
+    @property
+    def skillformer(self) -> float:
+        return self.skillformer_decode + self.skillformer_process
+
+
+def project_decode(video: Path, sampling, key: str, backend: str):
+    from pipeline.decode import FrameGeometry, decode_view
+
+    geometry = FrameGeometry(shortest_edge=224, crop_height=224, crop_width=224)
+    return timed(decode_view, video, sampling, key, geometry, backend)
+
+
+def compare_once(video: Path, sampling, key: str, what: str, processor) -> DecodeRow:
+    """Project path (auto and PyAV) then SkillFormer's reader on the same frame indices."""
+    decoded, auto_s = project_decode(video, sampling, key, "auto")
+    _, pyav_s = project_decode(video, sampling, key, "pyav")
+    indices = decoded.indices.reshape(-1)
+    frames, decode_s = timed(skillformer_read, video, indices)
+    _, process_s = timed(processor, list(frames), return_tensors="pt")
+    span = f"{indices[0]}-{indices[-1]}"
+    return DecodeRow(what, span, auto_s, pyav_s, decode_s, process_s)
+
+
+def measure_decode_paths(folder: Path, args) -> tuple[list[DecodeRow], VideoSpec]:
+    from pipeline.sampling import SamplingConfig
+
+    spec = VideoSpec(seconds=args.video_seconds, width=args.width)
+    video, built = synthetic_video(folder, spec)
+    if built:
+        print(f"encoded {video.name} in {built:.1f} s")
+    processor = skillformer_processor()
+    rows = []
+    for seed in range(args.windows):
+        window = SamplingConfig(strategy="windows", frames=16, stride=4, jitter=True, seed=seed)
+        rows.append(compare_once(video, window, "bench/long", "random window", processor))
+    uniform = SamplingConfig(strategy="uniform", frames=16)
+    rows.append(compare_once(video, uniform, "bench/long", "16 uniform frames", processor))
+    return rows, spec
+
+
+def report_decode_paths(rows: list[DecodeRow], spec: VideoSpec, video: Path) -> float:
+    """Print part B; return SkillFormer / project (auto) over the random windows."""
+    size_mb = video.stat().st_size / 1e6
+    header = ["frames", "indices", "project auto s", "project pyav s", "SkillFormer decode s",
+              "+ processor s", "SkillFormer / project"]  # fmt: skip
+    table = [[r.what, r.span, r.project_auto, r.project_pyav, r.skillformer_decode,
+              r.skillformer_process, r.skillformer / r.project_auto] for r in rows]  # fmt: skip
+    windows = [r for r in rows if r.what == "random window"]
+    mean = [np.mean([getattr(r, k) for r in windows]) for k in
+            ("project_auto", "project_pyav", "skillformer_decode", "skillformer_process")]  # fmt: skip
+    table.append(["random windows, mean", "", *mean, (mean[2] + mean[3]) / mean[0]])
+    print_table(f"part B: {spec.width}x{spec.height} {spec.fps} fps {spec.seconds:g} s "
+                f"({spec.frames} frames, {8 * size_mb / spec.seconds:.2f} Mbit/s, x264 "
+                f"{spec.preset} crf {spec.crf}, keyframe every 250 frames)", header, table)  # fmt: skip
+    return (mean[2] + mean[3]) / mean[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    folder = data_dir(args.data_dir)
+    print_machine(machine_info())
+    overlap_ratio = None
+    if not args.skip_overlap:
+        overlap_ratio = report_overlap(measure_overlap(folder, args), args)
+    rows, spec = measure_decode_paths(folder, args)
+    decode_ratio = report_decode_paths(rows, spec, synthetic_video(folder, spec)[0])
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    overlap = f"extract / slower of decode and backbone = {overlap_ratio:.2f}; " if (
+        overlap_ratio is not None) else ""  # fmt: skip
+    print(
+        f"KEY extract_pipeline: {overlap}SkillFormer decode / project decode "
+        f"(random window) = {decode_ratio:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

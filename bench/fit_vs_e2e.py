@@ -1,0 +1,441 @@
+"""Benchmark 1: an epoch of `skill fit` on cached tokens vs. SkillFormer-style end-to-end LoRA.
+
+Cached side: an EgoExo4D-sized token store (2,370 takes x 5 views x 16 frame tokens x 768,
+float16, built synthetically through TokenStore/zarr), loaded with heads.data.load_selection;
+one `cvf` epoch (train pass over the train split + validation pass) with the project's own
+training functions (also at 1 torch thread, to show what other jobs on the machine cost);
+`fit` of `cvf` trained to its early-stopping point, loading included, on all views (with
+``--ablation``: on ego, exo and ego+exo, SkillFormer's three configurations); with
+``--sweep``, a 12-configuration sweep (heads.sweep.sweep: 4 heads x 3 view sets).
+
+End-to-end side (SkillFormer's recipe): per take, PyAV decoding of every frame up to the last
+sampled one of a 448p video + its image processor, then TimeSformer-base (random weights,
+transformers TimesformerConfig defaults, 16 frames) with PEFT LoRA r=32 on SkillFormer's
+targets and gradient checkpointing (as SkillFormer does), forward + backward + AdamW through
+the same `cvf` head. A few steps at batch 1 are timed and multiplied by the steps of an
+epoch; by default only one view goes through the backbone per step and the step time is
+scaled by 5 (the backbone's cost is linear in views; ``--e2e-views 5`` measures all five).
+
+Run from the repository root: ``python -m bench.fit_vs_e2e`` (``--help`` for the options).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/fit_vs_e2e.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    EGOEXO_TRAIN,
+    VIEWS,
+    StoreSpec,
+    VideoSpec,
+    base_parser,
+    data_dir,
+    describe_build,
+    load_timesformer_base,
+    machine_info,
+    num_video_frames,
+    print_machine,
+    print_table,
+    skillformer_indices,
+    skillformer_processor,
+    skillformer_read,
+    synthetic_store,
+    synthetic_video,
+    timed,
+)
+
+VIEW_SETS = ("ego", "exo", "all")
+SWEEP_HEADS = ("mean", "concat", "late", "cvf")
+SKILLFORMER_EPOCHS = 4  # SkillFormer trains 4 epochs (shared/NOTES.md §1)
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--takes", type=int, default=2370, help="takes in the store")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--epoch-repeats", type=int, default=2, help="timed cvf epochs")
+    parser.add_argument("--ablation", action="store_true", help="cvf fits on ego, exo and all")
+    parser.add_argument("--sweep", action="store_true", help="also the 12-configuration sweep")
+    parser.add_argument("--sweep-heads", default=",".join(SWEEP_HEADS), help="heads of the sweep")
+    parser.add_argument("--e2e-views", type=int, default=1, help="views through the backbone")
+    parser.add_argument("--e2e-batch", type=int, default=1, help="takes per end-to-end step")
+    parser.add_argument("--e2e-steps", type=int, default=1, help="timed end-to-end steps")
+    parser.add_argument("--video-seconds", type=float, default=180.0, help="448p video length")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- cached side
+
+
+@dataclass
+class CachedEpoch:
+    """Seconds of one cvf epoch on the loaded selection (best of the repeats)."""
+
+    train_pass: float
+    val_pass: float
+    one_epoch_fit: float  # heads.train.fit with epochs=1: epoch + predictions + run folder
+    n_train: int
+    n_val: int
+
+    @property
+    def epoch(self) -> float:
+        return self.train_pass + self.val_pass
+
+
+def time_loads(store: Path) -> dict[str, tuple[float, object]]:
+    """load_selection per view set: {views: (seconds, Selection)} (only 'all' is kept)."""
+    from heads.data import load_selection
+
+    out = {}
+    for views in VIEW_SETS:
+        selection, seconds = timed(load_selection, store, views)
+        out[views] = (seconds, selection if views == "all" else None)
+    return out
+
+
+def time_cvf_epochs(store: Path, selection, repeats: int, out_dir: Path) -> CachedEpoch:
+    """A cvf epoch with the project's training functions, as `skill fit` runs it."""
+    from heads.data import split_takes
+    from heads.train import FitConfig, fit, validation_row
+
+    cfg = FitConfig(store=str(store), views="all", head="cvf", epochs=1, plots=False,
+                    out_dir=str(out_dir), name="one-epoch")  # fmt: skip
+    splits = split_takes(selection, cfg.val_frac, cfg.split_seed)
+    trains, vals = [], []
+    for _ in range(repeats):
+        state, model = _training_state(cfg, selection, splits)
+        train_s, val_s = _one_epoch(state, model, selection, splits, cfg, validation_row)
+        trains.append(train_s)
+        vals.append(val_s)
+    _, one_epoch_fit = timed(fit, cfg, selection)
+    return CachedEpoch(min(trains), min(vals), one_epoch_fit, len(splits.train), len(splits.val))
+
+
+def _training_state(cfg, selection, splits):
+    import torch
+
+    from heads import build_head
+    from heads.train import TrainingState, head_options, make_loss, make_optimizer
+
+    model = build_head(cfg.head, **head_options(cfg, selection))
+    steps = math.ceil(len(splits.train) / cfg.batch_size) * cfg.epochs
+    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    state = TrainingState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=make_loss(cfg, selection.labels[splits.train], selection.num_classes),
+        rng=np.random.default_rng(cfg.seed),
+        tokens=torch.from_numpy(selection.x),
+        labels=torch.from_numpy(selection.labels),
+    )
+    return state, model
+
+
+def _one_epoch(state, model, selection, splits, cfg, validation_row) -> tuple[float, float]:
+    from heads.train import deterministic_torch, train_epoch
+
+    with deterministic_torch(cfg.seed, cfg.device):  # as train_neural runs it
+        _, train_s = timed(train_epoch, state, selection.mask, splits.train, cfg)
+        _, val_s = timed(validation_row, model, selection, splits, cfg)
+    return train_s, val_s
+
+
+@dataclass
+class FitRow:
+    """One `fit` trained to its stopping point; seconds include loading the selection."""
+
+    head: str
+    views: str
+    seconds: float
+    epochs_run: int
+    best_epoch: int
+    val_top1: float
+
+
+def time_cvf_fits(store: Path, view_sets: list[str], out_dir: Path) -> list[FitRow]:
+    """`fit` of cvf per view set, each loading its own selection as `skill fit` does."""
+    from heads.train import FitConfig, fit
+
+    rows = []
+    for views in view_sets:
+        cfg = FitConfig(store=str(store), views=views, head="cvf", plots=False,
+                        out_dir=str(out_dir))  # fmt: skip
+        result, seconds = timed(fit, cfg)
+        rows.append(fit_row(result, seconds))
+    return rows
+
+
+def fit_row(result, seconds: float) -> FitRow:
+    metrics = result.metrics
+    return FitRow(result.config.head, result.config.views, seconds, metrics["epochs_run"],
+                  metrics["best_epoch"], metrics["val"]["top1"])  # fmt: skip
+
+
+def time_train_pass_at(threads: int, store: Path, selection, out_dir: Path) -> float:
+    """A cvf train pass with torch limited to ``threads`` (restored afterwards)."""
+    import torch
+
+    from heads.data import split_takes
+    from heads.train import FitConfig, validation_row
+
+    cfg = FitConfig(store=str(store), views="all", head="cvf", epochs=1, plots=False,
+                    out_dir=str(out_dir))  # fmt: skip
+    splits = split_takes(selection, cfg.val_frac, cfg.split_seed)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        state, model = _training_state(cfg, selection, splits)
+        return _one_epoch(state, model, selection, splits, cfg, validation_row)[0]
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_sweep(store: Path, heads: list[str], out_dir: Path):
+    """(seconds, SweepResult) of heads x (ego, exo, all) x seed 0, loading included."""
+    from heads.sweep import sweep
+    from heads.train import FitConfig
+
+    base = FitConfig(store=str(store), plots=False, out_dir=str(out_dir))
+    return timed(sweep, base, heads, list(VIEW_SETS), [0])
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def build_end_to_end(folder: Path, views: int):
+    """(LoRA TimeSformer-base, cvf head, AdamW): SkillFormer's trainable parts (r=32)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from heads import build_head
+    from pipeline.backbones import SKILLFORMER_LORA_TARGETS
+
+    backbone = load_timesformer_base(folder, num_frames=16)
+    lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, bias="none",
+                      target_modules=list(SKILLFORMER_LORA_TARGETS))  # fmt: skip
+    backbone = get_peft_model(backbone, lora)
+    # transformers 5 renamed gradient checkpointing to activation checkpointing and warns
+    # about the old name at every forward pass; SkillFormer calls the old name.
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+    backbone.gradient_checkpointing_enable()  # SkillFormer enables it
+    backbone.train()
+    tokens = backbone.config.num_frames * (224 // 16) ** 2 + 1
+    head = build_head("cvf", dim=768, num_views=views, num_classes=4, tokens=tokens)
+    params = [p for p in backbone.parameters() if p.requires_grad] + list(head.parameters())
+    return backbone, head, torch.optim.AdamW(params, lr=2e-5)
+
+
+def trainable_parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def decode_take(video: Path, views: int, rng: np.random.Generator, processor):
+    """SkillFormer's data path for one take: (pixels (V, 16, 3, 224, 224), decode s, process s)."""
+    import torch
+
+    total = num_video_frames(video)
+    clips, decode_s, process_s = [], 0.0, 0.0
+    for _ in range(views):
+        frames, seconds = timed(skillformer_read, video, skillformer_indices(total, rng))
+        decode_s += seconds
+        pixels, seconds = timed(processor, list(frames), return_tensors="pt")
+        process_s += seconds
+        clips.append(pixels["pixel_values"][0])
+    return torch.stack(clips), decode_s, process_s
+
+
+def end_to_end_step(backbone, head, optimizer, pixels) -> float:
+    """One training step on pixels (B, V, T, 3, H, W): backbone, head, loss, backward, AdamW."""
+    import torch
+
+    start = time.perf_counter()
+    batch, views = pixels.shape[:2]
+    hidden = backbone(pixel_values=pixels.flatten(0, 1)).last_hidden_state  # (B*V, 1+P*T, D)
+    mask = torch.ones(batch, views, dtype=torch.bool)
+    logits = head(hidden.reshape(batch, views, *hidden.shape[1:]), mask)
+    loss = torch.nn.functional.cross_entropy(logits, torch.zeros(batch, dtype=torch.long))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return time.perf_counter() - start
+
+
+@dataclass
+class EndToEnd:
+    """Measured end-to-end costs, per take with all 5 views."""
+
+    step_s: list[float]  # measured steps (batch x measured views)
+    per_take_compute: float  # backbone + head fwd/bwd + AdamW, scaled to 5 views
+    per_take_decode: float  # SkillFormer decode of 5 views
+    per_take_process: float  # its image processor on 5 views
+    trainable: int
+    measured_views: int
+    batch: int
+
+
+def measure_end_to_end(folder: Path, video: Path, args) -> EndToEnd:
+    rng = np.random.default_rng(0)
+    processor = skillformer_processor()
+    backbone, head, optimizer = build_end_to_end(folder, args.e2e_views)
+    trainable = trainable_parameters(backbone) + trainable_parameters(head)
+    steps, decode_s, process_s = [], 0.0, 0.0
+    for _ in range(args.e2e_steps):
+        batch = []
+        for _ in range(args.e2e_batch):
+            pixels, dec, proc = decode_take(video, args.e2e_views, rng, processor)
+            batch.append(pixels)
+            decode_s, process_s = decode_s + dec, process_s + proc
+        steps.append(end_to_end_step(backbone, head, optimizer, _stack(batch)))
+    takes = args.e2e_steps * args.e2e_batch
+    scale = len(VIEWS) / args.e2e_views
+    return EndToEnd(
+        step_s=steps,
+        per_take_compute=min(steps) / args.e2e_batch * scale,
+        per_take_decode=decode_s / takes * scale,
+        per_take_process=process_s / takes * scale,
+        trainable=trainable,
+        measured_views=args.e2e_views,
+        batch=args.e2e_batch,
+    )
+
+
+def _stack(batch):
+    import torch
+
+    return torch.stack(batch)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def report_cached(loads: dict, epoch: CachedEpoch) -> None:
+    rows = [[f"load_selection views={v}", seconds] for v, (seconds, _) in loads.items()]
+    rows += [
+        [f"cvf train pass ({epoch.n_train} takes)", epoch.train_pass],
+        [f"cvf validation pass ({epoch.n_val} takes)", epoch.val_pass],
+        ["cvf epoch (train + validation)", epoch.epoch],
+        ["fit(epochs=1): epoch + predictions + run folder", epoch.one_epoch_fit],
+    ]
+    print_table("cached tokens (skill fit), seconds", ["what", "seconds"], rows)
+
+
+def report_fits(rows: list[FitRow], title: str) -> None:
+    header = ["head", "views", "seconds", "epochs run", "best epoch", "val top-1"]
+    table = [[r.head, r.views, r.seconds, r.epochs_run, r.best_epoch, r.val_top1] for r in rows]
+    print_table(title, header, table)
+
+
+def report_threads(default_s: float, one_s: float) -> None:
+    import torch
+
+    rows = [[f"torch default ({torch.get_num_threads()} threads)", default_s],
+            ["torch 1 thread", one_s]]  # fmt: skip
+    print_table("cvf train pass by torch threads (other jobs share the cores)",
+                ["threads", "seconds"], rows)  # fmt: skip
+
+
+def report_end_to_end(e2e: EndToEnd) -> None:
+    rows = [
+        ["trainable parameters (LoRA r=32 + cvf head)", e2e.trainable],
+        [f"measured steps (batch {e2e.batch}, {e2e.measured_views} view(s)), s",
+         ", ".join(f"{s:.1f}" for s in e2e.step_s)],
+        ["per take, 5 views: backbone+head fwd/bwd+AdamW, s", e2e.per_take_compute],
+        ["per take, 5 views: SkillFormer PyAV decode, s", e2e.per_take_decode],
+        ["per take, 5 views: its image processor, s", e2e.per_take_process],
+    ]  # fmt: skip
+    print_table("end to end (SkillFormer recipe), measured", ["what", "value"], rows)
+
+
+def report_ratios(epoch: CachedEpoch, e2e: EndToEnd, fits_s: float, fits_label: str,
+                  sweep_s: float | None, n_configs: int) -> float:  # fmt: skip
+    """Print the epoch and sweep comparison; return the per-epoch ratio."""
+    steps = math.ceil(EGOEXO_TRAIN / e2e.batch)
+    compute_epoch = e2e.per_take_compute * EGOEXO_TRAIN
+    serial_epoch = (e2e.per_take_compute + e2e.per_take_decode + e2e.per_take_process) * (
+        EGOEXO_TRAIN
+    )
+    rows = [
+        ["end-to-end epoch, decode hidden by loader workers", compute_epoch, compute_epoch / 3600],
+        ["end-to-end epoch, decode not overlapped", serial_epoch, serial_epoch / 3600],
+        ["cached cvf epoch (train + validation)", epoch.epoch, epoch.epoch / 3600],
+    ]
+    if sweep_s is not None:
+        e2e_sweep = n_configs * SKILLFORMER_EPOCHS * compute_epoch
+        rows.append([f"end-to-end sweep: {n_configs} configs x {SKILLFORMER_EPOCHS} epochs",
+                     e2e_sweep, e2e_sweep / 3600])  # fmt: skip
+        rows.append([f"cached sweep: {n_configs} configs to their stopping point", sweep_s,
+                     sweep_s / 3600])  # fmt: skip
+    rows.append([f"cached {fits_label}, loading included", fits_s, fits_s / 3600])
+    print_table(f"per epoch: {EGOEXO_TRAIN} train takes; end to end = {steps} steps x measured "
+                "step (extrapolated)", ["what", "seconds", "hours"], rows)  # fmt: skip
+    return compute_epoch / epoch.epoch
+
+
+def report_goals(fits_s: float, fits_label: str, ratio: float) -> None:
+    verdict = "met" if fits_s < 30 else f"missed by {fits_s / 30:.1f}x"
+    rows = [["epoch >= 1,000x cheaper than end to end", f"{ratio:,.0f}x",
+             "met" if ratio >= 1000 else f"missed by {1000 / ratio:.1f}x"],
+            [f"{fits_label} < 30 s", f"{fits_s:.1f} s", verdict]]  # fmt: skip
+    print_table("goals", ["goal", "measured", "verdict"], rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = data_dir(args.data_dir)
+    print_machine(machine_info())
+    spec = StoreSpec(takes=args.takes)
+    store, built = synthetic_store(folder, spec)
+    print(f"store: {store} ({spec.nbytes / 1e6:.0f} MB of tokens; {describe_build(built)})")
+    video, _ = synthetic_video(folder, VideoSpec(seconds=args.video_seconds))
+    runs = folder / f"runs-{os.getpid()}"
+    view_sets = list(VIEW_SETS) if args.ablation else ["all"]
+    fits_label = "cvf ablation (ego, exo, all)" if args.ablation else "cvf fit (all views)"
+    heads = [h for h in args.sweep_heads.split(",") if h]
+    sweep_s = None
+    try:
+        loads = time_loads(store)
+        selection = loads["all"][1]
+        epoch = time_cvf_epochs(store, selection, args.epoch_repeats, runs)
+        one_thread = time_train_pass_at(1, store, selection, runs)
+        loads = {v: (s, None) for v, (s, _) in loads.items()}
+        del selection
+        report_cached(loads, epoch)
+        report_threads(epoch.train_pass, one_thread)
+        fits = time_cvf_fits(store, view_sets, runs)
+        report_fits(fits, f"{fits_label}: fit to the stopping point, loading included")
+        if args.sweep:
+            result, sweep_s = time_sweep(store, heads, runs)
+            report_fits([fit_row(f, f.metrics["fit_seconds"]) for f in result.fits],
+                        f"sweep of {len(result.fits)} configurations (fit seconds exclude "
+                        f"loading); wall time {sweep_s:.1f} s with loading")  # fmt: skip
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
+    fits_s = sum(f.seconds for f in fits)
+    e2e = measure_end_to_end(folder, video, args)
+    report_end_to_end(e2e)
+    ratio = report_ratios(epoch, e2e, fits_s, fits_label, sweep_s, len(heads) * len(VIEW_SETS))
+    report_goals(fits_s, fits_label, ratio)
+    print(f"\nthreads: torch {torch.get_num_threads()}; load average at end: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+    print(f"KEY fit_vs_e2e: end-to-end epoch / cached cvf epoch = {ratio:,.0f}x")
+
+
+if __name__ == "__main__":
+    main()

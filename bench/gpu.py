@@ -1,0 +1,276 @@
+"""Benchmark 4: TimeSformer-base on a GPU: clips/s, fraction of bf16 peak, decode keep-up.
+
+For each batch size: clips/s of the backbone's forward pass under bf16 autocast on 16-frame
+224 px clips already on the GPU (the model alone), and of ``Backbone.encode`` on uint8 clips
+in host memory (what `skill extract` runs: copy, normalise, forward, frame tokens back to the
+host). FLOPs per clip are counted with torch.utils.flop_counter.FlopCounterMode on a meta-device
+copy of the model (cross-check: ~196 GMACs per 8-frame clip, NOTES §3). The fraction of peak
+uses the dense bf16 peak of the GPU (table below, or ``--peak-tflops``). Decoding: clips/s of
+pipeline.decode_pool.DecodePool with one worker per core on 448p H.264 videos, against the
+GPU's best clips/s.
+
+Needs an NVIDIA GPU (refuses without one); ``--cpu-smoke`` runs a tiny CPU pass of the same
+code to check the script. Run from the repository root: ``python -m bench.gpu``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/gpu.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    VideoSpec,
+    base_parser,
+    bench_backbone,
+    data_dir,
+    fmt,
+    machine_info,
+    print_machine,
+    print_table,
+    synthetic_video,
+    timesformer_base_checkpoint,
+)
+
+FRAMES, SIZE = 16, 224
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendor data sheets; the
+# first name contained in torch.cuda.get_device_name() wins, so specific names come first.
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("GH200", 989.4),
+    ("H200", 989.4),
+    ("H100", 989.4),
+    ("H800", 989.4),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+)
+GMACS_PER_8_FRAME_CLIP = 196.0
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64,128", help="comma list")
+    parser.add_argument("--iters", type=int, default=10, help="timed batches per batch size")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="override the peak")
+    parser.add_argument("--decode-workers", type=int, default=0, help="0 = one per core")
+    parser.add_argument("--decode-jobs", type=int, default=0, help="0 = 4 per worker")
+    parser.add_argument("--video-seconds", type=float, default=60.0, help="decode test videos")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny CPU run of the script")
+    return parser.parse_args(argv)
+
+
+def smoke_overrides(args) -> None:
+    """--cpu-smoke: one batch of one clip, one decode job per worker, a short video."""
+    args.batch_sizes, args.iters, args.warmup = "1", 1, 0
+    args.decode_workers = args.decode_workers or 2
+    args.decode_jobs = args.decode_jobs or 2
+    args.video_seconds = min(args.video_seconds, 10.0)
+
+
+# ----------------------------------------------------------------------------- FLOPs, peak
+
+
+def flops_per_clip(folder: Path) -> float:
+    """Forward FLOPs of one 16-frame 224 px clip, counted on a meta-device model."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import TimesformerConfig, TimesformerModel
+
+    config = TimesformerConfig.from_pretrained(str(timesformer_base_checkpoint(folder)[0]))
+    config.num_frames = FRAMES
+    with torch.device("meta"):
+        model = TimesformerModel(config).eval()
+        pixels = torch.empty(1, FRAMES, 3, SIZE, SIZE)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(pixel_values=pixels)
+    return float(counter.get_total_flops())
+
+
+def peak_tflops(device_name: str, override: float) -> float | None:
+    if override:
+        return override
+    for name, peak in PEAK_BF16_TFLOPS:
+        if name in device_name:
+            return peak
+    return None
+
+
+# ----------------------------------------------------------------------------- throughput
+
+
+@dataclass
+class BatchResult:
+    batch: int
+    model_clips_s: float | None  # forward of pixels already on the device
+    encode_clips_s: float | None  # Backbone.encode on uint8 host clips
+    error: str = ""
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def clips_per_second(run, batch: int, iters: int, warmup: int, device: str) -> float:
+    for _ in range(warmup):
+        run()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        run()
+    synchronize(device)
+    return batch * iters / (time.perf_counter() - start)
+
+
+def measure_batch(backbone, batch: int, args, device: str) -> BatchResult:
+    """Model-only and Backbone.encode clips/s at one batch size (OOM is reported, not raised)."""
+    import torch
+
+    backbone.batch_size = batch
+    clips = torch.randint(0, 256, (batch, FRAMES, SIZE, SIZE, 3), dtype=torch.uint8)
+    try:
+        pixels = backbone._pixels(clips)  # normalised (B, T, 3, H, W) on the device
+
+        def model_only():
+            with torch.inference_mode(), backbone._autocast():
+                backbone.model(pixel_values=pixels)
+
+        def encode():
+            backbone.encode(clips)
+
+        model_s = clips_per_second(model_only, batch, args.iters, args.warmup, device)
+        encode_s = clips_per_second(encode, batch, args.iters, args.warmup, device)
+        return BatchResult(batch, model_s, encode_s)
+    except torch.OutOfMemoryError as error:
+        return BatchResult(batch, None, None, f"out of memory: {str(error)[:60]}")
+    finally:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def measure_batches(folder: Path, args, device: str) -> list[BatchResult]:
+    import torch
+
+    from pipeline.backbones import load_backbone
+
+    backbone = load_backbone(bench_backbone("base", folder), device=device, token_mode="frame",
+                             num_frames=FRAMES, batch_size=1)  # fmt: skip
+    if args.compile:
+        backbone.model = torch.compile(backbone.model)
+    results = []
+    for batch in (int(b) for b in args.batch_sizes.split(",") if b):
+        result = measure_batch(backbone, batch, args, device)
+        results.append(result)
+        print(f"  batch {batch}: {result.error or f'{fmt(result.model_clips_s)} clips/s'}",
+              flush=True)  # fmt: skip
+        if result.error:
+            break
+    return results
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def decode_clips_per_second(folder: Path, args) -> tuple[float, int]:
+    """(clips/s, workers) of DecodePool decoding 16 uniform frames of 448p videos."""
+    from pipeline.decode import FrameGeometry
+    from pipeline.decode_pool import DecodePool
+    from pipeline.sampling import SamplingConfig
+
+    workers = args.decode_workers or len(os.sched_getaffinity(0))
+    jobs_n = args.decode_jobs or 4 * workers
+    videos = [synthetic_video(folder, VideoSpec(seconds=args.video_seconds, seed=10 + i))[0]
+              for i in range(min(4, jobs_n))]  # fmt: skip
+    geometry = FrameGeometry(shortest_edge=SIZE, crop_height=SIZE, crop_width=SIZE)
+    sampling = SamplingConfig(strategy="uniform", frames=FRAMES)
+    jobs = [(i, (videos[i % len(videos)], sampling, f"v{i}", geometry)) for i in range(jobs_n)]
+    with DecodePool(num_workers=workers, timeout_s=600) as pool:
+        pool.start()  # worker start-up is not decoding
+        start = time.perf_counter()
+        for job_id, _, error in pool.imap_unordered(jobs):
+            if error:
+                raise SystemExit(f"decode job {job_id} failed: {error}")
+        seconds = time.perf_counter() - start
+    return jobs_n / seconds, workers
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def report(results: list[BatchResult], flops: float, peak: float | None) -> BatchResult | None:
+    """Print the batch table; return the batch size with the most encode clips/s."""
+    rows = []
+    for r in results:
+        achieved = r.model_clips_s * flops / 1e12 if r.model_clips_s else None
+        fraction = achieved / peak if achieved and peak else None
+        rows.append([r.batch, r.model_clips_s, r.encode_clips_s, achieved, fraction,
+                     r.error])  # fmt: skip
+    header = ["batch", "model clips/s", "encode clips/s", "model TFLOP/s", "of bf16 peak", "note"]
+    print_table(f"TimeSformer-base, {FRAMES}x{SIZE}, bf16 autocast", header, rows)
+    ok = [r for r in results if r.encode_clips_s]
+    return max(ok, key=lambda r: r.encode_clips_s) if ok else None
+
+
+def refuse_without_cuda() -> None:
+    print("bench.gpu needs an NVIDIA GPU with CUDA, and torch sees none "
+          "(torch.cuda.is_available() is False). Run it on a GPU machine, "
+          "or pass --cpu-smoke to check the script on the CPU.", file=sys.stderr)  # fmt: skip
+    print("KEY gpu: not run (no CUDA device)")
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available() and not args.cpu_smoke:
+        refuse_without_cuda()
+    if args.cpu_smoke:
+        smoke_overrides(args)
+    device = "cpu" if args.cpu_smoke else "cuda"
+    folder = data_dir(args.data_dir)
+    print_machine(machine_info())
+    flops = flops_per_clip(folder)
+    scaled = 2 * GMACS_PER_8_FRAME_CLIP * 1e9 * FRAMES / 8
+    print(f"FLOPs per {FRAMES}-frame clip: {flops / 1e9:.0f} GFLOP counted "
+          f"(~{scaled / 1e9:.0f} GFLOP from 196 GMACs per 8-frame clip scaled)")  # fmt: skip
+    peak = None if args.cpu_smoke else peak_tflops(torch.cuda.get_device_name(0), args.peak_tflops)
+    print(f"bf16 peak: {f'{peak:.0f} TFLOP/s' if peak else 'unknown (give --peak-tflops)'}")
+    results = measure_batches(folder, args, device)
+    best = report(results, flops, peak)
+    decode_rate, workers = decode_clips_per_second(folder, args)
+    print(f"\ndecoding: {decode_rate:.1f} clips/s with {workers} workers (448p, 16 frames)")
+    if best is None:
+        print("KEY gpu: no batch size ran")
+        return
+    keeps_up = decode_rate / best.encode_clips_s
+    print(f"best batch size: {best.batch} ({best.encode_clips_s:.1f} clips/s through encode); "
+          f"decoding keeps up: {'yes' if keeps_up >= 1 else 'no'} ({keeps_up:.2f}x)")  # fmt: skip
+    fastest = max((r for r in results if r.model_clips_s), key=lambda r: r.model_clips_s)
+    fraction = fastest.model_clips_s * flops / 1e12 / peak if peak else float("nan")
+    if peak:
+        verdict = "met" if fraction >= 0.4 else f"missed by {100 * (0.4 - fraction):.0f} points"
+        print(f"goal >= 40% of bf16 peak: {verdict}")
+    mode = " (CPU smoke run: no peak, not a GPU result)" if args.cpu_smoke else ""
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"KEY gpu: fraction of bf16 peak (model, batch {fastest.batch}) = {fraction:.2f}; "
+        f"decode / encode clips/s at batch {best.batch} = {keeps_up:.2f}{mode}"
+    )
+
+
+if __name__ == "__main__":
+    main()
