@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.backbones import TIMESFORMER_BASE_PREPROCESSING
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VIEWS: tuple[str, ...] = ("ego", "exo1", "exo2", "exo3", "exo4")
 SCENARIOS: tuple[str, ...] = ("Cooking", "Basketball", "Dance", "Music", "Bouldering", "Soccer")
@@ -32,20 +34,6 @@ EGOEXO_TAKES, EGOEXO_TRAIN, EGOEXO_VAL = 2370, 1904, 466
 EGOEXO_TRAIN_LABEL_COUNTS = (336, 480, 512, 576)
 # Bumped whenever a builder below changes what it writes (cached data is keyed by it).
 GENERATOR_VERSION = 1
-# TimeSformer-base preprocessing as in the hub's k400/k600 preprocessor_config.json.
-TIMESFORMER_PREPROCESSOR: dict[str, Any] = {
-    "image_processor_type": "VideoMAEImageProcessor",
-    "do_resize": True,
-    "size": {"shortest_edge": 224},
-    "do_center_crop": True,
-    "crop_size": {"height": 224, "width": 224},
-    "resample": 2,
-    "do_rescale": True,
-    "rescale_factor": 1 / 255,
-    "do_normalize": True,
-    "image_mean": [0.45, 0.45, 0.45],
-    "image_std": [0.225, 0.225, 0.225],
-}
 
 
 # ----------------------------------------------------------------------------- CLI helpers
@@ -357,7 +345,9 @@ def _save_timesformer_base(path: Path) -> None:
         torch.manual_seed(0)
         model = TimesformerModel(TimesformerConfig())
     model.save_pretrained(str(path))
-    (path / "preprocessor_config.json").write_text(json.dumps(TIMESFORMER_PREPROCESSOR, indent=2))
+    (path / "preprocessor_config.json").write_text(
+        json.dumps(TIMESFORMER_BASE_PREPROCESSING, indent=2)
+    )
 
 
 def bench_backbone(name: str, folder: Path) -> str:
@@ -522,7 +512,9 @@ def skillformer_processor():
         from transformers import VideoMAEImageProcessorPil as processor_class
     except ImportError:  # older transformers: the PIL processor is the default one
         from transformers import VideoMAEImageProcessor as processor_class
-    options = {k: v for k, v in TIMESFORMER_PREPROCESSOR.items() if k != "image_processor_type"}
+    options = {
+        k: v for k, v in TIMESFORMER_BASE_PREPROCESSING.items() if k != "image_processor_type"
+    }
     return processor_class(**options)
 
 

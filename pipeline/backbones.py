@@ -135,18 +135,25 @@ def backbone_names() -> list[str]:
     return sorted(BACKBONES)
 
 
-_TINY_TIMESFORMER_PREPROCESSING: dict[str, Any] = {
+# The preprocessor_config.json of the hub's TimeSformer-base k400/k600 checkpoints; the tiny
+# preset keeps it but for the size, and the benchmarks write it beside random-weight models.
+TIMESFORMER_BASE_PREPROCESSING: dict[str, Any] = {
     "image_processor_type": "VideoMAEImageProcessor",
     "do_resize": True,
-    "size": {"shortest_edge": 32},
+    "size": {"shortest_edge": 224},
     "do_center_crop": True,
-    "crop_size": {"height": 32, "width": 32},
+    "crop_size": {"height": 224, "width": 224},
     "resample": 2,
     "do_rescale": True,
     "rescale_factor": 1 / 255,
     "do_normalize": True,
     "image_mean": [0.45, 0.45, 0.45],
     "image_std": [0.225, 0.225, 0.225],
+}
+_TINY_TIMESFORMER_PREPROCESSING: dict[str, Any] = {
+    **TIMESFORMER_BASE_PREPROCESSING,
+    "size": {"shortest_edge": 32},
+    "crop_size": {"height": 32, "width": 32},
 }
 _TINY_CLIP_PREPROCESSING: dict[str, Any] = {
     "image_processor_type": "CLIPImageProcessor",
