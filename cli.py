@@ -113,6 +113,9 @@ def extract(
     min_views: int = typer.Option(1, help="Fail a take with fewer decodable views than this."),
     retry_failed: bool = typer.Option(False, help="Extract takes recorded as failed again."),
     limit: int = typer.Option(None, help="Only the first N takes."),
+    pack: bool = typer.Option(
+        True, help="At the end, pack the store into large chunks (fast reads by skill fit)."
+    ),
 ) -> None:
     """Decode every take once and write backbone tokens into a Zarr store (resumable)."""
     from pipeline.extract import ExtractConfig, run_extract
@@ -122,7 +125,7 @@ def extract(
         adapter=adapter, tokens=tokens, frames=frames, clips=clips, strategy=sampling,
         stride=stride, segments=segments, seed=seed, batch_size=batch_size, device=device,
         workers=workers, timeout_s=timeout, min_views=min_views, retry_failed=retry_failed,
-        limit=limit,
+        limit=limit, pack=pack,
     )  # fmt: skip
     with _progress_bar("extracting") as progress:
         summary = run_extract(cfg, progress=progress)
@@ -146,6 +149,10 @@ def _print_extract_summary(summary) -> None:
         f"{summary.skipped} already done, {summary.failed_views} views failed "
         f"({summary.seconds:.1f} s{ranks})"
     )
+    if "unpacked" in summary.relayout:
+        out.print("  unpacked the store to write takes (one chunk per take)")
+    if "packed" in summary.relayout:
+        out.print("  packed the store into large chunks for fast reading")
     if summary.removed_temp_files:
         out.print(f"  removed {summary.removed_temp_files} temporary files of an interrupted run")
     for take, view, reason in summary.failures[:20]:
@@ -181,6 +188,7 @@ def _print_store_summary(s: dict) -> None:
     }[s["state"]]
     out.print(
         f"[bold]{s['store']}[/]  format v{s['format_version']}  {s['size_bytes'] / 1e6:.1f} MB"
+        f"  layout: {s['layout']}"
     )
     out.print(
         f"takes: {s['takes']}  completed: {s['completed']}  failed: {s['failed']}  "

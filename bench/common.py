@@ -229,13 +229,22 @@ class _TakePlan:
     scenario: list[str]  # (n,)
 
 
-def synthetic_store(folder: Path, spec: StoreSpec) -> tuple[Path, float | None]:
+def synthetic_store(
+    folder: Path, spec: StoreSpec, packed: bool = True
+) -> tuple[Path, float | None]:
     """A real token store (written through TokenStore and zarr) for ``spec``, built once.
 
+    ``packed``: in the layout `skill extract` leaves when a run finishes (large chunks);
+    False: in the write layout (one chunk per take and view), as while extracting.
     Returns (path, build seconds or None when it was already there).
     """
-    path = folder / spec.name
-    return path, build_once(path, lambda staging: _write_store(staging, spec))
+    from cache.store import TokenStore
+
+    path = folder / (spec.name if packed else spec.name.replace(".zarr", "-write.zarr"))
+    built = build_once(path, lambda staging: _write_store(staging, spec, packed))
+    if packed and not TokenStore.open(path).is_packed():  # built before stores were packed
+        TokenStore.open(path, "a").pack()
+    return path, built
 
 
 def _plan_takes(spec: StoreSpec, rng: np.random.Generator) -> _TakePlan:
@@ -254,7 +263,7 @@ def _plan_takes(spec: StoreSpec, rng: np.random.Generator) -> _TakePlan:
     )
 
 
-def _write_store(path: Path, spec: StoreSpec) -> None:
+def _write_store(path: Path, spec: StoreSpec, packed: bool) -> None:
     from cache.store import TakeRow, TokenStore
     from pipeline.takes import LABELS
 
@@ -277,6 +286,8 @@ def _write_store(path: Path, spec: StoreSpec) -> None:
     store.add_takes(rows)
     _write_tokens(path, spec, plan, rng)
     _write_per_take_arrays(path, spec)
+    if packed:
+        TokenStore.open(path, "a").pack()  # as `skill extract` does when a run finishes
 
 
 def _write_tokens(path: Path, spec: StoreSpec, plan: _TakePlan, rng: np.random.Generator) -> None:

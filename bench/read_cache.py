@@ -3,12 +3,12 @@
 The same tokens (an EgoExo4D-sized store: 2,370 takes x 5 views x 16 tokens x 768, float16,
 291 MB) read completely into memory from:
 
-* the Zarr store through the project's reader: ``heads.data.load_selection`` (what `skill
-  fit` does: take table, status, view mask and tokens) and ``TokenStore.read_tokens``
-  (tokens only);
-* the Zarr store through plain zarr (``zarr.open_array(...)[:]``), for context;
-* the Zarr store through a bench-only prototype of a faster reader (``readinto`` of each raw
-  chunk file into its slot of the output), to size the change proposed for the project;
+* the Zarr store as `skill extract` leaves it when a run finishes (packed: large chunks),
+  through the project's reader: ``heads.data.load_selection`` (what `skill fit` does: take
+  table, status, view mask and tokens) and ``TokenStore.read_tokens`` (tokens only), and
+  through plain zarr (``zarr.open_array(...)[:]``), for context;
+* the same store in the write layout (one chunk per take and view, as while extracting, or
+  after ``--no-pack``), through ``load_selection``;
 * one contiguous ``.npy`` (``np.load``): the limit;
 * one ``.npy`` per take and view (the per-video layout of common extractors such as
   video_features), read with ``np.load`` into a preallocated array;
@@ -53,7 +53,7 @@ from bench.common import (  # noqa: E402
 LOAD_SELECTION = "zarr store: heads.data.load_selection"
 RAW = "contiguous .npy (np.load): the limit"
 PER_FILE = "one .npy per take and view"
-PROTOTYPE = "zarr store: readinto prototype (bench-only)"
+WRITE_LAYOUT = "zarr store, write layout: load_selection"
 
 
 def parse_args(argv: list[str] | None = None):
@@ -83,8 +83,9 @@ def all_rows(store: Path) -> tuple[np.ndarray, list[int]]:
     return np.arange(opened.n_takes), list(range(len(opened.views)))
 
 
-def project_layouts(store: Path) -> list[Layout]:
-    """The store through the project's two readers and through plain zarr."""
+def project_layouts(store: Path, write_store: Path) -> list[Layout]:
+    """The packed store through the project's two readers and through plain zarr, and the
+    write-layout store through load_selection."""
     from cache.store import TokenStore
     from heads.data import load_selection
 
@@ -101,37 +102,15 @@ def project_layouts(store: Path) -> list[Layout]:
     def files() -> Iterator[Path]:
         return (p for p in store.rglob("*") if p.is_file())
 
+    def write_files() -> Iterator[Path]:
+        return (p for p in write_store.rglob("*") if p.is_file())
+
     return [
         Layout(LOAD_SELECTION, lambda: load_selection(store, "all").x, files),
-        Layout(PROTOTYPE, lambda: readinto_tokens(store), files),
         Layout("zarr store: TokenStore.read_tokens", read_tokens, files),
         Layout("zarr store: plain zarr array[:]", plain_zarr, files),
+        Layout(WRITE_LAYOUT, lambda: load_selection(write_store, "all").x, write_files),
     ]
-
-
-def readinto_tokens(store: Path) -> np.ndarray:
-    """Prototype of a faster reader for the same store (not the project's code).
-
-    Each raw (take, view) chunk file is read straight into its slot of the output with
-    ``readinto``: no temporary array, no second copy, no thread pool (reads from the page
-    cache are memory copies; threads only add overhead). A missing chunk is the fill value.
-    """
-    from cache.store import TokenStore
-
-    opened = TokenStore.open(store)
-    shape = (opened.n_takes, len(opened.views), opened.clips, opened.tokens, opened.dim)
-    out = np.empty(shape, dtype=np.float16)
-    root = store / "tokens" / "c"
-    for take in range(shape[0]):
-        for view in range(shape[1]):
-            slot = memoryview(out[take, view]).cast("B")
-            try:
-                with open(root / str(take) / str(view) / "0" / "0" / "0", "rb", buffering=0) as f:
-                    if f.readinto(slot) != slot.nbytes:
-                        raise SystemExit(f"{f.name}: truncated chunk")
-            except FileNotFoundError:
-                out[take, view] = 0
-    return out
 
 
 def other_layouts(folder: Path, store: Path) -> list[Layout]:
@@ -234,7 +213,7 @@ def time_rounds(layouts: list[Layout], rounds: int, cold: bool) -> dict[str, lis
 
 def time_metadata(store: Path, rounds: int) -> float:
     """Median seconds of what load_selection reads besides tokens: open, take table, status,
-    view validity (the per-take arrays have one chunk per take)."""
+    view validity."""
     from cache.store import TokenStore
 
     def read() -> None:
@@ -264,8 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     print_machine(machine_info())
     spec = StoreSpec(takes=args.takes)
     store, built = synthetic_store(folder, spec)
+    write_store, write_built = synthetic_store(folder, spec, packed=False)
     print(f"store: {store} ({describe_build(built)})")
-    layouts = project_layouts(store) + other_layouts(folder, store)
+    print(f"write-layout copy: {write_store} ({describe_build(write_built)})")
+    layouts = project_layouts(store, write_store) + other_layouts(folder, store)
     tokens = check_same(layouts)
     nbytes = tokens.nbytes
     del tokens

@@ -57,6 +57,8 @@ def store_summary(path: str | Path) -> dict:
         ],
         "failed_view_count": int((errors != "").sum()),
         "size_bytes": _size_on_disk(store.path),
+        # "packed" (large chunks, fast reads) once a run finished, "write" while writing
+        "layout": "packed" if store.is_packed() else "write",
         "provenance": store.provenance,
     }
 

@@ -1,8 +1,10 @@
 """The token store: a Zarr (format 3) group that holds backbone tokens of many takes.
 
-Layout (see ARCHITECTURE.md): per-(take, view) chunks for `tokens`, per-take chunks for the
-small per-take arrays, a take table written only by the coordinator, and an explicit per-take
-`status` written last. A chunk on disk is never taken as proof that a take is done.
+Layout (see ARCHITECTURE.md): per-take arrays (`tokens`, `status`, `valid`, ...), a take
+table written only by the coordinator, and an explicit per-take `status` written last. A
+chunk on disk is never taken as proof that a take is done. While takes are written the
+per-take arrays have one chunk per take (per take and view for `tokens`); a finished run
+packs them into large chunks, which read at disk speed (`cache/layout.py`).
 
 Concurrency rules: one coordinator (a single process, or rank 0 under torchrun) creates the
 store and appends takes; any number of writers then write *different* takes. An `flock` on
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cache import layout
+
 FORMAT_VERSION = 1
 STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED = 0, 1, 2
 STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_COMPLETE: "complete", STATUS_FAILED: "failed"}
@@ -36,6 +40,10 @@ LOCK_RETRY_S = 0.5
 # write_take writes, so that a SIGKILL can be aimed inside a take's write. Unset = 0.
 _SLOW_WRITE_S = float(os.environ.get("SKILL_TEST_SLOW_WRITE") or 0)
 TAKE_FIELDS = ("id", "scenario", "participant", "split")
+TAKE_TABLE_ARRAYS = (*(f"takes/{name}" for name in TAKE_FIELDS), "takes/label")
+# Take-table chunk while takes are added; packing shrinks it to the table's length (a string
+# chunk is decoded whole, and 65,536 mostly empty strings cost more than the table).
+TAKE_TABLE_CHUNK = 1 << 16
 
 
 class StoreError(RuntimeError):
@@ -210,16 +218,47 @@ class TokenStore:
         return int(self._group.attrs.get("n_takes", 0))
 
     def take_table(self) -> TakeTable:
-        n = self.n_takes
-        g = self._group
-        arrays = {name: _strings(g[f"takes/{name}"][:n]) for name in TAKE_FIELDS}
+        return self._table(self.read_columns(*TAKE_TABLE_ARRAYS))
+
+    def take_records(self) -> tuple[TakeTable, np.ndarray, np.ndarray]:
+        """The take table, ``status (n,)`` and ``valid (n, V)``, read in one concurrent trip:
+        everything a reader needs to choose takes and views."""
+        *columns, status, valid = self.read_columns(*TAKE_TABLE_ARRAYS, "status", "valid")
+        table = self._table(columns)
+        return table, np.asarray(status, dtype=np.int8), np.asarray(valid, dtype=bool)
+
+    @staticmethod
+    def _table(arrays: list[np.ndarray]) -> TakeTable:
+        """A TakeTable from the arrays of TAKE_TABLE_ARRAYS, in that order."""
+        *strings, label = arrays
+        columns = dict(zip(TAKE_FIELDS, map(_strings, strings), strict=True))
         return TakeTable(
-            ids=arrays["id"],
-            label=np.asarray(g["takes/label"][:n]).astype(np.int64),
-            scenario=arrays["scenario"],
-            participant=arrays["participant"],
-            split=arrays["split"],
+            ids=columns["id"],
+            label=np.asarray(label).astype(np.int64),
+            scenario=columns["scenario"],
+            participant=columns["participant"],
+            split=columns["split"],
         )
+
+    def read_columns(self, *names: str) -> list[np.ndarray]:
+        """The committed rows (``[:n_takes]``) of several arrays, read concurrently: one trip
+        through zarr's event loop instead of one per array, which costs more (2-3 ms) than
+        reading a packed per-take array."""
+        import asyncio
+
+        import zarr.api.asynchronous as zarr_async
+        from zarr.core.sync import sync
+
+        n, path = self.n_takes, str(self.path)
+
+        async def read(name: str) -> np.ndarray:
+            array = await zarr_async.open_array(store=path, path=name, mode="r", zarr_format=3)
+            return await array.getitem(slice(0, n))
+
+        async def read_all() -> list[np.ndarray]:
+            return list(await asyncio.gather(*(read(name) for name in names)))
+
+        return sync(read_all())
 
     def add_takes(self, rows: Sequence[TakeRow]) -> list[int]:
         """Register takes (coordinator only) and return their row indices.
@@ -285,6 +324,8 @@ class TokenStore:
     def write_take(self, i: int, result: TakeResult) -> None:
         """Write one take's arrays, then its status: the status is the completion record."""
         self._require_writable()
+        if layout.is_packed(self._array("status").metadata.to_dict()):
+            raise StoreError(f"{self.path}: the store is packed; unpack it before writing takes")
         g, n_views = self._array, len(self.views)
         # Rewriting a take (a failed take retried) first withdraws its old record, so that a
         # write cut short is never read as the old record over a mix of old and new arrays.
@@ -324,10 +365,77 @@ class TokenStore:
         return np.asarray(self._group["padded_frames"][: self.n_takes])
 
     def read_tokens(self, take_idx: Sequence[int], view_idx: Sequence[int]) -> np.ndarray:
-        """Tokens of the given takes and views: (n, v, K, N, D) float16, zeros where invalid."""
+        """Tokens of the given takes and views: (n, v, K, N, D) float16, zeros where invalid.
+
+        Raw (uncompressed) chunks, the store's own kind, are read straight from their files
+        into the output (see `cache.layout.read_token_slots`); others go through zarr."""
         take_idx = np.asarray(take_idx, dtype=np.int64)
         view_idx = np.asarray(view_idx, dtype=np.int64)
-        return read_token_chunks(self.path, self._group["tokens"], take_idx, view_idx)
+        shape = (len(take_idx), len(view_idx), self.clips, self.tokens, self.dim)
+        out = layout.page_aligned_empty(shape, np.float16)
+        meta = layout.array_metadata(self.path, "tokens")
+        with layout.layout_lock(self.path, exclusive=False):
+            if layout.raw_token_chunks(meta):
+                try:
+                    layout.read_token_slots(self.path / "tokens", meta, take_idx, view_idx, out)
+                except layout.LayoutError as err:
+                    raise StoreError(str(err)) from err
+            elif len(take_idx):
+                out[:] = self._group["tokens"].get_orthogonal_selection((take_idx, view_idx))
+        return out
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold the shared layout lock: no relayout changes chunk files until exit, so that
+        several reads (status, validity, tokens) see one layout."""
+        with layout.layout_lock(self.path, exclusive=False):
+            yield
+
+    # ---- chunk layout (see cache/layout.py) ----------------------------------------------
+    def layout(self) -> dict[str, str]:
+        """Per-take array -> "packed" or "write"."""
+        return {
+            name: "packed" if layout.is_packed(layout.array_metadata(self.path, name)) else "write"
+            for name in PER_TAKE_ARRAYS
+        }
+
+    def is_packed(self) -> bool:
+        """Whether any per-take array has the packed layout (then no take may be written)."""
+        return "packed" in self.layout().values()
+
+    def pack(self) -> list[str]:
+        """Rewrite the per-take arrays into large chunks for fast reads; returns the arrays
+        rewritten. Call with the writer lock held and no writer active: a packed chunk holds
+        many takes, so two writers of different takes would overwrite each other."""
+        self._require_writable()
+        changed = []
+        for name in PER_TAKE_ARRAYS:
+            chunks = layout.packed_chunks(layout.array_metadata(self.path, name), self.n_takes)
+            if chunks and layout.relayout_array(self.path, name, chunks, layout.PACKED_SEPARATOR):
+                changed.append(name)
+        for name in TAKE_TABLE_ARRAYS:
+            chunks = (max(self.n_takes, 1),)
+            if layout.relayout_array(self.path, name, chunks, layout.PACKED_SEPARATOR):
+                changed.append(name)
+        self._arrays.clear()
+        return changed
+
+    def unpack(self) -> list[str]:
+        """Back to one chunk per take (per take and view for tokens), the layout writers
+        need; returns the arrays rewritten. Call with the writer lock held."""
+        self._require_writable()
+        changed = []
+        for name in PER_TAKE_ARRAYS:
+            shape = tuple(layout.array_metadata(self.path, name)["shape"])
+            chunks = layout.write_chunks(name, shape)
+            if layout.relayout_array(self.path, name, chunks, layout.WRITE_SEPARATOR):
+                changed.append(name)
+        for name in TAKE_TABLE_ARRAYS:
+            chunks = (TAKE_TABLE_CHUNK,)
+            if layout.relayout_array(self.path, name, chunks, layout.WRITE_SEPARATOR):
+                changed.append(name)
+        self._arrays.clear()
+        return changed
 
     def failures(self) -> list[tuple[str, str, str]]:
         """(take, view or '*', reason) for every failed take and every failed view."""
@@ -414,6 +522,8 @@ PER_TAKE_ARRAYS = (
     "view_error",
     "status",
 )
+# Every array that `pack` and `unpack` may rewrite.
+RELAYOUT_ARRAYS = (*PER_TAKE_ARRAYS, *TAKE_TABLE_ARRAYS)
 
 
 def _strings(values) -> np.ndarray:
@@ -486,10 +596,11 @@ def _write_empty_store(path, provenance, views, labels, clips, tokens, dim, fram
     per_take("status", (), (), "int8", STATUS_PENDING, [])
     takes = group.create_group("takes")
     for name in TAKE_FIELDS:
-        takes.create_array(name, shape=(0,), chunks=(1 << 16,), dtype=str, fill_value="",
+        takes.create_array(name, shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype=str, fill_value="",
                            dimension_names=["take"])  # fmt: skip
-    takes.create_array("label", shape=(0,), chunks=(1 << 16,), dtype="int8", fill_value=-1,
+    takes.create_array("label", shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype="int8", fill_value=-1,
                        dimension_names=["take"])  # fmt: skip
+    (Path(path) / layout.LAYOUT_LOCK).touch()  # readers lock it even on a read-only copy
     group.attrs.update(
         {
             "skill": {"format_version": FORMAT_VERSION, "package_version": package_version()},
@@ -499,46 +610,4 @@ def _write_empty_store(path, provenance, views, labels, clips, tokens, dim, fram
             "geometry": {"clips": clips, "tokens": tokens, "dim": dim, "frames": frames},
             "n_takes": 0,
         }
-    )
-
-
-def read_token_chunks(path: Path, array, take_idx: np.ndarray, view_idx: np.ndarray) -> np.ndarray:
-    """Bulk read of (take, view) token chunks.
-
-    The chunks are uncompressed, so each one is a plain little-endian float16 file; reading
-    each straight into its slot of the output (no temporary array, no thread pool: from the
-    page cache a read is a memory copy) avoids zarr's per-chunk overhead, which dominates for
-    thousands of small chunks. A missing chunk file is the fill value (an invalid view)."""
-    _, _, clips, tokens, dim = array.shape
-    out = np.zeros((len(take_idx), len(view_idx), clips, tokens, dim), dtype=np.float16)
-    if not _raw_chunks(array):
-        if len(take_idx):
-            out[:] = array.get_orthogonal_selection((take_idx, view_idx))
-        return out
-    root = Path(path) / "tokens" / "c"
-    for a, take in enumerate(take_idx):
-        for b, view in enumerate(view_idx):
-            slot = memoryview(out[a, b]).cast("B")
-            chunk = root / str(take) / str(view) / "0" / "0" / "0"
-            try:
-                with open(chunk, "rb", buffering=0) as f:
-                    got = f.readinto(slot)
-            except FileNotFoundError:
-                continue
-            if got != slot.nbytes:
-                raise StoreError(f"{chunk}: truncated token chunk ({got} of {slot.nbytes} bytes)")
-    return out
-
-
-def _raw_chunks(array) -> bool:
-    """True when token chunks are stored as plain little-endian bytes with default keys."""
-    meta = array.metadata.to_dict()
-    codecs = meta.get("codecs", [])
-    encoding = meta.get("chunk_key_encoding", {})
-    return (
-        len(codecs) == 1
-        and codecs[0].get("name") == "bytes"
-        and codecs[0].get("configuration", {}).get("endian", "little") == "little"
-        and encoding.get("name") == "default"
-        and encoding.get("configuration", {}).get("separator", "/") == "/"
     )

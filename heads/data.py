@@ -22,7 +22,6 @@ import numpy as np
 
 from cache.store import STATUS_COMPLETE, TokenStore
 
-# Read this many takes per store call: bounds the temporary memory of a bulk read.
 # Values of the store's split column, and the split each one means.
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -128,14 +127,15 @@ def load_selection(store_path: str | Path, views: str | list[str]) -> Selection:
         resolve_views(views, store.views) if isinstance(views, str) else _check_views(views, store)
     )
     view_idx = [store.views.index(v) for v in view_names]
-    table = store.take_table()
-    status = store.status()
-    valid = store.valid()[:, view_idx]
-    complete = status == STATUS_COMPLETE
-    usable = complete & valid.any(axis=1)
-    rows = np.flatnonzero(usable)
+    with store.reading():  # one chunk layout for all the reads below
+        table, status, valid = store.take_records()
+        valid = valid[:, view_idx]
+        complete = status == STATUS_COMPLETE
+        usable = complete & valid.any(axis=1)
+        rows = np.flatnonzero(usable)
+        x = store.read_tokens(rows, view_idx)
     return Selection(
-        x=_read_rows(store, rows, view_idx),
+        x=x,
         mask=valid[rows],
         labels=table.label[rows].astype(np.int64),
         take_ids=table.ids[rows],
@@ -162,11 +162,6 @@ def _check_views(views: list[str], store: TokenStore) -> list[str]:
             f"(store views: {', '.join(store.views)})"
         )
     return list(views)
-
-
-def _read_rows(store: TokenStore, rows: np.ndarray, view_idx: list[int]) -> np.ndarray:
-    """Tokens of the given take rows: (n, V, K, N, D) float16, read once into one array."""
-    return store.read_tokens(rows, view_idx)
 
 
 def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:

@@ -40,7 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cache.layout import remove_stale_chunks
 from cache.store import (
+    RELAYOUT_ARRAYS,
     STATUS_COMPLETE,
     STATUS_FAILED,
     STATUS_PENDING,
@@ -109,6 +111,10 @@ class ExtractConfig:
     """Extract takes recorded as failed again (completed takes are always skipped)."""
     limit: int | None = None
     """Only the first N takes of the manifest (for trying things out)."""
+    pack: bool = True
+    """When the run finishes, rewrite the small per-take chunks into large ones so that
+    `skill fit` reads the store at disk speed (benchmark 2). A later run that writes takes
+    unpacks the store first (which costs a rewrite), and packs it again at its end."""
 
     def __post_init__(self) -> None:
         self.manifest, self.store = Path(self.manifest), Path(self.store)
@@ -172,6 +178,8 @@ class ExtractSummary:
     """(take, view or '*', reason) of every failure in the store (coordinator only)."""
     removed_temp_files: int = 0
     """Temporary files of killed writes deleted at the start of this run."""
+    relayout: list[str] = field(default_factory=list)
+    """What this run did to the chunk layout: "unpacked" (to write takes), "packed"."""
     rank: int = 0
     """This process's rank; only rank 0 (the coordinator) should print the summary."""
     world: int = 1
@@ -215,6 +223,7 @@ def _run_share(cfg, coordinated, backbone, takes, summary, progress) -> None:
     work = _my_pending_takes(cfg, store, coordinated.rows, takes, rank)
     summary.skipped = len(takes) - sum(len(share) for share in work["all"])
     summary.removed_temp_files = coordinated.removed_temp_files
+    summary.relayout = list(coordinated.relayout)
     _extract_takes(cfg, store, backbone, work["mine"], summary, progress)
     # Collectives: they return once every rank has written all of its takes.
     shares = distributed.gather_from_ranks(rank, summary.completed + summary.failed)
@@ -225,6 +234,7 @@ def _run_share(cfg, coordinated, backbone, takes, summary, progress) -> None:
     if rank.is_coordinator:
         coordinated.finish(takes_per_rank=shares)
         summary.failures = store.failures()
+        summary.relayout = list(coordinated.relayout)
 
 
 def _load_backbone(cfg: ExtractConfig, rank: distributed.Rank):
@@ -295,6 +305,7 @@ class _CoordinatedStore:
         self.store: TokenStore | None = None
         self.rows: list[int] = []
         self.removed_temp_files = 0
+        self.relayout: list[str] = []
         self._lock = None
         self._record: dict = {}
 
@@ -307,6 +318,7 @@ class _CoordinatedStore:
             self.store = _open_as_worker(self.cfg.store)
         self.rows = outcome["rows"]
         self.removed_temp_files = outcome["removed"]
+        self.relayout = outcome["relayout"]
         return self
 
     def _prepare(self) -> dict:
@@ -319,8 +331,11 @@ class _CoordinatedStore:
                 removed = remove_leftovers(store.path)
                 self._record = _run_record(self.cfg, self.rank, len(self.takes))
                 store.set_attr(RUN_RECORD, self._record)
+                if store.is_packed() and _writes_takes(self.cfg, store, self.takes):
+                    store.unpack()  # writers of different takes need one chunk per take
+                    self.relayout.append("unpacked")
                 rows = store.add_takes([take_row(t) for t in self.takes])
-            return {"rows": rows, "removed": removed}
+            return {"rows": rows, "removed": removed, "relayout": self.relayout}
         except StoreError as err:
             self._release()
             if not self.rank.distributed:
@@ -331,10 +346,15 @@ class _CoordinatedStore:
             raise
 
     def finish(self, takes_per_rank: list[int]) -> None:
-        """Rank 0, after every rank wrote its takes: the run record says finished."""
+        """Rank 0, after every rank wrote its takes: the run record says finished, and the
+        store is packed (no writer is left, the writer lock is still held)."""
         self._record.update(state="finished", finished=_now(), takes_per_rank=takes_per_rank)
         with store_write_errors(self.store.path, "the run record"):
             self.store.set_attr(RUN_RECORD, self._record)
+        if self.cfg.pack and not self.store.is_packed():
+            with store_write_errors(self.store.path, "the packed layout (all takes are kept)"):
+                self.store.pack()
+            self.relayout.append("packed")
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -421,6 +441,7 @@ def remove_leftovers(path: Path) -> int:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(folder, name))
                     removed += 1
+    removed += remove_stale_chunks(path, RELAYOUT_ARRAYS)
     for staging in path.parent.glob(f".{path.name}.creating-*"):
         pid = staging.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _process_alive(int(pid)):
@@ -463,6 +484,13 @@ def describe_os_error(err: OSError) -> str:
     }
     hint = hints.get(err.errno)
     return f"{hint} ({reason})" if hint else reason
+
+
+def _writes_takes(cfg: ExtractConfig, store: TokenStore, takes: list[Take]) -> bool:
+    """Whether this run will write any take: a take new to the store, or one still to do."""
+    todo = {STATUS_PENDING, STATUS_FAILED} if cfg.retry_failed else {STATUS_PENDING}
+    status_of = dict(zip(store.take_table().ids.tolist(), store.status().tolist(), strict=True))
+    return any(status_of.get(take.take_id, STATUS_PENDING) in todo for take in takes)
 
 
 def take_row(take: Take) -> TakeRow:

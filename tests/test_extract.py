@@ -76,6 +76,24 @@ def test_a_resumed_run_gives_the_store_of_one_run(dataset, reference, tmp_path):
     assert store_summary(store)["state"] == "finished"
 
 
+def test_a_finished_run_packs_the_store_and_an_append_unpacks_it_first(
+    dataset, reference, tmp_path
+):
+    assert store_summary(reference)["layout"] == "packed"
+    store = tmp_path / "s.zarr"
+    first = run_extract(extract_config(dataset, store, limit=2))
+    assert first.relayout == ["packed"] and TokenStore.open(store).is_packed()
+    again = run_extract(extract_config(dataset, store, limit=2))  # nothing to write
+    assert (again.relayout, again.skipped) == ([], 2)
+    second = run_extract(extract_config(dataset, store))
+    assert second.relayout == ["unpacked", "packed"]
+    assert_same_stores(store, reference)
+    unpacked = tmp_path / "u.zarr"
+    run_extract(extract_config(dataset, unpacked, pack=False))
+    assert set(TokenStore.open(unpacked).layout().values()) == {"write"}
+    assert_same_stores(unpacked, reference)
+
+
 def test_ctrl_c_finishes_the_take_being_written_then_stops(
     dataset, reference, tmp_path, monkeypatch
 ):
@@ -313,6 +331,7 @@ def test_temporary_files_of_killed_writes_are_never_read_and_are_deleted(
     dataset, reference, tmp_path
 ):
     store = copy_store(reference, tmp_path)
+    TokenStore.open(store, "a").unpack()  # writers, and so their leftovers, need this layout
     TokenStore.open(store, "a")._group["status"][3] = np.int8(STATUS_PENDING)
     # What a writer killed between a temp file and its rename leaves: here a "complete"
     # status for the pending take, garbage tokens, and a half-written group metadata.

@@ -1,0 +1,334 @@
+"""Chunk layouts of the store's per-take arrays: the write layout and the packed layout.
+
+*Write layout* (while extracting): one chunk per take (per take and view for ``tokens``),
+chunk keys ``c/<take>/...``. Writers of different takes never touch the same file, so any
+number of them can write at once and a killed writer loses at most its own take.
+
+*Packed layout* (once a run has finished): many takes per chunk (about
+``PACKED_CHUNK_BYTES`` each), chunk keys ``c.<chunk>...``. Thousands of small files cost
+thousands of opens and zarr calls to read; a few large files read at disk speed (benchmark
+2). Arrays whose single take already fills a chunk keep the write layout.
+
+The two layouts use different chunk-key separators, so both sets of chunk files can sit in
+an array's folder at once and the switch is one atomic rename of the array's ``zarr.json``:
+a process killed at any point leaves an array whose metadata and chunk files agree (the
+other set is unused and deleted by the next relayout or by ``remove_stale_chunks``).
+Readers hold a shared lock on ``LAYOUT_LOCK`` while they read; a relayout holds it
+exclusively only to swap the metadata and delete the old chunks, so no reader ever sees a
+chunk vanish under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+WRITE_SEPARATOR, PACKED_SEPARATOR = "/", "."
+PACKED_CHUNK_BYTES = 32 << 20
+LAYOUT_LOCK = ".skill.layout.lock"
+STAGING = ".skill-relayout"
+# Bytes per element assumed for variable-length strings when sizing packed chunks.
+STRING_BYTES = 16
+
+
+class LayoutError(RuntimeError):
+    """A chunk the layout promises is missing or short; the message names the file."""
+
+
+# ---- locking -----------------------------------------------------------------------------
+@contextlib.contextmanager
+def layout_lock(store_path: Path, exclusive: bool) -> Iterator[None]:
+    """Hold the layout lock: shared to read chunks, exclusive to swap a layout.
+
+    A store on a read-only location without a lock file is read without it: nothing can
+    relayout a store that nobody can write."""
+    lock_path = Path(store_path) / LAYOUT_LOCK
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+# ---- describing an array's layout --------------------------------------------------------
+def array_metadata(store_path: Path, name: str) -> dict:
+    return json.loads((Path(store_path) / name / "zarr.json").read_text())
+
+
+def chunk_shape(meta: dict) -> tuple[int, ...]:
+    return tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+
+
+def separator(meta: dict) -> str:
+    return meta["chunk_key_encoding"].get("configuration", {}).get("separator", WRITE_SEPARATOR)
+
+
+def is_packed(meta: dict) -> bool:
+    return separator(meta) == PACKED_SEPARATOR
+
+
+def write_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Write-layout chunk shape: one take (``tokens``: one take and one view)."""
+    if name == "tokens":
+        return (1, 1, *shape[2:])
+    return (1, *shape[1:])
+
+
+def packed_chunks(meta: dict, n_takes: int) -> tuple[int, ...] | None:
+    """Packed chunk shape (whole takes, about PACKED_CHUNK_BYTES), or None when a chunk
+    would hold fewer than two takes: packing such an array gains nothing."""
+    shape = tuple(meta["shape"])
+    dtype = meta["data_type"]
+    item = STRING_BYTES if dtype == "string" else np.dtype(dtype).itemsize
+    take_bytes = item * math.prod(shape[1:])
+    takes = min(max(1, PACKED_CHUNK_BYTES // max(take_bytes, 1)), n_takes)
+    return (takes, *shape[1:]) if takes >= 2 else None
+
+
+# ---- changing the layout -----------------------------------------------------------------
+def relayout_array(store_path: Path, name: str, chunks: tuple[int, ...], sep: str) -> bool:
+    """Rewrite array ``name`` with chunk shape ``chunks`` and key separator ``sep``.
+
+    The new chunks are written to a staging folder first (the old layout stays in use and
+    readable), moved in beside the old ones, and made current by one atomic rename of the
+    metadata. Returns False when the array already has this layout."""
+    folder = Path(store_path) / name
+    meta = array_metadata(store_path, name)
+    if chunk_shape(meta) == tuple(chunks) and separator(meta) == sep:
+        return False
+    staging = Path(store_path) / STAGING / name
+    shutil.rmtree(staging, ignore_errors=True)
+    new_meta = {
+        **meta,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": sep}},
+    }
+    _copy_data(folder, staging, new_meta)
+    with layout_lock(store_path, exclusive=True):
+        _remove_chunk_files(folder, sep)  # stale files of a relayout killed earlier
+        _move_chunk_files(staging, folder, sep)
+        os.replace(staging / "zarr.json", folder / "zarr.json")
+        _remove_chunk_files(folder, separator(meta))
+    shutil.rmtree(Path(store_path) / STAGING, ignore_errors=True)
+    return True
+
+
+def _copy_data(source: Path, staging: Path, new_meta: dict) -> None:
+    """Write every element of the array at ``source`` into a new array at ``staging``,
+    a block of whole chunks at a time (bounded memory)."""
+    import zarr
+
+    staging.mkdir(parents=True)
+    (staging / "zarr.json").write_text(json.dumps(new_meta, indent=2))
+    old_meta = json.loads((source / "zarr.json").read_text())
+    if source.name == "tokens" and raw_token_chunks(old_meta):
+        _copy_raw_tokens(source, old_meta, staging, new_meta)
+        return
+    old = zarr.open_array(str(source), mode="r")
+    new = zarr.open_array(str(staging), mode="r+")
+    # Whole chunks of both layouts per call: zarr then reads and writes them concurrently,
+    # and no chunk is read or written twice.
+    step = math.lcm(old.chunks[0], new.chunks[0])
+    for start in range(0, old.shape[0], step):
+        new[start : start + step] = old[start : start + step]
+
+
+def _copy_raw_tokens(source: Path, old_meta: dict, staging: Path, new_meta: dict) -> None:
+    """``_copy_data`` for raw token chunks, without zarr: its per-chunk cost (milliseconds)
+    made a relayout of thousands of (take, view) chunks take minutes."""
+    shape = tuple(old_meta["shape"])
+    step = math.lcm(chunk_shape(old_meta)[0], chunk_shape(new_meta)[0])
+    views = np.arange(shape[1])
+    for start in range(0, shape[0], step):
+        takes = np.arange(start, min(start + step, shape[0]))
+        block = np.zeros((len(takes), *shape[1:]), dtype=np.float16)  # (t, V, K, N, D)
+        read_token_slots(source, old_meta, takes, views, block)
+        _write_raw_tokens(staging, new_meta, start, block)
+
+
+def _write_raw_tokens(folder: Path, meta: dict, start: int, block: np.ndarray) -> None:
+    """Write takes ``start...`` of ``block (t, V, K, N, D)`` as chunk files of ``meta``'s
+    layout, as zarr would: full-size edge chunks, no file for a chunk of fill values."""
+    per_chunk = chunk_shape(meta)[0]
+    if is_packed(meta):
+        tail = ".0" * (block.ndim - 1)
+        for first in range(0, len(block), per_chunk):
+            chunk = np.zeros((per_chunk, *block.shape[1:]), dtype="<f2")
+            rows = block[first : first + per_chunk]
+            chunk[: len(rows)] = rows
+            (folder / f"c.{(start + first) // per_chunk}{tail}").write_bytes(chunk.tobytes())
+        return
+    tail = "/".join("0" * (block.ndim - 2))
+    for row, take in enumerate(block):
+        for view, tokens in enumerate(take):
+            if tokens.any():
+                path = folder / "c" / str(start + row) / str(view) / tail
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(tokens.astype("<f2").tobytes())
+
+
+def _chunk_files(folder: Path, sep: str) -> list[Path]:
+    if sep == WRITE_SEPARATOR:
+        return [folder / "c"] if (folder / "c").is_dir() else []
+    return [p for p in folder.glob("c.*") if p.is_file()]
+
+
+def _move_chunk_files(staging: Path, folder: Path, sep: str) -> None:
+    for path in _chunk_files(staging, sep):
+        os.rename(path, folder / path.name)
+
+
+def _remove_chunk_files(folder: Path, sep: str) -> None:
+    for path in _chunk_files(folder, sep):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def remove_stale_chunks(store_path: Path, names: tuple[str, ...]) -> int:
+    """Delete relayout staging and the chunk files of the layout an array does not use
+    (what a relayout killed half way leaves). Call with the writer lock held."""
+    removed = 0
+    staging = Path(store_path) / STAGING
+    if staging.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        removed += 1
+    for name in names:
+        folder = Path(store_path) / name
+        unused = PACKED_SEPARATOR if not is_packed(array_metadata(store_path, name)) else "/"
+        stale = _chunk_files(folder, unused)
+        if stale:
+            with layout_lock(store_path, exclusive=True):
+                _remove_chunk_files(folder, unused)
+            removed += len(stale)
+    return removed
+
+
+# ---- reading tokens ----------------------------------------------------------------------
+def raw_token_chunks(meta: dict) -> bool:
+    """True when token chunks are plain little-endian bytes with default keys: then a take
+    and view is a byte range of a known file and can be read without zarr."""
+    codecs = meta.get("codecs", [])
+    return (
+        meta["chunk_key_encoding"].get("name") == "default"
+        and len(codecs) == 1
+        and codecs[0].get("name") == "bytes"
+        and codecs[0].get("configuration", {}).get("endian", "little") == "little"
+    )
+
+
+def page_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array whose data starts on a 4 KiB page boundary.
+
+    Reading a file into memory is a kernel copy from page-aligned page-cache pages. On the
+    AMD EPYC of benchmark 2 that copy runs 3-4x slower when the destination sits 8-16 bytes
+    past a page boundary relative to the source (4K aliasing), which is exactly where glibc
+    puts the data of a large fresh allocation (a 16-byte header). Page-aligned output keeps
+    chunk reads at memory-copy speed."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + 4096, dtype=np.uint8)
+    start = -raw.ctypes.data % 4096
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def read_token_slots(
+    folder: Path, meta: dict, take_idx: np.ndarray, view_idx: np.ndarray, out: np.ndarray
+) -> None:
+    """Read tokens of (take, view) pairs straight from raw chunk files into ``out``.
+
+    ``out (n, v, K, N, D)`` float16, may be uninitialised (see ``page_aligned_empty``):
+    every slot is either read or, where the write layout has no chunk (an invalid view),
+    zeroed. Runs of pairs that are contiguous both in a chunk file and in ``out`` are read
+    with one ``preadv`` each: a whole packed chunk is one read, a memory copy from the page
+    cache. No thread pool: from the page cache threads only add overhead."""
+    slot_bytes = out[0, 0].nbytes if out.size else 0
+    buffer = memoryview(out.reshape(-1)).cast("B")
+    files, offsets = _slot_locations(folder, meta, take_idx, view_idx, slot_bytes)
+    starts = np.flatnonzero(
+        np.r_[True, (files[1:] != files[:-1]) | (offsets[1:] != offsets[:-1] + slot_bytes)]
+    )
+    ends = np.r_[starts[1:], len(files)]
+    packed = is_packed(meta)
+    with _ChunkFiles(folder) as chunk_files:
+        for first, stop in zip(starts.tolist(), ends.tolist(), strict=True):
+            name = str(files[first])
+            target = buffer[first * slot_bytes : stop * slot_bytes]
+            got = chunk_files.read_into(name, target, int(offsets[first]))
+            if got is None and not packed:
+                np.frombuffer(target, dtype=np.uint8)[:] = 0  # write layout: an invalid view
+                continue
+            if got != len(target):
+                what = "missing" if got is None else f"short ({got} of {len(target)} bytes)"
+                raise LayoutError(f"{folder / name}: token chunk {what}")
+
+
+class _ChunkFiles:
+    """Reads byte ranges of chunk files, keeping the last file open: consecutive runs
+    (e.g. one take's views out of a packed chunk) mostly come from the same file."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.name, self.fd = folder, None, None
+
+    def __enter__(self) -> _ChunkFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    def read_into(self, name: str, target: memoryview, offset: int) -> int | None:
+        """Bytes read from chunk ``name`` at ``offset`` into ``target``; None: no such file."""
+        if name != self.name:
+            self._close()
+            try:
+                self.fd = os.open(self.folder / name, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+            self.name = name
+        got = 0
+        while got < len(target):
+            n = os.preadv(self.fd, [target[got:]], offset + got)
+            if n == 0:
+                break
+            got += n
+        return got
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+        self.name, self.fd = None, None
+
+
+def _slot_locations(
+    folder: Path, meta: dict, take_idx: np.ndarray, view_idx: np.ndarray, slot_bytes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk file (relative to ``folder``) and byte offset of every output slot, in the
+    output's order (take-major)."""
+    takes = np.repeat(take_idx, len(view_idx))  # (n*v,)
+    views = np.tile(view_idx, len(take_idx))  # (n*v,)
+    if not is_packed(meta):
+        tail = "/".join("0" * (len(meta["shape"]) - 2))
+        files = np.array([f"c/{t}/{v}/{tail}" for t, v in zip(takes, views, strict=True)])
+        return files, np.zeros(len(files), dtype=np.int64)
+    per_chunk, n_views = chunk_shape(meta)[0], meta["shape"][1]
+    tail = ".".join("0" * (len(meta["shape"]) - 1))
+    names = np.array([f"c.{c}.{tail}" for c in range(int(takes.max(initial=0)) // per_chunk + 1)])
+    files = names[takes // per_chunk]
+    offsets = ((takes % per_chunk) * n_views + views).astype(np.int64) * slot_bytes
+    return files, offsets

@@ -1,0 +1,196 @@
+"""The store's two chunk layouts (cache/layout.py): packing, unpacking, killed relayouts,
+and readers that must never see a chunk vanish."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache import layout
+from cache.store import RELAYOUT_ARRAYS, StoreError, TakeResult, TokenStore
+from tests.token_store import build_token_store
+
+VIEW_SUBSETS = [[0, 1, 2, 3], [1, 2, 3], [0], [3, 0], [2]]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """A store in the write layout with masked views, failed, pending and unlabelled takes."""
+    path = tmp_path_factory.mktemp("layout") / "source.zarr"
+    build_token_store(path, n_participants=12, takes_per_participant=4)
+    return path
+
+
+def contents(path: Path) -> dict[str, np.ndarray]:
+    """Everything the store holds per take, read through the public API."""
+    store = TokenStore.open(path)
+    rows, views = np.arange(store.n_takes), list(range(len(store.views)))
+    return {
+        "tokens": store.read_tokens(rows, views),
+        "status": store.status(),
+        "valid": store.valid(),
+        "view_error": store.view_errors(),
+        "frame_index": store.frame_index(),
+        "padded_frames": store.padded_frames(),
+        "ids": store.take_table().ids,
+    }
+
+
+def assert_same(got: dict, want: dict) -> None:
+    for name, expected in want.items():
+        np.testing.assert_array_equal(got[name], expected, err_msg=name)
+
+
+def copy(source: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "store.zarr"
+    shutil.copytree(source, target)
+    return target
+
+
+def chunk_files(path: Path, name: str) -> tuple[bool, int]:
+    """(write-layout chunk folder present, number of packed chunk files) of one array."""
+    folder = path / name
+    return (folder / "c").is_dir(), len(list(folder.glob("c.*")))
+
+
+# Small packed chunks give several chunks and a partial last one; the default gives one.
+@pytest.mark.parametrize("chunk_takes", [7, None])
+def test_pack_and_unpack_keep_every_array_and_every_read(
+    source, tmp_path, monkeypatch, chunk_takes
+):
+    if chunk_takes:
+        take_bytes = 4 * 2 * 4 * 32 * 2  # V x K x N x D float16 tokens of the test store
+        monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", chunk_takes * take_bytes)
+    path = copy(source, tmp_path)
+    want = contents(path)
+    n = len(want["status"])
+
+    packed = TokenStore.open(path, "a").pack()
+    assert sorted(packed) == sorted(RELAYOUT_ARRAYS)
+    store = TokenStore.open(path)
+    assert store.is_packed() and set(store.layout().values()) == {"packed"}
+    expected_chunks = -(-n // chunk_takes) if chunk_takes else 1
+    assert chunk_files(path, "tokens") == (False, expected_chunks)
+    assert_same(contents(path), want)
+    rows = np.arange(n)
+    for views in VIEW_SUBSETS:
+        for subset in (rows[::3], rows[5:17], rows[[n - 1, 0, 9]]):
+            got = store.read_tokens(subset, views)
+            np.testing.assert_array_equal(got, want["tokens"][subset][:, views])
+
+    assert sorted(TokenStore.open(path, "a").unpack()) == sorted(RELAYOUT_ARRAYS)
+    assert set(TokenStore.open(path).layout().values()) == {"write"}
+    assert chunk_files(path, "tokens") == (True, 0)
+    assert_same(contents(path), want)
+    assert not (path / layout.STAGING).exists()
+
+
+def test_packing_twice_changes_nothing_and_big_takes_stay_unpacked(source, tmp_path, monkeypatch):
+    path = copy(source, tmp_path)
+    TokenStore.open(path, "a").pack()
+    assert TokenStore.open(path, "a").pack() == []
+    # A take's tokens bigger than half a packed chunk: packing them would gain nothing.
+    monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 3000)
+    other = copy(source, tmp_path / "big")
+    assert "tokens" not in TokenStore.open(other, "a").pack()
+    assert TokenStore.open(other).layout()["tokens"] == "write"
+    assert_same(contents(other), contents(source))
+
+
+def test_a_packed_store_refuses_take_writes(source, tmp_path):
+    path = copy(source, tmp_path)
+    store = TokenStore.open(path, "a")
+    store.pack()
+    result = TakeResult(
+        tokens=np.zeros((4, 2, 4, 32)),
+        valid=np.ones(4, dtype=bool),
+        frame_index=np.zeros((4, 2, 4)),
+        timestamp=np.zeros((4, 2, 4)),
+        padded=np.zeros(4),
+    )
+    with pytest.raises(StoreError, match="the store is packed; unpack it before writing"):
+        store.write_take(0, result)
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL at one step of a relayout."""
+
+
+def _kill_at(monkeypatch, target: str, after_calls: int = 0) -> None:
+    real = getattr(layout, target) if hasattr(layout, target) else getattr(layout.os, target)
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > after_calls:
+            raise Killed(target)
+        return real(*args, **kwargs)
+
+    if hasattr(layout, target):
+        monkeypatch.setattr(layout, target, dying)
+    else:
+        monkeypatch.setattr(layout.os, target, dying)
+
+
+@pytest.mark.parametrize(
+    ("step", "after_calls", "active"),
+    [
+        ("_copy_raw_tokens", 0, "write"),  # while writing the new chunks to staging
+        ("_move_chunk_files", 0, "write"),  # before any new chunk file is in place
+        ("replace", 0, "write"),  # new chunks in place, metadata not yet swapped
+        ("_remove_chunk_files", 1, "packed"),  # swapped, old chunks not yet deleted
+    ],
+)
+def test_a_relayout_killed_at_any_step_leaves_a_store_that_reads_the_same(
+    source, tmp_path, monkeypatch, step, after_calls, active
+):
+    path = copy(source, tmp_path)
+    want = contents(path)
+    with monkeypatch.context() as patch:
+        _kill_at(patch, step, after_calls)
+        with pytest.raises(Killed):
+            TokenStore.open(path, "a").pack()
+    assert TokenStore.open(path).layout()["tokens"] == active
+    assert_same(contents(path), want)
+    assert layout.remove_stale_chunks(path, RELAYOUT_ARRAYS) >= 1
+    assert not (path / layout.STAGING).exists()
+    write_folder, packed_files = chunk_files(path, "tokens")
+    assert (write_folder, packed_files > 0) == (
+        (True, False) if active == "write" else (False, True)
+    )
+    assert_same(contents(path), want)
+    TokenStore.open(path, "a").pack()  # and the next pack completes
+    assert set(TokenStore.open(path).layout().values()) == {"packed"}
+    assert_same(contents(path), want)
+
+
+def test_a_relayout_waits_for_readers_before_deleting_chunks(source, tmp_path):
+    path = copy(source, tmp_path)
+    want = contents(path)
+    reader = TokenStore.open(path)
+    packer = threading.Thread(target=lambda: TokenStore.open(path, "a").pack())
+    with reader.reading():
+        packer.start()
+        time.sleep(1.0)  # long enough to write the new chunks and reach the swap
+        # The reader's layout is still in place and complete.
+        assert TokenStore.open(path).layout()["tokens"] == "write"
+        rows = np.arange(reader.n_takes)
+        np.testing.assert_array_equal(reader.read_tokens(rows, [0, 1, 2, 3]), want["tokens"])
+        assert packer.is_alive()
+    packer.join(timeout=30)
+    assert not packer.is_alive()
+    assert TokenStore.open(path).is_packed()
+    assert_same(contents(path), want)
+
+
+def test_a_missing_packed_chunk_is_an_error_not_zeros(source, tmp_path):
+    path = copy(source, tmp_path)
+    TokenStore.open(path, "a").pack()
+    next((path / "tokens").glob("c.*")).unlink()
+    with pytest.raises(StoreError, match=r"tokens/c\.0\.0\.0\.0\.0: token chunk missing"):
+        TokenStore.open(path).read_tokens([0], [0])
