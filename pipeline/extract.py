@@ -351,10 +351,11 @@ class _CoordinatedStore:
         self._record.update(state="finished", finished=_now(), takes_per_rank=takes_per_rank)
         with store_write_errors(self.store.path, "the run record"):
             self.store.set_attr(RUN_RECORD, self._record)
-        if self.cfg.pack and not self.store.is_packed():
+        if self.cfg.pack:
+            # Also completes a pack that a killed run left half done (pack skips what is).
             with store_write_errors(self.store.path, "the packed layout (all takes are kept)"):
-                self.store.pack()
-            self.relayout.append("packed")
+                if self.store.pack():
+                    self.relayout.append("packed")
 
     def _release(self) -> None:
         if self._lock is not None:

@@ -94,6 +94,20 @@ def test_a_finished_run_packs_the_store_and_an_append_unpacks_it_first(
     assert_same_stores(unpacked, reference)
 
 
+def test_a_pack_cut_short_is_completed_by_the_next_run(dataset, reference, tmp_path):
+    from cache import layout
+
+    store = copy_store(reference, tmp_path)
+    TokenStore.open(store, "a").unpack()
+    # What a run killed while packing leaves: some arrays packed, the others not.
+    layout.relayout_array(store, "status", (4,), layout.PACKED_SEPARATOR)
+    assert set(TokenStore.open(store).layout().values()) == {"packed", "write"}
+    summary = run_extract(extract_config(dataset, store))
+    assert (summary.completed, summary.relayout) == (0, ["packed"])
+    assert set(TokenStore.open(store).layout().values()) == {"packed"}
+    assert_same_stores(store, reference)
+
+
 def test_ctrl_c_finishes_the_take_being_written_then_stops(
     dataset, reference, tmp_path, monkeypatch
 ):
