@@ -22,6 +22,8 @@ class ConcatHead(nn.Module):
     ``tokens`` is accepted for a uniform signature and unused. ``hidden`` = 0 gives a linear probe.
     """
 
+    pools_tokens = True  # its first step is the mean over each view's tokens
+
     def __init__(
         self,
         dim: int,

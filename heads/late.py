@@ -24,6 +24,8 @@ class LateHead(nn.Module):
     ``hidden`` = 0 makes each per-view classifier LayerNorm + Linear.
     """
 
+    pools_tokens = True  # its first step is the mean over each view's tokens
+
     def __init__(
         self,
         dim: int,

@@ -18,6 +18,8 @@ class MeanHead(nn.Module):
     signature and unused. ``hidden`` = 0 gives a linear probe.
     """
 
+    pools_tokens = True  # its first step is the mean over each view's tokens
+
     def __init__(
         self,
         dim: int,

@@ -297,36 +297,63 @@ class TrainingState:
     scheduler: object
     loss_fn: object
     rng: np.random.Generator  # batch order, clip choice, view dropout
-    tokens: object  # (n, V, K, N, D) float16 torch tensor sharing the Selection's memory
+    tokens: object  # (n, V, K, N', D) torch tensor: the head's input, see `head_input`
     labels: object  # (n,) int64 torch tensor
 
 
-def train_neural(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainedModel:
-    """AdamW + warmup/cosine training with early stopping; returns the best epoch's model."""
+def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingState:
+    """A fresh head with its optimizer, schedule and loss; call under `deterministic_torch`."""
     import torch
 
     from heads import build_head
 
-    options = head_options(cfg, sel)
+    model = build_head(cfg.head, **head_options(cfg, sel)).to(cfg.device)
+    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    return TrainingState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=make_loss(cfg, sel.labels[splits.train], sel.num_classes),
+        rng=np.random.default_rng(cfg.seed),
+        tokens=torch.from_numpy(head_input(cfg.head, sel.x)),
+        labels=torch.from_numpy(sel.labels),
+    )
+
+
+# Takes per block when pooling tokens: bounds the float32 temporary.
+POOL_BLOCK = 256
+
+
+def head_input(head: str, x: np.ndarray) -> np.ndarray:
+    """What training feeds the head, for every take: ``x (n, V, K, N, D)`` float16 as it is,
+    or, for a head whose first step is the mean over each view's N tokens (``pools_tokens``),
+    that mean computed once for all epochs: ``(n, V, K, 1, D)`` float32. The head's own mean
+    over one token is then the identity: the same function, without converting and averaging
+    N tokens of every take in every epoch."""
+    from heads import pools_tokens
+
+    if not pools_tokens(head):
+        return x
+    pooled = np.empty((*x.shape[:3], 1, x.shape[4]), dtype=np.float32)
+    for start in range(0, len(x), POOL_BLOCK):
+        block = x[start : start + POOL_BLOCK]  # (b, V, K, N, D) float16
+        # (b, V, K, N, D) -> (b, V, K, 1, D), accumulated in float32 as the head would
+        pooled[start : start + POOL_BLOCK] = block.mean(axis=3, keepdims=True, dtype=np.float32)
+    return pooled
+
+
+def train_neural(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainedModel:
+    """AdamW + warmup/cosine training with early stopping; returns the best epoch's model."""
     with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
-        model = build_head(cfg.head, **options).to(cfg.device)
-        steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
-        optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
-        state = TrainingState(
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            loss_fn=make_loss(cfg, sel.labels[splits.train], sel.num_classes),
-            rng=np.random.default_rng(cfg.seed),
-            tokens=torch.from_numpy(sel.x),
-            labels=torch.from_numpy(sel.labels),
-        )
+        state = start_training(cfg, sel, splits)
+        model, options = state.model, head_options(cfg, sel)
         tracker = BestTracker(cfg.monitor, cfg.patience)
         history: list[dict] = []
         for epoch in range(1, cfg.epochs + 1):
             train_loss = train_epoch(state, sel.mask, splits.train, cfg)
-            row = validation_row(model, sel, splits, cfg)
-            lr = scheduler.get_last_lr()[0]
+            row = validation_row(state, sel, splits, cfg)
+            lr = state.scheduler.get_last_lr()[0]
             history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
             tracker.update(epoch, row, model)
             if tracker.should_stop(epoch):
@@ -440,11 +467,12 @@ def training_batch(tokens, rows: np.ndarray, clip: np.ndarray, keep: np.ndarray,
     return x * keep_t[:, :, None, None], keep_t
 
 
-def validation_row(model, sel: Selection, splits: Splits, cfg: FitConfig) -> dict:
+def validation_row(state: TrainingState, sel: Selection, splits: Splits, cfg: FitConfig) -> dict:
     """Validation loss, top-1 and balanced accuracy of the current model."""
     from heads.metrics import accuracy, balanced_accuracy
 
-    probs = clip_mean_softmax(model, sel.x, sel.mask, splits.val, cfg.batch_size, cfg.device)
+    x = state.tokens.numpy()
+    probs = clip_mean_softmax(state.model, x, sel.mask, splits.val, cfg.batch_size, cfg.device)
     y_true = sel.labels[splits.val]
     picked = probs[np.arange(len(y_true)), y_true]
     y_pred = probs.argmax(axis=1)

@@ -257,3 +257,31 @@ def test_metrics_and_baselines():
     metrics = evaluate(y_true, probs, np.array(["a"] * 4 + ["b"] * 4), train, list("wxyz"))
     assert metrics["top1"] == pytest.approx(5 / 8)
     assert metrics["per_scenario"] == {"a": {"n": 4, "top1": 0.75}, "b": {"n": 4, "top1": 0.5}}
+
+
+@pytest.mark.parametrize("name", [h for h in head_names() if h != "lightgbm"])
+def test_tokens_pooled_once_give_the_same_logits_as_raw_tokens(selection, name):
+    """A head flagged ``pools_tokens`` is trained on ``head_input`` (the per-view token mean
+    computed once); the flag is only right if that input changes nothing."""
+    from heads import build_head, pools_tokens
+    from heads.train import head_input
+
+    torch.manual_seed(0)
+    x = selection.x[:12]  # (12, V, K, N, D) float16
+    head = build_head(name, dim=selection.dim, num_views=selection.num_views,
+                      num_classes=4, tokens=selection.tokens, hidden=16).eval()  # fmt: skip
+    fed = head_input(name, x)
+    mask = torch.from_numpy(selection.mask[:12])
+    with torch.no_grad():
+        raw = head(torch.from_numpy(x[:, :, 0]).float(), mask)
+        pooled = head(torch.from_numpy(fed[:, :, 0]).float(), mask)
+    if pools_tokens(name):
+        assert fed.shape == (*x.shape[:3], 1, x.shape[4]) and fed.dtype == np.float32
+        torch.testing.assert_close(pooled, raw, atol=1e-5, rtol=1e-5)
+    else:
+        assert fed is x
+        # Such a head must see every token: averaging them first would change it.
+        x_pooled = np.repeat(x.astype(np.float32).mean(axis=3, keepdims=True), x.shape[3], 3)
+        with torch.no_grad():
+            flat = head(torch.from_numpy(x_pooled[:, :, 0]), mask)
+        assert not torch.allclose(flat, raw, atol=1e-4)

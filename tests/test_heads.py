@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from heads import build_head, head_names
+from heads._ops import masked_mean, pool_tokens
+from heads.cvf import ViewAttentionPool
 
 NEURAL_HEADS = ["concat", "cvf", "late", "mean", "temporal"]
 # Head configurations exercised by the behaviour tests (temporal also with its encoder layer).
@@ -165,6 +167,151 @@ def test_cvf_self_calibration_sets_feature_statistics():
         fused = head.fuse(torch.randn(B, V, N, D), mixed_mask())  # (B, D)
     torch.testing.assert_close(fused.mean(dim=1), torch.full((B,), 0.0007), atol=1e-5, rtol=0)
     torch.testing.assert_close(fused.std(dim=1), torch.full((B,), 0.1168), atol=1e-4, rtol=0)
+
+
+def randomised_view_pool(dim: int, heads: int, dropout: float = 0.0) -> ViewAttentionPool:
+    """A ViewAttentionPool with every parameter random, biases included (they init to zero,
+    which would leave the bias terms untested); scores stay O(1) so the softmax is not flat."""
+    pool = ViewAttentionPool(dim, heads, dropout)
+    with torch.no_grad():
+        for param in pool.parameters():
+            scale = dim**-0.5 if param.dim() == 2 else 1.0  # weights, biases
+            param.copy_(torch.randn_like(param) * scale)
+    return pool
+
+
+def mha_copy(pool: ViewAttentionPool) -> nn.MultiheadAttention:
+    """nn.MultiheadAttention (the previous cvf formulation) holding the pool's weights."""
+    attention = nn.MultiheadAttention(
+        pool.embed_dim, pool.num_heads, dropout=pool.dropout, batch_first=True
+    )
+    attention.load_state_dict(pool.state_dict())
+    return attention.train(pool.training)
+
+
+def attend_then_average(
+    attention: nn.MultiheadAttention, views: torch.Tensor, mask: torch.Tensor, **options
+) -> torch.Tensor:
+    """The previous cvf steps 3-4: ``(B, V, D), (B, V) -> (B, D)``."""
+    attended, _ = attention(views, views, views, key_padding_mask=~mask, **options)  # (B, V, D)
+    return masked_mean(attended, mask)
+
+
+def random_view_mask(samples: int, views: int) -> torch.Tensor:
+    """(S, V) bool with one row all present, one row with a single view, >= 1 view per row."""
+    mask = torch.rand(samples, views) < 0.5
+    mask[0], mask[1] = True, False
+    mask[torch.arange(samples), torch.randint(views, (samples,))] = True
+    return mask
+
+
+def outputs_and_gradients(
+    module: nn.Module, run, views: torch.Tensor, upstream: torch.Tensor, seed: int = 7
+):
+    """``run(views)`` and the gradients of ``(output * upstream).sum()`` w.r.t. the views and
+    every parameter of ``module`` (by name). Seeds torch first: dropout draws repeat."""
+    views = views.clone().requires_grad_()
+    torch.manual_seed(seed)
+    output = run(views)
+    (output * upstream).sum().backward()
+    grads = {name: param.grad for name, param in module.named_parameters()}
+    return output, views.grad, grads
+
+
+@pytest.mark.parametrize(("dim", "heads", "views"), [(768, 16, 5), (40, 10, 4), (40, 10, 1)])
+def test_view_attention_pool_equals_multihead_attention_then_masked_mean(dim, heads, views):
+    torch.manual_seed(0)
+    pool = randomised_view_pool(dim, heads, dropout=0.1).eval()  # eval: dropout off
+    reference = mha_copy(pool)
+    x, mask = torch.randn(8, views, dim), random_view_mask(8, views)
+    upstream = torch.randn(8, dim)
+    out, x_grad, grads = outputs_and_gradients(pool, lambda v: pool(v, mask), x, upstream)
+    ref_out, ref_x_grad, ref_grads = outputs_and_gradients(
+        reference,
+        lambda v: attend_then_average(reference, v, mask, need_weights=False),
+        x,
+        upstream,
+    )
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-5 * ref_out.abs().max().item())
+    torch.testing.assert_close(x_grad, ref_x_grad, rtol=1e-4, atol=1e-5 * ref_x_grad.abs().max())
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        scale = ref_grads[name].abs().max().item()
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-5 * scale + 1e-7)
+    # Each head's weighting matters: not every view gets the same attention.
+    if views > 1:
+        assert ref_grads["in_proj_weight"][: 2 * dim].abs().max() > 0
+
+
+@pytest.mark.parametrize("views", [5, 1])
+def test_view_attention_pool_dropout_matches_multihead_attention_draw_for_draw(views):
+    """Training mode: nn.MultiheadAttention's need_weights=True path applies torch's dropout to
+    its (B*H, Vq, Vk) probabilities, and the pool to its (B, H, Vq, Vk) ones (same layout), so
+    from the same seed both drop the same probabilities and must agree exactly, which tests the
+    1/(1-p) scaling and the bias term whose weights no longer sum to 1. (The old head called
+    need_weights=False, whose fused kernel draws its dropout differently: same distribution.)"""
+    torch.manual_seed(0)
+    dim, heads = 40, 10
+    pool = randomised_view_pool(dim, heads, dropout=0.3).train()
+    reference = mha_copy(pool)
+    x, mask = torch.randn(16, views, dim), random_view_mask(16, views)
+    upstream = torch.randn(16, dim)
+    out, x_grad, grads = outputs_and_gradients(pool, lambda v: pool(v, mask), x, upstream)
+    ref_out, ref_x_grad, ref_grads = outputs_and_gradients(
+        reference, lambda v: attend_then_average(reference, v, mask), x, upstream
+    )
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(x_grad, ref_x_grad, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-5)
+    # Dropout is active: finite, unlike eval mode, and another seed drops other probabilities.
+    with torch.no_grad():
+        assert torch.isfinite(out).all()
+        assert not torch.allclose(out, pool.eval()(x, mask), atol=1e-3)
+        torch.manual_seed(8)
+        assert not torch.allclose(out, pool.train()(x, mask), atol=1e-3)
+
+
+def test_cvf_head_equals_the_multihead_attention_formulation_and_loads_its_state_dict():
+    """A head of the previous cvf (nn.MultiheadAttention + masked mean) saves a state dict that
+    loads strictly, and the head then computes what that head computed."""
+    torch.manual_seed(0)
+    previous = small_head("cvf").eval()
+    previous.view_attention = nn.MultiheadAttention(
+        D, previous.view_attention.num_heads, batch_first=True
+    ).eval()
+    with torch.no_grad():
+        for param in previous.parameters():
+            param.normal_(0, 0.5)
+    head = small_head("cvf").eval()
+    assert list(previous.state_dict()) == list(head.state_dict())  # same names, same order
+    head.load_state_dict(previous.state_dict())  # strict
+    x, mask = torch.randn(B, V, N, D), mixed_mask()
+
+    def previous_forward(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        views = previous.view_norm(pool_tokens(x, mask))  # (B, V, D)
+        fused = attend_then_average(previous.view_attention, views, mask, need_weights=False)
+        hidden = previous.up(fused)  # (B, H)
+        hidden = hidden * torch.sigmoid(previous.gate(hidden))  # (B, H)
+        return previous.classifier(previous.calibrate(previous.down(hidden)))  # (B, C)
+
+    torch.testing.assert_close(head(x, mask), previous_forward(x, mask), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # nn.MultiheadAttention's inference fast path
+        torch.testing.assert_close(head(x, mask), previous_forward(x, mask), rtol=1e-4, atol=1e-5)
+
+
+def test_view_attention_pool_initialises_like_multihead_attention():
+    torch.manual_seed(3)
+    reference = nn.MultiheadAttention(40, 10, dropout=0.1, batch_first=True)
+    torch.manual_seed(3)
+    pool = ViewAttentionPool(40, 10, dropout=0.1)
+    assert [(n, p.shape) for n, p in pool.named_parameters()] == [
+        (n, p.shape) for n, p in reference.named_parameters()
+    ]
+    for (name, param), expected in zip(
+        pool.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.equal(param, expected), name
 
 
 def test_late_output_is_log_of_mean_of_valid_view_softmaxes():
