@@ -75,6 +75,8 @@ def test_same_seed_gives_identical_metrics_and_weights(store, selection, tmp_pat
     assert first.run_dir.name == "cvf-all-s0" and second.run_dir.name == "cvf-all-s0-2"
     other = fit(quick(store, tmp_path, head="cvf", view_dropout=0.3, epochs=4, seed=1), selection)
     assert other.metrics["history"] != first.metrics["history"]
+    # the fit's torch settings are its own: the caller's come back
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_early_stopping_restores_the_best_epoch(store, selection, tmp_path):
