@@ -529,6 +529,9 @@ RELAYOUT_ARRAYS = (*PER_TAKE_ARRAYS, *TAKE_TABLE_ARRAYS)
 def _strings(values) -> np.ndarray:
     """zarr returns numpy StringDType arrays; plain unicode arrays are easier to use."""
     values = np.asarray(values)
+    if values.dtype.kind == "T":  # StringDType: a fixed width is needed to cast
+        width = int(np.strings.str_len(values).max(initial=0))
+        return values.astype(f"U{max(width, 1)}")
     return np.array(values.tolist(), dtype=str).reshape(values.shape)
 
 
