@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,11 @@ def page_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
+# Threads reading packed chunk files at once: two cores copy from the page cache faster than
+# one (benchmark 2: 50 ms against 72 ms for 291 MB), and cold reads keep several in flight.
+READ_THREADS = 4
+
+
 def read_token_slots(
     folder: Path, meta: dict, take_idx: np.ndarray, view_idx: np.ndarray, out: np.ndarray
 ) -> None:
@@ -256,8 +262,9 @@ def read_token_slots(
     ``out (n, v, K, N, D)`` float16, may be uninitialised (see ``page_aligned_empty``):
     every slot is either read or, where the write layout has no chunk (an invalid view),
     zeroed. Runs of pairs that are contiguous both in a chunk file and in ``out`` are read
-    with one ``preadv`` each: a whole packed chunk is one read, a memory copy from the page
-    cache. No thread pool: from the page cache threads only add overhead."""
+    with one ``preadv`` each: a whole packed chunk is one read. Packed chunk files are read
+    by a few threads at once (the reads release the GIL); the write layout's thousands of
+    small files are read in one thread, where a pool only adds overhead."""
     slot_bytes = out[0, 0].nbytes if out.size else 0
     buffer = memoryview(out.reshape(-1)).cast("B")
     files, offsets = _slot_locations(folder, meta, take_idx, view_idx, slot_bytes)
@@ -265,18 +272,29 @@ def read_token_slots(
         np.r_[True, (files[1:] != files[:-1]) | (offsets[1:] != offsets[:-1] + slot_bytes)]
     )
     ends = np.r_[starts[1:], len(files)]
+    runs_by_file: dict[str, list[tuple[memoryview, int]]] = {}
+    for first, stop in zip(starts.tolist(), ends.tolist(), strict=True):
+        target = buffer[first * slot_bytes : stop * slot_bytes]
+        runs_by_file.setdefault(str(files[first]), []).append((target, int(offsets[first])))
     packed = is_packed(meta)
-    with _ChunkFiles(folder) as chunk_files:
-        for first, stop in zip(starts.tolist(), ends.tolist(), strict=True):
-            name = str(files[first])
-            target = buffer[first * slot_bytes : stop * slot_bytes]
-            got = chunk_files.read_into(name, target, int(offsets[first]))
-            if got is None and not packed:
-                np.frombuffer(target, dtype=np.uint8)[:] = 0  # write layout: an invalid view
-                continue
-            if got != len(target):
-                what = "missing" if got is None else f"short ({got} of {len(target)} bytes)"
-                raise LayoutError(f"{folder / name}: token chunk {what}")
+
+    def read_file(name: str) -> None:
+        with _ChunkFiles(folder) as chunk_files:
+            for target, offset in runs_by_file[name]:
+                got = chunk_files.read_into(name, target, offset)
+                if got is None and not packed:
+                    np.frombuffer(target, dtype=np.uint8)[:] = 0  # an invalid view
+                    continue
+                if got != len(target):
+                    what = "missing" if got is None else f"short ({got} of {len(target)} bytes)"
+                    raise LayoutError(f"{folder / name}: token chunk {what}")
+
+    if packed and len(runs_by_file) > 1:
+        with ThreadPoolExecutor(min(READ_THREADS, len(runs_by_file))) as pool:
+            list(pool.map(read_file, runs_by_file))  # list(): re-raises a worker's error
+    else:
+        for name in runs_by_file:
+            read_file(name)
 
 
 class _ChunkFiles:

@@ -188,9 +188,14 @@ def test_a_relayout_waits_for_readers_before_deleting_chunks(source, tmp_path):
     assert_same(contents(path), want)
 
 
-def test_a_missing_packed_chunk_is_an_error_not_zeros(source, tmp_path):
+@pytest.mark.parametrize("chunk_takes", [7, None])  # several chunks read by threads, or one
+def test_a_missing_packed_chunk_is_an_error_not_zeros(source, tmp_path, monkeypatch, chunk_takes):
+    if chunk_takes:
+        monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", chunk_takes * 4 * 2 * 4 * 32 * 2)
     path = copy(source, tmp_path)
     TokenStore.open(path, "a").pack()
-    next((path / "tokens").glob("c.*")).unlink()
-    with pytest.raises(StoreError, match=r"tokens/c\.0\.0\.0\.0\.0: token chunk missing"):
-        TokenStore.open(path).read_tokens([0], [0])
+    victim = 2 if chunk_takes else 0
+    (path / "tokens" / f"c.{victim}.0.0.0.0").unlink()
+    store = TokenStore.open(path)
+    with pytest.raises(StoreError, match=rf"tokens/c\.{victim}\.0\.0\.0\.0: token chunk missing"):
+        store.read_tokens(np.arange(store.n_takes), [0, 1, 2, 3])
