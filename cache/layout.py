@@ -41,7 +41,7 @@ STRING_BYTES = 16
 
 
 class LayoutError(RuntimeError):
-    """A chunk the layout promises is missing or short; the message names the file."""
+    """A chunk file shorter than its chunk; the message names the file."""
 
 
 # ---- locking -----------------------------------------------------------------------------
@@ -113,6 +113,9 @@ def relayout_array(store_path: Path, name: str, chunks: tuple[int, ...], sep: st
     meta = array_metadata(store_path, name)
     if chunk_shape(meta) == tuple(chunks) and separator(meta) == sep:
         return False
+    if separator(meta) == sep:
+        # The new chunk files would take the names of the files in use before the swap.
+        raise ValueError(f"{folder}: relayout needs the other key separator than {sep!r}")
     staging = Path(store_path) / STAGING / name
     shutil.rmtree(staging, ignore_errors=True)
     new_meta = {
@@ -260,8 +263,8 @@ def read_token_slots(
     """Read tokens of (take, view) pairs straight from raw chunk files into ``out``.
 
     ``out (n, v, K, N, D)`` float16, may be uninitialised (see ``page_aligned_empty``):
-    every slot is either read or, where the write layout has no chunk (an invalid view),
-    zeroed. Runs of pairs that are contiguous both in a chunk file and in ``out`` are read
+    every slot is either read or, where there is no chunk file, zeroed (zarr's fill value:
+    an invalid view in the write layout, takes added but never written in a packed one). Runs of pairs that are contiguous both in a chunk file and in ``out`` are read
     with one ``preadv`` each: a whole packed chunk is one read. Packed chunk files are read
     by a few threads at once (the reads release the GIL); the write layout's thousands of
     small files are read in one thread, where a pool only adds overhead."""
@@ -276,20 +279,20 @@ def read_token_slots(
     for first, stop in zip(starts.tolist(), ends.tolist(), strict=True):
         target = buffer[first * slot_bytes : stop * slot_bytes]
         runs_by_file.setdefault(str(files[first]), []).append((target, int(offsets[first])))
-    packed = is_packed(meta)
 
     def read_file(name: str) -> None:
         with _ChunkFiles(folder) as chunk_files:
             for target, offset in runs_by_file[name]:
                 got = chunk_files.read_into(name, target, offset)
-                if got is None and not packed:
-                    np.frombuffer(target, dtype=np.uint8)[:] = 0  # an invalid view
+                if got is None:  # zarr's fill value: an invalid view, or a chunk never written
+                    np.frombuffer(target, dtype=np.uint8)[:] = 0
                     continue
                 if got != len(target):
-                    what = "missing" if got is None else f"short ({got} of {len(target)} bytes)"
-                    raise LayoutError(f"{folder / name}: token chunk {what}")
+                    raise LayoutError(
+                        f"{folder / name}: token chunk short ({got} of {len(target)} bytes)"
+                    )
 
-    if packed and len(runs_by_file) > 1:
+    if is_packed(meta) and len(runs_by_file) > 1:
         with ThreadPoolExecutor(min(READ_THREADS, len(runs_by_file))) as pool:
             list(pool.map(read_file, runs_by_file))  # list(): re-raises a worker's error
     else:

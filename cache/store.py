@@ -408,32 +408,42 @@ class TokenStore:
         rewritten. Call with the writer lock held and no writer active: a packed chunk holds
         many takes, so two writers of different takes would overwrite each other."""
         self._require_writable()
+        wanted = {
+            name: layout.packed_chunks(layout.array_metadata(self.path, name), self.n_takes)
+            for name in PER_TAKE_ARRAYS
+        }
+        wanted.update({name: (max(self.n_takes, 1),) for name in TAKE_TABLE_ARRAYS})
         changed = []
-        for name in PER_TAKE_ARRAYS:
-            chunks = layout.packed_chunks(layout.array_metadata(self.path, name), self.n_takes)
+        for name, chunks in wanted.items():
+            meta = layout.array_metadata(self.path, name)
+            if layout.is_packed(meta) and layout.chunk_shape(meta) != chunks:
+                # Packed for another number of takes (takes added through the API): a new
+                # packing would reuse the chunk file names in use, so go through the write
+                # layout.
+                layout.relayout_array(
+                    self.path, name, self._write_chunks(name), layout.WRITE_SEPARATOR
+                )
             if chunks and layout.relayout_array(self.path, name, chunks, layout.PACKED_SEPARATOR):
-                changed.append(name)
-        for name in TAKE_TABLE_ARRAYS:
-            chunks = (max(self.n_takes, 1),)
-            if layout.relayout_array(self.path, name, chunks, layout.PACKED_SEPARATOR):
                 changed.append(name)
         self._arrays.clear()
         return changed
+
+    def _write_chunks(self, name: str) -> tuple[int, ...]:
+        if name in TAKE_TABLE_ARRAYS:
+            return (TAKE_TABLE_CHUNK,)
+        return layout.write_chunks(name, tuple(layout.array_metadata(self.path, name)["shape"]))
 
     def unpack(self) -> list[str]:
         """Back to one chunk per take (per take and view for tokens), the layout writers
         need; returns the arrays rewritten. Call with the writer lock held."""
         self._require_writable()
-        changed = []
-        for name in PER_TAKE_ARRAYS:
-            shape = tuple(layout.array_metadata(self.path, name)["shape"])
-            chunks = layout.write_chunks(name, shape)
-            if layout.relayout_array(self.path, name, chunks, layout.WRITE_SEPARATOR):
-                changed.append(name)
-        for name in TAKE_TABLE_ARRAYS:
-            chunks = (TAKE_TABLE_CHUNK,)
-            if layout.relayout_array(self.path, name, chunks, layout.WRITE_SEPARATOR):
-                changed.append(name)
+        changed = [
+            name
+            for name in RELAYOUT_ARRAYS
+            if layout.relayout_array(
+                self.path, name, self._write_chunks(name), layout.WRITE_SEPARATOR
+            )
+        ]
         self._arrays.clear()
         return changed
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cache import layout
-from cache.store import RELAYOUT_ARRAYS, StoreError, TakeResult, TokenStore
+from cache.store import RELAYOUT_ARRAYS, StoreError, TakeResult, TakeRow, TokenStore
 from tests.token_store import build_token_store
 
 VIEW_SUBSETS = [[0, 1, 2, 3], [1, 2, 3], [0], [3, 0], [2]]
@@ -189,13 +189,53 @@ def test_a_relayout_waits_for_readers_before_deleting_chunks(source, tmp_path):
 
 
 @pytest.mark.parametrize("chunk_takes", [7, None])  # several chunks read by threads, or one
-def test_a_missing_packed_chunk_is_an_error_not_zeros(source, tmp_path, monkeypatch, chunk_takes):
+def test_missing_and_short_packed_chunks_read_as_zarr_reads_them(
+    source, tmp_path, monkeypatch, chunk_takes
+):
+    """No chunk file is zarr's fill value (zeros); a short one is an error naming the file."""
+    import zarr
+
     if chunk_takes:
         monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", chunk_takes * 4 * 2 * 4 * 32 * 2)
     path = copy(source, tmp_path)
     TokenStore.open(path, "a").pack()
     victim = 2 if chunk_takes else 0
-    (path / "tokens" / f"c.{victim}.0.0.0.0").unlink()
+    chunk = path / "tokens" / f"c.{victim}.0.0.0.0"
+    chunk.unlink()
     store = TokenStore.open(path)
-    with pytest.raises(StoreError, match=rf"tokens/c\.{victim}\.0\.0\.0\.0: token chunk missing"):
-        store.read_tokens(np.arange(store.n_takes), [0, 1, 2, 3])
+    rows = np.arange(store.n_takes)
+    got = store.read_tokens(rows, [0, 1, 2, 3])
+    np.testing.assert_array_equal(got, zarr.open_array(str(path / "tokens"), mode="r")[:])
+    lost = rows[rows // (chunk_takes or store.n_takes) == victim]
+    others = np.setdiff1d(rows, lost)
+    assert not got[lost].any() and (len(others) == 0 or got[others].any())
+    chunk.write_bytes(b"\0" * 100)
+    with pytest.raises(StoreError, match=rf"tokens/c\.{victim}\.0\.0\.0\.0: token chunk short"):
+        store.read_tokens(rows, [0, 1, 2, 3])
+
+
+def test_repacking_after_takes_were_added_keeps_every_take(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 7 * 4 * 2 * 4 * 32 * 2)  # 7 takes
+    path = copy(source, tmp_path)
+    want = contents(path)
+    store = TokenStore.open(path, "a")
+    store.pack()
+    # Three more takes through the API: the packed chunks were sized for fewer takes.
+    table = store.take_table()
+    rows = [TakeRow(f"new{i}", None, "", "", "") for i in range(3)]
+    monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 5 * 4 * 2 * 4 * 32 * 2)  # 5 takes
+    assert TokenStore.open(path, "a").add_takes(rows) == [len(table.ids) + i for i in range(3)]
+    assert "tokens" in TokenStore.open(path, "a").pack()
+    got = contents(path)
+    n = len(want["status"])
+    for name, expected in want.items():
+        np.testing.assert_array_equal(got[name][:n], expected, err_msg=name)
+    assert (got["status"][n:] == 0).all() and list(got["ids"][n:]) == ["new0", "new1", "new2"]
+    assert chunk_files(path, "tokens") == (False, -(-(n + 3) // 5))
+
+
+def test_a_relayout_never_reuses_the_file_names_in_use(source, tmp_path):
+    path = copy(source, tmp_path)
+    TokenStore.open(path, "a").pack()
+    with pytest.raises(ValueError, match="needs the other key separator"):
+        layout.relayout_array(path, "status", (3,), layout.PACKED_SEPARATOR)
