@@ -253,7 +253,8 @@ def page_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
 
 
 # Threads reading packed chunk files at once: two cores copy from the page cache faster than
-# one (benchmark 2: 50 ms against 72 ms for 291 MB), and cold reads keep several in flight.
+# one (291 MB of chunk files: 50 ms against 72 ms, measured by hand; see BENCHMARKS.md,
+# benchmark 2), and cold reads keep several in flight.
 READ_THREADS = 4
 
 
@@ -281,16 +282,7 @@ def read_token_slots(
         runs_by_file.setdefault(str(files[first]), []).append((target, int(offsets[first])))
 
     def read_file(name: str) -> None:
-        with _ChunkFiles(folder) as chunk_files:
-            for target, offset in runs_by_file[name]:
-                got = chunk_files.read_into(name, target, offset)
-                if got is None:  # zarr's fill value: an invalid view, or a chunk never written
-                    np.frombuffer(target, dtype=np.uint8)[:] = 0
-                    continue
-                if got != len(target):
-                    raise LayoutError(
-                        f"{folder / name}: token chunk short ({got} of {len(target)} bytes)"
-                    )
+        _read_runs(folder / name, runs_by_file[name])
 
     if is_packed(meta) and len(runs_by_file) > 1:
         with ThreadPoolExecutor(min(READ_THREADS, len(runs_by_file))) as pool:
@@ -300,40 +292,27 @@ def read_token_slots(
             read_file(name)
 
 
-class _ChunkFiles:
-    """Reads byte ranges of chunk files, keeping the last file open: consecutive runs
-    (e.g. one take's views out of a packed chunk) mostly come from the same file."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.name, self.fd = folder, None, None
-
-    def __enter__(self) -> _ChunkFiles:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._close()
-
-    def read_into(self, name: str, target: memoryview, offset: int) -> int | None:
-        """Bytes read from chunk ``name`` at ``offset`` into ``target``; None: no such file."""
-        if name != self.name:
-            self._close()
-            try:
-                self.fd = os.open(self.folder / name, os.O_RDONLY)
-            except FileNotFoundError:
-                return None
-            self.name = name
-        got = 0
-        while got < len(target):
-            n = os.preadv(self.fd, [target[got:]], offset + got)
-            if n == 0:
-                break
-            got += n
-        return got
-
-    def _close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-        self.name, self.fd = None, None
+def _read_runs(path: Path, runs: list[tuple[memoryview, int]]) -> None:
+    """Read each ``(target, offset)`` run of one chunk file into its target; no file = zarr's
+    fill value (an invalid view, or takes added but never written in a packed layout)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        for target, _ in runs:
+            np.frombuffer(target, dtype=np.uint8)[:] = 0
+        return
+    try:
+        for target, offset in runs:
+            got = 0
+            while got < len(target):
+                n = os.preadv(fd, [target[got:]], offset + got)
+                if n == 0:
+                    raise LayoutError(
+                        f"{path}: token chunk short ({got} of {len(target)} bytes at {offset})"
+                    )
+                got += n
+    finally:
+        os.close(fd)
 
 
 def _slot_locations(

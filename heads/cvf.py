@@ -171,8 +171,8 @@ class ViewAttentionPool(nn.Module):
         mixed = torch.bmm(key_weights, x)  # (B, H, V) @ (B, V, D) -> (B, H, D)
         if mixed.requires_grad:
             # Its gradient comes back (H, D, B)-ordered from the bmm below; bmm's backward for
-            # the line above would copy each sample's (H, D) slice, one contiguous copy is
-            # several times cheaper.
+            # the line above would copy each sample's (H, D) slice: one contiguous copy of the
+            # whole gradient replaces those per-sample copies.
             mixed.register_hook(Tensor.contiguous)
         weight_sums = key_weights.sum(dim=2).T[:, None, :]  # (B, H) -> (H, 1, B)
         bias_term = value_bias[:, :, None] * weight_sums  # (H, e, 1) * (H, 1, B) -> (H, e, B)

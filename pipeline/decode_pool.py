@@ -493,7 +493,7 @@ def _die_with_parent(parent_pid: int) -> None:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     initial_ppid = os.getppid()
-    if not _process_alive(parent_pid):
+    if not process_alive(parent_pid):
         os._exit(1)  # the parent died before prctl took effect
     watchdog = threading.Thread(
         target=_watch_parent, args=(parent_pid, initial_ppid), daemon=True, name="parent-watch"
@@ -504,11 +504,12 @@ def _die_with_parent(parent_pid: int) -> None:
 def _watch_parent(parent_pid: int, initial_ppid: int) -> None:
     while True:
         time.sleep(1.0)
-        if os.getppid() != initial_ppid or not _process_alive(parent_pid):
+        if os.getppid() != initial_ppid or not process_alive(parent_pid):
             os._exit(1)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one owned by another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

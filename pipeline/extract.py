@@ -54,6 +54,7 @@ from cache.store import (
     provenance_identity,
 )
 from pipeline import distributed
+from pipeline.decode_pool import process_alive
 from pipeline.sampling import SamplingConfig
 from pipeline.takes import LABELS, Take
 
@@ -445,20 +446,10 @@ def remove_leftovers(path: Path) -> int:
     removed += remove_stale_chunks(path, RELAYOUT_ARRAYS)
     for staging in path.parent.glob(f".{path.name}.creating-*"):
         pid = staging.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
             removed += 1
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
