@@ -68,7 +68,9 @@ def _run_state(store: TokenStore, pending: int) -> dict:
     files killed writes left (never read as data; the next extract deletes them)."""
     writer = store.writer_busy()
     record = store.attrs.get("extract_run")
-    unfinished = pending > 0 or (isinstance(record, dict) and record.get("state") == "running")
+    # A run killed after its last take but before its end (while packing) is unfinished too:
+    # the record says so, and the next run completes it.
+    unfinished = pending > 0 or (isinstance(record, dict) and record.get("state") != "finished")
     temp_files = sum(
         1 for _, _, files in os.walk(store.path) for name in files if name.endswith(".partial")
     )

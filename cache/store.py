@@ -36,9 +36,6 @@ LOCK_FILE = ".skill.lock"
 # lock (`writer_busy`, used by `skill info`) holds it for an instant and must not make a
 # starting writer fail.
 LOCK_RETRY_S = 0.5
-# Test hook, for tests/test_extract_kill.py only: seconds to sleep after each token chunk that
-# write_take writes, so that a SIGKILL can be aimed inside a take's write. Unset = 0.
-_SLOW_WRITE_S = float(os.environ.get("SKILL_TEST_SLOW_WRITE") or 0)
 TAKE_FIELDS = ("id", "scenario", "participant", "split")
 TAKE_TABLE_ARRAYS = (*(f"takes/{name}" for name in TAKE_FIELDS), "takes/label")
 # Take-table chunk while takes are added; packing shrinks it to the table's length (a string
@@ -334,8 +331,6 @@ class TokenStore:
         for v in range(n_views):
             # An invalid view is written as the fill value, which removes any stale chunk.
             g("tokens")[i, v] = tokens[v] if result.valid[v] else 0
-            if _SLOW_WRITE_S:
-                time.sleep(_SLOW_WRITE_S)
         g("valid")[i] = np.asarray(result.valid, dtype=bool)
         g("frame_index")[i] = np.asarray(result.frame_index, dtype=np.int32)
         g("timestamp")[i] = np.asarray(result.timestamp, dtype=np.float32)

@@ -347,16 +347,23 @@ class _CoordinatedStore:
             raise
 
     def finish(self, takes_per_rank: list[int]) -> None:
-        """Rank 0, after every rank wrote its takes: the run record says finished, and the
-        store is packed (no writer is left, the writer lock is still held)."""
-        self._record.update(state="finished", finished=_now(), takes_per_rank=takes_per_rank)
-        with store_write_errors(self.store.path, "the run record"):
-            self.store.set_attr(RUN_RECORD, self._record)
+        """Rank 0, after every rank wrote its takes: the store is packed (no writer is left,
+        the writer lock is still held), then the run record says finished. A run killed
+        while packing ended before its work did, so its record says "packing" and `skill
+        info` reports it interrupted: the next run completes the pack."""
+        self._record.update(takes_per_rank=takes_per_rank)
         if self.cfg.pack:
+            self._set_record(state="packing")
             # Also completes a pack that a killed run left half done (pack skips what is).
             with store_write_errors(self.store.path, "the packed layout (all takes are kept)"):
                 if self.store.pack():
                     self.relayout.append("packed")
+        self._set_record(state="finished", finished=_now())
+
+    def _set_record(self, **changes) -> None:
+        self._record.update(changes)
+        with store_write_errors(self.store.path, "the run record"):
+            self.store.set_attr(RUN_RECORD, self._record)
 
     def _release(self) -> None:
         if self._lock is not None:

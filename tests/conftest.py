@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tests.token_store import SyntheticStore, shared_token_store
+
+BUSY_LOOP = "while True: pass"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def saturated_cores():
+    """SKILL_TEST_BUSY_CORES=N runs the session beside N busy loops in other processes, as
+    on a CI machine that other jobs load: no test may depend on how fast the machine is
+    (`SKILL_TEST_BUSY_CORES=2 bash .ci/run` checks that)."""
+    count = int(os.environ.get("SKILL_TEST_BUSY_CORES") or 0)
+    loops = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(count)]
+    yield
+    for loop in loops:
+        loop.kill()
+        loop.wait()
 
 
 @pytest.fixture(scope="session", autouse=True)

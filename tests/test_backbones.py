@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -137,13 +136,13 @@ def test_register_refuses_duplicates_and_bad_specs():
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_tiny_preset_builds_fast_and_encodes_every_mode(name):
-    load_backbone(name, num_frames=FRAMES)  # warm the lazy imports
+def test_tiny_preset_is_small_and_encodes_every_mode(name):
+    # Small enough that tests build them freely (how fast that is belongs in a benchmark).
+    model = load_backbone(name, num_frames=FRAMES).model
+    assert sum(p.numel() for p in model.parameters()) < 200_000
     clips = random_clips(5)
     for mode in TOKEN_MODES:
-        start = time.perf_counter()
         backbone = load_backbone(name, num_frames=FRAMES, token_mode=mode, batch_size=2)
-        assert time.perf_counter() - start < 1.0
         tokens = backbone.encode(clips)
         assert tokens.dtype == torch.float32
         assert tokens.shape == (5, backbone.tokens_per_clip(), backbone.dim)

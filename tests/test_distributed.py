@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -19,10 +20,10 @@ from cache.info import store_summary
 from pipeline.distributed import balance_by_cost, current_rank
 from pipeline.extract import VIEW_OVERHEAD_BYTES, run_extract, take_cost
 from pipeline.takes import Take
+from tests import kill_points
 from tests.extract_helpers import (
     REPO,
     assert_same_stores,
-    cli_command,
     cli_env,
     extract_args,
     extract_config,
@@ -155,28 +156,38 @@ def test_torchrun_with_two_ranks_writes_the_store_of_one_process(dataset_and_ref
 @pytest.mark.slow
 def test_two_commands_started_together_on_one_store_one_refuses(dataset_and_reference, tmp_path):
     """We chose refusal over cooperation: exactly one command writes, the other exits 2
-    naming the writer; the store is that of one run."""
+    naming the writer; the store is that of one run.
+
+    Both start at once and both would freeze once they hold the writer lock (the `store`
+    event of tests/kill_points.py), so the two overlap whatever the machine's speed: the one
+    that got the lock waits frozen while the other must refuse, then is let go."""
     manifest, reference = dataset_and_reference
     store = tmp_path / "s.zarr"
-    # Stretch the writing so that the two runs overlap whatever their start-up times.
-    env = cli_env(SKILL_TEST_SLOW_WRITE="0.2")
     procs = [
         subprocess.Popen(
-            cli_command(*extract_args(manifest, store, "--workers", "0")),
+            kill_points.command(
+                tmp_path / f"events-{i}",
+                "store:1",
+                *extract_args(manifest, store, "--workers", "0"),
+            ),
             cwd=REPO,
-            env=env,
+            env=cli_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for i in range(2)
     ]
-    outputs = [proc.communicate(timeout=300) for proc in procs]
-    codes = sorted(proc.returncode for proc in procs)
-    assert codes == [0, 2], outputs
-    refused = next(
-        flat(err) for proc, (_, err) in zip(procs, outputs, strict=True) if proc.returncode == 2
+    frozen = [kill_points.stopped_or_exited(proc, timeout=300) for proc in procs]
+    assert sorted(frozen) == [False, True], [proc.returncode for proc in procs]
+    writer, refused = (procs[0], procs[1]) if frozen[0] else (procs[1], procs[0])
+    refused_out, refused_err = refused.communicate(timeout=60)
+    assert refused.returncode == 2, (refused_out, refused_err)
+    assert f"error: {store}: another skill extract is writing to this store (pid" in flat(
+        refused_err
     )
-    assert f"error: {store}: another skill extract is writing to this store (pid" in refused
+    writer.send_signal(signal.SIGCONT)
+    out, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, (out, err)
     assert_same_stores(store, reference)
     assert store_summary(store)["state"] == "finished"

@@ -1,14 +1,16 @@
-"""SIGKILL soak: `skill extract` killed at random moments, re-run each time, ends with the
+"""SIGKILL soak: `skill extract` killed at chosen moments, re-run each time, ends with the
 store of an uninterrupted run.
 
-Kills land in three kinds of moment: during start-up (imports, backbone, store creation),
-shortly after a take completed, and inside a take's write (between its chunk writes; the
-SKILL_TEST_SLOW_WRITE hook of cache/store.py stretches that window). After every kill the
-store must open, every completed take must equal the uninterrupted run's bit for bit, no take
-may be failed, completed takes are never lost, `skill info` must say "interrupted", and no
-decode worker may outlive its parent. Temporary files like the ones a kill inside a file
-write leaves are planted along the way: they must never be read, and the next run deletes
-them. Set SKILL_SOAK_SEED to replay a schedule.
+Kill moments follow events the process reports (tests/kill_points.py), never the clock: the
+run freezes itself at its event and is killed there, so the schedule is the same on an idle
+machine and on a saturated one. Moments: start-up steps (manifest read, backbone loaded, store
+open), a batch through the backbone, a take's completion record, between the token chunks of
+a take's write, and at the end inside the pack. After every kill the store must open, every
+completed take must equal the uninterrupted run's bit for bit, no take may be failed,
+completed takes are never lost, `skill info` must say "interrupted", and no decode worker may
+outlive its parent. Temporary files like the ones a kill inside a file write leaves are
+planted along the way: they must never be read, and the next run deletes them. Set
+SKILL_SOAK_SEED to replay a schedule.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import os
 import random
 import signal
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,11 @@ import pytest
 from cache.info import store_summary
 from cache.store import STATUS_COMPLETE, STATUS_FAILED, TokenStore
 from pipeline.extract import run_extract
+from tests import kill_points
 from tests.extract_helpers import (
     REPO,
     assert_same_stores,
     by_take,
-    cli_command,
     cli_env,
     extract_args,
     extract_config,
@@ -48,8 +49,9 @@ pytestmark = pytest.mark.slow
 TAKES = 24
 KILLS = 12
 VIEWS = 4  # ego + 3 exo (tests.extract_helpers.SMALL)
-SLOW_WRITE_S = 0.12  # per token chunk: a take's write lasts about 0.5 s
-START_TIMEOUT_S = 120.0  # longest wait for a run to reach the moment it is killed in
+CLIPS_PER_BATCH = 8  # --batch-size of extract_args; one clip per view
+RUN_TIMEOUT_S = 600.0  # guard against a hung run only: no run comes near it
+STARTUP_EVENTS = ("manifest", "backbone", "store")
 
 
 @dataclass
@@ -63,6 +65,9 @@ class Soak:
     rng: random.Random
     completed: set[str] = field(default_factory=set)
     kills: list[str] = field(default_factory=list)
+    """The event each landed kill froze the run at."""
+    replanned: int = 0
+    """Runs that ended before their event (their kill is planned again)."""
     cut_writes: int = 0
     """Kills after which a take had token chunks on disk but no completion record."""
     planted: int = 0
@@ -88,40 +93,38 @@ def token_rows(store: Path) -> dict[int, int]:
     }
 
 
-def start_run(soak: Soak, workers: int) -> subprocess.Popen:
+def plan_stop(soak: Soak, mode: str) -> str:
+    """The event (`name:count`, counted in the coming run) at which to kill a run of `mode`.
+    Counts stay inside the work left, so the run is still going when it reaches them."""
+    pending = TAKES - len(status_rows(soak.store))
+    rng = soak.rng
+    if mode == "in-write" and pending >= 1:
+        # between two token chunks of one of the next takes (never after a take's last one)
+        inside = [n for n in range(1, min(pending, 2) * VIEWS) if n % VIEWS]
+        return f"chunk:{rng.choice(inside)}"
+    if mode == "after-take" and pending >= 2:
+        return f"take:{rng.randint(1, min(2, pending - 1))}"
+    if mode == "encode" and pending >= 4:
+        return f"encode:{rng.randint(1, 2)}"  # a batch holds the clips of two takes
+    if mode == "in-pack":
+        return f"relayout:{rng.randint(1, 4)}"  # the pack relayouts a dozen arrays
+    return f"{rng.choice(STARTUP_EVENTS)}:1"
+
+
+def start_run(soak: Soak, workers: int, stop_at: str) -> subprocess.Popen:
     args = extract_args(soak.manifest, soak.store, "--workers", str(workers))
+    events = soak.log.with_suffix(".events")
+    events.unlink(missing_ok=True)
     with open(soak.log, "a") as log:
-        log.write(f"\n==== run {len(soak.kills) + 1} (workers {workers})\n")
+        log.write(f"\n==== run {len(soak.kills) + soak.replanned + 1} (workers {workers}, "
+                  f"stop at {stop_at})\n")  # fmt: skip
         return subprocess.Popen(
-            cli_command(*args),
+            kill_points.command(events, stop_at, *args),
             cwd=REPO,
-            env=cli_env(SKILL_TEST_SLOW_WRITE=str(SLOW_WRITE_S)),
+            env=cli_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-
-
-def wait_for_moment(soak: Soak, proc: subprocess.Popen, mode: str) -> None:
-    """Return at the moment to kill `proc` in (it may have exited on its own meanwhile)."""
-    alive = lambda: proc.poll() is None  # noqa: E731
-    if mode == "startup":
-        time.sleep(soak.rng.uniform(0.2, 9.0))
-    elif mode == "after-take":
-        goal = len(status_rows(soak.store)) + soak.rng.randint(1, 2)
-        wait_for(lambda: not alive() or len(status_rows(soak.store)) >= goal, START_TIMEOUT_S)
-        time.sleep(soak.rng.uniform(0.0, 0.3))
-    else:  # in-write: some take's token chunks are being written in this run
-        before = token_rows(soak.store)
-
-        def writing() -> bool:
-            # judged by the token chunks alone, not by the status the store writes last
-            return any(
-                0 < count < VIEWS and count != before.get(row)
-                for row, count in token_rows(soak.store).items()
-            )
-
-        wait_for(lambda: not alive() or writing(), START_TIMEOUT_S, interval=0.01)
-        time.sleep(soak.rng.uniform(0.0, SLOW_WRITE_S * VIEWS))
 
 
 def kill(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -196,11 +199,12 @@ def plant_temp_files(soak: Soak) -> None:
 
 
 def kill_schedule(rng: random.Random) -> list[str]:
-    """KILLS moments: 4 during start-up, 4 inside a take's write, 4 after a take, shuffled
-    (an after-take kill turns into an in-write kill when few takes are left)."""
-    modes = ["startup"] * 4 + ["in-write"] * 4 + ["after-take"] * 4
+    """KILLS moments, shuffled: 3 in start-up, 4 inside a take's write, 3 after a take,
+    2 after a backbone batch (a mode whose work is used up becomes a start-up kill); then
+    one inside the final pack."""
+    modes = ["startup"] * 3 + ["in-write"] * 4 + ["after-take"] * 3 + ["encode"] * 2
     rng.shuffle(modes)
-    return modes
+    return [*modes, "in-pack"]
 
 
 def test_sigkill_at_random_moments_gives_the_store_of_an_uninterrupted_run(tmp_path):
@@ -215,15 +219,22 @@ def test_sigkill_at_random_moments_gives_the_store_of_an_uninterrupted_run(tmp_p
         log=tmp_path / "runs.log",
         rng=random.Random(seed),
     )
-    for number, mode in enumerate(kill_schedule(soak.rng)):
-        if mode == "after-take" and TAKES - len(status_rows(soak.store)) < 6:
-            mode = "in-write"
+    schedule = kill_schedule(soak.rng)
+    while schedule:
+        assert soak.replanned <= KILLS, f"seed {seed}: {soak.replanned} runs ended early"
+        mode = schedule[0]
+        number = len(soak.kills)
         before = dict(token_rows(soak.store))
-        proc = start_run(soak, workers=1 if number % 3 else 0)
-        wait_for_moment(soak, proc, mode)
-        assert proc.poll() is None, f"seed {seed}: run {number} finished before its kill"
+        stop_at = plan_stop(soak, mode)
+        proc = start_run(soak, workers=1 if number % 3 else 0, stop_at=stop_at)
+        if not kill_points.stopped_or_exited(proc, RUN_TIMEOUT_S):
+            # It ended before its event: plan the same kind of kill again on what is left.
+            assert proc.returncode == 0, soak.log.read_text()[-3000:]
+            soak.replanned += 1
+            continue
+        schedule.pop(0)
         children = kill(proc)
-        soak.kills.append(mode)
+        soak.kills.append(stop_at)
         soak.workers_seen += len(children)
         assert_no_orphans(children)
         check_store(soak)
@@ -231,11 +242,13 @@ def test_sigkill_at_random_moments_gives_the_store_of_an_uninterrupted_run(tmp_p
         if number in (3, 7):
             plant_temp_files(soak)
 
-    print(f"soak seed {seed}: kills {soak.kills}, cut writes {soak.cut_writes}, workers "
-          f"{soak.workers_seen}, completed before the last run {len(soak.completed)}/{TAKES}")  # fmt: skip
-    final = start_run(soak, workers=1)
-    assert final.wait(timeout=300) == 0, soak.log.read_text()[-3000:]
+    print(f"soak seed {seed}: kills {soak.kills}, re-planned {soak.replanned}, cut writes "
+          f"{soak.cut_writes}, workers {soak.workers_seen}, completed before the last run "
+          f"{len(soak.completed)}/{TAKES}")  # fmt: skip
+    final = start_run(soak, workers=1, stop_at="none")
+    assert final.wait(timeout=RUN_TIMEOUT_S) == 0, soak.log.read_text()[-3000:]
     assert len(soak.kills) >= 10 and soak.cut_writes >= 1, (seed, soak.kills, soak.cut_writes)
+    assert soak.kills[-1].startswith("relayout:"), soak.kills
     assert soak.planted > 0 and soak.workers_seen > 0
     assert_same_stores(soak.store, reference)
     assert temp_files(soak.store) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -169,14 +168,23 @@ def test_a_relayout_killed_at_any_step_leaves_a_store_that_reads_the_same(
     assert_same(contents(path), want)
 
 
-def test_a_relayout_waits_for_readers_before_deleting_chunks(source, tmp_path):
+def test_a_relayout_waits_for_readers_before_deleting_chunks(source, tmp_path, monkeypatch):
     path = copy(source, tmp_path)
     want = contents(path)
     reader = TokenStore.open(path)
+    at_swap = threading.Event()  # the packer staged its new chunks and asks for the swap
+    layout_lock = layout.layout_lock
+
+    def observed_lock(store_path, exclusive):
+        if exclusive:
+            at_swap.set()
+        return layout_lock(store_path, exclusive)
+
+    monkeypatch.setattr(layout, "layout_lock", observed_lock)
     packer = threading.Thread(target=lambda: TokenStore.open(path, "a").pack())
     with reader.reading():
         packer.start()
-        time.sleep(1.0)  # long enough to write the new chunks and reach the swap
+        assert at_swap.wait(timeout=120), "the packer never reached the swap"
         # The reader's layout is still in place and complete.
         assert TokenStore.open(path).layout()["tokens"] == "write"
         rows = np.arange(reader.n_takes)
