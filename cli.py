@@ -40,8 +40,8 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from cache.store import StoreError
-        from pipeline.takes import ManifestError
+        from skill.cache.store import StoreError
+        from skill.pipeline.takes import ManifestError
 
         try:
             return fn(*args, **kwargs)
@@ -71,7 +71,7 @@ def synth(
     """Write a synthetic multi-view skill dataset (real encoded videos + a manifest)."""
     import time
 
-    from pipeline.synth import synthesize
+    from skill.pipeline.synth import synthesize
 
     started = time.perf_counter()
     manifest = synthesize(
@@ -79,6 +79,23 @@ def synth(
     )
     seconds = time.perf_counter() - started
     out.print(f"wrote {takes} takes to {out_dir} in {seconds:.1f} s; manifest: {manifest}")
+
+
+# ---- backbones ---------------------------------------------------------------------------
+@app.command()
+def backbones() -> None:
+    """List the registered backbones (real checkpoints and tiny test presets)."""
+    from rich.table import Table
+
+    from skill.pipeline.backbones import describe_backbones
+
+    rows = describe_backbones()
+    table = Table(title="backbones (any hub id or checkpoint folder works too)")
+    for column in rows[0]:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    out.print(table)
 
 
 # ---- extract -----------------------------------------------------------------------------
@@ -96,7 +113,8 @@ def extract(
     ),
     format: str = typer.Option("auto", "--format", help="auto, skill, egoexo4d or skillformer."),
     backbone: str = typer.Option(
-        "timesformer-base-k600", help="Registered name, hub id or checkpoint folder."
+        "timesformer-base-k600",
+        help="Registered name (see `skill backbones`), hub id or checkpoint folder.",
     ),
     adapter: Path = typer.Option(None, help="PEFT LoRA adapter folder (safetensors)."),
     tokens: str = typer.Option("frame", help="Token mode: frame, cls or patch."),
@@ -118,7 +136,7 @@ def extract(
     ),
 ) -> None:
     """Decode every take once and write backbone tokens into a Zarr store (resumable)."""
-    from pipeline.extract import ExtractConfig, run_extract
+    from skill.pipeline.extract import ExtractConfig, run_extract
 
     cfg = ExtractConfig(
         manifest=manifest, store=store, root=root, format=format, backbone=backbone,
@@ -136,7 +154,7 @@ def extract(
 def _progress_bar(what: str):
     import os
 
-    from pipeline.progress import TakeProgress
+    from skill.pipeline.progress import TakeProgress
 
     first_rank = os.environ.get("RANK", "0") == "0"
     return TakeProgress(console, what, enabled=first_rank and (sys.stderr.isatty() or _debug["on"]))
@@ -169,7 +187,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Show a store: takes by split, label and scenario, completion, failures, provenance."""
-    from cache.info import store_summary
+    from skill.cache.info import store_summary
 
     summary = store_summary(store)
     if as_json:
@@ -248,7 +266,7 @@ def fit(
     seeds: str = typer.Option("0", help="--sweep: seeds, comma-separated."),
 ) -> None:
     """Train a fusion head on a store (or, with --sweep, a whole grid of them)."""
-    from heads.train import FitConfig
+    from skill.heads.train import FitConfig
 
     cfg = FitConfig(
         store=str(store), views=views, head=head, hidden=hidden, dropout=dropout,
@@ -269,8 +287,8 @@ def _split_list(text: str, separator: str) -> list[str]:
 
 
 def _run_fit(cfg) -> None:
-    from heads.metrics import format_metrics
-    from heads.train import fit as fit_head
+    from skill.heads.metrics import format_metrics
+    from skill.heads.train import fit as fit_head
 
     result = fit_head(cfg)
     for split in ("val", "test"):
@@ -280,7 +298,7 @@ def _run_fit(cfg) -> None:
 
 
 def _run_sweep(cfg, heads: list[str], view_sets: list[str], seeds: str) -> None:
-    from heads.sweep import sweep as run_sweep
+    from skill.heads.sweep import sweep as run_sweep
 
     try:
         seed_list = [int(s) for s in _split_list(seeds, ",")]
@@ -294,7 +312,7 @@ def _run_sweep(cfg, heads: list[str], view_sets: list[str], seeds: str) -> None:
 def print_sweep_table(rows: list[dict]) -> None:
     from rich.table import Table
 
-    from heads.sweep import format_mean_std
+    from skill.heads.sweep import format_mean_std
 
     several_seeds = any(row["seeds"] > 1 for row in rows)
     title = "mean ± std over seeds" if several_seeds else "one seed"
@@ -332,9 +350,9 @@ def predict(
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
 ) -> None:
     """Apply a trained head to the completed takes of a store."""
-    from heads.metrics import format_metrics
-    from heads.predict import predict as run_predict
-    from heads.predict import read_take_order
+    from skill.heads.metrics import format_metrics
+    from skill.heads.predict import predict as run_predict
+    from skill.heads.predict import read_take_order
 
     result = run_predict(
         store, run, out_csv, fmt=format, out_json=out_json, views=views,
@@ -361,7 +379,7 @@ def demo(
     workers: int = typer.Option(2, help="Decode worker processes."),
 ) -> None:
     """The whole job on built-in synthetic data: synth, extract, sweep, predict (offline)."""
-    from pipeline.demo import DemoConfig, run_demo
+    from skill.pipeline.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out_dir, takes=takes, seed=seed, workers=workers)
     result = run_demo(cfg, say=lambda line: out.print(line, highlight=False))

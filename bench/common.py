@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.backbones import TIMESFORMER_BASE_PREPROCESSING
+from skill.pipeline.backbones import TIMESFORMER_BASE_PREPROCESSING
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VIEWS: tuple[str, ...] = ("ego", "exo1", "exo2", "exo3", "exo4")
@@ -238,7 +238,7 @@ def synthetic_store(
     False: in the write layout (one chunk per take and view), as while extracting.
     Returns (path, build seconds or None when it was already there).
     """
-    from cache.store import TokenStore
+    from skill.cache.store import TokenStore
 
     path = folder / (spec.name if packed else spec.name.replace(".zarr", "-write.zarr"))
     built = build_once(path, lambda staging: _write_store(staging, spec, packed))
@@ -264,8 +264,8 @@ def _plan_takes(spec: StoreSpec, rng: np.random.Generator) -> _TakePlan:
 
 
 def _write_store(path: Path, spec: StoreSpec, packed: bool) -> None:
-    from cache.store import TakeRow, TokenStore
-    from pipeline.takes import LABELS
+    from skill.cache.store import TakeRow, TokenStore
+    from skill.pipeline.takes import LABELS
 
     rng = np.random.default_rng(spec.seed)
     plan = _plan_takes(spec, rng)
@@ -320,7 +320,7 @@ def _write_per_take_arrays(path: Path, spec: StoreSpec) -> None:
     """Every view valid, frames 0..T-1 at 25 fps, then status complete (written last)."""
     import zarr
 
-    from cache.store import STATUS_COMPLETE
+    from skill.cache.store import STATUS_COMPLETE
 
     group = zarr.open_group(str(path), mode="r+")
     n, v, t = spec.takes, spec.views, spec.tokens
@@ -463,7 +463,7 @@ def write_manifest(path: Path, takes: Sequence[dict]) -> Path:
 
 def video_takes(videos: Sequence[Path], takes: int, views: int) -> list[dict]:
     """Manifest records of ``takes`` takes whose ``views`` views cycle through ``videos``."""
-    from pipeline.takes import LABELS
+    from skill.pipeline.takes import LABELS
 
     records = []
     for i in range(takes):

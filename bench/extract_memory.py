@@ -66,7 +66,7 @@ class Peak:
 
 
 def extract_command(manifest: Path, store: Path, backbone: str, workers: int) -> list[str]:
-    return [sys.executable, "-m", "cli", "extract", str(manifest), "--store", str(store),
+    return [sys.executable, "-m", "skill", "extract", str(manifest), "--store", str(store),
             "--backbone", backbone, "--frames", "16", "--workers", str(workers),
             "--batch-size", "1", "--device", "cpu"]  # fmt: skip
 

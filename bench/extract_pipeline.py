@@ -93,7 +93,7 @@ def overlap_data(folder: Path, args) -> tuple[Path, list[Path]]:
 
 
 def extract_config(manifest: Path, store: Path, backbone: str, args):
-    from pipeline.extract import ExtractConfig
+    from skill.pipeline.extract import ExtractConfig
 
     return ExtractConfig(manifest=manifest, store=store, backbone=backbone, frames=16,
                          workers=args.workers, batch_size=args.batch_size, device="cpu")  # fmt: skip
@@ -101,9 +101,9 @@ def extract_config(manifest: Path, store: Path, backbone: str, args):
 
 def decode_alone(cfg, backbone) -> tuple[list[np.ndarray], float, float]:
     """Every decode job of the manifest through a DecodePool: (clips, seconds, worker CPU s)."""
-    from pipeline.decode_pool import DecodePool
-    from pipeline.extract import key_of
-    from pipeline.manifest import read_takes
+    from skill.pipeline.decode_pool import DecodePool
+    from skill.pipeline.extract import key_of
+    from skill.pipeline.manifest import read_takes
 
     takes = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format).takes
     jobs = [
@@ -145,7 +145,7 @@ def backbone_alone(backbone, clips: list[np.ndarray], batch_size: int) -> float:
 
 def extract_run(cfg) -> tuple[float, float]:
     """(seconds from the loop start to the end, seconds of run_extract) on a fresh store."""
-    from pipeline.extract import run_extract
+    from skill.pipeline.extract import run_extract
 
     shutil.rmtree(cfg.store, ignore_errors=True)
     loop_started: list[float] = []
@@ -163,7 +163,7 @@ def extract_run(cfg) -> tuple[float, float]:
 
 
 def measure_overlap(folder: Path, args) -> Overlap:
-    from pipeline.backbones import load_backbone
+    from skill.pipeline.backbones import load_backbone
 
     manifest, _ = overlap_data(folder, args)
     name = bench_backbone(args.backbone, folder)
@@ -244,7 +244,7 @@ class DecodeRow:
 
 
 def project_decode(video: Path, sampling, key: str, backend: str):
-    from pipeline.decode import FrameGeometry, decode_view
+    from skill.pipeline.decode import FrameGeometry, decode_view
 
     geometry = FrameGeometry(shortest_edge=224, crop_height=224, crop_width=224)
     return timed(decode_view, video, sampling, key, geometry, backend)
@@ -262,7 +262,7 @@ def compare_once(video: Path, sampling, key: str, what: str, processor) -> Decod
 
 
 def measure_decode_paths(folder: Path, args) -> tuple[list[DecodeRow], VideoSpec]:
-    from pipeline.sampling import SamplingConfig
+    from skill.pipeline.sampling import SamplingConfig
 
     spec = VideoSpec(seconds=args.video_seconds, width=args.width)
     video, built = synthetic_video(folder, spec)

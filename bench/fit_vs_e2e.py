@@ -101,7 +101,7 @@ class CachedEpoch:
 
 def time_loads(store: Path) -> dict[str, tuple[float, object]]:
     """load_selection per view set: {views: (seconds, Selection)} (only 'all' is kept)."""
-    from heads.data import load_selection
+    from skill.heads.data import load_selection
 
     out = {}
     for views in VIEW_SETS:
@@ -114,8 +114,8 @@ def time_cvf_epochs(
     store: Path, selection, repeats: int, out_dir: Path, threads: int
 ) -> CachedEpoch:
     """A cvf epoch with the project's training functions, as `skill fit` runs it."""
-    from heads.data import split_takes
-    from heads.train import FitConfig, fit
+    from skill.heads.data import split_takes
+    from skill.heads.train import FitConfig, fit
 
     cfg = FitConfig(store=str(store), views="all", head="cvf", epochs=1, plots=False,
                     out_dir=str(out_dir), name="one-epoch", threads=threads)  # fmt: skip
@@ -131,7 +131,7 @@ def time_cvf_epochs(
 
 def _one_epoch(selection, splits, cfg) -> tuple[float, float]:
     """Seconds of one train pass and one validation pass, as `fit` runs them."""
-    from heads.train import deterministic_torch, start_training, train_epoch, validation_row
+    from skill.heads.train import deterministic_torch, start_training, train_epoch, validation_row
 
     with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
         state = start_training(cfg, selection, splits)
@@ -155,7 +155,7 @@ class FitRow:
 
 def time_cvf_fits(store: Path, view_sets: list[str], out_dir: Path, threads: int) -> list[FitRow]:
     """`fit` of cvf per view set, each loading its own selection as `skill fit` does."""
-    from heads.train import FitConfig, fit
+    from skill.heads.train import FitConfig, fit
 
     rows = []
     for views in view_sets:
@@ -174,8 +174,8 @@ def fit_row(result, seconds: float) -> FitRow:
 
 def time_train_pass_at(threads: int, store: Path, selection, out_dir: Path) -> float:
     """A cvf train pass with ``skill fit --threads threads``."""
-    from heads.data import split_takes
-    from heads.train import FitConfig
+    from skill.heads.data import split_takes
+    from skill.heads.train import FitConfig
 
     cfg = FitConfig(store=str(store), views="all", head="cvf", epochs=1, plots=False,
                     out_dir=str(out_dir), threads=threads)  # fmt: skip
@@ -185,8 +185,8 @@ def time_train_pass_at(threads: int, store: Path, selection, out_dir: Path) -> f
 
 def time_sweep(store: Path, heads: list[str], out_dir: Path, threads: int):
     """(seconds, SweepResult) of heads x (ego, exo, all) x seed 0, loading included."""
-    from heads.sweep import sweep
-    from heads.train import FitConfig
+    from skill.heads.sweep import sweep
+    from skill.heads.train import FitConfig
 
     base = FitConfig(store=str(store), plots=False, out_dir=str(out_dir), threads=threads)
     return timed(sweep, base, heads, list(VIEW_SETS), [0])
@@ -200,8 +200,8 @@ def build_end_to_end(folder: Path, views: int):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from heads import build_head
-    from pipeline.backbones import SKILLFORMER_LORA_TARGETS
+    from skill.heads import build_head
+    from skill.pipeline.backbones import SKILLFORMER_LORA_TARGETS
 
     backbone = load_timesformer_base(folder, num_frames=16)
     lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, bias="none",

@@ -164,7 +164,7 @@ def measure_batch(backbone, batch: int, args, device: str) -> BatchResult:
 def measure_batches(folder: Path, args, device: str) -> list[BatchResult]:
     import torch
 
-    from pipeline.backbones import load_backbone
+    from skill.pipeline.backbones import load_backbone
 
     backbone = load_backbone(bench_backbone("base", folder), device=device, token_mode="frame",
                              num_frames=FRAMES, batch_size=1)  # fmt: skip
@@ -186,9 +186,9 @@ def measure_batches(folder: Path, args, device: str) -> list[BatchResult]:
 
 def decode_clips_per_second(folder: Path, args) -> tuple[float, int]:
     """(clips/s, workers) of DecodePool decoding 16 uniform frames of 448p videos."""
-    from pipeline.decode import FrameGeometry
-    from pipeline.decode_pool import DecodePool
-    from pipeline.sampling import SamplingConfig
+    from skill.pipeline.decode import FrameGeometry
+    from skill.pipeline.decode_pool import DecodePool
+    from skill.pipeline.sampling import SamplingConfig
 
     workers = args.decode_workers or len(os.sched_getaffinity(0))
     jobs_n = args.decode_jobs or 4 * workers

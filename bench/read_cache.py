@@ -77,7 +77,7 @@ class Layout:
 
 
 def all_rows(store: Path) -> tuple[np.ndarray, list[int]]:
-    from cache.store import TokenStore
+    from skill.cache.store import TokenStore
 
     opened = TokenStore.open(store)
     return np.arange(opened.n_takes), list(range(len(opened.views)))
@@ -86,8 +86,8 @@ def all_rows(store: Path) -> tuple[np.ndarray, list[int]]:
 def project_layouts(store: Path, write_store: Path) -> list[Layout]:
     """The packed store through the project's two readers and through plain zarr, and the
     write-layout store through load_selection."""
-    from cache.store import TokenStore
-    from heads.data import load_selection
+    from skill.cache.store import TokenStore
+    from skill.heads.data import load_selection
 
     takes, views = all_rows(store)
 
@@ -129,7 +129,7 @@ def other_layouts(folder: Path, store: Path) -> list[Layout]:
 
 
 def _store_tokens(store: Path) -> np.ndarray:
-    from cache.store import TokenStore
+    from skill.cache.store import TokenStore
 
     takes, views = all_rows(store)
     return TokenStore.open(store).read_tokens(takes, views)
@@ -214,7 +214,7 @@ def time_rounds(layouts: list[Layout], rounds: int, cold: bool) -> dict[str, lis
 def time_metadata(store: Path, rounds: int) -> float:
     """Median seconds of what load_selection reads besides tokens: open, take table, status,
     view validity."""
-    from cache.store import TokenStore
+    from skill.cache.store import TokenStore
 
     def read() -> None:
         TokenStore.open(store).take_records()  # as load_selection reads them

@@ -68,8 +68,8 @@ def fit_sizes(total: int) -> list[int]:
 
 def time_fit(folder: Path, takes: int, args) -> tuple[float, float]:
     """(load_selection seconds, fit seconds for ``args.epochs`` epochs) on a store of ``takes``."""
-    from heads.data import load_selection
-    from heads.train import FitConfig, fit
+    from skill.heads.data import load_selection
+    from skill.heads.train import FitConfig, fit
 
     store, built = synthetic_store(folder, StoreSpec(takes=takes))
     print(f"  store of {takes} takes: {describe_build(built)}", flush=True)
@@ -102,7 +102,7 @@ def report_fit(sizes: list[int], times: list[tuple[float, float]], args) -> floa
 
 def time_extract(folder: Path, takes: int, videos: list[Path], args) -> tuple[float, float]:
     """(loop seconds, run_extract seconds) for ``takes`` takes on a fresh store."""
-    from pipeline.extract import ExtractConfig, run_extract
+    from skill.pipeline.extract import ExtractConfig, run_extract
 
     manifest = write_manifest(folder / f"manifest-scaling-{takes}x{args.views}.jsonl",
                               video_takes(videos, takes, args.views))  # fmt: skip

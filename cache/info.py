@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, TokenStore
+from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, TokenStore
 
 
 def store_summary(path: str | Path) -> dict:

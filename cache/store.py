@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache import layout
+from skill.cache import layout
 
 FORMAT_VERSION = 1
 STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED = 0, 1, 2

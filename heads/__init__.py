@@ -50,4 +50,4 @@ def pools_tokens(name: str) -> bool:
 
 def _import_all() -> None:
     # Importing the modules runs their @register_head decorators.
-    from heads import concat, cvf, late, mean, temporal  # noqa: F401
+    from skill.heads import concat, cvf, late, mean, temporal  # noqa: F401

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.store import STATUS_COMPLETE, TokenStore
+from skill.cache.store import STATUS_COMPLETE, TokenStore
 
 # Values of the store's split column, and the split each one means.
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

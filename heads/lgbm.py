@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from heads.data import Selection, Splits
+from skill.heads.data import Selection, Splits
 
 if TYPE_CHECKING:
-    from heads.train import FitConfig
+    from skill.heads.train import FitConfig
 
 # Rows per chunk when pooling: bounds the float32 temporary of the pooling.
 POOL_CHUNK = 256
@@ -66,7 +66,7 @@ def train_lightgbm(cfg: FitConfig, sel: Selection, splits: Splits):
     """
     import lightgbm as lgb
 
-    from heads.train import class_weights
+    from skill.heads.train import class_weights
 
     features = pooled_features(sel.x, sel.mask)
     y_train = sel.labels[splits.train]

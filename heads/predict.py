@@ -38,10 +38,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.store import TokenStore, diff_provenance, provenance_identity
-from heads.data import Selection, load_selection, resolve_views
-from heads.metrics import evaluate
-from heads.train import LIGHTGBM, clip_mean_softmax, json_safe, load_fit_config, resolve_device
+from skill.cache.store import TokenStore, diff_provenance, provenance_identity
+from skill.heads.data import Selection, load_selection, resolve_views
+from skill.heads.metrics import evaluate
+from skill.heads.train import (
+    LIGHTGBM,
+    clip_mean_softmax,
+    json_safe,
+    load_fit_config,
+    resolve_device,
+)
 
 EXO_SLOTS = 4  # the official prediction file has four exo slots per take
 FORMATS = ("csv", "egoexo4d")
@@ -175,12 +181,12 @@ def load_run_model(run_dir: str | Path, config: dict):
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: model file {path.name} is missing")
     if config["model"]["kind"] == LIGHTGBM:
-        from heads.lgbm import load_lightgbm
+        from skill.heads.lgbm import load_lightgbm
 
         return load_lightgbm(path)
     from safetensors.torch import load_model
 
-    from heads import build_head
+    from skill.heads import build_head
 
     model = build_head(config["model"]["head"], **config["model"]["options"])
     load_model(model, str(path), strict=True)
@@ -191,7 +197,7 @@ def run_probabilities(model, config: dict, sel: Selection, device: str, batch_si
     """Class probabilities ``(n, C)`` of every take of the selection."""
     rows = np.arange(sel.n)
     if config["model"]["kind"] == LIGHTGBM:
-        from heads.lgbm import lightgbm_probabilities
+        from skill.heads.lgbm import lightgbm_probabilities
 
         return lightgbm_probabilities(model, sel.x, sel.mask)
     model.to(device)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from heads.data import load_selection
-from heads.train import FitConfig, FitResult, fit, publish
+from skill.heads.data import load_selection
+from skill.heads.train import FitConfig, FitResult, fit, publish
 
 METRICS = ("top1", "balanced_accuracy", "macro_f1")
 SPLITS = ("val", "test")

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.store import package_version
-from heads import head_names
-from heads.data import (
+from skill.cache.store import package_version
+from skill.heads import head_names
+from skill.heads.data import (
     Selection,
     Splits,
     load_selection,
@@ -49,7 +49,7 @@ from heads.data import (
     split_takes,
     take_ids_sha256,
 )
-from heads.metrics import evaluate
+from skill.heads.metrics import evaluate
 
 RUN_FORMAT_VERSION = 1
 MONITORS = ("balanced_accuracy", "loss")
@@ -238,7 +238,7 @@ def _check_selection(cfg: FitConfig, sel: Selection) -> None:
 def train_model(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainedModel:
     """Train the configured head on the train split, early-stopping on the val split."""
     if cfg.head == LIGHTGBM:
-        from heads.lgbm import train_lightgbm
+        from skill.heads.lgbm import train_lightgbm
 
         booster, history, best = train_lightgbm(cfg, sel, splits)
         return TrainedModel(
@@ -249,7 +249,7 @@ def train_model(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainedModel:
 
 def head_options(cfg: FitConfig, sel: Selection) -> dict:
     """Keyword arguments of ``build_head`` for this config and selection, hidden resolved."""
-    from heads import HEADS
+    from skill.heads import HEADS
 
     hidden = cfg.hidden
     if hidden is None:
@@ -305,7 +305,7 @@ def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingSt
     """A fresh head with its optimizer, schedule and loss; call under `deterministic_torch`."""
     import torch
 
-    from heads import build_head
+    from skill.heads import build_head
 
     model = build_head(cfg.head, **head_options(cfg, sel)).to(cfg.device)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
@@ -331,7 +331,7 @@ def head_input(head: str, x: np.ndarray) -> np.ndarray:
     that mean computed once for all epochs: ``(n, V, K, 1, D)`` float32. The head's own mean
     over one token is then the identity: the same function, without converting and averaging
     N tokens of every take in every epoch."""
-    from heads import pools_tokens
+    from skill.heads import pools_tokens
 
     if not pools_tokens(head):
         return x
@@ -469,7 +469,7 @@ def training_batch(tokens, rows: np.ndarray, clip: np.ndarray, keep: np.ndarray,
 
 def validation_row(state: TrainingState, sel: Selection, splits: Splits, cfg: FitConfig) -> dict:
     """Validation loss, top-1 and balanced accuracy of the current model."""
-    from heads.metrics import accuracy, balanced_accuracy
+    from skill.heads.metrics import accuracy, balanced_accuracy
 
     x = state.tokens.numpy()
     probs = clip_mean_softmax(state.model, x, sel.mask, splits.val, cfg.batch_size, cfg.device)
@@ -538,7 +538,7 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Class probabilities ``(len(rows), C)`` of a trained head for the given takes."""
     if trained.kind == LIGHTGBM:
-        from heads.lgbm import lightgbm_probabilities
+        from skill.heads.lgbm import lightgbm_probabilities
 
         return lightgbm_probabilities(trained.model, x[rows], mask[rows])
     device = cfg.device
@@ -607,7 +607,7 @@ def write_run(
 
 def save_model(trained: TrainedModel, folder: Path) -> None:
     if trained.kind == LIGHTGBM:
-        from heads.lgbm import save_lightgbm
+        from skill.heads.lgbm import save_lightgbm
 
         save_lightgbm(trained.model, folder / "model.txt")
     else:
@@ -658,7 +658,7 @@ def run_config(cfg: FitConfig, sel: Selection, splits: Splits, trained: TrainedM
 
 
 def write_plots(folder: Path, sel: Selection, trained: TrainedModel, metrics: dict) -> None:
-    from heads.plots import plot_confusion, plot_curve
+    from skill.heads.plots import plot_confusion, plot_curve
 
     panels = [
         (f"{name} (top-1 {metrics[name]['top1']:.3f})", np.array(metrics[name]["confusion"]))

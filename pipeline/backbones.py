@@ -135,6 +135,20 @@ def backbone_names() -> list[str]:
     return sorted(BACKBONES)
 
 
+def describe_backbones() -> list[dict[str, str]]:
+    """One row per registered backbone for `skill backbones` (no model is loaded)."""
+    return [
+        {
+            "name": spec.name,
+            "family": spec.family,
+            "kind": "tiny (random, for tests)" if spec.is_tiny else "checkpoint",
+            "source": spec.source or "-",
+            "description": spec.description,
+        }
+        for spec in (BACKBONES[name] for name in backbone_names())
+    ]
+
+
 # The preprocessor_config.json of the hub's TimeSformer-base k400/k600 checkpoints; the tiny
 # preset keeps it but for the size, and the benchmarks write it beside random-weight models.
 TIMESFORMER_BASE_PREPROCESSING: dict[str, Any] = {
@@ -729,7 +743,7 @@ class Backbone:
     def geometry(self):
         """``pipeline.decode.FrameGeometry``: resize + centre crop done by decode workers."""
         # Imported here: decode's decoders have no business in a process that only lists names.
-        from pipeline.decode import FrameGeometry
+        from skill.pipeline.decode import FrameGeometry
 
         prep = self.preprocessing
         return FrameGeometry(

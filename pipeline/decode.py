@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sampling import SamplingConfig, sample_indices
+from skill.pipeline.sampling import SamplingConfig, sample_indices
 
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
 RESAMPLE_FILTERS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")

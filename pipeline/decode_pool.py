@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from pipeline.decode import decode_view, preload_decoders
+from skill.pipeline.decode import decode_view, preload_decoders
 
 Result = tuple[Hashable, Any, "str | None"]
 """(job id, the job's return value or None, the error reason or None)."""

@@ -115,14 +115,14 @@ def _timed(seconds: dict, name: str, step: Callable):
 
 
 def _synth(cfg: DemoConfig, say) -> Path:
-    from pipeline.synth import synthesize
+    from skill.pipeline.synth import synthesize
 
     say(f"1/4 synthesising {cfg.takes} multi-view takes ({cfg.size} px) ...")
     return synthesize(cfg.out / "data", takes=cfg.takes, seed=cfg.seed, size=cfg.size)
 
 
 def _extract(cfg: DemoConfig, manifest: Path, say) -> Path:
-    from pipeline.extract import ExtractConfig, run_extract
+    from skill.pipeline.extract import ExtractConfig, run_extract
 
     say(f"2/4 extracting {cfg.backbone} frame tokens into a Zarr store ...")
     store = cfg.out / "store.zarr"
@@ -145,8 +145,8 @@ def _extract(cfg: DemoConfig, manifest: Path, say) -> Path:
 
 
 def _sweep(cfg: DemoConfig, store: Path, say):
-    from heads.sweep import sweep
-    from heads.train import FitConfig
+    from skill.heads.sweep import sweep
+    from skill.heads.train import FitConfig
 
     n = len(cfg.heads) * len(cfg.view_sets)
     say(f"3/4 fitting {n} heads x view sets on the store ...")
@@ -162,7 +162,7 @@ def _run_dir_of(sweep, row: dict) -> Path:
 
 
 def _predict(cfg: DemoConfig, store: Path, run_dir: Path, say) -> tuple[Path, Path]:
-    from heads.predict import predict
+    from skill.heads.predict import predict
 
     say(f"4/4 predicting every take with the best run ({run_dir.name}) ...")
     csv, json_path = cfg.out / "predictions.csv", cfg.out / "predictions_egoexo4d.json"

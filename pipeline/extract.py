@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.layout import remove_stale_chunks
-from cache.store import (
+from skill.cache.layout import remove_stale_chunks
+from skill.cache.store import (
     RELAYOUT_ARRAYS,
     STATUS_COMPLETE,
     STATUS_FAILED,
@@ -53,10 +53,10 @@ from cache.store import (
     diff_provenance,
     provenance_identity,
 )
-from pipeline import distributed
-from pipeline.decode_pool import process_alive
-from pipeline.sampling import SamplingConfig
-from pipeline.takes import LABELS, Take
+from skill.pipeline import distributed
+from skill.pipeline.decode_pool import process_alive
+from skill.pipeline.sampling import SamplingConfig
+from skill.pipeline.takes import LABELS, Take
 
 TOKEN_MODES = ("frame", "cls", "patch")
 RUN_RECORD = "extract_run"
@@ -194,7 +194,7 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
 
     Raises ManifestError / StoreError / BackboneError (ValueErrors with a clear message) for
     problems a user can fix, KeyboardInterrupt on Ctrl-C or SIGTERM."""
-    from pipeline.manifest import read_takes
+    from skill.pipeline.manifest import read_takes
 
     started = time.perf_counter()
     rank = distributed.current_rank()
@@ -239,7 +239,7 @@ def _run_share(cfg, coordinated, backbone, takes, summary, progress) -> None:
 
 
 def _load_backbone(cfg: ExtractConfig, rank: distributed.Rank):
-    from pipeline.backbones import load_backbone
+    from skill.pipeline.backbones import load_backbone
 
     return load_backbone(
         cfg.backbone,
@@ -253,7 +253,7 @@ def _load_backbone(cfg: ExtractConfig, rank: distributed.Rank):
 
 def build_provenance(cfg: ExtractConfig, backbone) -> dict:
     """What makes two stores' tokens comparable; appending requires it to be equal."""
-    from cache.store import package_version
+    from skill.cache.store import package_version
 
     return {
         "backbone": backbone.provenance(),
@@ -530,7 +530,7 @@ def take_cost(take: Take) -> float:
 
 
 def _extract_takes(cfg, store, backbone, work, summary, progress) -> None:
-    from pipeline.extract_loop import ExtractLoop
+    from skill.pipeline.extract_loop import ExtractLoop
 
     loop = ExtractLoop(cfg, store, backbone, summary, progress)
     loop.run(work)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.store import STATUS_FAILED, TakeResult
-from pipeline.takes import Take
+from skill.cache.store import STATUS_FAILED, TakeResult
+from skill.pipeline.takes import Take
 
 
 @dataclass
@@ -59,8 +59,8 @@ class ExtractLoop:
         self.done = 0
 
     def run(self, work: list[tuple[int, Take]]) -> None:
-        from pipeline.decode import decode_view
-        from pipeline.decode_pool import DecodePool
+        from skill.pipeline.decode import decode_view
+        from skill.pipeline.decode_pool import DecodePool
 
         self._report(len(work))
         pool = DecodePool(
@@ -80,7 +80,7 @@ class ExtractLoop:
     # ---- decode side ---------------------------------------------------------------------
     def _decode_jobs(self, work: list[tuple[int, Take]]) -> Iterator[tuple]:
         """Decode jobs, opening takes lazily: the pool draws as many as it can hold."""
-        from pipeline.extract import assemble_take, key_of
+        from skill.pipeline.extract import assemble_take, key_of
 
         for row, take in work:
             result = assemble_take(
@@ -162,7 +162,7 @@ class ExtractLoop:
         return False
 
     def _write(self, state: _OpenTake) -> None:
-        from pipeline.extract import store_write_errors
+        from skill.pipeline.extract import store_write_errors
 
         what = f"take {state.take.take_id} (row {state.row})"
         with store_write_errors(self.store.path, what), interrupts_held():

@@ -55,7 +55,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
 from typing import Any
 
-from pipeline.takes import LABELS, ManifestError, Take
+from skill.pipeline.takes import LABELS, ManifestError, Take
 
 FORMATS: tuple[str, ...] = ("auto", "skill", "egoexo4d", "skillformer")
 EGOEXO_VIEWS: tuple[str, ...] = ("ego", "exo1", "exo2", "exo3", "exo4")

@@ -40,7 +40,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.takes import LABELS
+from skill.pipeline.takes import LABELS
 
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"

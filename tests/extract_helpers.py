@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.store import TokenStore
+from skill.cache.store import TokenStore
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media"
@@ -24,7 +24,7 @@ SMALL = {"size": 32, "frames": 16, "exo_views": 3}
 def make_dataset(folder: Path, takes: int, seed: int = 0) -> Path:
     """A synthetic dataset of real encoded videos (ego + 3 exo views); returns the manifest,
     which lists the first `takes` takes (synthesize writes at least 12)."""
-    from pipeline.synth import synthesize
+    from skill.pipeline.synth import synthesize
 
     manifest = synthesize(folder, takes=max(takes, 12), seed=seed, workers=1, **SMALL)
     lines = manifest.read_text().splitlines(keepends=True)
@@ -34,7 +34,7 @@ def make_dataset(folder: Path, takes: int, seed: int = 0) -> Path:
 
 def extract_config(manifest: Path, store: Path, **overrides):
     """The extract settings every test uses unless it says otherwise (inline decoding)."""
-    from pipeline.extract import ExtractConfig
+    from skill.pipeline.extract import ExtractConfig
 
     settings = {"backbone": TINY, "frames": 4, "device": "cpu", "workers": 0, "batch_size": 8}
     settings.update(overrides)
@@ -51,7 +51,7 @@ def extract_args(manifest: Path, store: Path, *extra: str) -> list[str]:
 
 def cli_command(*args: str) -> list[str]:
     """The `skill` command as a subprocess (python -m cli, so no install is needed)."""
-    return [sys.executable, "-m", "cli", *args]
+    return [sys.executable, "-m", "skill", *args]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -77,7 +77,7 @@ def invoke_cli(*args: str):
     """Run `skill <args>` in this process (typer's runner): (exit code, flat output)."""
     from typer.testing import CliRunner
 
-    from cli import app
+    from skill.cli import app
 
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, flat(result.output)
@@ -119,7 +119,7 @@ def by_take(snap: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
 def assert_same_stores(got: Path, want: Path) -> None:
     """Same takes, same completion records, bitwise-identical tokens and frames, same
     provenance (paths and versions aside)."""
-    from cache.store import provenance_identity
+    from skill.cache.store import provenance_identity
 
     a, b = TokenStore.open(got), TokenStore.open(want)
     assert provenance_identity(a.provenance) == provenance_identity(b.provenance)
@@ -164,7 +164,7 @@ HANG_MARKER = "hang"
 def hanging_decode(path: str, *args, **kwargs):
     """decode_view, except that a file whose name starts with "hang" blocks forever, like a
     decoder stuck on a bad file. A top-level function: decode workers import it by name."""
-    from pipeline.decode import decode_view
+    from skill.pipeline.decode import decode_view
 
     if Path(path).name.startswith(HANG_MARKER):
         time.sleep(3600)

@@ -80,7 +80,7 @@ class _FiringArray:
 def _status_written(value) -> None:
     import numpy as np
 
-    from cache.store import STATUS_PENDING
+    from skill.cache.store import STATUS_PENDING
 
     if int(np.asarray(value)) != STATUS_PENDING:  # the completion record, not its withdrawal
         fire("take")
@@ -88,10 +88,10 @@ def _status_written(value) -> None:
 
 def install() -> None:
     """Wrap the functions whose end is an event (see the module docstring)."""
-    from cache import layout
-    from cache.store import TokenStore
-    from pipeline import extract, manifest
-    from pipeline.extract_loop import ExtractLoop
+    from skill.cache import layout
+    from skill.cache.store import TokenStore
+    from skill.pipeline import extract, manifest
+    from skill.pipeline.extract_loop import ExtractLoop
 
     _after(manifest, "read_takes", "manifest")
     _after(extract, "_load_backbone", "backbone")
@@ -148,7 +148,7 @@ def main(argv: list[str]) -> None:
         name, count = stop_at.split(":")
         _stop_at = (name, int(count))
     install()
-    from cli import app
+    from skill.cli import app
 
     sys.argv = ["skill", *skill_args]
     app()

@@ -22,7 +22,7 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import CLIPVisionModel, TimesformerModel
 
-from pipeline.backbones import (
+from skill.pipeline.backbones import (
     BACKBONES,
     SKILLFORMER_LORA_TARGETS,
     TOKEN_MODES,
@@ -98,7 +98,7 @@ def copy_checkpoint(folder: Path, tmp_path: Path) -> Path:
 
 def test_import_is_cheap_and_lists_names():
     code = (
-        "import sys, pipeline.backbones as b; "
+        "import sys, skill.pipeline.backbones as b; "
         "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules), "
         "b.backbone_names())"
     )
@@ -176,7 +176,7 @@ def test_tiny_presets_are_deterministic_across_processes():
     # Slow only because the child process imports transformers again (5-20 s).
     here = {n: load_backbone(n, num_frames=2).provenance()["weights_sha256"] for n in TINY}
     code = (
-        "from pipeline.backbones import load_backbone; "
+        "from skill.pipeline.backbones import load_backbone; "
         f"print({{n: load_backbone(n, num_frames=2).provenance()['weights_sha256'] for n in {TINY}}})"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -525,7 +525,7 @@ def test_hub_ids_resolve_through_the_cache(tmp_path):
         (root / "refs").mkdir()
         (root / "refs" / "main").write_text(commit)
     code = (
-        "import json; from pipeline.backbones import load_backbone; "
+        "import json; from skill.pipeline.backbones import load_backbone; "
         "print(json.dumps([load_backbone(n, num_frames=2).provenance() "
         "for n in ('timesformer-base-k600', 'someone/tiny-clip')]))"
     )

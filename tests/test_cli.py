@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from skill.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

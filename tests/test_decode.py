@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.decode as decode_module
-from pipeline.decode import DecodedView, DecodeError, FrameGeometry, decode_view, probe
-from pipeline.decode_pool import DecodePool
-from pipeline.sampling import SamplingConfig
+import skill.pipeline.decode as decode_module
+from skill.pipeline.decode import DecodedView, DecodeError, FrameGeometry, decode_view, probe
+from skill.pipeline.decode_pool import DecodePool
+from skill.pipeline.sampling import SamplingConfig
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 needs_media = pytest.mark.skipif(
@@ -265,14 +265,14 @@ def test_missing_file_and_bad_backend(tmp_path) -> None:
     "load, torch_expected",
     [
         # an ordinary process: decord only after torch (NOTES §4)
-        ("pipeline.decode._import_decord()", True),
+        ("skill.pipeline.decode._import_decord()", True),
         # a decode worker never runs torch and starts without it
-        ("pipeline.decode.preload_decoders()", False),
+        ("skill.pipeline.decode.preload_decoders()", False),
     ],
 )
 def test_decord_is_imported_lazily_and_after_torch(load: str, torch_expected: bool) -> None:
     check = (
-        "import sys, pipeline.decode, pipeline.decode_pool\n"
+        "import sys, skill.pipeline.decode, skill.pipeline.decode_pool\n"
         "assert 'decord' not in sys.modules and 'torch' not in sys.modules, 'eager import'\n"
         f"{load}\n"
         "names = list(sys.modules)\n"

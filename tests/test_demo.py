@@ -7,12 +7,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from skill.cli import app
 
 
 @pytest.mark.slow
 def test_demo_shows_skill_above_chance_and_fusion_ahead(tmp_path):
-    from pipeline.demo import DemoConfig, run_demo
+    from skill.pipeline.demo import DemoConfig, run_demo
 
     result = run_demo(DemoConfig(out=tmp_path / "demo"), say=lambda line: None)
     assert result.best_above_chance, result.best

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache.info import store_summary
-from pipeline.distributed import balance_by_cost, current_rank
-from pipeline.extract import VIEW_OVERHEAD_BYTES, run_extract, take_cost
-from pipeline.takes import Take
+from skill.cache.info import store_summary
+from skill.pipeline.distributed import balance_by_cost, current_rank
+from skill.pipeline.extract import VIEW_OVERHEAD_BYTES, run_extract, take_cost
+from skill.pipeline.takes import Take
 from tests import kill_points
 from tests.extract_helpers import (
     REPO,
@@ -131,7 +131,7 @@ def test_torchrun_with_two_ranks_writes_the_store_of_one_process(dataset_and_ref
     store = tmp_path / "s.zarr"
     torchrun = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "cli",
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "skill",
     ]  # fmt: skip
     args = extract_args(manifest, store, "--workers", "1")
     done = subprocess.run(

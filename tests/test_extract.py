@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache.info import store_summary
-from cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, StoreError, TokenStore
-from pipeline.extract import run_extract, terminate_as_interrupt
-from pipeline.extract_loop import ExtractLoop, interrupts_held
+from skill.cache.info import store_summary
+from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, StoreError, TokenStore
+from skill.pipeline.extract import run_extract, terminate_as_interrupt
+from skill.pipeline.extract_loop import ExtractLoop, interrupts_held
 from tests.extract_helpers import (
     MEDIA,
     REPO,
@@ -95,7 +95,7 @@ def test_a_finished_run_packs_the_store_and_an_append_unpacks_it_first(
 
 
 def test_a_pack_cut_short_is_completed_by_the_next_run(dataset, reference, tmp_path):
-    from cache import layout
+    from skill.cache import layout
 
     store = copy_store(reference, tmp_path)
     TokenStore.open(store, "a").unpack()

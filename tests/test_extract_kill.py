@@ -27,9 +27,9 @@ import numpy as np
 import psutil
 import pytest
 
-from cache.info import store_summary
-from cache.store import STATUS_COMPLETE, STATUS_FAILED, TokenStore
-from pipeline.extract import run_extract
+from skill.cache.info import store_summary
+from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, TokenStore
+from skill.pipeline.extract import run_extract
 from tests import kill_points
 from tests.extract_helpers import (
     REPO,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from heads import build_head, head_names
-from heads._ops import masked_mean, pool_tokens
-from heads.cvf import ViewAttentionPool
+from skill.heads import build_head, head_names
+from skill.heads._ops import masked_mean, pool_tokens
+from skill.heads.cvf import ViewAttentionPool
 
 NEURAL_HEADS = ["concat", "cvf", "late", "mean", "temporal"]
 # Head configurations exercised by the behaviour tests (temporal also with its encoder layer).

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache import layout
-from cache.store import RELAYOUT_ARRAYS, StoreError, TakeResult, TakeRow, TokenStore
+from skill.cache import layout
+from skill.cache.store import RELAYOUT_ARRAYS, StoreError, TakeResult, TakeRow, TokenStore
 from tests.token_store import build_token_store
 
 VIEW_SUBSETS = [[0, 1, 2, 3], [1, 2, 3], [0], [3, 0], [2]]

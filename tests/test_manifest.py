@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.manifest import EGOEXO_VIEWS, read_takes, write_manifest
-from pipeline.takes import LABELS, ManifestError, Take
+from skill.pipeline.manifest import EGOEXO_VIEWS, read_takes, write_manifest
+from skill.pipeline.takes import LABELS, ManifestError, Take
 
 
 def touch(root: Path, *relative: str) -> None:

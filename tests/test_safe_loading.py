@@ -143,7 +143,7 @@ def trap(tmp_path) -> tuple[bytes, Path]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from pipeline.backbones import save_tiny_checkpoint
+    from skill.pipeline.backbones import save_tiny_checkpoint
 
     return save_tiny_checkpoint("tiny-timesformer", tmp_path_factory.mktemp("ckpt") / "tiny")
 
@@ -168,7 +168,7 @@ def _lora_adapter(checkpoint: Path, folder: Path) -> Path:
 def test_backbone_and_adapter_load_safetensors_and_ignore_pickles_beside_them(
     checkpoint, tmp_path, trap
 ):
-    from pipeline.backbones import load_backbone
+    from skill.pipeline.backbones import load_backbone
 
     payload, marker = trap
     folder = tmp_path / "ckpt"
@@ -182,7 +182,7 @@ def test_backbone_and_adapter_load_safetensors_and_ignore_pickles_beside_them(
 
 
 def test_pickled_only_checkpoints_and_adapters_are_refused_unread(checkpoint, tmp_path, trap):
-    from pipeline.backbones import BackboneError, load_backbone
+    from skill.pipeline.backbones import BackboneError, load_backbone
 
     payload, marker = trap
     folder = tmp_path / "ckpt"
@@ -203,8 +203,8 @@ def test_head_weights_load_from_safetensors_only(tmp_path, trap):
     import torch
     from safetensors.torch import save_model
 
-    from heads import build_head
-    from heads.predict import load_run_model
+    from skill.heads import build_head
+    from skill.heads.predict import load_run_model
 
     payload, marker = trap
     options = {"dim": 8, "num_views": 2, "num_classes": 4, "tokens": 3}

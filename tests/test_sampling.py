@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.sampling import SamplingConfig, sample_indices
+from skill.pipeline.sampling import SamplingConfig, sample_indices
 
 CONFIGS = {
     "uniform": SamplingConfig("uniform", frames=16, clips=1),

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from cache.store import (
+from skill.cache.store import (
     STATUS_COMPLETE,
     STATUS_FAILED,
     STATUS_PENDING,
@@ -174,7 +174,7 @@ def test_create_refuses_existing_and_read_only_locations(tmp_path):
 
 
 def test_create_failure_leaves_nothing(tmp_path, monkeypatch):
-    import cache.store as store_module
+    import skill.cache.store as store_module
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -228,7 +228,7 @@ def test_second_writer_is_refused_while_first_holds_the_lock(tmp_path):
     holder = textwrap.dedent(
         f"""
         import sys, time
-        from cache.store import TokenStore
+        from skill.cache.store import TokenStore
         with TokenStore.open({str(tmp_path / "s.zarr")!r}, "a").writer_lock():
             print("locked", flush=True)
             sys.stdin.readline()

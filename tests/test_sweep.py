@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import pytest
 
-import heads.sweep
-from heads.sweep import markdown_table, mean_std, sweep, table_columns
-from heads.train import FitConfig
+import skill.heads.sweep
+from skill.heads.sweep import markdown_table, mean_std, sweep, table_columns
+from skill.heads.train import FitConfig
 from tests.token_store import shared_token_store
 
 QUICK = dict(epochs=8, batch_size=16, lr=3e-3, hidden=32, patience=0, plots=False,
@@ -21,18 +21,18 @@ def swept(tmp_path_factory):
     store = shared_token_store(tmp_path_factory)
     out = tmp_path_factory.mktemp("sweeps")
     loads = []
-    original = heads.sweep.load_selection
+    original = skill.heads.sweep.load_selection
 
     def counting_load(path, views):
         loads.append(views)
         return original(path, views)
 
-    heads.sweep.load_selection = counting_load
+    skill.heads.sweep.load_selection = counting_load
     try:
         base = FitConfig(store=str(store.path), out_dir=str(out), **QUICK)
         result = sweep(base, heads=["mean", "lightgbm"], view_sets=["ego", "all"], seeds=[0, 1])
     finally:
-        heads.sweep.load_selection = original
+        skill.heads.sweep.load_selection = original
     return result, loads
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.synth import (
+from skill.pipeline.synth import (
     INFO_NAME,
     MANIFEST_NAME,
     SCENARIOS,
@@ -19,7 +19,7 @@ from pipeline.synth import (
     read_manifest,
     synthesize,
 )
-from pipeline.takes import LABELS
+from skill.pipeline.takes import LABELS
 
 SMALL = {"takes": 24, "size": 32, "frames": 48}
 VIEWS = ["ego", "exo1", "exo2", "exo3", "exo4"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.store import STATUS_COMPLETE, STATUS_FAILED, TakeResult, TakeRow, TokenStore
+from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, TakeResult, TakeRow, TokenStore
 
 VIEWS = ["ego", "exo1", "exo2", "exo3"]
 LABELS = ["Novice", "Early Expert", "Intermediate Expert", "Late Expert"]
