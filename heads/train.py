@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from skill.cache.store import package_version
+from skill.devices import resolve_device
 from skill.heads import head_names
 from skill.heads.data import (
     Selection,
@@ -161,25 +162,6 @@ class FitConfig:
             problems.append("lgbm_rounds >= 1, lgbm_num_leaves >= 2 and lgbm_threads >= 1 needed")
         if problems:
             raise ValueError("invalid fit config: " + "; ".join(problems))
-
-
-def resolve_device(requested: str) -> str:
-    """``auto`` -> cuda when available else cpu; a CUDA request without CUDA is an error."""
-    import torch
-
-    requested = str(requested).strip().lower()
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cpu":
-        return "cpu"
-    if requested == "cuda" or requested.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device {requested!r} requested but CUDA is not available to torch "
-                f"{torch.__version__} (no GPU, or a CPU build); use device cpu or auto"
-            )
-        return requested
-    raise ValueError(f"unknown device {requested!r}; use cpu, cuda, cuda:N or auto")
 
 
 @dataclass

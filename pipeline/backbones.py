@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skill.devices import resolve_device
+
 if TYPE_CHECKING:
     import torch
 
@@ -685,15 +687,6 @@ def _check_adapter_keys(peft_model, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the backbone
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is returned as is."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class Backbone:

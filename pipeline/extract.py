@@ -53,6 +53,7 @@ from skill.cache.store import (
     diff_provenance,
     provenance_identity,
 )
+from skill.devices import resolve_device
 from skill.pipeline import distributed
 from skill.pipeline.decode_pool import process_alive
 from skill.pipeline.sampling import SamplingConfig
@@ -244,7 +245,7 @@ def _load_backbone(cfg: ExtractConfig, rank: distributed.Rank):
     return load_backbone(
         cfg.backbone,
         adapter=str(cfg.adapter) if cfg.adapter else None,
-        device=_pick_device(cfg.device, rank),
+        device=resolve_device(cfg.device, rank.local_rank),
         token_mode=cfg.tokens,
         num_frames=cfg.frames,
         batch_size=cfg.batch_size,
@@ -262,19 +263,6 @@ def build_provenance(cfg: ExtractConfig, backbone) -> dict:
         "dtype": "float16",
         "created_by": {"package": "skill", "version": package_version()},
     }
-
-
-def _pick_device(device: str, rank: distributed.Rank) -> str:
-    """auto -> CUDA when available; under torchrun a bare `cuda` means this rank's GPU."""
-    if device not in ("auto", "cuda"):
-        return device
-    import torch
-
-    if not torch.cuda.is_available():
-        if device == "cuda":
-            raise ValueError("--device cuda: no CUDA device is available (use cpu or auto)")
-        return "cpu"
-    return f"cuda:{rank.local_rank % torch.cuda.device_count()}"
 
 
 # ---- the store: checks, coordination, leftovers -------------------------------------------
