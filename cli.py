@@ -14,6 +14,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from skill.cli_config import from_config
+from skill.pipeline.extract_config import ExtractConfig
+
 app = typer.Typer(
     help="Skill estimation from multi-view video: extract backbone tokens once into a Zarr "
     "store (`skill extract`), then train fusion heads on the store in seconds (`skill fit`).",
@@ -101,50 +104,16 @@ def backbones() -> None:
 # ---- extract -----------------------------------------------------------------------------
 @app.command()
 @user_errors
-def extract(
-    manifest: Path = typer.Argument(
-        ..., help="JSONL manifest, EgoExo4D annotation JSON or SkillFormer JSONL."
-    ),
-    store: Path = typer.Option(
-        ..., "--store", "-s", help="Zarr store to create, append to or resume."
-    ),
-    root: Path = typer.Option(
-        None, help="Folder relative video paths start from (EgoExo4D: dataset root)."
-    ),
-    format: str = typer.Option("auto", "--format", help="auto, skill, egoexo4d or skillformer."),
-    backbone: str = typer.Option(
-        "timesformer-base-k600",
-        help="Registered name (see `skill backbones`), hub id or checkpoint folder.",
-    ),
-    adapter: Path = typer.Option(None, help="PEFT LoRA adapter folder (safetensors)."),
-    tokens: str = typer.Option("frame", help="Token mode: frame, cls or patch."),
-    frames: int = typer.Option(16, help="Frames per clip (T)."),
-    clips: int = typer.Option(1, help="Clips per view (K)."),
-    sampling: str = typer.Option("uniform", help="uniform, windows or segments."),
-    stride: int = typer.Option(4, help="Frame stride inside windows / segments."),
-    segments: int = typer.Option(4, help="Dense segments (segments sampling)."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    batch_size: int = typer.Option(8, help="Clips per backbone batch."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    workers: int = typer.Option(2, help="Decode worker processes."),
-    timeout: float = typer.Option(120.0, help="Seconds per video before its decode is abandoned."),
-    min_views: int = typer.Option(1, help="Fail a take with fewer decodable views than this."),
-    retry_failed: bool = typer.Option(False, help="Extract takes recorded as failed again."),
-    limit: int = typer.Option(None, help="Only the first N takes."),
-    pack: bool = typer.Option(
-        True, help="At the end, pack the store into large chunks (fast reads by skill fit)."
-    ),
-) -> None:
+@from_config(
+    ExtractConfig,
+    arguments=("manifest",),
+    flags={"strategy": "--sampling", "timeout_s": "--timeout"},
+    short={"store": "-s"},
+)
+def extract(cfg: ExtractConfig) -> None:
     """Decode every take once and write backbone tokens into a Zarr store (resumable)."""
-    from skill.pipeline.extract import ExtractConfig, run_extract
+    from skill.pipeline.extract import run_extract
 
-    cfg = ExtractConfig(
-        manifest=manifest, store=store, root=root, format=format, backbone=backbone,
-        adapter=adapter, tokens=tokens, frames=frames, clips=clips, strategy=sampling,
-        stride=stride, segments=segments, seed=seed, batch_size=batch_size, device=device,
-        workers=workers, timeout_s=timeout, min_views=min_views, retry_failed=retry_failed,
-        limit=limit, pack=pack,
-    )  # fmt: skip
     with _progress_bar("extracting") as progress:
         summary = run_extract(cfg, progress=progress)
     if summary.rank == 0:  # under torchrun every rank holds the whole run's summary

@@ -93,7 +93,7 @@ def overlap_data(folder: Path, args) -> tuple[Path, list[Path]]:
 
 
 def extract_config(manifest: Path, store: Path, backbone: str, args):
-    from skill.pipeline.extract import ExtractConfig
+    from skill.pipeline.extract_config import ExtractConfig
 
     return ExtractConfig(manifest=manifest, store=store, backbone=backbone, frames=16,
                          workers=args.workers, batch_size=args.batch_size, device="cpu")  # fmt: skip
@@ -102,12 +102,12 @@ def extract_config(manifest: Path, store: Path, backbone: str, args):
 def decode_alone(cfg, backbone) -> tuple[list[np.ndarray], float, float]:
     """Every decode job of the manifest through a DecodePool: (clips, seconds, worker CPU s)."""
     from skill.pipeline.decode_pool import DecodePool
-    from skill.pipeline.extract import key_of
+    from skill.pipeline.extract_loop import key_of
     from skill.pipeline.manifest import read_takes
 
     takes = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format).takes
     jobs = [
-        ((take.take_id, view), (path, cfg.sampling(), key_of(take, view), backbone.geometry))
+        ((take.take_id, view), (path, cfg.sampling, key_of(take, view), backbone.geometry))
         for take in takes
         for view, path in take.videos.items()
         if path

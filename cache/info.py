@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skill.cache import recovery
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, TokenStore
 
 
@@ -71,9 +72,7 @@ def _run_state(store: TokenStore, pending: int) -> dict:
     # A run killed after its last take but before its end (while packing) is unfinished too:
     # the record says so, and the next run completes it.
     unfinished = pending > 0 or (isinstance(record, dict) and record.get("state") != "finished")
-    temp_files = sum(
-        1 for _, _, files in os.walk(store.path) for name in files if name.endswith(".partial")
-    )
+    temp_files = len(recovery.temp_files(store.path))
     state = "in progress" if writer is not None else "interrupted" if unfinished else "finished"
     return {
         "state": state,

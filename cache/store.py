@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from skill.cache import layout
+from skill.cache.errors import StoreBusy, StoreError
 
 FORMAT_VERSION = 1
 STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED = 0, 1, 2
-STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_COMPLETE: "complete", STATUS_FAILED: "failed"}
 LOCK_FILE = ".skill.lock"
 # Seconds a writer keeps trying a lock that is held before it refuses: a reader probing the
 # lock (`writer_busy`, used by `skill info`) holds it for an instant and must not make a
@@ -41,14 +41,6 @@ TAKE_TABLE_ARRAYS = (*(f"takes/{name}" for name in TAKE_FIELDS), "takes/label")
 # Take-table chunk while takes are added; packing shrinks it to the table's length (a string
 # chunk is decoded whole, and 65,536 mostly empty strings cost more than the table).
 TAKE_TABLE_CHUNK = 1 << 16
-
-
-class StoreError(RuntimeError):
-    """A store that cannot be used as asked; the message says which store and why."""
-
-
-class StoreBusy(StoreError):
-    """Another process holds the store's writer lock."""
 
 
 def package_version() -> str:

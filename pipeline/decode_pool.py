@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from skill.cache.recovery import process_alive
 from skill.pipeline.decode import decode_view, preload_decoders
 
 Result = tuple[Hashable, Any, "str | None"]
@@ -506,14 +507,3 @@ def _watch_parent(parent_pid: int, initial_ppid: int) -> None:
         time.sleep(1.0)
         if os.getppid() != initial_ppid or not process_alive(parent_pid):
             os._exit(1)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (one owned by another user counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

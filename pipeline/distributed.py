@@ -120,13 +120,6 @@ def gather_from_ranks(rank: Rank, value: int) -> list[int]:
     return [int(t.item()) for t in everyone]
 
 
-def barrier(rank: Rank) -> None:
-    if rank.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def shutdown(rank: Rank) -> None:
     if rank.distributed:
         import torch.distributed as dist

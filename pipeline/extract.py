@@ -26,28 +26,21 @@ Rules a user can rely on:
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import re
-import shutil
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from skill.cache.layout import remove_stale_chunks
+from skill.cache.recovery import remove_leftovers, store_write_errors
 from skill.cache.store import (
     RELAYOUT_ARRAYS,
-    STATUS_COMPLETE,
     STATUS_FAILED,
     STATUS_PENDING,
     StoreError,
-    TakeResult,
     TakeRow,
     TokenStore,
     diff_provenance,
@@ -55,112 +48,11 @@ from skill.cache.store import (
 )
 from skill.devices import resolve_device
 from skill.pipeline import distributed
-from skill.pipeline.decode_pool import process_alive
-from skill.pipeline.sampling import SamplingConfig
+from skill.pipeline.extract_config import ExtractConfig
 from skill.pipeline.takes import LABELS, Take
 
-TOKEN_MODES = ("frame", "cls", "patch")
 RUN_RECORD = "extract_run"
 """Root attribute the coordinator keeps about the last run: state running/finished, etc."""
-# zarr's LocalStore writes `<name>.<uuid4 hex>.partial` and renames it into place; a process
-# killed in between leaves it behind. Nothing reads such a file; the next run deletes it.
-TEMP_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$")
-
-
-@dataclass
-class ExtractConfig:
-    """Everything `skill extract` needs; built by the CLI, checked when built."""
-
-    manifest: Path
-    """Dataset description: the project's JSONL, an EgoExo4D annotation file or SkillFormer JSONL."""
-    store: Path
-    """The Zarr store to create, or to append to / resume."""
-    root: Path | None = None
-    """Folder that relative video paths start from (EgoExo4D: the dataset root)."""
-    format: str = "auto"
-    """Manifest format: auto, skill, egoexo4d or skillformer."""
-    backbone: str = "timesformer-base-k600"
-    """A registered backbone name, a hub id or a local checkpoint folder."""
-    adapter: Path | None = None
-    """A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)."""
-    tokens: str = "frame"
-    """Token mode: frame (one per sampled frame), cls (one per clip) or patch (all)."""
-    frames: int = 16
-    """Frames per clip (T)."""
-    clips: int = 1
-    """Clips per view (K)."""
-    strategy: str = "uniform"
-    """Frame sampling: uniform, windows or segments."""
-    stride: int = 4
-    """Frame stride inside a window (windows and segments)."""
-    segments: int = 4
-    """Number of dense segments (segments strategy); frames must be a multiple of it."""
-    jitter: bool = False
-    """Seeded random clip positions instead of fixed ones (per take and view)."""
-    seed: int = 0
-    """Seed of the sampling jitter."""
-    batch_size: int = 8
-    """Clips per backbone forward pass, gathered across takes and views."""
-    device: str = "auto"
-    """cpu, cuda, cuda:N or auto (CUDA when available)."""
-    workers: int = 2
-    """Decode worker processes (0 decodes in this process, for debugging only)."""
-    timeout_s: float = 120.0
-    """Seconds one video may take to decode before its worker is killed and the view failed."""
-    min_views: int = 1
-    """A take with fewer decodable views than this is recorded as failed."""
-    retry_failed: bool = False
-    """Extract takes recorded as failed again (completed takes are always skipped)."""
-    limit: int | None = None
-    """Only the first N takes of the manifest (for trying things out)."""
-    pack: bool = True
-    """When the run finishes, rewrite the small per-take chunks into large ones so that
-    `skill fit` reads the store at disk speed (benchmark 2). A later run that writes takes
-    unpacks the store first (which costs a rewrite), and packs it again at its end."""
-
-    def __post_init__(self) -> None:
-        self.manifest, self.store = Path(self.manifest), Path(self.store)
-        self.root = Path(self.root) if self.root else None
-        self.adapter = Path(self.adapter) if self.adapter else None
-        problems = []
-        if self.tokens not in TOKEN_MODES:
-            problems.append(
-                f"--tokens must be one of {', '.join(TOKEN_MODES)}, not {self.tokens!r}"
-            )
-        for name in ("frames", "clips", "batch_size", "min_views"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1")
-        if self.workers < 0:
-            problems.append("--workers must be 0 or more")
-        if self.timeout_s <= 0:
-            problems.append("--timeout must be positive")
-        if self.limit is not None and self.limit < 1:
-            problems.append("--limit must be at least 1")
-        if problems:
-            raise ValueError("; ".join(problems))
-        self.sampling()  # refuses conflicting sampling settings now, not mid-run
-
-    def sampling(self) -> SamplingConfig:
-        segmented = self.strategy == "segments"
-        if segmented and self.frames % self.segments:
-            raise ValueError(
-                f"--frames {self.frames} must be a multiple of --segments {self.segments} "
-                "for segments sampling (each segment has frames / segments frames)"
-            )
-        return SamplingConfig(
-            strategy=self.strategy,
-            frames=self.frames,
-            clips=self.clips,
-            stride=self.stride if self.strategy == "windows" else 4,
-            n_segments=self.segments if segmented else None,
-            segment_len=self.frames // self.segments if segmented else None,
-            segment_stride=self.stride if segmented else 1,
-            jitter=self.jitter,
-            seed=self.seed,
-        )
-
-    def to_dict(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -258,7 +150,7 @@ def build_provenance(cfg: ExtractConfig, backbone) -> dict:
 
     return {
         "backbone": backbone.provenance(),
-        "sampling": cfg.sampling().to_dict(),
+        "sampling": cfg.sampling.to_dict(),
         "tokens": cfg.tokens,
         "dtype": "float16",
         "created_by": {"package": "skill", "version": package_version()},
@@ -317,7 +209,7 @@ class _CoordinatedStore:
             lock.__enter__()  # StoreBusy when another command writes
             self._lock, self.store = lock, store
             with store_write_errors(store.path, "the take table"):
-                removed = remove_leftovers(store.path)
+                removed = remove_leftovers(store.path, RELAYOUT_ARRAYS)
                 self._record = _run_record(self.cfg, self.rank, len(self.takes))
                 store.set_attr(RUN_RECORD, self._record)
                 if store.is_packed() and _writes_takes(self.cfg, store, self.takes):
@@ -427,52 +319,6 @@ def _create_store(path: Path, provenance: dict, views: list[str]) -> TokenStore:
     )
 
 
-def remove_leftovers(path: Path) -> int:
-    """Delete what killed writers left: zarr's temporary `*.<hex>.partial` files inside the
-    store, and staging folders of a killed create beside it. Call with the writer lock held
-    (no other writer can be between a temp file and its rename). Returns the count."""
-    removed = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            if TEMP_FILE.search(name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(folder, name))
-                    removed += 1
-    removed += remove_stale_chunks(path, RELAYOUT_ARRAYS)
-    for staging in path.parent.glob(f".{path.name}.creating-*"):
-        pid = staging.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(staging, ignore_errors=True)
-            removed += 1
-    return removed
-
-
-@contextlib.contextmanager
-def store_write_errors(path: Path, what: str) -> Iterator[None]:
-    """An OSError while writing `what` (a full disk, a read-only or vanished location)
-    becomes a StoreError naming the store, what was written, and what is kept."""
-    try:
-        yield
-    except OSError as err:
-        raise StoreError(
-            f"{path}: could not write {what}: {describe_os_error(err)}. What was completed "
-            "before is kept; fix this and run the same command to resume"
-        ) from err
-
-
-def describe_os_error(err: OSError) -> str:
-    reason = err.strerror or str(err)
-    hints = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EROFS: "the location is read-only",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "operation not permitted",
-    }
-    hint = hints.get(err.errno)
-    return f"{hint} ({reason})" if hint else reason
-
-
 def _writes_takes(cfg: ExtractConfig, store: TokenStore, takes: list[Take]) -> bool:
     """Whether this run will write any take: a take new to the store, or one still to do."""
     todo = {STATUS_PENDING, STATUS_FAILED} if cfg.retry_failed else {STATUS_PENDING}
@@ -542,24 +388,3 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-# ---- one take --------------------------------------------------------------------------------
-def key_of(take: Take, view: str) -> str:
-    """Sampling key: the same take and view always get the same frames."""
-    return f"{take.take_id}/{view}"
-
-
-def assemble_take(
-    n_views: int, clips: int, frames: int, tokens_per_clip: int, dim: int
-) -> TakeResult:
-    """An empty result for one take: every view invalid until it is filled in."""
-    return TakeResult(
-        tokens=np.zeros((n_views, clips, tokens_per_clip, dim), dtype=np.float16),
-        valid=np.zeros(n_views, dtype=bool),
-        frame_index=np.full((n_views, clips, frames), -1, dtype=np.int32),
-        timestamp=np.full((n_views, clips, frames), np.nan, dtype=np.float32),
-        padded=np.zeros(n_views, dtype=np.int16),
-        view_error=[""] * n_views,
-        status=STATUS_COMPLETE,
-    )

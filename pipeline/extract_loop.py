@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skill.cache.store import STATUS_FAILED, TakeResult
+from skill.cache.recovery import store_write_errors
+from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, TakeResult
 from skill.pipeline.takes import Take
 
 
@@ -52,7 +53,7 @@ class ExtractLoop:
         self.cfg, self.store, self.backbone = cfg, store, backbone
         self.summary, self.progress = summary, progress
         self.views = list(store.views)
-        self.sampling = cfg.sampling()
+        self.sampling = cfg.sampling
         self.open: dict[int, _OpenTake] = {}
         # (row, view, clip, frames (T, H, W, 3) uint8) waiting for a backbone batch
         self.clip_queue: deque[tuple[int, int, int, np.ndarray]] = deque()
@@ -80,8 +81,6 @@ class ExtractLoop:
     # ---- decode side ---------------------------------------------------------------------
     def _decode_jobs(self, work: list[tuple[int, Take]]) -> Iterator[tuple]:
         """Decode jobs, opening takes lazily: the pool draws as many as it can hold."""
-        from skill.pipeline.extract import assemble_take, key_of
-
         for row, take in work:
             result = assemble_take(
                 len(self.views),
@@ -162,8 +161,6 @@ class ExtractLoop:
         return False
 
     def _write(self, state: _OpenTake) -> None:
-        from skill.pipeline.extract import store_write_errors
-
         what = f"take {state.take.take_id} (row {state.row})"
         with store_write_errors(self.store.path, what), interrupts_held():
             self.store.write_take(state.row, state.result)
@@ -196,3 +193,24 @@ def interrupts_held() -> Iterator[None]:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
     if received:
         raise KeyboardInterrupt(f"stopped by signal {signal.Signals(received[0]).name}")
+
+
+# ---- one take ------------------------------------------------------------------------------
+def key_of(take: Take, view: str) -> str:
+    """Sampling key: the same take and view always get the same frames."""
+    return f"{take.take_id}/{view}"
+
+
+def assemble_take(
+    n_views: int, clips: int, frames: int, tokens_per_clip: int, dim: int
+) -> TakeResult:
+    """An empty result for one take: every view invalid until it is filled in."""
+    return TakeResult(
+        tokens=np.zeros((n_views, clips, tokens_per_clip, dim), dtype=np.float16),
+        valid=np.zeros(n_views, dtype=bool),
+        frame_index=np.full((n_views, clips, frames), -1, dtype=np.int32),
+        timestamp=np.full((n_views, clips, frames), np.nan, dtype=np.float32),
+        padded=np.zeros(n_views, dtype=np.int16),
+        view_error=[""] * n_views,
+        status=STATUS_COMPLETE,
+    )

@@ -34,7 +34,7 @@ def make_dataset(folder: Path, takes: int, seed: int = 0) -> Path:
 
 def extract_config(manifest: Path, store: Path, **overrides):
     """The extract settings every test uses unless it says otherwise (inline decoding)."""
-    from skill.pipeline.extract import ExtractConfig
+    from skill.pipeline.extract_config import ExtractConfig
 
     settings = {"backbone": TINY, "frames": 4, "device": "cpu", "workers": 0, "batch_size": 8}
     settings.update(overrides)

@@ -1,0 +1,120 @@
+"""The configuration of stage one, `skill extract`: one typed record, one docstring per
+field, from which the CLI's options are derived. Imports nothing heavy (`skill --help`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from skill.errors import ConfigError
+from skill.pipeline.sampling import SamplingConfig
+
+TOKEN_MODES = ("frame", "cls", "patch")
+DEFAULT_STRIDE = 4
+"""Frame step inside a window or segment when --stride is not given."""
+
+
+@dataclass
+class ExtractConfig:
+    """Everything `skill extract` needs; the CLI's options are derived from these fields
+    (`skill.cli_config`), and conflicting settings are refused when it is built."""
+
+    manifest: Path
+    """Dataset description: the project's JSONL, an EgoExo4D annotation file or SkillFormer JSONL."""
+    store: Path
+    """The Zarr store to create, or to append to / resume."""
+    root: Path | None = None
+    """Folder that relative video paths start from (EgoExo4D: the dataset root)."""
+    format: str = "auto"
+    """Manifest format: auto, skill, egoexo4d or skillformer."""
+    backbone: str = "timesformer-base-k600"
+    """A registered backbone name (`skill backbones` lists them), a hub id or a local
+    checkpoint folder."""
+    adapter: Path | None = None
+    """A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)."""
+    tokens: str = "frame"
+    """Token mode: frame (one per sampled frame), cls (one per clip) or patch (all)."""
+    frames: int = 16
+    """Frames per clip (T)."""
+    clips: int = 1
+    """Clips per view (K)."""
+    strategy: str = "uniform"
+    """Frame sampling: uniform, windows or segments."""
+    stride: int | None = None
+    """Frame step inside each window (windows) or each segment (segments); Default 4.
+    Refused with uniform sampling, where frames are spread over the whole video."""
+    segments: int = 4
+    """Number of dense segments (segments strategy); frames must be a multiple of it."""
+    jitter: bool = False
+    """Seeded random clip positions instead of fixed ones (per take and view)."""
+    seed: int = 0
+    """Seed of the sampling jitter."""
+    batch_size: int = 8
+    """Clips per backbone forward pass, gathered across takes and views."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto (CUDA when available)."""
+    workers: int = 2
+    """Decode worker processes (0 decodes in this process, for debugging only)."""
+    timeout_s: float = 120.0
+    """Seconds one video may take to decode before its worker is killed and the view failed."""
+    min_views: int = 1
+    """A take with fewer decodable views than this is recorded as failed."""
+    retry_failed: bool = False
+    """Extract takes recorded as failed again (completed takes are always skipped)."""
+    limit: int | None = None
+    """Only the first N takes of the manifest (for trying things out)."""
+    pack: bool = True
+    """When the run finishes, rewrite the small per-take chunks into large ones so that
+    `skill fit` reads the store at disk speed (benchmark 2). A later run that writes takes
+    unpacks the store first (which costs a rewrite), and packs it again at its end."""
+
+    def __post_init__(self) -> None:
+        self.manifest, self.store = Path(self.manifest), Path(self.store)
+        self.root = Path(self.root) if self.root else None
+        self.adapter = Path(self.adapter) if self.adapter else None
+        problems = []
+        if self.tokens not in TOKEN_MODES:
+            problems.append(
+                f"--tokens must be one of {', '.join(TOKEN_MODES)}, not {self.tokens!r}"
+            )
+        for name in ("frames", "clips", "batch_size", "min_views"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        if self.workers < 0:
+            problems.append("--workers must be 0 or more")
+        if self.timeout_s <= 0:
+            problems.append("--timeout must be positive")
+        if self.limit is not None and self.limit < 1:
+            problems.append("--limit must be at least 1")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        # Derived once, here: conflicting sampling settings are refused before any work.
+        self.sampling: SamplingConfig = self._derive_sampling()
+
+    def _derive_sampling(self) -> SamplingConfig:
+        segmented = self.strategy == "segments"
+        if self.stride is not None and self.strategy == "uniform":
+            raise ConfigError(
+                "--stride is the frame step inside a window or segment; uniform sampling has "
+                "neither (use --sampling windows or segments, or leave --stride out)"
+            )
+        if segmented and self.frames % self.segments:
+            raise ConfigError(
+                f"--frames {self.frames} must be a multiple of --segments {self.segments} "
+                "for segments sampling (each segment has frames / segments frames)"
+            )
+        step = DEFAULT_STRIDE if self.stride is None else self.stride
+        try:
+            return SamplingConfig(
+                strategy=self.strategy,
+                frames=self.frames,
+                clips=self.clips,
+                stride=step if self.strategy == "windows" else DEFAULT_STRIDE,
+                n_segments=self.segments if segmented else None,
+                segment_len=self.frames // self.segments if segmented else None,
+                segment_stride=step if segmented else 1,
+                jitter=self.jitter,
+                seed=self.seed,
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
