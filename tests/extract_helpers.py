@@ -157,6 +157,37 @@ def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
     return predicate()
 
 
+# ---- read-only locations (root writes through chmod, so a real read-only mount is needed) --
+def read_only_mount_problem(folder: Path) -> str | None:
+    """Why this machine cannot make a read-only bind mount (None when it can)."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return "needs unshare(1) to make a read-only mount"
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f'mount --bind -o ro "{folder}" "{folder}"'],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        return f"cannot make a read-only bind mount here: {probe.stderr.decode().strip()}"
+    return None
+
+
+def run_in_read_only_mount(
+    source: Path, mount: Path, command: list[str]
+) -> subprocess.CompletedProcess:
+    """`command` in a private mount namespace where `mount` is a read-only view of `source`."""
+    script = 'mount --bind -o ro "$0" "$1" && shift && exec "$@"'
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, str(source), str(mount), *command],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 # ---- a decoder that hangs (for the per-video timeout) ---------------------------------------
 HANG_MARKER = "hang"
 

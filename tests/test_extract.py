@@ -24,10 +24,8 @@ from skill.pipeline.extract import run_extract, terminate_as_interrupt
 from skill.pipeline.extract_loop import ExtractLoop, interrupts_held
 from tests.extract_helpers import (
     MEDIA,
-    REPO,
     assert_same_stores,
     cli_command,
-    cli_env,
     extract_args,
     extract_config,
     file_digests,
@@ -35,6 +33,8 @@ from tests.extract_helpers import (
     hanging_decode,
     invoke_cli,
     make_dataset,
+    read_only_mount_problem,
+    run_in_read_only_mount,
     snapshot,
     temp_files,
 )
@@ -302,24 +302,14 @@ def test_a_full_disk_while_registering_takes_keeps_the_store_as_it_was(
 
 
 def _in_read_only_mount(source: Path, mount: Path, *args: str) -> subprocess.CompletedProcess:
-    """`skill <args>` in a private mount namespace where `mount` is a read-only view of
-    `source` (root can write anywhere else, so a real read-only file system is needed)."""
-    script = 'mount --bind -o ro "$0" "$1" && shift && exec "$@"'
-    command = ["unshare", "-m", "sh", "-c", script, str(source), str(mount), *cli_command(*args)]
-    return subprocess.run(
-        command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120
-    )
+    """`skill <args>` where `mount` is a read-only view of `source`."""
+    return run_in_read_only_mount(source, mount, cli_command(*args))
 
 
 def test_read_only_locations_are_refused_and_the_store_still_reads(dataset, reference, tmp_path):
-    if shutil.which("unshare") is None:
-        pytest.skip("needs unshare(1) to make a read-only mount")
-    probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", f'mount --bind -o ro "{tmp_path}" "{tmp_path}"'],
-        capture_output=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a read-only bind mount here: {probe.stderr.decode().strip()}")
+    problem = read_only_mount_problem(tmp_path)
+    if problem:
+        pytest.skip(problem)
     source = tmp_path / "source"
     source.mkdir()
     copy_store(reference, source)

@@ -22,6 +22,7 @@ from skill.cache.store import (
     TokenStore,
     diff_provenance,
 )
+from tests.extract_helpers import read_only_mount_problem, run_in_read_only_mount
 
 VIEWS = ["ego", "exo1", "exo2"]
 LABELS = ["Novice", "Early Expert", "Intermediate Expert", "Late Expert"]
@@ -165,12 +166,31 @@ def test_create_refuses_existing_and_read_only_locations(tmp_path):
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as a user that can write to read-only folders (root)")
-        with pytest.raises(StoreError, match="read-only"):
-            make_store(locked / "s.zarr")
+        if not os.access(locked, os.W_OK):
+            with pytest.raises(StoreError, match="read-only"):
+                make_store(locked / "s.zarr")
+            return
     finally:
         locked.chmod(0o755)
+    # Root writes through chmod (as CI runs): a read-only mount is a location nobody writes.
+    problem = read_only_mount_problem(tmp_path)
+    if problem:
+        pytest.skip(problem)
+    code = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from skill.cache.store import StoreError
+        from tests.test_store import make_store
+        try:
+            make_store(Path({str(locked / "s.zarr")!r}))
+        except StoreError as err:
+            print(err)
+        """
+    )
+    done = run_in_read_only_mount(locked, locked, [sys.executable, "-c", code])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "read-only" in done.stdout, done.stdout
+    assert list(locked.iterdir()) == []
 
 
 def test_create_failure_leaves_nothing(tmp_path, monkeypatch):
