@@ -44,6 +44,32 @@ class LayoutError(RuntimeError):
     """A chunk file shorter than its chunk; the message names the file."""
 
 
+class MissingChunks(LayoutError):
+    """Chunk files that must exist (they hold valid views of complete takes) do not."""
+
+    def __init__(self, slots: np.ndarray, files: list[str]):
+        self.slots, self.files = slots, files
+        super().__init__(f"{len(files)} token chunk files are missing: {', '.join(files[:5])}")
+
+
+class NonFiniteTokens(LayoutError):
+    """Tokens read from a chunk file hold NaN or Inf."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        super().__init__(f"{path}: token chunk holds NaN or Inf values")
+
+
+# float16 with every exponent bit set is Inf or NaN: one integer test per value, no float math.
+_FLOAT16_EXPONENT = np.uint16(0x7C00)
+
+
+def has_non_finite_float16(data: memoryview) -> bool:
+    """Whether raw float16 bytes hold a NaN or an Inf."""
+    bits = np.frombuffer(data, dtype=np.uint16)
+    return bool(((bits & _FLOAT16_EXPONENT) == _FLOAT16_EXPONENT).any())
+
+
 # ---- locking -----------------------------------------------------------------------------
 @contextlib.contextmanager
 def layout_lock(store_path: Path, exclusive: bool) -> Iterator[None]:
@@ -259,19 +285,32 @@ READ_THREADS = 4
 
 
 def read_token_slots(
-    folder: Path, meta: dict, take_idx: np.ndarray, view_idx: np.ndarray, out: np.ndarray
+    folder: Path,
+    meta: dict,
+    take_idx: np.ndarray,
+    view_idx: np.ndarray,
+    out: np.ndarray,
+    required: np.ndarray | None = None,
 ) -> None:
     """Read tokens of (take, view) pairs straight from raw chunk files into ``out``.
 
     ``out (n, v, K, N, D)`` float16, may be uninitialised (see ``page_aligned_empty``):
     every slot is either read or, where there is no chunk file, zeroed (zarr's fill value:
-    an invalid view in the write layout, takes added but never written in a packed one). Runs of pairs that are contiguous both in a chunk file and in ``out`` are read
-    with one ``preadv`` each: a whole packed chunk is one read. Packed chunk files are read
-    by a few threads at once (the reads release the GIL); the write layout's thousands of
-    small files are read in one thread, where a pool only adds overhead."""
-    slot_bytes = out[0, 0].nbytes if out.size else 0
+    an invalid view in the write layout, takes added but never written in a packed one).
+    ``required (n, v)`` marks slots that must have a chunk file (valid views of complete
+    takes): a missing one raises ``MissingChunks`` naming them, never zeros. Values that are
+    NaN or Inf raise ``NonFiniteTokens``. Runs of pairs that are contiguous both in a chunk
+    file and in ``out`` are read with one ``preadv`` each: a whole packed chunk is one read.
+    Packed chunk files are read by a few threads at once (the reads release the GIL); the
+    write layout's thousands of small files are read in one thread, where a pool only adds
+    overhead."""
+    if out.size == 0:
+        return  # nothing selected (no take, or no view)
+    slot_bytes = out[0, 0].nbytes
     buffer = memoryview(out.reshape(-1)).cast("B")
     files, offsets = _slot_locations(folder, meta, take_idx, view_idx, slot_bytes)
+    if required is not None:
+        _check_required_files(folder, files, np.asarray(required, dtype=bool).reshape(-1))
     starts = np.flatnonzero(
         np.r_[True, (files[1:] != files[:-1]) | (offsets[1:] != offsets[:-1] + slot_bytes)]
     )
@@ -292,9 +331,19 @@ def read_token_slots(
             read_file(name)
 
 
+def _check_required_files(folder: Path, files: np.ndarray, required: np.ndarray) -> None:
+    """Raise MissingChunks for required slots whose chunk file does not exist."""
+    wanted = np.unique(files[required]) if required.any() else np.array([], dtype=files.dtype)
+    missing = {str(name) for name in wanted.tolist() if not (folder / str(name)).is_file()}
+    if missing:
+        slots = np.flatnonzero(required & np.isin(files, list(missing)))
+        raise MissingChunks(slots, sorted(str(folder / name) for name in missing))
+
+
 def _read_runs(path: Path, runs: list[tuple[memoryview, int]]) -> None:
     """Read each ``(target, offset)`` run of one chunk file into its target; no file = zarr's
-    fill value (an invalid view, or takes added but never written in a packed layout)."""
+    fill value (an invalid view, or takes added but never written in a packed layout). The
+    values are checked while they are in the cache: NaN or Inf is an error."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -311,6 +360,8 @@ def _read_runs(path: Path, runs: list[tuple[memoryview, int]]) -> None:
                         f"{path}: token chunk short ({got} of {len(target)} bytes at {offset})"
                     )
                 got += n
+            if has_non_finite_float16(target):
+                raise NonFiniteTokens(path)
     finally:
         os.close(fd)
 

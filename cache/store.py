@@ -320,6 +320,13 @@ class TokenStore:
         # write cut short is never read as the old record over a mix of old and new arrays.
         g("status")[i] = np.int8(STATUS_PENDING)
         tokens = np.asarray(result.tokens, dtype=np.float16)
+        broken = [
+            self.views[v]
+            for v in range(n_views)
+            if result.valid[v] and not np.isfinite(tokens[v]).all()
+        ]
+        if broken:  # the extract loop masks such views; nothing non-finite is ever stored
+            raise StoreError(f"{self.path}: take row {i}: NaN or Inf tokens in views {broken}")
         for v in range(n_views):
             # An invalid view is written as the fill value, which removes any stale chunk.
             g("tokens")[i, v] = tokens[v] if result.valid[v] else 0
@@ -363,13 +370,42 @@ class TokenStore:
         meta = layout.array_metadata(self.path, "tokens")
         with layout.layout_lock(self.path, exclusive=False):
             if layout.raw_token_chunks(meta):
+                required = self._written_slots(take_idx, view_idx)
                 try:
-                    layout.read_token_slots(self.path / "tokens", meta, take_idx, view_idx, out)
+                    layout.read_token_slots(
+                        self.path / "tokens", meta, take_idx, view_idx, out, required
+                    )
+                except layout.MissingChunks as err:
+                    raise self._missing_chunks_error(err, take_idx, view_idx) from None
                 except layout.LayoutError as err:
-                    raise StoreError(str(err)) from err
+                    raise StoreError(f"{err}; {self.damaged_hint()}") from err
             elif len(take_idx):
                 out[:] = self._group["tokens"].get_orthogonal_selection((take_idx, view_idx))
         return out
+
+    def _written_slots(self, take_idx: np.ndarray, view_idx: np.ndarray) -> np.ndarray:
+        """(n, v) True where a token chunk must exist: valid views of complete takes."""
+        if not len(take_idx):
+            return np.zeros((0, len(view_idx)), dtype=bool)
+        status, valid = self.read_columns("status", "valid")
+        complete = np.asarray(status)[take_idx] == STATUS_COMPLETE
+        return complete[:, None] & np.asarray(valid, dtype=bool)[take_idx][:, view_idx]
+
+    def _missing_chunks_error(self, err, take_idx, view_idx) -> StoreError:
+        ids = self.take_table().ids
+        slots = [
+            f"take {ids[take_idx[s // len(view_idx)]]} view {self.views[view_idx[s % len(view_idx)]]}"
+            for s in err.slots[:5].tolist()
+        ]
+        more = f" and {len(err.slots) - 5} more" if len(err.slots) > 5 else ""
+        return StoreError(
+            f"{self.path}: token chunks of complete takes are missing ({', '.join(slots)}{more}; "
+            f"files {', '.join(err.files[:3])}): they were written and are gone; "
+            f"{self.damaged_hint()}"
+        )
+
+    def damaged_hint(self) -> str:
+        return f"the store is damaged: `skill verify {self.path}` names every damaged take"
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:

@@ -129,9 +129,19 @@ class ExtractLoop:
                 state = self.open[row]
                 state.result.tokens[v, k] = clip_tokens
                 state.clips_waiting -= 1
+                if not np.isfinite(clip_tokens).all():
+                    self._fail_view(state, v, f"the backbone gave NaN or Inf tokens (clip {k})")
+
+    def _fail_view(self, state: _OpenTake, v: int, reason: str) -> None:
+        """Mask view v of an open take with its reason: its tokens are never written."""
+        if state.result.valid[v]:
+            name = Path(state.take.videos[self.views[v]] or "").name
+            state.result.valid[v] = False
+            state.result.view_error[v] = f"{name}: {reason}"
 
     def _encode(self, clips: list[np.ndarray]) -> np.ndarray:
-        """(B, T, H, W, 3) uint8 clips -> (B, N, D) float16 tokens."""
+        """(B, T, H, W, 3) uint8 clips -> (B, N, D) float16 tokens (values beyond float16's
+        range become Inf, and fail their view like NaN)."""
         import torch
 
         stacked = torch.from_numpy(np.stack(clips))  # (B, T, H, W, 3) uint8

@@ -458,6 +458,33 @@ def test_every_real_media_file_in_a_dataset_run(dataset, tmp_path):
     assert summary.failed == 1 and summary.failed_views == int((errors != "").sum())
 
 
+def test_a_backbone_output_with_nan_fails_that_view_and_never_enters_the_store(
+    dataset, tmp_path, monkeypatch
+):
+    real_encode = ExtractLoop._encode
+    calls = []
+
+    def encode_with_a_nan(self, clips):
+        tokens = real_encode(self, clips)
+        if not calls:
+            tokens[0, 0, 0] = np.nan  # the first clip of the first batch
+        calls.append(len(clips))
+        return tokens
+
+    monkeypatch.setattr(ExtractLoop, "_encode", encode_with_a_nan)
+    store = tmp_path / "s.zarr"
+    summary = run_extract(extract_config(dataset, store))
+    opened = TokenStore.open(store)
+    errors = opened.view_errors()
+    broken = [(t, v) for t in range(opened.n_takes) for v in range(4) if errors[t, v]]
+    assert len(broken) == 1 and summary.failed_views == 1
+    take, view = broken[0]
+    assert errors[take, view].endswith(": the backbone gave NaN or Inf tokens (clip 0)")
+    assert not opened.valid()[take, view] and opened.status()[take] == STATUS_COMPLETE
+    tokens = opened.read_tokens(np.arange(opened.n_takes), [0, 1, 2, 3])
+    assert np.isfinite(tokens).all() and not tokens[take, view].any()
+
+
 def test_a_hanging_decoder_costs_its_view_only(dataset, tmp_path, monkeypatch):
     """The per-video timeout kills the stuck worker; the take keeps its other views."""
     records = [json.loads(line) for line in dataset.read_text().splitlines()[:2]]
