@@ -674,3 +674,37 @@ def test_hub_ids_resolve_through_the_cache(tmp_path):
     assert (bare["family"], bare["revision"], bare["name"]) == ("clip", commit, "someone/tiny-clip")
     weights = tmp_path / "models--someone--tiny-clip" / "snapshots" / commit / "model.safetensors"
     assert bare["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def _vit_frames(model, pixels):
+    batch, frames = pixels.shape[:2]
+    hidden = model(pixel_values=pixels.flatten(0, 1)).last_hidden_state.float()  # (B*T, 1+P, D)
+    return hidden.reshape(batch, frames, *hidden.shape[1:])  # (B, T, 1+P, D)
+
+
+def test_a_new_family_is_one_declaration_and_no_shared_code(monkeypatch, tmp_path):
+    # What a family file does (here a plain ViT), registered for this test only: loading,
+    # saving, resolving a folder by model_type and describing need no other change.
+    modes = {
+        "frame": TokenMode(lambda t, p: t, lambda m, x: _vit_frames(m, x)[:, :, 0]),
+        "cls": TokenMode(lambda t, p: 1, lambda m, x: _vit_frames(m, x)[:, :, 0].mean(1, True)),
+        "patch": TokenMode(lambda t, p: t * (1 + p), lambda m, x: _vit_frames(m, x).flatten(1, 2)),
+    }
+    family = Family("vit", "ViTModel", "ViTConfig", ("vit",), "bilinear", modes, ("query",))
+    monkeypatch.setitem(FAMILIES, "vit", family)
+    config = {"image_size": 16, "patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1}
+    config.update(num_attention_heads=2, intermediate_size=32)
+    preprocessing = {"size": 16, "crop_size": 16, "image_mean": 0.5, "image_std": 0.5}
+    spec = BackboneSpec("tiny-vit-test", "vit", None, config, preprocessing)
+    monkeypatch.setitem(BACKBONES, spec.name, spec)
+    row = next(row for row in describe_backbones() if row["name"] == spec.name)
+    assert (row["dim"], row["frames"], row["tokens_patch"]) == (16, None, 17)
+    clips = random_clips(2, frames=3, crop=16)
+    folder = save_tiny_checkpoint(spec.name, tmp_path / "vit")
+    for mode in TOKEN_MODES:
+        preset = load_backbone(spec.name, num_frames=3, token_mode=mode)
+        tokens = preset.encode(clips)
+        assert tokens.shape == (2, preset.tokens_per_clip(), 16)
+        loaded = load_backbone(str(folder), num_frames=3, token_mode=mode)
+        assert loaded.family == "vit"
+        torch.testing.assert_close(loaded.encode(clips), tokens, atol=1e-6, rtol=0)

@@ -199,7 +199,7 @@ def load_backbone(
     checkpoint_frames = None
     if family.frames_key is not None:
         checkpoint_frames = int(getattr(model.config, family.frames_key))
-        # The layers reshape with it (TimeSformer: the embeddings interpolate time).
+        # The layers reshape with it: left at the checkpoint's value, patches and frames mix.
         setattr(model.config, family.frames_key, num_frames)
     adapter_info = None
     if adapter is not None:

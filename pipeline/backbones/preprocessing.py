@@ -54,7 +54,8 @@ def parse_preprocessor_config(raw: dict[str, Any], *, family: str, where: str) -
     ``{"height": h, "width": w}``; the last is approximated by resizing the short side to
     ``min(h, w)`` and centre-cropping, which keeps the aspect ratio where the processor would
     squash (identical for square sizes, the case of every supported checkpoint).
-    ``where`` names the file in error messages.
+    ``family`` (a registered family's name) gives the resample used when ``resample`` is
+    absent, that family's processor default; ``where`` names the file in error messages.
     """
     do_normalize = raw.get("do_normalize", True)
     mean = _channel_triplet(raw, "image_mean", where) if do_normalize else (0.0, 0.0, 0.0)
