@@ -88,16 +88,33 @@ def synth(
 @app.command()
 def backbones() -> None:
     """List the registered backbones (real checkpoints and tiny test presets)."""
+    from rich import box
     from rich.table import Table
 
     from skill.pipeline.backbones import describe_backbones
 
     rows = describe_backbones()
-    table = Table(title="backbones (any hub id or checkpoint folder works too)")
-    for column in rows[0]:
-        table.add_column(column.replace("_", " "))
-    for row in rows:
-        table.add_row(*(str(value) for value in row.values()))
+    table = Table(
+        title="backbones (any hub id or checkpoint folder works too)",
+        caption="tokens per clip at the checkpoint's frames; frames '-': an image model, per frame",
+        box=box.SIMPLE_HEAD,
+    )
+    columns = [key for key in rows[0] if key != "description"]  # the columns say it all
+    cells = [["-" if row[key] is None else str(row[key]) for key in columns] for row in rows]
+    for index, column in enumerate(columns):
+        header = column.replace("tokens_", "").replace("_", " ")
+        width = max(len(header), *(len(line[index]) for line in cells))
+        table.add_column(
+            header,
+            justify="right" if isinstance(rows[0][column], int | None) else "left",
+            # One line per backbone; numbers and names never shrink: a narrow terminal cuts
+            # the hub id short (describe_backbones has it whole).
+            min_width=None if column == "source" else width,
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+    for line in cells:
+        table.add_row(*line)
     out.print(table)
 
 

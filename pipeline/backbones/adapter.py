@@ -1,0 +1,84 @@
+"""PEFT LoRA adapters: checked (safetensors only, every saved weight used), hashed, merged."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from skill.pipeline.backbones.hashing import files_sha256
+from skill.pipeline.backbones.registry import BackboneError
+
+_ADAPTER_CONFIG = "adapter_config.json"
+_ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def check_adapter_folder(folder: str | Path) -> Path:
+    """An adapter folder must hold adapter_config.json and adapter_model.safetensors."""
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise BackboneError(f"adapter {path}: no such folder")
+    if not (path / _ADAPTER_CONFIG).is_file():
+        raise BackboneError(f"adapter {path}: {_ADAPTER_CONFIG} is missing")
+    if not (path / _ADAPTER_WEIGHTS).is_file():
+        pickled = [p.name for p in path.glob("*.bin")]
+        hint = (
+            f" ({', '.join(pickled)} is a pickle and is never loaded; convert it to "
+            "safetensors where it was trained)"
+            if pickled
+            else ""
+        )
+        raise BackboneError(f"adapter {path}: {_ADAPTER_WEIGHTS} is missing{hint}")
+    return path
+
+
+def adapter_sha256(folder: str | Path) -> str:
+    """Content hash of an adapter: sha256 of the sha256sum-style listing of its two files."""
+    path = check_adapter_folder(folder)
+    return files_sha256([path / _ADAPTER_CONFIG, path / _ADAPTER_WEIGHTS])
+
+
+def apply_adapter(model, folder: str | Path):
+    """Load a PEFT adapter onto ``model``, check every saved weight found its place, merge it.
+
+    Returns ``(merged model in eval mode, {"path", "sha256"})``. Merging folds the low-rank
+    update into the base weights: the same function without per-layer extra matmuls.
+    """
+    from peft import PeftModel
+
+    path = check_adapter_folder(folder)
+    sha = adapter_sha256(path)  # hash before loading: what is hashed is what gets loaded
+    try:
+        with warnings.catch_warnings():
+            # Missing/unused keys are reported by _check_adapter_keys as an error instead.
+            warnings.filterwarnings("ignore", message="Found missing adapter keys")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise BackboneError(
+            f"adapter {path}: cannot be applied to this backbone: {error}"
+        ) from None
+    _check_adapter_keys(peft_model, path)
+    try:
+        merged = peft_model.merge_and_unload()
+    except (AttributeError, NotImplementedError, ValueError) as error:
+        raise BackboneError(f"adapter {path}: cannot be merged: {error}") from None
+    return merged.eval(), {"path": str(path), "sha256": sha}
+
+
+def _check_adapter_keys(peft_model, path: Path) -> None:
+    # PEFT only warns when saved weights match no module (e.g. an adapter trained on
+    # TimesformerForVideoClassification has a "timesformer." prefix); that would leave the
+    # adapter silently half-applied, so it is an error here.
+    from peft import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    with safe_open(str(path / _ADAPTER_WEIGHTS), framework="pt") as handle:
+        saved = set(handle.keys())
+    expected = set(get_peft_model_state_dict(peft_model).keys())
+    unused, unfilled = sorted(saved - expected), sorted(expected - saved)
+    if unused or unfilled:
+        raise BackboneError(
+            f"adapter {path}: weights do not match the backbone's modules: "
+            f"{len(unused)} saved but unused (e.g. {unused[:2]}), "
+            f"{len(unfilled)} expected but absent (e.g. {unfilled[:2]})"
+        )
