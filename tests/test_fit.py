@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from skill.heads import head_names
+from skill.heads.config import FitConfig
 from skill.heads.data import load_selection, resolve_views, split_takes
 from skill.heads.metrics import (
     balanced_accuracy,
@@ -21,7 +22,8 @@ from skill.heads.metrics import (
     majority_baseline,
     random_baseline,
 )
-from skill.heads.train import FitConfig, drop_views, fit
+from skill.heads.train import fit
+from skill.heads.trainer import drop_views
 from tests.token_store import LABELS, PROVENANCE, VIEWS, shared_token_store
 
 # Small and quick: the synthetic signal is strong, so a few epochs suffice.
@@ -123,12 +125,12 @@ def test_run_folder_contents(store, selection, tmp_path):
 
 
 def test_killed_fit_leaves_no_run_that_looks_complete(store, selection, tmp_path, monkeypatch):
-    import skill.heads.train
+    import skill.heads.run_folder
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # e.g. Ctrl-C while the run folder is being written
 
-    monkeypatch.setattr(skill.heads.train, "write_predictions_csv", crash)
+    monkeypatch.setattr(skill.heads.run_folder, "write_predictions_csv", crash)
     with pytest.raises(KeyboardInterrupt):
         fit(quick(store, tmp_path, head="mean", epochs=1), selection=selection)
     runs = tmp_path / "runs"
@@ -266,7 +268,7 @@ def test_tokens_pooled_once_give_the_same_logits_as_raw_tokens(selection, name):
     """A head flagged ``pools_tokens`` is trained on ``head_input`` (the per-view token mean
     computed once); the flag is only right if that input changes nothing."""
     from skill.heads import build_head, pools_tokens
-    from skill.heads.train import head_input
+    from skill.heads.trainer import head_input
 
     torch.manual_seed(0)
     x = selection.x[:12]  # (12, V, K, N, D) float16

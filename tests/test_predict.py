@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from skill.heads.config import FitConfig
 from skill.heads.predict import RunMismatchError, late_slots, predict, read_take_order
-from skill.heads.train import FitConfig, fit
+from skill.heads.train import fit
 from tests.token_store import LABELS, PROVENANCE, shared_token_store
 
 QUICK = dict(epochs=10, batch_size=16, lr=3e-3, hidden=64, patience=0, plots=False,
@@ -113,7 +114,7 @@ def _labelled_truth(result) -> tuple[list[str], list[str]]:
 
 def test_egoexo4d_file_for_the_late_head_uses_per_view_logits(store, runs, tmp_path):
     from skill.heads.data import load_selection
-    from skill.heads.train import clip_mean_softmax
+    from skill.heads.trainer import clip_mean_softmax
 
     out = tmp_path / "late.json"
     result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out)
@@ -144,9 +145,9 @@ def test_egoexo4d_file_for_the_late_head_uses_per_view_logits(store, runs, tmp_p
 
 def _load_model(run_dir):
     from skill.heads.predict import load_run_model
-    from skill.heads.train import load_fit_config
+    from skill.heads.run_folder import read_run_record
 
-    return load_run_model(run_dir, load_fit_config(run_dir))
+    return load_run_model(run_dir, read_run_record(run_dir))
 
 
 def test_late_slots_fallback_is_the_mean_of_available_views():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import skill.heads.sweep
+from skill.heads.config import FitConfig
 from skill.heads.sweep import markdown_table, mean_std, sweep, table_columns
-from skill.heads.train import FitConfig
 from tests.token_store import shared_token_store
 
 QUICK = dict(epochs=8, batch_size=16, lr=3e-3, hidden=32, patience=0, plots=False,
