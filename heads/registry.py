@@ -46,14 +46,13 @@ def discover() -> None:
     global _discovered
     if _discovered:
         return
-    import skill.heads as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        path = Path(package.__path__[0]) / f"{module.name}.py"
+    folder = Path(__file__).parent  # the skill.heads package
+    for module in pkgutil.iter_modules([str(folder)]):
+        path = folder / f"{module.name}.py"
         if module.ispkg or not path.is_file():
             continue
         if any(line.startswith(_MARKER) for line in path.read_text().splitlines()):
-            importlib.import_module(f"skill.heads.{module.name}")
+            importlib.import_module(f"{__package__}.{module.name}")
     _discovered = True
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from skill.heads import head_names
 from skill.heads.config import FitConfig
 from skill.heads.predict import RunMismatchError, late_slots, predict, read_take_order
 from skill.heads.train import fit
@@ -17,14 +18,23 @@ QUICK = dict(epochs=10, batch_size=16, lr=3e-3, hidden=64, patience=0, plots=Fal
              lgbm_rounds=60, lgbm_learning_rate=0.1, lgbm_threads=1)  # fmt: skip
 
 
+class Runs(dict):
+    """Fitted runs by head name, each fitted on first use (once per module)."""
+
+    def __init__(self, store, out):
+        super().__init__()
+        self.store, self.out = store, out
+
+    def __missing__(self, head: str):
+        cfg = FitConfig(store=str(self.store.path), head=head, out_dir=str(self.out), **QUICK)
+        self[head] = fit(cfg)
+        return self[head]
+
+
 @pytest.fixture(scope="module")
 def runs(store, tmp_path_factory):
-    """One fitted run per head kind that predict treats differently."""
-    out = tmp_path_factory.mktemp("runs")
-    return {
-        head: fit(FitConfig(store=str(store.path), head=head, out_dir=str(out), **QUICK))
-        for head in ("mean", "late", "lightgbm")
-    }
+    """Fitted runs by head name (every registered head can be asked for)."""
+    return Runs(store, tmp_path_factory.mktemp("runs"))
 
 
 def read_csv(path) -> list[dict]:
@@ -52,7 +62,7 @@ def official_scores(payload: dict, truth: dict[str, int]) -> dict[str, float]:
     }
 
 
-@pytest.mark.parametrize("head", ["mean", "late", "lightgbm"])
+@pytest.mark.parametrize("head", head_names())
 def test_csv_round_trip_matches_the_fit(head, store, runs, tmp_path):
     run = runs[head]
     result = predict(store.path, run.run_dir, tmp_path / "pred.csv")
