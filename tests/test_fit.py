@@ -286,3 +286,22 @@ def test_tokens_pooled_once_give_the_same_logits_as_raw_tokens(selection, name):
         with torch.no_grad():
             flat = head(torch.from_numpy(x_pooled[:, :, 0]), mask)
         assert not torch.allclose(flat, raw, atol=1e-4)
+
+
+def test_every_config_field_has_a_docstring_and_fit_defaults_to_cvf(store):
+    import ast
+    import inspect
+
+    import skill.heads.config as config
+
+    tree = ast.parse(inspect.getsource(config))
+    for cls in [n for n in tree.body if isinstance(n, ast.ClassDef)]:
+        body = cls.body
+        for i, node in enumerate(body):
+            if isinstance(node, ast.AnnAssign):
+                after = body[i + 1] if i + 1 < len(body) else None
+                described = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                assert described, f"{cls.name}.{node.target.id} has no docstring"
+    assert FitConfig(store=str(store.path)).head == "cvf"
+    with pytest.raises(ValueError, match="lgbm_feature_fraction must be in"):
+        FitConfig(store=str(store.path), lgbm_feature_fraction=0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -214,3 +215,40 @@ def test_incomplete_run_folder_is_refused(store, tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(FileNotFoundError, match="not a complete run folder"):
         predict(store.path, tmp_path / "half", tmp_path / "p.csv")
+
+
+def test_run_config_problems_name_the_file_and_the_field(store, runs, tmp_path):
+    from skill.errors import SkillError
+    from skill.heads.run_folder import RunFolderError
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["mean"].run_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    broken = {**config, "model": {k: v for k, v in config["model"].items() if k != "file"}}
+    (run / "config.json").write_text(json.dumps(broken))
+    with pytest.raises(RunFolderError, match=r"config\.json: missing field model\.file"):
+        predict(store.path, run, tmp_path / "p.csv")
+    (run / "config.json").write_text(json.dumps({**config, "view_names": "ego"}))
+    with pytest.raises(RunFolderError, match="field view_names has type str, expected list"):
+        predict(store.path, run, tmp_path / "p.csv")
+    (run / "config.json").write_text(json.dumps({**config, "skill_run_format": 99}))
+    with pytest.raises(RunFolderError, match="run format 99 is newer than this skill"):
+        predict(store.path, run, tmp_path / "p.csv")
+    assert issubclass(RunFolderError, SkillError) and issubclass(RunMismatchError, SkillError)
+
+
+def test_predict_takes_a_predict_config_whose_problems_name_the_option(store, runs, tmp_path):
+    from skill.errors import ConfigError
+    from skill.heads.config import PredictConfig
+
+    cfg = PredictConfig(store=store.path, run=runs["mean"].run_dir, out_csv=tmp_path / "p.csv",
+                        format="egoexo4d")  # fmt: skip
+    assert cfg.out_json == str(tmp_path / "p.json")
+    result = predict(cfg)
+    assert result.out_json.is_file() and result.out_csv.is_file()
+    with pytest.raises(ConfigError, match="format: unknown format 'xml'"):
+        PredictConfig(store="s.zarr", run="run", out_csv="p.csv", format="xml")
+    with pytest.raises(ConfigError, match="out_csv"):
+        PredictConfig(store="s.zarr", run="run")
+    with pytest.raises(ConfigError, match="batch_size"):
+        PredictConfig(store="s.zarr", run="run", out_csv="p.csv", batch_size=0)

@@ -108,3 +108,17 @@ def test_sweep_refuses_an_empty_grid(tmp_path_factory):
     store = shared_token_store(tmp_path_factory)
     with pytest.raises(ValueError, match="at least one head"):
         sweep(FitConfig(store=str(store.path)), heads=[], view_sets=["all"], seeds=[0])
+
+
+def test_sweep_config_problems_name_the_option(tmp_path_factory):
+    from skill.errors import ConfigError
+    from skill.heads.config import SweepConfig
+
+    base = FitConfig(store=str(shared_token_store(tmp_path_factory).path))
+    with pytest.raises(ConfigError, match="heads: unknown head 'nope'"):
+        SweepConfig(fit=base, heads=["mean", "nope"])
+    with pytest.raises(ConfigError, match="seeds must be integers"):
+        SweepConfig(fit=base, seeds=["one"])
+    with pytest.raises(ConfigError, match="name: sweep name"):
+        SweepConfig(fit=base, name="../up")
+    assert SweepConfig(fit=base, seeds=["1", 2]).seeds == [1, 2]
