@@ -252,7 +252,7 @@ def fit(
     seeds: str = typer.Option("0", help="--sweep: seeds, comma-separated."),
 ) -> None:
     """Train a fusion head on a store (or, with --sweep, a whole grid of them)."""
-    from skill.heads.train import FitConfig
+    from skill.heads.config import FitConfig
 
     cfg = FitConfig(
         store=str(store), views=views, head=head, hidden=hidden, dropout=dropout,

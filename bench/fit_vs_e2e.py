@@ -131,7 +131,7 @@ def time_cvf_epochs(
 
 def _one_epoch(selection, splits, cfg) -> tuple[float, float]:
     """Seconds of one train pass and one validation pass, as `fit` runs them."""
-    from skill.heads.train import deterministic_torch, start_training, train_epoch, validation_row
+    from skill.heads.trainer import deterministic_torch, start_training, train_epoch, validation_row
 
     with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
         state = start_training(cfg, selection, splits)
@@ -174,8 +174,8 @@ def fit_row(result, seconds: float) -> FitRow:
 
 def time_train_pass_at(threads: int, store: Path, selection, out_dir: Path) -> float:
     """A cvf train pass with ``skill fit --threads threads``."""
+    from skill.heads.config import FitConfig
     from skill.heads.data import split_takes
-    from skill.heads.train import FitConfig
 
     cfg = FitConfig(store=str(store), views="all", head="cvf", epochs=1, plots=False,
                     out_dir=str(out_dir), threads=threads)  # fmt: skip
@@ -185,8 +185,8 @@ def time_train_pass_at(threads: int, store: Path, selection, out_dir: Path) -> f
 
 def time_sweep(store: Path, heads: list[str], out_dir: Path, threads: int):
     """(seconds, SweepResult) of heads x (ego, exo, all) x seed 0, loading included."""
+    from skill.heads.config import FitConfig
     from skill.heads.sweep import sweep
-    from skill.heads.train import FitConfig
 
     base = FitConfig(store=str(store), plots=False, out_dir=str(out_dir), threads=threads)
     return timed(sweep, base, heads, list(VIEW_SETS), [0])

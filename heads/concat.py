@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from skill.heads import register_head
 from skill.heads._ops import check_inputs, check_sizes, classifier_mlp, pool_tokens
+from skill.heads.registry import register_head
 
 
 @register_head("concat")

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from skill.heads import register_head
 from skill.heads._ops import attention_heads, check_inputs, check_sizes, pool_tokens
+from skill.heads.registry import register_head
 
 # SkillFormer's initial values of the self-calibration scalars (its "video_std" / "video_mean").
 CALIBRATION_SCALE_INIT = 0.1168

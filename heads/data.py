@@ -245,3 +245,12 @@ def take_ids_sha256(take_ids: np.ndarray) -> str:
 
 def _empty() -> np.ndarray:
     return np.zeros(0, dtype=np.int64)
+
+
+def class_weights(train_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse-frequency weights ``n / (C * count_c)`` (0 for a class absent from training)."""
+    counts = np.bincount(train_labels, minlength=num_classes).astype(np.float64)
+    weights = np.zeros(num_classes)
+    present = counts > 0
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights

@@ -17,14 +17,54 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skill.heads.data import Selection, Splits
+from skill.heads.data import Selection, Splits, class_weights
+from skill.heads.registry import register_head
 
 if TYPE_CHECKING:
-    from skill.heads.train import FitConfig
+    from skill.heads.config import FitConfig
 
 # Rows per chunk when pooling: bounds the float32 temporary of the pooling.
 POOL_CHUNK = 256
-MIN_DATA_IN_LEAF = 10
+
+
+@register_head("lightgbm")
+class LightGBMHead:
+    """:class:`heads.interface.TrainableHead` of gradient-boosted trees: pooled features
+    ``(n, V * D)`` (see :func:`pooled_features`) -> class probabilities ``(n, C)``; saved as
+    LightGBM's text model ``model.txt``. Runs on the cpu whatever ``device`` says."""
+
+    kind = "lightgbm"
+    model_file = "model.txt"
+    step = "round"
+
+    def __init__(self, name: str = "lightgbm", booster=None, options: dict | None = None):
+        self.name, self.booster = name, booster
+        self.options = dict(options or {})  # nothing rebuilds a booster: {}
+        self.history: list[dict] = []
+        self.best = 0
+
+    @property
+    def model(self):
+        """The LightGBM Booster."""
+        return self.booster
+
+    def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
+        self.booster, self.history, self.best = train_lightgbm(cfg, sel, splits)
+
+    def predict_proba(self, x, mask, rows=None, batch_size=64, device="cpu") -> np.ndarray:
+        if rows is not None:
+            x, mask = x[rows], mask[rows]
+        return lightgbm_probabilities(self.booster, x, mask)
+
+    def per_view_proba(self, x, mask, batch_size=64, device="cpu") -> None:
+        return None  # one output per take
+
+    def save(self, folder: Path) -> None:
+        save_lightgbm(self.booster, Path(folder) / self.model_file)
+
+    @classmethod
+    def load(cls, name: str, folder: Path, file: str, options: dict) -> LightGBMHead:
+        return cls(name, load_lightgbm(Path(folder) / file), options)
 
 
 def pooled_features(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -46,11 +86,11 @@ def lightgbm_params(cfg: FitConfig, num_classes: int) -> dict:
         "metric": ["multi_logloss", "multi_error"],
         "learning_rate": cfg.lgbm_learning_rate,
         "num_leaves": cfg.lgbm_num_leaves,
-        "min_data_in_leaf": MIN_DATA_IN_LEAF,
-        "feature_fraction": 0.8,
-        "bagging_fraction": 0.8,
+        "min_data_in_leaf": cfg.lgbm_min_data_in_leaf,
+        "feature_fraction": cfg.lgbm_feature_fraction,
+        "bagging_fraction": cfg.lgbm_bagging_fraction,
         "bagging_freq": 1,
-        "lambda_l2": 1.0,
+        "lambda_l2": cfg.lgbm_lambda_l2,
         "seed": cfg.seed,
         "deterministic": True,
         "force_row_wise": True,
@@ -65,8 +105,6 @@ def train_lightgbm(cfg: FitConfig, sel: Selection, splits: Splits):
     The returned booster holds only the trees up to the best round, exactly as saved.
     """
     import lightgbm as lgb
-
-    from skill.heads.train import class_weights
 
     features = pooled_features(sel.x, sel.mask)
     y_train = sel.labels[splits.train]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from skill.heads import register_head
 from skill.heads._ops import check_inputs, check_sizes, classifier_mlp, masked_mean, pool_tokens
+from skill.heads.registry import register_head
 
 
 @register_head("mean")

@@ -39,21 +39,19 @@ from pathlib import Path
 import numpy as np
 
 from skill.cache.store import TokenStore, diff_provenance, provenance_identity
+from skill.errors import SkillError
+from skill.heads.config import FORMATS, PredictConfig
 from skill.heads.data import Selection, load_selection, resolve_views
+from skill.heads.interface import TrainableHead
 from skill.heads.metrics import evaluate
-from skill.heads.train import (
-    LIGHTGBM,
-    clip_mean_softmax,
-    json_safe,
-    load_fit_config,
-    resolve_device,
-)
+from skill.heads.run_folder import ModelRecord, RunRecord, json_safe, load_head, read_run_record
+
+__all__ = ["FORMATS", "PredictConfig", "PredictResult", "RunMismatchError", "predict"]
 
 EXO_SLOTS = 4  # the official prediction file has four exo slots per take
-FORMATS = ("csv", "egoexo4d")
 
 
-class RunMismatchError(ValueError):
+class RunMismatchError(SkillError, ValueError):
     """The store cannot be used with the run (different provenance, views or geometry)."""
 
 
@@ -77,9 +75,9 @@ class PredictResult:
 
 
 def predict(
-    store_path: str | Path,
-    run_dir: str | Path,
-    out_csv: str | Path | None,
+    cfg: PredictConfig | str | Path,
+    run_dir: str | Path | None = None,
+    out_csv: str | Path | None = None,
     fmt: str = "csv",
     out_json: str | Path | None = None,
     views: str | None = None,
@@ -87,35 +85,32 @@ def predict(
     device: str = "cpu",
     batch_size: int = 64,
 ) -> PredictResult:
-    """Predict every completed take of ``store_path`` with the head in ``run_dir``.
+    """Predict every completed take of ``cfg.store`` with the head in ``cfg.run``.
 
-    ``fmt``: ``csv`` writes ``out_csv``; ``egoexo4d`` also writes the official JSON to
+    ``format``: ``csv`` writes ``out_csv``; ``egoexo4d`` also writes the official JSON to
     ``out_json``. ``views``: a subset of the run's views (spec as for ``fit``). ``order``:
-    take ids for the JSON's order (default: the store's take table order).
+    take ids for the JSON's order (default: the store's take table order). The keyword form
+    ``predict(store, run_dir, out_csv, fmt=..., ...)`` builds the PredictConfig.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    if fmt == "csv" and out_csv is None:
-        raise ValueError("csv format needs out_csv")
-    if fmt == "egoexo4d" and out_json is None:
-        if out_csv is None:
-            raise ValueError("egoexo4d format needs out_json (or out_csv to derive it from)")
-        out_json = Path(out_csv).with_suffix(".json")
-    config = load_fit_config(run_dir)
-    store = TokenStore.open(store_path)
-    used_views = check_compatible(store, config, run_dir, views)
-    sel = expand_to_run_views(load_selection(store_path, used_views), config["view_names"])
-    model = load_run_model(run_dir, config)
-    device = resolve_device(device) if config["model"]["kind"] != LIGHTGBM else "cpu"
-    probs = run_probabilities(model, config, sel, device, batch_size)
-    result = make_result(store, sel, config, probs, used_views)
-    if out_csv is not None:
-        result.out_csv = Path(out_csv)
+    if not isinstance(cfg, PredictConfig):
+        cfg = PredictConfig(
+            store=cfg, run=run_dir, out_csv=out_csv, format=fmt, out_json=out_json,
+            views=views, order=order, device=device, batch_size=batch_size,
+        )  # fmt: skip
+    record = read_run_record(cfg.run)
+    store = TokenStore.open(cfg.store)
+    used_views = check_compatible(store, record, cfg.run, cfg.views)
+    sel = expand_to_run_views(load_selection(cfg.store, used_views), record.view_names)
+    head = load_head(cfg.run, record.model)
+    probs = head.predict_proba(sel.x, sel.mask, None, cfg.batch_size, cfg.device)
+    result = make_result(store, sel, record, probs, used_views)
+    if cfg.out_csv is not None:
+        result.out_csv = Path(cfg.out_csv)
         write_csv(result.out_csv, result, sel)
-    if fmt == "egoexo4d":
-        result.out_json = Path(out_json)
-        ids = order if order is not None else [str(t) for t in store.take_table().ids]
-        slots = egoexo4d_slots(model, config, sel, probs, device, batch_size)
+    if cfg.format == "egoexo4d":
+        result.out_json = Path(cfg.out_json)
+        ids = cfg.order if cfg.order is not None else [str(t) for t in store.take_table().ids]
+        slots = egoexo4d_slots(head, sel, probs, cfg.device, cfg.batch_size)
         write_egoexo4d(result.out_json, ids, sel, slots, store)
     return result
 
@@ -123,12 +118,12 @@ def predict(
 # ---- checks ------------------------------------------------------------------------------
 
 
-def check_compatible(store: TokenStore, config: dict, run_dir, views: str | None) -> list[str]:
+def check_compatible(store: TokenStore, record: RunRecord, run_dir, views: str | None) -> list[str]:
     """Refuse a store the run cannot read; returns the run views to feed (others masked)."""
     # Where the store's tokens came from must match, not where files happened to lie.
     diffs = diff_provenance(
         provenance_identity(store.provenance),
-        provenance_identity(config["store"]["provenance"]),
+        provenance_identity(record.store.provenance),
         wanted_name="run",
     )
     if diffs:
@@ -136,13 +131,13 @@ def check_compatible(store: TokenStore, config: dict, run_dir, views: str | None
             f"{store.path} was not extracted like the store run {run_dir} was trained on:\n  "
             + "\n  ".join(diffs)
         )
-    geometry = config["store"]["geometry"]
+    geometry = record.store.geometry
     for key, have in (("tokens", store.tokens), ("dim", store.dim)):
         if int(geometry[key]) != have:
             raise RunMismatchError(
                 f"{store.path}: {key} = {have}, but run {run_dir} was trained with {geometry[key]}"
             )
-    run_views = list(config["view_names"])
+    run_views = list(record.view_names)
     used = resolve_views(views, run_views) if views else run_views
     missing = [v for v in used if v not in store.views]
     if missing:
@@ -151,9 +146,9 @@ def check_compatible(store: TokenStore, config: dict, run_dir, views: str | None
             f"(store views: {', '.join(store.views)}); pass views without it to predict "
             "with that view masked"
         )
-    if list(store.labels) != list(config["class_names"]):
+    if list(store.labels) != list(record.class_names):
         raise RunMismatchError(
-            f"{store.path}: classes {store.labels} differ from the run's {config['class_names']}"
+            f"{store.path}: classes {store.labels} differ from the run's {record.class_names}"
         )
     return used
 
@@ -175,39 +170,20 @@ def expand_to_run_views(sel: Selection, run_views: list[str]) -> Selection:
 # ---- model -------------------------------------------------------------------------------
 
 
-def load_run_model(run_dir: str | Path, config: dict):
-    """The trained head of a run: an nn.Module from safetensors, or a LightGBM text model."""
-    path = Path(run_dir) / config["model"]["file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: model file {path.name} is missing")
-    if config["model"]["kind"] == LIGHTGBM:
-        from skill.heads.lgbm import load_lightgbm
-
-        return load_lightgbm(path)
-    from safetensors.torch import load_model
-
-    from skill.heads import build_head
-
-    model = build_head(config["model"]["head"], **config["model"]["options"])
-    load_model(model, str(path), strict=True)
-    return model.eval()
-
-
-def run_probabilities(model, config: dict, sel: Selection, device: str, batch_size: int):
-    """Class probabilities ``(n, C)`` of every take of the selection."""
-    rows = np.arange(sel.n)
-    if config["model"]["kind"] == LIGHTGBM:
-        from skill.heads.lgbm import lightgbm_probabilities
-
-        return lightgbm_probabilities(model, sel.x, sel.mask)
-    model.to(device)
-    return clip_mean_softmax(model, sel.x, sel.mask, rows, batch_size, device)
+def load_run_model(run_dir: str | Path, config: dict | RunRecord):
+    """The trained model of a run (an nn.Module from safetensors, or a LightGBM Booster);
+    ``config`` is the run's RunRecord or a config.json dict with at least ``model``."""
+    if isinstance(config, RunRecord):
+        model = config.model
+    else:
+        model = ModelRecord.from_dict(config.get("model"), str(Path(run_dir) / "config.json"))
+    return load_head(run_dir, model).model
 
 
 def make_result(
-    store: TokenStore, sel: Selection, config: dict, probs: np.ndarray, used_views: list[str]
+    store: TokenStore, sel: Selection, record: RunRecord, probs: np.ndarray, used_views: list[str]
 ) -> PredictResult:
-    class_names = list(config["class_names"])
+    class_names = list(record.class_names)
     table = store.take_table()
     predicted_rows = set(sel.store_rows.tolist())
     skipped = [str(t) for i, t in enumerate(table.ids) if i not in predicted_rows]
@@ -217,17 +193,17 @@ def make_result(
         predicted=[class_names[int(i)] for i in probs.argmax(axis=1)] if len(probs) else [],
         labels=sel.labels,
         class_names=class_names,
-        view_names=list(config["view_names"]),
+        view_names=list(record.view_names),
         used_views=used_views,
         skipped=skipped,
     )
-    result.metrics = labelled_metrics(sel, probs, config)
+    result.metrics = labelled_metrics(sel, probs, record)
     return result
 
 
-def labelled_metrics(sel: Selection, probs: np.ndarray, config: dict) -> dict:
+def labelled_metrics(sel: Selection, probs: np.ndarray, record: RunRecord) -> dict:
     """Metrics over all labelled takes and per split, with the run's training baselines."""
-    counts = config["takes"]["train_class_counts"]
+    counts = record.train_class_counts
     train_labels = np.repeat(np.arange(len(counts)), counts)
     groups = {"all": sel.labels >= 0}
     for split in sorted(set(sel.split.tolist()) - {""}):
@@ -238,7 +214,7 @@ def labelled_metrics(sel: Selection, probs: np.ndarray, config: dict) -> dict:
             probs[rows],
             sel.scenario[rows],
             train_labels,
-            list(config["class_names"]),
+            list(record.class_names),
         )
         for name, rows in groups.items()
         if rows.any()
@@ -271,14 +247,14 @@ def write_csv(path: Path, result: PredictResult, sel: Selection) -> None:
     os.replace(tmp, path)
 
 
-def egoexo4d_slots(model, config, sel: Selection, probs, device, batch_size) -> np.ndarray:
+def egoexo4d_slots(
+    head: TrainableHead, sel: Selection, probs: np.ndarray, device: str, batch_size: int
+) -> np.ndarray:
     """Log-probabilities per take for the 1 ego + 4 exo slots: ``(n, 5, C)``."""
     fused = np.log(np.clip(probs, 1e-12, None))  # (n, C)
-    if config["model"]["kind"] == LIGHTGBM or not hasattr(model, "per_view_logits"):
+    per_view = head.per_view_proba(sel.x, sel.mask, batch_size, device)  # (n, V, C) or None
+    if per_view is None:  # one output per take: the fused logits in every slot
         return np.repeat(fused[:, None, :], 1 + EXO_SLOTS, axis=1)
-    per_view = clip_mean_softmax(
-        model.per_view_logits, sel.x, sel.mask, np.arange(sel.n), batch_size, device
-    )  # (n, V, C)
     return late_slots(np.log(np.clip(per_view, 1e-12, None)), sel.mask, sel.view_names)
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from skill.heads.config import FitConfig, SweepConfig
 from skill.heads.data import load_selection
-from skill.heads.train import FitConfig, FitResult, fit, publish
+from skill.heads.run_folder import publish
+from skill.heads.train import FitResult, fit
 
 METRICS = ("top1", "balanced_accuracy", "macro_f1")
 SPLITS = ("val", "test")
@@ -32,10 +34,6 @@ class SweepResult:
     rows: list[dict]
     sweep_dir: Path
     fits: list[FitResult] = field(default_factory=list)
-
-    @property
-    def columns(self) -> list[str]:
-        return table_columns()
 
 
 def table_columns() -> list[str]:
@@ -54,18 +52,28 @@ def table_columns() -> list[str]:
 
 
 def sweep(
-    base: FitConfig, heads: list[str], view_sets: list[str], seeds: list[int], name: str = "sweep"
+    cfg: SweepConfig | FitConfig,
+    heads: list[str] | None = None,
+    view_sets: list[str] | None = None,
+    seeds: list[int] | None = None,
+    name: str = "sweep",
 ) -> SweepResult:
-    """Fit every (head, view set, seed) with ``base``'s other settings; write the table."""
-    if not heads or not view_sets or not seeds:
-        raise ValueError("a sweep needs at least one head, one view set and one seed")
+    """Fit every (head, view set, seed) with ``cfg.fit``'s other settings; write the table.
+
+    The keyword form ``sweep(base_fit_config, heads=..., view_sets=..., seeds=...)`` builds
+    the SweepConfig.
+    """
+    if not isinstance(cfg, SweepConfig):
+        grid = {"heads": heads, "view_sets": view_sets, "seeds": seeds}
+        cfg = SweepConfig(fit=cfg, name=name, **{k: v for k, v in grid.items() if v is not None})
+    base, heads, view_sets, seeds = cfg.fit, cfg.heads, cfg.view_sets, cfg.seeds
     configs = {
         (h, v, s): dataclasses.replace(base, head=h, views=v, seed=s, name="", out_dir="")
         for v in view_sets
         for h in heads
         for s in seeds
     }  # builds (and so validates) every config before the first fit
-    sweep_dir = reserve_sweep_dir(Path(base.out_dir), name)
+    sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name)
     fits: dict[tuple, FitResult] = {}
     for views in view_sets:
         selection = load_selection(base.store, views)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from skill.heads import register_head
 from skill.heads._ops import attention_heads, check_inputs, check_sizes, zero_missing
+from skill.heads.registry import register_head
 
 MAX_ATTENTION_HEADS = 8
 

@@ -145,8 +145,8 @@ def _extract(cfg: DemoConfig, manifest: Path, say) -> Path:
 
 
 def _sweep(cfg: DemoConfig, store: Path, say):
+    from skill.heads.config import FitConfig
     from skill.heads.sweep import sweep
-    from skill.heads.train import FitConfig
 
     n = len(cfg.heads) * len(cfg.view_sets)
     say(f"3/4 fitting {n} heads x view sets on the store ...")

@@ -1,19 +1,37 @@
-"""The neural heads: shapes, masking of missing views, gradients, and that they can learn."""
+"""Every registered head: shapes, masking of missing views, gradients, that it can learn, and
+that it fits, predicts and reloads through a run folder. The head lists come from the
+registry (like timm's tests over ``list_models()``): a new head file is tested without
+editing this file."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from skill.heads import build_head, head_names
+from skill.heads import HEADS, build_head, head_names
 from skill.heads._ops import masked_mean, pool_tokens
 from skill.heads.cvf import ViewAttentionPool
+from skill.heads.registry import is_trainable
 
-NEURAL_HEADS = ["concat", "cvf", "late", "mean", "temporal"]
-# Head configurations exercised by the behaviour tests (temporal also with its encoder layer).
-CONFIGS = [(name, {}) for name in NEURAL_HEADS] + [("temporal", {"encoder_layers": 1})]
-CONFIG_IDS = [name + ("+encoder" if options else "") for name, options in CONFIGS]
+ALL_HEADS = head_names()
+NEURAL_HEADS = [name for name in ALL_HEADS if not is_trainable(HEADS[name])]
+# Extra head configurations exercised by the behaviour tests (temporal with its encoder layer).
+VARIANTS = {"temporal": [{"encoder_layers": 1}]}
+CONFIGS = [(name, {}) for name in NEURAL_HEADS] + [
+    (name, options) for name in NEURAL_HEADS for options in VARIANTS.get(name, [])
+]
+CONFIG_IDS = [name + ("+" + "+".join(options) if options else "") for name, options in CONFIGS]
+# Heads whose output depends on each view's position (a duplicated view is another view).
+POSITIONAL = {"concat"}
+HEADS_DIR = Path(__file__).resolve().parents[1] / "heads"
 
 # Small sizes for the behaviour tests: B samples, V views, N tokens, D width, C classes.
 B, V, N, D, C = 6, 3, 4, 32, 4
@@ -40,8 +58,23 @@ def mixed_mask() -> torch.Tensor:
     )
 
 
-def test_registry_lists_every_head():
-    assert head_names() == sorted([*NEURAL_HEADS, "lightgbm"])
+def test_registry_finds_every_head_module_by_its_decorator():
+    registering = {
+        path.stem
+        for path in HEADS_DIR.glob("*.py")
+        if any(line.startswith("@register_head(") for line in path.read_text().splitlines())
+    }
+    assert {HEADS[name].__module__.rsplit(".", 1)[1] for name in ALL_HEADS} == registering
+    assert {"mean", "concat", "late", "cvf", "temporal", "lightgbm"} <= set(ALL_HEADS)
+    assert NEURAL_HEADS and "lightgbm" not in NEURAL_HEADS
+
+
+@pytest.mark.parametrize("name", NEURAL_HEADS)
+def test_neural_head_is_a_plain_module_whose_docstring_states_its_shapes(name):
+    cls = HEADS[name]
+    assert issubclass(cls, nn.Module)
+    doc = (inspect.getdoc(cls) or "") + (inspect.getdoc(cls.forward) or "")
+    assert "(B, V, N, D)" in doc and "(B, C)" in doc, name
 
 
 @pytest.mark.parametrize("name", NEURAL_HEADS)
@@ -95,8 +128,8 @@ def test_one_valid_view_per_sample_works_and_samples_are_independent(name, optio
 
 @pytest.mark.parametrize(
     ("name", "options"),
-    [config for config in CONFIGS if config[0] != "concat"],
-    ids=[i for i in CONFIG_IDS if i != "concat"],
+    [config for config in CONFIGS if config[0] not in POSITIONAL],
+    ids=[i for i, config in zip(CONFIG_IDS, CONFIGS, strict=True) if config[0] not in POSITIONAL],
 )
 def test_missing_view_is_left_out_not_counted_as_zero_tokens(name, options):
     """[a, b, missing, missing] must equal [a, b, a, b]: a mean or an attention over a set is
@@ -369,3 +402,89 @@ def test_can_overfit_a_tiny_separable_problem(name, options):
             if accuracy >= 0.9:
                 break
     assert accuracy >= 0.9, f"{name}: train accuracy {accuracy:.2f} after {step + 1} steps"
+
+
+# ---- every head kind through the TrainableHead interface and the run folder ---------------
+
+QUICK = dict(epochs=3, batch_size=16, lr=3e-3, hidden=16, patience=0, plots=False,
+             lgbm_rounds=20, lgbm_learning_rate=0.1)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ALL_HEADS)
+def test_every_head_fits_predicts_and_reloads_identically(name, store, tmp_path):
+    from skill.heads.config import FitConfig
+    from skill.heads.interface import TrainableHead
+    from skill.heads.run_folder import load_head, read_run_record
+    from skill.heads.train import fit
+
+    result = fit(FitConfig(store=str(store.path), head=name, out_dir=str(tmp_path), **QUICK))
+    record = read_run_record(result.run_dir)
+    assert record.model.head == name and (result.run_dir / record.model.file).is_file()
+    head = load_head(result.run_dir, record.model)
+    assert isinstance(head, TrainableHead)
+    from skill.heads.data import load_selection, split_takes
+
+    sel = load_selection(store.path, "all")
+    rows = split_takes(sel, 0.2, 0).val
+    probs = head.predict_proba(sel.x, sel.mask, rows, batch_size=16)
+    assert probs.shape == (len(rows), len(record.class_names))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    # The reloaded head gives exactly the probabilities the fit wrote.
+    assert np.array_equal(probs, result.predictions["val"][1])
+    # Tokens of masked views do not change a take's probabilities.
+    noisy = sel.x.copy()
+    mask = sel.mask.copy()
+    mask[rows[::2], 0] = False
+    mask[~mask.any(axis=1), 1] = True
+    noisy[~mask] = np.random.default_rng(0).normal(0, 50, noisy[~mask].shape)
+    clean = np.where(mask[:, :, None, None, None], sel.x, 0).astype(sel.x.dtype)
+    assert np.array_equal(
+        head.predict_proba(noisy, mask, rows, batch_size=16),
+        head.predict_proba(clean, mask, rows, batch_size=16),
+    )
+
+
+def test_importing_the_configs_imports_no_torch_lightgbm_or_zarr():
+    code = (
+        "import sys, skill.heads.config\n"
+        "heavy = [m for m in ('torch', 'lightgbm', 'zarr') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _imported_heads_modules(path: Path) -> set[str]:
+    """``skill.heads`` modules a heads file imports (anywhere, type-checking imports aside)."""
+    tree = ast.parse(path.read_text())
+    type_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for node in ast.walk(block)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {n.split(".")[2] for n in names if n.startswith("skill.heads.")}
+    return found & {p.stem for p in HEADS_DIR.glob("*.py")}
+
+
+def test_heads_modules_import_no_cycle_and_nothing_of_the_pipeline():
+    graph = {p.stem: _imported_heads_modules(p) for p in HEADS_DIR.glob("*.py")}
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        for dep in graph.get(module, ()):
+            assert dep not in path, " -> ".join((*path, dep))
+            visit(dep, (*path, dep))
+
+    for module in graph:
+        visit(module, (module,))
+    for path in HEADS_DIR.glob("*.py"):
+        assert "skill.pipeline" not in path.read_text(), path.name

@@ -4,26 +4,38 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+from skill.heads import head_names
+from skill.heads.config import FitConfig
 from skill.heads.predict import RunMismatchError, late_slots, predict, read_take_order
-from skill.heads.train import FitConfig, fit
+from skill.heads.train import fit
 from tests.token_store import LABELS, PROVENANCE, shared_token_store
 
 QUICK = dict(epochs=10, batch_size=16, lr=3e-3, hidden=64, patience=0, plots=False,
              lgbm_rounds=60, lgbm_learning_rate=0.1, lgbm_threads=1)  # fmt: skip
 
 
+class Runs(dict):
+    """Fitted runs by head name, each fitted on first use (once per module)."""
+
+    def __init__(self, store, out):
+        super().__init__()
+        self.store, self.out = store, out
+
+    def __missing__(self, head: str):
+        cfg = FitConfig(store=str(self.store.path), head=head, out_dir=str(self.out), **QUICK)
+        self[head] = fit(cfg)
+        return self[head]
+
+
 @pytest.fixture(scope="module")
 def runs(store, tmp_path_factory):
-    """One fitted run per head kind that predict treats differently."""
-    out = tmp_path_factory.mktemp("runs")
-    return {
-        head: fit(FitConfig(store=str(store.path), head=head, out_dir=str(out), **QUICK))
-        for head in ("mean", "late", "lightgbm")
-    }
+    """Fitted runs by head name (every registered head can be asked for)."""
+    return Runs(store, tmp_path_factory.mktemp("runs"))
 
 
 def read_csv(path) -> list[dict]:
@@ -51,7 +63,7 @@ def official_scores(payload: dict, truth: dict[str, int]) -> dict[str, float]:
     }
 
 
-@pytest.mark.parametrize("head", ["mean", "late", "lightgbm"])
+@pytest.mark.parametrize("head", head_names())
 def test_csv_round_trip_matches_the_fit(head, store, runs, tmp_path):
     run = runs[head]
     result = predict(store.path, run.run_dir, tmp_path / "pred.csv")
@@ -113,7 +125,7 @@ def _labelled_truth(result) -> tuple[list[str], list[str]]:
 
 def test_egoexo4d_file_for_the_late_head_uses_per_view_logits(store, runs, tmp_path):
     from skill.heads.data import load_selection
-    from skill.heads.train import clip_mean_softmax
+    from skill.heads.trainer import clip_mean_softmax
 
     out = tmp_path / "late.json"
     result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out)
@@ -144,9 +156,9 @@ def test_egoexo4d_file_for_the_late_head_uses_per_view_logits(store, runs, tmp_p
 
 def _load_model(run_dir):
     from skill.heads.predict import load_run_model
-    from skill.heads.train import load_fit_config
+    from skill.heads.run_folder import read_run_record
 
-    return load_run_model(run_dir, load_fit_config(run_dir))
+    return load_run_model(run_dir, read_run_record(run_dir))
 
 
 def test_late_slots_fallback_is_the_mean_of_available_views():
@@ -203,3 +215,40 @@ def test_incomplete_run_folder_is_refused(store, tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(FileNotFoundError, match="not a complete run folder"):
         predict(store.path, tmp_path / "half", tmp_path / "p.csv")
+
+
+def test_run_config_problems_name_the_file_and_the_field(store, runs, tmp_path):
+    from skill.errors import SkillError
+    from skill.heads.run_folder import RunFolderError
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["mean"].run_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    broken = {**config, "model": {k: v for k, v in config["model"].items() if k != "file"}}
+    (run / "config.json").write_text(json.dumps(broken))
+    with pytest.raises(RunFolderError, match=r"config\.json: missing field model\.file"):
+        predict(store.path, run, tmp_path / "p.csv")
+    (run / "config.json").write_text(json.dumps({**config, "view_names": "ego"}))
+    with pytest.raises(RunFolderError, match="field view_names has type str, expected list"):
+        predict(store.path, run, tmp_path / "p.csv")
+    (run / "config.json").write_text(json.dumps({**config, "skill_run_format": 99}))
+    with pytest.raises(RunFolderError, match="run format 99 is newer than this skill"):
+        predict(store.path, run, tmp_path / "p.csv")
+    assert issubclass(RunFolderError, SkillError) and issubclass(RunMismatchError, SkillError)
+
+
+def test_predict_takes_a_predict_config_whose_problems_name_the_option(store, runs, tmp_path):
+    from skill.errors import ConfigError
+    from skill.heads.config import PredictConfig
+
+    cfg = PredictConfig(store=store.path, run=runs["mean"].run_dir, out_csv=tmp_path / "p.csv",
+                        format="egoexo4d")  # fmt: skip
+    assert cfg.out_json == str(tmp_path / "p.json")
+    result = predict(cfg)
+    assert result.out_json.is_file() and result.out_csv.is_file()
+    with pytest.raises(ConfigError, match="format: unknown format 'xml'"):
+        PredictConfig(store="s.zarr", run="run", out_csv="p.csv", format="xml")
+    with pytest.raises(ConfigError, match="out_csv"):
+        PredictConfig(store="s.zarr", run="run")
+    with pytest.raises(ConfigError, match="batch_size"):
+        PredictConfig(store="s.zarr", run="run", out_csv="p.csv", batch_size=0)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import skill.heads.sweep
+from skill.heads.config import FitConfig
 from skill.heads.sweep import markdown_table, mean_std, sweep, table_columns
-from skill.heads.train import FitConfig
 from tests.token_store import shared_token_store
 
 QUICK = dict(epochs=8, batch_size=16, lr=3e-3, hidden=32, patience=0, plots=False,
@@ -108,3 +108,17 @@ def test_sweep_refuses_an_empty_grid(tmp_path_factory):
     store = shared_token_store(tmp_path_factory)
     with pytest.raises(ValueError, match="at least one head"):
         sweep(FitConfig(store=str(store.path)), heads=[], view_sets=["all"], seeds=[0])
+
+
+def test_sweep_config_problems_name_the_option(tmp_path_factory):
+    from skill.errors import ConfigError
+    from skill.heads.config import SweepConfig
+
+    base = FitConfig(store=str(shared_token_store(tmp_path_factory).path))
+    with pytest.raises(ConfigError, match="heads: unknown head 'nope'"):
+        SweepConfig(fit=base, heads=["mean", "nope"])
+    with pytest.raises(ConfigError, match="seeds must be integers"):
+        SweepConfig(fit=base, seeds=["one"])
+    with pytest.raises(ConfigError, match="name: sweep name"):
+        SweepConfig(fit=base, name="../up")
+    assert SweepConfig(fit=base, seeds=["1", 2]).seeds == [1, 2]

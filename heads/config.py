@@ -1,0 +1,234 @@
+"""The settings of ``skill fit``, ``skill predict`` and ``skill fit --sweep``, one dataclass
+each, with one docstring per field (the CLI's help is derived from them).
+
+Torch-free: importing this module imports no torch, lightgbm or zarr (a test checks), so that
+the command line can read these fields cheaply. Each ``__post_init__`` validates and raises
+:class:`skill.errors.ConfigError` whose message names the option; looking up a head name
+imports the heads registry, and so torch, only when a config is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from skill.devices import resolve_device
+from skill.errors import ConfigError
+
+MONITORS = ("balanced_accuracy", "loss")
+FORMATS = ("csv", "egoexo4d")
+
+
+def _check_head(head: str, option: str = "head") -> None:
+    from skill.heads.registry import head_names
+
+    if head not in head_names():
+        raise ConfigError(f"{option}: unknown head {head!r}; choose from {', '.join(head_names())}")
+
+
+@dataclass
+class FitConfig:
+    """Everything that decides a fit; written resolved to the run's config.json."""
+
+    store: str
+    """Path of the token store (``*.zarr``) made by ``skill extract``."""
+    views: str = "all"
+    """Views to use: ``all``, ``ego``, ``exo`` (every exo view) or a comma list like ``ego,exo2``."""
+    head: str = "cvf"
+    """Head name, one of the registered heads (``skill.heads.head_names()``): mean, concat,
+    late, cvf, temporal or lightgbm."""
+    hidden: int | None = None
+    """Hidden width of the head; None = the head's own default (resolved in config.json)."""
+    dropout: float = 0.1
+    """Dropout inside the head."""
+    epochs: int = 30
+    """Maximum number of epochs (early stopping may end sooner)."""
+    batch_size: int = 32
+    """Takes per optimisation step."""
+    lr: float = 1e-3
+    """Peak learning rate of AdamW (reached after the warmup)."""
+    weight_decay: float = 0.05
+    """AdamW weight decay, applied to weight matrices only (not biases or norm weights)."""
+    warmup_frac: float = 0.1
+    """Fraction of all steps spent on a linear learning-rate warmup before the cosine decay."""
+    class_balanced: bool = False
+    """Weight the cross-entropy (LightGBM: the samples) by inverse training class frequency."""
+    patience: int = 8
+    """Stop after this many epochs without a better validation score; 0 = never stop early."""
+    monitor: str = "balanced_accuracy"
+    """Validation score for early stopping and best-epoch choice: balanced_accuracy or loss."""
+    seed: int = 0
+    """Seed of weight init, batch order, clip choice, view dropout (and LightGBM)."""
+    split_seed: int = 0
+    """Seed of the participant-grouped validation split (kept apart from ``seed`` so that
+    runs over several seeds are scored on the same validation takes)."""
+    view_dropout: float = 0.0
+    """Probability of dropping each valid view of a training take (never all of them)."""
+    val_frac: float = 0.2
+    """Fraction of participants held out for validation when the store has no val split."""
+    device: str = "cpu"
+    """cpu, cuda, cuda:N, or auto (cuda when available); resolved at construction."""
+    out_dir: str = "runs"
+    """Folder that receives the run folder."""
+    name: str = ""
+    """Run folder name; empty = ``<head>-<views>-s<seed>``. A taken name gets a suffix -2, -3..."""
+    plots: bool = True
+    """Write confusion.png and curve.png (about a second per fit; off for quick sweeps)."""
+    lgbm_rounds: int = 500
+    """LightGBM: maximum boosting rounds."""
+    lgbm_learning_rate: float = 0.05
+    """LightGBM: shrinkage rate."""
+    lgbm_num_leaves: int = 15
+    """LightGBM: maximum leaves per tree."""
+    lgbm_early_stopping: int = 50
+    """LightGBM: stop after this many rounds without a better validation log-loss; 0 = off."""
+    lgbm_min_data_in_leaf: int = 10
+    """LightGBM: minimum number of takes in a leaf."""
+    lgbm_feature_fraction: float = 0.8
+    """LightGBM: fraction of the features each tree samples, in (0, 1]."""
+    lgbm_bagging_fraction: float = 0.8
+    """LightGBM: fraction of the training takes each tree samples (bagging every round), in
+    (0, 1]."""
+    lgbm_lambda_l2: float = 1.0
+    """LightGBM: L2 regularisation of the leaf values."""
+    lgbm_threads: int = 1
+    """LightGBM: fixed thread count (part of what makes its result reproducible; one thread
+    is as fast on a few thousand takes and cannot thrash on shared cores)."""
+    threads: int = 1
+    """CPU threads for torch while training. Heads are small: one thread is as fast as several
+    and cannot thrash when other processes share the cores (measured 10x slower with 2 threads
+    on a loaded 2-core machine). Raise it for large heads on an idle machine."""
+
+    def __post_init__(self) -> None:
+        self.store = str(self.store)
+        self.out_dir = str(self.out_dir)
+        self._check_ranges()
+        _check_head(self.head)
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        self.device = resolve_device(self.device)
+        if not self.name:
+            self.name = f"{self.head}-{self.views.replace(',', '+').replace(' ', '')}-s{self.seed}"
+        if "/" in self.name or self.name.startswith(".") or os.sep in self.name:
+            raise ConfigError(f"name: run name {self.name!r} must be a plain folder name")
+
+    def _check_ranges(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_frac < 1:
+            problems.append(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.view_dropout < 1:
+            problems.append(f"view_dropout must be in [0, 1), got {self.view_dropout}")
+        if not 0 < self.val_frac < 1:
+            problems.append(f"val_frac must be in (0, 1), got {self.val_frac}")
+        if self.patience < 0:
+            problems.append(f"patience must be >= 0, got {self.patience}")
+        if self.lgbm_early_stopping < 0:
+            problems.append(f"lgbm_early_stopping must be >= 0, got {self.lgbm_early_stopping}")
+        if self.hidden is not None and self.hidden < 0:
+            problems.append(f"hidden must be >= 0, got {self.hidden}")
+        if self.threads < 1:
+            problems.append(f"threads must be >= 1, got {self.threads}")
+        if self.lgbm_rounds < 1:
+            problems.append(f"lgbm_rounds must be >= 1, got {self.lgbm_rounds}")
+        if self.lgbm_num_leaves < 2:
+            problems.append(f"lgbm_num_leaves must be >= 2, got {self.lgbm_num_leaves}")
+        if self.lgbm_threads < 1:
+            problems.append(f"lgbm_threads must be >= 1, got {self.lgbm_threads}")
+        if self.lgbm_min_data_in_leaf < 1:
+            problems.append(f"lgbm_min_data_in_leaf must be >= 1, got {self.lgbm_min_data_in_leaf}")
+        for key in ("lgbm_feature_fraction", "lgbm_bagging_fraction"):
+            if not 0 < getattr(self, key) <= 1:
+                problems.append(f"{key} must be in (0, 1], got {getattr(self, key)}")
+        if self.lgbm_lambda_l2 < 0:
+            problems.append(f"lgbm_lambda_l2 must be >= 0, got {self.lgbm_lambda_l2}")
+        if problems:
+            raise ConfigError("invalid fit config: " + "; ".join(problems))
+
+
+@dataclass
+class PredictConfig:
+    """Everything that decides a ``predict``: which run, which store, which outputs."""
+
+    store: str
+    """Path of the token store (``*.zarr``) to predict; extracted like the run's store."""
+    run: str
+    """Run folder written by ``skill fit`` (holds config.json and the model file)."""
+    out_csv: str | None = None
+    """CSV of per-take class probabilities; needed for format csv."""
+    format: str = "csv"
+    """Output format: csv (``out_csv``) or egoexo4d (also the official EgoExo4D JSON)."""
+    out_json: str | None = None
+    """egoexo4d: the official prediction JSON; default ``out_csv`` with suffix ``.json``."""
+    views: str | None = None
+    """Subset of the run's views to feed (spec as for fit); the others are masked. None = all."""
+    order: list[str] | None = None
+    """egoexo4d: take ids in the order the JSON lists them; None = the store's take order."""
+    device: str = "cpu"
+    """cpu, cuda, cuda:N, or auto; resolved by a neural head (LightGBM always runs on cpu)."""
+    batch_size: int = 64
+    """Takes per forward pass of a neural head."""
+
+    def __post_init__(self) -> None:
+        self.store, self.run = str(self.store), str(self.run)
+        self.out_csv = None if self.out_csv is None else str(self.out_csv)
+        self.out_json = None if self.out_json is None else str(self.out_json)
+        if self.format not in FORMATS:
+            raise ConfigError(
+                f"format: unknown format {self.format!r}; choose from {', '.join(FORMATS)}"
+            )
+        if self.format == "csv" and self.out_csv is None:
+            raise ConfigError("out_csv: csv format needs out_csv")
+        if self.format == "egoexo4d" and self.out_json is None:
+            if self.out_csv is None:
+                raise ConfigError(
+                    "out_json: egoexo4d format needs out_json (or out_csv to derive it from)"
+                )
+            self.out_json = os.path.splitext(self.out_csv)[0] + ".json"
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.order is not None:
+            self.order = [str(t) for t in self.order]
+
+
+@dataclass
+class SweepConfig:
+    """A grid of fits: every head x view set x seed, each on top of ``fit``'s settings."""
+
+    fit: FitConfig
+    """The settings shared by every fit (its head, views, seed and name are replaced)."""
+    heads: list[str] = field(
+        default_factory=lambda: ["mean", "concat", "late", "cvf", "temporal", "lightgbm"]
+    )
+    """Heads to fit, each a registered head name."""
+    view_sets: list[str] = field(default_factory=lambda: ["ego", "exo", "all"])
+    """View sets to fit on (each a views spec like ``ego`` or ``ego,exo2``); each loaded once."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds per (head, view set); the table reports mean and sample std over them."""
+    name: str = "sweep"
+    """Sweep folder name inside ``fit.out_dir``; a taken name gets a suffix -2, -3..."""
+
+    def __post_init__(self) -> None:
+        self.heads, self.view_sets = list(self.heads), list(self.view_sets)
+        if not self.heads or not self.view_sets or not self.seeds:
+            raise ConfigError(
+                "heads, view_sets, seeds: a sweep needs at least one head, one view set and "
+                "one seed"
+            )
+        for head in self.heads:
+            _check_head(head, "heads")
+        try:
+            self.seeds = [int(s) for s in self.seeds]
+        except (TypeError, ValueError):
+            raise ConfigError(f"seeds must be integers, not {self.seeds!r}") from None
+        if not self.name or "/" in self.name or self.name.startswith(".") or os.sep in self.name:
+            raise ConfigError(f"name: sweep name {self.name!r} must be a plain folder name")

@@ -1,0 +1,72 @@
+"""``TrainableHead``: what every head kind does, whatever its model is.
+
+Two implementations: :class:`heads.trainer.NeuralHead` wraps any registered ``nn.Module``
+head (AdamW training loop), :class:`heads.lgbm.LightGBMHead` is gradient-boosted trees.
+``fit``, ``predict``, ``sweep`` and the run folder only ever talk to this interface.
+Shapes: n takes, V views, K clips, N tokens, D width, C classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from skill.heads.config import FitConfig
+    from skill.heads.data import Selection, Splits
+
+
+@runtime_checkable
+class TrainableHead(Protocol):
+    """A head kind: trained by ``fit``, applied by ``predict_proba``, kept in a run folder."""
+
+    name: str  # the registered head name
+    kind: str  # config.json ``model.kind``: "torch" or "lightgbm"
+    model_file: str  # the model's file in the run folder
+    step: str  # what one history row is: "epoch" or "round"
+    options: dict  # keyword arguments that rebuild the model (config.json ``model.options``)
+    history: list[dict]  # one dict per step, after ``fit``
+    best: int  # the kept step (1-based), after ``fit``
+
+    def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
+        """Train on ``splits.train`` of ``sel``, early-stopping on ``splits.val``."""
+
+    def predict_proba(
+        self,
+        x: np.ndarray,
+        mask: np.ndarray,
+        rows: np.ndarray | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+    ) -> np.ndarray:
+        """Class probabilities ``(len(rows), C)`` (all takes when ``rows`` is None) for tokens
+        ``x (n, V, K, N, D)`` float16 and view mask ``(n, V)`` bool; the mean over clips."""
+
+    def per_view_proba(
+        self, x: np.ndarray, mask: np.ndarray, batch_size: int = 64, device: str = "cpu"
+    ) -> np.ndarray | None:
+        """Per-view class probabilities ``(n, V, C)``, or None for a head with one output."""
+
+    def save(self, folder: Path) -> None:
+        """Write the model to ``folder / model_file``."""
+
+    @classmethod
+    def load(cls, name: str, folder: Path, file: str, options: dict) -> TrainableHead:
+        """The trained head saved in ``folder / file`` (safe formats only, never pickle)."""
+
+
+def head_type(name: str) -> type[TrainableHead]:
+    """The TrainableHead class of a registered head: the class itself when it implements the
+    interface, :class:`heads.trainer.NeuralHead` for an ``nn.Module`` head."""
+    from skill.heads.registry import head_class, is_trainable
+    from skill.heads.trainer import NeuralHead
+
+    cls = head_class(name)
+    return cls if is_trainable(cls) else NeuralHead
+
+
+def new_head(name: str) -> TrainableHead:
+    """An untrained head of registered kind ``name``, ready for ``fit``."""
+    return head_type(name)(name)

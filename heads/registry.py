@@ -1,0 +1,90 @@
+"""The head registry: every head kind ``skill fit`` can train, found by name.
+
+A head is registered by one decorator on its class, ``@register_head("name")``, in any module
+of the ``skill.heads`` package: :func:`discover` imports each module of the package whose
+source has a line starting with ``@register_head(`` (no list of modules to keep in step).
+
+Two sorts of class are registered:
+- a plain ``nn.Module`` (``mean``, ``concat``, ``late``, ``cvf``, ``temporal``), built as
+  ``HEADS[name](dim=D, num_views=V, num_classes=C, tokens=N, **options)``; its ``forward(x,
+  mask)`` maps tokens ``(B, V, N, D)`` float32 and a view mask ``(B, V)`` bool (True = view
+  present) to class logits ``(B, C)``. Training wraps it in :class:`heads.trainer.NeuralHead`.
+- a class that itself implements :class:`heads.interface.TrainableHead` (``lightgbm``).
+
+A head whose first step is the mean over each view's tokens says so with the class attribute
+``pools_tokens = True``; training then feeds it tokens pooled once, ``(B, V, 1, D)``.
+This module imports nothing heavy itself: importing the head modules (torch) happens on the
+first look-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+
+HEADS: dict[str, type] = {}
+_MARKER = "@register_head("
+_discovered = False
+
+
+def register_head(name: str) -> Callable[[type], type]:
+    """Class decorator: make a head buildable and trainable by ``name``."""
+
+    def add(cls: type) -> type:
+        if name in HEADS and HEADS[name] is not cls:
+            raise ValueError(f"head {name!r} is registered twice")
+        HEADS[name] = cls
+        return cls
+
+    return add
+
+
+def discover() -> None:
+    """Import every module of ``skill.heads`` that registers a head (once)."""
+    global _discovered
+    if _discovered:
+        return
+    folder = Path(__file__).parent  # the skill.heads package
+    for module in pkgutil.iter_modules([str(folder)]):
+        path = folder / f"{module.name}.py"
+        if module.ispkg or not path.is_file():
+            continue
+        if any(line.startswith(_MARKER) for line in path.read_text().splitlines()):
+            importlib.import_module(f"{__package__}.{module.name}")
+    _discovered = True
+
+
+def head_names() -> list[str]:
+    """All registered heads, sorted (neural heads and ``lightgbm`` alike)."""
+    discover()
+    return sorted(HEADS)
+
+
+def head_class(name: str) -> type:
+    """The registered class of head ``name``; KeyError naming the choices for another name."""
+    discover()
+    if name not in HEADS:
+        raise KeyError(f"unknown head {name!r}; choose from {', '.join(head_names())}")
+    return HEADS[name]
+
+
+def is_trainable(cls: type) -> bool:
+    """Whether a registered class implements TrainableHead itself (else it is an nn.Module)."""
+    return all(hasattr(cls, m) for m in ("fit", "predict_proba", "save", "load"))
+
+
+def build_head(name: str, **kwargs):
+    """Build the ``nn.Module`` of a registered neural head (``HEADS[name](**kwargs)``)."""
+    cls = head_class(name)
+    if is_trainable(cls):
+        raise KeyError(f"head {name!r} is not a neural head (it has no nn.Module to build)")
+    return cls(**kwargs)
+
+
+def pools_tokens(name: str) -> bool:
+    """Whether head ``name`` starts with the mean over each view's N tokens (its class sets
+    ``pools_tokens = True``): then training may feed it that mean, computed once."""
+    discover()
+    return bool(getattr(HEADS.get(name), "pools_tokens", False))
