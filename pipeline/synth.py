@@ -40,7 +40,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from skill.pipeline.takes import LABELS
+from skill.pipeline.manifest import write_manifest
+from skill.pipeline.takes import LABELS, Take
 
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
@@ -210,9 +211,8 @@ def synthesize(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_takes(config)
-    records = run_takes(specs, out_dir, workers)
-    manifest = out_dir / MANIFEST_NAME
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    takes = run_takes(specs, out_dir, workers)
+    manifest = write_manifest(out_dir / MANIFEST_NAME, takes, root=out_dir, fmt="skill")
     write_info(out_dir / INFO_NAME, config, specs)
     return manifest
 
@@ -294,8 +294,8 @@ def plan_takes(config: SynthConfig) -> list[TakeSpec]:
     ]
 
 
-def run_takes(specs: Sequence[TakeSpec], out_dir: Path, workers: int | None) -> list[dict]:
-    """Render and encode every take; manifest records in take order."""
+def run_takes(specs: Sequence[TakeSpec], out_dir: Path, workers: int | None) -> list[Take]:
+    """Render and encode every take; the takes in manifest order."""
     n_workers = min(workers or os.cpu_count() or 1, len(specs))
     jobs = [(spec, out_dir) for spec in specs]
     if n_workers <= 1:
@@ -313,26 +313,26 @@ def worker_context() -> BaseContext:
     return get_context("spawn")
 
 
-def render_take_job(job: tuple[TakeSpec, Path]) -> dict:
-    """Worker entry point: write one take's videos, return its manifest record."""
+def render_take_job(job: tuple[TakeSpec, Path]) -> Take:
+    """Worker entry point: write one take's videos, return the take."""
     spec, out_dir = job
     rng = np.random.default_rng([spec.config.seed, 1, spec.index])
     scene = take_scene(spec, rng)
     take_dir = out_dir / spec.take_id
     take_dir.mkdir(parents=True, exist_ok=True)
-    videos = {}
+    videos: dict[str, str | None] = {}
     for view in spec.config.views:
         frames = render_view(scene, view, spec.config, rng)
         encode_video(take_dir / f"{view}.mp4", frames, spec.config.fps, spec.config.codec)
-        videos[view] = f"{spec.take_id}/{view}.mp4"
-    return {
-        "take": spec.take_id,
-        "videos": videos,
-        "label": LABELS[spec.participant.level],
-        "scenario": spec.scenario.name,
-        "participant": spec.participant.pid,
-        "split": spec.participant.split,
-    }
+        videos[view] = str(take_dir / f"{view}.mp4")
+    return Take(
+        take_id=spec.take_id,
+        videos=videos,
+        label=LABELS[spec.participant.level],
+        scenario=spec.scenario.name,
+        participant=spec.participant.pid,
+        split=spec.participant.split,
+    )
 
 
 def write_info(path: Path, config: SynthConfig, specs: Sequence[TakeSpec]) -> None:
