@@ -74,7 +74,7 @@ def synth(
     """Write a synthetic multi-view skill dataset (real encoded videos + a manifest)."""
     import time
 
-    from skill.pipeline.synth import synthesize
+    from skill.synth import synthesize
 
     started = time.perf_counter()
     manifest = synthesize(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from skill.pipeline.backbones import TIMESFORMER_BASE_PREPROCESSING
+from skill.pipeline.takes import LABELS, Take
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VIEWS: tuple[str, ...] = ("ego", "exo1", "exo2", "exo3", "exo4")
@@ -453,32 +454,20 @@ def _video_frame(texture: np.ndarray, i: int) -> np.ndarray:
     return frame
 
 
-def write_manifest(path: Path, takes: Sequence[dict]) -> Path:
-    """Write a skill JSONL manifest (``take``, ``videos``, ``label``, ...) atomically."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(t) + "\n" for t in takes))
-    os.replace(tmp, path)
-    return path
-
-
-def video_takes(videos: Sequence[Path], takes: int, views: int) -> list[dict]:
-    """Manifest records of ``takes`` takes whose ``views`` views cycle through ``videos``."""
-    from skill.pipeline.takes import LABELS
-
-    records = []
-    for i in range(takes):
-        paths = {VIEWS[v]: str(videos[(i * views + v) % len(videos)]) for v in range(views)}
-        records.append(
-            {
-                "take": f"take{i:04d}",
-                "videos": paths,
-                "label": LABELS[i % len(LABELS)],
-                "scenario": SCENARIOS[i % len(SCENARIOS)],
-                "participant": f"p{i:03d}",
-                "split": "train",
-            }
+def video_takes(videos: Sequence[Path], takes: int, views: int) -> list[Take]:
+    """``takes`` takes whose ``views`` views cycle through ``videos``; write them with
+    `skill.pipeline.manifest.write_manifest`."""
+    return [
+        Take(
+            take_id=f"take{i:04d}",
+            videos={VIEWS[v]: str(videos[(i * views + v) % len(videos)]) for v in range(views)},
+            label=LABELS[i % len(LABELS)],
+            scenario=SCENARIOS[i % len(SCENARIOS)],
+            participant=f"p{i:03d}",
+            split="train",
         )
-    return records
+        for i in range(takes)
+    ]
 
 
 # ----------------------------------------------------------------------------- SkillFormer

@@ -39,8 +39,8 @@ from bench.common import (  # noqa: E402
     print_table,
     synthetic_video,
     video_takes,
-    write_manifest,
 )
+from skill.pipeline.manifest import write_manifest  # noqa: E402
 
 POLL_S = 0.02
 GOAL = 1.20  # peak RSS of the long video at most 20 % above the short one's

@@ -45,8 +45,8 @@ from bench.common import (  # noqa: E402
     synthetic_video,
     timed,
     video_takes,
-    write_manifest,
 )
+from skill.pipeline.manifest import write_manifest  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None):

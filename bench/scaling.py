@@ -37,8 +37,8 @@ from bench.common import (  # noqa: E402
     synthetic_video,
     timed,
     video_takes,
-    write_manifest,
 )
+from skill.pipeline.manifest import write_manifest  # noqa: E402
 
 FACTORS = (1, 2, 4)
 

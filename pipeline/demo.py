@@ -115,7 +115,7 @@ def _timed(seconds: dict, name: str, step: Callable):
 
 
 def _synth(cfg: DemoConfig, say) -> Path:
-    from skill.pipeline.synth import synthesize
+    from skill.synth import synthesize
 
     say(f"1/4 synthesising {cfg.takes} multi-view takes ({cfg.size} px) ...")
     return synthesize(cfg.out / "data", takes=cfg.takes, seed=cfg.seed, size=cfg.size)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from skill.errors import SkillError
+
 # EgoExo4D proficiency labels, in the order the official files and scorer use.
 LABELS: tuple[str, ...] = ("Novice", "Early Expert", "Intermediate Expert", "Late Expert")
 
@@ -26,7 +28,7 @@ class Take:
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
 
-class ManifestError(ValueError):
+class ManifestError(SkillError, ValueError):
     """A dataset description that cannot be read; names the file, the line and the problem."""
 
     def __init__(self, path: str, line: int | None, problem: str):

@@ -24,7 +24,7 @@ SMALL = {"size": 32, "frames": 16, "exo_views": 3}
 def make_dataset(folder: Path, takes: int, seed: int = 0) -> Path:
     """A synthetic dataset of real encoded videos (ego + 3 exo views); returns the manifest,
     which lists the first `takes` takes (synthesize writes at least 12)."""
-    from skill.pipeline.synth import synthesize
+    from skill.synth import synthesize
 
     manifest = synthesize(folder, takes=max(takes, 12), seed=seed, workers=1, **SMALL)
     lines = manifest.read_text().splitlines(keepends=True)

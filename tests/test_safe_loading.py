@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = [REPO / "cli.py", REPO / "pipeline", REPO / "cache", REPO / "heads", REPO / "bench"]
+SOURCES = [
+    REPO / "cli.py",
+    REPO / "pipeline",
+    REPO / "synth",
+    REPO / "cache",
+    REPO / "heads",
+    REPO / "bench",
+]
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve"}
 # torch.distributed collectives that pickle their payload (and unpickle what others send).
 PICKLING_COLLECTIVES = {

@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skill.pipeline.synth import (
+from skill.pipeline.takes import LABELS
+from skill.synth import (
     INFO_NAME,
     MANIFEST_NAME,
     SCENARIOS,
     decode_luma,
     decode_video,
-    proxy_view_accuracy,
     read_manifest,
     synthesize,
 )
-from skill.pipeline.takes import LABELS
+from tests.synth_proxy import proxy_view_accuracy
 
 SMALL = {"takes": 24, "size": 32, "frames": 48}
 VIEWS = ["ego", "exo1", "exo2", "exo3", "exo4"]

@@ -1,0 +1,225 @@
+"""Dataset manifests: a registry of formats, each read into `Take`s and written from them.
+
+Formats (facts in shared/NOTES.md §2), one file each in this package, chosen with ``fmt`` or
+detected from the content (each registered format is asked, the most specific first):
+
+``skill`` (skill_jsonl.py)
+    The project's JSON Lines, one take per line, ``{"take": ..., "videos": {view: path}, ...}``.
+
+``egoexo4d`` (egoexo4d.py)
+    The official ``proficiency_demonstrator_*.json``: ``{"annotations": [record, ...]}`` (an
+    object keyed by take_uid is accepted too). Paths are relative to the dataset root.
+
+``skillformer`` (skillformer.py)
+    SkillFormer's JSON Lines, ``{"video_paths": [ego, exo1..exo4], "analysis": ...,
+    "proficiency_level": ...}``, one line per expert commentary; the lines of one take are
+    merged into one `Take` (``extra["lines"]`` lists them).
+
+EgoExo4D-style rules (``egoexo4d`` and ``skillformer``, egoexo_layout.py):
+
+
+EgoExo4D-style rules (``egoexo4d`` and ``skillformer``):
+
+* Views are always ``ego, exo1..exo4``; a view that is absent, null or "" is missing (None).
+* ``takes/<take>/frame_aligned_videos/downscaled/448/<camera>.mp4`` is used in place of
+  ``takes/<take>/frame_aligned_videos/<camera>.mp4`` when it exists: the full-resolution
+  videos are often not downloaded at all.
+* The take id is the take *name*, the folder under ``takes/`` (what the challenge scorer uses).
+* Camera names map to views when views are not named (``video_paths`` keyed by camera, a list
+  of paths, or no ``video_paths``, in which case the take's folder is listed): the Aria RGB
+  stream (``aria<N>`` or ``aria<N>_214-1``: aria01_214-1, aria02_214-1, aria_214-1,
+  aria1_214-1) is ``ego``, the first by name if several; the exo cameras ``cam<N>`` then
+  ``gp<N>``, sorted by number, are ``exo1..exo4`` in that order. Cameras beyond four (cam05)
+  and other Aria streams (SLAM ``_1201-*``, eye tracking ``_211-1``) are left out and listed
+  in ``extra["unused_cameras"]``.
+* With ``root=None`` the root is the manifest's folder, or its parent when only the parent has
+  a ``takes/`` folder (the official layout keeps the manifest in ``<root>/annotations/``).
+* The split comes from a ``split`` field, else from the file name
+  (``proficiency_demonstrator_val.json`` -> "val").
+
+Every format writes what it reads: ``read_takes(write_manifest(path, takes, root, fmt), root)``
+gives `takes` back. To add a format, write one module with a `ManifestFormat` (format.py) and
+add one `register_format` line below. Shared checks live in common.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from skill.pipeline.manifest.common import (
+    Where,
+    check_writable,
+    first_nonblank_line,
+    json_object_line,
+    kind,
+    read_manifest_text,
+)
+from skill.pipeline.manifest.egoexo4d import EGOEXO4D
+from skill.pipeline.manifest.egoexo_layout import EGOEXO_VIEWS
+from skill.pipeline.manifest.format import ManifestFormat, Sample
+from skill.pipeline.manifest.skill_jsonl import SKILL
+from skill.pipeline.manifest.skillformer import SKILLFORMER
+from skill.pipeline.takes import ManifestError, Take
+
+_REGISTRY: dict[str, ManifestFormat] = {}
+
+
+def register_format(fmt: ManifestFormat) -> ManifestFormat:
+    """Add a format to the registry (its name must be new); returns it."""
+    if fmt.name in _REGISTRY or fmt.name == "auto":
+        raise ValueError(f"register_format: a manifest format named {fmt.name!r} exists")
+    _REGISTRY[fmt.name] = fmt
+    return fmt
+
+
+register_format(SKILL)
+register_format(EGOEXO4D)
+register_format(SKILLFORMER)
+
+
+def format_names() -> tuple[str, ...]:
+    """Names of the registered formats, in registration order (``auto`` is not one)."""
+    return tuple(_REGISTRY)
+
+
+def get_format(name: str) -> ManifestFormat:
+    """The registered format called `name`; KeyError naming the registered ones."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown manifest format {name!r}; registered: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The takes described by one manifest."""
+
+    takes: list[Take]
+    """Takes in manifest order, one per take id."""
+    views: list[str]
+    """View names that every take's `videos` uses, in order; a missing view maps to None."""
+    format: str
+    """The format that was read: "skill", "egoexo4d" or "skillformer" (never "auto")."""
+    source: str
+    """The manifest path, as given."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def read_takes(path: str | Path, root: str | Path | None = None, fmt: str = "auto") -> Dataset:
+    """Read a manifest into a `Dataset`, checking every field and that every video file exists.
+
+    `fmt` is a registered format's name, or "auto" to detect it from the content.
+    Raises `ManifestError` (file, line, problem) for anything a user can get wrong.
+    """
+    manifest = str(path)
+    names = ("auto", *_REGISTRY)
+    if fmt not in names:
+        raise ManifestError(
+            manifest, None, f"unknown manifest format {fmt!r}; expected one of {', '.join(names)}"
+        )
+    text = read_manifest_text(Path(path))
+    if fmt == "auto":
+        fmt = detect_format(manifest, text)
+    base = _root_dir(Path(path), root, _REGISTRY[fmt])
+    takes, views = _REGISTRY[fmt].read(manifest, text, base)
+    return Dataset(takes=takes, views=views, format=fmt, source=manifest)
+
+
+def write_manifest(
+    path: str | Path, takes: Iterable[Take], root: str | Path | None = None, fmt: str = "skill"
+) -> Path:
+    """Write takes as a `fmt` manifest (atomically: a reader never sees half a file).
+
+    Video paths under `root` (default: the root `read_takes` would pick) are written relative
+    to it, others absolute, so that ``read_takes(path, root)`` gives the same takes back.
+    Raises ValueError for takes that could not be read back (differing views, duplicates, views
+    or folders the format cannot hold...).
+    """
+    out = Path(path)
+    writer = get_format(fmt)
+    base = Path(os.path.abspath(root if root is not None else _default_root(out, writer)))
+    takes = list(takes)
+    check_writable(takes)
+    text = writer.write(takes, base)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, out)
+    return out
+
+
+def detect_format(manifest: str, text: str) -> str:
+    """The name of the format of `text`, asking each registered format, the most specific
+    (highest precedence) first; ManifestError when none recognises it."""
+    number, raw = first_nonblank_line(text)
+    try:
+        first = json.loads(raw)
+    except json.JSONDecodeError:
+        first = None
+    else:
+        if not isinstance(first, dict):
+            problem = (
+                f"cannot tell the manifest format: the first line is {kind(first)}, not an object"
+            )
+            raise ManifestError(manifest, number, problem)
+    sample = Sample(text, first)
+    by_precedence = sorted(_REGISTRY.values(), key=lambda f: f.precedence)
+    for candidate in reversed(by_precedence):
+        if candidate.detect(sample):
+            return candidate.name
+    if first is None:
+        _undetected_document(manifest, text, number, raw)
+    markers = [f"no {f.marker} ({f.name})" for f in by_precedence]
+    listed = ", ".join(markers[:-1]) + " and " + markers[-1] if len(markers) > 1 else markers[0]
+    raise ManifestError(
+        manifest,
+        number,
+        f"cannot tell the manifest format: the first record has {listed}; pass the format",
+    )
+
+
+def _undetected_document(manifest: str, text: str, number: int, raw: str) -> None:
+    """The first line is not JSON on its own and no format took it: a broken line, or one JSON
+    document that is not an official file."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        json_object_line(Where(manifest, number), raw)  # raises, naming the JSON error
+        raise AssertionError("unreachable: the line did not parse") from None
+    problem = f"cannot tell the manifest format: one JSON document ({kind(document)}) "
+    raise ManifestError(manifest, None, problem + "without an 'annotations' list")
+
+
+def _root_dir(manifest: Path, root: str | Path | None, fmt: ManifestFormat) -> Path:
+    if root is not None:
+        if not Path(root).is_dir():
+            raise ManifestError(str(manifest), None, f"root {root} is not a directory")
+        return Path(os.path.abspath(root))
+    return _default_root(manifest, fmt)
+
+
+def _default_root(manifest: Path, fmt: ManifestFormat) -> Path:
+    folder = Path(os.path.abspath(manifest)).parent
+    # The official layout keeps manifests in <root>/annotations/, beside <root>/takes/.
+    beside = not (folder / "takes").is_dir() and (folder.parent / "takes").is_dir()
+    return folder.parent if fmt.root_beside_takes and beside else folder
+
+
+__all__ = [
+    "EGOEXO_VIEWS",
+    "Dataset",
+    "ManifestFormat",
+    "Sample",
+    "detect_format",
+    "format_names",
+    "get_format",
+    "read_takes",
+    "register_format",
+    "write_manifest",
+]

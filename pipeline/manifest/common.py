@@ -1,0 +1,286 @@
+"""What every manifest format shares: where a record sits, reading the file and its JSON lines,
+field checks (labels are never mapped to a default), path resolution and video checks.
+
+Functions here raise `ManifestError` naming the manifest, the line and the problem; the
+format modules compose them and add their own rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+from skill.pipeline.takes import LABELS, ManifestError, Take
+
+SPLITS: tuple[str, ...] = ("train", "val", "test", "")
+
+_SPLIT_IN_NAME = re.compile(r"(?:^|[_.\-])(train|val|test)(?:[_.\-]|$)")
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a record sits, for error messages: the manifest, its line, a record name."""
+
+    manifest: str
+    line: int | None
+    record: str = ""  # "annotations[3]" for the JSON document format, "" for line formats
+
+    def error(self, problem: str) -> ManifestError:
+        prefix = f"{self.record}: " if self.record else ""
+        return ManifestError(self.manifest, self.line, prefix + problem)
+
+    def place(self) -> str:
+        if not self.record:
+            return f"line {self.line}"
+        return f"{self.record} (line {self.line})" if self.line is not None else self.record
+
+
+# ---------------------------------------------------------------------------------------------
+# The file and its JSON lines
+
+
+def read_manifest_text(path: Path) -> str:
+    name = str(path)
+    if path.is_dir():
+        raise ManifestError(name, None, "is a directory, not a manifest file")
+    if not path.exists():
+        raise ManifestError(name, None, "manifest not found")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ManifestError(name, None, f"cannot read the manifest: {err.strerror}") from None
+    text = _decode_utf8(name, data)
+    if not text.strip():
+        raise ManifestError(name, None, "empty file: the manifest lists no takes")
+    return text
+
+
+def _decode_utf8(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        problem = f"not UTF-8 text: byte 0x{data[err.start]:02x} at column {column}"
+        raise ManifestError(name, line, problem) from None
+
+
+def first_nonblank_line(text: str) -> tuple[int, str]:
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if raw.strip():
+            return number, raw
+    raise AssertionError("unreachable: empty manifests are refused before")
+
+
+def jsonl_records(manifest: str, text: str) -> Iterator[tuple[Where, dict]]:
+    """Yield each non-blank line as (where, JSON object). Splits on "\\n" only, since
+    str.splitlines would also split on U+2028 and friends, which JSON strings may hold."""
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if raw.strip():
+            where = Where(manifest, number)
+            yield where, json_object_line(where, raw)
+
+
+def json_object_line(where: Where, raw: str) -> dict:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        hint = " (the line ends early: truncated?)" if ends_early(err, raw) else ""
+        problem = f"invalid JSON at column {err.colno}: {err.msg}{hint}"
+        raise where.error(problem) from None
+    if not isinstance(value, dict):
+        raise where.error(f"expected a JSON object, got {kind(value)}")
+    return value
+
+
+def ends_early(err: json.JSONDecodeError, text: str) -> bool:
+    """Whether the JSON stops before it is complete (a cut download, a partial write).
+    An unterminated string can only run to the end: JSON strings cannot hold a raw newline."""
+    return err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+
+
+# ---------------------------------------------------------------------------------------------
+# Field checks
+
+
+def kind(value: Any) -> str:
+    """Describe a JSON value for an error message: 'a number (3)', 'a list', 'null'..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({json.dumps(value)})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"the string {value[:60]!r}" if value else "an empty string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def required_str(record: dict, key: str, where: Where) -> str:
+    if key not in record:
+        raise where.error(f"missing required field {key!r}")
+    value = record[key]
+    if not isinstance(value, str) or not value.strip():
+        raise where.error(f"field {key!r} must be a non-empty string, got {kind(value)}")
+    return value
+
+
+def optional_str(record: dict, key: str, where: Where) -> str:
+    value = record.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise where.error(f"field {key!r} must be a string, got {kind(value)}")
+    return value
+
+
+def read_label(record: dict, key: str, take_id: str, where: Where, required: bool) -> str | None:
+    """The label in `key`: one of LABELS or None; never mapped to a default."""
+    if key not in record:
+        if required:
+            problem = f"missing required field {key!r} (null for an unlabelled take)"
+            raise where.error(f"take {take_id}: {problem}")
+        return None
+    value = record[key]
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problem = f"field {key!r} must be a label string or null, got {kind(value)}"
+        raise where.error(f"take {take_id}: {problem}")
+    if value not in LABELS:
+        raise where.error(
+            f"take {take_id}: unknown label {value!r} in field {key!r}; allowed labels: "
+            f"{', '.join(LABELS)} (or null for an unlabelled take)"
+        )
+    return value
+
+
+def read_split(record: dict, key: str, where: Where, default: str) -> str:
+    value = record.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in SPLITS:
+        raise where.error(f"field {key!r} must be 'train', 'val', 'test' or '', got {kind(value)}")
+    return value
+
+
+def path_value(value: Any, what: str, where: Where, empty_is_missing: bool) -> str | None:
+    """A path string, or None for a missing view."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise where.error(f"{what}: path must be a string or null, got {kind(value)}")
+    if not value.strip():
+        if empty_is_missing:
+            return None
+        raise where.error(f"{what}: empty path (use null for a missing view)")
+    return value
+
+
+def as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def label_text(label: str | None) -> str:
+    return "null" if label is None else repr(label)
+
+
+def split_from_name(manifest: str) -> str:
+    match = _SPLIT_IN_NAME.search(PurePath(manifest).stem.lower())
+    return match.group(1) if match else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths and videos; path helpers work on str with os.path: pathlib costs ~10x more, which shows
+# on 10k videos.
+
+
+def resolve(base: Path, value: str) -> str:
+    """`value` made absolute against `base` (an absolute `value` is kept)."""
+    return os.path.abspath(os.path.join(base, value))
+
+
+def video_problem(path: str) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "not found"
+    if stat.S_ISREG(mode):
+        return ""
+    return "is a directory, not a video file" if stat.S_ISDIR(mode) else "is not a regular file"
+
+
+def check_videos_exist(take: Take, where: Where, downscaled_tried: bool = False) -> None:
+    for view, video in take.videos.items():
+        if video is None:
+            continue
+        problem = video_problem(video)
+        if problem:
+            hint = (
+                " (nor its downscaled/448 copy)"
+                if downscaled_tried and "not found" in problem
+                else ""
+            )
+            raise where.error(f"take {take.take_id} view {view}: video {problem}: {video}{hint}")
+
+
+def check_has_video(take_id: str, videos: dict[str, str | None], where: Where) -> None:
+    if all(video is None for video in videos.values()):
+        raise where.error(f"take {take_id}: every view is missing; a take needs at least one video")
+
+
+def duplicate_error(first: tuple[Where, Take], again: tuple[Where, Take]) -> ManifestError:
+    (a_where, a), (b_where, b) = first, again
+    if a.label != b.label:
+        return b_where.error(
+            f"take {b.take_id} listed twice with conflicting labels: {a_where.place()} says "
+            f"{label_text(a.label)}, {b_where.place()} says {label_text(b.label)}"
+        )
+    if not a_where.record and not b_where.record:
+        return b_where.error(
+            f"take {b.take_id} listed twice, lines {a_where.line} and {b_where.line}"
+        )
+    return b_where.error(f"take {b.take_id} listed twice, {a_where.place()} and {b_where.place()}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def portable(video: str | None, base: Path) -> str | None:
+    """`video` relative to `base` when inside it (POSIX separators), else absolute."""
+    if video is None:
+        return None
+    path = Path(os.path.abspath(video))
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def check_writable(takes: list[Take]) -> None:
+    if not takes:
+        raise ValueError("write_manifest: no takes to write (an empty manifest cannot be read)")
+    views = set(takes[0].videos)
+    seen: set[str] = set()
+    for take in takes:
+        if set(take.videos) != views:
+            raise ValueError(
+                f"write_manifest: take {take.take_id} has views {sorted(take.videos)}, "
+                f"take {takes[0].take_id} has {sorted(views)}; all takes must name the same views"
+            )
+        if take.take_id in seen:
+            raise ValueError(f"write_manifest: take {take.take_id} given twice")
+        if take.label is not None and take.label not in LABELS:
+            raise ValueError(
+                f"write_manifest: take {take.take_id} has unknown label {take.label!r}"
+            )
+        if all(video is None for video in take.videos.values()):
+            raise ValueError(f"write_manifest: take {take.take_id} has no video")
+        seen.add(take.take_id)

@@ -1,0 +1,47 @@
+"""What a manifest format is: a name, how it recognises a file, how it reads and writes takes.
+
+A format is data, not a class to subclass: one `ManifestFormat` per file in this package,
+registered in `skill.pipeline.manifest` (its ``__init__``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from skill.pipeline.takes import Take
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What detection looks at."""
+
+    text: str
+    """The whole manifest, decoded."""
+    first: dict | None
+    """Its first non-blank line parsed as JSON on its own (always an object), or None when that
+    line is not JSON by itself (a pretty-printed document)."""
+
+
+@dataclass(frozen=True)
+class ManifestFormat:
+    """One manifest format. Readers raise `ManifestError` (file, line, problem); writers raise
+    ValueError for takes the format cannot hold so that reading them back would differ."""
+
+    name: str
+    """What ``--format`` and ``read_takes(fmt=...)`` call it."""
+    marker: str
+    """What detection looks for, as the "cannot tell the format" message names it."""
+    detect: Callable[[Sample], bool]
+    """Whether a file is in this format (asked only about files no more specific format took)."""
+    read: Callable[[str, str, Path], tuple[list[Take], list[str]]]
+    """(manifest path as given, its text, root folder) -> (takes in file order, view names)."""
+    write: Callable[[list[Take], Path], str]
+    """(takes, root folder) -> the manifest's text; paths under the root are written relative."""
+    precedence: int = 0
+    """Detection asks formats with a higher precedence first: a more specific marker wins
+    ('annotations' over a 'video_paths' list over 'take'/'videos')."""
+    root_beside_takes: bool = False
+    """With no root given, the root may be the manifest folder's parent: the EgoExo4D layout
+    keeps manifests in <root>/annotations/, beside <root>/takes/."""

@@ -1,0 +1,56 @@
+"""What a synthetic dataset is made from: its parameters, file names and their checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GENERATOR_VERSION = 1
+MANIFEST_NAME = "manifest.jsonl"
+INFO_NAME = "synth_info.json"
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+EXO_NAMES: tuple[str, ...] = ("exo1", "exo2", "exo3", "exo4")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Parameters of one synthetic dataset (all of it is a function of these)."""
+
+    takes: int = 200
+    """Number of takes."""
+    seed: int = 0
+    """Seed; the same seed and parameters give byte-identical files."""
+    size: int = 64
+    """Width and height of every video in pixels (even, >= 16)."""
+    frames: int = 48
+    """Frames per video."""
+    fps: int = 15
+    """Frame rate written into the videos; motion is defined in seconds."""
+    exo_views: int = 4
+    """Number of exo cameras (1-4): exo1 front, exo2 left, exo3 right, exo4 high back."""
+    participants: int = 20
+    """Number of participants (a multiple of 4, >= 12); each has one proficiency level."""
+    codec: str = ""
+    """Video codec; empty picks libx264 (preset ultrafast) when available, else mpeg4."""
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return ("ego", *EXO_NAMES[: self.exo_views])
+
+
+def validate_config(config: SynthConfig) -> None:
+    """Raise ValueError naming the parameter a caller got wrong."""
+    problems = []
+    if config.size < 16 or config.size % 2:
+        problems.append(f"size={config.size}: must be even and >= 16 (yuv420p)")
+    if config.frames < 8:
+        problems.append(f"frames={config.frames}: need at least 8")
+    if config.fps < 1:
+        problems.append(f"fps={config.fps}: must be positive")
+    if not 1 <= config.exo_views <= len(EXO_NAMES):
+        problems.append(f"exo_views={config.exo_views}: must be 1..{len(EXO_NAMES)}")
+    if config.participants < 12 or config.participants % 4:
+        problems.append(f"participants={config.participants}: need a multiple of 4, >= 12")
+    if config.takes < 12:
+        problems.append(f"takes={config.takes}: need >= 12 so every split has every level")
+    if problems:
+        raise ValueError("synthesize: " + "; ".join(problems))
