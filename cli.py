@@ -365,7 +365,7 @@ def demo(
     workers: int = typer.Option(2, help="Decode worker processes."),
 ) -> None:
     """The whole job on built-in synthetic data: synth, extract, sweep, predict (offline)."""
-    from skill.pipeline.demo import DemoConfig, run_demo
+    from skill.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out_dir, takes=takes, seed=seed, workers=workers)
     result = run_demo(cfg, say=lambda line: out.print(line, highlight=False))

@@ -12,7 +12,7 @@ from skill.cli import app
 
 @pytest.mark.slow
 def test_demo_shows_skill_above_chance_and_fusion_ahead(tmp_path):
-    from skill.pipeline.demo import DemoConfig, run_demo
+    from skill.demo import DemoConfig, run_demo
 
     result = run_demo(DemoConfig(out=tmp_path / "demo"), say=lambda line: None)
     assert result.best_above_chance, result.best

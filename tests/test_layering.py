@@ -20,7 +20,9 @@ def rooms() -> dict[str, dict[str, set[str]]]:
     """ARCHITECTURE.md's folder table: room -> {"may": skill rooms it may import,
     "never": third-party modules it must not import}."""
     table = {}
-    for line in (REPO / "ARCHITECTURE.md").read_text().splitlines():
+    page = (REPO / "ARCHITECTURE.md").read_text()
+    section = page.split("\n## Rooms\n", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
         match = ROOM_ROW.match(line)
         if not match:
             continue
