@@ -6,7 +6,9 @@ Heavy modules (torch, transformers, decoders, zarr) are imported inside commands
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -14,8 +16,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from skill.cli_config import from_config
+from skill.cli_config import cli_options, config_from_options, config_parameters, from_config
+from skill.demo import DemoConfig
+from skill.heads.config import FitConfig, PredictConfig, SweepConfig
 from skill.pipeline.extract_config import ExtractConfig
+from skill.synth.config import SynthConfig
 
 app = typer.Typer(
     help="Skill estimation from multi-view video: extract backbone tokens once into a Zarr "
@@ -39,20 +44,22 @@ def main(
 
 
 def user_errors(fn):
-    """Expected errors become one clear message and exit code 2; --debug shows tracebacks."""
+    """Expected errors (`SkillError`) become one line and exit code 2; anything else is a bug
+    and keeps its traceback. --debug shows tracebacks for expected errors too."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from skill.cache.store import StoreError
-        from skill.pipeline.takes import ManifestError
+        from skill.errors import SkillError
 
         try:
             return fn(*args, **kwargs)
-        except (ManifestError, StoreError, ValueError, FileNotFoundError, PermissionError) as err:
-            if _debug["on"]:
+        except SkillError as err:
+            _user_error(str(err))
+        except OSError as err:
+            if err.filename is None:  # not about a path the user gave: a bug, keep its trace
                 raise
-            console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            # a file the user named cannot be read or written (missing, permission, full)
+            _user_error(f"{err.filename}: {err.strerror or err}")
         except KeyboardInterrupt:
             console.print("interrupted: completed work is kept; run the same command to resume")
             raise typer.Exit(130) from None
@@ -60,28 +67,46 @@ def user_errors(fn):
     return wrapper
 
 
+def _user_error(message: str) -> None:
+    if _debug["on"]:
+        raise
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
 # ---- synth -------------------------------------------------------------------------------
 @app.command()
 @user_errors
-def synth(
-    out_dir: Path = typer.Argument(..., help="Folder to write the videos and manifest.jsonl into."),
-    takes: int = typer.Option(200, help="Number of takes."),
-    seed: int = typer.Option(0, help="Seed: the same seed writes the same dataset."),
-    size: int = typer.Option(64, help="Frame size in pixels (square)."),
-    frames: int = typer.Option(48, help="Frames per video."),
-    exo_views: int = typer.Option(4, help="Exocentric cameras per take (3 or 4)."),
-) -> None:
+@from_config(
+    SynthConfig,
+    exclude=("codec",),  # chosen by what this machine's encoder offers, recorded in synth_info
+    extra=[
+        inspect.Parameter(
+            "out_dir",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Argument(..., help="Folder to write the videos and manifest.jsonl into."),
+            annotation=Path,
+        ),
+        inspect.Parameter(
+            "workers",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, help="Render processes (default one per CPU)."),
+            annotation=int | None,
+        ),
+    ],
+)
+def synth(cfg: SynthConfig, out_dir: Path, workers: int | None) -> None:
     """Write a synthetic multi-view skill dataset (real encoded videos + a manifest)."""
+    import dataclasses
     import time
 
     from skill.synth import synthesize
 
     started = time.perf_counter()
-    manifest = synthesize(
-        out_dir, takes=takes, seed=seed, size=size, frames=frames, exo_views=exo_views
-    )
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "codec"}
+    manifest = synthesize(out_dir, **settings, workers=workers)
     seconds = time.perf_counter() - started
-    out.print(f"wrote {takes} takes to {out_dir} in {seconds:.1f} s; manifest: {manifest}")
+    out.print(f"wrote {cfg.takes} takes to {out_dir} in {seconds:.1f} s; manifest: {manifest}")
 
 
 # ---- backbones ---------------------------------------------------------------------------
@@ -220,56 +245,51 @@ def _print_store_summary(s: dict) -> None:
     )
 
 
-# ---- fit ---------------------------------------------------------------------------------
+# ---- fit and sweep ---------------------------------------------------------------------
+SWEEP_GRID = cli_options(SweepConfig, exclude=("fit", "name"), separators={"view_sets": ";"})
+"""The grid options of a sweep (heads, view sets, seeds), which `fit --sweep` takes too."""
+
+
 @app.command()
 @user_errors
-def fit(
-    store: Path = typer.Argument(..., help="A store written by `skill extract`."),
-    views: str = typer.Option("all", help="ego, exo (all exo views), ego,exo2, or all."),
-    head: str = typer.Option("cvf", help="mean, concat, late, cvf, temporal or lightgbm."),
-    hidden: int = typer.Option(None, help="Hidden width (default: the head's own)."),
-    dropout: float = typer.Option(0.1, help="Dropout inside the head."),
-    epochs: int = typer.Option(30, help="Maximum epochs (early stopping may end sooner)."),
-    batch_size: int = typer.Option(32, help="Takes per step."),
-    lr: float = typer.Option(1e-3, help="Peak AdamW learning rate."),
-    weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
-    warmup_frac: float = typer.Option(0.1, help="Fraction of steps of linear warmup."),
-    class_balanced: bool = typer.Option(False, help="Inverse-frequency class weights."),
-    patience: int = typer.Option(8, help="Early-stopping patience in epochs (0 = off)."),
-    monitor: str = typer.Option("balanced_accuracy", help="balanced_accuracy or loss."),
-    seed: int = typer.Option(0, help="Training seed."),
-    split_seed: int = typer.Option(0, help="Seed of the participant-grouped val split."),
-    view_dropout: float = typer.Option(0.0, help="Probability of dropping each view in training."),
-    val_frac: float = typer.Option(0.2, help="Held-out participants when the store has no split."),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
-    out_dir: Path = typer.Option(Path("runs"), help="Folder of run folders."),
-    name: str = typer.Option("", help="Run name (default <head>-<views>-s<seed>)."),
-    plots: bool = typer.Option(True, help="Write confusion.png and curve.png."),
-    threads: int = typer.Option(1, help="CPU threads for training (heads are small)."),
-    sweep: bool = typer.Option(False, "--sweep", help="Fit a grid of heads x view sets x seeds."),
-    heads: str = typer.Option("mean,concat,late,cvf,temporal,lightgbm", help="--sweep: heads."),
-    view_sets: str = typer.Option("ego;exo;all", help="--sweep: view sets, ';'-separated."),
-    seeds: str = typer.Option("0", help="--sweep: seeds, comma-separated."),
-) -> None:
+@from_config(
+    FitConfig,
+    arguments=("store",),
+    extra=[
+        inspect.Parameter(
+            "sweep",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(
+                False, "--sweep", help="Fit the grid --heads x --view-sets x --seeds instead."
+            ),
+            annotation=bool,
+        ),
+        *config_parameters(SWEEP_GRID, {}),
+    ],
+)
+def fit(cfg: FitConfig, sweep: bool, **grid) -> None:
     """Train a fusion head on a store (or, with --sweep, a whole grid of them)."""
-    from skill.heads.config import FitConfig
-
-    cfg = FitConfig(
-        store=str(store), views=views, head=head, hidden=hidden, dropout=dropout,
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        warmup_frac=warmup_frac, class_balanced=class_balanced, patience=patience,
-        monitor=monitor, seed=seed, split_seed=split_seed, view_dropout=view_dropout,
-        val_frac=val_frac, device=device, out_dir=str(out_dir), name=name, plots=plots,
-        threads=threads,
-    )  # fmt: skip
     if sweep:
-        _run_sweep(cfg, _split_list(heads, ","), _split_list(view_sets, ";"), seeds)
-    else:
-        _run_fit(cfg)
+        values = {option.param: grid[option.param] for option in SWEEP_GRID}
+        sweep_cfg = config_from_options(SweepConfig, SWEEP_GRID, values)
+        _run_sweep(dataclasses.replace(sweep_cfg, fit=cfg))
+        return
+    _run_fit(cfg)
 
 
-def _split_list(text: str, separator: str) -> list[str]:
-    return [part.strip() for part in text.split(separator) if part.strip()]
+@app.command(name="sweep")
+@user_errors
+@from_config(
+    SweepConfig,
+    arguments=("store",),
+    flags={"name": "--sweep-name"},
+    # every fit of the grid gets its own head, views, seed and name
+    exclude=("fit.head", "fit.views", "fit.seed", "fit.name"),
+    separators={"view_sets": ";"},
+)
+def sweep_command(cfg: SweepConfig) -> None:
+    """Fit a grid of heads x view sets x seeds on a store; one table (CSV, Markdown)."""
+    _run_sweep(cfg)
 
 
 def _run_fit(cfg) -> None:
@@ -283,14 +303,10 @@ def _run_fit(cfg) -> None:
     out.print(f"run folder: {result.run_dir}")
 
 
-def _run_sweep(cfg, heads: list[str], view_sets: list[str], seeds: str) -> None:
+def _run_sweep(cfg) -> None:
     from skill.heads.sweep import sweep as run_sweep
 
-    try:
-        seed_list = [int(s) for s in _split_list(seeds, ",")]
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, not {seeds!r}") from None
-    result = run_sweep(cfg, heads=heads, view_sets=view_sets, seeds=seed_list)
+    result = run_sweep(cfg)
     print_sweep_table(result.rows)
     out.print(f"sweep folder: {result.sweep_dir} (sweep.csv, sweep.md, one run folder per fit)")
 
@@ -321,29 +337,27 @@ def print_sweep_table(rows: list[dict]) -> None:
 
 
 # ---- predict -----------------------------------------------------------------------------
+def _read_take_order(path: Path) -> list[str]:
+    from skill.heads.predict import read_take_order
+
+    return read_take_order(path)
+
+
 @app.command()
 @user_errors
-def predict(
-    store: Path = typer.Argument(..., help="A store with the takes to predict."),
-    run: Path = typer.Option(..., "--run", help="A run folder written by `skill fit`."),
-    out_csv: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV to write."),
-    format: str = typer.Option(
-        "csv", "--format", help="csv, or egoexo4d (also the official JSON)."
-    ),
-    out_json: Path = typer.Option(None, help="egoexo4d: JSON path (default: --out with .json)."),
-    views: str = typer.Option(None, help="Only these of the run's views (others masked)."),
-    order: Path = typer.Option(None, help="egoexo4d: take order (txt, JSON list or ground truth)."),
-    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
-) -> None:
+@from_config(
+    PredictConfig,
+    arguments=("store",),
+    flags={"out_csv": "--out"},
+    types={"order": Path | None},  # a file of take ids, read into the list
+    convert={"order": _read_take_order},
+)
+def predict(cfg: PredictConfig) -> None:
     """Apply a trained head to the completed takes of a store."""
     from skill.heads.metrics import format_metrics
     from skill.heads.predict import predict as run_predict
-    from skill.heads.predict import read_take_order
 
-    result = run_predict(
-        store, run, out_csv, fmt=format, out_json=out_json, views=views,
-        order=read_take_order(order) if order else None, device=device,
-    )  # fmt: skip
+    result = run_predict(cfg)
     out.print(f"predicted {len(result.take_ids)} takes -> {result.out_csv}")
     if result.out_json:
         out.print(f"EgoExo4D prediction file -> {result.out_json}")
@@ -356,18 +370,11 @@ def predict(
 # ---- demo --------------------------------------------------------------------------------
 @app.command()
 @user_errors
-def demo(
-    out_dir: Path = typer.Option(
-        Path("skill-demo"), "--out", help="Folder for everything it writes."
-    ),
-    takes: int = typer.Option(200, help="Synthetic takes."),
-    seed: int = typer.Option(0, help="Seed of data and training."),
-    workers: int = typer.Option(2, help="Decode worker processes."),
-) -> None:
+@from_config(DemoConfig, flags={"out": "--out"}, separators={"view_sets": ";"})
+def demo(cfg: DemoConfig) -> None:
     """The whole job on built-in synthetic data: synth, extract, sweep, predict (offline)."""
-    from skill.demo import DemoConfig, run_demo
+    from skill.demo import run_demo
 
-    cfg = DemoConfig(out=out_dir, takes=takes, seed=seed, workers=workers)
     result = run_demo(cfg, say=lambda line: out.print(line, highlight=False))
     print_sweep_table(result.rows)
     _print_demo_verdict(result)

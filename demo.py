@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skill.errors import ConfigError
+
 DEMO_MARKER = ".skill-demo"
 
 
@@ -42,9 +44,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         if self.takes < 24:
-            raise ValueError("--takes must be at least 24 (four levels x three splits)")
+            raise ConfigError("--takes must be at least 24 (four levels x three splits)")
         if self.out.exists() and any(self.out.iterdir()) and not (self.out / DEMO_MARKER).exists():
-            raise ValueError(
+            raise ConfigError(
                 f"{self.out} exists and is not a demo folder; choose another --out "
                 "(the demo replaces only folders it made itself)"
             )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from skill.errors import ConfigError
+
 
 def check_sizes(dim: int, num_views: int, num_classes: int, tokens: int, hidden: int) -> None:
     """Reject head sizes that cannot build a working head, naming the bad option."""
@@ -19,7 +21,7 @@ def check_sizes(dim: int, num_views: int, num_classes: int, tokens: int, hidden:
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"head option num_classes must be an int >= 2, got {num_classes!r}")
     if not isinstance(hidden, int) or hidden < 0:
-        raise ValueError(f"head option hidden must be an int >= 0, got {hidden!r}")
+        raise ConfigError(f"head option hidden must be an int >= 0, got {hidden!r}")
 
 
 def check_inputs(x: Tensor, mask: Tensor, num_views: int, dim: int) -> None:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from skill.errors import ConfigError
 from skill.heads._ops import attention_heads, check_inputs, check_sizes, pool_tokens
 from skill.heads.registry import register_head
 
@@ -65,7 +66,7 @@ class CrossViewFusionHead(nn.Module):
         super().__init__()
         check_sizes(dim, num_views, num_classes, tokens, hidden)
         if hidden < 1:
-            raise ValueError(f"head option hidden must be >= 1 for cvf, got {hidden}")
+            raise ConfigError(f"head option hidden must be >= 1 for cvf, got {hidden}")
         self.dim, self.num_views = dim, num_views
         self.view_norm = nn.LayerNorm(dim)
         self.view_attention = ViewAttentionPool(

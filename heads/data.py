@@ -21,9 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from skill.cache.store import STATUS_COMPLETE, TokenStore
+from skill.errors import SkillError
 
 # Values of the store's split column, and the split each one means.
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+class SelectionError(SkillError, ValueError):
+    """A choice of views or takes that leaves nothing to train or predict on, or names a
+    view the store does not have; the message says which."""
 
 
 @dataclass
@@ -98,7 +104,7 @@ def resolve_views(spec: str, store_views: list[str]) -> list[str]:
     """
     names = [part.strip() for part in str(spec).split(",") if part.strip()]
     if not names:
-        raise ValueError(f"no views given; choose from all, exo, {', '.join(store_views)}")
+        raise SelectionError(f"no views given; choose from all, exo, {', '.join(store_views)}")
     chosen: set[str] = set()
     for name in names:
         if name == "all":
@@ -106,12 +112,12 @@ def resolve_views(spec: str, store_views: list[str]) -> list[str]:
         elif name == "exo":
             exos = [v for v in store_views if v.startswith("exo")]
             if not exos:
-                raise ValueError(f"'exo' given but the store has no exo view ({store_views})")
+                raise SelectionError(f"'exo' given but the store has no exo view ({store_views})")
             chosen.update(exos)
         elif name in store_views:
             chosen.add(name)
         else:
-            raise ValueError(
+            raise SelectionError(
                 f"unknown view {name!r} in {spec!r}; valid views: all, exo, {', '.join(store_views)}"
             )
     return [v for v in store_views if v in chosen]
@@ -157,7 +163,7 @@ def load_selection(store_path: str | Path, views: str | list[str]) -> Selection:
 def _check_views(views: list[str], store: TokenStore) -> list[str]:
     missing = [v for v in views if v not in store.views]
     if missing:
-        raise ValueError(
+        raise SelectionError(
             f"{store.path}: the store has no view {', '.join(map(repr, missing))} "
             f"(store views: {', '.join(store.views)})"
         )
@@ -168,7 +174,7 @@ def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:
     """Train/val/test rows of the labelled takes (see the module docstring for the rules)."""
     labelled = np.flatnonzero(sel.labels >= 0)
     if len(labelled) == 0:
-        raise ValueError(f"{sel.store_path}: no labelled completed take to fit on")
+        raise SelectionError(f"{sel.store_path}: no labelled completed take to fit on")
     named = np.array([SPLIT_NAMES.get(s.strip().lower(), "") for s in sel.split[labelled]])
     if not named.any():
         train, val = grouped_split(sel, labelled, val_frac, seed)
@@ -176,9 +182,9 @@ def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:
     else:
         splits = _store_splits(sel, labelled, named, val_frac, seed)
     if len(splits.train) == 0:
-        raise ValueError(f"{sel.store_path}: no labelled take in the train split")
+        raise SelectionError(f"{sel.store_path}: no labelled take in the train split")
     if len(splits.val) == 0:
-        raise ValueError(
+        raise SelectionError(
             f"{sel.store_path}: the validation split is empty (too few participants for "
             f"val_frac={val_frac}); add val takes to the store's split column"
         )

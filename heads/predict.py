@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from skill.cache.store import TokenStore, diff_provenance, provenance_identity
-from skill.errors import SkillError
+from skill.errors import ConfigError, SkillError
 from skill.heads.config import FORMATS, PredictConfig
 from skill.heads.data import Selection, load_selection, resolve_views
 from skill.heads.interface import TrainableHead
@@ -284,7 +284,7 @@ def write_egoexo4d(path: Path, order: list[str], sel: Selection, slots: np.ndarr
     known = set(str(t) for t in store.take_table().ids)
     unknown = [t for t in order if t not in known]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{len(unknown)} take(s) of the given order are not in {store.path}: "
             f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
         )
@@ -311,5 +311,5 @@ def read_take_order(path: str | Path) -> list[str]:
     if isinstance(data, dict) and isinstance(data.get("videos"), list):
         data = data["videos"]
     if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
-        raise ValueError(f"{path}: expected a JSON list of take ids or an object with 'videos'")
+        raise ConfigError(f"{path}: expected a JSON list of take ids or an object with 'videos'")
     return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from skill.errors import ConfigError
 from skill.heads._ops import attention_heads, check_inputs, check_sizes, zero_missing
 from skill.heads.registry import register_head
 
@@ -39,7 +40,7 @@ class TemporalAttentionHead(nn.Module):
         super().__init__()
         check_sizes(dim, num_views, num_classes, tokens, hidden)
         if hidden < 1 or encoder_layers < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"temporal head needs hidden >= 1 and encoder_layers >= 0, "
                 f"got hidden={hidden}, encoder_layers={encoder_layers}"
             )

@@ -16,7 +16,14 @@ import numpy as np
 
 from skill.heads import run_folder
 from skill.heads.config import FitConfig
-from skill.heads.data import Selection, Splits, load_selection, resolve_views, split_takes
+from skill.heads.data import (
+    Selection,
+    SelectionError,
+    Splits,
+    load_selection,
+    resolve_views,
+    split_takes,
+)
 from skill.heads.interface import TrainableHead, new_head
 from skill.heads.metrics import evaluate
 
@@ -66,7 +73,7 @@ def _check_selection(cfg: FitConfig, sel: Selection) -> None:
     if str(Path(cfg.store).resolve()) != sel.store_path:
         raise ValueError(f"selection comes from {sel.store_path}, config names {cfg.store}")
     if sel.n == 0:
-        raise ValueError(f"{cfg.store}: no completed take has a valid view among {wanted}")
+        raise SelectionError(f"{cfg.store}: no completed take has a valid view among {wanted}")
 
 
 def fit_metrics(sel: Selection, splits: Splits, head: TrainableHead, predictions: dict) -> dict:

@@ -17,6 +17,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from skill.errors import ConfigError
+
 # A rank that finished its share waits at the final barrier for the slowest one, which can
 # take hours on an unbalanced dataset; torch's default of 30 minutes would fail a good run.
 # A rank that dies does not leave the others hanging: torchrun stops the whole group.
@@ -46,7 +48,7 @@ def current_rank() -> Rank:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} WORLD_SIZE={world}: not a valid torchrun environment")
+        raise ConfigError(f"RANK={rank} WORLD_SIZE={world}: not a valid torchrun environment")
     return Rank(rank=rank, world=world, local_rank=local)
 
 

@@ -31,19 +31,24 @@ dataset.py (`synthesize`: workers, the manifest, synth_info.json).
 
 from __future__ import annotations
 
-from skill.synth.config import INFO_NAME, MANIFEST_NAME, SPLITS, SynthConfig
-from skill.synth.dataset import read_manifest, synthesize
-from skill.synth.video import decode_luma, decode_video
-from skill.synth.world import SCENARIOS
+import importlib
 
-__all__ = [
-    "INFO_NAME",
-    "MANIFEST_NAME",
-    "SCENARIOS",
-    "SPLITS",
-    "SynthConfig",
-    "decode_luma",
-    "decode_video",
-    "read_manifest",
-    "synthesize",
-]
+from skill.synth.config import INFO_NAME, MANIFEST_NAME, SPLITS, SynthConfig
+
+# Rendering and encoding (numpy, PyAV) load on first use, so that the CLI can read
+# SynthConfig for `skill --help` without them.
+_LAZY = {
+    "read_manifest": "skill.synth.dataset",
+    "synthesize": "skill.synth.dataset",
+    "decode_luma": "skill.synth.video",
+    "decode_video": "skill.synth.video",
+    "SCENARIOS": "skill.synth.world",
+}
+
+__all__ = ["INFO_NAME", "MANIFEST_NAME", "SPLITS", "SynthConfig", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

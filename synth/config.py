@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from skill.errors import ConfigError
+
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
 INFO_NAME = "synth_info.json"
@@ -53,4 +55,4 @@ def validate_config(config: SynthConfig) -> None:
     if config.takes < 12:
         problems.append(f"takes={config.takes}: need >= 12 so every split has every level")
     if problems:
-        raise ValueError("synthesize: " + "; ".join(problems))
+        raise ConfigError("synthesize: " + "; ".join(problems))

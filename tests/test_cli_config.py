@@ -26,27 +26,60 @@ def config_commands() -> dict[str, object]:
 
 
 def test_the_stage_commands_are_derived_from_their_configs():
-    assert {"extract"} <= set(config_commands())
+    assert {"synth", "extract", "fit", "sweep", "predict", "demo"} <= set(config_commands())
+
+
+def fields_of(config_cls, prefix=()) -> dict[str, tuple]:
+    """Dotted field name -> (field, its docstring), nested configs flattened."""
+    import typing
+
+    docs, hints, out = field_docs(config_cls), typing.get_type_hints(config_cls), {}
+    for field in dataclasses.fields(config_cls):
+        path = (*prefix, field.name)
+        if dataclasses.is_dataclass(hints[field.name]):
+            out.update(fields_of(hints[field.name], path))
+        else:
+            out[".".join(path)] = (field, docs[field.name])
+    return out
+
+
+def default_of(field, separator):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return separator.join(map(str, field.default_factory()))
+    return None
 
 
 @pytest.mark.parametrize("name", sorted(config_commands()))
 def test_every_field_is_an_option_with_its_default_and_help(name):
     callback = config_commands()[name]
-    config_cls = callback.config_class
     command = typer.main.get_command(app).commands[name]
     params = {p.name: p for p in command.params}
-    docs = field_docs(config_cls)
-    for field in dataclasses.fields(config_cls):
-        param = params[field.name]
-        assert param.help == help_text(docs[field.name]), field.name
-        if field.default is dataclasses.MISSING:
-            assert param.required, field.name
+    by_path = {option.dotted: option for option in callback.config_options}
+    for dotted, (field, doc) in fields_of(callback.config_class).items():
+        if dotted in callback.config_exclude:
+            assert dotted not in by_path
+            continue
+        option = by_path[dotted]
+        param = params[option.param]
+        assert param.help == help_text(doc), dotted
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            assert param.required, dotted
         else:
-            assert param.default == field.default, field.name
+            assert param.default == default_of(field, option.separator or ","), dotted
         if isinstance(param, click.Option) and field.type in (bool, "bool"):
-            assert param.is_flag and param.secondary_opts, field.name
-    extra = set(params) - {f.name for f in dataclasses.fields(config_cls)}
-    assert extra == {p.name for p in getattr(callback, "extra_params", [])}
+            assert param.is_flag and param.secondary_opts, dotted
+    extra = set(params) - {option.param for option in callback.config_options}
+    assert extra == {p.name for p in callback.extra_params}
+
+
+def test_fit_and_the_sweep_command_share_the_grid_options():
+    commands = typer.main.get_command(app).commands
+    fit = {p.name: p for p in commands["fit"].params}
+    sweep = {p.name: p for p in commands["sweep"].params}
+    for grid in ("heads", "view_sets", "seeds"):
+        assert fit[grid].default == sweep[grid].default and fit[grid].help == sweep[grid].help
 
 
 def test_a_field_without_a_docstring_cannot_become_an_option():
