@@ -70,7 +70,8 @@ def user_errors(fn):
 def _user_error(message: str) -> None:
     if _debug["on"]:
         raise
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # soft_wrap: one line however long (paths), so it greps and pastes whole
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_BAD_INPUT) from None
 
 

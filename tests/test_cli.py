@@ -25,9 +25,9 @@ def test_help_does_not_import_torch_or_decoders():
     check = (
         "import sys\n"
         "sys.argv = ['skill', '--help']\n"
-        "import cli\n"
+        "from skill.cli import app\n"
         "try:\n"
-        "    cli.app()\n"
+        "    app()\n"
         "except SystemExit:\n"
         "    pass\n"
         "heavy = [m for m in ('torch', 'transformers', 'decord', 'av', 'zarr', 'lightgbm')"
@@ -37,6 +37,31 @@ def test_help_does_not_import_torch_or_decoders():
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "extract" in done.stdout and "fit" in done.stdout
+
+
+def test_expected_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch):
+    import skill.cache.info
+
+    missing = tmp_path / "nope.zarr"
+    result = runner.invoke(app, ["info", str(missing)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: {missing}: no such store"]
+
+    def bug(path):
+        raise ValueError("an internal invariant broke")  # a bug, not the user's input
+
+    monkeypatch.setattr(skill.cache.info, "store_summary", bug)
+    result = runner.invoke(app, ["info", str(missing)])
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+    assert "error:" not in result.output
+
+
+def test_a_path_the_os_refuses_is_one_line_naming_it(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["synth", str(blocker / "data"), "--takes", "12"])
+    assert result.exit_code == 2, result.output
+    assert f"error: {blocker / 'data'}" in " ".join(result.output.split())
 
 
 @pytest.fixture(scope="module")
