@@ -48,6 +48,15 @@ def test_the_wheel_installs_one_top_level_name(tmp_path):
                    "skill/cache/store.py", "skill/heads/cvf.py"):  # fmt: skip
         assert module in names
     assert not any(name.startswith(("skill/tests/", "skill/bench/")) for name in names)
+    # every module of the source tree is shipped (a new subpackage must be listed in
+    # pyproject.toml's packages, or it would be missing from the wheel)
+    shipped = {
+        f"skill/{path.relative_to(REPO).as_posix()}"
+        for path in REPO.rglob("*.py")
+        if path.relative_to(REPO).parts[0] not in ("tests", "bench", "build")
+        and not path.relative_to(REPO).parts[0].startswith(".")
+    }
+    assert shipped - set(names) == set()
 
 
 def test_generic_names_are_not_installed(tmp_path):
