@@ -224,6 +224,10 @@ def _print_store_summary(s: dict) -> None:
         f"takes: {s['takes']}  completed: {s['completed']}  failed: {s['failed']}  "
         f"pending: {s['pending']}  ({state})"
     )
+    kinds = set(s["layout_per_array"].values())
+    if len(kinds) > 1:  # a pack cut short: say which arrays are which
+        packed = sorted(name for name, kind in s["layout_per_array"].items() if kind == "packed")
+        out.print(f"packed arrays: {', '.join(packed)}; the others are in the write layout")
     if s["leftover_temp_files"]:
         out.print(f"{s['leftover_temp_files']} temporary files of a killed write (never read)")
     geometry = ", ".join(f"{k} {v}" for k, v in s["geometry"].items())
@@ -244,6 +248,46 @@ def _print_store_summary(s: dict) -> None:
         f"{(backbone.get('adapter') or {}).get('sha256', 'none')}, tokens: {prov.get('tokens')}, "
         f"sampling: {prov.get('sampling')}"
     )
+
+
+# ---- verify ------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def verify(
+    store: Path = typer.Argument(..., help="A store written by `skill extract`."),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="Mark the damaged takes pending, so that the next `skill extract` redoes them.",
+    ),
+) -> None:
+    """Check every completed take of a store (chunks present, whole and finite, shapes,
+    take table) and name what is damaged; exit 1 if anything is."""
+    from skill.cache.verify import repair_store, verify_store
+
+    report = verify_store(store)
+    for problem in report.store_problems:
+        out.print(f"damaged: {problem}", highlight=False, soft_wrap=True)
+    for d in report.damage:
+        out.print(
+            f"damaged: take {d.take} view {d.view}: {d.problem} ({d.file})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.ok:
+        out.print(
+            f"{store}: ok ({report.takes} takes, {report.complete_checked} complete takes checked)"
+        )
+        return
+    takes = len(report.damaged_rows())
+    out.print(f"{store}: {takes} damaged takes, {len(report.store_problems)} store problems")
+    if repair:
+        rows = repair_store(store, report)
+        out.print(
+            f"repaired: {len(rows)} takes marked pending; run the same `skill extract` again "
+            "to extract exactly those"
+        )
+    raise typer.Exit(1)
 
 
 # ---- fit and sweep ---------------------------------------------------------------------

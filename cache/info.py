@@ -58,8 +58,10 @@ def store_summary(path: str | Path) -> dict:
         ],
         "failed_view_count": int((errors != "").sum()),
         "size_bytes": _size_on_disk(store.path),
-        # "packed" (large chunks, fast reads) once a run finished, "write" while writing
+        # "packed" (large chunks, fast reads) once a run finished, "write" while writing;
+        # per array too, since a pack cut short leaves some arrays of each kind
         "layout": "packed" if store.is_packed() else "write",
+        "layout_per_array": store.layout(),
         "provenance": store.provenance,
     }
 

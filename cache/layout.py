@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skill.cache.errors import StoreError
+
 WRITE_SEPARATOR, PACKED_SEPARATOR = "/", "."
 PACKED_CHUNK_BYTES = 32 << 20
 LAYOUT_LOCK = ".skill.layout.lock"
@@ -40,7 +42,7 @@ STAGING = ".skill-relayout"
 STRING_BYTES = 16
 
 
-class LayoutError(RuntimeError):
+class LayoutError(StoreError):
     """A chunk file shorter than its chunk; the message names the file."""
 
 

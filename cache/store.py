@@ -199,7 +199,39 @@ class TokenStore:
         _check_format(path, dict(group.attrs))
         if mode != "r" and not os.access(path, os.W_OK):
             raise StoreError(f"{path}: the store is read-only here; cannot write to it")
-        return cls(path, group, writable=mode != "r")
+        store = cls(path, group, writable=mode != "r")
+        store.check_shapes()
+        return store
+
+    def check_shapes(self) -> None:
+        """The root attributes agree with the arrays: geometry with the token array's shape,
+        views with every per-take array, `n_takes` within every array's length. Reads only
+        the arrays' metadata files."""
+        problems = []
+        want = {
+            "tokens": (len(self.views), self.clips, self.tokens, self.dim),
+            "valid": (len(self.views),),
+            "frame_index": (len(self.views), self.clips, self.frames),
+            "timestamp": (len(self.views), self.clips, self.frames),
+        }
+        for name in (*PER_TAKE_ARRAYS, *TAKE_TABLE_ARRAYS):
+            try:
+                shape = tuple(layout.array_metadata(self.path, name)["shape"])
+            except (OSError, ValueError, KeyError) as err:
+                problems.append(f"{name}/zarr.json cannot be read ({err})")
+                continue
+            if name in want and shape[1:] != want[name]:
+                problems.append(
+                    f"{name} has shape {shape[1:]} per take, the store's attributes (views, "
+                    f"geometry) say {want[name]}"
+                )
+            if shape[0] < self.n_takes:
+                problems.append(f"n_takes is {self.n_takes} but {name} has {shape[0]} rows")
+        if problems:
+            raise StoreError(
+                f"{self.path}: the store's metadata disagree: {'; '.join(problems)}; "
+                f"{self.damaged_hint()}"
+            )
 
     # ---- take table (coordinator only) ---------------------------------------------------
     @property
@@ -207,13 +239,29 @@ class TokenStore:
         return int(self._group.attrs.get("n_takes", 0))
 
     def take_table(self) -> TakeTable:
-        return self._table(self.read_columns(*TAKE_TABLE_ARRAYS))
+        return self._checked_table(self._table(self.read_columns(*TAKE_TABLE_ARRAYS)))
+
+    def _checked_table(self, table: TakeTable) -> TakeTable:
+        """Refuse a take table whose ids are empty or repeated: rows would be matched to the
+        wrong takes (and an extract would append every take again)."""
+        empty = int((table.ids == "").sum())
+        unique, counts = np.unique(table.ids[table.ids != ""], return_counts=True)
+        repeated = unique[counts > 1].tolist()
+        if empty or repeated:
+            problems = [f"{empty} rows without a take id"] if empty else []
+            if repeated:
+                problems.append(f"take ids given twice: {', '.join(map(str, repeated[:5]))}")
+            raise StoreError(
+                f"{self.path}/takes/id: the take table is damaged ({'; '.join(problems)}); "
+                f"{self.damaged_hint()}"
+            )
+        return table
 
     def take_records(self) -> tuple[TakeTable, np.ndarray, np.ndarray]:
         """The take table, ``status (n,)`` and ``valid (n, V)``, read in one concurrent trip:
         everything a reader needs to choose takes and views."""
         *columns, status, valid = self.read_columns(*TAKE_TABLE_ARRAYS, "status", "valid")
-        table = self._table(columns)
+        table = self._checked_table(self._table(columns))
         return table, np.asarray(status, dtype=np.int8), np.asarray(valid, dtype=bool)
 
     @staticmethod
@@ -247,7 +295,8 @@ class TokenStore:
         async def read_all() -> list[np.ndarray]:
             return list(await asyncio.gather(*(read(name) for name in names)))
 
-        return sync(read_all())
+        with self._read_errors(", ".join(names)):
+            return sync(read_all())
 
     def add_takes(self, rows: Sequence[TakeRow]) -> list[int]:
         """Register takes (coordinator only) and return their row indices.
@@ -344,19 +393,37 @@ class TokenStore:
         return self._arrays[name]
 
     def status(self) -> np.ndarray:
-        return np.asarray(self._group["status"][: self.n_takes], dtype=np.int8)
+        return np.asarray(self._committed("status"), dtype=np.int8)
 
     def valid(self) -> np.ndarray:
-        return np.asarray(self._group["valid"][: self.n_takes], dtype=bool)
+        return np.asarray(self._committed("valid"), dtype=bool)
 
     def view_errors(self) -> np.ndarray:
-        return _strings(self._group["view_error"][: self.n_takes])
+        return _strings(self._committed("view_error"))
 
     def frame_index(self) -> np.ndarray:
-        return np.asarray(self._group["frame_index"][: self.n_takes])
+        return np.asarray(self._committed("frame_index"))
 
     def padded_frames(self) -> np.ndarray:
-        return np.asarray(self._group["padded_frames"][: self.n_takes])
+        return np.asarray(self._committed("padded_frames"))
+
+    def _committed(self, name: str) -> np.ndarray:
+        """The committed rows of one array; a chunk that cannot be decoded is a StoreError
+        naming the array, never a codec's traceback."""
+        with self._read_errors(name):
+            return self._group[name][: self.n_takes]
+
+    @contextlib.contextmanager
+    def _read_errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except (RuntimeError, ValueError, OSError, KeyError) as err:
+            raise StoreError(
+                f"{self.path}/{what}: cannot be read ({type(err).__name__}: {err}); "
+                f"{self.damaged_hint()}"
+            ) from err
 
     def read_tokens(self, take_idx: Sequence[int], view_idx: Sequence[int]) -> np.ndarray:
         """Tokens of the given takes and views: (n, v, K, N, D) float16, zeros where invalid.
