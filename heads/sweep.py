@@ -133,12 +133,14 @@ def backbone_labels(paths: list[str], provenances: list[dict]) -> dict[str, str]
     none) are named by their folder (``a.zarr`` -> ``a``), or by their path if that is
     taken too."""
     labels = [backbone_label(p) for p in provenances]
-    for i, label in enumerate(list(labels)):
-        if not label or labels.count(label) > 1:
-            labels[i] = _store_stem(paths[i])
-    for i, label in enumerate(list(labels)):
-        if labels.count(label) > 1:
-            labels[i] = paths[i]
+    labels = [
+        label if label and labels.count(label) == 1 else _store_stem(path)
+        for path, label in zip(paths, labels, strict=True)
+    ]
+    labels = [
+        label if labels.count(label) == 1 else path
+        for path, label in zip(paths, labels, strict=True)
+    ]
     return dict(zip(paths, labels, strict=True))
 
 
