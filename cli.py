@@ -6,7 +6,6 @@ Heavy modules (torch, transformers, decoders, zarr) are imported inside commands
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import json
@@ -16,7 +15,13 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from skill.cli_config import cli_options, config_from_options, config_parameters, from_config
+from skill.cli_config import (
+    CliOption,
+    cli_options,
+    config_from_options,
+    config_parameters,
+    from_config,
+)
 from skill.demo import DemoConfig
 from skill.heads.config import FitConfig, PredictConfig, SweepConfig
 from skill.pipeline.extract_config import ExtractConfig
@@ -292,7 +297,7 @@ def verify(
 
 # ---- fit and sweep ---------------------------------------------------------------------
 SWEEP_GRID = cli_options(SweepConfig, exclude=("fit", "name"), separators={"view_sets": ";"})
-"""The grid options of a sweep (heads, view sets, seeds), which `fit --sweep` takes too."""
+"""The grid options of a sweep (heads, view sets, seeds, stores), which `fit --sweep` takes too."""
 
 
 @app.command()
@@ -305,7 +310,9 @@ SWEEP_GRID = cli_options(SweepConfig, exclude=("fit", "name"), separators={"view
             "sweep",
             inspect.Parameter.KEYWORD_ONLY,
             default=typer.Option(
-                False, "--sweep", help="Fit the grid --heads x --view-sets x --seeds instead."
+                False,
+                "--sweep",
+                help="Fit the grid --heads x --view-sets x --seeds (x --stores) instead.",
             ),
             annotation=bool,
         ),
@@ -315,9 +322,12 @@ SWEEP_GRID = cli_options(SweepConfig, exclude=("fit", "name"), separators={"view
 def fit(cfg: FitConfig, sweep: bool, **grid) -> None:
     """Train a fusion head on a store (or, with --sweep, a whole grid of them)."""
     if sweep:
+        # the fit settings are the sweep's `fit`, passed as an already built value
+        fit_option = CliOption(("fit",), "", FitConfig, ..., "", positional=False, separator=None)
         values = {option.param: grid[option.param] for option in SWEEP_GRID}
-        sweep_cfg = config_from_options(SweepConfig, SWEEP_GRID, values)
-        _run_sweep(dataclasses.replace(sweep_cfg, fit=cfg))
+        _run_sweep(
+            config_from_options(SweepConfig, [fit_option, *SWEEP_GRID], {**values, "fit": cfg})
+        )
         return
     _run_fit(cfg)
 
@@ -333,7 +343,8 @@ def fit(cfg: FitConfig, sweep: bool, **grid) -> None:
     separators={"view_sets": ";"},
 )
 def sweep_command(cfg: SweepConfig) -> None:
-    """Fit a grid of heads x view sets x seeds on a store; one table (CSV, Markdown)."""
+    """Fit a grid of heads x view sets x seeds on a store (or on several stores, one per
+    backbone, with --stores); one table (CSV, Markdown)."""
     _run_sweep(cfg)
 
 
@@ -359,13 +370,14 @@ def _run_sweep(cfg) -> None:
 def print_sweep_table(rows: list[dict]) -> None:
     from rich.table import Table
 
-    from skill.heads.sweep import format_mean_std
+    from skill.heads.sweep import format_mean_std, several_backbones
 
     several_seeds = any(row["seeds"] > 1 for row in rows)
     title = "mean ± std over seeds" if several_seeds else "one seed"
     table = Table(title=f"sweep: top-1 and balanced accuracy ({title})")
+    backbone = several_backbones(rows)  # one store: no backbone column, as before --stores
     columns = ("head", "views", "val top-1", "val bal.acc", "test top-1", "test bal.acc", "s/fit")
-    for column in columns:
+    for column in ("backbone",) * backbone + columns:
         table.add_column(column, no_wrap=True)
 
     def cell(row: dict, key: str) -> str:
@@ -377,7 +389,8 @@ def print_sweep_table(rows: list[dict]) -> None:
     metrics = ("val_top1", "val_balanced_accuracy", "test_top1", "test_balanced_accuracy")
     for row in rows:
         cells = [cell(row, key) for key in metrics]
-        table.add_row(row["head"], row["views"], *cells, f"{row['fit_seconds_mean']:.1f}")
+        first = [row.get("backbone", "")] * backbone + [row["head"], row["views"]]
+        table.add_row(*first, *cells, f"{row['fit_seconds_mean']:.1f}")
     out.print(table)
 
 

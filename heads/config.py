@@ -214,6 +214,13 @@ class SweepConfig:
     """View sets to fit on (each a views spec like ``ego`` or ``ego,exo2``); each loaded once."""
     seeds: list[int] = field(default_factory=lambda: [0])
     """Seeds per (head, view set); the table reports mean and sample std over them."""
+    stores: list[str] = field(default_factory=list)
+    """Token stores to sweep, one per backbone or adapter, extracted from the same takes; the
+    table gets a backbone column. The store argument (``fit.store``) is swept too: it is put
+    first when not listed. Empty = just that store.
+
+    Stores whose completed takes, splits, labels or participants differ are refused before
+    any fit (a comparison is only fair on the same takes)."""
     name: str = "sweep"
     """Sweep folder name inside ``fit.out_dir``; a taken name gets a suffix -2, -3..."""
 
@@ -232,3 +239,20 @@ class SweepConfig:
             raise ConfigError(f"seeds must be integers, not {self.seeds!r}") from None
         if not self.name or "/" in self.name or self.name.startswith(".") or os.sep in self.name:
             raise ConfigError(f"name: sweep name {self.name!r} must be a plain folder name")
+        self.stores = [str(s) for s in self.stores]
+        seen: dict[str, str] = {}
+        for store in self.stores:
+            where = os.path.realpath(store)
+            if where in seen:
+                raise ConfigError(
+                    f"stores: {store} is listed twice"
+                    + (f" (as {seen[where]})" if seen[where] != store else "")
+                )
+            seen[where] = store
+
+    def store_paths(self) -> list[str]:
+        """The stores to sweep, in order: ``stores``, with ``fit.store`` first when it is not
+        among them (``[fit.store]`` when ``stores`` is empty)."""
+        listed = {os.path.realpath(s) for s in self.stores}
+        first = [] if os.path.realpath(self.fit.store) in listed else [self.fit.store]
+        return first + self.stores

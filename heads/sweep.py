@@ -1,10 +1,16 @@
-"""``skill fit --sweep``: every head x view set x seed, and a table of mean ± std over seeds.
+"""``skill sweep``: every store x head x view set x seed, and a table of mean ± std over seeds.
 
-Each view set is loaded from the store once and reused for all its heads and seeds. Runs are
+Each (store, view set) is loaded once and reused for all its heads and seeds. Runs are
 written inside the sweep folder ``<out_dir>/<name>/`` (``sweep``, or ``sweep-2``... when
 taken) as ``<head>-<views>-s<seed>/``; the table is written last as ``sweep.csv`` and
 ``sweep.md``. Standard deviations are sample standard deviations over seeds (ddof = 1),
 0 for a single seed; a metric missing for a split (no test split) is NaN / empty.
+
+Several stores (``SweepConfig.stores``, one per backbone or adapter) make the backbone a
+sweep axis: every store is checked against the first before any fit (same completed takes,
+with the same split, label and participant, and the same label set: a comparison is only
+fair on the same takes), the runs of each go to ``<sweep>/<backbone>/``, and the table gains
+a ``backbone`` column (:func:`backbone_labels`). A single store's table has no such column.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from skill.errors import SkillError
 from skill.heads.config import FitConfig, SweepConfig
-from skill.heads.data import load_selection
+from skill.heads.data import SPLIT_NAMES, SelectionError, load_selection, resolve_views
 from skill.heads.run_folder import publish
 from skill.heads.train import FitResult, fit
 
@@ -27,19 +34,25 @@ METRICS = ("top1", "balanced_accuracy", "macro_f1")
 SPLITS = ("val", "test")
 
 
+class SweepError(SkillError, ValueError):
+    """Stores that cannot be swept together (other takes, splits or labels); the message
+    names the stores and the difference."""
+
+
 @dataclass
 class SweepResult:
-    """The table rows (one per head x view set), the sweep folder and every fit."""
+    """The table rows (one per store x head x view set), the sweep folder and every fit."""
 
     rows: list[dict]
     sweep_dir: Path
     fits: list[FitResult] = field(default_factory=list)
 
 
-def table_columns() -> list[str]:
-    """head, views, seeds, n_val, n_test, then ``<split>_<metric>_mean/_std``, fit seconds."""
+def table_columns(backbone: bool = False) -> list[str]:
+    """(backbone,) head, views, seeds, n_val, n_test, ``<split>_<metric>_mean/_std``, fit s."""
     stats = [f"{s}_{m}_{k}" for s in SPLITS for m in METRICS for k in ("mean", "std")]
     return [
+        *(["backbone"] if backbone else []),
         "head",
         "views",
         "seeds",
@@ -57,34 +70,171 @@ def sweep(
     view_sets: list[str] | None = None,
     seeds: list[int] | None = None,
     name: str = "sweep",
+    stores: list[str] | None = None,
 ) -> SweepResult:
-    """Fit every (head, view set, seed) with ``cfg.fit``'s other settings; write the table.
+    """Fit every (store, head, view set, seed) with ``cfg.fit``'s other settings; write the
+    table.
 
     The keyword form ``sweep(base_fit_config, heads=..., view_sets=..., seeds=...)`` builds
     the SweepConfig.
     """
     if not isinstance(cfg, SweepConfig):
-        grid = {"heads": heads, "view_sets": view_sets, "seeds": seeds}
+        grid = {"heads": heads, "view_sets": view_sets, "seeds": seeds, "stores": stores}
         cfg = SweepConfig(fit=cfg, name=name, **{k: v for k, v in grid.items() if v is not None})
     base, heads, view_sets, seeds = cfg.fit, cfg.heads, cfg.view_sets, cfg.seeds
+    paths = cfg.store_paths()
     configs = {
-        (h, v, s): dataclasses.replace(base, head=h, views=v, seed=s, name="", out_dir="")
+        (p, h, v, s): dataclasses.replace(
+            base, store=p, head=h, views=v, seed=s, name="", out_dir=""
+        )
+        for p in paths
         for v in view_sets
         for h in heads
         for s in seeds
     }  # builds (and so validates) every config before the first fit
+    labels = check_stores(paths, view_sets)  # refuses stores that differ, before any fit
+    several = len(paths) > 1
     sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name)
     fits: dict[tuple, FitResult] = {}
-    for views in view_sets:
-        selection = load_selection(base.store, views)
-        for head in heads:
-            for seed in seeds:
-                cfg = dataclasses.replace(configs[(head, views, seed)], out_dir=str(sweep_dir))
-                fits[(head, views, seed)] = fit(cfg, selection=selection)
-        del selection  # free this view set's tokens before loading the next
-    rows = [summary_row(h, v, [fits[(h, v, s)] for s in seeds]) for v in view_sets for h in heads]
+    for path in paths:
+        out_dir = sweep_dir / folder_name(labels[path]) if several else sweep_dir
+        for views in view_sets:
+            selection = load_selection(path, views)
+            for head in heads:
+                for seed in seeds:
+                    run = dataclasses.replace(
+                        configs[(path, head, views, seed)], out_dir=str(out_dir)
+                    )
+                    fits[(path, head, views, seed)] = fit(run, selection=selection)
+            del selection  # free this view set's tokens before loading the next
+    rows = [
+        summary_row(h, v, [fits[(p, h, v, s)] for s in seeds], backbone=labels[p])
+        for p in paths
+        for v in view_sets
+        for h in heads
+    ]
     write_table(sweep_dir, rows)
     return SweepResult(rows=rows, sweep_dir=sweep_dir, fits=list(fits.values()))
+
+
+# ---- several stores: labels and the same-takes check -----------------------------------------
+def backbone_label(provenance: dict) -> str:
+    """A short name of a store's backbone: its name (the last part of a hub id or folder),
+    plus ``+`` and the first 8 hex digits of the adapter's sha256 when there is one."""
+    backbone = provenance.get("backbone") or {}
+    name = str(backbone.get("name") or "").rstrip("/").rsplit("/", 1)[-1]
+    adapter = backbone.get("adapter") or provenance.get("adapter") or {}
+    sha = adapter.get("sha256") if isinstance(adapter, dict) else None
+    return f"{name}+{sha[:8]}" if name and sha else name
+
+
+def backbone_labels(paths: list[str], provenances: list[dict]) -> dict[str, str]:
+    """Store path -> its backbone label; stores whose labels would be equal (or that have
+    none) are named by their folder (``a.zarr`` -> ``a``), or by their path if that is
+    taken too."""
+    labels = [backbone_label(p) for p in provenances]
+    labels = [
+        label if label and labels.count(label) == 1 else _store_stem(path)
+        for path, label in zip(paths, labels, strict=True)
+    ]
+    labels = [
+        label if labels.count(label) == 1 else path
+        for path, label in zip(paths, labels, strict=True)
+    ]
+    return dict(zip(paths, labels, strict=True))
+
+
+def _store_stem(path: str) -> str:
+    name = Path(path).name
+    return name[: -len(".zarr")] if name.endswith(".zarr") and name != ".zarr" else name
+
+
+def folder_name(label: str) -> str:
+    """A label as a plain folder name (a path's separators become ``_``)."""
+    name = label.replace(os.sep, "_").replace("/", "_").lstrip(".")
+    return name or "store"
+
+
+@dataclass
+class _StoreTakes:
+    """The completed takes of one store: id -> (split, label, participant), and the labels."""
+
+    path: str
+    takes: dict[str, tuple[str, str, str]]
+    labels: list[str]
+    views: list[str]
+    provenance: dict
+
+
+def _read_takes(path: str) -> _StoreTakes:
+    from skill.cache.store import STATUS_COMPLETE, TokenStore
+
+    store = TokenStore.open(path)  # a missing or unreadable store: its own one-line error
+    with store.reading():
+        table, status, _ = store.take_records()
+    names = list(store.labels)
+    takes = {}
+    for i in np.flatnonzero(status == STATUS_COMPLETE):
+        split = str(table.split[i]).strip()
+        label = names[table.label[i]] if table.label[i] >= 0 else ""
+        takes[str(table.ids[i])] = (
+            SPLIT_NAMES.get(split.lower(), split),
+            label,
+            str(table.participant[i]),
+        )
+    return _StoreTakes(path, takes, names, list(store.views), dict(store.provenance))
+
+
+def check_stores(paths: list[str], view_sets: list[str]) -> dict[str, str]:
+    """Refuse stores that cannot be compared (:class:`SweepError` naming the difference) or
+    that lack a view of ``view_sets``; return each store's backbone label."""
+    stores = [_read_takes(p) for p in paths]
+    for store in stores:
+        for views in view_sets:
+            try:
+                resolve_views(views, store.views)
+            except SelectionError as err:
+                raise SelectionError(f"{store.path}: view set {views!r}: {err}") from None
+    first = stores[0]
+    for other in stores[1:]:
+        problem = _difference(first, other)
+        if problem:
+            raise SweepError(
+                f"{problem} (stores swept together must hold the same completed takes, with "
+                "the same splits and labels: extract them from the same annotations)"
+            )
+    return backbone_labels(paths, [s.provenance for s in stores])
+
+
+# What differs when a take's (split, label, participant) differs, in that order.
+_TAKE_FIELDS = (
+    "put take {} in different splits",
+    "give take {} different labels",
+    "give take {} different participants",
+)
+
+
+def _difference(a: _StoreTakes, b: _StoreTakes) -> str:
+    """The first difference between the completed takes of two stores, or ``""``."""
+    for one, two in ((a, b), (b, a)):
+        extra = sorted(set(one.labels) - set(two.labels))
+        if extra:
+            return f"{one.path} has labels {', '.join(map(repr, extra))} that {two.path} lacks"
+    for one, two in ((b, a), (a, b)):
+        extra = sorted(set(one.takes) - set(two.takes))
+        if extra:
+            first = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
+            return (
+                f"{one.path}: {len(extra)} completed takes that {two.path} lacks (first: {first})"
+            )
+    for index, what in enumerate(_TAKE_FIELDS):
+        differ = sorted(t for t in a.takes if a.takes[t][index] != b.takes[t][index])
+        if differ:
+            take = differ[0]
+            values = f"{a.takes[take][index] or '(none)'} vs {b.takes[take][index] or '(none)'}"
+            more = f", and {len(differ) - 1} more takes" if len(differ) > 1 else ""
+            return f"{a.path} and {b.path} {what.format(take)} ({values}){more}"
+    return ""
 
 
 def reserve_sweep_dir(out_dir: Path, name: str) -> Path:
@@ -95,9 +245,9 @@ def reserve_sweep_dir(out_dir: Path, name: str) -> Path:
     return publish(staging, out_dir, name)
 
 
-def summary_row(head: str, views: str, fits: list[FitResult]) -> dict:
-    """Mean and std over seeds of every metric of one (head, views)."""
-    row: dict = {"head": head, "views": views, "seeds": len(fits)}
+def summary_row(head: str, views: str, fits: list[FitResult], backbone: str = "") -> dict:
+    """Mean and std over seeds of every metric of one (backbone, head, views)."""
+    row: dict = {"backbone": backbone, "head": head, "views": views, "seeds": len(fits)}
     for split in SPLITS:
         present = [f.metrics[split] for f in fits if split in f.metrics]
         row[f"n_{split}"] = present[0]["n"] if present else 0
@@ -120,8 +270,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def write_table(sweep_dir: Path, rows: list[dict]) -> None:
-    """``sweep.csv`` (numbers) and ``sweep.md`` (mean ± std), each written atomically."""
-    columns = table_columns()
+    """``sweep.csv`` (numbers) and ``sweep.md`` (mean ± std), each written atomically; with
+    a backbone column when the rows come from more than one backbone."""
+    columns = table_columns(backbone=several_backbones(rows))
     tmp = sweep_dir / f".sweep.csv.tmp-{os.getpid()}"
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -140,14 +291,21 @@ def _csv_value(value):
     return value
 
 
+def several_backbones(rows: list[dict]) -> bool:
+    """Whether the rows come from more than one store (so the table needs a backbone column)."""
+    return len({row.get("backbone", "") for row in rows}) > 1
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """A markdown table, one line per (head, views), cells ``mean ± std``."""
+    """A markdown table, one line per ((backbone,) head, views), cells ``mean ± std``."""
     splits = [s for s in SPLITS if any(r[f"n_{s}"] for r in rows)]
-    header = ["head", "views", "seeds"]
+    backbone = several_backbones(rows)
+    header = ["backbone"] * backbone + ["head", "views", "seeds"]
     header += [f"{s} {m}" for s in splits for m in METRICS] + ["fit s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["head"], row["views"], str(row["seeds"])]
+        cells = [row.get("backbone", "")] * backbone
+        cells += [row["head"], row["views"], str(row["seeds"])]
         cells += [format_mean_std(row, f"{s}_{m}") for s in splits for m in METRICS]
         cells.append(format_mean_std(row, "fit_seconds", digits=1))
         lines.append("| " + " | ".join(cells) + " |")

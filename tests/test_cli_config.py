@@ -78,7 +78,7 @@ def test_fit_and_the_sweep_command_share_the_grid_options():
     commands = typer.main.get_command(app).commands
     fit = {p.name: p for p in commands["fit"].params}
     sweep = {p.name: p for p in commands["sweep"].params}
-    for grid in ("heads", "view_sets", "seeds"):
+    for grid in ("heads", "view_sets", "seeds", "stores"):
         assert fit[grid].default == sweep[grid].default and fit[grid].help == sweep[grid].help
 
 

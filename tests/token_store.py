@@ -168,3 +168,33 @@ def shared_token_store(tmp_path_factory, name: str = "synthetic", **options) -> 
         folder = tmp_path_factory.mktemp(f"store-{name}")
         _BUILT[key] = build_token_store(folder / f"{name}.zarr", **options)
     return _BUILT[key]
+
+
+def edit_take(
+    path: str | Path,
+    take_id: str,
+    *,
+    split: str | None = None,
+    label: str | None = None,
+    participant: str | None = None,
+) -> None:
+    """Change one take's split, label or participant in a built store (to make stores that
+    disagree)."""
+    import zarr
+
+    store = TokenStore.open(path)
+    row = list(store.take_table().ids).index(take_id)
+    for name, value in (("split", split), ("participant", participant)):
+        if value is not None:
+            zarr.open_array(str(path), path=f"takes/{name}", mode="r+", zarr_format=3)[row] = value
+    if label is not None:
+        index = store.labels.index(label)
+        zarr.open_array(str(path), path="takes/label", mode="r+", zarr_format=3)[row] = index
+
+
+def rename_label(path: str | Path, old: str, new: str) -> None:
+    """Rename one of a built store's labels (its takes keep their label index)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    group.attrs["labels"] = [new if name == old else name for name in group.attrs["labels"]]
