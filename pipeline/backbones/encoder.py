@@ -193,7 +193,7 @@ def load_backbone(
         raise BackboneError(
             f"{where}: num_frames {num_frames} is not a multiple of {family.frames_multiple}: "
             f"{family.name} encodes tubelets of {family.frames_multiple} frames "
-            "(config tubelet_size), so an odd clip length would drop its last frame"
+            "(config tubelet_size); any other T would drop its last frames"
         )
     preprocessing = load_preprocessing(resolved)
     if resolved.is_tiny:

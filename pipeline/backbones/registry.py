@@ -152,12 +152,8 @@ class BackboneSpec:
 
     def tiny_geometry(self) -> Geometry:
         """A tiny preset's geometry, read from its tiny_config."""
-        family = FAMILIES[self.family]
-        config, frames_key, size_key = (
-            self.tiny_config or {},
-            family.frames_key,
-            family.image_size_key,
-        )
+        family, config = FAMILIES[self.family], self.tiny_config or {}
+        frames_key, size_key = family.frames_key, family.image_size_key
         needed = ["hidden_size", size_key, "patch_size"] + ([frames_key] if frames_key else [])
         missing = [key for key in needed if key not in config]
         if missing:
