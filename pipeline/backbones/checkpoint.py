@@ -78,6 +78,12 @@ def resolve_backbone(name_or_path: str) -> ResolvedBackbone:
 
 
 def _family_of(config: dict[str, Any], where: str) -> str:
+    if "auto_map" in config:
+        # The checkpoint ships its own modelling code: loading it would need trust_remote_code.
+        raise BackboneError(
+            f"{where}: auto_map is set, so the checkpoint's code would need trust_remote_code, "
+            "which is never used; only transformers' own classes load"
+        )
     model_type = config.get("model_type")
     for family in FAMILIES.values():
         if model_type in family.model_types:
@@ -128,13 +134,29 @@ def load_preprocessing(resolved: ResolvedBackbone) -> Preprocessing:
         where = f"tiny preset {resolved.name}"
         raw = dict(resolved.spec.tiny_preprocessing or {})  # type: ignore[union-attr]
         return parse_preprocessor_config(raw, family=resolved.family, where=where)
-    if resolved.is_folder:
-        path = Path(str(resolved.source)) / "preprocessor_config.json"
-    else:
-        path = hub_file(str(resolved.source), "preprocessor_config.json")
-    if not path.is_file():
-        raise BackboneError(f"{path}: missing; mean/std/size are read from it, never guessed")
+    names = FAMILIES[resolved.family].preprocessor_files
+    path = _preprocessor_file(resolved, names)
+    if path is None or not path.is_file():
+        where = Path(str(resolved.source)) / names[0] if resolved.is_folder else names[0]
+        also = f" (nor {', '.join(names[1:])})" if len(names) > 1 else ""
+        raise BackboneError(
+            f"{where}: missing{also}; mean/std/size are read from it, never guessed"
+        )
     return parse_preprocessor_config(read_json(path), family=resolved.family, where=str(path))
+
+
+def _preprocessor_file(resolved: ResolvedBackbone, names: tuple[str, ...]) -> Path | None:
+    """The first of ``names`` the folder or hub repository has (the folder's first if none)."""
+    if resolved.is_folder:
+        folder = Path(str(resolved.source))
+        return next((folder / n for n in names if (folder / n).is_file()), folder / names[0])
+    for index, name in enumerate(names):
+        try:
+            return hub_file(str(resolved.source), name)
+        except BackboneError:
+            if index == len(names) - 1:
+                raise
+    return None
 
 
 @contextlib.contextmanager
@@ -175,11 +197,11 @@ def load_pretrained(resolved: ResolvedBackbone, family: Family):
 def check_model_input(model, prep: Preprocessing, family: Family, where: str) -> None:
     """The crop must be the model's image_size (TimeSformer's layers reshape with it), and the
     config must hold the values the family's token layout assumes."""
-    size = model.config.image_size
+    size = getattr(model.config, family.image_size_key)
     if (prep.crop_height, prep.crop_width) != (size, size):
         raise BackboneError(
             f"{where}: preprocessing crops {prep.crop_height}x{prep.crop_width} but the model "
-            f"expects {size}x{size} (config image_size)"
+            f"expects {size}x{size} (config {family.image_size_key})"
         )
     for key, required, why in family.required_config:
         value = getattr(model.config, key)

@@ -188,12 +188,18 @@ def load_backbone(
     _check_load_options(token_mode, num_frames, batch_size)
     resolved = resolve_backbone(name_or_path)
     family = get_family(resolved.family)
+    where = resolved.source or resolved.name
+    if num_frames % family.frames_multiple:
+        raise BackboneError(
+            f"{where}: num_frames {num_frames} is not a multiple of {family.frames_multiple}: "
+            f"{family.name} encodes tubelets of {family.frames_multiple} frames "
+            "(config tubelet_size); any other T would drop its last frames"
+        )
     preprocessing = load_preprocessing(resolved)
     if resolved.is_tiny:
         model = build_tiny_model(resolved.spec)
     else:
         model = load_pretrained(resolved, family)
-    where = resolved.source or resolved.name
     check_model_input(model, preprocessing, family, where)
     weights = weights_identity(resolved, model)
     checkpoint_frames = None
@@ -201,6 +207,8 @@ def load_backbone(
         checkpoint_frames = int(getattr(model.config, family.frames_key))
         # The layers reshape with it: left at the checkpoint's value, patches and frames mix.
         setattr(model.config, family.frames_key, num_frames)
+        if family.set_frames is not None:
+            family.set_frames(model, num_frames)
     adapter_info = None
     if adapter is not None:
         model, adapter_info = apply_adapter(model, adapter)

@@ -55,7 +55,11 @@ def parse_preprocessor_config(raw: dict[str, Any], *, family: str, where: str) -
     ``min(h, w)`` and centre-cropping, which keeps the aspect ratio where the processor would
     squash (identical for square sizes, the case of every supported checkpoint).
     ``family`` (a registered family's name) gives the resample used when ``resample`` is
-    absent, that family's processor default; ``where`` names the file in error messages.
+    absent, that family's processor default, and two more of its processor's rules: a default
+    crop when ``crop_size`` is absent (``Family.default_crop_size``; VideoMAE's 224 for the
+    old feature-extractor configs that name only ``size``), and a resize derived from the crop
+    (``Family.resize_from_crop``; VJEPA2VideoProcessor's ``int(crop * 256 / 224)``, which
+    ignores ``size``). ``where`` names the file in error messages.
     """
     do_normalize = raw.get("do_normalize", True)
     mean = _channel_triplet(raw, "image_mean", where) if do_normalize else (0.0, 0.0, 0.0)
@@ -63,8 +67,20 @@ def parse_preprocessor_config(raw: dict[str, Any], *, family: str, where: str) -
     if any(s <= 0 for s in std):
         raise BackboneError(f"{where}: image_std must be positive, got {list(std)}")
     rescale = float(raw.get("rescale_factor", 1 / 255)) if raw.get("do_rescale", True) else 1.0
-    shortest_edge, exact_size = _resize_target(raw, where)
-    crop_height, crop_width = _crop_size(raw, exact_size, where)
+    spec = get_family(family)
+    if spec.resize_from_crop is not None:
+        # The processor derives the resize from the crop and ignores ``size`` (VJEPA2's).
+        if raw.get("crop_size") is None:
+            raise BackboneError(
+                f"{where}: crop_size is missing ({family}'s processor resizes from it)"
+            )
+        crop_height, crop_width = _crop_size(raw, None, where)
+        shortest_edge = int(crop_height * spec.resize_from_crop)
+    else:
+        shortest_edge, exact_size = _resize_target(raw, where)
+        if raw.get("crop_size") is None and spec.default_crop_size is not None:
+            raw = {**raw, "crop_size": spec.default_crop_size}  # the processor's class default
+        crop_height, crop_width = _crop_size(raw, exact_size, where)
     if max(crop_height, crop_width) > shortest_edge:
         raise BackboneError(
             f"{where}: crop {crop_height}x{crop_width} is larger than the resized short side "

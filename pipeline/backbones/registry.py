@@ -58,6 +58,23 @@ class Family:
     save_as: Callable[[Any], Any] | None = None
     """Tiny encoder -> the model ``save_tiny_checkpoint`` writes, laid out like the hub's
     checkpoints (None: the encoder itself)."""
+    image_size_key: str = "image_size"
+    """Config attribute holding the input height = width (V-JEPA 2: ``crop_size``)."""
+    frames_multiple: int = 1
+    """The requested T must be a multiple of this (2 for tubelets of 2 frames); refused before
+    any weight is loaded or video decoded."""
+    set_frames: Callable[[Any, int], None] | None = None
+    """(model, T) run after ``frames_key`` is set to T: rebuilds what the model computed from
+    the frame count at construction (VideoMAE's fixed position table). None: nothing."""
+    preprocessor_files: tuple[str, ...] = ("preprocessor_config.json",)
+    """Files the preprocessing is read from, first found wins (as the family's processor
+    looks them up); tiny checkpoints are saved under the first."""
+    default_crop_size: int | None = None
+    """Centre crop when the config asks for one without ``crop_size`` (the processor's class
+    default); None: such a config is refused."""
+    resize_from_crop: float | None = None
+    """When set, the short side is resized to ``int(crop * resize_from_crop)`` and the config's
+    ``size`` is ignored, as the processor does (VJEPA2VideoProcessor: 256/224)."""
 
     def __post_init__(self) -> None:
         if set(self.token_modes) != set(TOKEN_MODES):
@@ -135,15 +152,16 @@ class BackboneSpec:
 
     def tiny_geometry(self) -> Geometry:
         """A tiny preset's geometry, read from its tiny_config."""
-        config, frames_key = self.tiny_config or {}, FAMILIES[self.family].frames_key
-        needed = ["hidden_size", "image_size", "patch_size"] + ([frames_key] if frames_key else [])
+        family, config = FAMILIES[self.family], self.tiny_config or {}
+        frames_key, size_key = family.frames_key, family.image_size_key
+        needed = ["hidden_size", size_key, "patch_size"] + ([frames_key] if frames_key else [])
         missing = [key for key in needed if key not in config]
         if missing:
             raise BackboneError(f"backbone {self.name!r}: tiny_config lacks {missing}")
         return Geometry(
             dim=int(config["hidden_size"]),
             frames=int(config[frames_key]) if frames_key else None,
-            crop=int(config["image_size"]),
+            crop=int(config[size_key]),
             patch=int(config["patch_size"]),
         )
 

@@ -57,7 +57,8 @@ def save_tiny_checkpoint(name: str, folder: str | Path) -> Path:
     if spec is None or not spec.is_tiny:
         raise BackboneError(f"{name!r} is not a tiny preset; choose from {tiny_names()}")
     encoder = build_tiny_model(spec)
-    save_as = get_family(spec.family).save_as
+    family = get_family(spec.family)
+    save_as = family.save_as
     with seeded(TINY_SEED + 1):
         wrapper = save_as(encoder) if save_as is not None else encoder
     path = Path(folder)
@@ -65,5 +66,5 @@ def save_tiny_checkpoint(name: str, folder: str | Path) -> Path:
     with quiet_transformers():
         wrapper.save_pretrained(str(path))
     preprocessor = json.dumps(spec.tiny_preprocessing, indent=2)
-    (path / "preprocessor_config.json").write_text(preprocessor + "\n")
+    (path / family.preprocessor_files[0]).write_text(preprocessor + "\n")
     return path
