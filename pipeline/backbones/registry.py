@@ -58,6 +58,10 @@ class Family:
     save_as: Callable[[Any], Any] | None = None
     """Tiny encoder -> the model ``save_tiny_checkpoint`` writes, laid out like the hub's
     checkpoints (None: the encoder itself)."""
+    any_crop: bool = False
+    """True when the model interpolates its position embeddings to the input (DINOv2, whose
+    checkpoints say image_size 518 and are run at 224): the crop must then be a multiple of
+    the patch size instead of the config's image_size."""
 
     def __post_init__(self) -> None:
         if set(self.token_modes) != set(TOKEN_MODES):
