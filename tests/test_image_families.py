@@ -237,6 +237,35 @@ def test_dinov2_runs_at_a_crop_other_than_its_config_image_size(tmp_path):
         load_backbone(str(tmp_path / "ckpt"), num_frames=FRAMES)
 
 
+@pytest.mark.parametrize("family", ["dinov2", "dinov2_with_registers"])
+def test_dinov2_checkpoints_with_the_hubs_pre_5_weight_names_load(family, folders, tmp_path):
+    # facebook/dinov2-* store attention.attention.query/key/value and attention.output.dense;
+    # transformers 5 renames them on load, so such a folder encodes like the preset.
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "legacy"
+    shutil.copytree(folders[family], folder)
+    renames = {
+        "attention.q_proj": "attention.attention.query",
+        "attention.k_proj": "attention.attention.key",
+        "attention.v_proj": "attention.attention.value",
+        "attention.o_proj": "attention.output.dense",
+    }
+    weights = load_file(folder / "model.safetensors")
+    legacy = {}
+    for key, value in weights.items():
+        for new_name, old_name in renames.items():
+            key = key.replace(new_name, old_name)
+        legacy[key] = value
+    assert any("attention.attention.query" in key for key in legacy)
+    save_file(legacy, folder / "model.safetensors", metadata={"format": "pt"})
+    clips = torch.from_numpy(raw_frames(2, 32, 32, seed=5))
+    for mode in TOKEN_MODES:
+        loaded = load_backbone(str(folder), num_frames=FRAMES, token_mode=mode)
+        preset = load_backbone(PRESETS[family], num_frames=FRAMES, token_mode=mode)
+        torch.testing.assert_close(loaded.encode(clips), preset.encode(clips), atol=1e-6, rtol=0)
+
+
 def test_siglip_vision_only_checkpoint_loads_and_one_without_its_head_is_refused(tmp_path):
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
