@@ -29,6 +29,8 @@ from skill.pipeline.backbones import timesformer  # noqa: F401
 from skill.pipeline.backbones import clip  # noqa: F401
 from skill.pipeline.backbones import videomae  # noqa: F401
 from skill.pipeline.backbones import vjepa2  # noqa: F401
+from skill.pipeline.backbones import dinov2  # noqa: F401
+from skill.pipeline.backbones import siglip  # noqa: F401
 # isort: on
 
 from skill.pipeline.backbones.adapter import adapter_sha256, apply_adapter, check_adapter_folder

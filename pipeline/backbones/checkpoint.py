@@ -195,10 +195,17 @@ def load_pretrained(resolved: ResolvedBackbone, family: Family):
 
 
 def check_model_input(model, prep: Preprocessing, family: Family, where: str) -> None:
-    """The crop must be the model's image_size (TimeSformer's layers reshape with it), and the
-    config must hold the values the family's token layout assumes."""
-    size = getattr(model.config, family.image_size_key)
-    if (prep.crop_height, prep.crop_width) != (size, size):
+    """The crop must be the model's image_size (TimeSformer's layers reshape with it; a family
+    with ``any_crop`` takes any multiple of the patch), and the config must hold the values
+    the family's token layout assumes."""
+    size, patch = getattr(model.config, family.image_size_key), model.config.patch_size
+    if family.any_crop:
+        if prep.crop_height % patch or prep.crop_width % patch:
+            raise BackboneError(
+                f"{where}: preprocessing crops {prep.crop_height}x{prep.crop_width}, not a "
+                f"multiple of the model's patch size {patch}"
+            )
+    elif (prep.crop_height, prep.crop_width) != (size, size):
         raise BackboneError(
             f"{where}: preprocessing crops {prep.crop_height}x{prep.crop_width} but the model "
             f"expects {size}x{size} (config {family.image_size_key})"

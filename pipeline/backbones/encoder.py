@@ -97,8 +97,14 @@ class Backbone:
         """Clips ``(N, T, H, W, 3)`` uint8 RGB, already cropped -> tokens ``(N, n_tokens, D)``.
 
         ``T`` must be the loaded ``num_frames`` and ``H, W`` the crop. Runs in chunks of
-        ``batch_size`` clips, under bf16 autocast on CUDA (fp16 where bf16 is unsupported) and
-        in float32 on CPU. Returns float32 on the CPU.
+        ``batch_size`` clips, one forward per chunk, under bf16 autocast on CUDA (fp16 where
+        bf16 is unsupported) and in float32 on CPU. Returns float32 on the CPU.
+
+        ``batch_size`` counts clips for every family: a video family's forward takes
+        ``batch_size`` clips, a per-frame image family's (CLIP, DINOv2, SigLIP) flattens them
+        into one batch of ``batch_size * T`` images. The extract loop fills each chunk with
+        clips of any views and takes, so image families see all frames of several takes in
+        one forward. A clip's tokens do not depend on the clips beside it.
         """
         import torch
 

@@ -51,9 +51,11 @@ def parse_preprocessor_config(raw: dict[str, Any], *, family: str, where: str) -
     """Read an image processor's config (VideoMAE/CLIP style, old or new) into Preprocessing.
 
     ``size`` may be an int or ``{"shortest_edge": s}`` (aspect-preserving resize) or
-    ``{"height": h, "width": w}``; the last is approximated by resizing the short side to
-    ``min(h, w)`` and centre-cropping, which keeps the aspect ratio where the processor would
-    squash (identical for square sizes, the case of every supported checkpoint).
+    ``{"height": h, "width": w}``; the last (SigLIP's fixed-size resize, with no crop) is
+    approximated by resizing the short side to ``min(h, w)`` and centre-cropping ``h x w``,
+    which keeps the aspect ratio where the processor would squash (identical for square
+    frames; a non-square frame loses its edges instead of being squashed). DINOv2's
+    ``{"shortest_edge": 256}`` then ``crop_size`` 224 is read as it is.
     ``family`` (a registered family's name) gives the resample used when ``resample`` is
     absent, that family's processor default, and two more of its processor's rules: a default
     crop when ``crop_size`` is absent (``Family.default_crop_size``; VideoMAE's 224 for the
@@ -109,7 +111,9 @@ def _channel_triplet(raw: dict[str, Any], key: str, where: str) -> tuple[float, 
 
 def _resize_target(raw: dict[str, Any], where: str) -> tuple[int, tuple[int, int] | None]:
     """(short side after resize, (h, w) when the config gives an exact size)."""
-    size = raw.get("size")
+    if "size" not in raw:
+        raise BackboneError(f"{where}: size is missing (the resize is never guessed)")
+    size = raw["size"]
     if isinstance(size, int):
         return size, None
     if isinstance(size, dict) and "shortest_edge" in size:

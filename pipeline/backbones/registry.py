@@ -75,6 +75,10 @@ class Family:
     resize_from_crop: float | None = None
     """When set, the short side is resized to ``int(crop * resize_from_crop)`` and the config's
     ``size`` is ignored, as the processor does (VJEPA2VideoProcessor: 256/224)."""
+    any_crop: bool = False
+    """True when the model interpolates its position embeddings to the input (DINOv2, whose
+    checkpoints say image_size 518 and are run at 224): the crop must then be a multiple of
+    the patch size instead of the config's image_size."""
 
     def __post_init__(self) -> None:
         if set(self.token_modes) != set(TOKEN_MODES):
