@@ -146,7 +146,8 @@ def backbones() -> None:
         )
     for line in cells:
         table.add_row(*line)
-    out.print(table)
+    # A terminal cuts the hub ids to fit; a pipe or file gets every column whole.
+    (out if out.is_terminal else Console(width=200)).print(table)
 
 
 # ---- extract -----------------------------------------------------------------------------
