@@ -28,6 +28,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +205,10 @@ def _write_raw_tokens(folder: Path, meta: dict, start: int, block: np.ndarray) -
             chunk = np.zeros((per_chunk, *block.shape[1:]), dtype="<f2")
             rows = block[first : first + per_chunk]
             chunk[: len(rows)] = rows
-            (folder / f"c.{(start + first) // per_chunk}{tail}").write_bytes(chunk.tobytes())
+            data = chunk.tobytes()
+            (folder / f"c.{(start + first) // per_chunk}{tail}").write_bytes(
+                data + crc32c(data) if has_checksum(meta) else data
+            )
         return
     tail = "/".join("0" * (block.ndim - 2))
     for row, take in enumerate(block):
@@ -212,7 +216,8 @@ def _write_raw_tokens(folder: Path, meta: dict, start: int, block: np.ndarray) -
             if tokens.any():
                 path = folder / "c" / str(start + row) / str(view) / tail
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(tokens.astype("<f2").tobytes())
+                data = tokens.astype("<f2").tobytes()
+                path.write_bytes(data + crc32c(data) if has_checksum(meta) else data)
 
 
 def _chunk_files(folder: Path, sep: str) -> list[Path]:
@@ -255,15 +260,29 @@ def remove_stale_chunks(store_path: Path, names: tuple[str, ...]) -> int:
 
 # ---- reading tokens ----------------------------------------------------------------------
 def raw_token_chunks(meta: dict) -> bool:
-    """True when token chunks are plain little-endian bytes with default keys: then a take
-    and view is a byte range of a known file and can be read without zarr."""
+    """True when token chunks are plain little-endian bytes with default keys, optionally
+    followed by their crc32c checksum (format 2): then a take and view is a byte range of a
+    known file and can be read without zarr."""
     codecs = meta.get("codecs", [])
     return (
         meta["chunk_key_encoding"].get("name") == "default"
-        and len(codecs) == 1
+        and 1 <= len(codecs) <= 2
         and codecs[0].get("name") == "bytes"
         and codecs[0].get("configuration", {}).get("endian", "little") == "little"
+        and all(codec.get("name") == "crc32c" for codec in codecs[1:])
     )
+
+
+def has_checksum(meta: dict) -> bool:
+    """Whether each chunk file ends with the crc32c of its bytes (4 bytes, little-endian)."""
+    return any(codec.get("name") == "crc32c" for codec in meta.get("codecs", []))
+
+
+def crc32c(data) -> bytes:
+    """zarr's crc32c codec's checksum of `data`: 4 bytes, little-endian."""
+    import google_crc32c
+
+    return np.uint32(google_crc32c.value(data)).tobytes()
 
 
 def page_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -322,8 +341,12 @@ def read_token_slots(
         target = buffer[first * slot_bytes : stop * slot_bytes]
         runs_by_file.setdefault(str(files[first]), []).append((target, int(offsets[first])))
 
+    chunk = _ChunkFormat(
+        data_bytes=slot_bytes * math.prod(chunk_shape(meta)[:2]), checksum=has_checksum(meta)
+    )
+
     def read_file(name: str) -> None:
-        _read_runs(folder / name, runs_by_file[name])
+        _read_runs(folder / name, runs_by_file[name], chunk)
 
     if is_packed(meta) and len(runs_by_file) > 1:
         with ThreadPoolExecutor(min(READ_THREADS, len(runs_by_file))) as pool:
@@ -342,10 +365,20 @@ def _check_required_files(folder: Path, files: np.ndarray, required: np.ndarray)
         raise MissingChunks(slots, sorted(str(folder / name) for name in missing))
 
 
-def _read_runs(path: Path, runs: list[tuple[memoryview, int]]) -> None:
+@dataclass(frozen=True)
+class _ChunkFormat:
+    """How one token chunk file is laid out: its data, then (format 2) a crc32c."""
+
+    data_bytes: int
+    checksum: bool
+
+
+def _read_runs(path: Path, runs: list[tuple[memoryview, int]], chunk: _ChunkFormat) -> None:
     """Read each ``(target, offset)`` run of one chunk file into its target; no file = zarr's
-    fill value (an invalid view, or takes added but never written in a packed layout). The
-    values are checked while they are in the cache: NaN or Inf is an error."""
+    fill value (an invalid view, or takes added but never written in a packed layout). A
+    checksummed chunk is verified whole: when the runs do not cover it, it is read into a
+    scratch buffer first. The values are then checked while they are in the cache: NaN or
+    Inf is an error."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -353,19 +386,59 @@ def _read_runs(path: Path, runs: list[tuple[memoryview, int]]) -> None:
             np.frombuffer(target, dtype=np.uint8)[:] = 0
         return
     try:
-        for target, offset in runs:
-            got = 0
-            while got < len(target):
-                n = os.preadv(fd, [target[got:]], offset + got)
-                if n == 0:
-                    raise LayoutError(
-                        f"{path}: token chunk short ({got} of {len(target)} bytes at {offset})"
-                    )
-                got += n
-            if has_non_finite_float16(target):
-                raise NonFiniteTokens(path)
+        if chunk.checksum:
+            _read_checksummed(fd, path, runs, chunk.data_bytes)
+        else:
+            for target, offset in runs:
+                _pread_exactly(fd, path, target, offset)
     finally:
         os.close(fd)
+    for target, _ in runs:
+        if has_non_finite_float16(target):
+            raise NonFiniteTokens(path)
+
+
+def _read_checksummed(fd: int, path: Path, runs, data_bytes: int) -> None:
+    size = os.fstat(fd).st_size
+    if size != data_bytes + 4:
+        got = max(size - 4, 0)
+        raise LayoutError(f"{path}: token chunk short ({got} of {data_bytes} bytes and checksum)")
+    stored = bytearray(4)
+    _pread_exactly(fd, path, memoryview(stored), data_bytes)
+    covered = sum(len(target) for target, _ in runs) == data_bytes and all(
+        offset == sum(len(t) for t, _ in runs[:i]) for i, (_, offset) in enumerate(runs)
+    )
+    if covered:  # the usual case, a whole packed chunk: read in place, checksum the targets
+        for target, offset in runs:
+            _pread_exactly(fd, path, target, offset)
+        value = 0
+        for target, _ in runs:
+            value = _crc32c_extend(value, target)
+    else:
+        scratch = np.empty(data_bytes, dtype=np.uint8)
+        _pread_exactly(fd, path, memoryview(scratch), 0)
+        value = _crc32c_extend(0, scratch)
+        for target, offset in runs:
+            np.frombuffer(target, dtype=np.uint8)[:] = scratch[offset : offset + len(target)]
+    if np.uint32(value).tobytes() != bytes(stored):
+        raise LayoutError(f"{path}: token chunk fails its checksum (its bytes changed on disk)")
+
+
+def _crc32c_extend(value: int, data) -> int:
+    import google_crc32c
+
+    return google_crc32c.extend(value, np.frombuffer(data, dtype=np.uint8))
+
+
+def _pread_exactly(fd: int, path: Path, target: memoryview, offset: int) -> None:
+    got = 0
+    while got < len(target):
+        n = os.preadv(fd, [target[got:]], offset + got)
+        if n == 0:
+            raise LayoutError(
+                f"{path}: token chunk short ({got} of {len(target)} bytes at {offset})"
+            )
+        got += n
 
 
 def _slot_locations(

@@ -29,7 +29,9 @@ import numpy as np
 from skill.cache import layout
 from skill.cache.errors import StoreBusy, StoreError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: every chunk ends with its crc32c checksum (zarr's `crc32c` codec), checked on every
+read. Stores of format 1 (no checksums) are still read."""
 STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED = 0, 1, 2
 LOCK_FILE = ".skill.lock"
 # Seconds a writer keeps trying a lock that is held before it refuses: a reader probing the
@@ -669,13 +671,22 @@ def _check_format(path: Path, attrs: dict) -> None:
         raise StoreError(f"{path}: store attributes are missing {', '.join(missing)}")
 
 
+def checksummed(compress: bool = True) -> list:
+    """The bytes-to-bytes codecs of every array: zstd (as zarr's default, except for the
+    tokens, which compress poorly and are read in bulk), then a crc32c checksum of the chunk,
+    which zarr and the raw token reader verify on every read."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return [ZstdCodec(level=0, checksum=False), Crc32cCodec()] if compress else [Crc32cCodec()]
+
+
 def _write_empty_store(path, provenance, views, labels, clips, tokens, dim, frames) -> None:
     zarr = _zarr()
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     n_views = len(views)
 
     def per_take(name, shape, chunks, dtype, fill, dims, compress=True):
-        kwargs = {} if compress else {"compressors": None}
+        kwargs = {"compressors": checksummed(compress)}
         group.create_array(
             name,
             shape=(0, *shape),
@@ -700,9 +711,9 @@ def _write_empty_store(path, provenance, views, labels, clips, tokens, dim, fram
     takes = group.create_group("takes")
     for name in TAKE_FIELDS:
         takes.create_array(name, shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype=str, fill_value="",
-                           dimension_names=["take"])  # fmt: skip
+                           dimension_names=["take"], compressors=checksummed())  # fmt: skip
     takes.create_array("label", shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype="int8", fill_value=-1,
-                       dimension_names=["take"])  # fmt: skip
+                       dimension_names=["take"], compressors=checksummed())  # fmt: skip
     (Path(path) / layout.LAYOUT_LOCK).touch()  # readers lock it even on a read-only copy
     group.attrs.update(
         {

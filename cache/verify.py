@@ -145,7 +145,9 @@ def _token_problem(store, meta, row: int, view: int, slot: np.ndarray) -> str | 
     except layout.NonFiniteTokens:
         return "token chunk holds NaN or Inf values"
     except layout.LayoutError as err:
-        return "token chunk truncated" if "short" in str(err) else str(err)
+        if "short" in str(err):
+            return "token chunk truncated"
+        return "token chunk fails its checksum" if "checksum" in str(err) else str(err)
     return None
 
 

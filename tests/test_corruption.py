@@ -57,9 +57,12 @@ def flip_a_byte(path: Path, at: int = 20) -> None:
 
 
 def write_nan(path: Path) -> None:
-    data = bytearray(path.read_bytes())
+    """NaN stored by a faulty writer, with a valid checksum: the values are refused."""
+    from skill.cache.layout import crc32c
+
+    data = bytearray(path.read_bytes()[:-4])
     data[8:10] = np.uint16(0x7E00).tobytes()
-    path.write_bytes(bytes(data))
+    path.write_bytes(bytes(data) + crc32c(bytes(data)))
 
 
 def edit_root_attrs(store: Path, change: Callable[[dict], None]) -> None:
@@ -97,6 +100,11 @@ CASES = [
          "token chunk truncated", "token chunk short", (3,)),
     Case("NaN written into tokens", "write", lambda s: write_nan(token_file(s, 0, 1)),
          "token chunk holds NaN or Inf values", "NaN or Inf", (0,)),
+    Case("a bit flipped in a token chunk", "write", lambda s: flip_a_byte(token_file(s, 5, 2), 3),
+         "token chunk fails its checksum", "fails its checksum", (5,)),
+    Case("a bit flipped in a packed token chunk", "packed",
+         lambda s: flip_a_byte(s / "tokens" / "c.0.0.0.0.0", 3),
+         "token chunk fails its checksum", "fails its checksum", tuple(range(TAKES))),
     Case("packed token chunk deleted", "packed",
          lambda s: (s / "tokens" / "c.0.0.0.0.0").unlink(),
          "token chunk missing", "token chunks of complete takes are missing",

@@ -264,9 +264,33 @@ def test_non_finite_tokens_on_disk_are_an_error_naming_the_file(source, tmp_path
         if packed
         else next(p for p in sorted((path / "tokens" / "c").rglob("*")) if p.is_file())
     )
-    data = bytearray(chunk.read_bytes())
+    data = bytearray(chunk.read_bytes()[:-4])  # without its checksum
     data[10:12] = np.uint16(bits).tobytes()
-    chunk.write_bytes(bytes(data))
+    # a writer that stored NaN (with a valid checksum): the values themselves are refused
+    chunk.write_bytes(bytes(data) + layout.crc32c(bytes(data)))
     with pytest.raises(StoreError, match=rf"{chunk.name}: token chunk holds NaN or Inf values"):
         store.read_tokens(np.arange(store.n_takes), [0, 1, 2, 3])
     assert store.read_tokens(rows[:0], [0]).shape[0] == 0
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_changed_byte_in_a_token_chunk_fails_its_checksum(source, tmp_path, packed):
+    path = copy(source, tmp_path)
+    if packed:
+        TokenStore.open(path, "a").pack()
+    store = TokenStore.open(path)
+    chunk = (
+        path / "tokens" / "c.0.0.0.0.0"
+        if packed
+        else next(p for p in sorted((path / "tokens" / "c").rglob("*")) if p.is_file())
+    )
+    data = bytearray(chunk.read_bytes())
+    data[7] ^= 0x01  # one bit: still a finite float16, only the checksum can tell
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=rf"{chunk.name}: token chunk fails its checksum"):
+        store.read_tokens(np.arange(store.n_takes), [0, 1, 2, 3])
+    # a read of one view of one take verifies the whole chunk it lies in
+    row = 0 if packed else int(chunk.relative_to(path / "tokens" / "c").parts[0])
+    view = 0 if packed else int(chunk.relative_to(path / "tokens" / "c").parts[1])
+    with pytest.raises(StoreError, match="fails its checksum"):
+        store.read_tokens([row], [view])
