@@ -189,11 +189,11 @@ class FrameStore:
         g("view_error")[row] = np.asarray(take.view_error, dtype=object)
         g("status")[row] = np.int8(take.status)
 
-    def read_clips(self, row: int, clips: np.ndarray) -> np.ndarray:
-        """Clip ``clips[v]`` of every view of take ``row``: ``(V, T, H, W, 3)`` uint8 (zeros
-        for an invalid view)."""
+    def read_clips(self, row: int, views: list[int], clips: np.ndarray) -> np.ndarray:
+        """Clip ``clips[i]`` of store view ``views[i]`` of take ``row``: ``(len(views), T, H,
+        W, 3)`` uint8 (zeros for an invalid view)."""
         frames = self._array("frames")
-        return np.stack([frames[row, v, int(k)] for v, k in enumerate(clips)])
+        return np.stack([frames[row, v, int(k)] for v, k in zip(views, clips, strict=True)])
 
     def read_take(self, row: int) -> np.ndarray:
         """All clips of every view of take ``row``: ``(V, K, T, H, W, 3)`` uint8."""
