@@ -12,12 +12,30 @@ from skill.pipeline.extract_config import DEFAULT_STRIDE, TOKEN_MODES, ExtractCo
 
 # SkillFormer's table (NOTES §1): frames per view, LoRA r / alpha, fusion hidden, lr, views.
 PRESETS: dict[str, dict] = {
-    "skillformer-ego": {"frames": 32, "lora_r": 32, "lora_alpha": 64, "hidden": 1536,
-                        "lr": 5e-5, "views": "ego"},  # fmt: skip
-    "skillformer-exos": {"frames": 24, "lora_r": 48, "lora_alpha": 96, "hidden": 2048,
-                         "lr": 3e-5, "views": "exo"},  # fmt: skip
-    "skillformer-egoexo": {"frames": 16, "lora_r": 64, "lora_alpha": 128, "hidden": 2560,
-                           "lr": 2e-5, "views": "all"},  # fmt: skip
+    "skillformer-ego": {
+        "frames": 32,
+        "lora_r": 32,
+        "lora_alpha": 64,
+        "hidden": 1536,
+        "lr": 5e-5,
+        "views": "ego",
+    },  # fmt: skip
+    "skillformer-exos": {
+        "frames": 24,
+        "lora_r": 48,
+        "lora_alpha": 96,
+        "hidden": 2048,
+        "lr": 3e-5,
+        "views": "exo",
+    },  # fmt: skip
+    "skillformer-egoexo": {
+        "frames": 16,
+        "lora_r": 64,
+        "lora_alpha": 128,
+        "hidden": 2560,
+        "lr": 2e-5,
+        "views": "all",
+    },  # fmt: skip
 }
 # Without a preset: SkillFormer's Ego+Exos setting but for the head's own hidden width.
 DEFAULTS: dict = {"frames": 16, "lora_r": 64, "lora_alpha": 128, "hidden": None, "lr": 2e-5,

@@ -166,12 +166,23 @@ def build_model(cfg: AdaptConfig, fit_cfg: FitConfig, backbone, sel: Selection):
                       target_modules=list(get_family(backbone.family).lora_targets),
                       bias="none")  # fmt: skip
     encoder = get_peft_model(backbone.model, lora)  # LoRA weights are the only trainable ones
-    if cfg.gradient_checkpointing and getattr(backbone.model, "supports_gradient_checkpointing", False):
-        backbone.model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}  # frozen inputs need no grad
-        )
+    if cfg.gradient_checkpointing and getattr(
+        backbone.model, "supports_gradient_checkpointing", False
+    ):
+        enable_checkpointing(backbone.model)
     head = build_head(cfg.head, **head_options(fit_cfg, sel))
     return AdaptModel(backbone, encoder, head).to(backbone.device)
+
+
+def enable_checkpointing(model) -> None:
+    """Recompute each layer's activations in the backward pass (transformers 5 names it
+    activation checkpointing; 4.x gradient checkpointing). Non-reentrant: the frozen inputs
+    need no grad for LoRA weights inside the layers to get theirs."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _module_base():
@@ -265,9 +276,9 @@ class Trainer:
                 done, ran = epoch, ran + 1
                 if self.tracker.should_stop(epoch):
                     break
-                if cfg.stop_after_epochs is not None and ran >= cfg.stop_after_epochs:
-                    if epoch < cfg.epochs:
-                        return AdaptResult(cfg.out, epochs_done=epoch, finished=False)
+                asked_to_stop = cfg.stop_after_epochs is not None and ran >= cfg.stop_after_epochs
+                if asked_to_stop and epoch < cfg.epochs:
+                    return AdaptResult(cfg.out, epochs_done=epoch, finished=False)
             load_trainable(self.model, self.tracker.state)
             self.predictions = {
                 name: (self.sel.take_ids[rows], self.predict(rows))
