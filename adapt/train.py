@@ -89,8 +89,10 @@ def run_adapt(cfg: AdaptConfig) -> AdaptResult:
     spec = FrameStoreSpec(backbone.name, dataclasses.asdict(backbone.geometry),
                           sampling.to_dict(), cfg.codec)  # fmt: skip
     cfg.out.mkdir(parents=True, exist_ok=True)
+    # Only the chosen views are decoded (the ego preset decodes one view of five).
+    views = resolve_views(cfg.views, dataset.views)
     frames, built = build_frame_store(
-        cfg.frame_store, spec, dataset.views, takes, geometry=backbone.geometry,
+        cfg.frame_store, spec, views, takes, geometry=backbone.geometry,
         sampling=sampling, workers=cfg.workers, timeout_s=cfg.timeout_s, min_views=cfg.min_views,
     )  # fmt: skip
     sel = frame_selection(frames, cfg.views, backbone)
@@ -375,7 +377,7 @@ def load_trainable(model: AdaptModel, state: dict) -> None:
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
-RESUME_IGNORES = ("stop_after_epochs", "workers", "timeout_s", "threads", "plots", "device")
+RESUME_IGNORES = ("stop_after_epochs", "workers", "timeout_s", "threads", "plots", "device", "out")
 
 
 def checkpoint_identity(cfg: AdaptConfig) -> dict:
@@ -428,7 +430,9 @@ def load_checkpoint(trainer: Trainer) -> int:
             "options to resume, or use a new --out"
         )
     load_trainable(trainer.model, load_file(str(folder / "trainable.safetensors")))
-    moments = load_file(str(folder / "optimizer.safetensors"), device=str(trainer.device))
+    # On the cpu: load_state_dict moves moments to their parameter's device and keeps each
+    # step count where that AdamW implementation wants it (fused: the device; else the cpu).
+    moments = load_file(str(folder / "optimizer.safetensors"))
     trainer.optimizer.load_state_dict(optimizer_state(moments, state["optimizer"]))
     trainer.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(
         trainer.optimizer.param_groups)})  # fmt: skip

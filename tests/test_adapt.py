@@ -234,3 +234,49 @@ def test_cli_adapt_stops_and_says_how_to_resume(dataset, tmp_path):
     code, output = invoke_cli("adapt", str(dataset), "--out", str(tmp_path / "o2"), "--preset",
                               "nope")  # fmt: skip
     assert code == 2 and "--preset must be one of" in output
+
+
+def test_only_the_chosen_views_are_decoded_and_trained(dataset, tmp_path):
+    from skill.adapt.frames import FrameStore
+    from skill.adapt.train import run_adapt
+    from skill.heads.run_folder import read_run_record
+
+    cfg = adapt_config(dataset, tmp_path / "out", views="ego", epochs=1, clips=1, limit=6)
+    result = run_adapt(cfg)
+    assert result.finished
+    assert FrameStore.open(cfg.frame_store).views == ["ego"]
+    assert read_run_record(cfg.run_dir).view_names == ["ego"]
+
+
+def test_a_killed_frame_store_build_resumes_with_the_pending_takes(dataset, tmp_path, monkeypatch):
+    from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store
+    from skill.pipeline.decode import FrameGeometry
+    from skill.pipeline.manifest import read_takes
+    from skill.pipeline.sampling import SamplingConfig
+
+    takes = read_takes(dataset).takes[:4]
+    views = ["ego", "exo1"]
+    geometry = FrameGeometry(shortest_edge=32, crop_height=32, crop_width=32)
+    sampling = SamplingConfig(strategy="windows", frames=4, clips=1)
+    spec = FrameStoreSpec(TINY, vars(geometry), sampling.to_dict(), codec="raw")
+    write, written = FrameStore.write_take, []
+
+    def dies_on_the_third(self, row, take):
+        if len(written) == 2:
+            raise KeyboardInterrupt("killed")
+        write(self, row, take)
+        written.append(row)
+
+    monkeypatch.setattr(FrameStore, "write_take", dies_on_the_third)
+    path = tmp_path / "frames.zarr"
+    kwargs = {"geometry": geometry, "sampling": sampling, "workers": 0}
+    with pytest.raises(KeyboardInterrupt):
+        build_frame_store(path, spec, views, takes, **kwargs)
+    monkeypatch.setattr(FrameStore, "write_take", write)
+    store, summary = build_frame_store(path, spec, views, takes, **kwargs)
+    assert (summary.skipped, summary.decoded) == (2, 2)
+    assert (store.status() == STATUS_COMPLETE).all()
+    with pytest.raises(Exception, match="cannot resume"):
+        other = SamplingConfig(strategy="windows", frames=4, clips=2)
+        build_frame_store(path, FrameStoreSpec(TINY, vars(geometry), other.to_dict()), views,
+                          takes, geometry=geometry, sampling=other, workers=0)  # fmt: skip
