@@ -255,50 +255,66 @@ def build_frame_store(
     store = FrameStore.open_or_create(path, spec, views, takes)
     status = store.status()
     todo = [row for row in range(len(takes)) if status[row] == STATUS_PENDING]
-    summary = BuildSummary(skipped=len(takes) - len(todo))
-    shape = (len(views), sampling.clips, sampling.frames, geometry.crop_height,
-             geometry.crop_width, 3)  # fmt: skip
-    open_takes: dict[int, DecodedTake] = {}
-
-    def jobs() -> Iterator[tuple]:
-        for row in todo:
-            take = takes[row]
-            state = open_takes[row] = empty_take(shape)
-            present = [v for v, view in enumerate(views) if take.videos.get(view)]
-            state.waiting = len(present)
-            if not present:
-                finish(row)
-            for v in present:
-                key = f"{take.take_id}/{views[v]}"  # extract's sampling key (extract_loop.key_of)
-                yield ((row, v), (take.videos[views[v]], sampling, key, geometry))
-
-    def finish(row: int) -> None:
-        state = open_takes.pop(row)
-        if int(state.valid.sum()) < min_views:
-            state.status = STATUS_FAILED
-        store.write_take(row, state)
-        summary.failed += int(state.status == STATUS_FAILED)
-        summary.decoded += int(state.status != STATUS_FAILED)
-        summary.failed_views += sum(1 for e in state.view_error if e)
-
+    build = _Build(store, views, takes, geometry, sampling, min_views)
+    build.summary.skipped = len(takes) - len(todo)
     pool = DecodePool(num_workers=workers, timeout_s=timeout_s,
                       max_outstanding=max(2, 2 * workers), job=job or decode_view)  # fmt: skip
     with pool:
-        for (row, v), decoded, error in pool.imap_unordered(jobs()):
-            state = open_takes[row]
-            state.waiting -= 1
-            if error is not None:
-                state.view_error[v] = f"{Path(takes[row].videos[views[v]]).name}: {error}"
-            else:
-                state.frames[v] = decoded.frames
-                state.frame_index[v] = decoded.indices
-                state.timestamp[v] = decoded.timestamps
-                state.valid[v] = True
-            if state.waiting == 0:
-                finish(row)
-    for row in list(open_takes):  # takes without any view in the manifest
-        finish(row)
-    return store, summary
+        for (row, v), decoded, error in pool.imap_unordered(build.jobs(todo)):
+            build.receive(row, v, decoded, error)
+    for row in list(build.open):  # takes without any view in the manifest
+        build.finish(row)
+    return store, build.summary
+
+
+class _Build:
+    """The takes between their first decode job and their write."""
+
+    def __init__(self, store, views, takes, geometry, sampling, min_views):
+        self.store, self.views, self.takes = store, views, takes
+        self.geometry, self.sampling, self.min_views = geometry, sampling, min_views
+        self.shape = (len(views), sampling.clips, sampling.frames, geometry.crop_height,
+                      geometry.crop_width, 3)  # fmt: skip
+        self.open: dict[int, DecodedTake] = {}
+        self.summary = BuildSummary()
+
+    def jobs(self, rows: list[int]) -> Iterator[tuple]:
+        """One decode job per (take, view) present in the manifest, drawn lazily."""
+        for row in rows:
+            take = self.takes[row]
+            state = self.open[row] = empty_take(self.shape)
+            present = [v for v, view in enumerate(self.views) if take.videos.get(view)]
+            state.waiting = len(present)
+            if not present:
+                self.finish(row)
+            for v in present:
+                key = f"{take.take_id}/{self.views[v]}"  # extract's sampling key (key_of)
+                args = (take.videos[self.views[v]], self.sampling, key, self.geometry)
+                yield ((row, v), args)
+
+    def receive(self, row: int, v: int, decoded, error: str | None) -> None:
+        state = self.open[row]
+        state.waiting -= 1
+        if error is not None:
+            state.view_error[v] = f"{Path(self.takes[row].videos[self.views[v]]).name}: {error}"
+        else:
+            state.frames[v] = decoded.frames
+            state.frame_index[v] = decoded.indices
+            state.timestamp[v] = decoded.timestamps
+            state.valid[v] = True
+        if state.waiting == 0:
+            self.finish(row)
+
+    def finish(self, row: int) -> None:
+        """extract's take rule (fewer than min_views decodable views fails it), then the write."""
+        state = self.open.pop(row)
+        if int(state.valid.sum()) < self.min_views:
+            state.status = STATUS_FAILED
+        self.store.write_take(row, state)
+        failed = state.status == STATUS_FAILED
+        self.summary.failed += int(failed)
+        self.summary.decoded += int(not failed)
+        self.summary.failed_views += sum(1 for e in state.view_error if e)
 
 
 def empty_take(shape: tuple[int, ...]) -> DecodedTake:
