@@ -280,3 +280,61 @@ def test_a_killed_frame_store_build_resumes_with_the_pending_takes(dataset, tmp_
         other = SamplingConfig(strategy="windows", frames=4, clips=2)
         build_frame_store(path, FrameStoreSpec(TINY, vars(geometry), other.to_dict()), views,
                           takes, geometry=geometry, sampling=other, workers=0)  # fmt: skip
+
+
+def neural_heads() -> list[str]:
+    from skill.heads.registry import head_class, head_names, is_trainable
+
+    return [name for name in head_names() if not is_trainable(head_class(name))]
+
+
+@pytest.mark.parametrize("head", neural_heads())
+def test_every_neural_head_adapts_end_to_end(dataset, tmp_path, head):
+    from skill.adapt.train import run_adapt
+
+    cfg = adapt_config(dataset, tmp_path / "out", head=head, epochs=1, clips=1, limit=6,
+                       gradient_checkpointing=False)  # fmt: skip
+    result = run_adapt(cfg)
+    assert result.finished and np.isfinite(result.metrics["history"][0]["train_loss"])
+    assert (cfg.run_dir / "model.safetensors").is_file()
+
+
+def test_lightgbm_is_refused_as_an_adapt_head(dataset, tmp_path):
+    from skill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a neural head"):
+        adapt_config(dataset, tmp_path / "out", head="lightgbm")
+
+
+@pytest.mark.gpu
+def test_adapt_on_cuda_with_bf16_autocast_then_extract_and_predict_agree(dataset, tmp_path):
+    from skill.adapt.train import run_adapt
+    from skill.heads.config import PredictConfig
+    from skill.heads.predict import predict
+
+    cfg = adapt_config(dataset, tmp_path / "out", device="cuda", clips=1)
+    result = run_adapt(cfg)
+    assert result.finished
+    tuned = adapted_store(cfg, tmp_path / "tuned.zarr", cfg.adapter_dir)
+    out = predict(
+        PredictConfig(store=str(tuned), run=str(cfg.run_dir), out_csv=str(tmp_path / "p.csv"))
+    )
+    by_id = dict(zip(out.take_ids, out.probs, strict=True))
+    val_ids, val_probs = result.predictions["val"]
+    got = np.stack([by_id[str(t)] for t in val_ids])
+    np.testing.assert_allclose(got, val_probs, atol=2e-2)  # bf16 in adapt, extract's autocast
+
+
+def test_gradient_accumulation_takes_one_optimiser_step_per_group(dataset, tmp_path):
+    import math
+
+    from skill.adapt.train import run_adapt
+
+    steps = {}
+    for accum in (1, 2):
+        out = tmp_path / f"accum{accum}"
+        run_adapt(adapt_config(dataset, out, batch_size=1, grad_accum=accum, clips=1,
+                               stop_after_epochs=1))  # fmt: skip
+        state = json.loads((out / ".checkpoint" / "state.json").read_text())
+        steps[accum] = state["scheduler"]["last_epoch"]  # scheduler steps = optimiser steps
+    assert steps[1] >= 2 and steps[2] == math.ceil(steps[1] / 2)  # one step per train take
