@@ -20,7 +20,9 @@ adapter_model.safetensors), ``run/`` (a run folder written by ``heads.run_folder
 ``frames.zarr``. ``.checkpoint/`` holds the last completed epoch (trainable weights, the best
 epoch's, AdamW moments in safetensors; scalars in JSON; no pickle): a killed adapt resumes
 there and, on CPU, ends with the same adapter as an uninterrupted run (the random streams of
-each epoch are seeded by (seed, epoch), so nothing else needs saving).
+each epoch are seeded by (seed, epoch), so nothing else needs saving). A checkpoint is
+written beside the old one and swapped in; a save killed half way is tidied on resume. One
+adapt per ``--out`` at a time (``.adapt.lock``, an flock).
 """
 
 from __future__ import annotations
@@ -74,12 +76,31 @@ class AdaptResult:
 
 def run_adapt(cfg: AdaptConfig) -> AdaptResult:
     """Decode the frames once, train LoRA + head, write adapter/ and run/ (module docstring)."""
-    from skill.pipeline.backbones import load_backbone
-    from skill.pipeline.manifest import read_takes
-
     started = time.perf_counter()
     if cfg.run_dir.exists() and not (cfg.out / CHECKPOINT).exists():
         raise ConfigError(f"{cfg.out}: already holds a finished adapt (run/); use a new --out")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with writer_lock(cfg.out):
+        return _run_adapt(cfg, started)
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path):
+    """One adapt per --out at a time (an flock: the kernel drops it even on SIGKILL)."""
+    import fcntl
+
+    with open(out / ".adapt.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{out}: another skill adapt is writing this folder") from None
+        yield
+
+
+def _run_adapt(cfg: AdaptConfig, started: float) -> AdaptResult:
+    from skill.pipeline.backbones import load_backbone
+    from skill.pipeline.manifest import read_takes
+
     dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
     device = resolve_device(cfg.device)
@@ -88,7 +109,6 @@ def run_adapt(cfg: AdaptConfig) -> AdaptResult:
     sampling = cfg.extract_config().sampling
     spec = FrameStoreSpec(backbone.name, dataclasses.asdict(backbone.geometry),
                           sampling.to_dict(), cfg.codec)  # fmt: skip
-    cfg.out.mkdir(parents=True, exist_ok=True)
     # Only the chosen views are decoded (the ego preset decodes one view of five).
     views = resolve_views(cfg.views, dataset.views)
     frames, built = build_frame_store(
@@ -421,6 +441,7 @@ def load_checkpoint(trainer: Trainer) -> int:
     from safetensors.torch import load_file
 
     folder = trainer.cfg.out / CHECKPOINT
+    recover_checkpoint(folder)
     if not (folder / "state.json").is_file():
         return 0
     state = json.loads((folder / "state.json").read_text())
@@ -441,6 +462,18 @@ def load_checkpoint(trainer: Trainer) -> int:
     tracker.epoch, tracker.score = state["best"]["epoch"], tuple(state["best"]["score"])
     tracker.state = load_file(str(folder / "best.safetensors"))
     return int(state["epoch"])
+
+
+def recover_checkpoint(folder: Path) -> None:
+    """Tidy what a save killed half way left: a partial new checkpoint is deleted; if the kill
+    fell between the two renames of ``save_checkpoint``, the previous one is put back."""
+    for partial in folder.parent.glob(f"{CHECKPOINT}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+    for old in sorted(folder.parent.glob(f"{CHECKPOINT}.old-*")):
+        if not folder.exists() and (old / "state.json").is_file():
+            os.rename(old, folder)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def optimizer_tensors(optimizer) -> tuple[dict, dict]:
@@ -482,6 +515,7 @@ def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -
     from skill.pipeline.extract import build_provenance
 
     model = trainer.model
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)  # left by a publish killed before its end
     staging = cfg.adapter_dir.with_name(".adapter.partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.encoder.save_pretrained(str(staging), safe_serialization=True)

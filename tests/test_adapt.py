@@ -338,3 +338,35 @@ def test_gradient_accumulation_takes_one_optimiser_step_per_group(dataset, tmp_p
         state = json.loads((out / ".checkpoint" / "state.json").read_text())
         steps[accum] = state["scheduler"]["last_epoch"]  # scheduler steps = optimiser steps
     assert steps[1] >= 2 and steps[2] == math.ceil(steps[1] / 2)  # one step per train take
+
+
+def test_a_checkpoint_save_killed_between_its_renames_is_recovered(adapted, dataset, tmp_path):
+    from safetensors.numpy import load_file
+
+    from skill.adapt.train import run_adapt
+
+    cfg, _ = adapted
+    out = tmp_path / "out"
+    run_adapt(adapt_config(dataset, out, stop_after_epochs=1))
+    (out / ".checkpoint").rename(out / ".checkpoint.old-123")  # killed after the first rename
+    (out / ".checkpoint.partial-456").mkdir()  # and a partial new one beside it
+    assert run_adapt(adapt_config(dataset, out)).finished
+    assert not list(out.glob(".checkpoint*"))
+    want = load_file(str(cfg.adapter_dir / "adapter_model.safetensors"))
+    got = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_a_second_adapt_on_the_same_folder_is_refused(dataset, tmp_path):
+    import fcntl
+
+    from skill.adapt.train import run_adapt
+    from skill.errors import ConfigError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".adapt.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(ConfigError, match="another skill adapt"):
+            run_adapt(adapt_config(dataset, out))
