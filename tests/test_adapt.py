@@ -202,7 +202,8 @@ def test_extract_refuses_an_adapter_of_another_backbone(adapted, tmp_path):
     code, output = invoke_cli("extract", str(cfg.manifest), "--store", str(tmp_path / "s.zarr"),
                               "--backbone", "tiny-clip", "--frames", "4", "--adapter",
                               str(cfg.adapter_dir))  # fmt: skip
-    assert code == 2 and "adapter" in output
+    assert code == 2 and "adapter_config.json" in output and "another backbone" in output
+    assert "CLIPVisionModel" in output
 
 
 def test_presets_set_skillformer_settings_and_options_win():

@@ -47,6 +47,7 @@ def apply_adapter(model, folder: str | Path):
 
     path = check_adapter_folder(folder)
     sha = adapter_sha256(path)  # hash before loading: what is hashed is what gets loaded
+    _check_adapter_targets(model, path)
     _check_adapter_shapes(model, path)
     try:
         with warnings.catch_warnings():
@@ -64,6 +65,29 @@ def apply_adapter(model, folder: str | Path):
     except (AttributeError, NotImplementedError, ValueError) as error:
         raise BackboneError(f"adapter {path}: cannot be merged: {error}") from None
     return merged.eval(), {"path": str(path), "sha256": sha}
+
+
+def _check_adapter_targets(model, path: Path) -> None:
+    """An adapter whose target modules name no module of this backbone was trained on another
+    one: refused naming adapter_config.json, its targets and the base model it names."""
+    import json
+
+    file = path / _ADAPTER_CONFIG
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BackboneError(f"{file}: not a readable adapter config ({error})") from None
+    targets = config.get("target_modules") if isinstance(config, dict) else None
+    if not isinstance(targets, list) or not targets:
+        return  # a regex or "all-linear": PEFT resolves it
+    names = [name for name, _ in model.named_modules()]
+    if not any(n == t or n.endswith("." + t) for t in targets for n in names):
+        base = config.get("base_model_name_or_path")
+        raise BackboneError(
+            f"{file}: target_modules {sorted(targets)} match no module of this backbone "
+            f"({type(model).__name__}); the adapter was trained on another backbone"
+            + (f" ({base})" if base else "")
+        )
 
 
 def _check_adapter_shapes(model, path: Path) -> None:
