@@ -179,21 +179,30 @@ def frame_selection(frames: FrameStore, views: str, backbone) -> Selection:
 # ---- the model ------------------------------------------------------------------------------
 def build_model(cfg: AdaptConfig, fit_cfg: FitConfig, backbone, sel: Selection):
     """The backbone with LoRA on its family's targets (trainable) and a fresh head."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     from skill.heads.registry import build_head
-    from skill.pipeline.backbones import get_family
 
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(get_family(backbone.family).lora_targets),
-                      bias="none")  # fmt: skip
-    encoder = get_peft_model(backbone.model, lora)  # LoRA weights are the only trainable ones
+    encoder = get_peft_model(
+        backbone.model, lora_config(cfg, backbone.family)
+    )  # LoRA weights are the only trainable ones
     if cfg.gradient_checkpointing and getattr(
         backbone.model, "supports_gradient_checkpointing", False
     ):
         enable_checkpointing(backbone.model)
     head = build_head(cfg.head, **head_options(fit_cfg, sel))
     return AdaptModel(backbone, encoder, head).to(backbone.device)
+
+
+def lora_config(cfg: AdaptConfig, family: str):
+    """PEFT's LoraConfig: the family's target modules (TimeSformer: SkillFormer's), r, alpha,
+    dropout, no bias (SkillFormer's ``bias="none"``)."""
+    from peft import LoraConfig
+
+    from skill.pipeline.backbones import get_family
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(get_family(family).lora_targets), bias="none")  # fmt: skip
 
 
 def enable_checkpointing(model) -> None:

@@ -371,3 +371,25 @@ def test_a_second_adapt_on_the_same_folder_is_refused(dataset, tmp_path):
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(ConfigError, match="another skill adapt"):
             run_adapt(adapt_config(dataset, out))
+
+
+def test_skillformer_ego_preset_trains_its_reported_14m_parameters():
+    # NOTES §1: with r=32 the LoRA weights are about 7.1M and the fusion module about 7.1M.
+    import torch
+    from peft import get_peft_model
+    from transformers import TimesformerConfig, TimesformerModel
+
+    from skill.adapt.config import AdaptConfig
+    from skill.adapt.train import lora_config
+    from skill.heads.registry import build_head
+
+    cfg = AdaptConfig(manifest="m.jsonl", out="o", preset="skillformer-ego")
+    with torch.device("meta"):  # TimeSformer-base's shapes, no memory
+        lora = get_peft_model(
+            TimesformerModel(TimesformerConfig()), lora_config(cfg, "timesformer")
+        )
+        head = build_head("cvf", dim=768, num_views=1, num_classes=4, tokens=32, hidden=cfg.hidden)
+    lora_params = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    head_params = sum(p.numel() for p in head.parameters())
+    assert lora_params == 7_077_888  # 12 layers x 32 x (in + out) of the seven Linears
+    assert 6.9e6 < head_params < 7.3e6 and 13.9e6 < lora_params + head_params < 14.4e6
