@@ -36,8 +36,10 @@ Codec, measured by ``bench/frame_store.py`` (warm page cache, one core, 4 takes 
 Choice: **zstd** by default (``codec="raw"`` is kept for the fastest reads). It stores real
 footage in 58 % of the bytes (a full EgoExo4D frame store: 66 GB instead of 114 GB at K=4,
 T=16, see the README), and even one core decompresses 723 MB/s = 300 clips of 16 frames
-per second, several times what one GPU trains TimeSformer-base on end to end (forward and
-backward of a 16-frame clip take tens of milliseconds), so reading is never the bottleneck.
+per second, which should be several times what one GPU trains TimeSformer-base on end to
+end (an estimate, not measured here: forward + backward of a 16-frame clip at 224 px are
+expected to take tens of milliseconds). Commands: ``python -m bench.frame_store --videos
+<the four files of ../shared/media>`` and ``python -m bench.frame_store --takes 4``.
 """
 
 from __future__ import annotations
