@@ -206,7 +206,9 @@ def adapt(cfg: AdaptConfig) -> None:
     decoded once (SkillFormer's recipe; resumable)."""
     from skill.adapt.train import run_adapt
 
-    result = run_adapt(cfg)
+    result = run_adapt(
+        cfg, report=lambda line: console.print(line, highlight=False, soft_wrap=True)
+    )
     if not result.finished:
         out.print(
             f"{cfg.out}: stopped after epoch {result.epochs_done} of {cfg.epochs}; "

@@ -34,6 +34,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,14 +75,14 @@ class AdaptResult:
     predictions: dict = field(default_factory=dict)  # split -> (take ids, probs (n, C))
 
 
-def run_adapt(cfg: AdaptConfig) -> AdaptResult:
+def run_adapt(cfg: AdaptConfig, report: Callable[[str], None] | None = None) -> AdaptResult:
     """Decode the frames once, train LoRA + head, write adapter/ and run/ (module docstring)."""
     started = time.perf_counter()
     if cfg.run_dir.exists() and not (cfg.out / CHECKPOINT).exists():
         raise ConfigError(f"{cfg.out}: already holds a finished adapt (run/); use a new --out")
     cfg.out.mkdir(parents=True, exist_ok=True)
     with writer_lock(cfg.out):
-        return _run_adapt(cfg, started)
+        return _run_adapt(cfg, started, report or (lambda line: None))
 
 
 @contextlib.contextmanager
@@ -97,7 +98,7 @@ def writer_lock(out: Path):
         yield
 
 
-def _run_adapt(cfg: AdaptConfig, started: float) -> AdaptResult:
+def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None]) -> AdaptResult:
     from skill.pipeline.backbones import load_backbone
     from skill.pipeline.manifest import read_takes
 
@@ -115,10 +116,14 @@ def _run_adapt(cfg: AdaptConfig, started: float) -> AdaptResult:
         cfg.frame_store, spec, views, takes, geometry=backbone.geometry,
         sampling=sampling, workers=cfg.workers, timeout_s=cfg.timeout_s, min_views=cfg.min_views,
     )  # fmt: skip
+    report(
+        f"{cfg.frame_store}: {built.decoded} takes decoded, {built.skipped} already there, "
+        f"{built.failed} failed, {built.failed_views} views failed"
+    )
     sel = frame_selection(frames, cfg.views, backbone)
     splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
     fit_cfg = fit_config(cfg, device)
-    trainer = Trainer(cfg, fit_cfg, backbone, frames, sel, splits)
+    trainer = Trainer(cfg, fit_cfg, backbone, frames, sel, splits, report)
     result = trainer.run()
     result.frames = dataclasses.asdict(built)
     if result.finished:
@@ -271,7 +276,7 @@ def autocast(device: str):
 class Trainer:
     """Epochs of end-to-end training with per-epoch checkpoints (see the module docstring)."""
 
-    def __init__(self, cfg, fit_cfg, backbone, frames, sel, splits: Splits):
+    def __init__(self, cfg, fit_cfg, backbone, frames, sel, splits: Splits, report=None):
         self.cfg, self.fit_cfg, self.backbone = cfg, fit_cfg, backbone
         self.frames, self.sel, self.splits = frames, sel, splits
         self.view_idx = [frames.views.index(v) for v in sel.view_names]
@@ -279,6 +284,7 @@ class Trainer:
         self.history: list[dict] = []
         self.tracker = BestTracker(cfg.monitor, cfg.patience)
         self.model = None
+        self.report = report or (lambda line: None)
 
     def run(self) -> AdaptResult:
         import torch
@@ -303,6 +309,11 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]
                 self.history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
                 self.tracker.update(epoch, row, _Trainable(self.model))
+                self.report(
+                    f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, val loss "
+                    f"{row['val_loss']:.4f}, top-1 {row['val_top1']:.3f}, balanced accuracy "
+                    f"{row['val_balanced_accuracy']:.3f}"
+                )
                 save_checkpoint(self, epoch)
                 done, ran = epoch, ran + 1
                 if self.tracker.should_stop(epoch):
