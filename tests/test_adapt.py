@@ -393,3 +393,14 @@ def test_skillformer_ego_preset_trains_its_reported_14m_parameters():
     head_params = sum(p.numel() for p in head.parameters())
     assert lora_params == 7_077_888  # 12 layers x 32 x (in + out) of the seven Linears
     assert 6.9e6 < head_params < 7.3e6 and 13.9e6 < lora_params + head_params < 14.4e6
+
+
+def test_the_printed_extract_command_gives_a_store_the_run_predicts(adapted, tmp_path):
+    cfg, _ = adapted
+    store = tmp_path / "tokens.zarr"
+    args = cfg.extract_command().replace("TOKENS.zarr", str(store)).split()[1:]
+    code, output = invoke_cli(*args, "--device", "cpu", "--workers", "0")
+    assert code == 0, output
+    code, output = invoke_cli("predict", str(store), "--run", str(cfg.run_dir), "--out",
+                              str(tmp_path / "p.csv"))  # fmt: skip
+    assert code == 0, output
