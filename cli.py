@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from skill.adapt.config import AdaptConfig
 from skill.cli_config import (
     CliOption,
     cli_options,
@@ -195,6 +196,38 @@ def _print_extract_summary(summary) -> None:
         out.print(f"  failed: take {take} view {view}: {reason}", highlight=False)
     if len(summary.failures) > 20:
         out.print(f"  ... and {len(summary.failures) - 20} more (see `skill info`)")
+
+
+# ---- adapt -------------------------------------------------------------------------------
+@app.command()
+@user_errors
+@from_config(
+    AdaptConfig,
+    arguments=("manifest",),
+    flags={"strategy": "--sampling", "timeout_s": "--timeout"},
+    short={"out": "-o"},
+)
+def adapt(cfg: AdaptConfig) -> None:
+    """Fine-tune a LoRA adapter on the backbone together with a head, end to end, on frames
+    decoded once (SkillFormer's recipe; resumable)."""
+    from skill.adapt.train import run_adapt
+
+    result = run_adapt(
+        cfg, report=lambda line: console.print(line, highlight=False, soft_wrap=True)
+    )
+    if not result.finished:
+        out.print(
+            f"{cfg.out}: stopped after epoch {result.epochs_done} of {cfg.epochs}; "
+            "run the same command to resume"
+        )
+        return
+    from skill.heads.metrics import format_metrics
+
+    for split in ("val", "test"):
+        if split in result.metrics:
+            out.print(format_metrics(split, result.metrics[split]), highlight=False)
+    out.print(f"adapter: {result.adapter_dir}\nrun folder: {result.run_dir}")
+    out.print(f"tokens for the run: {cfg.extract_command()}", highlight=False, soft_wrap=True)
 
 
 # ---- info --------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ def apply_adapter(model, folder: str | Path):
 
     path = check_adapter_folder(folder)
     sha = adapter_sha256(path)  # hash before loading: what is hashed is what gets loaded
+    _check_adapter_targets(model, path)
+    _check_adapter_shapes(model, path)
     try:
         with warnings.catch_warnings():
             # Missing/unused keys are reported by _check_adapter_keys as an error instead.
@@ -63,6 +65,54 @@ def apply_adapter(model, folder: str | Path):
     except (AttributeError, NotImplementedError, ValueError) as error:
         raise BackboneError(f"adapter {path}: cannot be merged: {error}") from None
     return merged.eval(), {"path": str(path), "sha256": sha}
+
+
+def _check_adapter_targets(model, path: Path) -> None:
+    """An adapter whose target modules name no module of this backbone was trained on another
+    one: refused naming adapter_config.json, its targets and the base model it names."""
+    import json
+
+    file = path / _ADAPTER_CONFIG
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BackboneError(f"{file}: not a readable adapter config ({error})") from None
+    targets = config.get("target_modules") if isinstance(config, dict) else None
+    if not isinstance(targets, list) or not targets:
+        return  # a regex or "all-linear": PEFT resolves it
+    names = [name for name, _ in model.named_modules()]
+    if not any(n == t or n.endswith("." + t) for t in targets for n in names):
+        base = config.get("base_model_name_or_path")
+        raise BackboneError(
+            f"{file}: target_modules {sorted(targets)} match no module of this backbone "
+            f"({type(model).__name__}); the adapter was trained on another backbone"
+            + (f" ({base})" if base else "")
+        )
+
+
+def _check_adapter_shapes(model, path: Path) -> None:
+    """Every saved LoRA matrix must fit the Linear it adapts: an adapter trained on another
+    backbone width is refused naming the file, the weight and both shapes (PEFT's own error is
+    a state-dict dump). Weights whose module does not exist are left to _check_adapter_keys."""
+    from safetensors import safe_open
+
+    modules = dict(model.named_modules())
+    file = path / _ADAPTER_WEIGHTS
+    with safe_open(str(file), framework="pt") as handle:
+        for key in handle.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
+            name, found, rest = key.partition(".lora_")
+            module = modules.get(name.removeprefix("base_model.model."))
+            if not found or not hasattr(module, "in_features"):
+                continue
+            shape = tuple(handle.get_slice(key).get_shape())
+            expected = module.in_features if rest.startswith("A") else module.out_features
+            got = shape[1] if rest.startswith("A") else shape[0]
+            if len(shape) == 2 and got != expected:
+                raise BackboneError(
+                    f"{file}: {key} has shape {list(shape)}, but this backbone's {name} maps "
+                    f"{module.in_features} -> {module.out_features} features (an adapter "
+                    "trained on another backbone or width)"
+                )
 
 
 def _check_adapter_keys(peft_model, path: Path) -> None:

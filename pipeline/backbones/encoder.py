@@ -134,6 +134,17 @@ class Backbone:
         frames = clips.to(self.device, non_blocking=True).permute(0, 1, 4, 2, 3).float()
         return (frames * self.preprocessing.rescale_factor - self._mean) / self._std
 
+    def pixels(self, clips: torch.Tensor) -> torch.Tensor:
+        """What ``encode`` feeds the model: uint8 ``(B, T, H, W, 3)`` -> normalised float32
+        ``(B, T, 3, H, W)`` on the device (for training around the backbone, `skill adapt`)."""
+        return self._pixels(clips)
+
+    def tokens_of(self, model, pixels: torch.Tensor) -> torch.Tensor:
+        """This backbone's token mode applied to ``model`` (its own, or one wrapped around it,
+        e.g. with LoRA for training): ``(B, T, 3, H, W) -> (B, N, D)`` float32, differentiable
+        (no inference mode, no autocast: the caller's)."""
+        return self._mode.tokens(model, pixels)
+
     def _autocast(self):
         import torch
 

@@ -1,0 +1,560 @@
+"""``skill adapt``: SkillFormer's recipe, a LoRA adapter on the backbone trained end to end with a
+head, on frames decoded once (``adapt.frames``).
+
+Recipe (NOTES §1): PEFT LoRA on the family's target modules (TimeSformer: SkillFormer's seven
+suffixes, r / alpha / dropout 0.1, ``bias="none"``), the frozen base loaded exactly as
+``skill extract`` loads it; AdamW (decay on weight matrices only), linear warmup + cosine per
+optimiser step, gradient accumulation, gradient checkpointing, bf16 autocast on CUDA and
+float32 on CPU, participant-grouped validation split (``heads.data.split_takes``, as
+``skill fit``), early stopping with the best epoch's adapter and head kept.
+
+The head's input per view is the backbone's tokens in the chosen token mode, computed like
+``Backbone.encode`` computes them; validation casts them to float16 as the store does, so
+``skill extract --adapter DIR/adapter`` gives the head exactly its input, and ``skill
+predict DIR/run`` on that store reproduces the validation predictions (to fp16 rounding).
+Each epoch draws one of the K stored windows per (take, view), seeded by (seed, epoch);
+evaluation is the mean of the softmaxes over the K windows, as ``skill predict`` does.
+
+Outputs under ``--out``: ``adapter/`` (PEFT folder: adapter_config.json +
+adapter_model.safetensors), ``run/`` (a run folder written by ``heads.run_folder``),
+``frames.zarr``. ``.checkpoint/`` holds the last completed epoch (trainable weights, the best
+epoch's, AdamW moments in safetensors; scalars in JSON; no pickle): a killed adapt resumes
+there and, on CPU, ends with the same adapter as an uninterrupted run (the random streams of
+each epoch are seeded by (seed, epoch), so nothing else needs saving). A checkpoint is
+written beside the old one and swapped in; a save killed half way is tidied on resume. One
+adapt per ``--out`` at a time (``.adapt.lock``, an flock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skill.adapt.config import CHECKPOINT, AdaptConfig
+from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store
+from skill.cache.store import STATUS_COMPLETE
+from skill.devices import resolve_device
+from skill.errors import ConfigError
+from skill.heads.config import FitConfig
+from skill.heads.data import Selection, Splits, resolve_views, split_takes
+from skill.heads.trainer import (
+    BestTracker,
+    NeuralHead,
+    clip_mean_softmax,
+    deterministic_torch,
+    head_options,
+    make_loss,
+    make_optimizer,
+)
+from skill.pipeline.takes import LABELS
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class AdaptResult:
+    """What ``run_adapt`` did."""
+
+    out: Path
+    epochs_done: int
+    finished: bool  # False: stopped by --stop-after-epochs (resume with the same command)
+    adapter_dir: Path | None = None
+    run_dir: Path | None = None
+    metrics: dict = field(default_factory=dict)
+    frames: dict = field(default_factory=dict)  # frame store build counts
+    predictions: dict = field(default_factory=dict)  # split -> (take ids, probs (n, C))
+
+
+def run_adapt(cfg: AdaptConfig, report: Callable[[str], None] | None = None) -> AdaptResult:
+    """Decode the frames once, train LoRA + head, write adapter/ and run/ (module docstring)."""
+    started = time.perf_counter()
+    if cfg.run_dir.exists() and not (cfg.out / CHECKPOINT).exists():
+        raise ConfigError(f"{cfg.out}: already holds a finished adapt (run/); use a new --out")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with writer_lock(cfg.out):
+        return _run_adapt(cfg, started, report or (lambda line: None))
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path):
+    """One adapt per --out at a time (an flock: the kernel drops it even on SIGKILL)."""
+    import fcntl
+
+    with open(out / ".adapt.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{out}: another skill adapt is writing this folder") from None
+        yield
+
+
+def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None]) -> AdaptResult:
+    from skill.pipeline.backbones import load_backbone
+    from skill.pipeline.manifest import read_takes
+
+    dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
+    takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
+    device = resolve_device(cfg.device)
+    backbone = load_backbone(cfg.backbone, device=device, token_mode=cfg.tokens,
+                             num_frames=cfg.frames, batch_size=cfg.batch_size)  # fmt: skip
+    sampling = cfg.extract_config().sampling
+    spec = FrameStoreSpec(backbone.name, dataclasses.asdict(backbone.geometry),
+                          sampling.to_dict(), cfg.codec)  # fmt: skip
+    # Only the chosen views are decoded (the ego preset decodes one view of five).
+    views = resolve_views(cfg.views, dataset.views)
+    frames, built = build_frame_store(
+        cfg.frame_store, spec, views, takes, geometry=backbone.geometry,
+        sampling=sampling, workers=cfg.workers, timeout_s=cfg.timeout_s, min_views=cfg.min_views,
+    )  # fmt: skip
+    report(
+        f"{cfg.frame_store}: {built.decoded} takes decoded, {built.skipped} already there, "
+        f"{built.failed} failed, {built.failed_views} views failed"
+    )
+    sel = frame_selection(frames, cfg.views, backbone)
+    splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
+    fit_cfg = fit_config(cfg, device)
+    trainer = Trainer(cfg, fit_cfg, backbone, frames, sel, splits, report)
+    result = trainer.run()
+    result.frames = dataclasses.asdict(built)
+    if result.finished:
+        publish(cfg, trainer, result, backbone)
+        result.metrics["adapt_seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def fit_config(cfg: AdaptConfig, device: str) -> FitConfig:
+    """The head's side of the settings, as ``skill fit`` records them in a run folder."""
+    return FitConfig(
+        store=str(cfg.frame_store), views=cfg.views, head=cfg.head, hidden=cfg.hidden,
+        dropout=cfg.dropout, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac,
+        class_balanced=cfg.class_balanced, patience=cfg.patience, monitor=cfg.monitor,
+        seed=cfg.seed, split_seed=cfg.split_seed, val_frac=cfg.val_frac, device=device,
+        out_dir=str(cfg.out), name="run", plots=cfg.plots, threads=cfg.threads,
+    )  # fmt: skip
+
+
+def frame_selection(frames: FrameStore, views: str, backbone) -> Selection:
+    """The completed takes with a valid chosen view, as a ``heads.data.Selection`` whose
+    ``x`` is a zero-cost placeholder of the token shape ``(n, V, K, N, D)`` (the tokens are
+    computed from frames in every step); ``store_rows`` index the frame store."""
+    view_names = resolve_views(views, frames.views)
+    view_idx = [frames.views.index(v) for v in view_names]
+    valid = frames.valid()[:, view_idx]
+    complete = frames.status() == STATUS_COMPLETE
+    usable = complete & valid.any(axis=1)
+    rows = np.flatnonzero(usable)
+    table = frames.takes
+
+    def column(key: str) -> np.ndarray:
+        return np.array([str(table[r][key] or "") for r in rows], dtype=object)
+
+    labels = [LABELS.index(table[r]["label"]) if table[r]["label"] else -1 for r in rows]
+    shape = (len(rows), len(view_idx), frames.clips, backbone.tokens_per_clip(), backbone.dim)
+    return Selection(
+        x=np.broadcast_to(np.zeros((), dtype=np.float16), shape),
+        mask=valid[rows],
+        labels=np.array(labels, dtype=np.int64),
+        take_ids=column("id"),
+        scenario=column("scenario"),
+        participant=column("participant"),
+        split=column("split"),
+        store_rows=rows.astype(np.int64),
+        view_names=view_names,
+        class_names=list(frames.labels),
+        provenance={},  # set when the adapter exists: the adapted token store's provenance
+        store_path=str(frames.path.resolve()),
+        store_views=list(frames.views),
+        geometry={"clips": shape[2], "tokens": shape[3], "dim": shape[4]},
+        dropped_take_ids=[str(table[r]["id"]) for r in np.flatnonzero(complete & ~usable)],
+        n_incomplete=int((~complete).sum()),
+    )
+
+
+# ---- the model ------------------------------------------------------------------------------
+def build_model(cfg: AdaptConfig, fit_cfg: FitConfig, backbone, sel: Selection):
+    """The backbone with LoRA on its family's targets (trainable) and a fresh head."""
+    from peft import get_peft_model
+
+    from skill.heads.registry import build_head
+
+    encoder = get_peft_model(
+        backbone.model, lora_config(cfg, backbone.family)
+    )  # LoRA weights are the only trainable ones
+    if cfg.gradient_checkpointing and getattr(
+        backbone.model, "supports_gradient_checkpointing", False
+    ):
+        enable_checkpointing(backbone.model)
+    head = build_head(cfg.head, **head_options(fit_cfg, sel))
+    return AdaptModel(backbone, encoder, head).to(backbone.device)
+
+
+def lora_config(cfg: AdaptConfig, family: str):
+    """PEFT's LoraConfig: the family's target modules (TimeSformer: SkillFormer's), r, alpha,
+    dropout, no bias (SkillFormer's ``bias="none"``)."""
+    from peft import LoraConfig
+
+    from skill.pipeline.backbones import get_family
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(get_family(family).lora_targets), bias="none")  # fmt: skip
+
+
+def enable_checkpointing(model) -> None:
+    """Recompute each layer's activations in the backward pass (transformers 5 names it
+    activation checkpointing; 4.x gradient checkpointing). Non-reentrant: the frozen inputs
+    need no grad for LoRA weights inside the layers to get theirs."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _module_base():
+    import torch
+
+    return torch.nn.Module
+
+
+class AdaptModel(_module_base()):
+    """LoRA backbone + head: uint8 clips ``(B, V, T, H, W, 3)`` and mask ``(B, V)`` -> logits."""
+
+    def __init__(self, backbone, encoder, head):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self._backbone = [backbone]  # not a submodule: its model is the encoder's base
+
+    def tokens(self, clips, mask):
+        """``(B, V, T, H, W, 3)`` uint8, ``(B, V)`` bool -> ``(B, V, N, D)`` float32 tokens
+        (zeros where the view is masked; masked views are not encoded)."""
+        backbone = self._backbone[0]
+        mask = mask.to(backbone.device)
+        flat = clips.to(backbone.device)[mask]  # (M, T, H, W, 3), valid views only
+        tokens = backbone.tokens_of(self.encoder, backbone.pixels(flat)).float()  # (M, N, D)
+        out = tokens.new_zeros((*mask.shape, *tokens.shape[1:]))
+        out[mask] = tokens
+        return out
+
+    def forward(self, clips, mask):
+        return self.head(self.tokens(clips, mask), mask.to(self._backbone[0].device))
+
+    def trainable(self) -> dict:
+        """name -> parameter of every trainable weight (LoRA and head)."""
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+
+class _Trainable:
+    """What ``BestTracker`` keeps of the model: the trainable weights only."""
+
+    def __init__(self, model: AdaptModel):
+        self.model = model
+
+    def state_dict(self) -> dict:
+        return self.model.trainable()
+
+
+def autocast(device: str):
+    import torch
+
+    if not device.startswith("cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+# ---- training -----------------------------------------------------------------------------
+class Trainer:
+    """Epochs of end-to-end training with per-epoch checkpoints (see the module docstring)."""
+
+    def __init__(self, cfg, fit_cfg, backbone, frames, sel, splits: Splits, report=None):
+        self.cfg, self.fit_cfg, self.backbone = cfg, fit_cfg, backbone
+        self.frames, self.sel, self.splits = frames, sel, splits
+        self.view_idx = [frames.views.index(v) for v in sel.view_names]
+        self.device = fit_cfg.device
+        self.history: list[dict] = []
+        self.tracker = BestTracker(cfg.monitor, cfg.patience)
+        self.model = None
+        self.report = report or (lambda line: None)
+
+    def run(self) -> AdaptResult:
+        import torch
+
+        cfg = self.cfg
+        with deterministic_torch(cfg.seed, self.device, cfg.threads):
+            self.model = build_model(cfg, self.fit_cfg, self.backbone, self.sel)
+            micro = math.ceil(len(self.splits.train) / cfg.batch_size)
+            self.steps_per_epoch = math.ceil(micro / cfg.grad_accum)
+            self.optimizer, self.scheduler = make_optimizer(
+                self.model, self.fit_cfg, self.steps_per_epoch * cfg.epochs
+            )
+            self.loss_fn = make_loss(self.fit_cfg, self.sel.labels[self.splits.train],
+                                     self.sel.num_classes)  # fmt: skip
+            done = load_checkpoint(self)
+            ran = 0
+            for epoch in range(done + 1, cfg.epochs + 1):
+                torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: seeded per epoch
+                train_loss = self.train_epoch(np.random.default_rng([cfg.seed, epoch]))
+                probs = self.predict(self.splits.val)
+                row = validation_row(probs, self.sel.labels[self.splits.val], self.sel)
+                lr = self.scheduler.get_last_lr()[0]
+                self.history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
+                self.tracker.update(epoch, row, _Trainable(self.model))
+                self.report(
+                    f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, val loss "
+                    f"{row['val_loss']:.4f}, top-1 {row['val_top1']:.3f}, balanced accuracy "
+                    f"{row['val_balanced_accuracy']:.3f}"
+                )
+                save_checkpoint(self, epoch)
+                done, ran = epoch, ran + 1
+                if self.tracker.should_stop(epoch):
+                    break
+                asked_to_stop = cfg.stop_after_epochs is not None and ran >= cfg.stop_after_epochs
+                if asked_to_stop and epoch < cfg.epochs:
+                    return AdaptResult(cfg.out, epochs_done=epoch, finished=False)
+            load_trainable(self.model, self.tracker.state)
+            self.predictions = {
+                name: (self.sel.take_ids[rows], self.predict(rows))
+                for name, rows in self.splits.as_dict().items()
+                if name != "train" and len(rows)
+            }
+        return AdaptResult(cfg.out, epochs_done=done, finished=True,
+                           predictions=self.predictions)  # fmt: skip
+
+    def train_epoch(self, rng: np.random.Generator) -> float:
+        """One pass over the training takes: seeded order and window choice; returns the mean
+        loss. Gradients of ``grad_accum`` batches are summed per optimiser step."""
+        import torch
+
+        cfg, model = self.cfg, self.model
+        model.train()
+        order = rng.permutation(self.splits.train)
+        windows = rng.integers(self.frames.clips, size=(len(order), len(self.view_idx)))
+        batches = [slice(s, s + cfg.batch_size) for s in range(0, len(order), cfg.batch_size)]
+        total = 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, part in enumerate(batches):
+            rows = order[part]
+            clips, mask = self.batch(rows, windows[part])
+            target = torch.from_numpy(self.sel.labels[rows]).to(self.device)
+            with autocast(self.device):
+                logits = model(clips, mask)
+            loss = self.loss_fn(logits.float(), target)
+            group = batches[i - i % cfg.grad_accum : i - i % cfg.grad_accum + cfg.grad_accum]
+            # Each take weighs the same in a step, whatever the size of its batch.
+            share = len(rows) / sum(len(order[p]) for p in group)
+            (loss * share).backward()
+            total += float(loss.detach()) * len(rows)
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(batches):
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        return total / max(len(order), 1)
+
+    def batch(self, rows: np.ndarray, windows: np.ndarray):
+        """Uint8 clips ``(B, V, T, H, W, 3)`` (window ``windows[b, v]``) and mask ``(B, V)``."""
+        import torch
+
+        store_rows = self.sel.store_rows[rows]
+        clips = np.stack([self.frames.read_clips(int(r), self.view_idx, w)
+                          for r, w in zip(store_rows, windows, strict=True)])  # fmt: skip
+        return torch.from_numpy(clips), torch.from_numpy(self.sel.mask[rows])
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Mean over the K windows of the head's softmax, on float16-rounded tokens as a store
+        holds them: ``(len(rows), C)`` float64."""
+        import torch
+
+        self.model.eval()
+        out = []
+        for start in range(0, len(rows), self.cfg.batch_size):
+            part = rows[start : start + self.cfg.batch_size]
+            per_clip = []
+            with torch.no_grad(), autocast(self.device):
+                for k in range(self.frames.clips):
+                    windows = np.full((len(part), len(self.view_idx)), k)
+                    clips, mask = self.batch(part, windows)
+                    per_clip.append(self.model.tokens(clips, mask).half().cpu().numpy())
+            x = np.stack(per_clip, axis=2)  # (b, V, K, N, D) float16
+            mask = self.sel.mask[part]
+            out.append(clip_mean_softmax(self.model.head, x, mask, np.arange(len(part)),
+                                         len(part), self.device))  # fmt: skip
+        return np.concatenate(out) if out else np.zeros((0, self.sel.num_classes))
+
+
+def validation_row(probs: np.ndarray, y_true: np.ndarray, sel: Selection) -> dict:
+    """Validation loss, top-1 and balanced accuracy (the keys ``BestTracker`` reads)."""
+    from skill.heads.metrics import accuracy, balanced_accuracy
+
+    picked = probs[np.arange(len(y_true)), y_true]
+    y_pred = probs.argmax(axis=1)
+    return {
+        "val_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+        "val_top1": accuracy(y_true, y_pred),
+        "val_balanced_accuracy": balanced_accuracy(y_true, y_pred, sel.num_classes),
+    }
+
+
+def load_trainable(model: AdaptModel, state: dict) -> None:
+    """Copy ``state`` (name -> tensor) into the model's trainable weights, all of them."""
+    import torch
+
+    params = model.trainable()
+    if set(state) != set(params):
+        raise ValueError(f"trainable weights differ: {sorted(set(state) ^ set(params))[:3]}")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+RESUME_IGNORES = ("stop_after_epochs", "workers", "timeout_s", "threads", "plots", "device", "out")
+
+
+def checkpoint_identity(cfg: AdaptConfig) -> dict:
+    """The settings a checkpoint is only valid for."""
+    data = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    return {k: v for k, v in data.items() if k not in RESUME_IGNORES}
+
+
+def save_checkpoint(trainer: Trainer, epoch: int) -> None:
+    """The state after ``epoch``, written to a new folder then swapped in (never half written)."""
+    from safetensors.torch import save_file
+
+    folder = trainer.cfg.out / CHECKPOINT
+    staging = folder.with_name(f"{CHECKPOINT}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_file(_cpu(trainer.model.trainable()), str(staging / "trainable.safetensors"))
+    save_file(_cpu(trainer.tracker.state), str(staging / "best.safetensors"))
+    moments, scalars = optimizer_tensors(trainer.optimizer)
+    save_file(moments, str(staging / "optimizer.safetensors"))
+    scheduler = {k: v for k, v in trainer.scheduler.state_dict().items() if k != "lr_lambdas"}
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "config": checkpoint_identity(trainer.cfg),
+        "history": trainer.history,
+        "best": {"epoch": trainer.tracker.epoch, "score": list(trainer.tracker.score)},
+        "scheduler": scheduler,
+        "optimizer": scalars,
+    }
+    (staging / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    old = folder.with_name(f"{CHECKPOINT}.old-{os.getpid()}")
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(trainer: Trainer) -> int:
+    """Restore the last checkpoint into the trainer; returns its epoch (0: none)."""
+    from safetensors.torch import load_file
+
+    folder = trainer.cfg.out / CHECKPOINT
+    recover_checkpoint(folder)
+    if not (folder / "state.json").is_file():
+        return 0
+    state = json.loads((folder / "state.json").read_text())
+    if state.get("config") != checkpoint_identity(trainer.cfg):
+        raise ConfigError(
+            f"{folder}: the checkpoint was made with other settings; run adapt with the same "
+            "options to resume, or use a new --out"
+        )
+    load_trainable(trainer.model, load_file(str(folder / "trainable.safetensors")))
+    # On the cpu: load_state_dict moves moments to their parameter's device and keeps each
+    # step count where that AdamW implementation wants it (fused: the device; else the cpu).
+    moments = load_file(str(folder / "optimizer.safetensors"))
+    trainer.optimizer.load_state_dict(optimizer_state(moments, state["optimizer"]))
+    trainer.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(
+        trainer.optimizer.param_groups)})  # fmt: skip
+    trainer.history = list(state["history"])
+    tracker = trainer.tracker
+    tracker.epoch, tracker.score = state["best"]["epoch"], tuple(state["best"]["score"])
+    tracker.state = load_file(str(folder / "best.safetensors"))
+    return int(state["epoch"])
+
+
+def recover_checkpoint(folder: Path) -> None:
+    """Tidy what a save killed half way left: a partial new checkpoint is deleted; if the kill
+    fell between the two renames of ``save_checkpoint``, the previous one is put back."""
+    for partial in folder.parent.glob(f"{CHECKPOINT}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+    for old in sorted(folder.parent.glob(f"{CHECKPOINT}.old-*")):
+        if not folder.exists() and (old / "state.json").is_file():
+            os.rename(old, folder)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def optimizer_tensors(optimizer) -> tuple[dict, dict]:
+    """AdamW's state as (tensors for safetensors, JSON scalars): ``"<param>.<name>"`` keys;
+    0-d tensors (the step counts) are stored as shape (1,) and listed in ``scalar_keys``."""
+    sd = optimizer.state_dict()
+    tensors, scalar_keys = {}, []
+    for index, entries in sd["state"].items():
+        for name, value in entries.items():
+            key = f"{index}.{name}"
+            if value.ndim == 0:
+                scalar_keys.append(key)
+                value = value.reshape(1)
+            tensors[key] = value.detach().to("cpu").contiguous()
+    return tensors, {"param_groups": sd["param_groups"], "scalar_keys": scalar_keys}
+
+
+def optimizer_state(tensors: dict, scalars: dict) -> dict:
+    """The inverse of ``optimizer_tensors``: a state dict for ``optimizer.load_state_dict``."""
+    state: dict = {}
+    scalar_keys = set(scalars["scalar_keys"])
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value.reshape(()) if key in scalar_keys else value
+    return {"state": state, "param_groups": scalars["param_groups"]}
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+# ---- outputs --------------------------------------------------------------------------------
+def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -> None:
+    """adapter/ (the best epoch's LoRA), then run/ through ``heads.run_folder`` with the
+    provenance the adapted token store will have; the checkpoint goes last."""
+    from skill.heads import run_folder
+    from skill.heads.train import fit_metrics
+    from skill.pipeline.backbones import adapter_sha256
+    from skill.pipeline.extract import build_provenance
+
+    model = trainer.model
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)  # left by a publish killed before its end
+    staging = cfg.adapter_dir.with_name(".adapter.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.encoder.save_pretrained(str(staging), safe_serialization=True)
+    shutil.rmtree(cfg.adapter_dir, ignore_errors=True)
+    os.rename(staging, cfg.adapter_dir)
+    adapter = {"path": str(cfg.adapter_dir.resolve()), "sha256": adapter_sha256(cfg.adapter_dir)}
+    provenance = build_provenance(cfg.extract_config(adapter=cfg.adapter_dir), backbone)
+    provenance["backbone"]["adapter"] = adapter
+    sel = trainer.sel
+    sel.provenance = provenance
+    head = NeuralHead(cfg.head, model.head.to("cpu").eval(), head_options(trainer.fit_cfg, sel))
+    head.history, head.best = trainer.history, trainer.tracker.epoch
+    metrics = fit_metrics(sel, trainer.splits, head, result.predictions)
+    metrics["frame_store"] = result.frames
+    run_dir = run_folder.write_run(trainer.fit_cfg, sel, trainer.splits, head, metrics,
+                                   result.predictions)  # fmt: skip
+    record = json.loads((run_dir / "config.json").read_text())
+    record["adapt"] = {"config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+                       "adapter": adapter, "extract_command": cfg.extract_command()}  # fmt: skip
+    run_folder.write_json(run_dir / "config.json", record)
+    shutil.rmtree(cfg.out / CHECKPOINT, ignore_errors=True)
+    result.adapter_dir, result.run_dir, result.metrics = cfg.adapter_dir, run_dir, metrics

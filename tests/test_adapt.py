@@ -1,0 +1,406 @@
+"""`skill adapt`: the frame store, LoRA + head trained end to end, outputs that extract and
+predict accept, resume after a stop, and adapters extract refuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, TokenStore
+from tests.extract_helpers import TINY, extract_config, invoke_cli, make_dataset
+
+EPOCHS = 2
+
+
+def adapt_config(manifest: Path, out: Path, **overrides):
+    from skill.adapt.config import AdaptConfig
+
+    settings = {"backbone": TINY, "frames": 4, "clips": 2, "epochs": EPOCHS, "batch_size": 2,
+                "lr": 1e-2, "device": "cpu", "workers": 0, "plots": False, "threads": 1}  # fmt: skip
+    settings.update(overrides)
+    return AdaptConfig(manifest=manifest, out=out, **settings)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("adapt-data"), takes=8)
+
+
+@pytest.fixture(scope="module")
+def adapted(dataset, tmp_path_factory):
+    from skill.adapt.train import run_adapt
+
+    cfg = adapt_config(dataset, tmp_path_factory.mktemp("adapt") / "out")
+    return cfg, run_adapt(cfg)
+
+
+def adapted_store(cfg, path: Path, adapter: Path | None) -> Path:
+    """`skill extract` with the settings adapt names (with or without its adapter)."""
+    from skill.pipeline.extract import run_extract
+
+    extract = cfg.extract_config(store=path, adapter=adapter)
+    settings = {"tokens": extract.tokens, "clips": extract.clips, "strategy": extract.strategy,
+                "adapter": adapter, "batch_size": 8}  # fmt: skip
+    run_extract(extract_config(cfg.manifest, path, **settings))
+    return path
+
+
+def test_adapt_writes_adapter_run_folder_and_frame_store(adapted):
+    cfg, result = adapted
+    assert result.finished and result.epochs_done == EPOCHS
+    assert (cfg.adapter_dir / "adapter_config.json").is_file()
+    assert (cfg.adapter_dir / "adapter_model.safetensors").is_file()
+    assert result.run_dir == cfg.run_dir
+    for name in ("config.json", "model.safetensors", "metrics.json", "predictions.csv"):
+        assert (cfg.run_dir / name).is_file(), name
+    assert not (cfg.out / ".checkpoint").exists()  # removed once the outputs are written
+    record = json.loads((cfg.run_dir / "config.json").read_text())
+    assert record["adapt"]["adapter"]["sha256"]
+    assert record["store"]["provenance"]["backbone"]["adapter"]["sha256"]
+    assert len(result.metrics["history"]) == EPOCHS
+
+
+def test_frame_store_holds_every_view_at_the_crop_size(adapted):
+    from skill.adapt.frames import FrameStore
+
+    cfg, _ = adapted
+    store = FrameStore.open(cfg.frame_store)
+    assert (store.status() == STATUS_COMPLETE).all() and store.valid().all()
+    frames = store.read_take(0)
+    assert frames.shape == (4, 2, 4, 32, 32, 3) and frames.dtype == np.uint8  # (V, K, T, H, W, 3)
+    assert frames.any()
+    assert store.provenance["sampling"]["clips"] == 2
+    assert store.provenance["geometry"]["crop_height"] == 32
+
+
+def test_lora_weights_change(adapted):
+    from safetensors.numpy import load_file
+
+    cfg, _ = adapted
+    weights = load_file(str(cfg.adapter_dir / "adapter_model.safetensors"))
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(np.abs(v).max() > 0 for v in lora_b)  # PEFT starts B at zero
+    config = json.loads((cfg.adapter_dir / "adapter_config.json").read_text())
+    assert config["r"] == 64 and config["lora_alpha"] == 128 and config["lora_dropout"] == 0.1
+
+
+def test_extract_with_the_adapter_changes_tokens_and_predict_reproduces_val(adapted, tmp_path):
+    from skill.heads.config import PredictConfig
+    from skill.heads.predict import predict
+
+    cfg, result = adapted
+    frozen = adapted_store(cfg, tmp_path / "frozen.zarr", None)
+    tuned = adapted_store(cfg, tmp_path / "tuned.zarr", cfg.adapter_dir)
+    a, b = TokenStore.open(frozen), TokenStore.open(tuned)
+    views = list(range(len(a.views)))
+    tokens_frozen = a.read_tokens(np.arange(a.n_takes), views).astype(np.float32)
+    tokens_tuned = b.read_tokens(np.arange(b.n_takes), views).astype(np.float32)
+    assert np.abs(tokens_frozen - tokens_tuned).max() > 1e-2
+    out = predict(
+        PredictConfig(store=str(tuned), run=str(cfg.run_dir), out_csv=str(tmp_path / "p.csv"))
+    )
+    by_id = dict(zip(out.take_ids, out.probs, strict=True))
+    val_ids, val_probs = result.predictions["val"]
+    got = np.stack([by_id[str(t)] for t in val_ids])
+    np.testing.assert_allclose(got, val_probs, atol=2e-3)
+
+
+def test_predict_refuses_the_frozen_store(adapted, tmp_path):
+    cfg, _ = adapted
+    frozen = adapted_store(cfg, tmp_path / "frozen.zarr", None)
+    code, output = invoke_cli("predict", str(frozen), "--run", str(cfg.run_dir), "--out",
+                              str(tmp_path / "p.csv"))  # fmt: skip
+    assert code == 2 and "adapter" in output
+
+
+def test_stopped_adapt_resumes_to_the_same_adapter(adapted, dataset, tmp_path):
+    from safetensors.numpy import load_file
+
+    from skill.adapt.train import run_adapt
+
+    cfg, _ = adapted
+    first = run_adapt(adapt_config(dataset, tmp_path / "out", stop_after_epochs=1))
+    assert not first.finished and first.epochs_done == 1
+    assert (tmp_path / "out" / ".checkpoint" / "state.json").is_file()
+    assert not (tmp_path / "out" / "adapter").exists()
+    second = run_adapt(adapt_config(dataset, tmp_path / "out"))
+    assert second.finished and second.epochs_done == EPOCHS
+    for name in ("adapter/adapter_model.safetensors", "run/model.safetensors"):
+        want, got = load_file(str(cfg.out / name)), load_file(str(tmp_path / "out" / name))
+        assert sorted(want) == sorted(got)
+        for key, value in want.items():
+            np.testing.assert_array_equal(got[key], value, err_msg=f"{name}: {key}")
+
+
+def test_resume_with_other_settings_is_refused(dataset, tmp_path):
+    from skill.adapt.train import run_adapt
+    from skill.errors import ConfigError
+
+    run_adapt(adapt_config(dataset, tmp_path / "out", stop_after_epochs=1, limit=6))
+    with pytest.raises(ConfigError, match="other settings"):
+        run_adapt(adapt_config(dataset, tmp_path / "out", lr=1e-3, limit=6))
+
+
+def test_a_bad_view_is_masked_and_a_take_below_min_views_fails(dataset, tmp_path):
+    from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store
+    from skill.pipeline.decode import FrameGeometry
+    from skill.pipeline.manifest import read_takes
+    from skill.pipeline.sampling import SamplingConfig
+
+    data = read_takes(dataset)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    takes = [data.takes[0].__class__(**{**data.takes[0].__dict__,
+             "videos": {**data.takes[0].videos, "exo1": str(broken)}}), *data.takes[1:3]]  # fmt: skip
+    geometry = FrameGeometry(shortest_edge=32, crop_height=32, crop_width=32)
+    sampling = SamplingConfig(strategy="windows", frames=4, clips=2)
+    spec = FrameStoreSpec(TINY, vars(geometry), sampling.to_dict())
+    path = tmp_path / "frames.zarr"
+    store, summary = build_frame_store(path, spec, data.views, takes, geometry=geometry,
+                                       sampling=sampling, workers=0, min_views=4)  # fmt: skip
+    assert summary.failed == 1 and summary.failed_views == 1
+    assert store.status()[0] == STATUS_FAILED and not store.valid()[0, 1]
+    assert "broken.mp4" in store.view_errors()[0, 1]
+    _, again = build_frame_store(path, spec, data.views, takes, geometry=geometry,
+                                 sampling=sampling, workers=0, min_views=4)  # fmt: skip
+    assert again.skipped == 3 and again.decoded == 0  # resumed: nothing decoded twice
+    assert FrameStore.open(path).status().tolist() == [STATUS_FAILED, 1, 1]
+
+
+def test_extract_refuses_an_incomplete_adapter_naming_the_file(adapted, tmp_path):
+    cfg, _ = adapted
+    folder = tmp_path / "adapter"
+    shutil.copytree(cfg.adapter_dir, folder)
+    (folder / "adapter_model.safetensors").unlink()
+    code, output = invoke_cli("extract", str(cfg.manifest), "--store", str(tmp_path / "s.zarr"),
+                              "--backbone", TINY, "--frames", "4", "--adapter", str(folder))  # fmt: skip
+    assert code == 2 and "adapter_model.safetensors is missing" in output
+
+
+def test_extract_refuses_an_adapter_of_another_width_naming_file_and_shapes(adapted, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    cfg, _ = adapted
+    folder = tmp_path / "adapter"
+    shutil.copytree(cfg.adapter_dir, folder)
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    wider = {k: np.zeros((v.shape[0], 48), v.dtype) if "lora_A" in k else v
+             for k, v in weights.items()}  # fmt: skip
+    save_file(wider, str(folder / "adapter_model.safetensors"))
+    code, output = invoke_cli("extract", str(cfg.manifest), "--store", str(tmp_path / "s.zarr"),
+                              "--backbone", TINY, "--frames", "4", "--adapter", str(folder))  # fmt: skip
+    assert code == 2
+    assert "adapter_model.safetensors" in output and "48" in output and "32" in output
+
+
+def test_extract_refuses_an_adapter_of_another_backbone(adapted, tmp_path):
+    cfg, _ = adapted
+    code, output = invoke_cli("extract", str(cfg.manifest), "--store", str(tmp_path / "s.zarr"),
+                              "--backbone", "tiny-clip", "--frames", "4", "--adapter",
+                              str(cfg.adapter_dir))  # fmt: skip
+    assert code == 2 and "adapter_config.json" in output and "another backbone" in output
+    assert "CLIPVisionModel" in output
+
+
+def test_presets_set_skillformer_settings_and_options_win():
+    from skill.adapt.config import AdaptConfig
+
+    ego = AdaptConfig(manifest="m.jsonl", out="o", preset="skillformer-ego")
+    assert (ego.frames, ego.lora_r, ego.lora_alpha, ego.hidden, ego.lr, ego.views) == (
+        32, 32, 64, 1536, 5e-5, "ego")  # fmt: skip
+    both = AdaptConfig(manifest="m.jsonl", out="o", preset="skillformer-egoexo", lr=1e-4)
+    assert (both.frames, both.lora_r, both.hidden, both.lr) == (16, 64, 2560, 1e-4)
+
+
+def test_cli_adapt_options_come_from_the_config():
+    from skill.cli import adapt
+
+    flags = {option.flag for option in adapt.config_options}
+    for flag in ("--preset", "--lora-r", "--grad-accum", "--stop-after-epochs", "--codec"):
+        assert flag in flags
+
+
+def test_cli_adapt_stops_and_says_how_to_resume(dataset, tmp_path):
+    code, output = invoke_cli(
+        "adapt", str(dataset), "--out", str(tmp_path / "out"), "--backbone", TINY, "--frames",
+        "4", "--clips", "1", "--epochs", "2", "--stop-after-epochs", "1", "--device", "cpu",
+        "--workers", "0", "--limit", "6", "--threads", "1",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "stopped after epoch 1 of 2" in output and "resume" in output
+    code, output = invoke_cli("adapt", str(dataset), "--out", str(tmp_path / "o2"), "--preset",
+                              "nope")  # fmt: skip
+    assert code == 2 and "--preset must be one of" in output
+
+
+def test_only_the_chosen_views_are_decoded_and_trained(dataset, tmp_path):
+    from skill.adapt.frames import FrameStore
+    from skill.adapt.train import run_adapt
+    from skill.heads.run_folder import read_run_record
+
+    cfg = adapt_config(dataset, tmp_path / "out", views="ego", epochs=1, clips=1, limit=6)
+    result = run_adapt(cfg)
+    assert result.finished
+    assert FrameStore.open(cfg.frame_store).views == ["ego"]
+    assert read_run_record(cfg.run_dir).view_names == ["ego"]
+
+
+def test_a_killed_frame_store_build_resumes_with_the_pending_takes(dataset, tmp_path, monkeypatch):
+    from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store
+    from skill.pipeline.decode import FrameGeometry
+    from skill.pipeline.manifest import read_takes
+    from skill.pipeline.sampling import SamplingConfig
+
+    takes = read_takes(dataset).takes[:4]
+    views = ["ego", "exo1"]
+    geometry = FrameGeometry(shortest_edge=32, crop_height=32, crop_width=32)
+    sampling = SamplingConfig(strategy="windows", frames=4, clips=1)
+    spec = FrameStoreSpec(TINY, vars(geometry), sampling.to_dict(), codec="raw")
+    write, written = FrameStore.write_take, []
+
+    def dies_on_the_third(self, row, take):
+        if len(written) == 2:
+            raise KeyboardInterrupt("killed")
+        write(self, row, take)
+        written.append(row)
+
+    monkeypatch.setattr(FrameStore, "write_take", dies_on_the_third)
+    path = tmp_path / "frames.zarr"
+    kwargs = {"geometry": geometry, "sampling": sampling, "workers": 0}
+    with pytest.raises(KeyboardInterrupt):
+        build_frame_store(path, spec, views, takes, **kwargs)
+    monkeypatch.setattr(FrameStore, "write_take", write)
+    store, summary = build_frame_store(path, spec, views, takes, **kwargs)
+    assert (summary.skipped, summary.decoded) == (2, 2)
+    assert (store.status() == STATUS_COMPLETE).all()
+    with pytest.raises(Exception, match="cannot resume"):
+        other = SamplingConfig(strategy="windows", frames=4, clips=2)
+        build_frame_store(path, FrameStoreSpec(TINY, vars(geometry), other.to_dict()), views,
+                          takes, geometry=geometry, sampling=other, workers=0)  # fmt: skip
+
+
+def neural_heads() -> list[str]:
+    from skill.heads.registry import head_class, head_names, is_trainable
+
+    return [name for name in head_names() if not is_trainable(head_class(name))]
+
+
+@pytest.mark.parametrize("head", neural_heads())
+def test_every_neural_head_adapts_end_to_end(dataset, tmp_path, head):
+    from skill.adapt.train import run_adapt
+
+    cfg = adapt_config(dataset, tmp_path / "out", head=head, epochs=1, clips=1, limit=6,
+                       gradient_checkpointing=False)  # fmt: skip
+    result = run_adapt(cfg)
+    assert result.finished and np.isfinite(result.metrics["history"][0]["train_loss"])
+    assert (cfg.run_dir / "model.safetensors").is_file()
+
+
+def test_lightgbm_is_refused_as_an_adapt_head(dataset, tmp_path):
+    from skill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a neural head"):
+        adapt_config(dataset, tmp_path / "out", head="lightgbm")
+
+
+@pytest.mark.gpu
+def test_adapt_on_cuda_with_bf16_autocast_then_extract_and_predict_agree(dataset, tmp_path):
+    from skill.adapt.train import run_adapt
+    from skill.heads.config import PredictConfig
+    from skill.heads.predict import predict
+
+    cfg = adapt_config(dataset, tmp_path / "out", device="cuda", clips=1)
+    result = run_adapt(cfg)
+    assert result.finished
+    tuned = adapted_store(cfg, tmp_path / "tuned.zarr", cfg.adapter_dir)
+    out = predict(
+        PredictConfig(store=str(tuned), run=str(cfg.run_dir), out_csv=str(tmp_path / "p.csv"))
+    )
+    by_id = dict(zip(out.take_ids, out.probs, strict=True))
+    val_ids, val_probs = result.predictions["val"]
+    got = np.stack([by_id[str(t)] for t in val_ids])
+    np.testing.assert_allclose(got, val_probs, atol=2e-2)  # bf16 in adapt, extract's autocast
+
+
+def test_gradient_accumulation_takes_one_optimiser_step_per_group(dataset, tmp_path):
+    import math
+
+    from skill.adapt.train import run_adapt
+
+    steps = {}
+    for accum in (1, 2):
+        out = tmp_path / f"accum{accum}"
+        run_adapt(adapt_config(dataset, out, batch_size=1, grad_accum=accum, clips=1,
+                               stop_after_epochs=1))  # fmt: skip
+        state = json.loads((out / ".checkpoint" / "state.json").read_text())
+        steps[accum] = state["scheduler"]["last_epoch"]  # scheduler steps = optimiser steps
+    assert steps[1] >= 2 and steps[2] == math.ceil(steps[1] / 2)  # one step per train take
+
+
+def test_a_checkpoint_save_killed_between_its_renames_is_recovered(adapted, dataset, tmp_path):
+    from safetensors.numpy import load_file
+
+    from skill.adapt.train import run_adapt
+
+    cfg, _ = adapted
+    out = tmp_path / "out"
+    run_adapt(adapt_config(dataset, out, stop_after_epochs=1))
+    (out / ".checkpoint").rename(out / ".checkpoint.old-123")  # killed after the first rename
+    (out / ".checkpoint.partial-456").mkdir()  # and a partial new one beside it
+    assert run_adapt(adapt_config(dataset, out)).finished
+    assert not list(out.glob(".checkpoint*"))
+    want = load_file(str(cfg.adapter_dir / "adapter_model.safetensors"))
+    got = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_a_second_adapt_on_the_same_folder_is_refused(dataset, tmp_path):
+    import fcntl
+
+    from skill.adapt.train import run_adapt
+    from skill.errors import ConfigError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".adapt.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(ConfigError, match="another skill adapt"):
+            run_adapt(adapt_config(dataset, out))
+
+
+def test_skillformer_ego_preset_trains_its_reported_14m_parameters():
+    # NOTES §1: with r=32 the LoRA weights are about 7.1M and the fusion module about 7.1M.
+    import torch
+    from peft import get_peft_model
+    from transformers import TimesformerConfig, TimesformerModel
+
+    from skill.adapt.config import AdaptConfig
+    from skill.adapt.train import lora_config
+    from skill.heads.registry import build_head
+
+    cfg = AdaptConfig(manifest="m.jsonl", out="o", preset="skillformer-ego")
+    with torch.device("meta"):  # TimeSformer-base's shapes, no memory
+        lora = get_peft_model(
+            TimesformerModel(TimesformerConfig()), lora_config(cfg, "timesformer")
+        )
+        head = build_head("cvf", dim=768, num_views=1, num_classes=4, tokens=32, hidden=cfg.hidden)
+    lora_params = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    head_params = sum(p.numel() for p in head.parameters())
+    assert lora_params == 7_077_888  # 12 layers x 32 x (in + out) of the seven Linears
+    assert 6.9e6 < head_params < 7.3e6 and 13.9e6 < lora_params + head_params < 14.4e6
+
+
+def test_the_printed_extract_command_gives_a_store_the_run_predicts(adapted, tmp_path):
+    cfg, _ = adapted
+    store = tmp_path / "tokens.zarr"
+    args = cfg.extract_command().replace("TOKENS.zarr", str(store)).split()[1:]
+    code, output = invoke_cli(*args, "--device", "cpu", "--workers", "0")
+    assert code == 0, output
+    code, output = invoke_cli("predict", str(store), "--run", str(cfg.run_dir), "--out",
+                              str(tmp_path / "p.csv"))  # fmt: skip
+    assert code == 0, output
