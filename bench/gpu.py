@@ -1,16 +1,24 @@
-"""Benchmark 4: TimeSformer-base on a GPU: clips/s, fraction of bf16 peak, decode keep-up.
+"""Benchmark 4: any registered backbone on a GPU: clips/s, fraction of bf16 peak, decode
+keep-up, best batch size.
 
-For each batch size: clips/s of the backbone's forward pass under bf16 autocast on 16-frame
-224 px clips already on the GPU (the model alone), and of ``Backbone.encode`` on uint8 clips
-in host memory (what `skill extract` runs: copy, normalise, forward, frame tokens back to the
-host). FLOPs per clip are counted with torch.utils.flop_counter.FlopCounterMode on a meta-device
-copy of the model (cross-check: ~196 GMACs per 8-frame clip, NOTES §3). The fraction of peak
-uses the dense bf16 peak of the GPU (table below, or ``--peak-tflops``). Decoding: clips/s of
-pipeline.decode_pool.DecodePool with one worker per core on 448p H.264 videos, against the
-GPU's best clips/s.
+``--backbone NAME`` takes any name `skill backbones` lists (default: TimeSformer-base). No
+weights are downloaded: a real name is built with random weights from its family's
+transformers config at the registered geometry (width, patch, crop, frames; the family's
+default depth and heads), saved once as a checkpoint folder and loaded through
+``from_pretrained`` as `skill extract` loads it; a tiny preset is used as it is.
+
+For each batch size: clips/s of the backbone's forward pass under bf16 autocast on clips
+already on the GPU (the model alone), and of ``Backbone.encode`` on uint8 clips in host
+memory (what `skill extract` runs: copy, normalise, forward, tokens back to the host). FLOPs
+per clip are counted per family with torch.utils.flop_counter.FlopCounterMode over one
+clip's forward (cross-check for TimeSformer-base: ~196 GMACs per 8-frame clip, NOTES §3).
+The fraction of peak uses the dense bf16 peak of the GPU (table below, or
+``--peak-tflops``). Decoding: clips/s of pipeline.decode_pool.DecodePool with one worker per
+core on 448p H.264 videos, against the GPU's best clips/s.
 
 Needs an NVIDIA GPU (refuses without one); ``--cpu-smoke`` runs a tiny CPU pass of the same
-code to check the script. Run from the repository root: ``python -m bench.gpu``.
+code (with the family's tiny preset) to check the script. Run from the repository root:
+``python -m bench.gpu --backbone videomae-base-k400``.
 """
 
 from __future__ import annotations
@@ -28,16 +36,17 @@ from bench.common import (  # noqa: E402
     VideoSpec,
     base_parser,
     bench_backbone,
+    build_once,
     data_dir,
     fmt,
     machine_info,
     print_machine,
     print_table,
     synthetic_video,
-    timesformer_base_checkpoint,
 )
 
-FRAMES, SIZE = 16, 224
+DEFAULT_FRAMES = 16
+DEFAULT_BACKBONE = "timesformer-base-k600"
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendor data sheets; the
 # first name contained in torch.cuda.get_device_name() wins, so specific names come first.
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
@@ -57,6 +66,8 @@ GMACS_PER_8_FRAME_CLIP = 196.0
 
 def parse_args(argv: list[str] | None = None):
     parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="a registered name")
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames per clip")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64,128", help="comma list")
     parser.add_argument("--iters", type=int, default=10, help="timed batches per batch size")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
@@ -70,7 +81,16 @@ def parse_args(argv: list[str] | None = None):
 
 
 def smoke_overrides(args) -> None:
-    """--cpu-smoke: one batch of one clip, one decode job per worker, a short video."""
+    """--cpu-smoke: the family's tiny preset, one batch of one clip, one decode job per worker,
+    a short video."""
+    from skill.pipeline.backbones import BACKBONES
+
+    spec = BACKBONES.get(args.backbone)
+    if spec is not None and not spec.is_tiny:
+        args.backbone = next(
+            name for name, s in BACKBONES.items() if s.is_tiny and s.family == spec.family
+        )
+    args.frames = min(args.frames, 4)
     args.batch_sizes, args.iters, args.warmup = "1", 1, 0
     args.decode_workers = args.decode_workers or 2
     args.decode_jobs = args.decode_jobs or 2
@@ -80,21 +100,64 @@ def smoke_overrides(args) -> None:
 # ----------------------------------------------------------------------------- FLOPs, peak
 
 
-def flops_per_clip(folder: Path) -> float:
-    """Forward FLOPs of one 16-frame 224 px clip, counted on a meta-device model."""
+def flops_per_clip(backbone, frames: int) -> float:
+    """Forward FLOPs of one clip through the loaded backbone (its own family's forward)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import TimesformerConfig, TimesformerModel
 
-    config = TimesformerConfig.from_pretrained(str(timesformer_base_checkpoint(folder)[0]))
-    config.num_frames = FRAMES
-    with torch.device("meta"):
-        model = TimesformerModel(config).eval()
-        pixels = torch.empty(1, FRAMES, 3, SIZE, SIZE)
+    crop = backbone.geometry.crop_height
+    clip = torch.zeros((1, frames, crop, crop, 3), dtype=torch.uint8)
+    pixels = backbone._pixels(clip)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(pixel_values=pixels)
+        backbone._mode.tokens(backbone.model, pixels)
     return float(counter.get_total_flops())
+
+
+def random_weight_checkpoint(name: str, folder: Path) -> str:
+    """What to load for registered backbone `name` without downloading: a tiny preset as it
+    is; a real name as a random-weight checkpoint folder at its registered geometry."""
+    from skill.pipeline.backbones import BACKBONES
+
+    spec = BACKBONES.get(name)
+    if spec is None:
+        raise SystemExit(f"--backbone {name!r} is not registered (see `skill backbones`)")
+    if spec.is_tiny:
+        return name
+    if name.startswith("timesformer-base"):
+        return bench_backbone("base", folder)  # the random TimeSformer-base the bench keeps
+    path = folder / f"random-{name}"
+    build_once(path, lambda p: _save_random_checkpoint(spec, p))
+    return str(path)
+
+
+def _save_random_checkpoint(spec, path: Path) -> None:
+    import json
+
+    import torch
+
+    from skill.pipeline.backbones import BACKBONES, get_family
+
+    family = get_family(spec.family)
+    geometry = spec.geometry
+    config = family.transformers_class("config")()
+    updates = {family.image_size_key: geometry.crop, "patch_size": geometry.patch}
+    updates["hidden_size"] = geometry.dim
+    if family.frames_key and geometry.frames:
+        updates[family.frames_key] = geometry.frames
+    for key, value in updates.items():
+        setattr(config, key, value)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = family.transformers_class()(config)
+    model.save_pretrained(str(path))
+    tiny = next(s for s in BACKBONES.values() if s.is_tiny and s.family == spec.family)
+    preprocessing = {
+        **tiny.tiny_preprocessing,
+        "size": {"shortest_edge": geometry.crop},
+        "crop_size": {"height": geometry.crop, "width": geometry.crop},
+    }
+    (path / family.preprocessor_files[0]).write_text(json.dumps(preprocessing, indent=2))
 
 
 def peak_tflops(device_name: str, override: float) -> float | None:
@@ -140,13 +203,14 @@ def measure_batch(backbone, batch: int, args, device: str) -> BatchResult:
     import torch
 
     backbone.batch_size = batch
-    clips = torch.randint(0, 256, (batch, FRAMES, SIZE, SIZE, 3), dtype=torch.uint8)
+    crop = backbone.geometry.crop_height
+    clips = torch.randint(0, 256, (batch, args.frames, crop, crop, 3), dtype=torch.uint8)
     try:
         pixels = backbone._pixels(clips)  # normalised (B, T, 3, H, W) on the device
 
         def model_only():
             with torch.inference_mode(), backbone._autocast():
-                backbone.model(pixel_values=pixels)
+                backbone._mode.tokens(backbone.model, pixels)
 
         def encode():
             backbone.encode(clips)
@@ -161,13 +225,16 @@ def measure_batch(backbone, batch: int, args, device: str) -> BatchResult:
             torch.cuda.empty_cache()
 
 
-def measure_batches(folder: Path, args, device: str) -> list[BatchResult]:
-    import torch
-
+def load(args, folder: Path, device: str):
     from skill.pipeline.backbones import load_backbone
 
-    backbone = load_backbone(bench_backbone("base", folder), device=device, token_mode="frame",
-                             num_frames=FRAMES, batch_size=1)  # fmt: skip
+    return load_backbone(random_weight_checkpoint(args.backbone, folder), device=device,
+                         token_mode="frame", num_frames=args.frames, batch_size=1)  # fmt: skip
+
+
+def measure_batches(backbone, args, device: str) -> list[BatchResult]:
+    import torch
+
     if args.compile:
         backbone.model = torch.compile(backbone.model)
     results = []
@@ -184,8 +251,8 @@ def measure_batches(folder: Path, args, device: str) -> list[BatchResult]:
 # ----------------------------------------------------------------------------- decoding
 
 
-def decode_clips_per_second(folder: Path, args) -> tuple[float, int]:
-    """(clips/s, workers) of DecodePool decoding 16 uniform frames of 448p videos."""
+def decode_clips_per_second(folder: Path, args, crop: int) -> tuple[float, int]:
+    """(clips/s, workers) of DecodePool decoding --frames uniform frames of 448p videos."""
     from skill.pipeline.decode import FrameGeometry
     from skill.pipeline.decode_pool import DecodePool
     from skill.pipeline.sampling import SamplingConfig
@@ -194,8 +261,8 @@ def decode_clips_per_second(folder: Path, args) -> tuple[float, int]:
     jobs_n = args.decode_jobs or 4 * workers
     videos = [synthetic_video(folder, VideoSpec(seconds=args.video_seconds, seed=10 + i))[0]
               for i in range(min(4, jobs_n))]  # fmt: skip
-    geometry = FrameGeometry(shortest_edge=SIZE, crop_height=SIZE, crop_width=SIZE)
-    sampling = SamplingConfig(strategy="uniform", frames=FRAMES)
+    geometry = FrameGeometry(shortest_edge=crop, crop_height=crop, crop_width=crop)
+    sampling = SamplingConfig(strategy="uniform", frames=args.frames)
     jobs = [(i, (videos[i % len(videos)], sampling, f"v{i}", geometry)) for i in range(jobs_n)]
     with DecodePool(num_workers=workers, timeout_s=600) as pool:
         pool.start()  # worker start-up is not decoding
@@ -210,7 +277,9 @@ def decode_clips_per_second(folder: Path, args) -> tuple[float, int]:
 # ----------------------------------------------------------------------------- report
 
 
-def report(results: list[BatchResult], flops: float, peak: float | None) -> BatchResult | None:
+def report(
+    results: list[BatchResult], flops: float, peak: float | None, title: str
+) -> BatchResult | None:
     """Print the batch table; return the batch size with the most encode clips/s."""
     rows = []
     for r in results:
@@ -219,7 +288,7 @@ def report(results: list[BatchResult], flops: float, peak: float | None) -> Batc
         rows.append([r.batch, r.model_clips_s, r.encode_clips_s, achieved, fraction,
                      r.error])  # fmt: skip
     header = ["batch", "model clips/s", "encode clips/s", "model TFLOP/s", "of bf16 peak", "note"]
-    print_table(f"TimeSformer-base, {FRAMES}x{SIZE}, bf16 autocast", header, rows)
+    print_table(title, header, rows)
     ok = [r for r in results if r.encode_clips_s]
     return max(ok, key=lambda r: r.encode_clips_s) if ok else None
 
@@ -243,16 +312,22 @@ def main(argv: list[str] | None = None) -> None:
     device = "cpu" if args.cpu_smoke else "cuda"
     folder = data_dir(args.data_dir)
     print_machine(machine_info())
-    flops = flops_per_clip(folder)
-    scaled = 2 * GMACS_PER_8_FRAME_CLIP * 1e9 * FRAMES / 8
-    print(f"FLOPs per {FRAMES}-frame clip: {flops / 1e9:.0f} GFLOP counted "
-          f"(~{scaled / 1e9:.0f} GFLOP from 196 GMACs per 8-frame clip scaled)")  # fmt: skip
+    backbone = load(args, folder, device)
+    crop = backbone.geometry.crop_height
+    flops = flops_per_clip(backbone, args.frames)
+    print(f"{args.backbone}: FLOPs per {args.frames}-frame {crop} px clip: {flops / 1e9:.1f} "
+          "GFLOP counted")  # fmt: skip
+    if args.backbone.startswith("timesformer-base"):
+        scaled = 2 * GMACS_PER_8_FRAME_CLIP * 1e9 * args.frames / 8
+        print(f"  (~{scaled / 1e9:.0f} GFLOP from 196 GMACs per 8-frame clip scaled)")
     peak = None if args.cpu_smoke else peak_tflops(torch.cuda.get_device_name(0), args.peak_tflops)
     print(f"bf16 peak: {f'{peak:.0f} TFLOP/s' if peak else 'unknown (give --peak-tflops)'}")
-    results = measure_batches(folder, args, device)
-    best = report(results, flops, peak)
-    decode_rate, workers = decode_clips_per_second(folder, args)
-    print(f"\ndecoding: {decode_rate:.1f} clips/s with {workers} workers (448p, 16 frames)")
+    results = measure_batches(backbone, args, device)
+    title = f"{args.backbone}, {args.frames}x{crop}, bf16 autocast"
+    best = report(results, flops, peak, title)
+    decode_rate, workers = decode_clips_per_second(folder, args, crop)
+    print(f"\ndecoding: {decode_rate:.1f} clips/s with {workers} workers (448p, "
+          f"{args.frames} frames)")  # fmt: skip
     if best is None:
         print("KEY gpu: no batch size ran")
         return
@@ -267,8 +342,8 @@ def main(argv: list[str] | None = None) -> None:
     mode = " (CPU smoke run: no peak, not a GPU result)" if args.cpu_smoke else ""
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
-        f"KEY gpu: fraction of bf16 peak (model, batch {fastest.batch}) = {fraction:.2f}; "
-        f"decode / encode clips/s at batch {best.batch} = {keeps_up:.2f}{mode}"
+        f"KEY gpu {args.backbone}: fraction of bf16 peak (model, batch {fastest.batch}) = "
+        f"{fraction:.2f}; decode / encode clips/s at batch {best.batch} = {keeps_up:.2f}{mode}"
     )
 
 
