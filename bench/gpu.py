@@ -16,8 +16,8 @@ The fraction of peak uses the dense bf16 peak of the GPU (table below, or
 ``--peak-tflops``). Decoding: clips/s of pipeline.decode_pool.DecodePool with one worker per
 core on 448p H.264 videos, against the GPU's best clips/s.
 
-Needs an NVIDIA GPU (refuses without one); ``--cpu-smoke`` runs a tiny CPU pass of the same
-code (with the family's tiny preset) to check the script. Run from the repository root:
+Needs an NVIDIA GPU (refuses without one); ``--cpu-smoke`` runs one batch of one clip on the
+CPU through the same code, at the backbone's real dimensions, to check the script. Run from the repository root:
 ``python -m bench.gpu --backbone videomae-base-k400``.
 """
 
@@ -81,16 +81,8 @@ def parse_args(argv: list[str] | None = None):
 
 
 def smoke_overrides(args) -> None:
-    """--cpu-smoke: the family's tiny preset, one batch of one clip, one decode job per worker,
-    a short video."""
-    from skill.pipeline.backbones import BACKBONES
-
-    spec = BACKBONES.get(args.backbone)
-    if spec is not None and not spec.is_tiny:
-        args.backbone = next(
-            name for name, s in BACKBONES.items() if s.is_tiny and s.family == spec.family
-        )
-    args.frames = min(args.frames, 4)
+    """--cpu-smoke: the same backbone at its real dimensions, one batch of one clip, one
+    decode job per worker, a short video."""
     args.batch_sizes, args.iters, args.warmup = "1", 1, 0
     args.decode_workers = args.decode_workers or 2
     args.decode_jobs = args.decode_jobs or 2
