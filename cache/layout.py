@@ -67,10 +67,34 @@ class NonFiniteTokens(LayoutError):
 _FLOAT16_EXPONENT = np.uint16(0x7C00)
 
 
+_SCAN_BLOCK = 1 << 17
+"""float16 values scanned at a time (256 KiB): checksum and finiteness of a block are computed
+while it is in the CPU's cache, one pass over memory for both."""
+
+
 def has_non_finite_float16(data: memoryview) -> bool:
     """Whether raw float16 bytes hold a NaN or an Inf."""
+    return _scan(data, checksum=False)[1]
+
+
+def _scan(data, checksum: bool, crc: int = 0) -> tuple[int, bool]:
+    """(crc32c of `data` extended from `crc` (when `checksum`), whether it holds a non-finite
+    float16), block by block. |bits| >= 0x7C00 (all exponent bits set) is Inf or NaN: an
+    integer max per block, no float math and no full-size temporary."""
     bits = np.frombuffer(data, dtype=np.uint16)
-    return bool(((bits & _FLOAT16_EXPONENT) == _FLOAT16_EXPONENT).any())
+    scratch = np.empty(min(_SCAN_BLOCK, len(bits)), dtype=np.uint16)
+    non_finite = False
+    for start in range(0, len(bits), _SCAN_BLOCK):
+        block = bits[start : start + _SCAN_BLOCK]
+        if checksum:
+            crc = _crc32c_extend(crc, block)
+        if not non_finite:
+            magnitude = scratch[: len(block)]
+            np.bitwise_and(block, 0x7FFF, out=magnitude)
+            non_finite = bool(magnitude.max() >= _FLOAT16_EXPONENT)
+            if non_finite and not checksum:
+                break  # the answer is known; a checksum needs every block
+    return crc, non_finite
 
 
 # ---- locking -----------------------------------------------------------------------------
@@ -388,9 +412,9 @@ def _read_runs(path: Path, runs: list[tuple[memoryview, int]], chunk: _ChunkForm
     try:
         if chunk.checksum:
             _read_checksummed(fd, path, runs, chunk.data_bytes)
-        else:
-            for target, offset in runs:
-                _pread_exactly(fd, path, target, offset)
+            return
+        for target, offset in runs:
+            _pread_exactly(fd, path, target, offset)
     finally:
         os.close(fd)
     for target, _ in runs:
@@ -408,20 +432,25 @@ def _read_checksummed(fd: int, path: Path, runs, data_bytes: int) -> None:
     covered = sum(len(target) for target, _ in runs) == data_bytes and all(
         offset == sum(len(t) for t, _ in runs[:i]) for i, (_, offset) in enumerate(runs)
     )
-    if covered:  # the usual case, a whole packed chunk: read in place, checksum the targets
+    non_finite = False
+    if covered:  # the usual case, a whole packed chunk: read in place, scan the targets
         for target, offset in runs:
             _pread_exactly(fd, path, target, offset)
         value = 0
         for target, _ in runs:
-            value = _crc32c_extend(value, target)
-    else:
+            value, bad = _scan(target, checksum=True, crc=value)
+            non_finite |= bad
+    else:  # a part of the chunk: the checksum covers all of it
         scratch = np.empty(data_bytes, dtype=np.uint8)
         _pread_exactly(fd, path, memoryview(scratch), 0)
         value = _crc32c_extend(0, scratch)
         for target, offset in runs:
             np.frombuffer(target, dtype=np.uint8)[:] = scratch[offset : offset + len(target)]
+            non_finite |= has_non_finite_float16(target)
     if np.uint32(value).tobytes() != bytes(stored):
         raise LayoutError(f"{path}: token chunk fails its checksum (its bytes changed on disk)")
+    if non_finite:
+        raise NonFiniteTokens(path)
 
 
 def _crc32c_extend(value: int, data) -> int:
