@@ -1,8 +1,8 @@
 """``skill sweep``: every store x head x view set x seed, and a table of mean ± std over seeds.
 
-Each (store, view set) is loaded once and reused for all its heads and seeds. Runs are
-written inside the sweep folder ``<out_dir>/<name>/`` (``sweep``, or ``sweep-2``... when
-taken) as ``<head>-<views>-s<seed>/``; the table is written last as ``sweep.csv`` and
+Each (store, view set) is loaded once (and only when one of its fits is still to do) and
+reused for all its heads and seeds. Runs are written inside the sweep folder
+``<out_dir>/<name>/`` (``sweep``, or ``sweep-2``... when taken by other settings) as ``<head>-<views>-s<seed>/``; the table is written last as ``sweep.csv`` and
 ``sweep.md``. Standard deviations are sample standard deviations over seeds (ddof = 1),
 0 for a single seed; a metric missing for a split (no test split) is NaN / empty.
 
