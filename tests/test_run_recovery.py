@@ -40,11 +40,16 @@ def store(tmp_path_factory):
     return shared_token_store(tmp_path_factory)
 
 
-def start_stopped_fit(store, out_dir: Path, name: str) -> subprocess.Popen:
-    """A fit in a subprocess, waited for until it has stopped itself with its staging
-    folder written (an observed event, no sleeps)."""
+def start_stopped_fit(store, out_dir: Path, name: str, *, sweep_at: int = 0) -> subprocess.Popen:
+    """A fit (or, with ``sweep_at``, a sweep) in a subprocess, waited for until it has
+    stopped itself with its staging folder written (an observed event, no sleeps)."""
+    args = (
+        ["--sweep", str(store.path), str(out_dir), str(sweep_at)]
+        if sweep_at
+        else [str(store.path), str(out_dir), name]
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.stop_at_publish", str(store.path), str(out_dir), name],
+        [sys.executable, "-m", "tests.stop_at_publish", *args],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -157,6 +162,30 @@ def test_a_sweep_run_again_fits_only_what_is_missing(store, tmp_path, counted_fi
     )  # fmt: skip
     assert code == 0, output
     assert counted_fits == [] and f"sweep folder: {first.sweep_dir} " in output
+
+
+def test_a_killed_sweep_resumes(store, tmp_path, counted_fits):
+    from tests.stop_at_publish import sweep_config as runner_config
+
+    out = tmp_path / "out"
+    killed = start_stopped_fit(store, out, "", sweep_at=3)  # stopped publishing its 3rd run
+    try:
+        sweep_dir = out / "sweep"
+        (stale,) = staging_of(sweep_dir, killed.pid)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    finally:
+        if killed.poll() is None:
+            killed.send_signal(signal.SIGKILL)
+            killed.wait()
+    assert not (sweep_dir / "sweep.csv").exists()
+    done = sorted(p.name for p in sweep_dir.iterdir() if not p.name.startswith("."))
+    assert done == ["lightgbm-ego-s0", "mean-ego-s0", "sweep.json"]
+    result = sweep(runner_config(str(store.path), str(out)))
+    assert result.sweep_dir == sweep_dir and not stale.exists()
+    assert sorted(counted_fits) == [("lightgbm", "all", 0), ("mean", "all", 0)]
+    assert len(result.rows) == 4 and (sweep_dir / "sweep.csv").is_file()
+    assert not [p for p in sweep_dir.iterdir() if p.name.startswith(".")]
 
 
 def test_other_settings_start_a_new_sweep_folder(store, tmp_path, counted_fits):
