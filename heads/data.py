@@ -214,13 +214,12 @@ def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:
     if len(splits.train) == 0 or len(splits.val) == 0:
         empty = "train" if len(splits.train) == 0 else "val"
         sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.as_dict().items())
+        people = len(set(sel.participant[labelled]))
         source = (
             "the store's split column"
             if splits.source == "store"
-            else (
-                f"the grouped split (val_frac={val_frac}, "
-                f"{len(set(sel.participant[labelled]))} participants)"
-            )
+            else f"the grouped split (val_frac={val_frac}, {people} "
+            f"participant{'' if people == 1 else 's'})"
         )
         hint = (
             "add train takes to the store's split column"

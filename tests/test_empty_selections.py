@@ -96,7 +96,7 @@ def test_empty_val_split_names_the_split_and_the_sizes(tmp_path):
     assert code == 2, output
     assert "Traceback" not in output
     assert (
-        "the val split is empty: the grouped split (val_frac=0.2, 1 participants) leaves "
+        "the val split is empty: the grouped split (val_frac=0.2, 1 participant) leaves "
         "train " in output
     )
     assert ", val 0, test 0 labelled takes" in output
