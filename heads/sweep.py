@@ -63,6 +63,7 @@ class SweepResult:
     rows: list[dict]
     sweep_dir: Path
     fits: list[FitResult] = field(default_factory=list)
+    reused: int = 0  # runs found complete in a resumed sweep folder (not fitted again)
 
 
 def table_columns(backbone: bool = False) -> list[str]:
@@ -114,6 +115,7 @@ def sweep(
     settings = sweep_settings(cfg, paths)
     sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name, settings)
     fits: dict[tuple, FitResult] = {}
+    reused = 0
     for path in paths:
         out_dir = sweep_dir / folder_name(labels[path]) if several else sweep_dir
         for views in view_sets:
@@ -124,6 +126,7 @@ def sweep(
                         configs[(path, head, views, seed)], out_dir=str(out_dir)
                     )
                     done = finished_run(run)
+                    reused += done is not None
                     if done is None:
                         if selection is None:
                             selection = load_selection(path, views)
@@ -137,7 +140,7 @@ def sweep(
         for h in heads
     ]
     write_table(sweep_dir, rows)
-    return SweepResult(rows=rows, sweep_dir=sweep_dir, fits=list(fits.values()))
+    return SweepResult(rows=rows, sweep_dir=sweep_dir, fits=list(fits.values()), reused=reused)
 
 
 # ---- several stores: labels and the same-takes check -----------------------------------------

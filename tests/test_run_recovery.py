@@ -152,7 +152,7 @@ def test_a_sweep_run_again_fits_only_what_is_missing(store, tmp_path, counted_fi
     counted_fits.clear()
     again = sweep(sweep_config(store, out))
     assert again.sweep_dir == first.sweep_dir  # resumed, not sweep-2
-    assert counted_fits == [("lightgbm", "all", 0)]
+    assert counted_fits == [("lightgbm", "all", 0)] and again.reused == 3
     assert metric_rows(again.sweep_dir) == uninterrupted
     counted_fits.clear()
     code, output = invoke_cli(
@@ -162,6 +162,7 @@ def test_a_sweep_run_again_fits_only_what_is_missing(store, tmp_path, counted_fi
     )  # fmt: skip
     assert code == 0, output
     assert counted_fits == [] and f"sweep folder: {first.sweep_dir} " in output
+    assert "resumed: 4 of 4 runs were already complete" in output
 
 
 def test_a_killed_sweep_resumes(store, tmp_path, counted_fits):
