@@ -399,6 +399,11 @@ def _run_sweep(cfg) -> None:
     result = run_sweep(cfg)
     print_sweep_table(result.rows)
     out.print(f"sweep folder: {result.sweep_dir} (sweep.csv, sweep.md, one run folder per fit)")
+    if result.reused:
+        out.print(
+            f"resumed: {result.reused} of {len(result.fits)} runs were already complete in "
+            "that folder (same settings) and were not fitted again"
+        )
 
 
 def print_sweep_table(rows: list[dict]) -> None:

@@ -222,7 +222,9 @@ class SweepConfig:
     Stores whose completed takes, splits, labels or participants differ are refused before
     any fit (a comparison is only fair on the same takes)."""
     name: str = "sweep"
-    """Sweep folder name inside ``fit.out_dir``; a taken name gets a suffix -2, -3..."""
+    """Sweep folder name inside ``fit.out_dir``. A folder of that name recording the same
+    settings (its sweep.json) is resumed: finished runs are kept, the rest fitted; one with
+    other settings is left alone and the sweep gets a suffix -2, -3..."""
 
     def __post_init__(self) -> None:
         self.heads, self.view_sets = list(self.heads), list(self.view_sets)

@@ -134,11 +134,15 @@ def load_selection(store_path: str | Path, views: str | list[str]) -> Selection:
     )
     view_idx = [store.views.index(v) for v in view_names]
     with store.reading():  # one chunk layout for all the reads below
-        table, status, valid = store.take_records()
-        valid = valid[:, view_idx]
+        table, status, all_valid = store.take_records()
+        valid = all_valid[:, view_idx]
         complete = status == STATUS_COMPLETE
         usable = complete & valid.any(axis=1)
         rows = np.flatnonzero(usable)
+        if len(rows) == 0:  # never ask the token reader for zero rows
+            raise SelectionError(
+                _empty_selection(store_path, store, view_names, complete, all_valid)
+            )
         x = store.read_tokens(rows, view_idx)
     return Selection(
         x=x,
@@ -158,6 +162,32 @@ def load_selection(store_path: str | Path, views: str | list[str]) -> Selection:
         dropped_take_ids=[str(t) for t in table.ids[complete & ~usable]],
         n_incomplete=int((~complete).sum()),
     )
+
+
+def _empty_selection(
+    store_path, store: TokenStore, view_names: list[str], complete: np.ndarray, valid: np.ndarray
+) -> str:
+    """Why no take is left: no completed take at all, or which chosen views failed where."""
+    n_complete = int(complete.sum())
+    if n_complete == 0:
+        return (
+            f"{store_path}: no completed take to read ({len(complete)} takes in the store, "
+            "all pending or failed); run skill extract to finish them"
+        )
+    done = valid[complete]
+    failed = [
+        f"{v} failed in {n_complete - int(done[:, store.views.index(v)].sum())} of "
+        f"{n_complete} completed takes"
+        for v in view_names
+    ]
+    others = [v for i, v in enumerate(store.views) if v not in view_names and done[:, i].any()]
+    what = (
+        f"a valid {view_names[0]} view"
+        if len(view_names) == 1
+        else f"a valid view among {', '.join(view_names)}"
+    )
+    with_data = f"views with data: {', '.join(others)}" if others else "no other view has data"
+    return f"{store_path}: no completed take has {what} ({'; '.join(failed)}; {with_data})"
 
 
 def _check_views(views: list[str], store: TokenStore) -> list[str]:
@@ -181,12 +211,25 @@ def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:
         splits = Splits(train=train, val=val, test=_empty(), source="grouped")
     else:
         splits = _store_splits(sel, labelled, named, val_frac, seed)
-    if len(splits.train) == 0:
-        raise SelectionError(f"{sel.store_path}: no labelled take in the train split")
-    if len(splits.val) == 0:
+    if len(splits.train) == 0 or len(splits.val) == 0:
+        empty = "train" if len(splits.train) == 0 else "val"
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.as_dict().items())
+        people = len(set(sel.participant[labelled]))
+        source = (
+            "the store's split column"
+            if splits.source == "store"
+            else f"the grouped split (val_frac={val_frac}, {people} "
+            f"participant{'' if people == 1 else 's'})"
+        )
+        hint = (
+            "add train takes to the store's split column"
+            if empty == "train"
+            else "add val takes to the store's split column, or more participants"
+        )
         raise SelectionError(
-            f"{sel.store_path}: the validation split is empty (too few participants for "
-            f"val_frac={val_frac}); add val takes to the store's split column"
+            f"{sel.store_path}: the {empty} split is empty: {source} leaves "
+            f"{sizes} labelled takes with a valid view of {', '.join(sel.view_names)} "
+            f"({len(sel.dropped_take_ids)} completed takes without one); {hint}"
         )
     return splits
 

@@ -10,7 +10,10 @@ Layout of ``<out_dir>/<name>/`` (name default ``<head>-<views>-s<seed>``)::
     confusion.png, curve.png   (when plots are on)
 
 Everything is written in a hidden staging folder that is renamed into place at the end, so
-a killed fit never leaves a run that looks complete. An existing run is never overwritten:
+a killed fit never leaves a run that looks complete. The staging folder's name,
+``.<name>.partial-<pid>-<ns>``, records its owner: every fit first removes the staging
+folders of owners that are no longer alive (:func:`remove_stale_staging`), never one of a
+live process. An existing run is never overwritten:
 the new run gets the first free suffix ``-2``, ``-3``, ... ``config.json`` is read back
 through one typed record, :class:`RunRecord`, which checks the format version and the fields
 ``predict`` needs.
@@ -23,6 +26,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -140,6 +144,11 @@ class RunRecord:
                 f"{source}: run format {version} is newer than this skill "
                 f"(reads up to {RUN_FORMAT_VERSION})"
             )
+        if version < 1:
+            raise RunFolderError(
+                f"{source}: run format {version} is not a format this skill reads "
+                f"(1 to {RUN_FORMAT_VERSION})"
+            )
         takes = _field(data, "takes", dict, source)
         return cls(
             format=version,
@@ -166,6 +175,20 @@ def read_run_record(run_dir: str | Path) -> RunRecord:
     return RunRecord.from_json(path)
 
 
+def read_run_metrics(run_dir: str | Path) -> dict:
+    """A run folder's metrics.json; RunFolderError naming the file and what is wrong."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise IncompleteRunError(f"{path}: missing (not a complete run folder)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunFolderError(f"{path}: not readable run metrics ({err})") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
 def load_head(run_dir: str | Path, model: ModelRecord) -> TrainableHead:
     """The trained head of a run folder, through its registered kind's ``load``."""
     from skill.heads.interface import head_type
@@ -190,6 +213,7 @@ def write_run(
     """Write the run folder in a staging folder, then rename it into place; returns its path."""
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_dir)
     staging = out_dir / f".{cfg.name}.partial-{os.getpid()}-{time.time_ns()}"
     staging.mkdir()
     try:
@@ -267,6 +291,34 @@ def write_predictions_csv(path: Path, predictions: dict, class_names: list[str])
                 writer.writerow(
                     [take, split, class_names[int(row.argmax())], *(f"{p:.6f}" for p in row)]
                 )
+
+
+_STAGING = re.compile(r"^\..+\.partial-(\d+)(?:-\d+)?$")
+
+
+def staging_owner(path: Path) -> int | None:
+    """The pid recorded in a staging folder's name, or None for any other name."""
+    match = _STAGING.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove the staging folders in ``out_dir`` whose owner process is dead (a killed fit
+    or sweep); a live owner's folder is kept. Returns the removed folders."""
+    from skill.cache.recovery import process_alive
+
+    removed = []
+    try:
+        entries = list(out_dir.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        pid = staging_owner(path)
+        if pid is None or pid == os.getpid() or process_alive(pid) or not path.is_dir():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def publish(staging: Path, out_dir: Path, name: str) -> Path:

@@ -1,8 +1,8 @@
 """``skill sweep``: every store x head x view set x seed, and a table of mean ± std over seeds.
 
-Each (store, view set) is loaded once and reused for all its heads and seeds. Runs are
-written inside the sweep folder ``<out_dir>/<name>/`` (``sweep``, or ``sweep-2``... when
-taken) as ``<head>-<views>-s<seed>/``; the table is written last as ``sweep.csv`` and
+Each (store, view set) is loaded once (and only when one of its fits is still to do) and
+reused for all its heads and seeds. Runs are written inside the sweep folder
+``<out_dir>/<name>/`` (``sweep``, or ``sweep-2``... when taken by other settings) as ``<head>-<views>-s<seed>/``; the table is written last as ``sweep.csv`` and
 ``sweep.md``. Standard deviations are sample standard deviations over seeds (ddof = 1),
 0 for a single seed; a metric missing for a split (no test split) is NaN / empty.
 
@@ -11,12 +11,22 @@ sweep axis: every store is checked against the first before any fit (same comple
 with the same split, label and participant, and the same label set: a comparison is only
 fair on the same takes), the runs of each go to ``<sweep>/<backbone>/``, and the table gains
 a ``backbone`` column (:func:`backbone_labels`). A single store's table has no such column.
+
+Resuming: the sweep folder holds ``sweep.json`` (the resolved SweepConfig and every store's
+path and provenance), written before the first fit. A sweep run again with the same
+settings and name finds that folder and resumes it: every (store, head, views, seed) whose
+run folder is complete (config.json, metrics.json and the model file readable) is taken as
+it is, the others are fitted, and the full table is written. A folder of that name with
+*other* settings (another grid, store or fit option) is left alone and the sweep goes to
+the first free or matching ``name-2``, ``name-3``...; a folder without ``sweep.json`` is not a
+sweep folder and is skipped the same way. An unreadable ``sweep.json`` is an error naming it.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,7 +37,14 @@ import numpy as np
 from skill.errors import SkillError
 from skill.heads.config import FitConfig, SweepConfig
 from skill.heads.data import SPLIT_NAMES, SelectionError, load_selection, resolve_views
-from skill.heads.run_folder import publish
+from skill.heads.run_folder import (
+    json_safe,
+    publish,
+    read_run_metrics,
+    read_run_record,
+    remove_stale_staging,
+    write_json,
+)
 from skill.heads.train import FitResult, fit
 
 METRICS = ("top1", "balanced_accuracy", "macro_f1")
@@ -46,6 +63,7 @@ class SweepResult:
     rows: list[dict]
     sweep_dir: Path
     fits: list[FitResult] = field(default_factory=list)
+    reused: int = 0  # runs found complete in a resumed sweep folder (not fitted again)
 
 
 def table_columns(backbone: bool = False) -> list[str]:
@@ -94,18 +112,26 @@ def sweep(
     }  # builds (and so validates) every config before the first fit
     labels = check_stores(paths, view_sets)  # refuses stores that differ, before any fit
     several = len(paths) > 1
-    sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name)
+    settings = sweep_settings(cfg, paths)
+    sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name, settings)
     fits: dict[tuple, FitResult] = {}
+    reused = 0
     for path in paths:
         out_dir = sweep_dir / folder_name(labels[path]) if several else sweep_dir
         for views in view_sets:
-            selection = load_selection(path, views)
+            selection = None  # loaded when a fit of this view set is still to do
             for head in heads:
                 for seed in seeds:
                     run = dataclasses.replace(
                         configs[(path, head, views, seed)], out_dir=str(out_dir)
                     )
-                    fits[(path, head, views, seed)] = fit(run, selection=selection)
+                    done = finished_run(run)
+                    reused += done is not None
+                    if done is None:
+                        if selection is None:
+                            selection = load_selection(path, views)
+                        done = fit(run, selection=selection)
+                    fits[(path, head, views, seed)] = done
             del selection  # free this view set's tokens before loading the next
     rows = [
         summary_row(h, v, [fits[(p, h, v, s)] for s in seeds], backbone=labels[p])
@@ -114,7 +140,7 @@ def sweep(
         for h in heads
     ]
     write_table(sweep_dir, rows)
-    return SweepResult(rows=rows, sweep_dir=sweep_dir, fits=list(fits.values()))
+    return SweepResult(rows=rows, sweep_dir=sweep_dir, fits=list(fits.values()), reused=reused)
 
 
 # ---- several stores: labels and the same-takes check -----------------------------------------
@@ -237,12 +263,101 @@ def _difference(a: _StoreTakes, b: _StoreTakes) -> str:
     return ""
 
 
-def reserve_sweep_dir(out_dir: Path, name: str) -> Path:
-    """Create a new, empty sweep folder ``name`` (or ``name-2``...) and return it."""
+# ---- the sweep folder: sweep.json, resuming ---------------------------------------------------
+SWEEP_FORMAT_VERSION = 1
+
+
+def sweep_settings(cfg: SweepConfig, paths: list[str]) -> dict:
+    """What sweep.json records and a resumed sweep must match: the resolved SweepConfig and
+    each store's resolved path and provenance."""
+    from skill.cache.store import TokenStore
+
+    stores = [
+        {"path": os.path.realpath(p), "provenance": dict(TokenStore.open(p).provenance)}
+        for p in paths
+    ]
+    return json_safe(
+        {
+            "skill_sweep_format": SWEEP_FORMAT_VERSION,
+            "config": dataclasses.asdict(cfg),
+            "stores": stores,
+        }
+    )
+
+
+def read_sweep_settings(sweep_dir: Path) -> dict | None:
+    """sweep.json of a sweep folder; None when there is none (not a sweep folder);
+    SweepError naming the file when it is unreadable."""
+    path = Path(sweep_dir) / "sweep.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SweepError(f"{path}: not a readable sweep record ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("skill_sweep_format"), int):
+        raise SweepError(f"{path}: not a sweep record (no skill_sweep_format field)")
+    if data["skill_sweep_format"] > SWEEP_FORMAT_VERSION:
+        raise SweepError(
+            f"{path}: sweep format {data['skill_sweep_format']} is newer than this skill "
+            f"(reads up to {SWEEP_FORMAT_VERSION})"
+        )
+    return data
+
+
+def settings_difference(old: dict, new: dict, prefix: str = "") -> str:
+    """The first differing field of two settings records (``config.heads: [...] vs [...]``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            if key not in old or key not in new or old[key] != new[key]:
+                if key in old and key in new:
+                    return settings_difference(old[key], new[key], f"{prefix}{key}.")
+                return (
+                    f"{prefix}{key}: {old.get(key, '(absent)')!r} vs {new.get(key, '(absent)')!r}"
+                )
+        return ""
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            if a != b:
+                return settings_difference(a, b, f"{prefix}{i}.")
+        return ""
+    return f"{prefix.rstrip('.')}: {old!r} vs {new!r}" if old != new else ""
+
+
+def reserve_sweep_dir(out_dir: Path, name: str, settings: dict | None = None) -> Path:
+    """The sweep folder ``name`` (or ``name-2``...) to write into: the first that records
+    the same ``settings`` (a resumed sweep), else a new one created with ``sweep.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_dir)
+    for attempt in range(1, 10_000):
+        target = out_dir / (name if attempt == 1 else f"{name}-{attempt}")
+        if not target.exists():
+            break
+        if settings is not None and target.is_dir():
+            recorded = read_sweep_settings(target)
+            if recorded is not None and not settings_difference(recorded, settings):
+                return target
     staging = out_dir / f".{name}.partial-{os.getpid()}"
     staging.mkdir(exist_ok=True)
+    if settings is not None:
+        write_json(staging / "sweep.json", settings)
     return publish(staging, out_dir, name)
+
+
+def finished_run(run: FitConfig) -> FitResult | None:
+    """The FitResult of ``run``'s complete run folder (``out_dir/name``), or None when it is
+    absent or incomplete (a fit killed before publishing leaves none)."""
+    run_dir = Path(run.out_dir) / run.name
+    if not (run_dir / "config.json").is_file():
+        return None
+    try:
+        record = read_run_record(run_dir)
+        metrics = read_run_metrics(run_dir)
+    except SkillError:
+        return None
+    if not (run_dir / record.model.file).is_file() or "fit_seconds" not in metrics:
+        return None
+    return FitResult(run_dir=run_dir, metrics=metrics, config=run)
 
 
 def summary_row(head: str, views: str, fits: list[FitResult], backbone: str = "") -> dict:
