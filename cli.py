@@ -399,6 +399,8 @@ def _run_sweep(cfg) -> None:
     result = run_sweep(cfg)
     print_sweep_table(result.rows)
     out.print(f"sweep folder: {result.sweep_dir} (sweep.csv, sweep.md, one run folder per fit)")
+    for note in result.passed_over:
+        out.print(f"not resumed, other settings: {note}", highlight=False, soft_wrap=True)
     if result.reused:
         out.print(
             f"resumed: {result.reused} of {len(result.fits)} runs were already complete in "

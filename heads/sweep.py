@@ -64,6 +64,8 @@ class SweepResult:
     sweep_dir: Path
     fits: list[FitResult] = field(default_factory=list)
     reused: int = 0  # runs found complete in a resumed sweep folder (not fitted again)
+    passed_over: list[str] = field(default_factory=list)
+    """Sweep folders of the same name not resumed, each with what differs (`a: x vs y`)."""
 
 
 def table_columns(backbone: bool = False) -> list[str]:
@@ -113,7 +115,8 @@ def sweep(
     labels = check_stores(paths, view_sets)  # refuses stores that differ, before any fit
     several = len(paths) > 1
     settings = sweep_settings(cfg, paths)
-    sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name, settings)
+    passed_over: list[str] = []
+    sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name, settings, passed_over)
     fits: dict[tuple, FitResult] = {}
     reused = 0
     for path in paths:
@@ -140,7 +143,10 @@ def sweep(
         for h in heads
     ]
     write_table(sweep_dir, rows)
-    return SweepResult(rows=rows, sweep_dir=sweep_dir, fits=list(fits.values()), reused=reused)
+    return SweepResult(
+        rows=rows, sweep_dir=sweep_dir, fits=list(fits.values()), reused=reused,
+        passed_over=passed_over,
+    )  # fmt: skip
 
 
 # ---- several stores: labels and the same-takes check -----------------------------------------
@@ -324,9 +330,12 @@ def settings_difference(old: dict, new: dict, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: {old!r} vs {new!r}" if old != new else ""
 
 
-def reserve_sweep_dir(out_dir: Path, name: str, settings: dict | None = None) -> Path:
+def reserve_sweep_dir(
+    out_dir: Path, name: str, settings: dict | None = None, passed_over: list[str] | None = None
+) -> Path:
     """The sweep folder ``name`` (or ``name-2``...) to write into: the first that records
-    the same ``settings`` (a resumed sweep), else a new one created with ``sweep.json``."""
+    the same ``settings`` (a resumed sweep), else a new one created with ``sweep.json``.
+    Folders of other settings are noted in ``passed_over`` with what differs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out_dir)
     for attempt in range(1, 10_000):
@@ -335,8 +344,12 @@ def reserve_sweep_dir(out_dir: Path, name: str, settings: dict | None = None) ->
             break
         if settings is not None and target.is_dir():
             recorded = read_sweep_settings(target)
-            if recorded is not None and not settings_difference(recorded, settings):
+            difference = settings_difference(recorded, settings) if recorded is not None else ""
+            if recorded is not None and not difference:
                 return target
+            if passed_over is not None:
+                why = difference or "not a sweep folder (no sweep.json)"
+                passed_over.append(f"{target.name}: {why}")
     staging = out_dir / f".{name}.partial-{os.getpid()}"
     staging.mkdir(exist_ok=True)
     if settings is not None:
