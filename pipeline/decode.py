@@ -30,10 +30,10 @@ Rules (the same for every file, whichever decoder reads it):
    positions ("frames 0-64 cannot be decoded (the stream starts without a keyframe; its
    first keyframe is frame 65)"); decord is not used on such streams. When timestamps cannot
    identify frames (AVI, which stores decode times; missing, duplicate or out-of-order
-   timestamps), PyAV decodes from the start and frame ``k`` out of the decoder is position
+   timestamps), PyAV decodes the whole stream and frame ``k`` out of the decoder is position
    ``k`` only where that is verified: the stream starts with a keyframe, the first frame
-   out is a keyframe, and after the decoder's initial delay every packet gives exactly one
-   frame; otherwise the view fails ("frame positions cannot be verified: ..."). Each kept frame is resized and cropped as soon as it is
+   out is a keyframe, after the decoder's initial delay every packet gives exactly one
+   frame, and the stream gives as many frames as it has packets; otherwise the view fails ("frame positions cannot be verified: ..."). Each kept frame is resized and cropped as soon as it is
    decoded, so memory holds at most the output clips, whatever the video length.
 5. **Corrupt data is an error, never a substitute.** decord runs with ``fault_tol`` so that
    a frame it would replace by the nearest good one raises instead; any PyAV decoder error
@@ -745,15 +745,17 @@ class _PyAVFrameReader:
         times; missing or duplicate pts): frame ``k`` in output order is position ``k`` only
         when that is verified, else the view fails. Verified means: the first packet is a
         keyframe, the first frame out is a keyframe, and after the decoder's initial delay
-        every packet of the stream gives exactly one frame (a frame the decoder drops or
-        cannot decode shows as a packet without a frame, and fails the view)."""
+        every packet gives exactly one frame, and the whole stream gives as many frames as
+        it has packets (a frame the decoder drops or cannot decode, even before its first
+        output, shows as a packet without a frame and fails the view). The stream is
+        therefore decoded to its end; frames after the last wanted one are not converted."""
         if not index.starts_with_keyframe:
             raise DecodeError(
                 self.path,
                 "frame positions cannot be verified: timestamps cannot identify frames and "
                 "the stream does not start with a keyframe",
             )
-        wanted_set, last_wanted = {int(i) for i in wanted}, int(wanted[-1])
+        wanted_set = {int(i) for i in wanted}
         out: dict[int, np.ndarray] = {}
         container, stream = self._open()
         stream.thread_type = "SLICE"  # frame threads would add a varying output delay
@@ -772,15 +774,13 @@ class _PyAVFrameReader:
                     raise DecodeError(self.path, _unverified_reason(position, packets))
                 if position in wanted_set:
                     out[position] = self._clip_frame(frame, position)
-                if position >= last_wanted and not flushing:
-                    break
-            else:  # the whole stream was decoded: every packet must have given a frame
-                if position + 1 != packets:
-                    raise DecodeError(
-                        self.path,
-                        f"frame positions cannot be verified: {packets} packets gave "
-                        f"{position + 1} frames (a frame was dropped or could not be decoded)",
-                    )
+        if position + 1 != packets:
+            raise DecodeError(
+                self.path,
+                f"frame positions cannot be verified: timestamps cannot identify frames and "
+                f"the stream's {packets} packets gave {position + 1} frames (frames were "
+                "dropped or could not be decoded)",
+            )
         _check_all_read(self.path, self.info, wanted, out)
         return out
 
