@@ -225,6 +225,8 @@ class _StreamIndex:
     first_decodable: int = 0
     """Position of the first frame the decoder outputs (the frame ``probe`` decoded, found by
     its pts); the frames before it cannot be decoded. 0 when pts cannot identify frames."""
+    leading_error: str = ""
+    """The decoder's error on the packets before the first frame ("" when none)."""
 
 
 # ----------------------------------------------------------------------------- probing
@@ -259,6 +261,7 @@ def _probe(path: str, threads: int = 1) -> tuple[VideoInfo, _StreamIndex]:
         )
     index = _build_index(scan, time_base, fps, pts_usable, first_frame, rotation)
     index.same_size_streams = same_size
+    index.leading_error = decode_error
     info = _video_info(path, index, fps, rotation, sar, stream_index, num_video_streams)
     return info, index
 
@@ -332,10 +335,10 @@ def _scan_packets(container: Any, stream: Any, path: str) -> tuple[_PacketScan, 
             pts.append(packet.pts)
             dts.append(packet.dts)
             keys.append(bool(packet.is_keyframe))
-            if first_frame is None and not decode_error:
-                first_frame, decode_error = _try_decode(packet)
-        if first_frame is None and not decode_error and pts:
-            first_frame, decode_error = _try_decode(None, stream)  # flush delayed frames
+            if first_frame is None:
+                first_frame, decode_error = _first_good_frame(packet, None, decode_error)
+        if first_frame is None and pts:  # flush delayed frames
+            first_frame, decode_error = _first_good_frame(None, stream, decode_error)
     except av.FFmpegError as error:
         raise DecodeError(
             path, f"unreadable container at packet {len(pts)}: {_ffmpeg_message(error)}"
@@ -348,6 +351,16 @@ def _is_encrypted(packet: Any) -> bool:
     exposes it; older versions then fail later with 'corrupt bitstream')."""
     has_sidedata = getattr(packet, "has_sidedata", None)
     return bool(has_sidedata and has_sidedata("encryption_info"))
+
+
+def _first_good_frame(packet: Any, stream: Any, decode_error: str) -> tuple[Any, str]:
+    """Decode one packet (or flush) while looking for the first frame. After a decoder error
+    (undecodable leading frames) only a frame not flagged corrupt counts as the first frame,
+    and decoding goes on: that frame's pts tells how many frames are lost (rule 4)."""
+    frame, error = _try_decode(packet, stream)
+    if decode_error and frame is not None and frame.is_corrupt:
+        frame = None
+    return frame, decode_error or error
 
 
 def _try_decode(packet: Any, stream: Any = None) -> tuple[Any, str]:
@@ -799,7 +812,12 @@ class _SeekLate(Exception):
 def _undecodable_reason(index: _StreamIndex, first_out: int) -> str:
     """Why the frames before ``first_out`` cannot be read, with their true positions."""
     first_key = int(index.key_positions[0]) if len(index.key_positions) else 0
-    if not index.starts_with_keyframe:
+    if index.leading_error:
+        why = (
+            f"corrupt bitstream: {index.leading_error}; the first frame the decoder outputs "
+            f"is frame {first_out}"
+        )
+    elif not index.starts_with_keyframe:
         why = f"the stream starts without a keyframe; its first keyframe is frame {first_key}"
         if first_out != first_key:
             why += f", the first frame the decoder outputs is frame {first_out}"

@@ -41,8 +41,12 @@ def _encode(path: Path, codec: str, options: dict[str, str], fmt: str | None) ->
             container.mux(packet)
 
 
-def _remux(source: Path, target: Path, drop: int, fmt: str | None = None) -> None:
-    """Copy ``source`` without its first ``drop`` packets (in file order), timestamps kept."""
+def _remux(
+    source: Path, target: Path, drop: int, fmt: str | None = None, garble: bool = False
+) -> None:
+    """Copy ``source`` without its first ``drop`` packets (in file order), timestamps kept;
+    ``garble``: the first packet kept has its payload replaced by zeros (an undecodable
+    keyframe)."""
     import av
 
     with av.open(str(source)) as inp, av.open(str(target), "w", format=fmt) as out:
@@ -52,6 +56,15 @@ def _remux(source: Path, target: Path, drop: int, fmt: str | None = None) -> Non
         for number, packet in enumerate(inp.demux(stream_in)):
             if packet.size == 0 or number < drop:
                 continue
+            if garble and kept == 0:
+                damaged = av.Packet(bytes(packet)[:4] + bytes(packet.size - 4))
+                damaged.pts, damaged.dts, damaged.time_base = (
+                    packet.pts,
+                    packet.dts,
+                    packet.time_base,
+                )
+                damaged.is_keyframe = True
+                packet = damaged
             packet.stream = stream_out
             out.mux(packet)
             kept += 1
@@ -71,6 +84,8 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     )
     no_key = folder / "no_key.mp4"  # the first GOP's keyframe is cut out: 11 P-frames first
     _remux(h264, no_key, drop=1)
+    garbled = folder / "garbled.mp4"  # the first keyframe cannot be decoded: 12 frames lost
+    _remux(h264, garbled, drop=0, garble=True)
     avi = folder / "mpeg4.avi"  # AVI stores decode times; one I-frame every 12, B-frames
     mpeg4 = {"g": "12", "bf": "2", "qmin": "1", "qmax": "1", "sc_threshold": "1000000000"}
     _encode(avi, "mpeg4", mpeg4, "avi")
@@ -83,6 +98,7 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     return {
         "h264": h264,
         "no_key": no_key,
+        "garbled": garbled,
         "avi": avi,
         "avi_no_key": avi_no_key,
         "avi_cut": cut,
@@ -117,6 +133,16 @@ def test_frames_after_the_first_keyframe_are_the_real_ones(videos, backend: str)
     # position p of the cut file is encoded frame p + 1: its grey level shows any shift
     np.testing.assert_allclose(_levels(view), _grey(view.indices + 1), atol=1.4)
     np.testing.assert_allclose(view.timestamps, (view.indices + 1) / 30, atol=1e-3)  # 1/30 s apart
+
+
+def test_undecodable_leading_frames_fail_the_view_with_true_positions(videos) -> None:
+    for backend in ("auto", "pyav"):
+        with pytest.raises(DecodeError, match=r"frames 0-11 cannot be decoded \(corrupt bitstream"):
+            decode_view(videos["garbled"], SamplingConfig(frames=8), "g", GEOMETRY, backend)
+    sampling = SamplingConfig("windows", frames=8, stride=3)  # frames 20-41: all decodable
+    view = decode_view(videos["garbled"], sampling, "g", GEOMETRY)
+    assert view.backend == "pyav" and view.indices.min() >= 12
+    np.testing.assert_allclose(_levels(view), _grey(view.indices), atol=1.4)
 
 
 def test_a_late_seek_is_redone_from_the_start(videos, monkeypatch) -> None:
