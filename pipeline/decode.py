@@ -124,7 +124,7 @@ class _DecordUnsuitable(Exception):
 
 
 class _TimestampsUnusable(Exception):
-    """Decoded frames cannot be matched to positions by timestamp; count them instead."""
+    """Decoded frames cannot be matched to positions by timestamp; verify an in-order decode."""
 
 
 @dataclass(frozen=True)
@@ -927,7 +927,7 @@ def decode_view(
     backend: str = "auto",
     threads: int = 1,
 ) -> DecodedView:
-    """Sample, decode, rotate, resize and crop the clips of one video (module rules 1-10).
+    """Sample, decode, rotate, resize and crop the clips of one video (module rules 1-11).
 
     ``key`` names the video for the sampling jitter (e.g. ``"<take>/<view>"``);
     ``threads`` are decoder threads (1 suits one decode per worker process).
