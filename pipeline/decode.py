@@ -21,10 +21,19 @@ Rules (the same for every file, whichever decoder reads it):
    ``get_batch`` on sorted unique indices, a few frames at a time. PyAV: seek to the
    keyframe before the first needed frame and decode forward, keeping only needed frames
    (identified by their presentation timestamp), seeking again whenever a keyframe lies
-   between one needed frame and the next, and stopping after the last one. When the
-   timestamps cannot identify frames (AVI, which stores decode times; missing, duplicate or
-   out-of-order timestamps; a seek that lands after the target), PyAV decodes from the start
-   and counts frames instead. Each kept frame is resized and cropped as soon as it is
+   between one needed frame and the next, and stopping after the last one; a seek that lands
+   after its target is redone by decoding from the start.
+   **A stored index is always the frame's real position, never a count of decoded frames.**
+   Frames before the first frame the decoder outputs (a stream that starts without a
+   keyframe, undecodable leading frames: found by ``probe`` from the pts of its first
+   decoded frame) fail the view when a sampled frame lies among them, with the true
+   positions ("frames 0-64 cannot be decoded (the stream starts without a keyframe; its
+   first keyframe is frame 65)"); decord is not used on such streams. When timestamps cannot
+   identify frames (AVI, which stores decode times; missing, duplicate or out-of-order
+   timestamps), PyAV decodes the whole stream and frame ``k`` out of the decoder is position
+   ``k`` only where that is verified: the stream starts with a keyframe, the first frame
+   out is a keyframe, after the decoder's initial delay every packet gives exactly one
+   frame, and the stream gives as many frames as it has packets; otherwise the view fails ("frame positions cannot be verified: ..."). Each kept frame is resized and cropped as soon as it is
    decoded, so memory holds at most the output clips, whatever the video length.
 5. **Corrupt data is an error, never a substitute.** decord runs with ``fault_tol`` so that
    a frame it would replace by the nearest good one raises instead; any PyAV decoder error
@@ -54,6 +63,11 @@ Rules (the same for every file, whichever decoder reads it):
    Output is uint8 RGB; normalisation belongs to the backbone.
 10. **Short videos.** The last frame is repeated (see ``pipeline.sampling``); the count is in
    ``DecodedView.padded``.
+11. **Decoder log.** What FFmpeg (PyAV's and decord's own copy) and decord print while a view
+   is decoded never reaches the terminal: file descriptor 2 goes to a temporary file during
+   ``decode_view``. When the view fails, the last line is quoted in the reason
+   ("(decoder log, 2 lines, last: h264: ...)"); otherwise the lines are dropped and counted
+   in ``DecodedView.decoder_log_lines``.
 """
 
 from __future__ import annotations
@@ -63,6 +77,8 @@ import math
 import os
 import re
 import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -83,6 +99,12 @@ DECORD_FAULT_TOL = 1e-6
 THUMB_SIDE = 32
 # decord's C++ log prefixes: "[03:51:15] /path/video_reader.cc:270: " and "[/the/file] ".
 _DECORD_LOG_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: |\[/[^\]]*\] ")
+# FFmpeg's log prefix: "[h264 @ 0x55d07b029b00] ".
+_FFMPEG_LOG_PREFIX = re.compile(r"\[(\w+) @ 0x[0-9a-f]+\] ")
+# Characters of decoder log a failure reason quotes (its last line).
+LOG_TAIL_CHARS = 100
+# One capture of file descriptor 2 at a time (decode_view called from several threads).
+_CAPTURE_LOCK = threading.Lock()
 
 
 class DecodeError(Exception):
@@ -102,7 +124,7 @@ class _DecordUnsuitable(Exception):
 
 
 class _TimestampsUnusable(Exception):
-    """Decoded frames cannot be matched to positions by timestamp; count them instead."""
+    """Decoded frames cannot be matched to positions by timestamp; verify an in-order decode."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +199,8 @@ class DecodedView:
     info: VideoInfo
     fallback_reason: str = ""
     """Why decord was not used when ``backend`` is "pyav" under "auto" ("" otherwise)."""
+    decoder_log_lines: int = 0
+    """Lines the decoders (FFmpeg, decord) logged while decoding; dropped, not printed."""
 
 
 @dataclass
@@ -196,6 +220,13 @@ class _StreamIndex:
     """(THUMB_SIDE, THUMB_SIDE) grey frame 0 before rotation; only kept for rotation 180."""
     same_size_streams: tuple[int, ...] = ()
     """Other video streams with the chosen stream's coded size (rule 2)."""
+    starts_with_keyframe: bool = True
+    """Whether the stream's first packet (in file order) is a keyframe."""
+    first_decodable: int = 0
+    """Position of the first frame the decoder outputs (the frame ``probe`` decoded, found by
+    its pts); the frames before it cannot be decoded. 0 when pts cannot identify frames."""
+    leading_error: str = ""
+    """The decoder's error on the packets before the first frame ("" when none)."""
 
 
 # ----------------------------------------------------------------------------- probing
@@ -230,6 +261,7 @@ def _probe(path: str, threads: int = 1) -> tuple[VideoInfo, _StreamIndex]:
         )
     index = _build_index(scan, time_base, fps, pts_usable, first_frame, rotation)
     index.same_size_streams = same_size
+    index.leading_error = decode_error
     info = _video_info(path, index, fps, rotation, sar, stream_index, num_video_streams)
     return info, index
 
@@ -303,10 +335,10 @@ def _scan_packets(container: Any, stream: Any, path: str) -> tuple[_PacketScan, 
             pts.append(packet.pts)
             dts.append(packet.dts)
             keys.append(bool(packet.is_keyframe))
-            if first_frame is None and not decode_error:
-                first_frame, decode_error = _try_decode(packet)
-        if first_frame is None and not decode_error and pts:
-            first_frame, decode_error = _try_decode(None, stream)  # flush delayed frames
+            if first_frame is None:
+                first_frame, decode_error = _first_good_frame(packet, None, decode_error)
+        if first_frame is None and pts:  # flush delayed frames
+            first_frame, decode_error = _first_good_frame(None, stream, decode_error)
     except av.FFmpegError as error:
         raise DecodeError(
             path, f"unreadable container at packet {len(pts)}: {_ffmpeg_message(error)}"
@@ -319,6 +351,16 @@ def _is_encrypted(packet: Any) -> bool:
     exposes it; older versions then fail later with 'corrupt bitstream')."""
     has_sidedata = getattr(packet, "has_sidedata", None)
     return bool(has_sidedata and has_sidedata("encryption_info"))
+
+
+def _first_good_frame(packet: Any, stream: Any, decode_error: str) -> tuple[Any, str]:
+    """Decode one packet (or flush) while looking for the first frame. After a decoder error
+    (undecodable leading frames) only a frame not flagged corrupt counts as the first frame,
+    and decoding goes on: that frame's pts tells how many frames are lost (rule 4)."""
+    frame, error = _try_decode(packet, stream)
+    if decode_error and frame is not None and frame.is_corrupt:
+        frame = None
+    return frame, decode_error or error
 
 
 def _try_decode(packet: Any, stream: Any = None) -> tuple[Any, str]:
@@ -405,6 +447,11 @@ def _build_index(
     thumb = _grey_thumbnail(first_frame.to_ndarray(format="rgb24")) if rotation == 180 else None
     usable = have_pts and unique and pts_usable
     key_pts = np.asarray([p for p, key in zip(pts, scan.keys, strict=True) if key], np.int64)
+    first_decodable = 0
+    if usable and first_frame.pts is not None:
+        at = int(np.searchsorted(sorted_pts, first_frame.pts))
+        if at < len(sorted_pts) and sorted_pts[at] == first_frame.pts:
+            first_decodable = at
     return _StreamIndex(
         times_s=times,
         pts=sorted_pts if usable else None,
@@ -413,6 +460,8 @@ def _build_index(
         coded_width=int(first_frame.width),
         coded_height=int(first_frame.height),
         first_thumb=thumb,
+        starts_with_keyframe=bool(scan.keys and scan.keys[0]),
+        first_decodable=first_decodable,
     )
 
 
@@ -639,7 +688,7 @@ def _read_pyav(
             return reader.read_by_timestamp(index, wanted)
         except _TimestampsUnusable:
             pass
-    return reader.read_counting(wanted)
+    return reader.read_in_order(index, wanted)
 
 
 class _PyAVFrameReader:
@@ -650,47 +699,101 @@ class _PyAVFrameReader:
         self.size = geometry.resized_size(info.width, info.height)
         self.turns = (-info.rotation // 90) % 4  # PyAV never rotates (rule 7)
 
+    def _open(self) -> tuple[Any, Any]:
+        container = _open_container(self.path)
+        stream = container.streams[self.info.stream_index]
+        _configure_decoder(stream, self.threads)
+        return container, stream
+
     def read_by_timestamp(self, index: _StreamIndex, wanted: np.ndarray) -> dict[int, np.ndarray]:
         """Seek to the keyframe before each group of wanted frames, match frames by pts."""
         out: dict[int, np.ndarray] = {}
-        with _open_container(self.path) as container:
-            stream = container.streams[self.info.stream_index]
-            _configure_decoder(stream, self.threads)
+        container, stream = self._open()
+        try:
             for group in _seek_groups(wanted, index.key_positions):
                 keyframe = _keyframe_before(int(group[0]), index.key_positions)
-                if out or keyframe > 0:
+                seek = bool(out) or keyframe > 0
+                if seek:
                     container.seek(int(index.pts[keyframe]), stream=stream, backward=True)
-                self._read_group(container, stream, index, group, out)
+                try:
+                    self._read_group(container, stream, index, group, out, from_start=not seek)
+                except _SeekLate:
+                    # The seek landed after the group: decode it from the very start instead.
+                    container.close()
+                    container, stream = self._open()
+                    self._read_group(container, stream, index, group, out, from_start=True)
+        finally:
+            container.close()
         _check_all_read(self.path, self.info, wanted, out)
         return out
 
     def _read_group(
-        self, container: Any, stream: Any, index: _StreamIndex, group: np.ndarray, out: dict
+        self,
+        container: Any,
+        stream: Any,
+        index: _StreamIndex,
+        group: np.ndarray,
+        out: dict,
+        from_start: bool = False,
     ) -> None:
         """Decode forward from the current seek point to the last frame of ``group``."""
         wanted_set, last_wanted, previous = {int(i) for i in group}, int(group[-1]), -1
+        first_wanted = int(group[0])
         for frame in _decoded_frames(container, stream, self.path, self.info):
-            position = _frame_position(frame, index, int(group[0]), previous)
+            position = _frame_position(frame, index)
+            if position <= previous:
+                raise _TimestampsUnusable("decoder output is not in pts order")
+            if previous < 0 and position > first_wanted:
+                if from_start:
+                    raise DecodeError(self.path, _undecodable_reason(index, position))
+                raise _SeekLate()
             previous = position
             if position in wanted_set:
                 out[position] = self._clip_frame(frame, position)
             if position >= last_wanted:
                 return
 
-    def read_counting(self, wanted: np.ndarray) -> dict[int, np.ndarray]:
-        """Decode from the start and count frames: when timestamps cannot identify them."""
-        wanted_set, last_wanted = {int(i) for i in wanted}, int(wanted[-1])
+    def read_in_order(self, index: _StreamIndex, wanted: np.ndarray) -> dict[int, np.ndarray]:
+        """Decode from the start when timestamps cannot identify frames (AVI stores decode
+        times; missing or duplicate pts): frame ``k`` in output order is position ``k`` only
+        when that is verified, else the view fails. Verified means: the first packet is a
+        keyframe, the first frame out is a keyframe, and after the decoder's initial delay
+        every packet gives exactly one frame, and the whole stream gives as many frames as
+        it has packets (a frame the decoder drops or cannot decode, even before its first
+        output, shows as a packet without a frame and fails the view). The stream is
+        therefore decoded to its end; frames after the last wanted one are not converted."""
+        if not index.starts_with_keyframe:
+            raise DecodeError(
+                self.path,
+                "frame positions cannot be verified: timestamps cannot identify frames and "
+                "the stream does not start with a keyframe",
+            )
+        wanted_set = {int(i) for i in wanted}
         out: dict[int, np.ndarray] = {}
-        with _open_container(self.path) as container:
-            stream = container.streams[self.info.stream_index]
-            _configure_decoder(stream, self.threads)
-            for position, frame in enumerate(
-                _decoded_frames(container, stream, self.path, self.info)
+        container, stream = self._open()
+        stream.thread_type = "SLICE"  # frame threads would add a varying output delay
+        delay, position, packets = -1, -1, 0
+        with container:
+            for packets, flushing, frame in _frames_with_packet_count(
+                container, stream, self.path, self.info
             ):
+                position += 1
+                lag = packets - position - 1
+                if position == 0:
+                    if not frame.key_frame:
+                        raise DecodeError(self.path, _unverified_reason(0, packets))
+                    delay = lag
+                elif not flushing and lag != delay:
+                    raise DecodeError(self.path, _unverified_reason(position, packets))
                 if position in wanted_set:
                     out[position] = self._clip_frame(frame, position)
-                if position >= last_wanted:
-                    break
+        if position + 1 != packets:
+            raise DecodeError(
+                self.path,
+                f"frame positions cannot be verified: timestamps cannot identify frames and "
+                f"the stream's {packets} packets gave {position + 1} frames (frames were "
+                "dropped or could not be decoded)",
+            )
         _check_all_read(self.path, self.info, wanted, out)
         return out
 
@@ -700,6 +803,35 @@ class _PyAVFrameReader:
             raise DecodeError(self.path, f"corrupt bitstream: frame {position} is flagged corrupt")
         rgb = frame.to_ndarray(format="rgb24")
         return _to_clip_frame(rgb, self.turns, self.size, self.geometry)
+
+
+class _SeekLate(Exception):
+    """A seek landed after the first frame of its group."""
+
+
+def _undecodable_reason(index: _StreamIndex, first_out: int) -> str:
+    """Why the frames before ``first_out`` cannot be read, with their true positions."""
+    first_key = int(index.key_positions[0]) if len(index.key_positions) else 0
+    if index.leading_error:
+        why = (
+            f"corrupt bitstream: {index.leading_error}; the first frame the decoder outputs "
+            f"is frame {first_out}"
+        )
+    elif not index.starts_with_keyframe:
+        why = f"the stream starts without a keyframe; its first keyframe is frame {first_key}"
+        if first_out != first_key:
+            why += f", the first frame the decoder outputs is frame {first_out}"
+    else:
+        why = f"the decoder outputs no frame before frame {first_out}"
+    return f"frames 0-{first_out - 1} cannot be decoded ({why})"
+
+
+def _unverified_reason(position: int, packets: int) -> str:
+    return (
+        "frame positions cannot be verified: timestamps cannot identify frames and the "
+        f"decoder's output does not follow its input (frame {position} came out after "
+        f"{packets} packets: a frame was dropped or could not be decoded)"
+    )
 
 
 def _keyframe_before(position: int, key_positions: np.ndarray) -> int:
@@ -718,18 +850,39 @@ def _seek_groups(wanted: np.ndarray, key_positions: np.ndarray) -> list[np.ndarr
     return [wanted[a:b] for a, b in zip(starts, [*starts[1:], len(wanted)], strict=True)]
 
 
-def _frame_position(frame: Any, index: _StreamIndex, first_wanted: int, previous: int) -> int:
-    """Position of a decoded frame from its pts; raises when pts cannot tell."""
+def _frame_position(frame: Any, index: _StreamIndex) -> int:
+    """Position of a decoded frame: its pts found in the packet index; raises when it is not
+    there (the frame cannot be matched to a real position by timestamp)."""
     if frame.pts is None:
         raise _TimestampsUnusable("frame without pts")
     position = int(np.searchsorted(index.pts, frame.pts))
     if position >= len(index.pts) or index.pts[position] != frame.pts:
         raise _TimestampsUnusable(f"pts {frame.pts} not in the packet index")
-    if position <= previous:
-        raise _TimestampsUnusable("decoder output is not in pts order")
-    if previous < 0 and position > first_wanted:
-        raise _TimestampsUnusable("seek landed after the first wanted frame")
     return position
+
+
+def _frames_with_packet_count(
+    container: Any, stream: Any, path: str, info: VideoInfo
+) -> Iterator[tuple[int, bool, Any]]:
+    """(packets of the stream sent so far, whether flushing, frame) in output order. Packets
+    are counted as ``_scan_packets`` counts frames (empty and discarded ones are not)."""
+    import av
+
+    packets = produced = 0
+    try:
+        for packet in container.demux(stream):
+            flushing = packet.size == 0
+            if not flushing and not getattr(packet, "is_discard", False):
+                packets += 1
+            for frame in packet.decode():
+                produced += 1
+                yield packets, flushing, frame
+    except av.FFmpegError as error:
+        raise DecodeError(
+            path,
+            f"corrupt bitstream: {_ffmpeg_message(error)}, after {produced} decoded frames "
+            f"of {info.num_frames}",
+        ) from error
 
 
 def _decoded_frames(container: Any, stream: Any, path: str, info: VideoInfo) -> Iterator[Any]:
@@ -774,7 +927,7 @@ def decode_view(
     backend: str = "auto",
     threads: int = 1,
 ) -> DecodedView:
-    """Sample, decode, rotate, resize and crop the clips of one video (module rules 1-10).
+    """Sample, decode, rotate, resize and crop the clips of one video (module rules 1-11).
 
     ``key`` names the video for the sampling jitter (e.g. ``"<take>/<view>"``);
     ``threads`` are decoder threads (1 suits one decode per worker process).
@@ -784,9 +937,29 @@ def decode_view(
     if backend not in BACKENDS:
         raise ValueError(f"decode backend {backend!r} is not one of {BACKENDS}")
     path = str(path)
+    log: list[str] = []
+    try:
+        with _decoder_log_captured(log):
+            view = _decode_view(path, sampling, key, geometry, backend, threads)
+    except DecodeError as error:
+        raise DecodeError(path, _with_log_tail(error.reason, log)) from error
+    view.decoder_log_lines = len(log)
+    return view
+
+
+def _decode_view(
+    path: str,
+    sampling: SamplingConfig,
+    key: str,
+    geometry: FrameGeometry,
+    backend: str,
+    threads: int,
+) -> DecodedView:
     info, index = _probe(path, threads)
     sampled = sample_indices(info.num_frames, sampling, key)
     wanted = np.unique(sampled.indices)
+    if wanted[0] < index.first_decodable:  # known from probe: fail before any decoding
+        raise DecodeError(path, _undecodable_reason(index, index.first_decodable))
     frames_at, used, fallback_reason = _read_with_backend(
         path, info, index, wanted, geometry, backend, threads
     )
@@ -803,6 +976,49 @@ def decode_view(
         info=info,
         fallback_reason=fallback_reason,
     )
+
+
+@contextlib.contextmanager
+def _decoder_log_captured(lines: list[str]) -> Iterator[None]:
+    """Rule 11: file descriptor 2 goes to a temporary file while decoding; its non-empty lines
+    are appended to ``lines`` at the end. FFmpeg (PyAV's and decord's own copy) and decord's
+    C++ code write there directly, whatever Python's logging says."""
+    if not _CAPTURE_LOCK.acquire(blocking=False):
+        yield  # another thread is capturing already
+        return
+    try:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep off the terminal
+            yield
+            return
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                text = capture.read().decode("utf-8", errors="replace")
+                lines.extend(line.strip() for line in text.splitlines() if line.strip())
+    finally:
+        _CAPTURE_LOCK.release()
+
+
+def _with_log_tail(reason: str, log: list[str]) -> str:
+    """A failure reason with the decoders' last log line (one line, short)."""
+    if not log:
+        return reason
+    last = _FFMPEG_LOG_PREFIX.sub(r"\1: ", _DECORD_LOG_PREFIX.sub("", log[-1])).strip()
+    if len(last) > LOG_TAIL_CHARS:
+        last = last[: LOG_TAIL_CHARS - 3] + "..."
+    count = f"{len(log)} line{'s' if len(log) > 1 else ''}"
+    return f"{reason} (decoder log, {count}, last: {last})"
 
 
 def _read_with_backend(
@@ -838,6 +1054,11 @@ def _decord_refused(index: _StreamIndex, info: VideoInfo) -> str:
     """
     if index.pts is None:
         return "timestamps cannot identify frames (e.g. AVI): decord's seeking is unreliable"
+    if not index.starts_with_keyframe or index.first_decodable > 0:
+        return (
+            "the stream does not start with a decodable keyframe: decord could return "
+            "frames at the wrong positions"
+        )
     if index.same_size_streams:
         return (
             f"streams {list(index.same_size_streams)} have the same size as the chosen "
