@@ -72,6 +72,10 @@ _SCAN_BLOCK = 1 << 17
 while it is in the CPU's cache, one pass over memory for both."""
 
 
+_READ_PIECE = 1 << 20
+"""Bytes read at a time from a checksummed chunk: small enough to be scanned from the cache."""
+
+
 def has_non_finite_float16(data: memoryview) -> bool:
     """Whether raw float16 bytes hold a NaN or an Inf."""
     return _scan(data, checksum=False)[1]
@@ -433,13 +437,14 @@ def _read_checksummed(fd: int, path: Path, runs, data_bytes: int) -> None:
         offset == sum(len(t) for t, _ in runs[:i]) for i, (_, offset) in enumerate(runs)
     )
     non_finite = False
-    if covered:  # the usual case, a whole packed chunk: read in place, scan the targets
+    if covered:  # the usual case, a whole packed chunk: read in place, each piece scanned
+        value = 0  # while it is still in the CPU's cache from the read
         for target, offset in runs:
-            _pread_exactly(fd, path, target, offset)
-        value = 0
-        for target, _ in runs:
-            value, bad = _scan(target, checksum=True, crc=value)
-            non_finite |= bad
+            for start in range(0, len(target), _READ_PIECE):
+                piece = target[start : start + _READ_PIECE]
+                _pread_exactly(fd, path, piece, offset + start)
+                value, bad = _scan(piece, checksum=True, crc=value)
+                non_finite |= bad
     else:  # a part of the chunk: the checksum covers all of it
         scratch = np.empty(data_bytes, dtype=np.uint8)
         _pread_exactly(fd, path, memoryview(scratch), 0)
