@@ -31,12 +31,10 @@ from skill.pipeline.backbones.registry import (
     BackboneSpec,
     Family,
     Geometry,
-    TokenMode,
     register,
     register_family,
 )
-
-TUBELET = 2
+from skill.pipeline.backbones.tubelets import TUBELET, tubelet_token_modes
 
 # Every nn.Linear of a VideoMAEModel layer (module-name suffixes, as SkillFormer names
 # TimeSformer's): query/key/value, the attention output, the MLP. "output.dense" also matches
@@ -71,17 +69,6 @@ def _hidden(model, pixels):
     return model(pixel_values=pixels).last_hidden_state.float()
 
 
-def _frame_tokens(model, pixels):
-    hidden = _hidden(model, pixels)
-    batch, frames = pixels.shape[:2]
-    # Tubelet-major: (B, (T/2)*P, D) -> (B, T/2, P, D), averaged over patches.
-    return hidden.reshape(batch, frames // TUBELET, -1, hidden.shape[-1]).mean(dim=2)
-
-
-def _cls_tokens(model, pixels):
-    return _hidden(model, pixels).mean(dim=1, keepdim=True)  # (B, 1, D)
-
-
 def _set_frames(model, frames: int) -> None:
     """Rebuild the fixed sinusoid position table for ``frames`` (``config.num_frames`` is set)."""
     from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
@@ -114,15 +101,7 @@ VIDEOMAE = register_family(
         config_class="VideoMAEConfig",
         model_types=("videomae",),
         default_resample="bilinear",  # VideoMAEImageProcessor's
-        token_modes={
-            "frame": TokenMode(
-                count=lambda frames, patches: frames // TUBELET, tokens=_frame_tokens
-            ),
-            "cls": TokenMode(count=lambda frames, patches: 1, tokens=_cls_tokens),
-            "patch": TokenMode(
-                count=lambda frames, patches: (frames // TUBELET) * patches, tokens=_hidden
-            ),
-        },
+        token_modes=tubelet_token_modes(_hidden),
         lora_targets=VIDEOMAE_LORA_TARGETS,
         frames_key="num_frames",
         required_config=(("tubelet_size", TUBELET, "the token layouts assume tubelets of 2"),),

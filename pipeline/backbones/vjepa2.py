@@ -31,12 +31,10 @@ from skill.pipeline.backbones.registry import (
     BackboneSpec,
     Family,
     Geometry,
-    TokenMode,
     register,
     register_family,
 )
-
-TUBELET = 2
+from skill.pipeline.backbones.tubelets import TUBELET, tubelet_token_modes
 
 # Every nn.Linear of VJEPA2Model (module-name suffixes): the encoder layers' query/key/value,
 # attention output "proj" and MLP fc1/fc2. VJEPA2Model also holds the predictor, whose layers
@@ -80,17 +78,6 @@ def _hidden(model, pixels):
     return output.last_hidden_state.float()
 
 
-def _frame_tokens(model, pixels):
-    hidden = _hidden(model, pixels)
-    batch, frames = pixels.shape[:2]
-    # Tubelet-major: (B, (T/2)*P, D) -> (B, T/2, P, D), averaged over patches.
-    return hidden.reshape(batch, frames // TUBELET, -1, hidden.shape[-1]).mean(dim=2)
-
-
-def _cls_tokens(model, pixels):
-    return _hidden(model, pixels).mean(dim=1, keepdim=True)  # (B, 1, D)
-
-
 VJEPA2 = register_family(
     Family(
         name="vjepa2",
@@ -98,15 +85,7 @@ VJEPA2 = register_family(
         config_class="VJEPA2Config",
         model_types=("vjepa2",),
         default_resample="bilinear",  # VJEPA2VideoProcessor's
-        token_modes={
-            "frame": TokenMode(
-                count=lambda frames, patches: frames // TUBELET, tokens=_frame_tokens
-            ),
-            "cls": TokenMode(count=lambda frames, patches: 1, tokens=_cls_tokens),
-            "patch": TokenMode(
-                count=lambda frames, patches: (frames // TUBELET) * patches, tokens=_hidden
-            ),
-        },
+        token_modes=tubelet_token_modes(_hidden),
         lora_targets=VJEPA2_LORA_TARGETS,
         frames_key="frames_per_clip",
         required_config=(("tubelet_size", TUBELET, "the token layouts assume tubelets of 2"),),
