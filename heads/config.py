@@ -168,8 +168,8 @@ class PredictConfig:
     """CSV of per-take class probabilities; needed for format csv."""
     format: str = "csv"
     """Output format: csv (``out_csv``); egoexo4d (also the official EgoExo4D JSON of per-view
-    logits); egoexo4d-labels (also the challenge's newer JSON, ``{"videos": [take names],
-    "predictions": [class names]}``)."""
+    logits); egoexo4d-labels (also the challenge's newer JSON: ``videos``, the take names, and
+    ``predictions``, one class name each)."""
     out_json: str | None = None
     """egoexo4d, egoexo4d-labels: the prediction JSON; default ``out_csv`` with suffix ``.json``."""
     views: str | None = None
