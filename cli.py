@@ -459,6 +459,13 @@ def predict(cfg: PredictConfig) -> None:
     result = run_predict(cfg)
     which = f" of split {result.split}" if result.split else ""
     out.print(f"predicted {len(result.take_ids)} takes{which} -> {result.out_csv}")
+    if result.aggregate == "participant":
+        out.print(
+            "[yellow]note:[/] probabilities are means over each participant's predicted takes: "
+            "outside the benchmark's input rules (each take is to be predicted from its own "
+            "videos)",
+            highlight=False,
+        )
     for warning in result.warnings:
         out.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if result.out_json:

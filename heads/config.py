@@ -18,6 +18,7 @@ from skill.errors import ConfigError
 MONITORS = ("balanced_accuracy", "loss")
 FORMATS = ("csv", "egoexo4d", "egoexo4d-labels")
 UNPREDICTABLE = ("refuse", "uniform")
+AGGREGATES = ("none", "participant")
 
 
 def _check_head(head: str, option: str = "head") -> None:
@@ -182,6 +183,10 @@ class PredictConfig:
     """egoexo4d formats: what to do with a take of the file that cannot be predicted (not
     completed, or no valid view among the run's views): refuse (an error listing them) or
     uniform (all-zero logits; egoexo4d-labels: the run's most frequent training class)."""
+    aggregate: str = "none"
+    """none, or participant: each take gets the mean of the probabilities of the predicted
+    takes of its participant (every output and metric). Outside the benchmark's input rules,
+    which score each take on its own videos."""
     device: str = "cpu"
     """cpu, cuda, cuda:N, or auto; resolved by a neural head (LightGBM always runs on cpu)."""
     batch_size: int = 64
@@ -189,6 +194,10 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         self.store, self.run = str(self.store), str(self.run)
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(
+                f"aggregate: unknown choice {self.aggregate!r}; choose from {', '.join(AGGREGATES)}"
+            )
         if self.unpredictable not in UNPREDICTABLE:
             raise ConfigError(
                 f"unpredictable: unknown choice {self.unpredictable!r}; choose from "

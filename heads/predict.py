@@ -37,6 +37,10 @@ Outputs:
   (:class:`UnpredictableTakesError`, listing them) unless ``unpredictable="uniform"``: then
   it gets all-zero logits (a uniform guess; labels: the run's most frequent training class)
   and ``PredictResult.filled`` names them.
+- ``aggregate="participant"``: every output and metric uses, for each take, the mean of
+  the probabilities of its participant's predicted takes (the late head's slots are
+  averaged in probability space, so the scorer's Ego+Exo stays skill's prediction). This
+  is outside the benchmark's input rules (each take is to be scored on its own videos).
 - Leakage guards: predicted takes that were among the run's training or validation takes,
   or share participants with its training takes, give ``PredictResult.warnings``.
 """
@@ -85,6 +89,7 @@ class PredictResult:
     filled: list[str] = field(default_factory=list)  # takes of the file given the uniform fill
     warnings: list[str] = field(default_factory=list)  # leakage warnings (see leakage_warnings)
     benchmark: dict = field(default_factory=dict)  # egoexo4d: ego, exo, ego+exo top-1 (labelled)
+    aggregate: str = "none"  # "participant": probabilities are participant means
     metrics: dict = field(
         default_factory=dict
     )  # per split ("all", "train", "val", ...) if labelled
@@ -104,6 +109,7 @@ def predict(
     batch_size: int = 64,
     split: str | None = None,
     unpredictable: str = "refuse",
+    aggregate: str = "none",
 ) -> PredictResult:
     """Predict every completed take of ``cfg.store`` (of ``cfg.split`` when set) with the head
     in ``cfg.run``.
@@ -118,7 +124,7 @@ def predict(
         cfg = PredictConfig(
             store=cfg, run=run_dir, out_csv=out_csv, format=fmt, out_json=out_json,
             views=views, order=order, device=device, batch_size=batch_size, split=split,
-            unpredictable=unpredictable,
+            unpredictable=unpredictable, aggregate=aggregate,
         )  # fmt: skip
     record = read_run_record(cfg.run)
     store = TokenStore.open(cfg.store)
@@ -129,8 +135,11 @@ def predict(
     sel = subset(sel, in_split[sel.store_rows])
     head = load_head(cfg.run, record.model)
     probs = head.predict_proba(sel.x, sel.mask, None, cfg.batch_size, cfg.device)
+    take_probs = probs
+    if cfg.aggregate == "participant":
+        probs = participant_mean(probs, sel.participant)
     result = make_result(store, sel, record, probs, used_views, in_split)
-    result.split = cfg.split
+    result.split, result.aggregate = cfg.split, cfg.aggregate
     result.warnings = leakage_warnings(record, sel)
     if cfg.format != "csv":
         ids = [str(t) for t in table.ids[in_split]] if cfg.order is None else cfg.order
@@ -152,7 +161,9 @@ def predict(
         write_csv(result.out_csv, result, sel)
     if cfg.format == "egoexo4d":
         result.out_json = Path(cfg.out_json)
-        slots = egoexo4d_slots(head, sel, probs, cfg.device, cfg.batch_size)
+        slots = egoexo4d_slots(head, sel, take_probs, cfg.device, cfg.batch_size)
+        if cfg.aggregate == "participant":  # in probability space: Ego+Exo stays the fused
+            slots = np.log(np.clip(participant_mean(_softmax(slots), sel.participant), 1e-12, None))
         rows = np.array([row_of[t] for t in ids if t in row_of], dtype=np.int64)
         result.benchmark = benchmark_scores(slots[rows], sel.labels[rows])
         write_egoexo4d(result.out_json, ids, row_of, slots, len(record.class_names))
@@ -161,6 +172,17 @@ def predict(
         fill = record.class_names[int(np.argmax(record.train_class_counts))]
         write_egoexo4d_labels(result.out_json, ids, row_of, result.predicted, fill)
     return result
+
+
+def participant_mean(values: np.ndarray, participant: np.ndarray) -> np.ndarray:
+    """``(n, ...)`` -> each row replaced by the mean of the rows of its participant (a take
+    without a participant keeps its own row)."""
+    out = values.copy()
+    people = np.asarray(participant).astype(str)
+    for person in set(people.tolist()) - {""}:
+        rows = people == person
+        out[rows] = values[rows].mean(axis=0)
+    return out
 
 
 class UnpredictableTakesError(SkillError, ValueError):

@@ -258,3 +258,32 @@ def test_runs_without_the_record_give_no_warning(store, runs, tmp_path):
         del config["takes"][key]
     (run / "config.json").write_text(json.dumps(config))
     assert predict(store.path, run, tmp_path / "p.csv", split="train").warnings == []
+
+
+# ---- 6. participant aggregation -----------------------------------------------------------
+
+
+def test_participant_aggregate_is_a_mean_over_the_takes_of_each_person(store, runs, tmp_path):
+    from skill.cli import app
+
+    out = tmp_path / "agg.json"
+    single = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
+                     split="test")  # fmt: skip
+    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
+                     split="test", aggregate="participant")  # fmt: skip
+    assert result.aggregate == "participant" and result.take_ids == single.take_ids
+    person = np.array([t.split("_")[0] for t in result.take_ids])
+    for p in set(person):
+        rows = person == p
+        want = np.broadcast_to(single.probs[rows].mean(0), result.probs[rows].shape)
+        np.testing.assert_allclose(result.probs[rows], want, atol=1e-6)
+    scores, preds = scorer(json.loads(out.read_text()), labelled(result))
+    assert scores == pytest.approx(result.benchmark)
+    assert scores["ego+exo"] == pytest.approx(result.metrics["all"]["top1"])
+    with pytest.raises(ConfigError, match="aggregate: unknown choice 'scenario'"):
+        predict(store.path, runs["late"].run_dir, tmp_path / "p.csv", aggregate="scenario")
+    done = runner.invoke(app, ["predict", str(store.path), "--run", str(runs["late"].run_dir),
+                               "--out", str(tmp_path / "p.csv"), "--split", "test",
+                               "--aggregate", "participant"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "outside the benchmark's input rules" in " ".join(done.output.split())
