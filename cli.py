@@ -457,11 +457,32 @@ def predict(cfg: PredictConfig) -> None:
     from skill.heads.predict import predict as run_predict
 
     result = run_predict(cfg)
-    out.print(f"predicted {len(result.take_ids)} takes -> {result.out_csv}")
+    which = f" of split {result.split}" if result.split else ""
+    out.print(f"predicted {len(result.take_ids)} takes{which} -> {result.out_csv}")
+    if result.aggregate == "participant":
+        out.print(
+            "[yellow]note:[/] probabilities are means over each participant's predicted takes: "
+            "outside the benchmark's input rules (each take is to be predicted from its own "
+            "videos)",
+            highlight=False,
+        )
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if result.out_json:
-        out.print(f"EgoExo4D prediction file -> {result.out_json}")
-    if result.skipped:
-        out.print(f"{len(result.skipped)} takes had no usable view (uniform logits)")
+        out.print(
+            f"EgoExo4D prediction file ({cfg.format}): {result.file_takes} takes{which} "
+            f"-> {result.out_json}"
+        )
+    if result.filled:
+        out.print(
+            f"{len(result.filled)} takes of the file had nothing to predict from: written with "
+            "a uniform guess (zero logits; labels: the most frequent training class)"
+        )
+    elif result.skipped:
+        out.print(f"{len(result.skipped)} takes had no usable view (not in the CSV)")
+    if result.benchmark:
+        figures = ", ".join(f"{k} {v:.3f}" for k, v in result.benchmark.items())
+        out.print(f"the scorer's top-1 on the labelled takes of the file: {figures}")
     for split, metrics in result.metrics.items():
         out.print(format_metrics(split, metrics), highlight=False)
 

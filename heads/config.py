@@ -16,7 +16,9 @@ from skill.devices import resolve_device
 from skill.errors import ConfigError
 
 MONITORS = ("balanced_accuracy", "loss")
-FORMATS = ("csv", "egoexo4d")
+FORMATS = ("csv", "egoexo4d", "egoexo4d-labels")
+UNPREDICTABLE = ("refuse", "uniform")
+AGGREGATES = ("none", "participant")
 
 
 def _check_head(head: str, option: str = "head") -> None:
@@ -166,13 +168,25 @@ class PredictConfig:
     out_csv: str | None = None
     """CSV of per-take class probabilities; needed for format csv."""
     format: str = "csv"
-    """Output format: csv (``out_csv``) or egoexo4d (also the official EgoExo4D JSON)."""
+    """Output format: csv (``out_csv``); egoexo4d (also the official EgoExo4D JSON of per-view
+    logits); egoexo4d-labels (also the challenge's newer JSON: ``videos``, the take names, and
+    ``predictions``, one class name each)."""
     out_json: str | None = None
-    """egoexo4d: the official prediction JSON; default ``out_csv`` with suffix ``.json``."""
+    """egoexo4d, egoexo4d-labels: the prediction JSON; default ``out_csv`` with suffix ``.json``."""
     views: str | None = None
     """Subset of the run's views to feed (spec as for fit); the others are masked. None = all."""
     order: list[str] | None = None
     """egoexo4d: take ids in the order the JSON lists them; None = the store's take order."""
+    split: str | None = None
+    """Predict only the takes of this split of the store (e.g. val or test); None = every take."""
+    unpredictable: str = "refuse"
+    """egoexo4d formats: what to do with a take of the file that cannot be predicted (not
+    completed, or no valid view among the run's views): refuse (an error listing them) or
+    uniform (all-zero logits; egoexo4d-labels: the run's most frequent training class)."""
+    aggregate: str = "none"
+    """none, or participant: each take gets the mean of the probabilities of the predicted
+    takes of its participant (every output and metric). Outside the benchmark's input rules,
+    which score each take on its own videos."""
     device: str = "cpu"
     """cpu, cuda, cuda:N, or auto; resolved by a neural head (LightGBM always runs on cpu)."""
     batch_size: int = 64
@@ -180,6 +194,17 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         self.store, self.run = str(self.store), str(self.run)
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(
+                f"aggregate: unknown choice {self.aggregate!r}; choose from {', '.join(AGGREGATES)}"
+            )
+        if self.unpredictable not in UNPREDICTABLE:
+            raise ConfigError(
+                f"unpredictable: unknown choice {self.unpredictable!r}; choose from "
+                + ", ".join(UNPREDICTABLE)
+            )
+        if self.split is not None:
+            self.split = str(self.split)
         self.out_csv = None if self.out_csv is None else str(self.out_csv)
         self.out_json = None if self.out_json is None else str(self.out_json)
         if self.format not in FORMATS:
@@ -188,10 +213,10 @@ class PredictConfig:
             )
         if self.format == "csv" and self.out_csv is None:
             raise ConfigError("out_csv: csv format needs out_csv")
-        if self.format == "egoexo4d" and self.out_json is None:
+        if self.format != "csv" and self.out_json is None:
             if self.out_csv is None:
                 raise ConfigError(
-                    "out_json: egoexo4d format needs out_json (or out_csv to derive it from)"
+                    f"out_json: {self.format} format needs out_json (or out_csv to derive it from)"
                 )
             self.out_json = os.path.splitext(self.out_csv)[0] + ".json"
         if self.batch_size < 1:

@@ -17,15 +17,32 @@ Outputs:
 - ``fmt="egoexo4d"`` (``out_json``, default: ``out_csv`` with suffix ``.json``): the official
   EgoExo4D proficiency prediction file, ``{"videos": [take ids], "ego_model_predictions":
   [[C logits], ...], "exo_model_predictions": [[[C logits] x 4], ...]}``, takes in the order
-  of the store's take table, or of ``order`` (the ground truth's take names). Logits are
-  log-probabilities (their softmax is the predicted distribution).
+  of the store's take table (of ``split`` when set), or of ``order`` (the ground truth's take
+  names). Logits are log-probabilities (their softmax is the predicted distribution).
+  The scorer takes argmax of the ego slot (Ego), of the mean of the exo slots' softmaxes
+  (Exo) and of the mean of all five softmaxes (Ego+Exo). Fill rule: every slot without a
+  view of its own gets the take's fused log-probabilities (the head's output).
   Fusion heads (one output per take) put the fused logits in every slot, so the scorer's
-  Ego, Exo and Ego+Exo scores all equal the fused prediction. The ``late`` head puts the ego
-  view's own logits in the ego slot and the i-th exo view's logits in the i-th exo slot; a
-  slot whose view is missing for that take (or absent from the run, e.g. only 3 exo
-  cameras) gets the mean of the take's available views' log-probabilities.
-  A take that cannot be predicted (not completed, or no valid view) gets all-zero logits
-  (a uniform guess) so that the file still lists every take; ``PredictResult.skipped`` names them.
+  Ego, Exo and Ego+Exo all equal the fused prediction. The ``late`` head puts the ego
+  view's own logits in the ego slot and the i-th exo view's logits in the i-th exo slot; its
+  fused output is the mean of the valid views' probabilities, so filling the missing slots
+  with it keeps the mean of the five softmaxes equal to it: the scorer's Ego+Exo is skill's
+  prediction of every take, its Ego is the ego classifier where the take has an ego view
+  and the fused prediction where not, its Exo the exo classifiers' mean with the same fill.
+  ``PredictResult.benchmark`` holds these three figures computed from the slots by the
+  scorer's own arithmetic, so what skill reports is what the scorer will say.
+- ``fmt="egoexo4d-labels"``: the challenge's newer file, ``{"videos": [take names],
+  "predictions": [class names]}`` (skill's fused prediction per take).
+- A take of the file that cannot be predicted (not completed, or no valid view) is refused
+  (:class:`UnpredictableTakesError`, listing them) unless ``unpredictable="uniform"``: then
+  it gets all-zero logits (a uniform guess; labels: the run's most frequent training class)
+  and ``PredictResult.filled`` names them.
+- ``aggregate="participant"``: every output and metric uses, for each take, the mean of
+  the probabilities of its participant's predicted takes (the late head's slots are
+  averaged in probability space, so the scorer's Ego+Exo stays skill's prediction). This
+  is outside the benchmark's input rules (each take is to be scored on its own videos).
+- Leakage guards: predicted takes that were among the run's training or validation takes,
+  or share participants with its training takes, give ``PredictResult.warnings``.
 """
 
 from __future__ import annotations
@@ -67,6 +84,12 @@ class PredictResult:
     view_names: list[str]  # the run's views
     used_views: list[str]  # the views that fed the head (others masked)
     skipped: list[str] = field(default_factory=list)  # takes with nothing to predict from
+    split: str | None = None  # the split predicted (None = every take)
+    file_takes: int = 0  # takes listed in the JSON prediction file
+    filled: list[str] = field(default_factory=list)  # takes of the file given the uniform fill
+    warnings: list[str] = field(default_factory=list)  # leakage warnings (see leakage_warnings)
+    benchmark: dict = field(default_factory=dict)  # egoexo4d: ego, exo, ego+exo top-1 (labelled)
+    aggregate: str = "none"  # "participant": probabilities are participant means
     metrics: dict = field(
         default_factory=dict
     )  # per split ("all", "train", "val", ...) if labelled
@@ -84,35 +107,155 @@ def predict(
     order: list[str] | None = None,
     device: str = "cpu",
     batch_size: int = 64,
+    split: str | None = None,
+    unpredictable: str = "refuse",
+    aggregate: str = "none",
 ) -> PredictResult:
-    """Predict every completed take of ``cfg.store`` with the head in ``cfg.run``.
+    """Predict every completed take of ``cfg.store`` (of ``cfg.split`` when set) with the head
+    in ``cfg.run``.
 
-    ``format``: ``csv`` writes ``out_csv``; ``egoexo4d`` also writes the official JSON to
-    ``out_json``. ``views``: a subset of the run's views (spec as for ``fit``). ``order``:
-    take ids for the JSON's order (default: the store's take table order). The keyword form
-    ``predict(store, run_dir, out_csv, fmt=..., ...)`` builds the PredictConfig.
+    ``format``: ``csv`` writes ``out_csv``; ``egoexo4d`` / ``egoexo4d-labels`` also write the
+    official JSON to ``out_json``. ``views``: a subset of the run's views (spec as for
+    ``fit``). ``order``: take ids for the JSON's order (default: the store's take table order,
+    of ``split`` when set). The keyword form ``predict(store, run_dir, out_csv, fmt=..., ...)``
+    builds the PredictConfig.
     """
     if not isinstance(cfg, PredictConfig):
         cfg = PredictConfig(
             store=cfg, run=run_dir, out_csv=out_csv, format=fmt, out_json=out_json,
-            views=views, order=order, device=device, batch_size=batch_size,
+            views=views, order=order, device=device, batch_size=batch_size, split=split,
+            unpredictable=unpredictable, aggregate=aggregate,
         )  # fmt: skip
     record = read_run_record(cfg.run)
     store = TokenStore.open(cfg.store)
     used_views = check_compatible(store, record, cfg.run, cfg.views)
+    table = store.take_table()
+    in_split = select_split(store, table, cfg.split)
     sel = expand_to_run_views(load_selection(cfg.store, used_views), record.view_names)
+    sel = subset(sel, in_split[sel.store_rows])
     head = load_head(cfg.run, record.model)
     probs = head.predict_proba(sel.x, sel.mask, None, cfg.batch_size, cfg.device)
-    result = make_result(store, sel, record, probs, used_views)
+    take_probs = probs
+    if cfg.aggregate == "participant":
+        probs = participant_mean(probs, sel.participant)
+    result = make_result(store, sel, record, probs, used_views, in_split)
+    result.split, result.aggregate = cfg.split, cfg.aggregate
+    result.warnings = leakage_warnings(record, sel)
+    if cfg.format != "csv":
+        ids = [str(t) for t in table.ids[in_split]] if cfg.order is None else cfg.order
+        check_order(ids, store, table, in_split, cfg.split)
+        row_of = {str(t): i for i, t in enumerate(sel.take_ids)}
+        missing = [t for t in ids if t not in row_of]
+        if missing and cfg.unpredictable == "refuse":
+            raise UnpredictableTakesError(
+                f"{len(missing)} take(s) of the prediction file cannot be predicted (not "
+                f"completed, or no valid view among {', '.join(used_views)}): "
+                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; pass "
+                "unpredictable=uniform (--unpredictable uniform) to write them with a uniform "
+                "guess, or leave them out with order"
+            )
+        result.filled = missing
+        result.file_takes = len(ids)
     if cfg.out_csv is not None:
         result.out_csv = Path(cfg.out_csv)
         write_csv(result.out_csv, result, sel)
     if cfg.format == "egoexo4d":
         result.out_json = Path(cfg.out_json)
-        ids = cfg.order if cfg.order is not None else [str(t) for t in store.take_table().ids]
-        slots = egoexo4d_slots(head, sel, probs, cfg.device, cfg.batch_size)
-        write_egoexo4d(result.out_json, ids, sel, slots, store)
+        slots = egoexo4d_slots(head, sel, take_probs, cfg.device, cfg.batch_size)
+        if cfg.aggregate == "participant":  # in probability space: Ego+Exo stays the fused
+            slots = np.log(np.clip(participant_mean(_softmax(slots), sel.participant), 1e-12, None))
+        rows = np.array([row_of[t] for t in ids if t in row_of], dtype=np.int64)
+        result.benchmark = benchmark_scores(slots[rows], sel.labels[rows])
+        write_egoexo4d(result.out_json, ids, row_of, slots, len(record.class_names))
+    elif cfg.format == "egoexo4d-labels":
+        result.out_json = Path(cfg.out_json)
+        fill = record.class_names[int(np.argmax(record.train_class_counts))]
+        write_egoexo4d_labels(result.out_json, ids, row_of, result.predicted, fill)
     return result
+
+
+def participant_mean(values: np.ndarray, participant: np.ndarray) -> np.ndarray:
+    """``(n, ...)`` -> each row replaced by the mean of the rows of its participant (a take
+    without a participant keeps its own row)."""
+    out = values.copy()
+    people = np.asarray(participant).astype(str)
+    for person in set(people.tolist()) - {""}:
+        rows = people == person
+        out[rows] = values[rows].mean(axis=0)
+    return out
+
+
+class UnpredictableTakesError(SkillError, ValueError):
+    """Takes of the prediction file have nothing to predict from (the message lists them)."""
+
+
+def select_split(store: TokenStore, table, split: str | None) -> np.ndarray:
+    """``(rows of the take table,)`` bool: the takes of ``split`` (all when None)."""
+    if split is None:
+        return np.ones(len(table.ids), dtype=bool)
+    rows = np.asarray(table.split).astype(str) == split
+    if not rows.any():
+        have = sorted(set(np.asarray(table.split).astype(str).tolist()) - {""})
+        raise ConfigError(
+            f"split: {store.path} has no take of split {split!r} "
+            f"(its splits: {', '.join(have) or 'none'})"
+        )
+    return rows
+
+
+def subset(sel: Selection, keep: np.ndarray) -> Selection:
+    """The takes of ``sel`` where ``keep`` (n,) is True."""
+    if keep.all():
+        return sel
+    for name in ("x", "mask", "labels", "take_ids", "scenario", "participant", "split",
+                 "store_rows"):  # fmt: skip
+        setattr(sel, name, getattr(sel, name)[keep])
+    return sel
+
+
+def check_order(ids: list[str], store: TokenStore, table, in_split, split) -> None:
+    """Every take of the file's order must be a take of the store (of ``split`` when set)."""
+    known = {str(t) for t in table.ids}
+    unknown = [t for t in ids if t not in known]
+    if unknown:
+        raise ConfigError(
+            f"{len(unknown)} take(s) of the given order are not in {store.path}: "
+            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
+        )
+    if split is not None:
+        ours = {str(t) for t in table.ids[in_split]}
+        other = [t for t in ids if t not in ours]
+        if other:
+            raise ConfigError(
+                f"{len(other)} take(s) of the given order are not of split {split!r}: "
+                f"{', '.join(other[:5])}{' ...' if len(other) > 5 else ''}"
+            )
+
+
+def leakage_warnings(record: RunRecord, sel: Selection) -> list[str]:
+    """Warnings when predicted takes were trained or validated on by the run, or share
+    participants with its training takes (runs fitted before this record say nothing)."""
+    takes = record.takes
+    ids = [str(t) for t in sel.take_ids]
+    warnings = []
+    for key, what in (("train_ids", "training"), ("val_ids", "validation")):
+        seen = set(takes.get(key) or [])
+        hits = sum(t in seen for t in ids)
+        if hits:
+            warnings.append(
+                f"{hits} of the {len(ids)} predicted takes were among the run's {what} takes "
+                f"(scores on them are not held-out figures)"
+            )
+    people = set(takes.get("train_participants") or [])
+    shared = sorted({str(p) for p in sel.participant} & people - {""})
+    if shared:
+        hits = sum(str(p) in people for p in sel.participant)
+        warnings.append(
+            f"{hits} of the {len(ids)} predicted takes share participants with the run's "
+            f"training takes ({len(shared)} participant(s): {', '.join(shared[:5])}"
+            f"{' ...' if len(shared) > 5 else ''})"
+        )
+    return warnings
 
 
 # ---- checks ------------------------------------------------------------------------------
@@ -181,12 +324,17 @@ def load_run_model(run_dir: str | Path, config: dict | RunRecord):
 
 
 def make_result(
-    store: TokenStore, sel: Selection, record: RunRecord, probs: np.ndarray, used_views: list[str]
+    store: TokenStore,
+    sel: Selection,
+    record: RunRecord,
+    probs: np.ndarray,
+    used_views: list[str],
+    in_split: np.ndarray,
 ) -> PredictResult:
     class_names = list(record.class_names)
     table = store.take_table()
     predicted_rows = set(sel.store_rows.tolist())
-    skipped = [str(t) for i, t in enumerate(table.ids) if i not in predicted_rows]
+    skipped = [str(t) for i, t in enumerate(table.ids) if in_split[i] and i not in predicted_rows]
     result = PredictResult(
         take_ids=[str(t) for t in sel.take_ids],
         probs=probs,
@@ -255,46 +403,86 @@ def egoexo4d_slots(
     per_view = head.per_view_proba(sel.x, sel.mask, batch_size, device)  # (n, V, C) or None
     if per_view is None:  # one output per take: the fused logits in every slot
         return np.repeat(fused[:, None, :], 1 + EXO_SLOTS, axis=1)
-    return late_slots(np.log(np.clip(per_view, 1e-12, None)), sel.mask, sel.view_names)
+    return late_slots(np.log(np.clip(per_view, 1e-12, None)), sel.mask, sel.view_names, fused)
 
 
-def late_slots(log_probs: np.ndarray, mask: np.ndarray, view_names: list[str]) -> np.ndarray:
-    """``(n, V, C)`` per-view log-probabilities, ``(n, V)`` mask -> ``(n, 5, C)`` slots.
+def late_slots(
+    log_probs: np.ndarray, mask: np.ndarray, view_names: list[str], fused: np.ndarray
+) -> np.ndarray:
+    """``(n, V, C)`` per-view log-probabilities, ``(n, V)`` mask, ``(n, C)`` fused
+    log-probabilities (the head's output) -> ``(n, 5, C)`` slots.
 
     Slot 0 is the view named ``ego``; slots 1..4 are the views named ``exo*`` in order. A
-    slot without a valid view gets the mean of the take's valid views' log-probabilities.
+    slot without a valid view gets the take's fused log-probabilities. The fused output of
+    the late head is the mean of the valid views' probabilities, so the mean of the five
+    slots' softmaxes (the scorer's Ego+Exo) is the fused distribution itself, whatever views
+    are missing: the scorer's Ego+Exo prediction is skill's prediction of every take.
     """
     n, _, num_classes = log_probs.shape
-    weights = mask / mask.sum(axis=1, keepdims=True)  # every row has >= 1 valid view
-    fallback = np.einsum("nv,nvc->nc", weights, log_probs)  # (n, C)
     exos = [i for i, v in enumerate(view_names) if v.startswith("exo")][:EXO_SLOTS]
     ego = [view_names.index("ego")] if "ego" in view_names else [None]
     sources = ego + exos + [None] * (EXO_SLOTS - len(exos))
     slots = np.empty((n, 1 + EXO_SLOTS, num_classes))
     for s, v in enumerate(sources):
-        slots[:, s] = fallback
+        slots[:, s] = fused
         if v is not None:
             slots[mask[:, v], s] = log_probs[mask[:, v], v]
     return slots
 
 
-def write_egoexo4d(path: Path, order: list[str], sel: Selection, slots: np.ndarray, store) -> None:
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def slot_predictions(slots: np.ndarray) -> dict[str, np.ndarray]:
+    """The three per-take predictions of the EgoExo4D scorer's arithmetic on ``(n, 5, C)``
+    slots: argmax of the ego logits, of the mean exo softmax, of the mean of all five."""
+    probs = _softmax(slots)
+    return {
+        "ego": slots[:, 0].argmax(axis=-1),
+        "exo": probs[:, 1:].mean(axis=1).argmax(axis=-1),
+        "ego+exo": probs.mean(axis=1).argmax(axis=-1),
+    }
+
+
+def benchmark_scores(slots: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Ego, Exo and Ego+Exo top-1 over the labelled takes, as the scorer computes them from
+    the file (empty when nothing is labelled). ``predict`` passes the predicted takes of the
+    file; takes written with the uniform fill are not counted."""
+    rows = labels >= 0
+    if not len(rows) or not rows.any():
+        return {}
+    return {
+        name: float((pred[rows] == labels[rows]).mean())
+        for name, pred in slot_predictions(slots).items()
+    }
+
+
+def write_egoexo4d(
+    path: Path, order: list[str], row_of: dict, slots: np.ndarray, num_classes: int
+) -> None:
     """The official prediction JSON; takes without a prediction get zero (uniform) logits."""
-    row_of = {str(t): i for i, t in enumerate(sel.take_ids)}
-    known = set(str(t) for t in store.take_table().ids)
-    unknown = [t for t in order if t not in known]
-    if unknown:
-        raise ConfigError(
-            f"{len(unknown)} take(s) of the given order are not in {store.path}: "
-            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
-        )
-    uniform = np.zeros((1 + EXO_SLOTS, slots.shape[2] if len(slots) else len(store.labels)))
+    uniform = np.zeros((1 + EXO_SLOTS, num_classes))
     ego, exo = [], []
     for take in order:
         take_slots = slots[row_of[take]] if take in row_of else uniform
         ego.append([round(float(v), 6) for v in take_slots[0]])
         exo.append([[round(float(v), 6) for v in s] for s in take_slots[1:]])
     payload = {"videos": list(order), "ego_model_predictions": ego, "exo_model_predictions": exo}
+    _write_json(path, payload)
+
+
+def write_egoexo4d_labels(
+    path: Path, order: list[str], row_of: dict, predicted: list[str], fill: str
+) -> None:
+    """The challenge's newer file: ``{"videos": [...], "predictions": [class names]}``; takes
+    without a prediction get ``fill`` (the run's most frequent training class)."""
+    labels = [predicted[row_of[t]] if t in row_of else fill for t in order]
+    _write_json(path, {"videos": list(order), "predictions": labels})
+
+
+def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(json_safe(payload)) + "\n")
     os.replace(tmp, path)

@@ -3,7 +3,8 @@
 Layout of ``<out_dir>/<name>/`` (name default ``<head>-<views>-s<seed>``)::
 
     config.json        resolved FitConfig, store provenance and path, views, classes, head
-                       options, package version, take-id hash, split sizes (RunRecord)
+                       options, package version, take-id hash, split sizes, the training and
+                       validation take ids and the training participants (RunRecord)
     model.safetensors  the weights of a neural head (model.txt: a LightGBM text model)
     metrics.json       per-split metrics with baselines, split facts, history
     predictions.csv    val/test probabilities
@@ -266,6 +267,10 @@ def run_config(cfg: FitConfig, sel: Selection, splits: Splits, head: TrainableHe
                 sel.labels[splits.train], minlength=sel.num_classes
             ).tolist(),
             "dropped_no_valid_view": sel.dropped_take_ids,
+            # what predict's leakage guards compare against
+            "train_ids": [str(t) for t in sel.take_ids[splits.train]],
+            "val_ids": [str(t) for t in sel.take_ids[splits.val]],
+            "train_participants": sorted({str(p) for p in sel.participant[splits.train]}),
         },
     }
 

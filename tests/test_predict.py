@@ -99,7 +99,7 @@ def test_partly_masked_takes_are_still_predicted(store, runs, tmp_path):
 def test_egoexo4d_file_for_a_fusion_head(store, runs, tmp_path):
     out = tmp_path / "pred.json"
     result = predict(store.path, runs["mean"].run_dir, tmp_path / "p.csv", fmt="egoexo4d",
-                     out_json=out)  # fmt: skip
+                     out_json=out, unpredictable="uniform")  # fmt: skip
     payload = json.loads(out.read_text())
     assert set(payload) == {"videos", "ego_model_predictions", "exo_model_predictions"}
     assert payload["videos"] == store.take_ids  # the store's take order, every take
@@ -128,7 +128,8 @@ def test_egoexo4d_file_for_the_late_head_uses_per_view_logits(store, runs, tmp_p
     from skill.heads.trainer import clip_mean_softmax
 
     out = tmp_path / "late.json"
-    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out)
+    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
+                     unpredictable="uniform")  # fmt: skip
     payload = json.loads(out.read_text())
     model = _load_model(runs["late"].run_dir)
     sel = load_selection(store.path, "all")
@@ -141,7 +142,7 @@ def test_egoexo4d_file_for_the_late_head_uses_per_view_logits(store, runs, tmp_p
     )
     for i, take in enumerate(sel.take_ids):
         mask = sel.mask[i]
-        fallback = per_view[i][mask].mean(axis=0)
+        fallback = np.log(np.exp(per_view[i][mask]).mean(axis=0))  # the fused output
         want_ego = per_view[i, 0] if mask[0] else fallback
         np.testing.assert_allclose(ego[row[take]], want_ego, atol=1e-5)
         for slot in range(3):  # exo1..exo3 of the store; slot 4 has no camera here
@@ -161,11 +162,12 @@ def _load_model(run_dir):
     return load_run_model(run_dir, read_run_record(run_dir))
 
 
-def test_late_slots_fallback_is_the_mean_of_available_views():
+def test_late_slots_fallback_is_the_fused_output():
     log_probs = np.log(np.array([[[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]]]))  # (1, V=3, C=2)
     mask = np.array([[False, True, True]])
-    slots = late_slots(log_probs, mask, ["ego", "exo1", "exo2"])
-    fallback = (log_probs[0, 1] + log_probs[0, 2]) / 2
+    fused = np.log(np.exp(log_probs[:, 1:]).mean(axis=1))  # the late head's output
+    slots = late_slots(log_probs, mask, ["ego", "exo1", "exo2"], fused)
+    fallback = fused[0]
     np.testing.assert_allclose(slots[0, 0], fallback)  # ego missing
     np.testing.assert_allclose(slots[0, 1], log_probs[0, 1])
     np.testing.assert_allclose(slots[0, 2], log_probs[0, 2])
@@ -177,7 +179,8 @@ def test_given_order_is_followed_and_checked(store, runs, tmp_path):
     (tmp_path / "order.txt").write_text("\n".join(order) + "\n")
     assert read_take_order(tmp_path / "order.txt") == order
     out = tmp_path / "o.json"
-    predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d", out_json=out, order=order)
+    predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d", out_json=out, order=order,
+            unpredictable="uniform")  # fmt: skip
     assert json.loads(out.read_text())["videos"] == order
     (tmp_path / "gt.json").write_text(json.dumps({"videos": order}))
     assert read_take_order(tmp_path / "gt.json") == order
@@ -242,7 +245,7 @@ def test_predict_takes_a_predict_config_whose_problems_name_the_option(store, ru
     from skill.heads.config import PredictConfig
 
     cfg = PredictConfig(store=store.path, run=runs["mean"].run_dir, out_csv=tmp_path / "p.csv",
-                        format="egoexo4d")  # fmt: skip
+                        format="egoexo4d", unpredictable="uniform")  # fmt: skip
     assert cfg.out_json == str(tmp_path / "p.json")
     result = predict(cfg)
     assert result.out_json.is_file() and result.out_csv.is_file()

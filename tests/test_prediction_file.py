@@ -1,0 +1,289 @@
+"""The EgoExo4D prediction files: the scorer agrees with skill on takes with missing views,
+unpredictable takes are refused unless asked, one split only, the labels format, and the
+leakage guards (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from skill.cache.store import TokenStore
+from skill.errors import ConfigError, SkillError
+from skill.heads.predict import UnpredictableTakesError, late_slots, predict
+from tests.test_predict import Runs
+from tests.token_store import LABELS, edit_take
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def runs(store, tmp_path_factory):
+    return Runs(store, tmp_path_factory.mktemp("runs"))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def scorer(payload: dict, truth: dict[str, int]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The official scorer's arithmetic (field notes §2), written here independently of skill:
+    Ego = argmax of the ego logits, Exo = argmax of the mean of the four exo softmaxes,
+    Ego+Exo = argmax of the mean of all five softmaxes. Returns the three top-1 figures over
+    the takes in ``truth`` and the per-take predictions of every take of the file."""
+    ego = np.asarray(payload["ego_model_predictions"], dtype=float)  # (n, C)
+    exo = np.asarray(payload["exo_model_predictions"], dtype=float)  # (n, 4, C)
+    assert ego.ndim == 2 and exo.shape == (len(ego), 4, ego.shape[1])
+    preds = {
+        "ego": ego.argmax(axis=1),
+        "exo": np.mean([softmax(exo[:, i]) for i in range(4)], axis=0).argmax(axis=1),
+        "ego+exo": ((softmax(ego) + sum(softmax(exo[:, i]) for i in range(4))) / 5).argmax(axis=1),
+    }
+    rows = [i for i, t in enumerate(payload["videos"]) if t in truth]
+    y = np.array([truth[payload["videos"][i]] for i in rows])
+    return {k: float((p[rows] == y).mean()) for k, p in preds.items()}, preds
+
+
+def labelled(result) -> dict[str, int]:
+    return {t: int(y) for t, y in zip(result.take_ids, result.labels, strict=True) if y >= 0}
+
+
+def table_splits(store) -> dict[str, str]:
+    table = TokenStore.open(store.path).take_table()
+    return {str(t): str(s) for t, s in zip(table.ids, table.split, strict=True)}
+
+
+# ---- 1. missing views: the fill rule -------------------------------------------------------
+
+
+def test_fill_rule_keeps_the_mean_of_five_softmaxes_equal_to_the_fused_output():
+    rng = np.random.default_rng(0)
+    n, views, classes = 200, ["ego", "exo1", "exo2", "exo3"], 4
+    per_view = softmax(rng.normal(0, 2, size=(n, len(views), classes)))
+    mask = rng.random((n, len(views))) > 0.4
+    mask[~mask.any(axis=1), 1] = True
+    fused = (per_view * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)  # the late head
+    slots = late_slots(np.log(per_view), mask, views, np.log(fused))
+    five = softmax(slots).mean(axis=1)
+    np.testing.assert_allclose(five, fused, atol=1e-12)  # exactly the fused distribution
+    assert (five.argmax(1) == fused.argmax(1)).all()
+    # the ego slot is the ego classifier where there is an ego view, the fused one where not
+    np.testing.assert_allclose(slots[mask[:, 0], 0], np.log(per_view[mask[:, 0], 0]))
+    np.testing.assert_allclose(slots[~mask[:, 0], 0], np.log(fused[~mask[:, 0]]))
+    # without an ego view, the exo mean is the fused output too
+    exo_mean = softmax(slots[:, 1:]).mean(axis=1)
+    np.testing.assert_allclose(exo_mean[~mask[:, 0]], fused[~mask[:, 0]], atol=1e-12)
+    # the old rule (mean of the valid views' log-probabilities) does not keep it
+    old = np.einsum("nv,nvc->nc", mask / mask.sum(1, keepdims=True), np.log(per_view))
+    old_slots = late_slots(np.log(per_view), mask, views, old)
+    assert (softmax(old_slots).mean(1).argmax(1) != fused.argmax(1)).any()
+
+
+@pytest.mark.parametrize("head", ["late", "mean"])
+def test_the_scorer_says_what_skill_reports_on_takes_with_missing_views(
+    head, store, runs, tmp_path
+):
+    out = tmp_path / "pred.json"
+    result = predict(store.path, runs[head].run_dir, None, fmt="egoexo4d", out_json=out,
+                     unpredictable="uniform")  # fmt: skip
+    payload = json.loads(out.read_text())
+    assert store.partly_masked  # takes with a missing view are among those scored
+    truth = labelled(result)
+    scores, preds = scorer(payload, truth)
+    assert scores == pytest.approx(result.benchmark, abs=1e-12)
+    # Ego+Exo is skill's own prediction of every take, its top-1 skill's top-1
+    row = {t: i for i, t in enumerate(payload["videos"])}
+    ours = np.array([LABELS.index(p) for p in result.predicted])
+    assert (preds["ego+exo"][[row[t] for t in result.take_ids]] == ours).all()
+    assert scores["ego+exo"] == pytest.approx(result.metrics["all"]["top1"])
+    if head == "mean":  # a fusion head: all three are the fused prediction
+        assert scores["ego"] == scores["exo"] == scores["ego+exo"]
+
+
+def test_ego_figure_with_the_ego_view_masked_is_the_fused_prediction(store, runs, tmp_path):
+    out = tmp_path / "exo.json"
+    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
+                     views="exo1,exo2,exo3", unpredictable="uniform")  # fmt: skip
+    scores, _ = scorer(json.loads(out.read_text()), labelled(result))
+    top1 = result.metrics["all"]["top1"]
+    assert scores["ego"] == pytest.approx(top1) and scores["exo"] == pytest.approx(top1)
+    assert scores["ego+exo"] == pytest.approx(top1) and result.benchmark["ego"] == scores["ego"]
+
+
+# ---- 2. unpredictable takes ---------------------------------------------------------------
+
+
+def test_unpredictable_takes_are_refused_by_default(store, runs, tmp_path):
+    unpredictable = store.pending + store.failed + store.all_views_invalid
+    with pytest.raises(UnpredictableTakesError) as err:
+        predict(
+            store.path, runs["mean"].run_dir, None, fmt="egoexo4d", out_json=tmp_path / "p.json"
+        )
+    assert isinstance(err.value, SkillError)
+    assert f"{len(unpredictable)} take(s)" in str(err.value)
+    assert all(t in str(err.value) for t in unpredictable)
+    assert not (tmp_path / "p.json").exists()
+    result = predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d",
+                     out_json=tmp_path / "p.json", unpredictable="uniform")  # fmt: skip
+    assert sorted(result.filled) == sorted(unpredictable)
+    payload = json.loads((tmp_path / "p.json").read_text())
+    for take in unpredictable:
+        i = payload["videos"].index(take)
+        assert not np.any(payload["ego_model_predictions"][i])
+        assert not np.any(payload["exo_model_predictions"][i])
+    with pytest.raises(ConfigError, match="unpredictable: unknown choice 'novice'"):
+        predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d",
+                out_json=tmp_path / "p.json", unpredictable="novice")  # fmt: skip
+
+
+def test_cli_refuses_then_counts_the_uniform_takes(store, runs, tmp_path):
+    from skill.cli import app
+
+    args = ["predict", str(store.path), "--run", str(runs["mean"].run_dir), "--out",
+            str(tmp_path / "p.csv"), "--format", "egoexo4d"]  # fmt: skip
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert "cannot be predicted" in refused.output and store.pending[0] in refused.output
+    done = runner.invoke(app, [*args, "--unpredictable", "uniform"])
+    assert done.exit_code == 0, done.output
+    n = len(store.pending + store.failed + store.all_views_invalid)
+    assert f"{n} takes of the file had nothing to predict from" in " ".join(done.output.split())
+
+
+# ---- 3. one split -------------------------------------------------------------------------
+
+
+def test_split_predicts_one_split_only(store, runs, tmp_path):
+    splits = table_splits(store)
+    out = tmp_path / "val.json"
+    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
+                     split="val")  # fmt: skip
+    want = [t for t in store.take_ids if splits[t] == "val"]
+    payload = json.loads(out.read_text())
+    assert payload["videos"] == want and result.file_takes == len(want) and result.split == "val"
+    assert set(result.take_ids) == set(want) and set(result.metrics) == {"all", "val"}
+    scores, _ = scorer(payload, labelled(result))
+    assert scores == pytest.approx(result.benchmark)
+    with pytest.raises(ConfigError, match="split: .* has no take of split 'holdout'"):
+        predict(store.path, runs["late"].run_dir, tmp_path / "p.csv", split="holdout")
+    test_take = next(t for t in store.take_ids if splits[t] == "test")
+    with pytest.raises(ConfigError, match="not of split 'val'"):
+        predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
+                split="val", order=[want[0], test_take])  # fmt: skip
+
+
+def test_cli_says_how_many_takes_of_which_split(store, runs, tmp_path):
+    from skill.cli import app
+
+    done = runner.invoke(app, ["predict", str(store.path), "--run", str(runs["mean"].run_dir),
+                               "--out", str(tmp_path / "p.csv"), "--format", "egoexo4d",
+                               "--split", "test"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    n = sum(s == "test" for s in table_splits(store).values())
+    text = " ".join(done.output.split())
+    assert f"(egoexo4d): {n} takes of split test" in text
+    assert "the scorer's top-1" in text
+
+
+# ---- 4. the labels format -----------------------------------------------------------------
+
+
+def test_labels_format_lists_class_names_by_take_name(store, runs, tmp_path):
+    out = tmp_path / "labels.json"
+    result = predict(store.path, runs["cvf"].run_dir, tmp_path / "p.csv", fmt="egoexo4d-labels",
+                     out_json=out, unpredictable="uniform")  # fmt: skip
+    payload = json.loads(out.read_text())
+    assert set(payload) == {"videos", "predictions"} and payload["videos"] == store.take_ids
+    assert set(payload["predictions"]) <= set(LABELS)
+    by_take = dict(zip(payload["videos"], payload["predictions"], strict=True))
+    assert all(by_take[t] == p for t, p in zip(result.take_ids, result.predicted, strict=True))
+    counts = json.loads((runs["cvf"].run_dir / "config.json").read_text())["takes"]
+    majority = LABELS[int(np.argmax(counts["train_class_counts"]))]
+    assert all(by_take[t] == majority for t in result.filled) and result.filled
+    with pytest.raises(UnpredictableTakesError):
+        predict(store.path, runs["cvf"].run_dir, None, fmt="egoexo4d-labels", out_json=out)
+
+
+# ---- 5. leakage guards --------------------------------------------------------------------
+
+
+def test_run_folder_records_its_takes_and_participants(store, runs):
+    run = runs["mean"]
+    takes = json.loads((run.run_dir / "config.json").read_text())["takes"]
+    splits = table_splits(store)
+    assert len(takes["train_ids"]) == takes["n"]["train"] and takes["val_ids"]
+    assert {splits[t] for t in takes["train_ids"]} == {"train"}
+    assert {splits[t] for t in takes["val_ids"]} == {"val"}
+    assert takes["train_participants"] == sorted({t.split("_")[0] for t in takes["train_ids"]})
+
+
+def test_leakage_warnings_name_the_count(store, runs, tmp_path_factory, tmp_path):
+    from skill.cli import app
+
+    run = runs["mean"].run_dir
+    splits = table_splits(store)
+    train = predict(store.path, run, tmp_path / "a.csv", split="train")
+    assert len(train.warnings) == 2  # training takes, and their participants
+    assert f"{len(train.take_ids)} of the {len(train.take_ids)} predicted takes were among " \
+           "the run's training takes" in train.warnings[0]  # fmt: skip
+    assert "share participants with the run's training takes" in train.warnings[1]
+    val = predict(store.path, run, tmp_path / "b.csv", split="val")
+    assert len(val.warnings) == 1 and "run's validation takes" in val.warnings[0]
+    assert predict(store.path, run, tmp_path / "c.csv", split="test").warnings == []
+    # a test take of a training participant
+    copy = tmp_path_factory.mktemp("leaky") / "leaky.zarr"
+    shutil.copytree(store.path, copy)
+    test_take = next(t for t in store.take_ids if splits[t] == "test")
+    edit_take(copy, test_take, participant="p00")
+    leaky = predict(copy, run, tmp_path / "d.csv", split="test")
+    assert leaky.warnings == [
+        f"1 of the {len(leaky.take_ids)} predicted takes share participants with the run's "
+        "training takes (1 participant(s): p00)"
+    ]
+    done = runner.invoke(app, ["predict", str(copy), "--run", str(run), "--out",
+                               str(tmp_path / "e.csv"), "--split", "test"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "warning: 1 of the" in " ".join(done.output.split())
+
+
+def test_runs_without_the_record_give_no_warning(store, runs, tmp_path):
+    run = tmp_path / "old-run"
+    shutil.copytree(runs["mean"].run_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    for key in ("train_ids", "val_ids", "train_participants"):
+        del config["takes"][key]
+    (run / "config.json").write_text(json.dumps(config))
+    assert predict(store.path, run, tmp_path / "p.csv", split="train").warnings == []
+
+
+# ---- 6. participant aggregation -----------------------------------------------------------
+
+
+def test_participant_aggregate_is_a_mean_over_the_takes_of_each_person(store, runs, tmp_path):
+    from skill.cli import app
+
+    out = tmp_path / "agg.json"
+    single = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
+                     split="test")  # fmt: skip
+    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
+                     split="test", aggregate="participant")  # fmt: skip
+    assert result.aggregate == "participant" and result.take_ids == single.take_ids
+    person = np.array([t.split("_")[0] for t in result.take_ids])
+    for p in set(person):
+        rows = person == p
+        want = np.broadcast_to(single.probs[rows].mean(0), result.probs[rows].shape)
+        np.testing.assert_allclose(result.probs[rows], want, atol=1e-6)
+    scores, preds = scorer(json.loads(out.read_text()), labelled(result))
+    assert scores == pytest.approx(result.benchmark)
+    assert scores["ego+exo"] == pytest.approx(result.metrics["all"]["top1"])
+    with pytest.raises(ConfigError, match="aggregate: unknown choice 'scenario'"):
+        predict(store.path, runs["late"].run_dir, tmp_path / "p.csv", aggregate="scenario")
+    done = runner.invoke(app, ["predict", str(store.path), "--run", str(runs["late"].run_dir),
+                               "--out", str(tmp_path / "p.csv"), "--split", "test",
+                               "--aggregate", "participant"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "outside the benchmark's input rules" in " ".join(done.output.split())
