@@ -242,7 +242,7 @@ def import_skillformer(
     registered name when there is one); ``strategy``, ``stride``, ``clips``: the sampling the
     store for the run will be extracted with (recorded in the run's provenance; SkillFormer's
     is one window of T frames at stride 4)."""
-    from skill.pipeline.backbones import load_backbone
+    from skill.pipeline.backbones import load_backbone, resolve_backbone
     from skill.pipeline.backbones.registry import BackboneError
     from skill.pipeline.extract import build_provenance
     from skill.pipeline.extract_config import ExtractConfig
@@ -254,16 +254,20 @@ def import_skillformer(
         if target.exists():
             raise SkillFormerImportError(f"{target}: exists; choose another --out")
     name = backbone or default_backbone(found.config)
+    where = found.path / "config.json" if backbone is None else f"--backbone {backbone}"
+    try:
+        family = resolve_backbone(name).family
+    except BackboneError as err:
+        raise SkillFormerImportError(f"{where}: {err}") from None
+    if family != "timesformer":
+        raise SkillFormerImportError(
+            f"{where}: backbone {name} is a {family}; SkillFormer's is a TimeSformer"
+        )
     try:
         loaded = load_backbone(name, adapter=found.adapter, device=device, token_mode="mean_all",
                                num_frames=found.frames, time_embedding="linear")  # fmt: skip
     except BackboneError as err:
         raise SkillFormerImportError(f"{found.adapter}: {err}") from None
-    if loaded.family != "timesformer":
-        raise SkillFormerImportError(
-            f"{found.path / 'config.json'}: SkillFormer's backbone is a TimeSformer, but "
-            f"{name} is a {loaded.family}"
-        )
     dim = int(found.state["view_norm.weight"].shape[0])
     if dim != loaded.dim:
         raise SkillFormerImportError(

@@ -281,6 +281,25 @@ def test_another_width_is_refused(setup, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_another_backbone_is_refused(setup, tmp_path):
+    _, _, sf = setup
+    folder = _copy(sf, tmp_path / "sf")
+    _edit(folder, vision_encoder_id="tiny-clip")
+    with pytest.raises(SkillFormerImportError, match="config.json: backbone tiny-clip is a clip"):
+        import_skillformer(folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def _edit(folder: Path, **changes) -> None:
     path = folder / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_cli_refuses_an_incomplete_folder_in_one_line(setup, tmp_path):
+    _, base, sf = setup
+    folder = _copy(sf, tmp_path / "sf")
+    (folder / "components.pt").unlink()
+    code, output = invoke_cli("import", "skillformer", str(folder), "--out", str(tmp_path / "o"),
+                              "--backbone", str(base))  # fmt: skip
+    assert code == 2 and "components.pt: missing" in output, output
+    assert not (tmp_path / "o").exists()
