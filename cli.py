@@ -230,6 +230,47 @@ def adapt(cfg: AdaptConfig) -> None:
     out.print(f"tokens for the run: {cfg.extract_command()}", highlight=False, soft_wrap=True)
 
 
+# ---- import ------------------------------------------------------------------------------
+import_app = typer.Typer(
+    help="Bring a model trained elsewhere over, exactly.", no_args_is_help=True
+)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command(name="skillformer")
+@user_errors
+def import_skillformer_command(
+    folder: Path = typer.Argument(
+        ..., help="SkillFormer's output folder (config.json, vision_encoder/, components.pt)."
+    ),
+    out_dir: Path = typer.Option(
+        ..., "--out", "-o", help="Folder to write adapter/ and run/ into."
+    ),
+    backbone: str = typer.Option(
+        None,
+        help="The base TimeSformer (default: the folder's "
+        "vision_encoder_id, as a registered name when there is one).",
+    ),
+    strategy: str = typer.Option(
+        "windows",
+        "--sampling",
+        help="Sampling of the store the run "
+        "will read: uniform, windows or segments (SkillFormer: windows).",
+    ),
+    stride: int = typer.Option(4, help="Frame step inside each window (SkillFormer: 4)."),
+    clips: int = typer.Option(1, help="Clips per view of that store."),
+    device: str = typer.Option("cpu", help="Where the backbone is loaded to check the adapter."),
+) -> None:
+    """Import a trained SkillFormer model: OUT/adapter for `skill extract --adapter`, OUT/run
+    (a cvf run folder) for `skill predict`."""
+    from skill.adapt.skillformer import import_skillformer
+
+    result = import_skillformer(folder, out_dir, backbone=backbone, strategy=strategy,
+                                stride=stride, clips=clips, device=device)  # fmt: skip
+    out.print(f"adapter: {result.adapter_dir}\nrun folder: {result.run_dir}")
+    out.print(f"tokens for the run: {result.extract_command}", highlight=False, soft_wrap=True)
+
+
 # ---- info --------------------------------------------------------------------------------
 @app.command()
 @user_errors

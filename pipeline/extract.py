@@ -141,6 +141,7 @@ def _load_backbone(cfg: ExtractConfig, rank: distributed.Rank):
         token_mode=cfg.tokens,
         num_frames=cfg.frames,
         batch_size=cfg.batch_size,
+        time_embedding=cfg.time_embedding,
     )
 
 

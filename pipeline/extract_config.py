@@ -9,7 +9,9 @@ from pathlib import Path
 from skill.errors import ConfigError
 from skill.pipeline.sampling import SamplingConfig
 
-TOKEN_MODES = ("frame", "cls", "patch")
+TOKEN_MODES = ("frame", "cls", "patch", "mean_all")
+"""Every --tokens value; mean_all is timesformer's only (refused for other families at load)."""
+TIME_EMBEDDINGS = ("nearest", "linear")
 DEFAULT_STRIDE = 4
 """Frame step inside a window or segment when --stride is not given."""
 
@@ -33,7 +35,12 @@ class ExtractConfig:
     adapter: Path | None = None
     """A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)."""
     tokens: str = "frame"
-    """Token mode: frame (one per sampled frame), cls (one per clip) or patch (all)."""
+    """Token mode: frame (one per sampled frame), cls (one per clip), patch (all) or
+    mean_all (timesformer: one per clip, the mean over all tokens, CLS included: SkillFormer's
+    feature)."""
+    time_embedding: str = "nearest"
+    """timesformer, at a frame count other than the checkpoint's: nearest (transformers'
+    interpolation of the time embeddings) or linear (SkillFormer's, applied once at load)."""
     frames: int = 16
     """Frames per clip (T)."""
     clips: int = 1
@@ -76,6 +83,11 @@ class ExtractConfig:
         if self.tokens not in TOKEN_MODES:
             problems.append(
                 f"--tokens must be one of {', '.join(TOKEN_MODES)}, not {self.tokens!r}"
+            )
+        if self.time_embedding not in TIME_EMBEDDINGS:
+            problems.append(
+                f"--time-embedding must be one of {', '.join(TIME_EMBEDDINGS)}, "
+                f"not {self.time_embedding!r}"
             )
         for name in ("frames", "clips", "batch_size", "min_views"):
             if getattr(self, name) < 1:

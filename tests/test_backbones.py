@@ -147,7 +147,7 @@ def test_real_backbones_registered_without_loading():
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_every_family_has_a_tiny_preset_and_every_token_mode(family):
     assert any(BACKBONES[name].family == family for name in TINY)
-    assert set(FAMILIES[family].token_modes) == set(TOKEN_MODES)
+    assert set(TOKEN_MODES) <= set(FAMILIES[family].token_modes)
 
 
 def test_register_refuses_duplicates_and_bad_specs():
@@ -164,7 +164,7 @@ def test_register_refuses_duplicates_and_bad_specs():
             "x", "timesformer", None, {"hidden_size": 8, "image_size": 8, "patch_size": 4}, {}
         )
     mode = TokenMode(count=lambda frames, patches: 1, tokens=lambda model, pixels: pixels)
-    with pytest.raises(BackboneError, match="token_modes must be"):
+    with pytest.raises(BackboneError, match="token_modes must include"):
         Family("x", "M", "C", ("x",), "bicubic", {"cls": mode}, ())
 
 

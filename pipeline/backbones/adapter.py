@@ -17,6 +17,12 @@ def check_adapter_folder(folder: str | Path) -> Path:
     path = Path(folder).expanduser().resolve()
     if not path.is_dir():
         raise BackboneError(f"adapter {path}: no such folder")
+    if not (path / _ADAPTER_CONFIG).is_file() and (path / "vision_encoder").is_dir():
+        raise BackboneError(
+            f"adapter {path}: this looks like a SkillFormer model folder (it has vision_encoder/ "
+            f"and no {_ADAPTER_CONFIG}): run `skill import skillformer {path} --out OUT` and "
+            f"extract with --adapter OUT/adapter, or pass its {path / 'vision_encoder'} subfolder"
+        )
     if not (path / _ADAPTER_CONFIG).is_file():
         raise BackboneError(f"adapter {path}: {_ADAPTER_CONFIG} is missing")
     if not (path / _ADAPTER_WEIGHTS).is_file():

@@ -23,7 +23,7 @@ from skill.pipeline.backbones.checkpoint import (
 )
 from skill.pipeline.backbones.hashing import weights_identity
 from skill.pipeline.backbones.preprocessing import Preprocessing
-from skill.pipeline.backbones.registry import TOKEN_MODES, BackboneError, get_family
+from skill.pipeline.backbones.registry import TIME_EMBEDDINGS, BackboneError, get_family
 from skill.pipeline.backbones.tiny import build_tiny_model
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class Backbone:
         weights: dict[str, Any],
         adapter: dict[str, Any] | None,
         checkpoint_num_frames: int | None,
+        time_embedding: str = "nearest",
     ):
         import torch
 
@@ -60,6 +61,7 @@ class Backbone:
         self.weights = weights
         self.adapter = adapter
         self.checkpoint_num_frames = checkpoint_num_frames
+        self.time_embedding = time_embedding
         self._mean = torch.tensor(preprocessing.image_mean, device=device).view(3, 1, 1)
         self._std = torch.tensor(preprocessing.image_std, device=device).view(3, 1, 1)
 
@@ -163,7 +165,7 @@ class Backbone:
 
     def provenance(self) -> dict[str, Any]:
         """Everything the tokens depend on, JSON-serialisable (stored with the tokens)."""
-        return {
+        out = {
             "name": self.name,
             "family": self.family,
             "source": self.source,
@@ -177,11 +179,27 @@ class Backbone:
             "dim": self.dim,
             "tokens_per_clip": self.tokens_per_clip(),
         }
+        if self.time_embedding != "nearest":
+            # Only when not the default, so that earlier stores keep their provenance.
+            out["time_embedding"] = self.time_embedding
+        return out
 
 
-def _check_load_options(token_mode: str, num_frames: int, batch_size: int) -> None:
-    if token_mode not in TOKEN_MODES:
-        raise BackboneError(f"token_mode {token_mode!r} not in {TOKEN_MODES}")
+def _check_load_options(
+    family, token_mode: str, time_embedding: str, num_frames: int, batch_size: int
+) -> None:
+    if token_mode not in family.token_modes:
+        raise BackboneError(
+            f"token_mode {token_mode!r} is not one of {family.name}'s: "
+            + ", ".join(family.token_modes)
+        )
+    if time_embedding not in TIME_EMBEDDINGS:
+        raise BackboneError(f"time_embedding {time_embedding!r} not in {TIME_EMBEDDINGS}")
+    if time_embedding != "nearest" and family.linear_time_embedding is None:
+        raise BackboneError(
+            f"--time-embedding {time_embedding} is for families with time embeddings "
+            f"(timesformer), not {family.name}"
+        )
     if not isinstance(num_frames, int) or num_frames < 1:
         raise BackboneError(f"num_frames must be a positive int, got {num_frames!r}")
     if batch_size < 1:
@@ -196,15 +214,18 @@ def load_backbone(
     token_mode: str = "frame",
     num_frames: int,
     batch_size: int = 16,
+    time_embedding: str = "nearest",
 ) -> Backbone:
     """Load a registered backbone, a local checkpoint folder or a hub id, frozen and in eval mode.
 
     ``num_frames`` is the T of every clip passed to ``encode``; ``batch_size`` the clips per
-    forward pass; ``device`` ``cpu``, ``cuda[:i]`` or ``auto``.
+    forward pass; ``device`` ``cpu``, ``cuda[:i]`` or ``auto``; ``time_embedding``
+    ``nearest`` (transformers' interpolation when T differs from the checkpoint) or ``linear``
+    (SkillFormer's, applied once before the adapter; timesformer only).
     """
-    _check_load_options(token_mode, num_frames, batch_size)
     resolved = resolve_backbone(name_or_path)
     family = get_family(resolved.family)
+    _check_load_options(family, token_mode, time_embedding, num_frames, batch_size)
     where = resolved.source or resolved.name
     if num_frames % family.frames_multiple:
         raise BackboneError(
@@ -226,6 +247,8 @@ def load_backbone(
         setattr(model.config, family.frames_key, num_frames)
         if family.set_frames is not None:
             family.set_frames(model, num_frames)
+    if time_embedding == "linear":
+        family.linear_time_embedding(model, num_frames)
     adapter_info = None
     if adapter is not None:
         model, adapter_info = apply_adapter(model, adapter)
@@ -242,4 +265,5 @@ def load_backbone(
         weights=weights,
         adapter=adapter_info,
         checkpoint_num_frames=checkpoint_frames,
+        time_embedding=time_embedding,
     )

@@ -16,6 +16,10 @@ from typing import Any
 from skill.errors import SkillError
 
 TOKEN_MODES: tuple[str, ...] = ("frame", "cls", "patch")
+"""The token modes every family has; a family may add its own (timesformer: ``mean_all``)."""
+TIME_EMBEDDINGS: tuple[str, ...] = ("nearest", "linear")
+"""How time embeddings reach a frame count other than the checkpoint's: transformers'
+on-the-fly ``nearest`` (the default), or ``linear`` once at load (SkillFormer's)."""
 
 
 class BackboneError(SkillError, ValueError):
@@ -47,7 +51,7 @@ class Family:
     default_resample: str
     """Resize interpolation when preprocessor_config.json omits ``resample`` (the processor's)."""
     token_modes: Mapping[str, TokenMode]
-    """One entry per mode of ``TOKEN_MODES``."""
+    """One entry per mode of ``TOKEN_MODES``, plus any modes of this family only."""
     lora_targets: tuple[str, ...]
     """PEFT LoRA ``target_modules`` (module-name suffixes) covering the encoder's Linears."""
     frames_key: str | None = None
@@ -66,6 +70,9 @@ class Family:
     set_frames: Callable[[Any, int], None] | None = None
     """(model, T) run after ``frames_key`` is set to T: rebuilds what the model computed from
     the frame count at construction (VideoMAE's fixed position table). None: nothing."""
+    linear_time_embedding: Callable[[Any, int], None] | None = None
+    """(model, T): replace the checkpoint's time embeddings by their linear interpolation to T
+    frames (``--time-embedding linear``); None: the family has no such option."""
     preprocessor_files: tuple[str, ...] = ("preprocessor_config.json",)
     """Files the preprocessing is read from, first found wins (as the family's processor
     looks them up); tiny checkpoints are saved under the first."""
@@ -81,9 +88,9 @@ class Family:
     the patch size instead of the config's image_size."""
 
     def __post_init__(self) -> None:
-        if set(self.token_modes) != set(TOKEN_MODES):
+        if not set(TOKEN_MODES) <= set(self.token_modes):
             raise BackboneError(
-                f"family {self.name!r}: token_modes must be {TOKEN_MODES}, "
+                f"family {self.name!r}: token_modes must include {TOKEN_MODES}, "
                 f"got {tuple(self.token_modes)}"
             )
 

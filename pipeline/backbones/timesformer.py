@@ -8,11 +8,14 @@ transformers 5.23 and by a test).
 - ``frame``: ``(B, T, D)``, token ``t`` = mean over the ``P`` patch tokens of frame ``t``.
 - ``cls``: ``(B, 1, D)``, the CLS token.
 - ``patch``: ``(B, 1 + P*T, D)``, ``last_hidden_state`` unchanged.
+- ``mean_all``: ``(B, 1, D)``, the mean of ``last_hidden_state`` over all ``1 + P*T`` tokens,
+  CLS included: SkillFormer's per-view feature (this family only).
 
 ``config.num_frames`` is set to the requested ``T`` after loading: the layers reshape with
 it, and a wrong value does not fail, it silently mixes patches and frames. The time
 embeddings stay those of the checkpoint and transformers interpolates them ("nearest") when
-``T`` differs from the checkpoint's frame count.
+``T`` differs from the checkpoint's frame count; with ``--time-embedding linear`` they are
+replaced once at load by SkillFormer's linear interpolation (:func:`linear_time_embeddings`).
 """
 
 from __future__ import annotations
@@ -74,6 +77,40 @@ def _cls_tokens(model, pixels):
     return _hidden(model, pixels)[:, :1]  # (B, 1, D)
 
 
+def _mean_all_tokens(model, pixels):
+    return _hidden(model, pixels).mean(dim=1, keepdim=True)  # (B, 1, D)
+
+
+def linear_time_embeddings(old, frames: int):
+    """SkillFormer's interpolation of ``(1, F, D)`` time embeddings to ``(1, T, D)``: for t in
+    0..T-1, ``s = min(t * F / T, F - 1)``, ``f = floor(s)``, ``c = min(f + 1, F - 1)``,
+    ``w = s - f``, ``new[t] = (1 - w) * old[f] + w * old[c]``."""
+    import math
+
+    import torch
+
+    count = old.shape[1]
+    rows = []
+    for t in range(frames):
+        s = min(t * count / frames, count - 1)
+        f = math.floor(s)
+        c, w = min(f + 1, count - 1), s - f
+        rows.append((1 - w) * old[0, f] + w * old[0, c])
+    return torch.stack(rows)[None]  # (1, T, D)
+
+
+def _set_linear_time_embeddings(model, frames: int) -> None:
+    """Replace ``embeddings.time_embeddings`` by :func:`linear_time_embeddings` at ``frames``
+    (nothing when the checkpoint already has that many: the formula is the identity)."""
+    import torch
+
+    old = model.embeddings.time_embeddings.data
+    if old.shape[1] == frames:
+        return
+    new = linear_time_embeddings(old.float(), frames).to(old.dtype)
+    model.embeddings.time_embeddings = torch.nn.Parameter(new, requires_grad=False)
+
+
 def _classifier(encoder):
     """The hub's k400/k600 layout: a classifier whose ``timesformer.`` prefix loading strips."""
     from transformers import TimesformerForVideoClassification
@@ -96,7 +133,9 @@ TIMESFORMER = register_family(
             "frame": TokenMode(count=lambda frames, patches: frames, tokens=_frame_tokens),
             "cls": TokenMode(count=lambda frames, patches: 1, tokens=_cls_tokens),
             "patch": TokenMode(count=lambda frames, patches: 1 + patches * frames, tokens=_hidden),
+            "mean_all": TokenMode(count=lambda frames, patches: 1, tokens=_mean_all_tokens),
         },
+        linear_time_embedding=_set_linear_time_embeddings,
         lora_targets=SKILLFORMER_LORA_TARGETS,
         frames_key="num_frames",
         required_config=(
