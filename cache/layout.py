@@ -475,6 +475,12 @@ def _pread_exactly(fd: int, path: Path, target: memoryview, offset: int) -> None
         got += n
 
 
+def token_chunk_file(meta: dict, take: int, view: int) -> str:
+    """The chunk file (relative to the tokens folder) that holds one take and view."""
+    files, _ = _slot_locations(Path("."), meta, np.array([take]), np.array([view]), 0)
+    return str(files[0])
+
+
 def _slot_locations(
     folder: Path, meta: dict, take_idx: np.ndarray, view_idx: np.ndarray, slot_bytes: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -427,11 +427,18 @@ class TokenStore:
                 f"{self.damaged_hint()}"
             ) from err
 
-    def read_tokens(self, take_idx: Sequence[int], view_idx: Sequence[int]) -> np.ndarray:
+    def read_tokens(
+        self,
+        take_idx: Sequence[int],
+        view_idx: Sequence[int],
+        records: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
         """Tokens of the given takes and views: (n, v, K, N, D) float16, zeros where invalid.
 
         Raw (uncompressed) chunks, the store's own kind, are read straight from their files
-        into the output (see `cache.layout.read_token_slots`); others go through zarr."""
+        into the output (see `cache.layout.read_token_slots`); others go through zarr.
+        `records`: the store's (status, valid) when the caller has read them already, so that
+        the check of which chunks must exist costs no second read."""
         take_idx = np.asarray(take_idx, dtype=np.int64)
         view_idx = np.asarray(view_idx, dtype=np.int64)
         shape = (len(take_idx), len(view_idx), self.clips, self.tokens, self.dim)
@@ -439,7 +446,7 @@ class TokenStore:
         meta = layout.array_metadata(self.path, "tokens")
         with layout.layout_lock(self.path, exclusive=False):
             if layout.raw_token_chunks(meta):
-                required = self._written_slots(take_idx, view_idx)
+                required = self._written_slots(take_idx, view_idx, records)
                 try:
                     layout.read_token_slots(
                         self.path / "tokens", meta, take_idx, view_idx, out, required
@@ -452,11 +459,12 @@ class TokenStore:
                 out[:] = self._group["tokens"].get_orthogonal_selection((take_idx, view_idx))
         return out
 
-    def _written_slots(self, take_idx: np.ndarray, view_idx: np.ndarray) -> np.ndarray:
-        """(n, v) True where a token chunk must exist: valid views of complete takes."""
+    def _written_slots(self, take_idx, view_idx, records=None) -> np.ndarray:
+        """(n, v) True where a token chunk must exist: valid views of complete takes.
+        `records` is (status, valid) when the caller has read them (take_records)."""
         if not len(take_idx):
             return np.zeros((0, len(view_idx)), dtype=bool)
-        status, valid = self.read_columns("status", "valid")
+        status, valid = records if records is not None else self.read_columns("status", "valid")
         complete = np.asarray(status)[take_idx] == STATUS_COMPLETE
         return complete[:, None] & np.asarray(valid, dtype=bool)[take_idx][:, view_idx]
 

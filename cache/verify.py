@@ -98,7 +98,7 @@ def _check_small_arrays(store, ids, report) -> tuple[np.ndarray, np.ndarray]:
         if name == "tokens":
             continue
         array = store._group[name]
-        for rows, file in _chunks(store.path, name):
+        for rows, file in _chunks(store.path, name, n):
             try:
                 values = np.asarray(array[rows.start : rows.stop])
             except Exception as err:  # any codec or I/O failure of this one chunk
@@ -130,7 +130,7 @@ def _check_tokens(store, ids, status, valid, report) -> None:
             for v in np.flatnonzero(valid[i]).tolist():
                 problem = _token_problem(store, meta, i, v, slot)
                 if problem:
-                    file = str(_token_file(store.path, i, v))
+                    file = str(store.path / "tokens" / layout.token_chunk_file(meta, i, v))
                     report.damage.append(Damage(i, ids[i], store.views[v], file, problem))
 
 
@@ -156,10 +156,10 @@ def _damage_rows(report, ids, rows: range, view: str, file: str, problem: str) -
         report.damage.append(Damage(i, ids[i], view, file, problem))
 
 
-def _chunks(store_path: Path, name: str) -> Iterator[tuple[range, str]]:
+def _chunks(store_path: Path, name: str, n_takes: int) -> Iterator[tuple[range, str]]:
     """(rows, chunk file) of every chunk of per-take array `name` over the committed rows."""
     meta = layout.array_metadata(store_path, name)
-    n = min(int(meta["shape"][0]), _n_takes(store_path))
+    n = min(int(meta["shape"][0]), n_takes)
     per_chunk = layout.chunk_shape(meta)[0]
     tail_dims = len(meta["shape"]) - 1
     for k in range(math.ceil(n / per_chunk) if per_chunk else 0):
@@ -167,20 +167,6 @@ def _chunks(store_path: Path, name: str) -> Iterator[tuple[range, str]]:
         sep = layout.separator(meta)
         key = sep.join(["c", str(k), *(["0"] * tail_dims)])
         yield rows, str(Path(store_path) / name / key)
-
-
-def _n_takes(store_path: Path) -> int:
-    import json
-
-    return int(json.loads((Path(store_path) / "zarr.json").read_text())["attributes"]["n_takes"])
-
-
-def _token_file(store_path: Path, row: int, view: int) -> Path:
-    meta = layout.array_metadata(store_path, "tokens")
-    if layout.is_packed(meta):
-        chunk = row // layout.chunk_shape(meta)[0]
-        return Path(store_path) / "tokens" / ".".join(["c", str(chunk), *(["0"] * 4)])
-    return Path(store_path) / "tokens" / "/".join(["c", str(row), str(view), "0", "0", "0"])
 
 
 def repair_store(path: str | Path, report: VerifyReport) -> list[int]:

@@ -143,7 +143,7 @@ def load_selection(store_path: str | Path, views: str | list[str]) -> Selection:
             raise SelectionError(
                 _empty_selection(store_path, store, view_names, complete, all_valid)
             )
-        x = store.read_tokens(rows, view_idx)
+        x = store.read_tokens(rows, view_idx, records=(status, all_valid))
     return Selection(
         x=x,
         mask=valid[rows],

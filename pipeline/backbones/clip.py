@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from skill.pipeline.backbones.per_frame import TINY_TEXT_TOWER, per_frame_token_modes
 from skill.pipeline.backbones.registry import (
     BackboneSpec,
     Family,
     Geometry,
-    TokenMode,
     register,
     register_family,
 )
@@ -57,10 +57,6 @@ def _per_frame(model, pixels):
     return output.pooler_output.float().reshape(batch, frames, -1)
 
 
-def _cls_tokens(model, pixels):
-    return _per_frame(model, pixels).mean(dim=1, keepdim=True)  # (B, 1, D)
-
-
 def _patch_tokens(model, pixels):
     batch = pixels.shape[0]
     output = model(pixel_values=pixels.flatten(0, 1))
@@ -72,17 +68,7 @@ def _full_clip(vision):
     """The hub's layout: a full CLIPModel with a tiny text tower (only vision loads back)."""
     from transformers import CLIPConfig, CLIPModel
 
-    text = {
-        "vocab_size": 99,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 16,
-        "pad_token_id": 1,
-        "bos_token_id": 0,
-        "eos_token_id": 2,
-    }
+    text = dict(TINY_TEXT_TOWER)
     vision_config = vision.config.to_dict()
     config = CLIPConfig(
         text_config=text, vision_config=vision_config, projection_dim=vision.config.projection_dim
@@ -100,13 +86,9 @@ CLIP = register_family(
         config_class="CLIPVisionConfig",
         model_types=("clip", "clip_vision_model"),
         default_resample="bicubic",  # CLIPImageProcessor's
-        token_modes={
-            "frame": TokenMode(count=lambda frames, patches: frames, tokens=_per_frame),
-            "cls": TokenMode(count=lambda frames, patches: 1, tokens=_cls_tokens),
-            "patch": TokenMode(
-                count=lambda frames, patches: frames * (1 + patches), tokens=_patch_tokens
-            ),
-        },
+        token_modes=per_frame_token_modes(
+            _per_frame, _patch_tokens, lambda frames, patches: frames * (1 + patches)
+        ),
         lora_targets=CLIP_LORA_TARGETS,
         save_as=_full_clip,
     )

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from skill.pipeline.backbones.per_frame import per_frame_token_modes
 from skill.pipeline.backbones.registry import (
     BackboneSpec,
     Family,
     Geometry,
-    TokenMode,
     register,
     register_family,
 )
@@ -88,19 +88,13 @@ def _frame_tokens(model, pixels):
     return _frames(model, pixels)[:, :, 0]  # (B, T, D)
 
 
-def _cls_tokens(model, pixels):
-    return _frame_tokens(model, pixels).mean(dim=1, keepdim=True)  # (B, 1, D)
-
-
 def _patch_tokens(model, pixels):
     return _frames(model, pixels).flatten(1, 2)  # (B, T*(1+P), D)
 
 
-_TOKEN_MODES = {
-    "frame": TokenMode(count=lambda frames, patches: frames, tokens=_frame_tokens),
-    "cls": TokenMode(count=lambda frames, patches: 1, tokens=_cls_tokens),
-    "patch": TokenMode(count=lambda frames, patches: frames * (1 + patches), tokens=_patch_tokens),
-}
+_TOKEN_MODES = per_frame_token_modes(
+    _frame_tokens, _patch_tokens, lambda frames, patches: frames * (1 + patches)
+)
 
 DINOV2 = register_family(
     Family(

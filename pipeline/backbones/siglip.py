@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from skill.pipeline.backbones.per_frame import TINY_TEXT_TOWER, per_frame_token_modes
 from skill.pipeline.backbones.registry import (
     BackboneSpec,
     Family,
     Geometry,
-    TokenMode,
     register,
     register_family,
 )
@@ -62,10 +62,6 @@ def _frame_tokens(model, pixels):
     return pooled.reshape(batch, frames, -1)  # (B, T, D)
 
 
-def _cls_tokens(model, pixels):
-    return _frame_tokens(model, pixels).mean(dim=1, keepdim=True)  # (B, 1, D)
-
-
 def _patch_tokens(model, pixels):
     batch = pixels.shape[0]
     hidden = _forward(model, pixels).last_hidden_state.float()  # (B*T, P, D)
@@ -76,18 +72,7 @@ def _full_siglip(vision):
     """The hub's layout: a full SiglipModel with a tiny text tower (only vision loads back)."""
     from transformers import SiglipConfig, SiglipModel
 
-    text = {
-        "vocab_size": 99,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 16,
-        "pad_token_id": 1,
-        "bos_token_id": 0,
-        "eos_token_id": 2,
-        "projection_size": vision.config.hidden_size,
-    }
+    text = {**TINY_TEXT_TOWER, "projection_size": vision.config.hidden_size}
     config = SiglipConfig(text_config=text, vision_config=vision.config.to_dict())
     full = SiglipModel(config)
     full.vision_model.load_state_dict(vision.state_dict())
@@ -101,13 +86,9 @@ SIGLIP = register_family(
         config_class="SiglipVisionConfig",
         model_types=("siglip", "siglip_vision_model"),
         default_resample="bicubic",  # SiglipImageProcessor's
-        token_modes={
-            "frame": TokenMode(count=lambda frames, patches: frames, tokens=_frame_tokens),
-            "cls": TokenMode(count=lambda frames, patches: 1, tokens=_cls_tokens),
-            "patch": TokenMode(
-                count=lambda frames, patches: frames * patches, tokens=_patch_tokens
-            ),
-        },
+        token_modes=per_frame_token_modes(
+            _frame_tokens, _patch_tokens, lambda frames, patches: frames * patches
+        ),
         lora_targets=SIGLIP_LORA_TARGETS,
         required_config=(
             ("vision_use_head", True, "frame and cls are the attention-pooling head's output"),
