@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skill.cache.checksum import crc32c, crc32c_extend
 from skill.cache.errors import StoreError
 
 WRITE_SEPARATOR, PACKED_SEPARATOR = "/", "."
@@ -91,7 +92,7 @@ def _scan(data, checksum: bool, crc: int = 0) -> tuple[int, bool]:
     for start in range(0, len(bits), _SCAN_BLOCK):
         block = bits[start : start + _SCAN_BLOCK]
         if checksum:
-            crc = _crc32c_extend(crc, block)
+            crc = crc32c_extend(crc, block)
         if not non_finite:
             magnitude = scratch[: len(block)]
             np.bitwise_and(block, 0x7FFF, out=magnitude)
@@ -306,13 +307,6 @@ def has_checksum(meta: dict) -> bool:
     return any(codec.get("name") == "crc32c" for codec in meta.get("codecs", []))
 
 
-def crc32c(data) -> bytes:
-    """zarr's crc32c codec's checksum of `data`: 4 bytes, little-endian."""
-    import google_crc32c
-
-    return np.uint32(google_crc32c.value(data)).tobytes()
-
-
 def page_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised array whose data starts on a 4 KiB page boundary.
 
@@ -448,7 +442,7 @@ def _read_checksummed(fd: int, path: Path, runs, data_bytes: int) -> None:
     else:  # a part of the chunk: the checksum covers all of it
         scratch = np.empty(data_bytes, dtype=np.uint8)
         _pread_exactly(fd, path, memoryview(scratch), 0)
-        value = _crc32c_extend(0, scratch)
+        value = crc32c_extend(0, scratch)
         for target, offset in runs:
             np.frombuffer(target, dtype=np.uint8)[:] = scratch[offset : offset + len(target)]
             non_finite |= has_non_finite_float16(target)
@@ -456,12 +450,6 @@ def _read_checksummed(fd: int, path: Path, runs, data_bytes: int) -> None:
         raise LayoutError(f"{path}: token chunk fails its checksum (its bytes changed on disk)")
     if non_finite:
         raise NonFiniteTokens(path)
-
-
-def _crc32c_extend(value: int, data) -> int:
-    import google_crc32c
-
-    return google_crc32c.extend(value, np.frombuffer(data, dtype=np.uint8))
 
 
 def _pread_exactly(fd: int, path: Path, target: memoryview, offset: int) -> None:

@@ -58,7 +58,7 @@ def flip_a_byte(path: Path, at: int = 20) -> None:
 
 def write_nan(path: Path) -> None:
     """NaN stored by a faulty writer, with a valid checksum: the values are refused."""
-    from skill.cache.layout import crc32c
+    from skill.cache.checksum import crc32c
 
     data = bytearray(path.read_bytes()[:-4])
     data[8:10] = np.uint16(0x7E00).tobytes()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from skill.cache import layout
+from skill.cache.checksum import crc32c
 from skill.cache.store import RELAYOUT_ARRAYS, StoreError, TakeResult, TakeRow, TokenStore
 from tests.token_store import build_token_store
 
@@ -267,7 +268,7 @@ def test_non_finite_tokens_on_disk_are_an_error_naming_the_file(source, tmp_path
     data = bytearray(chunk.read_bytes()[:-4])  # without its checksum
     data[10:12] = np.uint16(bits).tobytes()
     # a writer that stored NaN (with a valid checksum): the values themselves are refused
-    chunk.write_bytes(bytes(data) + layout.crc32c(bytes(data)))
+    chunk.write_bytes(bytes(data) + crc32c(bytes(data)))
     with pytest.raises(StoreError, match=rf"{chunk.name}: token chunk holds NaN or Inf values"):
         store.read_tokens(np.arange(store.n_takes), [0, 1, 2, 3])
     assert store.read_tokens(rows[:0], [0]).shape[0] == 0
