@@ -192,6 +192,13 @@ def _print_extract_summary(summary) -> None:
         out.print("  packed the store into large chunks for fast reading")
     if summary.removed_temp_files:
         out.print(f"  removed {summary.removed_temp_files} temporary files of an interrupted run")
+    if summary.missing_videos:
+        out.print(
+            f"  {summary.missing_videos} video files missing, recorded as failed views "
+            f"(--skip-missing); list: {summary.missing_list}",
+            highlight=False,
+            soft_wrap=True,
+        )
     for take, view, reason in summary.failures[:20]:
         out.print(f"  failed: take {take} view {view}: {reason}", highlight=False)
     if len(summary.failures) > 20:
