@@ -237,7 +237,9 @@ class MissingVideo:
             else ""
         )
         prefix = f"{self.where.record}: " if self.where.record else ""
-        return f"{prefix}take {self.take_id} view {self.view}: video {self.problem}: {self.path}{hint}"
+        return (
+            f"{prefix}take {self.take_id} view {self.view}: video {self.problem}: {self.path}{hint}"
+        )
 
     @property
     def reason(self) -> str:
@@ -257,7 +259,9 @@ def find_missing_videos(
             continue
         problem = video_problem(video)
         if problem:
-            missing.append(MissingVideo(take.take_id, view, video, problem, where, downscaled_tried))
+            missing.append(
+                MissingVideo(take.take_id, view, video, problem, where, downscaled_tried)
+            )
     return missing
 
 

@@ -15,13 +15,13 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from skill.pipeline.manifest.common import (
+    MissingVideo,
     Where,
     as_text,
     check_has_video,
-    MissingVideo,
-    find_missing_videos,
     duplicate_error,
     ends_early,
+    find_missing_videos,
     kind,
     optional_str,
     path_value,

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from skill.pipeline.manifest.common import (
+    MissingVideo,
     Where,
     as_text,
     check_has_video,
-    MissingVideo,
-    find_missing_videos,
     duplicate_error,
+    find_missing_videos,
     jsonl_records,
     kind,
     optional_str,

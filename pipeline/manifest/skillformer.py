@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from skill.pipeline.manifest.common import (
-    Where,
     MissingVideo,
-    find_missing_videos,
+    Where,
     duplicate_error,
+    find_missing_videos,
     jsonl_records,
     kind,
     optional_str,
