@@ -459,13 +459,14 @@ def _run_sweep(cfg) -> None:
 def print_sweep_table(rows: list[dict]) -> None:
     from rich.table import Table
 
-    from skill.heads.sweep import format_mean_std, several_backbones
+    from skill.heads.sweep import SPLITS, format_mean_std, several_backbones
 
     several_seeds = any(row["seeds"] > 1 for row in rows)
     title = "mean ± std over seeds" if several_seeds else "one seed"
     table = Table(title=f"sweep: top-1 and balanced accuracy ({title})")
     backbone = several_backbones(rows)  # one store: no backbone column, as before --stores
     columns = ("head", "views", "val top-1", "val bal.acc", "test top-1", "test bal.acc", "s/fit")
+    columns += ("majority val/test",)  # the training majority class, scored on each split
     for column in ("backbone",) * backbone + columns:
         table.add_column(column, no_wrap=True)
 
@@ -479,8 +480,20 @@ def print_sweep_table(rows: list[dict]) -> None:
     for row in rows:
         cells = [cell(row, key) for key in metrics]
         first = [row.get("backbone", "")] * backbone + [row["head"], row["views"]]
-        table.add_row(*first, *cells, f"{row['fit_seconds_mean']:.1f}")
+        majority = "/".join(cell_number(row.get(f"{split}_majority_top1")) for split in SPLITS)
+        table.add_row(*first, *cells, f"{row['fit_seconds_mean']:.1f}", majority)
     out.print(table)
+    chance = rows[0].get("chance") if rows else None
+    if chance is not None and chance == chance:
+        out.print(
+            f"chance (1 / classes): {chance:.3f}; majority: the most common training label "
+            "predicted for every take of the split",
+            highlight=False,
+        )
+
+
+def cell_number(value) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
 
 
 # ---- predict -----------------------------------------------------------------------------
@@ -530,7 +543,11 @@ def predict(cfg: PredictConfig) -> None:
         out.print(f"{len(result.skipped)} takes had no usable view (not in the CSV)")
     if result.benchmark:
         figures = ", ".join(f"{k} {v:.3f}" for k, v in result.benchmark.items())
-        out.print(f"the scorer's top-1 on the labelled takes of the file: {figures}")
+        majority = cell_number(result.benchmark_majority)
+        out.print(
+            f"the scorer's top-1 on the labelled takes of the file: {figures} "
+            f"(majority baseline of the training labels {majority})"
+        )
     for split, metrics in result.metrics.items():
         out.print(format_metrics(split, metrics), highlight=False)
 
@@ -555,7 +572,9 @@ def _print_demo_verdict(result) -> None:
     best, single, fused = result.best, result.best_single_view, result.best_fusion
     out.print(
         f"best (chosen on val): {best['head']} on {best['views']}: test top-1 "
-        f"{best['test_top1_mean']:.3f} (chance 0.25) - at least 0.6: {mark(result.best_above_chance)}"
+        f"{best['test_top1_mean']:.3f} (chance 0.25, majority "
+        f"{cell_number(best.get('test_majority_top1'))}) - at least 0.6: "
+        f"{mark(result.best_above_chance)}"
     )
     out.print(
         f"fusion of all views {fused['test_top1_mean']:.3f} ({fused['head']}) vs best single view "
