@@ -459,14 +459,13 @@ def _run_sweep(cfg) -> None:
 def print_sweep_table(rows: list[dict]) -> None:
     from rich.table import Table
 
-    from skill.heads.sweep import SPLITS, format_mean_std, several_backbones
+    from skill.heads.sweep import format_mean_std, several_backbones
 
     several_seeds = any(row["seeds"] > 1 for row in rows)
     title = "mean ± std over seeds" if several_seeds else "one seed"
     table = Table(title=f"sweep: top-1 and balanced accuracy ({title})")
     backbone = several_backbones(rows)  # one store: no backbone column, as before --stores
     columns = ("head", "views", "val top-1", "val bal.acc", "test top-1", "test bal.acc", "s/fit")
-    columns += ("majority val/test",)  # the training majority class, scored on each split
     for column in ("backbone",) * backbone + columns:
         table.add_column(column, no_wrap=True)
 
@@ -480,16 +479,33 @@ def print_sweep_table(rows: list[dict]) -> None:
     for row in rows:
         cells = [cell(row, key) for key in metrics]
         first = [row.get("backbone", "")] * backbone + [row["head"], row["views"]]
-        majority = "/".join(cell_number(row.get(f"{split}_majority_top1")) for split in SPLITS)
-        table.add_row(*first, *cells, f"{row['fit_seconds_mean']:.1f}", majority)
+        table.add_row(*first, *cells, f"{row['fit_seconds_mean']:.1f}")
     out.print(table)
-    chance = rows[0].get("chance") if rows else None
-    if chance is not None and chance == chance:
-        out.print(
-            f"chance (1 / classes): {chance:.3f}; majority: the most common training label "
-            "predicted for every take of the split",
-            highlight=False,
+    out.print(baselines_line(rows), highlight=False)
+
+
+def baselines_line(rows: list[dict]) -> str:
+    """The majority baseline (the most common training label predicted for every take of a
+    split) and chance, below the table: one figure per split, or per view set when view sets
+    select different takes (a take with none of the set's views is left out)."""
+    from skill.heads.sweep import SPLITS
+
+    def figures(row: dict) -> str:
+        return ", ".join(
+            f"{split} {cell_number(row.get(f'{split}_majority_top1'))}"
+            for split in SPLITS
+            if row.get(f"n_{split}")
         )
+
+    by_views: dict[str, str] = {}
+    for row in rows:  # every head of a view set is scored on the same takes
+        by_views.setdefault(row["views"], figures(row))
+    if len(set(by_views.values())) == 1:
+        majority = next(iter(by_views.values()), "-")
+    else:
+        majority = "; ".join(f"{text} on {views}" for views, text in by_views.items())
+    chance = cell_number(rows[0].get("chance") if rows else None)
+    return f"majority baseline (most common training label): {majority}; chance {chance}"
 
 
 def cell_number(value) -> str:

@@ -129,3 +129,22 @@ def test_the_table_has_the_majority_baseline_of_the_training_labels(swept):
         saved = next(r for r in csv.DictReader(f) if (r["head"], r["views"]) == ("mean", "all"))
     assert float(saved["chance"]) == pytest.approx(0.25)
     assert float(saved["test_majority_top1"]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_console_table_prints_the_majority_baseline_per_view_set(swept, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import skill.cli
+
+    _, result = swept
+    monkeypatch.setattr(skill.cli, "out", Console(file=io.StringIO(), width=200))
+    skill.cli.print_sweep_table(result.rows)
+    text = " ".join(skill.cli.out.file.getvalue().split())
+    rows = {row["views"]: row for row in result.rows}
+    assert rows["ego"]["n_test"] != rows["all"]["n_test"]  # ego leaves out takes without it
+    for views, row in rows.items():
+        figures = f"val {row['val_majority_top1']:.3f}, test {row['test_majority_top1']:.3f}"
+        assert f"{figures} on {views}" in text
+    assert "chance 0.250" in text
