@@ -195,7 +195,7 @@ def _print_extract_summary(summary) -> None:
     if summary.missing_videos:
         out.print(
             f"  {summary.missing_videos} video files missing, recorded as failed views "
-            f"(--skip-missing); list: {summary.missing_list}",
+            f"(--skip-missing); list: {summary.missing_list or 'could not be written'}",
             highlight=False,
             soft_wrap=True,
         )

@@ -80,7 +80,7 @@ class ExtractSummary:
     missing_videos: int = 0
     """Video files of this run's takes that are missing (recorded as failed views)."""
     missing_list: Path | None = None
-    """The file listing them (see `missing_list_path`), when there are any."""
+    """The file listing them (see `missing_list_path`), when there are any and it was written."""
     removed_temp_files: int = 0
     """Temporary files of killed writes deleted at the start of this run."""
     relayout: list[str] = field(default_factory=list)
@@ -111,7 +111,8 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
     provenance = build_provenance(cfg, backbone)
     summary = ExtractSummary(store=cfg.store, total=len(takes), rank=rank.rank, world=rank.world)
     summary.missing_videos = len(missing)
-    summary.missing_list = missing_list_path(cfg.store) if missing else None
+    listed = missing_list_path(cfg.store)
+    summary.missing_list = listed if missing and listed.is_file() else None
     distributed.init_process_group(rank, backbone.device)
     try:
         with (
@@ -171,28 +172,34 @@ def check_missing_videos(
     wanted = {take.take_id for take in takes}
     missing = [m for m in found if m.take_id in wanted]  # --limit: only the takes to extract
     path = missing_list_path(cfg.store)
+    written = True
     if rank.is_coordinator:
-        _write_missing_list(path, missing_videos_text(missing) if missing else None)
+        written = _write_missing_list(path, missing_videos_text(missing) if missing else None)
     if missing and not cfg.skip_missing:
         raise MissingVideosError(
             str(cfg.manifest),
             missing,
-            list_file=str(path),
+            list_file=str(path) if written else f"(could not be written to {path})",
             hint="nothing was extracted; fix the paths (or --root), or pass --skip-missing to "
             "extract the other views (the missing ones are recorded as failed views)",
         )
     return {(m.take_id, m.view): m.reason for m in missing}
 
 
-def _write_missing_list(path: Path, text: str | None) -> None:
+def _write_missing_list(path: Path, text: str | None) -> bool:
     """Write the list atomically; None removes a list an earlier run left (none is missing
-    now, so it would mislead)."""
-    if text is None:
-        path.unlink(missing_ok=True)
-        return
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    now, so it would mislead). False when it cannot be written: the message still lists the
+    first 20, and a read-only working folder must not hide them behind its own error."""
+    try:
+        if text is None:
+            path.unlink(missing_ok=True)
+            return True
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+        return True
+    except OSError:
+        return False
 
 
 def _load_backbone(cfg: ExtractConfig, rank: distributed.Rank):
