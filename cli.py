@@ -192,6 +192,13 @@ def _print_extract_summary(summary) -> None:
         out.print("  packed the store into large chunks for fast reading")
     if summary.removed_temp_files:
         out.print(f"  removed {summary.removed_temp_files} temporary files of an interrupted run")
+    if summary.missing_videos:
+        out.print(
+            f"  {summary.missing_videos} video files missing, recorded as failed views "
+            f"(--skip-missing); list: {summary.missing_list or 'could not be written'}",
+            highlight=False,
+            soft_wrap=True,
+        )
     for take, view, reason in summary.failures[:20]:
         out.print(f"  failed: take {take} view {view}: {reason}", highlight=False)
     if len(summary.failures) > 20:
@@ -474,6 +481,35 @@ def print_sweep_table(rows: list[dict]) -> None:
         first = [row.get("backbone", "")] * backbone + [row["head"], row["views"]]
         table.add_row(*first, *cells, f"{row['fit_seconds_mean']:.1f}")
     out.print(table)
+    out.print(baselines_line(rows), highlight=False)
+
+
+def baselines_line(rows: list[dict]) -> str:
+    """The majority baseline (the most common training label predicted for every take of a
+    split) and chance, below the table: one figure per split, or per view set when view sets
+    select different takes (a take with none of the set's views is left out)."""
+    from skill.heads.sweep import SPLITS
+
+    def figures(row: dict) -> str:
+        return ", ".join(
+            f"{split} {cell_number(row.get(f'{split}_majority_top1'))}"
+            for split in SPLITS
+            if row.get(f"n_{split}")
+        )
+
+    by_views: dict[str, str] = {}
+    for row in rows:  # every head of a view set is scored on the same takes
+        by_views.setdefault(row["views"], figures(row))
+    if len(set(by_views.values())) == 1:
+        majority = next(iter(by_views.values()), "-")
+    else:
+        majority = "; ".join(f"{text} on {views}" for views, text in by_views.items())
+    chance = cell_number(rows[0].get("chance") if rows else None)
+    return f"majority baseline (most common training label): {majority}; chance {chance}"
+
+
+def cell_number(value) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
 
 
 # ---- predict -----------------------------------------------------------------------------
@@ -523,7 +559,11 @@ def predict(cfg: PredictConfig) -> None:
         out.print(f"{len(result.skipped)} takes had no usable view (not in the CSV)")
     if result.benchmark:
         figures = ", ".join(f"{k} {v:.3f}" for k, v in result.benchmark.items())
-        out.print(f"the scorer's top-1 on the labelled takes of the file: {figures}")
+        majority = cell_number(result.benchmark_majority)
+        out.print(
+            f"the scorer's top-1 on the labelled takes of the file: {figures} "
+            f"(majority baseline of the training labels {majority})"
+        )
     for split, metrics in result.metrics.items():
         out.print(format_metrics(split, metrics), highlight=False)
 
@@ -548,7 +588,9 @@ def _print_demo_verdict(result) -> None:
     best, single, fused = result.best, result.best_single_view, result.best_fusion
     out.print(
         f"best (chosen on val): {best['head']} on {best['views']}: test top-1 "
-        f"{best['test_top1_mean']:.3f} (chance 0.25) - at least 0.6: {mark(result.best_above_chance)}"
+        f"{best['test_top1_mean']:.3f} (chance 0.25, majority "
+        f"{cell_number(best.get('test_majority_top1'))}) - at least 0.6: "
+        f"{mark(result.best_above_chance)}"
     )
     out.print(
         f"fusion of all views {fused['test_top1_mean']:.3f} ({fused['head']}) vs best single view "

@@ -75,7 +75,8 @@ class FitConfig:
     name: str = ""
     """Run folder name; empty = ``<head>-<views>-s<seed>``. A taken name gets a suffix -2, -3..."""
     plots: bool = True
-    """Write confusion.png and curve.png (about a second per fit; off for quick sweeps)."""
+    """Write confusion.png and curve.png (about a second per fit; off for quick sweeps), and
+    a sweep's sweep.png."""
     lgbm_rounds: int = 500
     """LightGBM: maximum boosting rounds."""
     lgbm_learning_rate: float = 0.05

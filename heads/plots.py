@@ -1,4 +1,5 @@
-"""PNG figures of a fit: confusion matrices and training curves (matplotlib, Agg backend).
+"""PNG figures: a fit's confusion matrices and training curves, a sweep's results
+(matplotlib, Agg backend).
 
 matplotlib is imported inside the functions so that importing ``heads`` stays cheap and
 never needs a display.
@@ -73,3 +74,58 @@ def plot_curve(
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.9, wspace=0.2)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_sweep(rows: list[dict], path: str | Path) -> None:
+    """A sweep's top-1 on test (val when there is no test): one panel per backbone, a group of
+    bars per view set, one bar per head; bar = mean over seeds, error bar = min..max; dashed
+    line = chance (1 / classes), dotted lines = the majority baseline of the split (the most
+    common training label), per view set."""
+    split = "test" if any(row.get("n_test") for row in rows) else "val"
+    backbones = list(dict.fromkeys(row.get("backbone", "") for row in rows))
+    heads = list(dict.fromkeys(row["head"] for row in rows))
+    view_sets = list(dict.fromkeys(row["views"] for row in rows))
+    plt = _pyplot()
+    panel, legend = max(3.5, 0.45 * len(heads) * len(view_sets) + 1.0), 2.2  # inches
+    total = panel * len(backbones) + legend + 0.8
+    fig, axes = plt.subplots(1, len(backbones), figsize=(total, 4.2), squeeze=False, sharey=True)
+    for ax, backbone in zip(axes[0], backbones, strict=True):
+        mine = [row for row in rows if row.get("backbone", "") == backbone]
+        _draw_sweep_panel(ax, mine, heads, view_sets, split)
+        ax.set_title(f"{backbone}: {split} top-1" if backbone else f"{split} top-1", fontsize=10)
+    axes[0][0].set_ylabel(f"{split} top-1 (mean over seeds, min..max)")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.subplots_adjust(
+        left=0.8 / total, right=1 - legend / total, bottom=0.2, top=0.9, wspace=0.08
+    )
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _draw_sweep_panel(ax, rows: list[dict], heads: list[str], views: list[str], split: str):
+    bar = 0.8 / len(heads)
+    for h, head in enumerate(heads):
+        xs, means, low, high = [], [], [], []
+        for v, view_set in enumerate(views):
+            row = next((r for r in rows if (r["head"], r["views"]) == (head, view_set)), None)
+            seeds = [x for x in (row or {}).get(f"{split}_top1_seeds", []) if x == x]
+            if seeds:
+                mean = float(np.mean(seeds))
+                xs.append(v - 0.4 + bar * (h + 0.5))
+                means.append(mean)
+                low.append(mean - min(seeds))
+                high.append(max(seeds) - mean)
+        ax.bar(xs, means, bar * 0.9, yerr=[low, high], capsize=3, label=head)
+    chance = rows[0].get("chance") if rows else None
+    if chance is not None and chance == chance:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    # The majority baseline per view set: a view set can select fewer takes than another.
+    for v, view_set in enumerate(views):
+        row = next((r for r in rows if r["views"] == view_set), {})
+        majority = row.get(f"{split}_majority_top1")
+        if majority is not None and majority == majority:
+            label = "majority (train labels)" if v == 0 else None
+            ax.hlines(majority, v - 0.45, v + 0.45, color="black", linestyle=":", label=label)
+    ax.set_xticks(range(len(views)), views, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)

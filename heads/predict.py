@@ -89,6 +89,7 @@ class PredictResult:
     filled: list[str] = field(default_factory=list)  # takes of the file given the uniform fill
     warnings: list[str] = field(default_factory=list)  # leakage warnings (see leakage_warnings)
     benchmark: dict = field(default_factory=dict)  # egoexo4d: ego, exo, ego+exo top-1 (labelled)
+    benchmark_majority: float | None = None  # the training majority class's top-1 on them
     aggregate: str = "none"  # "participant": probabilities are participant means
     metrics: dict = field(
         default_factory=dict
@@ -166,6 +167,7 @@ def predict(
             slots = np.log(np.clip(participant_mean(_softmax(slots), sel.participant), 1e-12, None))
         rows = np.array([row_of[t] for t in ids if t in row_of], dtype=np.int64)
         result.benchmark = benchmark_scores(slots[rows], sel.labels[rows])
+        result.benchmark_majority = majority_top1(record, sel.labels[rows])
         write_egoexo4d(result.out_json, ids, row_of, slots, len(record.class_names))
     elif cfg.format == "egoexo4d-labels":
         result.out_json = Path(cfg.out_json)
@@ -457,6 +459,15 @@ def benchmark_scores(slots: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         name: float((pred[rows] == labels[rows]).mean())
         for name, pred in slot_predictions(slots).items()
     }
+
+
+def majority_top1(record: RunRecord, labels: np.ndarray) -> float | None:
+    """Top-1 of predicting the run's most common training label for every labelled take
+    (ties: the lower class index, as `metrics.majority_label`); None when none is labelled."""
+    labelled = labels[labels >= 0]
+    if not len(labelled):
+        return None
+    return float((labelled == int(np.argmax(record.train_class_counts))).mean())
 
 
 def write_egoexo4d(

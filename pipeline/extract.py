@@ -8,6 +8,13 @@ Rules a user can rely on:
 - A view that cannot be decoded is masked (`valid` False) with its reason in `view_error`;
   the take stays usable with the other views. A take with fewer than `min_views` decodable
   views is recorded as failed. A view missing from the manifest is masked, not a failure.
+- Video files the manifest names but that are not there stop the run before the store is
+  touched or the backbone loads, listing them all: their count and the first 20 in the
+  message, every one in ``<store>.missing_videos.txt`` beside the store (or in the working
+  folder when the store's folder cannot be written). With `skip_missing` they become failed
+  views ("video file missing: PATH") and the run goes on; a take none of whose videos is
+  there is a failed take. Under torchrun every rank finds the same files (one manifest, one
+  file system), and only rank 0 writes the list.
 - Completed (and failed) takes are skipped when the same command runs again, so a killed run
   (SIGKILL included, at any moment) resumes where it stopped; `retry_failed` extracts failed
   takes again. A take's `status` is written after all its arrays, so a take cut short stays
@@ -70,6 +77,10 @@ class ExtractSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     """(take, view or '*', reason) of every failure in the store (coordinator only)."""
+    missing_videos: int = 0
+    """Video files of this run's takes that are missing (recorded as failed views)."""
+    missing_list: Path | None = None
+    """The file listing them (see `missing_list_path`), when there are any and it was written."""
     removed_temp_files: int = 0
     """Temporary files of killed writes deleted at the start of this run."""
     relayout: list[str] = field(default_factory=list)
@@ -91,34 +102,38 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
 
     started = time.perf_counter()
     rank = distributed.current_rank()
-    dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
+    dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format, missing_videos="keep")
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
+    missing = check_missing_videos(cfg, rank, takes, dataset.missing_videos)
     if rank.is_coordinator:
         preflight_store(cfg.store)  # refuse in a second, not after loading the backbone
     backbone = _load_backbone(cfg, rank)
     provenance = build_provenance(cfg, backbone)
     summary = ExtractSummary(store=cfg.store, total=len(takes), rank=rank.rank, world=rank.world)
+    summary.missing_videos = len(missing)
+    listed = missing_list_path(cfg.store)
+    summary.missing_list = listed if missing and listed.is_file() else None
     distributed.init_process_group(rank, backbone.device)
     try:
         with (
             terminate_as_interrupt(),
             _CoordinatedStore(cfg, rank, provenance, dataset.views, takes) as coordinated,
         ):
-            _run_share(cfg, coordinated, backbone, takes, summary, progress)
+            _run_share(cfg, coordinated, backbone, takes, summary, progress, missing)
     finally:
         distributed.shutdown(rank)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _run_share(cfg, coordinated, backbone, takes, summary, progress) -> None:
+def _run_share(cfg, coordinated, backbone, takes, summary, progress, missing) -> None:
     """Extract this rank's share of the pending takes, then sum the counts of all ranks."""
     rank, store = coordinated.rank, coordinated.store
     work = _my_pending_takes(cfg, store, coordinated.rows, takes, rank)
     summary.skipped = len(takes) - sum(len(share) for share in work["all"])
     summary.removed_temp_files = coordinated.removed_temp_files
     summary.relayout = list(coordinated.relayout)
-    _extract_takes(cfg, store, backbone, work["mine"], summary, progress)
+    _extract_takes(cfg, store, backbone, work["mine"], summary, progress, missing)
     # Collectives: they return once every rank has written all of its takes.
     shares = distributed.gather_from_ranks(rank, summary.completed + summary.failed)
     counts = (summary.completed, summary.failed, summary.failed_views)
@@ -129,6 +144,62 @@ def _run_share(cfg, coordinated, backbone, takes, summary, progress) -> None:
         coordinated.finish(takes_per_rank=shares)
         summary.failures = store.failures()
         summary.relayout = list(coordinated.relayout)
+
+
+# ---- missing video files -------------------------------------------------------------------
+MISSING_LIST_SUFFIX = ".missing_videos.txt"
+
+
+def missing_list_path(store: Path) -> Path:
+    """Where the list of missing videos goes: beside the store (``<store>.missing_videos.txt``),
+    or in the working folder when the store's folder does not exist or cannot be written (the
+    store itself is never created for it). The same on every rank."""
+    folder = store.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK)):
+        folder = Path.cwd()
+    return folder / f"{store.name}{MISSING_LIST_SUFFIX}"
+
+
+def check_missing_videos(
+    cfg: ExtractConfig, rank: distributed.Rank, takes: list[Take], found: tuple
+) -> dict[tuple[str, str], str]:
+    """The missing videos of this run's `takes`, as (take, view) -> failed-view reason. Rank 0
+    writes them all to `missing_list_path`; without `cfg.skip_missing` any of them stops the
+    run (`MissingVideosError`: the count, the first 20 and the list file)."""
+    from skill.pipeline.manifest import MissingVideosError
+    from skill.pipeline.manifest.common import missing_videos_text
+
+    wanted = {take.take_id for take in takes}
+    missing = [m for m in found if m.take_id in wanted]  # --limit: only the takes to extract
+    path = missing_list_path(cfg.store)
+    written = True
+    if rank.is_coordinator:
+        written = _write_missing_list(path, missing_videos_text(missing) if missing else None)
+    if missing and not cfg.skip_missing:
+        raise MissingVideosError(
+            str(cfg.manifest),
+            missing,
+            list_file=str(path) if written else f"(could not be written to {path})",
+            hint="nothing was extracted; fix the paths (or --root), or pass --skip-missing to "
+            "extract the other views (the missing ones are recorded as failed views)",
+        )
+    return {(m.take_id, m.view): m.reason for m in missing}
+
+
+def _write_missing_list(path: Path, text: str | None) -> bool:
+    """Write the list atomically; None removes a list an earlier run left (none is missing
+    now, so it would mislead). False when it cannot be written: the message still lists the
+    first 20, and a read-only working folder must not hide them behind its own error."""
+    try:
+        if text is None:
+            path.unlink(missing_ok=True)
+            return True
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+        return True
+    except OSError:
+        return False
 
 
 def _load_backbone(cfg: ExtractConfig, rank: distributed.Rank):
@@ -364,10 +435,10 @@ def take_cost(take: Take) -> float:
     return total
 
 
-def _extract_takes(cfg, store, backbone, work, summary, progress) -> None:
+def _extract_takes(cfg, store, backbone, work, summary, progress, missing) -> None:
     from skill.pipeline.extract_loop import ExtractLoop
 
-    loop = ExtractLoop(cfg, store, backbone, summary, progress)
+    loop = ExtractLoop(cfg, store, backbone, summary, progress, missing=missing)
     loop.run(work)
 
 

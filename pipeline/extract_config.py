@@ -68,6 +68,10 @@ class ExtractConfig:
     """A take with fewer decodable views than this is recorded as failed."""
     retry_failed: bool = False
     """Extract takes recorded as failed again (completed takes are always skipped)."""
+    skip_missing: bool = False
+    """Go on when video files the manifest names are missing: each is recorded as a failed
+    view ("video file missing: PATH"), a take with none of its videos as a failed take.
+    Without it the run stops before decoding, listing them all."""
     limit: int | None = None
     """Only the first N takes of the manifest (for trying things out)."""
     pack: bool = True

@@ -49,8 +49,11 @@ class ExtractLoop:
     """The function decode workers run per (take, view), a top-level function; None means
     `pipeline.decode.decode_view`. Tests replace it to simulate a decoder that hangs."""
 
-    def __init__(self, cfg, store, backbone, summary, progress=None):
+    def __init__(self, cfg, store, backbone, summary, progress=None, missing=None):
         self.cfg, self.store, self.backbone = cfg, store, backbone
+        # (take, view) -> reason of video files known to be missing (extract --skip-missing):
+        # failed views that are never sent to a decoder
+        self.missing: dict[tuple[str, str], str] = dict(missing or {})
         self.summary, self.progress = summary, progress
         self.views = list(store.views)
         self.sampling = cfg.sampling
@@ -93,7 +96,12 @@ class ExtractLoop:
             self.open[row] = state
             for v, view in enumerate(self.views):
                 path = take.videos.get(view)
-                if path:  # a view missing from the manifest is masked, not a failure
+                if not path:  # a view missing from the manifest is masked, not a failure
+                    continue
+                missing = self.missing.get((take.take_id, view))
+                if missing:
+                    result.view_error[v] = missing
+                else:
                     state.views_waiting.add(v)
             for v in sorted(state.views_waiting):
                 key = key_of(take, self.views[v])

@@ -129,6 +129,38 @@ def test_fit_writes_a_complete_run_folder(pipeline_run):
     assert "top-1" in pipeline_run["steps"]["fit"].output
 
 
+def _majority_top1(store: Path, train_ids: list[str], scored: list[str]) -> float:
+    """The training majority class (ties: lower index) scored on the `scored` takes."""
+    from skill.cache.store import TokenStore
+
+    table = TokenStore.open(store).take_table()
+    label = {str(t): int(y) for t, y in zip(table.ids, table.label, strict=True)}
+    counts = [0] * 4
+    for take in train_ids:
+        counts[label[take]] += 1
+    majority = counts.index(max(counts))
+    return sum(label[t] == majority for t in scored) / len(scored)
+
+
+def test_fit_and_predict_print_the_majority_baseline_of_the_training_labels(pipeline_run):
+    import re
+
+    run, store = pipeline_run["runs"] / "mean-all-s0", pipeline_run["store"]
+    train = json.loads((run / "config.json").read_text())["takes"]["train_ids"]
+    with open(run / "predictions.csv") as f:
+        test = [row["take"] for row in csv.DictReader(f) if row["split"] == "test"]
+    fit_output = " ".join(pipeline_run["steps"]["fit"].output.split())
+    printed = re.search(r"test \(n=\d+\): top-1 \S+ majority (\S+)", fit_output)
+    assert printed, fit_output
+    assert float(printed.group(1)) == pytest.approx(_majority_top1(store, train, test), abs=5e-4)
+    predict_output = " ".join(pipeline_run["steps"]["predict"].output.split())
+    printed = re.search(r"majority baseline of the training labels (\S+)\)", predict_output)
+    assert printed, predict_output
+    official = json.loads((pipeline_run["base"] / "pred.json").read_text())["videos"]
+    expected = _majority_top1(store, train, official)  # every take is labelled and predicted
+    assert float(printed.group(1)) == pytest.approx(expected, abs=5e-4)
+
+
 def test_predict_writes_csv_and_official_json(pipeline_run):
     base = pipeline_run["base"]
     with open(base / "pred.csv") as f:

@@ -84,7 +84,8 @@ def test_sweep_files(swept):
     assert float(rows[0]["val_top1_mean"]) == pytest.approx(
         result.rows[0]["val_top1_mean"], abs=1e-5
     )
-    markdown = (result.sweep_dir / "sweep.md").read_text().splitlines()
+    # the main table, then (after a blank line) the per-scenario tables
+    markdown = (result.sweep_dir / "sweep.md").read_text().split("\n\n")[0].splitlines()
     assert len(markdown) == 2 + 4
     assert markdown[0].startswith("| head | views | seeds | val top1 |")
     assert " ± " in markdown[2] and "| mean | ego | 2 |" in markdown[2]

@@ -86,7 +86,7 @@ def test_two_stores_give_one_table_with_a_backbone_column(swept, two_stores):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == table_columns(backbone=True) and len(rows) == 8
     assert {row["backbone"] for row in rows} == {"synthetic", "clip-vit-b16+deadbeef"}
-    markdown = (result.sweep_dir / "sweep.md").read_text().splitlines()
+    markdown = (result.sweep_dir / "sweep.md").read_text().split("\n\n")[0].splitlines()
     assert markdown[0].startswith("| backbone | head | views | seeds |") and len(markdown) == 10
     assert markdown[-1].startswith("| clip-vit-b16+deadbeef | concat | all | 2 |")
 

@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skill.pipeline.manifest.common import (
+    MissingVideo,
+    MissingVideosError,
     Where,
     check_writable,
     first_nonblank_line,
@@ -105,18 +107,31 @@ class Dataset:
     """The format that was read: "skill", "egoexo4d" or "skillformer" (never "auto")."""
     source: str
     """The manifest path, as given."""
+    missing_videos: tuple[MissingVideo, ...] = ()
+    """Video files the manifest names that are missing (only with ``missing_videos="keep"``;
+    by default `read_takes` refuses them). Their takes are in `takes` with the paths given."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API
 
 
-def read_takes(path: str | Path, root: str | Path | None = None, fmt: str = "auto") -> Dataset:
+def read_takes(
+    path: str | Path,
+    root: str | Path | None = None,
+    fmt: str = "auto",
+    missing_videos: str = "refuse",
+) -> Dataset:
     """Read a manifest into a `Dataset`, checking every field and that every video file exists.
 
     `fmt` is a registered format's name, or "auto" to detect it from the content.
-    Raises `ManifestError` (file, line, problem) for anything a user can get wrong.
+    Raises `ManifestError` (file, line, problem) for anything a user can get wrong. Missing
+    video files are all found before anything is refused: with ``missing_videos="refuse"``
+    they raise one `MissingVideosError` (their count and the first 20; ``.missing`` holds
+    all), with ``"keep"`` they are returned in ``Dataset.missing_videos``.
     """
+    if missing_videos not in ("refuse", "keep"):
+        raise ValueError(f"missing_videos must be 'refuse' or 'keep', not {missing_videos!r}")
     manifest = str(path)
     names = ("auto", *_REGISTRY)
     if fmt not in names:
@@ -127,8 +142,12 @@ def read_takes(path: str | Path, root: str | Path | None = None, fmt: str = "aut
     if fmt == "auto":
         fmt = detect_format(manifest, text)
     base = _root_dir(Path(path), root, _REGISTRY[fmt])
-    takes, views = _REGISTRY[fmt].read(manifest, text, base)
-    return Dataset(takes=takes, views=views, format=fmt, source=manifest)
+    takes, views, missing = _REGISTRY[fmt].read(manifest, text, base)
+    if missing and missing_videos == "refuse":
+        raise MissingVideosError(manifest, missing)
+    return Dataset(
+        takes=takes, views=views, format=fmt, source=manifest, missing_videos=tuple(missing)
+    )
 
 
 def write_manifest(
@@ -215,6 +234,8 @@ __all__ = [
     "EGOEXO_VIEWS",
     "Dataset",
     "ManifestFormat",
+    "MissingVideo",
+    "MissingVideosError",
     "Sample",
     "detect_format",
     "format_names",

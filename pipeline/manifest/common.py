@@ -216,23 +216,102 @@ def video_problem(path: str) -> str:
     return "is a directory, not a video file" if stat.S_ISDIR(mode) else "is not a regular file"
 
 
-def check_videos_exist(take: Take, where: Where, downscaled_tried: bool = False) -> None:
+@dataclass(frozen=True)
+class MissingVideo:
+    """A video file a manifest names that is not there (or is not a regular file)."""
+
+    take_id: str
+    view: str
+    path: str
+    problem: str
+    """What `video_problem` says: "not found", "is a directory, not a video file"..."""
+    where: Where
+    downscaled_tried: bool = False
+    """The EgoExo4D layouts looked for the downscaled/448 copy too (the message says so)."""
+
+    def describe(self) -> str:
+        """``take T view V: video not found: PATH`` (with the downscaled hint when tried)."""
+        hint = (
+            " (nor its downscaled/448 copy)"
+            if self.downscaled_tried and self.problem == "not found"
+            else ""
+        )
+        prefix = f"{self.where.record}: " if self.where.record else ""
+        return (
+            f"{prefix}take {self.take_id} view {self.view}: video {self.problem}: {self.path}{hint}"
+        )
+
+    @property
+    def reason(self) -> str:
+        """The failed view's reason when extraction goes on without it (--skip-missing)."""
+        if self.problem == "not found":
+            return f"video file missing: {self.path}"
+        return f"video file {self.problem}: {self.path}"
+
+
+def find_missing_videos(
+    take: Take, where: Where, downscaled_tried: bool = False
+) -> list[MissingVideo]:
+    """Every view of `take` whose video file is not a readable regular file (one stat each)."""
+    missing = []
     for view, video in take.videos.items():
         if video is None:
             continue
         problem = video_problem(video)
         if problem:
-            hint = (
-                " (nor its downscaled/448 copy)"
-                if downscaled_tried and "not found" in problem
-                else ""
+            missing.append(
+                MissingVideo(take.take_id, view, video, problem, where, downscaled_tried)
             )
-            raise where.error(f"take {take.take_id} view {view}: video {problem}: {video}{hint}")
+    return missing
 
 
 def check_has_video(take_id: str, videos: dict[str, str | None], where: Where) -> None:
     if all(video is None for video in videos.values()):
         raise where.error(f"take {take_id}: every view is missing; a take needs at least one video")
+
+
+MISSING_SHOWN = 20
+"""Missing videos named in the error message; a list file holds them all."""
+
+
+class MissingVideosError(ManifestError):
+    """Video files a manifest names are missing: the count, the first `MISSING_SHOWN` (with
+    their lines) and, when one was written, the file that lists them all. One missing file
+    reads as before: the manifest's line and the problem."""
+
+    def __init__(
+        self, manifest: str, missing: list[MissingVideo], list_file: str | None = None,
+        hint: str = "",
+    ):  # fmt: skip
+        self.missing, self.list_file = list(missing), list_file
+        first = self.missing[0]
+        if len(self.missing) == 1:
+            line, problem = first.where.line, first.describe()
+        else:
+            line = None
+            shown = "\n  ".join(_listed(m) for m in self.missing[:MISSING_SHOWN])
+            more = len(self.missing) - MISSING_SHOWN
+            problem = (
+                f"{len(self.missing)} video files are missing; the first "
+                f"{min(MISSING_SHOWN, len(self.missing))}:\n  {shown}"
+                + (f"\n  ... and {more} more" if more > 0 else "")
+            )
+        if list_file:
+            problem += f"\nthe full list ({len(self.missing)}): {list_file}"
+        super().__init__(manifest, line, problem + (f"\n{hint}" if hint else ""))
+
+
+def _listed(missing: MissingVideo) -> str:
+    line = missing.where.line
+    return f"line {line}: {missing.describe()}" if line is not None else missing.describe()
+
+
+def missing_videos_text(missing: list[MissingVideo]) -> str:
+    """The full list, one tab-separated line per missing file: take, view, path, problem
+    (with a header line), for `grep`, a spreadsheet or a download script."""
+    lines = ["take\tview\tpath\tproblem"]
+    lines += [f"{m.take_id}\t{m.view}\t{m.path}\t{m.problem}" for m in missing]
+    return "\n".join(lines) + "\n"
 
 
 def duplicate_error(first: tuple[Where, Take], again: tuple[Where, Take]) -> ManifestError:

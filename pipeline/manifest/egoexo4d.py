@@ -15,12 +15,13 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from skill.pipeline.manifest.common import (
+    MissingVideo,
     Where,
     as_text,
     check_has_video,
-    check_videos_exist,
     duplicate_error,
     ends_early,
+    find_missing_videos,
     kind,
     optional_str,
     path_value,
@@ -36,7 +37,7 @@ from skill.pipeline.manifest.egoexo_layout import (
     views_from_cameras,
     writable_paths,
 )
-from skill.pipeline.manifest.format import ManifestFormat, Sample
+from skill.pipeline.manifest.format import ManifestFormat, Parsed, Sample
 from skill.pipeline.takes import ManifestError, Take
 
 _EGOEXO_CONSUMED = frozenset(
@@ -46,21 +47,22 @@ _EGOEXO_CONSUMED = frozenset(
 _PARTICIPANT_FIELDS = ("university_id", "origin_participant_id", "participant_uid", "participant")
 
 
-def _parse_egoexo4d(manifest: str, text: str, root: Path) -> tuple[list[Take], list[str]]:
+def _parse_egoexo4d(manifest: str, text: str, root: Path) -> Parsed:
     records = _annotation_records(manifest, _json_document(manifest, text))
     lines = _annotation_lines(text)
     default_split = split_from_name(manifest)
     takes: list[Take] = []
+    missing: list[MissingVideo] = []
     seen: dict[str, tuple[Where, Take]] = {}
     for index, (name, record) in enumerate(records):
         where = Where(manifest, lines[index] if index < len(lines) else None, name)
         take = _egoexo_take(record, root, default_split, where)
         if take.take_id in seen:
             raise duplicate_error(seen[take.take_id], (where, take))
-        check_videos_exist(take, where, downscaled_tried=True)
+        missing += find_missing_videos(take, where, downscaled_tried=True)
         seen[take.take_id] = (where, take)
         takes.append(take)
-    return takes, list(EGOEXO_VIEWS)
+    return takes, list(EGOEXO_VIEWS), missing
 
 
 def _json_document(manifest: str, text: str) -> dict:

@@ -12,6 +12,12 @@ from pathlib import Path
 
 from skill.pipeline.takes import Take
 
+Parsed = tuple[list[Take], list[str], list]
+"""What a format's reader returns: the takes in file order, the view names, and every video
+file the manifest names that is missing (`common.MissingVideo`, in file order): the caller
+decides whether that stops the run (`read_takes`) or masks those views (extract
+--skip-missing)."""
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -35,8 +41,8 @@ class ManifestFormat:
     """What detection looks for, as the "cannot tell the format" message names it."""
     detect: Callable[[Sample], bool]
     """Whether a file is in this format (asked only about files no more specific format took)."""
-    read: Callable[[str, str, Path], tuple[list[Take], list[str]]]
-    """(manifest path as given, its text, root folder) -> (takes in file order, view names)."""
+    read: Callable[[str, str, Path], Parsed]
+    """(manifest path as given, its text, root folder) -> (takes, view names, missing videos)."""
     write: Callable[[list[Take], Path], str]
     """(takes, root folder) -> the manifest's text; paths under the root are written relative."""
     precedence: int = 0

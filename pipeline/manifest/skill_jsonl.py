@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from skill.pipeline.manifest.common import (
+    MissingVideo,
     Where,
     as_text,
     check_has_video,
-    check_videos_exist,
     duplicate_error,
+    find_missing_videos,
     jsonl_records,
     kind,
     optional_str,
@@ -33,14 +34,15 @@ from skill.pipeline.manifest.common import (
     required_str,
     resolve,
 )
-from skill.pipeline.manifest.format import ManifestFormat, Sample
+from skill.pipeline.manifest.format import ManifestFormat, Parsed, Sample
 from skill.pipeline.takes import Take
 
 _SKILL_FIELDS = frozenset({"take", "videos", "label", "scenario", "participant", "split", "extra"})
 
 
-def _parse_skill(manifest: str, text: str, base: Path) -> tuple[list[Take], list[str]]:
+def _parse_skill(manifest: str, text: str, base: Path) -> Parsed:
     takes: list[Take] = []
+    missing: list[MissingVideo] = []
     seen: dict[str, tuple[Where, Take]] = {}
     views: list[str] = []
     views_line = 0
@@ -51,10 +53,10 @@ def _parse_skill(manifest: str, text: str, base: Path) -> tuple[list[Take], list
         _check_same_views(take, views, views_line, where)
         if take.take_id in seen:
             raise duplicate_error(seen[take.take_id], (where, take))
-        check_videos_exist(take, where)
+        missing += find_missing_videos(take, where)
         seen[take.take_id] = (where, take)
         takes.append(replace(take, videos={view: take.videos[view] for view in views}))
-    return takes, views
+    return takes, views, missing
 
 
 def _skill_take(record: dict, base: Path, where: Where) -> Take:

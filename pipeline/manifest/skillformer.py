@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from skill.pipeline.manifest.common import (
+    MissingVideo,
     Where,
-    check_videos_exist,
     duplicate_error,
+    find_missing_videos,
     jsonl_records,
     kind,
     optional_str,
@@ -36,16 +37,17 @@ from skill.pipeline.manifest.egoexo_layout import (
     take_names_in_paths,
     writable_paths,
 )
-from skill.pipeline.manifest.format import ManifestFormat, Sample
+from skill.pipeline.manifest.format import ManifestFormat, Parsed, Sample
 from skill.pipeline.takes import Take
 
 # Folders of the EgoExo4D layout that never name a take (used when no takes/<name>/ is found).
 _LAYOUT_FOLDERS = frozenset({"frame_aligned_videos", "downscaled"})
 
 
-def _parse_skillformer(manifest: str, text: str, root: Path) -> tuple[list[Take], list[str]]:
+def _parse_skillformer(manifest: str, text: str, root: Path) -> Parsed:
     default_split = split_from_name(manifest)
     merged: dict[str, tuple[Where, Take]] = {}
+    missing: list[MissingVideo] = []
     lines: dict[str, list[int]] = {}
     resolved: dict[tuple[str | None, ...], dict[str, str | None]] = {}  # repeats skip the stats
     for where, record in jsonl_records(manifest, text):
@@ -53,14 +55,14 @@ def _parse_skillformer(manifest: str, text: str, root: Path) -> tuple[list[Take]
         if take.take_id in merged:
             _check_same_take(merged[take.take_id], (where, take))
         else:
-            check_videos_exist(take, where, downscaled_tried=True)
+            missing += find_missing_videos(take, where, downscaled_tried=True)
             merged[take.take_id] = (where, take)
         lines.setdefault(take.take_id, []).append(where.line or 0)
     takes = [
         replace(take, extra={**take.extra, "lines": ",".join(map(str, lines[take.take_id]))})
         for _, take in merged.values()
     ]
-    return takes, list(EGOEXO_VIEWS)
+    return takes, list(EGOEXO_VIEWS), missing
 
 
 def _skillformer_take(
