@@ -46,17 +46,17 @@ Rules (the same for every file, whichever decoder reads it):
    (``BackendUnsuitable``), and then the next backend of the order reads it; a ``DecodeError``
    (the file itself is bad) is final. ``backend`` is one name (that decoder only: unsuitable
    is then a ``DecodeError``), a sequence of names (that order), or ``"auto"``:
-   ``DEFAULT_ORDER``, PyAV then decord, chosen by benchmark 3 (BENCHMARKS.md), with
-   torchcodec, an optional extra, skipped when it is not installed. PyAV is never
-   unsuitable, so nothing after it in an order is tried. decord is unsuitable when it cannot
-   open or read the file, reads another stream, returns frames of an unexpected shape (it
-   fails on a 1x1 video), or when timestamps cannot identify frames (AVI: decord's seeks then
-   return wrong frames without an error); torchcodec (``pipeline/decode_torchcodec.py``) when
-   it is missing, cannot open or read the file, counts other frames or returns frames whose
-   timestamps are not the index's. The reasons are kept in ``DecodedView.fallback_reason``.
-   decord is imported lazily, and after torch (importing decord before torch can freeze a
-   torch DataLoader). ``device`` is where torchcodec decodes (``"cuda"``: NVDEC); decord and
-   PyAV decode on the CPU.
+   ``DEFAULT_ORDER``, PyAV alone, the fastest in benchmark 3 (BENCHMARKS.md). PyAV is never
+   unsuitable, so nothing after it in an order is tried. A backend that is not installed
+   (torchcodec is an optional extra) is unsuitable. decord is unsuitable when it cannot open
+   or read the file, reads another stream, returns frames of an unexpected shape (it fails on
+   a 1x1 video), or when timestamps cannot identify frames (AVI: decord's seeks then return
+   wrong frames without an error); torchcodec (``pipeline/decode_torchcodec.py``) when it
+   cannot open or read the file, counts other frames, or returns frames whose timestamps are
+   not the index's. The reasons are kept in ``DecodedView.fallback_reason``. decord is
+   imported lazily, and after torch (importing decord before torch can freeze a torch
+   DataLoader). ``device`` is where torchcodec decodes (``"cuda"``: NVDEC); decord and PyAV
+   decode on the CPU.
 7. **Orientation.** The display rotation (MP4/MOV display matrix or ``rotate`` tag) is always
    applied, as a lossless quarter-turn. decord applies it itself; its output is checked
    (frame shape for 90/270, pixels of frame 0 for 180) and only rotated when it is not.
@@ -98,9 +98,11 @@ import numpy as np
 from skill.pipeline.sampling import SamplingConfig, sample_indices
 
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav", "torchcodec")
-# The order of backend "auto" (rule 6), from benchmark 3: PyAV decodes 448p and 1080p H.264
-# faster than decord; torchcodec, an optional extra, comes first only if it measures fastest.
-DEFAULT_ORDER: tuple[str, ...] = ("pyav", "decord")
+# The order of backend "auto" (rule 6), from benchmark 3 (BENCHMARKS.md, part C): with one
+# decoder thread per worker PyAV was the fastest on 448p and 1080p H.264, and as it reads every
+# file it can open, nothing after it would ever be tried: decord and torchcodec are for
+# --decoders. An optional backend listed here would be passed over where it is not installed.
+DEFAULT_ORDER: tuple[str, ...] = ("pyav",)
 RESAMPLE_FILTERS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 # Frames per decord get_batch call: bounds the full-resolution frames held at once.
 DECORD_BATCH = 8
@@ -1051,16 +1053,10 @@ def backend_order(backend: str | Sequence[str]) -> tuple[str, ...]:
     if not names or any(name not in BACKENDS for name in names):
         raise ValueError(f"decode backend {backend!r} is not one of {BACKENDS} (or an order)")
     if names == ["auto"]:
-        return (*_optional_first(), *DEFAULT_ORDER)
+        return DEFAULT_ORDER
     if "auto" in names:
         raise ValueError('decode backend "auto" cannot be part of an order')
     return tuple(dict.fromkeys(names))
-
-
-def _optional_first() -> tuple[str, ...]:
-    """Optional backends that join the front of "auto"'s order when installed: none (benchmark
-    3 measured torchcodec slower than PyAV on the CPU)."""
-    return ()
 
 
 def _read_with_backend(

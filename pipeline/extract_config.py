@@ -67,8 +67,8 @@ class ExtractConfig:
     """Seconds one video may take to decode before its worker is killed and the view failed."""
     decoders: list[str] = field(default_factory=lambda: ["auto"])
     """Video decoders tried in order, each passing a file it cannot be trusted with to the
-    next: decord, pyav, torchcodec (the optional extra), or auto (pyav then decord, the order
-    benchmark 3 measured fastest). A decoder alone fails the views it cannot read.
+    next: decord, pyav, torchcodec (the optional extra), or auto (PyAV, the fastest in
+    benchmark 3). A decoder alone fails the views it cannot read.
 
     PyAV reads every file it can open, so decoders after it are never tried.
     """
