@@ -73,8 +73,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--skip-overlap", action="store_true", help="skip part A")
     parser.add_argument("--skip-paths", action="store_true", help="skip part B")
     parser.add_argument("--skip-decoders", action="store_true", help="skip part C")
-    parser.add_argument("--hd-seconds", type=float, default=60.0, help="1080p video of part C")
-    parser.add_argument("--decoder-rounds", type=int, default=2, help="rounds of part C")
+    parser.add_argument("--hd-seconds", type=float, default=30.0, help="1080p video of part C")
+    parser.add_argument("--decoder-rounds", type=int, default=3, help="rounds of part C")
     return parser.parse_args(argv)
 
 
