@@ -28,7 +28,9 @@ hold unchanged:
   CPU for the resize and crop. Written, not tested here (no GPU on this machine).
 
 Imports nothing of skill (``pipeline.decode`` imports this module lazily, never the other way
-round); torchcodec and torch are imported on first use.
+round); torchcodec and torch are imported on first use, so in a decode worker (which starts
+without torch) the first torchcodec video also pays torch's import, a few seconds of its
+timeout.
 """
 
 from __future__ import annotations
