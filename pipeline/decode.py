@@ -955,8 +955,8 @@ def decode_view(
 
     ``key`` names the video for the sampling jitter (e.g. ``"<take>/<view>"``);
     ``backend``: a backend name, an order of names, or "auto" (rule 6);
-    ``threads`` are decoder threads (1 suits one decode per worker process; 0 lets FFmpeg
-    choose, PyAV and decord then use 1); ``device``: where torchcodec decodes.
+    ``threads`` are decoder threads (1 suits one decode per worker process; 0 lets torchcodec
+    and decord choose, PyAV then uses 1); ``device``: where torchcodec decodes.
     Returns frames of shape (K, T, crop_height, crop_width, 3), uint8 RGB.
     Raises DecodeError with a readable reason.
     """
@@ -1083,6 +1083,7 @@ def _read_with_backend(
 
 
 def _decord_reader(path, info, index, wanted, geometry, threads, device) -> dict:
+    """decord, after the refusals known from the index (rule 2, AVI timestamps)."""
     unsuitable = _decord_refused(index, info)
     if unsuitable:
         raise _DecordUnsuitable(unsuitable)
