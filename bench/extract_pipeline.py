@@ -14,6 +14,15 @@ then PyAV; seeks to the keyframe before the window) and by SkillFormer's reader 
 every frame from the start up to the last sampled one, then its image processor), on the
 same frame indices; plus 16 uniform frames over the whole video.
 
+Part C, decoders: the same frames (the random windows and the 16 uniform frames of part B) by
+each decode backend of pipeline.decode, decord, PyAV and (when installed) torchcodec, on the
+448p video of part B and on a 1080p one, with 1 decoder thread (what each decode worker
+uses) and with the decoder's own thread choice (torchcodec ``num_ffmpeg_threads=0``, decord
+``num_threads=0``, PyAV one thread per core); rounds interleaved, best round reported, wall
+and CPU seconds (window columns: the mean of the 5 random windows). Every backend must return
+the same frame indices and timestamps as PyAV (checked). The default decoder order
+(``pipeline.decode.DEFAULT_ORDER``) follows from the 1-thread rows.
+
 Run from the repository root: ``python -m bench.extract_pipeline``.
 """
 
@@ -61,7 +70,11 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--width", type=int, default=448, help="width of the part B video")
     parser.add_argument("--windows", type=int, default=5, help="random windows in part B")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of part A")
-    parser.add_argument("--skip-overlap", action="store_true", help="run part B only")
+    parser.add_argument("--skip-overlap", action="store_true", help="skip part A")
+    parser.add_argument("--skip-paths", action="store_true", help="skip part B")
+    parser.add_argument("--skip-decoders", action="store_true", help="skip part C")
+    parser.add_argument("--hd-seconds", type=float, default=30.0, help="1080p video of part C")
+    parser.add_argument("--decoder-rounds", type=int, default=3, help="rounds of part C")
     return parser.parse_args(argv)
 
 
@@ -295,22 +308,123 @@ def report_decode_paths(rows: list[DecodeRow], spec: VideoSpec, video: Path) -> 
     return (mean[2] + mean[3]) / mean[0]
 
 
+# ----------------------------------------------------------------------------- part C
+
+# (backend, threads, label): 1 thread is what each decode worker uses; 0 lets the decoder pick
+# (torchcodec num_ffmpeg_threads=0, decord num_threads=0); PyAV has no "auto", so it gets one
+# thread per core.
+DECODER_RUNS = [
+    ("decord", 1, "decord, 1 thread"),
+    ("pyav", 1, "pyav, 1 thread"),
+    ("torchcodec", 1, "torchcodec, num_ffmpeg_threads=1"),
+    ("decord", 0, "decord, num_threads=0 (auto)"),
+    ("pyav", -1, "pyav, 1 thread per core"),
+    ("torchcodec", 0, "torchcodec, num_ffmpeg_threads=0 (auto)"),
+]
+
+
+def decoder_samplings() -> list[tuple[str, object]]:
+    from skill.pipeline.sampling import SamplingConfig
+
+    windows = [("random window", SamplingConfig(strategy="windows", frames=16, stride=4,
+                                                jitter=True, seed=seed)) for seed in range(5)]  # fmt: skip
+    return [*windows, ("16 uniform frames", SamplingConfig(strategy="uniform", frames=16))]
+
+
+def torchcodec_missing() -> str:
+    from skill.pipeline.decode_torchcodec import available
+
+    return available()
+
+
+def measure_decoders(video: Path, runs, rounds: int) -> dict[str, list[float]]:
+    """label -> [window wall s, window CPU s, uniform wall s, uniform CPU s]: per sampling the
+    best of ``rounds`` (rounds and backends interleaved), windows averaged; CPU seconds are
+    this process's (decoder threads included). Every backend is checked against the first's
+    (PyAV's) indices and timestamps."""
+    samplings = decoder_samplings()
+    cores = len(os.sched_getaffinity(0))
+    best: dict[tuple[str, int], np.ndarray] = {}
+    for _ in range(rounds):
+        for s, (_, sampling) in enumerate(samplings):
+            reference = None
+            for backend, threads, label in runs:
+                cpu_before = time.process_time()
+                view, seconds = timed(_decode, video, sampling, backend,
+                                      cores if threads < 0 else threads)  # fmt: skip
+                cpu = time.process_time() - cpu_before
+                if reference is None:
+                    reference = view
+                elif not (np.array_equal(view.indices, reference.indices)
+                          and np.array_equal(view.timestamps, reference.timestamps)):  # fmt: skip
+                    raise SystemExit(f"{label} returned other frames than {runs[0][2]}")
+                previous = best.get((label, s), np.array([np.inf, np.inf]))
+                best[(label, s)] = np.minimum(previous, [seconds, cpu])
+    windows = [s for s, (what, _) in enumerate(samplings) if what == "random window"]
+    uniform = [s for s, (what, _) in enumerate(samplings) if what != "random window"]
+    return {label: [*np.mean([best[(label, s)] for s in windows], axis=0),
+                    *np.mean([best[(label, s)] for s in uniform], axis=0)]
+            for _, _, label in runs}  # fmt: skip
+
+
+def _decode(video: Path, sampling, backend: str, threads: int):
+    from skill.pipeline.decode import FrameGeometry, decode_view
+
+    geometry = FrameGeometry(shortest_edge=224, crop_height=224, crop_width=224)
+    return decode_view(video, sampling, "bench/long", geometry, backend, threads)
+
+
+def report_decoders(folder: Path, args) -> str:
+    """Print part C for the 448p and the 1080p video; return its KEY text."""
+    missing = torchcodec_missing()
+    runs = [r for r in DECODER_RUNS if not (missing and r[0] == "torchcodec")]
+    runs.sort(key=lambda r: r[0] != "pyav")  # PyAV first: the reference of the checks
+    if missing:
+        print(f"part C: torchcodec rows left out: {missing}")
+    else:  # torch + torchcodec imported once, before any timing
+        _decode(synthetic_video(folder, VideoSpec(seconds=2))[0], decoder_samplings()[-1][1],
+                "torchcodec", 1)  # fmt: skip
+    key = []
+    for spec in (VideoSpec(seconds=args.video_seconds, width=args.width),
+                 VideoSpec(seconds=args.hd_seconds, width=1920, height=1080)):  # fmt: skip
+        video, built = synthetic_video(folder, spec)
+        if built:
+            print(f"encoded {video.name} in {built:.1f} s")
+        seconds = measure_decoders(video, runs, args.decoder_rounds)
+        pyav = seconds["pyav, 1 thread"]
+        rows = [[label, *seconds[label], seconds[label][0] / pyav[0],
+                 seconds[label][2] / pyav[2], sum(seconds[label][1::2]) / sum(pyav[1::2])]
+                for _, _, label in DECODER_RUNS if label in seconds]  # fmt: skip
+        print_table(f"part C: {spec.width}x{spec.height} {spec.fps} fps {spec.seconds:g} s, "
+                    f"x264 {spec.preset} crf {spec.crf}; best of {args.decoder_rounds} "
+                    "round(s); same indices and timestamps as PyAV (checked)",
+                    ["decoder", "window s", "window CPU s", "uniform s", "uniform CPU s",
+                     "window / pyav", "uniform / pyav", "CPU / pyav"], rows)  # fmt: skip
+        single = {label: value for label, value in seconds.items() if "1 thread" in label
+                  or label.endswith("=1")}  # fmt: skip
+        by_cpu = min(single, key=lambda label: sum(single[label][1::2]))
+        by_wall = min(single, key=lambda label: single[label][0] + single[label][2])
+        key.append(f"{spec.height}p at 1 thread, least CPU: {by_cpu.split(',')[0]}, "
+                   f"least wall time: {by_wall.split(',')[0]}")  # fmt: skip
+    return "; ".join(key)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     folder = data_dir(args.data_dir)
     print_machine(machine_info())
-    overlap_ratio = None
+    key = []
     if not args.skip_overlap:
         overlap_ratio = report_overlap(measure_overlap(folder, args), args)
-    rows, spec = measure_decode_paths(folder, args)
-    decode_ratio = report_decode_paths(rows, spec, synthetic_video(folder, spec)[0])
+        key.append(f"extract / slower of decode and backbone = {overlap_ratio:.2f}")
+    if not args.skip_paths:
+        rows, spec = measure_decode_paths(folder, args)
+        decode_ratio = report_decode_paths(rows, spec, synthetic_video(folder, spec)[0])
+        key.append(f"SkillFormer decode / project decode (random window) = {decode_ratio:.1f}x")
+    if not args.skip_decoders:
+        key.append(report_decoders(folder, args))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    overlap = f"extract / slower of decode and backbone = {overlap_ratio:.2f}; " if (
-        overlap_ratio is not None) else ""  # fmt: skip
-    print(
-        f"KEY extract_pipeline: {overlap}SkillFormer decode / project decode "
-        f"(random window) = {decode_ratio:.1f}x"
-    )
+    print(f"KEY extract_pipeline: {'; '.join(key)}")
 
 
 if __name__ == "__main__":

@@ -41,13 +41,22 @@ Rules (the same for every file, whichever decoder reads it):
    the decoder never outputs is a ``DecodeError`` (``"corrupt bitstream: ..."``). Frames
    that are not needed are not always decoded (after the last needed one, or in a skipped
    keyframe interval), so damage there goes unnoticed and the clips are still returned.
-6. **Backends.** ``backend="auto"`` tries decord, then PyAV when decord cannot open or read
-   the file, reads another stream, returns frames of an unexpected shape (it fails on a 1x1
-   video), or when timestamps cannot identify frames (AVI: decord's seeks then return wrong
-   frames without an error); the reason is kept in ``DecodedView.fallback_reason``. When
-   PyAV fails too, PyAV's reason is reported. ``"decord"`` and ``"pyav"`` force one decoder
-   (a failure is then a ``DecodeError``). decord is imported lazily, and after torch
-   (importing decord before torch can freeze a torch DataLoader).
+6. **Backends.** A registry (``_READERS``) maps each backend name to its reader; a
+   reader either returns the frames, or finds it cannot be trusted with the file
+   (``BackendUnsuitable``), and then the next backend of the order reads it; a ``DecodeError``
+   (the file itself is bad) is final. ``backend`` is one name (that decoder only: unsuitable
+   is then a ``DecodeError``), a sequence of names (that order), or ``"auto"``:
+   ``DEFAULT_ORDER``, PyAV alone, the fastest in benchmark 3 (BENCHMARKS.md). PyAV is never
+   unsuitable, so nothing after it in an order is tried. A backend that is not installed
+   (torchcodec is an optional extra) is unsuitable. decord is unsuitable when it cannot open
+   or read the file, reads another stream, returns frames of an unexpected shape (it fails on
+   a 1x1 video), or when timestamps cannot identify frames (AVI: decord's seeks then return
+   wrong frames without an error); torchcodec (``pipeline/decode_torchcodec.py``) when it
+   cannot open or read the file, counts other frames, or returns frames whose timestamps are
+   not the index's. The reasons are kept in ``DecodedView.fallback_reason``. decord is
+   imported lazily, and after torch (importing decord before torch can freeze a torch
+   DataLoader). ``device`` is where torchcodec decodes (``"cuda"``: NVDEC); decord and PyAV
+   decode on the CPU.
 7. **Orientation.** The display rotation (MP4/MOV display matrix or ``rotate`` tag) is always
    applied, as a lossless quarter-turn. decord applies it itself; its output is checked
    (frame shape for 90/270, pixels of frame 0 for 180) and only rotated when it is not.
@@ -79,7 +88,7 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -88,7 +97,12 @@ import numpy as np
 
 from skill.pipeline.sampling import SamplingConfig, sample_indices
 
-BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
+BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav", "torchcodec")
+# The order of backend "auto" (rule 6), from benchmark 3 (BENCHMARKS.md, part C): with one
+# decoder thread per worker PyAV was the fastest on 448p and 1080p H.264, and as it reads every
+# file it can open, nothing after it would ever be tried: decord and torchcodec are for
+# --decoders. An optional backend listed here would be passed over where it is not installed.
+DEFAULT_ORDER: tuple[str, ...] = ("pyav",)
 RESAMPLE_FILTERS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 # Frames per decord get_batch call: bounds the full-resolution frames held at once.
 DECORD_BATCH = 8
@@ -119,7 +133,11 @@ class DecodeError(Exception):
         return (DecodeError, (self.path, self.reason))
 
 
-class _DecordUnsuitable(Exception):
+class BackendUnsuitable(Exception):
+    """A backend cannot give the frames the rules ask for; the next one should read the file."""
+
+
+class _DecordUnsuitable(BackendUnsuitable):
     """decord cannot give the frames the rules ask for; PyAV should read the file."""
 
 
@@ -656,7 +674,12 @@ def _decord_missing_turns(
 
 def _decord_applied_half_turn(reader: Any, index: _StreamIndex) -> bool:
     """Whether decord's frame 0 looks like PyAV's frame 0 turned by 180 degrees."""
-    thumb = _grey_thumbnail(reader[0].asnumpy())
+    return _half_turned(reader[0].asnumpy(), index)
+
+
+def _half_turned(frame0: np.ndarray, index: _StreamIndex) -> bool:
+    """Whether a decoder's (H, W, 3) frame 0 looks like PyAV's frame 0 turned by 180 degrees."""
+    thumb = _grey_thumbnail(frame0)
     reference = index.first_thumb
     as_is = float(np.abs(thumb - reference).mean())
     turned = float(np.abs(thumb - np.rot90(reference, 2)).mean())
@@ -924,23 +947,25 @@ def decode_view(
     sampling: SamplingConfig,
     key: str,
     geometry: FrameGeometry,
-    backend: str = "auto",
+    backend: str | Sequence[str] = "auto",
     threads: int = 1,
+    device: str = "cpu",
 ) -> DecodedView:
     """Sample, decode, rotate, resize and crop the clips of one video (module rules 1-11).
 
     ``key`` names the video for the sampling jitter (e.g. ``"<take>/<view>"``);
-    ``threads`` are decoder threads (1 suits one decode per worker process).
+    ``backend``: a backend name, an order of names, or "auto" (rule 6);
+    ``threads`` are decoder threads (1 suits one decode per worker process; 0 lets torchcodec
+    and decord choose, PyAV then uses 1); ``device``: where torchcodec decodes.
     Returns frames of shape (K, T, crop_height, crop_width, 3), uint8 RGB.
     Raises DecodeError with a readable reason.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"decode backend {backend!r} is not one of {BACKENDS}")
+    order = backend_order(backend)
     path = str(path)
     log: list[str] = []
     try:
         with _decoder_log_captured(log):
-            view = _decode_view(path, sampling, key, geometry, backend, threads)
+            view = _decode_view(path, sampling, key, geometry, order, threads, device)
     except DecodeError as error:
         raise DecodeError(path, _with_log_tail(error.reason, log)) from error
     view.decoder_log_lines = len(log)
@@ -952,8 +977,9 @@ def _decode_view(
     sampling: SamplingConfig,
     key: str,
     geometry: FrameGeometry,
-    backend: str,
+    order: tuple[str, ...],
     threads: int,
+    device: str,
 ) -> DecodedView:
     info, index = _probe(path, threads)
     sampled = sample_indices(info.num_frames, sampling, key)
@@ -961,7 +987,7 @@ def _decode_view(
     if wanted[0] < index.first_decodable:  # known from probe: fail before any decoding
         raise DecodeError(path, _undecodable_reason(index, index.first_decodable))
     frames_at, used, fallback_reason = _read_with_backend(
-        path, info, index, wanted, geometry, backend, threads
+        path, info, index, wanted, geometry, order, threads, device
     )
     flat = [frames_at[int(i)] for i in sampled.indices.reshape(-1)]
     frames = np.stack(flat).reshape(
@@ -1021,28 +1047,79 @@ def _with_log_tail(reason: str, log: list[str]) -> str:
     return f"{reason} (decoder log, {count}, last: {last})"
 
 
+def backend_order(backend: str | Sequence[str]) -> tuple[str, ...]:
+    """The backends to try, in order, for ``decode_view``'s ``backend`` (rule 6)."""
+    names = [backend] if isinstance(backend, str) else list(backend)
+    if not names or any(name not in BACKENDS for name in names):
+        raise ValueError(f"decode backend {backend!r} is not one of {BACKENDS} (or an order)")
+    if names == ["auto"]:
+        return DEFAULT_ORDER
+    if "auto" in names:
+        raise ValueError('decode backend "auto" cannot be part of an order')
+    return tuple(dict.fromkeys(names))
+
+
 def _read_with_backend(
     path: str,
     info: VideoInfo,
     index: _StreamIndex,
     wanted: np.ndarray,
     geometry: FrameGeometry,
-    backend: str,
+    order: tuple[str, ...],
     threads: int,
+    device: str,
 ) -> tuple[dict[int, np.ndarray], str, str]:
-    """Rule 6: decord first (unless forced otherwise), PyAV when decord is unsuitable."""
-    fallback_reason = ""
-    if backend in ("auto", "decord"):
+    """Rule 6: each backend of ``order`` in turn until one is suitable; (frames, backend,
+    why the ones before it were not)."""
+    reasons: list[str] = []
+    for name in order:
         try:
-            unsuitable = _decord_refused(index, info)
-            if unsuitable:
-                raise _DecordUnsuitable(unsuitable)
-            return _read_decord(path, info, index, wanted, geometry, threads), "decord", ""
-        except _DecordUnsuitable as why:
-            if backend == "decord":
-                raise DecodeError(path, f"decord: {why}") from why
-            fallback_reason = f"decord: {why}"
-    return _read_pyav(path, info, index, wanted, geometry, threads), "pyav", fallback_reason
+            frames = _READERS[name](path, info, index, wanted, geometry, threads, device)
+        except BackendUnsuitable as why:
+            reasons.append(f"{name}: {why}")
+            continue
+        return frames, name, "; ".join(reasons)
+    raise DecodeError(path, "; ".join(reasons))
+
+
+def _decord_reader(path, info, index, wanted, geometry, threads, device) -> dict:
+    """decord, after the refusals known from the index (rule 2, AVI timestamps)."""
+    unsuitable = _decord_refused(index, info)
+    if unsuitable:
+        raise _DecordUnsuitable(unsuitable)
+    return _read_decord(path, info, index, wanted, geometry, threads)
+
+
+def _pyav_reader(path, info, index, wanted, geometry, threads, device) -> dict:
+    return _read_pyav(path, info, index, wanted, geometry, threads)
+
+
+def _torchcodec_reader(path, info, index, wanted, geometry, threads, device) -> dict:
+    """torchcodec (``pipeline/decode_torchcodec.py``, which checks its frames against the
+    index); each frame turned into a clip frame as it comes."""
+    from skill.pipeline import decode_torchcodec
+
+    size = geometry.resized_size(info.width, info.height)
+
+    def half_turn_applied(frame0: np.ndarray) -> bool:
+        return _half_turned(frame0, index)
+
+    frames = decode_torchcodec.read_frames(
+        path, info, index, wanted, threads, device, half_turn_applied
+    )
+    try:
+        return {p: _to_clip_frame(rgb, turns, size, geometry) for p, rgb, turns in frames}
+    except decode_torchcodec.TorchcodecUnsuitable as why:
+        raise BackendUnsuitable(str(why)) from None
+
+
+_READERS: dict[str, Callable[..., dict[int, np.ndarray]]] = {
+    "decord": _decord_reader,
+    "pyav": _pyav_reader,
+    "torchcodec": _torchcodec_reader,
+}
+"""Rule 6's registry: backend name -> reader(path, info, index, wanted, geometry, threads,
+device) -> {position: clip frame}, raising BackendUnsuitable to pass the file on."""
 
 
 def _decord_refused(index: _StreamIndex, info: VideoInfo) -> str:

@@ -1,8 +1,8 @@
 """Stage one: decode the takes of a dataset once and write backbone tokens into a store.
 
-Flow: manifest -> takes -> one decode job per (take, view) in worker processes (decord, then
-PyAV; per-video timeout) -> clips batched across takes and views -> `Backbone.encode` -> one
-write per take, then that take's completion record.
+Flow: manifest -> takes -> one decode job per (take, view) in worker processes (the
+`decoders` order, PyAV by default; per-video timeout) -> clips batched across takes and views
+-> `Backbone.encode` -> one write per take, then that take's completion record.
 
 Rules a user can rely on:
 - A view that cannot be decoded is masked (`valid` False) with its reason in `view_error`;

@@ -3,7 +3,8 @@ field, from which the CLI's options are derived. Imports nothing heavy (`skill -
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from skill.errors import ConfigError
@@ -64,6 +65,16 @@ class ExtractConfig:
     """Decode worker processes (0 decodes in this process, for debugging only)."""
     timeout_s: float = 120.0
     """Seconds one video may take to decode before its worker is killed and the view failed."""
+    decoders: list[str] = field(default_factory=lambda: ["auto"])
+    """Video decoders tried in order, each passing a file it cannot be trusted with to the
+    next: decord, pyav, torchcodec (the optional extra), or auto (PyAV, the fastest in
+    benchmark 3). A decoder alone fails the views it cannot read.
+
+    PyAV reads every file it can open, so decoders after it are never tried.
+    """
+    decode_device: str = "cpu"
+    """Where torchcodec decodes: cpu, or cuda / cuda:N (NVDEC; needs a CUDA build of
+    torchcodec). decord and PyAV always decode on the CPU."""
     min_views: int = 1
     """A take with fewer decodable views than this is recorded as failed."""
     retry_failed: bool = False
@@ -102,10 +113,40 @@ class ExtractConfig:
             problems.append("--timeout must be positive")
         if self.limit is not None and self.limit < 1:
             problems.append("--limit must be at least 1")
+        problems += self._decoder_problems()
         if problems:
             raise ConfigError("; ".join(problems))
         # Derived once, here: conflicting sampling settings are refused before any work.
         self.sampling: SamplingConfig = self._derive_sampling()
+
+    def _decoder_problems(self) -> list[str]:
+        """--decoders names known decoders (auto alone); --decode-device cuda needs torchcodec."""
+        from skill.pipeline.decode import BACKENDS  # numpy: only when a config is built
+
+        self.decoders = [name.strip() for name in self.decoders if name.strip()]
+        problems = []
+        unknown = [name for name in self.decoders if name not in BACKENDS]
+        if unknown or not self.decoders:
+            problems.append(
+                f"--decoders must be names from {', '.join(BACKENDS)}, not {unknown or 'none'}"
+            )
+        elif "auto" in self.decoders and len(self.decoders) > 1:
+            problems.append("--decoders auto is an order by itself; list names or auto alone")
+        device = self.decode_device
+        if not (device == "cpu" or device == "cuda" or re.fullmatch(r"cuda:\d+", device)):
+            problems.append(f"--decode-device must be cpu, cuda or cuda:N, not {device!r}")
+        elif device != "cpu" and "torchcodec" not in self.decoders:
+            problems.append(
+                f"--decode-device {device} decodes with torchcodec only; add torchcodec to "
+                "--decoders (decord and PyAV decode on the CPU)"
+            )
+        return problems
+
+    @property
+    def decode_options(self) -> dict[str, object]:
+        """The keyword arguments of `pipeline.decode.decode_view` these settings give."""
+        order = self.decoders[0] if self.decoders == ["auto"] else tuple(self.decoders)
+        return {"backend": order, "device": self.decode_device}
 
     def _derive_sampling(self) -> SamplingConfig:
         segmented = self.strategy == "segments"

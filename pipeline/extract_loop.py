@@ -106,7 +106,8 @@ class ExtractLoop:
             for v in sorted(state.views_waiting):
                 key = key_of(take, self.views[v])
                 path = take.videos[self.views[v]]
-                yield ((row, v), (path, self.sampling, key, self.backbone.geometry))
+                args = (path, self.sampling, key, self.backbone.geometry)
+                yield ((row, v), args, self.cfg.decode_options)
 
     def _receive(self, job_id, decoded, error: str | None) -> None:
         row, v = job_id

@@ -80,8 +80,9 @@ def test_failure_reasons_are_readable(corpus_results) -> None:
 
 
 @needs_media
-def test_av1_decodes_through_the_pyav_fallback(corpus_results) -> None:
-    view, _ = corpus_results["torchcodec__av1_video.mkv"]
+def test_av1_decodes_through_the_pyav_fallback() -> None:
+    path = MEDIA / "torchcodec__av1_video.mkv"
+    view = decode_view(path, SAMPLING, path.name, GEOMETRY, backend=("decord", "pyav"))
     assert view.backend == "pyav"
     assert view.fallback_reason.startswith("decord: cannot open")
     assert view.info.num_frames == 125
