@@ -22,7 +22,11 @@ Rules (the same for every file, whichever decoder reads it):
    keyframe before the first needed frame and decode forward, keeping only needed frames
    (identified by their presentation timestamp), seeking again whenever a keyframe lies
    between one needed frame and the next, and stopping after the last one; a seek that lands
-   after its target is redone by decoding from the start.
+   after its target is redone by decoding from the start. Packets of frames that are not
+   needed are decoded with ``skip_frame="NONREF"``: the decoder drops them when no other
+   frame refers to them (H.264/HEVC non-reference pictures, e.g. most B-frames), which
+   cannot change any other frame, and decodes them when they are references; the packet of
+   a needed frame is always decoded. Frames not needed are never converted to RGB.
    **A stored index is always the frame's real position, never a count of decoded frames.**
    Frames before the first frame the decoder outputs (a stream that starts without a
    keyframe, undecodable leading frames: found by ``probe`` from the pts of its first
@@ -68,6 +72,17 @@ Rules (the same for every file, whichever decoder reads it):
    ``decode_view``. When the view fails, the last line is quoted in the reason
    ("(decoder log, 2 lines, last: h264: ...)"); otherwise the lines are dropped and counted
    in ``DecodedView.decoder_log_lines``.
+12. **Keyframe mode** (``SamplingConfig.snap == "keyframe"``, see ``pipeline.sampling``): the
+   sampled positions move to the nearest keyframe of the packet index, and each is read
+   with PyAV (whatever ``backend`` says: it is the reader that checks every keyframe) by
+   one seek and one packet decoded, then the decoder drained. A keyframe is verified as
+   decoded: the seek must land on its packet and the frame out must carry its pts, be
+   flagged a keyframe by the decoder and not be flagged corrupt. When the index has no
+   usable keyframes (timestamps cannot identify frames, e.g. AVI; no keyframe flags; a
+   keyframe before the first decodable frame) or a keyframe fails that check (a container
+   flagging non-keyframes as keyframes), the view is decoded exactly as without the mode,
+   at the unsnapped positions, and ``DecodedView.note`` says why; extraction stores the note
+   in the store's ``view_note``. Never a frame at a position it does not come from.
 """
 
 from __future__ import annotations
@@ -86,7 +101,7 @@ from typing import Any
 
 import numpy as np
 
-from skill.pipeline.sampling import SamplingConfig, sample_indices
+from skill.pipeline.sampling import SamplingConfig, sample_indices, snap_to_keyframes
 
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
 RESAMPLE_FILTERS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
@@ -201,6 +216,9 @@ class DecodedView:
     """Why decord was not used when ``backend`` is "pyav" under "auto" ("" otherwise)."""
     decoder_log_lines: int = 0
     """Lines the decoders (FFmpeg, decord) logged while decoding; dropped, not printed."""
+    note: str = ""
+    """Something the store should say about this view although it decoded (rule 12: keyframe
+    sampling fell back to exact decoding, and why); "" when nothing."""
 
 
 @dataclass
@@ -736,10 +754,13 @@ class _PyAVFrameReader:
         out: dict,
         from_start: bool = False,
     ) -> None:
-        """Decode forward from the current seek point to the last frame of ``group``."""
+        """Decode forward from the current seek point to the last frame of ``group``; packets
+        of other frames are decoded only when they are references (rule 4)."""
         wanted_set, last_wanted, previous = {int(i) for i in group}, int(group[-1]), -1
         first_wanted = int(group[0])
-        for frame in _decoded_frames(container, stream, self.path, self.info):
+        needed_pts = {int(index.pts[i]) for i in group}
+        frames = _decoded_frames(container, stream, self.path, self.info, needed_pts)
+        for frame in frames:
             position = _frame_position(frame, index)
             if position <= previous:
                 raise _TimestampsUnusable("decoder output is not in pts order")
@@ -807,6 +828,62 @@ class _PyAVFrameReader:
 
 class _SeekLate(Exception):
     """A seek landed after the first frame of its group."""
+
+
+class _KeyframeIndexWrong(Exception):
+    """A position the index calls a keyframe does not decode as one (rule 12)."""
+
+
+def read_keyframes(
+    path: str, info: VideoInfo, index: _StreamIndex, wanted: np.ndarray, geometry: FrameGeometry
+) -> dict[int, np.ndarray]:
+    """Clip frames at the sorted unique keyframe positions ``wanted``: per keyframe one seek,
+    one packet decoded and the decoder drained (rule 12). Raises _KeyframeIndexWrong when a
+    keyframe does not decode as one."""
+    import av
+
+    reader = _PyAVFrameReader(path, info, geometry, threads=1)  # one frame per seek
+    out: dict[int, np.ndarray] = {}
+    container, stream = reader._open()
+    with container:
+        for position in (int(i) for i in wanted):
+            target = int(index.pts[position])
+            if out or position > 0:
+                container.seek(target, stream=stream, backward=True)  # flushes the decoder
+            try:
+                frame = _decode_one_packet(container, stream, target, position)
+            except av.FFmpegError as error:
+                raise _KeyframeIndexWrong(
+                    f"keyframe {position} does not decode ({_ffmpeg_message(error)})"
+                ) from error
+            out[position] = reader._clip_frame(frame, position)
+    return out
+
+
+def _decode_one_packet(container: Any, stream: Any, target: int, position: int) -> Any:
+    """The frame of the next packet, which must be the keyframe with pts ``target``: that
+    packet alone is decoded, then the decoder is drained so the frame comes out at once."""
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        if packet.pts != target:
+            raise _KeyframeIndexWrong(
+                f"seeking to keyframe {position} (pts {target}) landed on pts {packet.pts}"
+            )
+        frames = [*packet.decode(), *stream.codec_context.decode(None)]
+        if not frames or frames[0].pts != target:
+            raise _KeyframeIndexWrong(
+                f"keyframe {position} gives no frame of its own (the container's keyframe "
+                "flag is wrong)"
+            )
+        frame = frames[0]
+        if not frame.key_frame or frame.is_corrupt:
+            raise _KeyframeIndexWrong(
+                f"frame {position} is flagged a keyframe by the container but the decoder "
+                "does not decode it as one"
+            )
+        return frame
+    raise _KeyframeIndexWrong(f"keyframe {position} (pts {target}) has no packet")
 
 
 def _undecodable_reason(index: _StreamIndex, first_out: int) -> str:
@@ -885,13 +962,28 @@ def _frames_with_packet_count(
         ) from error
 
 
-def _decoded_frames(container: Any, stream: Any, path: str, info: VideoInfo) -> Iterator[Any]:
-    """Frames in presentation order; FFmpeg errors become DecodeError ('corrupt bitstream')."""
+def _decoded_frames(
+    container: Any,
+    stream: Any,
+    path: str,
+    info: VideoInfo,
+    needed_pts: set[int] | None = None,
+) -> Iterator[Any]:
+    """Frames in presentation order; FFmpeg errors become DecodeError ('corrupt bitstream').
+
+    With ``needed_pts``, a packet whose pts is not among them is decoded with
+    ``skip_frame="NONREF"``: dropped by the decoder unless another frame refers to it. The
+    setting is read by the decoder per packet (frame threads copy it when the packet is
+    submitted), so a needed frame's packet is always decoded in full."""
     import av
 
-    produced = 0
+    produced, context, skipping = 0, stream.codec_context, None  # None: not set here yet
     try:
         for packet in container.demux(stream):
+            if needed_pts is not None and packet.size:
+                skip = packet.pts not in needed_pts
+                if skip is not skipping:
+                    context.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
             for frame in packet.decode():
                 produced += 1
                 yield frame
@@ -957,6 +1049,12 @@ def _decode_view(
 ) -> DecodedView:
     info, index = _probe(path, threads)
     sampled = sample_indices(info.num_frames, sampling, key)
+    note = ""
+    if sampling.snap == "keyframe":
+        snapped, note = _snapped_view(path, info, index, sampled.indices, geometry)
+        if snapped is not None:
+            snapped.padded = sampled.padded
+            return snapped
     wanted = np.unique(sampled.indices)
     if wanted[0] < index.first_decodable:  # known from probe: fail before any decoding
         raise DecodeError(path, _undecodable_reason(index, index.first_decodable))
@@ -975,7 +1073,40 @@ def _decode_view(
         backend=used,
         info=info,
         fallback_reason=fallback_reason,
+        note=note,
     )
+
+
+def _snapped_view(
+    path: str, info: VideoInfo, index: _StreamIndex, indices: np.ndarray, geometry: FrameGeometry
+) -> tuple[DecodedView | None, str]:
+    """Rule 12: the clips at the keyframes nearest to ``indices``, or (None, why not) when
+    the keyframe index cannot be used and the view must be decoded exactly."""
+    why = _keyframe_index_unusable(index)
+    if not why:
+        snapped = snap_to_keyframes(indices, index.key_positions)
+        try:
+            frames_at = read_keyframes(path, info, index, np.unique(snapped), geometry)
+        except _KeyframeIndexWrong as wrong:
+            why = str(wrong)
+        else:
+            flat = [frames_at[int(i)] for i in snapped.reshape(-1)]
+            frames = np.stack(flat).reshape(*snapped.shape, *flat[0].shape)
+            view = DecodedView(frames, snapped, index.times_s[snapped], 0, "pyav", info)
+            return view, ""
+    return None, f"keyframe sampling fell back to exact decoding: {why}"
+
+
+def _keyframe_index_unusable(index: _StreamIndex) -> str:
+    """Why the packet index cannot give keyframes to snap to ("" when it can)."""
+    if index.pts is None:
+        return "timestamps cannot identify frames (e.g. AVI), so keyframes cannot be located"
+    keys = index.key_positions
+    if len(keys) == 0:
+        return "the container flags no keyframe"
+    if int(keys[0]) < index.first_decodable:
+        return f"keyframe {int(keys[0])} lies before the first decodable frame"
+    return ""
 
 
 @contextlib.contextmanager
