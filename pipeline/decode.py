@@ -22,11 +22,13 @@ Rules (the same for every file, whichever decoder reads it):
    keyframe before the first needed frame and decode forward, keeping only needed frames
    (identified by their presentation timestamp), seeking again whenever a keyframe lies
    between one needed frame and the next, and stopping after the last one; a seek that lands
-   after its target is redone by decoding from the start. Packets of frames that are not
-   needed are decoded with ``skip_frame="NONREF"``: the decoder drops them when no other
-   frame refers to them (H.264/HEVC non-reference pictures, e.g. most B-frames), which
-   cannot change any other frame, and decodes them when they are references; the packet of
-   a needed frame is always decoded. Frames not needed are never converted to RGB.
+   after its target is redone by decoding from the start. H.264 packets of frames that are
+   not needed are decoded with ``skip_frame="NONREF"``: FFmpeg's decoder drops a picture
+   whose ``nal_ref_idc`` is 0 (no other picture may refer to it: most B-frames), which
+   cannot change any other frame, and decodes reference pictures as usual; the packet of a
+   needed frame is always decoded. Other codecs decode every packet (dav1d, for one, applies
+   the setting per sequence, and AV1 packets can show frames decoded from earlier ones).
+   Frames not needed are never converted to RGB.
    **A stored index is always the frame's real position, never a count of decoded frames.**
    Frames before the first frame the decoder outputs (a stream that starts without a
    keyframe, undecodable leading frames: found by ``probe`` from the pts of its first
@@ -80,9 +82,10 @@ Rules (the same for every file, whichever decoder reads it):
    flagged a keyframe by the decoder and not be flagged corrupt. When the index has no
    usable keyframes (timestamps cannot identify frames, e.g. AVI; no keyframe flags; a
    keyframe before the first decodable frame) or a keyframe fails that check (a container
-   flagging non-keyframes as keyframes), the view is decoded exactly as without the mode,
-   at the unsnapped positions, and ``DecodedView.note`` says why; extraction stores the note
-   in the store's ``view_note``. Never a frame at a position it does not come from.
+   flagging non-keyframes as keyframes), the view is decoded exactly, at the unsnapped
+   positions (after wrong flags with PyAV from the start of the stream, no seek trusting
+   them), and ``DecodedView.note`` says why; extraction stores the note in the store's
+   ``view_note``. Never a frame at a position it does not come from.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -758,7 +761,7 @@ class _PyAVFrameReader:
         of other frames are decoded only when they are references (rule 4)."""
         wanted_set, last_wanted, previous = {int(i) for i in group}, int(group[-1]), -1
         first_wanted = int(group[0])
-        needed_pts = {int(index.pts[i]) for i in group}
+        needed_pts = {int(index.pts[i]) for i in group} if _skips_safely(stream) else None
         frames = _decoded_frames(container, stream, self.path, self.info, needed_pts)
         for frame in frames:
             position = _frame_position(frame, index)
@@ -962,6 +965,11 @@ def _frames_with_packet_count(
         ) from error
 
 
+def _skips_safely(stream: Any) -> bool:
+    """Whether non-reference pictures may be skipped without changing any frame (rule 4)."""
+    return stream.codec_context.name == "h264"
+
+
 def _decoded_frames(
     container: Any,
     stream: Any,
@@ -1051,10 +1059,13 @@ def _decode_view(
     sampled = sample_indices(info.num_frames, sampling, key)
     note = ""
     if sampling.snap == "keyframe":
-        snapped, note = _snapped_view(path, info, index, sampled.indices, geometry)
+        snapped, note, index_wrong = _snapped_view(path, info, index, sampled.indices, geometry)
         if snapped is not None:
             snapped.padded = sampled.padded
             return snapped
+        if index_wrong:  # no seek may trust these keyframes: decode from the start, with PyAV
+            index = replace(index, key_positions=index.key_positions[:0])
+            backend = "pyav"
     wanted = np.unique(sampled.indices)
     if wanted[0] < index.first_decodable:  # known from probe: fail before any decoding
         raise DecodeError(path, _undecodable_reason(index, index.first_decodable))
@@ -1079,22 +1090,21 @@ def _decode_view(
 
 def _snapped_view(
     path: str, info: VideoInfo, index: _StreamIndex, indices: np.ndarray, geometry: FrameGeometry
-) -> tuple[DecodedView | None, str]:
-    """Rule 12: the clips at the keyframes nearest to ``indices``, or (None, why not) when
-    the keyframe index cannot be used and the view must be decoded exactly."""
+) -> tuple[DecodedView | None, str, bool]:
+    """Rule 12: (the clips at the keyframes nearest to ``indices``, "", False), or (None, why
+    not, whether the keyframe flags proved wrong) when the view must be decoded exactly."""
     why = _keyframe_index_unusable(index)
-    if not why:
-        snapped = snap_to_keyframes(indices, index.key_positions)
-        try:
-            frames_at = read_keyframes(path, info, index, np.unique(snapped), geometry)
-        except _KeyframeIndexWrong as wrong:
-            why = str(wrong)
-        else:
-            flat = [frames_at[int(i)] for i in snapped.reshape(-1)]
-            frames = np.stack(flat).reshape(*snapped.shape, *flat[0].shape)
-            view = DecodedView(frames, snapped, index.times_s[snapped], 0, "pyav", info)
-            return view, ""
-    return None, f"keyframe sampling fell back to exact decoding: {why}"
+    if why:
+        return None, f"keyframe sampling fell back to exact decoding: {why}", False
+    snapped = snap_to_keyframes(indices, index.key_positions)
+    try:
+        frames_at = read_keyframes(path, info, index, np.unique(snapped), geometry)
+    except _KeyframeIndexWrong as wrong:
+        why = f"{wrong}; decoded from the start instead, without seeking"
+        return None, f"keyframe sampling fell back to exact decoding: {why}", True
+    flat = [frames_at[int(i)] for i in snapped.reshape(-1)]
+    frames = np.stack(flat).reshape(*snapped.shape, *flat[0].shape)
+    return DecodedView(frames, snapped, index.times_s[snapped], 0, "pyav", info), "", False
 
 
 def _keyframe_index_unusable(index: _StreamIndex) -> str:
