@@ -194,3 +194,38 @@ def test_snap_is_a_sampling_setting_recorded_only_when_not_exact() -> None:
         ExtractConfig(manifest="m", store="s", snap="nearest")
     with pytest.raises(ValueError, match="sampling snap"):
         SamplingConfig(snap="sometimes")
+
+
+def test_a_keyframe_store_refuses_exact_settings_and_keeps_its_notes(videos, tmp_path) -> None:
+    """Keyframe mode is in the store's provenance (an exact run cannot append to it), its
+    stored indices are the snapped ones, and a view that fell back says so in view_note."""
+    from skill.cache.info import store_summary
+    from skill.cache.store import TokenStore
+    from skill.pipeline.extract import run_extract
+    from skill.pipeline.manifest import write_manifest
+    from skill.pipeline.takes import Take
+    from tests.extract_helpers import extract_config, invoke_cli
+
+    manifest = tmp_path / "takes.jsonl"
+    takes = [
+        Take("t0", {"ego": str(videos["h264"]), "exo1": str(videos["all_key"])}, "Novice"),
+        Take("t1", {"ego": str(videos["h264"]), "exo1": str(videos["h264"])}, "Late Expert"),
+    ]
+    write_manifest(manifest, takes)
+    store = tmp_path / "key.zarr"
+    summary = run_extract(extract_config(manifest, store, snap="keyframe"))
+    assert (summary.completed, summary.failed, summary.failed_views) == (2, 0, 0)
+    opened = TokenStore.open(store)
+    assert opened.provenance["sampling"]["snap"] == "keyframe"
+    keys = decode_module._probe(str(videos["h264"]))[1].key_positions
+    index, notes = opened.frame_index(), opened.view_notes()
+    assert np.isin(index[:, 0], keys).all() and np.isin(index[1, 1], keys).all()
+    assert notes[0, 1].startswith("keyframe sampling fell back to exact decoding")
+    assert (notes[0, 0], notes[1, 0], notes[1, 1]) == ("", "", "")
+    assert [n["view"] for n in store_summary(store)["notes"]] == ["exo1"]
+    code, output = invoke_cli(
+        "extract", str(manifest), "--store", str(store), "--backbone", "tiny-timesformer",
+        "--frames", "4", "--device", "cpu", "--workers", "0",
+    )  # fmt: skip
+    assert code == 2, output
+    assert 'sampling.snap: store "keyframe" vs requested null' in output
