@@ -1,4 +1,4 @@
-"""Benchmark 7: decode cost per view in CPU-seconds, per decoder and sampling mode.
+"""Benchmark 6: decode cost per view in CPU-seconds, per decoder and sampling mode.
 
 The figure that divides by the core count: process CPU time (all threads) of decoding one
 view, measured with ``time.process_time`` around the call in the process that decodes, with

@@ -22,7 +22,9 @@ Rules (the same for every file, whichever decoder reads it):
    keyframe before the first needed frame and decode forward, keeping only needed frames
    (identified by their presentation timestamp), seeking again whenever a keyframe lies
    between one needed frame and the next, and stopping after the last one; a seek that lands
-   after its target is redone by decoding from the start. H.264 packets of frames that are
+   after its target is redone by decoding from the start, and a seek whose first frame out
+   is not a keyframe to the decoder (or is flagged corrupt) means the container's keyframe
+   flags are wrong: every wanted frame is then decoded in one pass from the start. H.264 packets of frames that are
    not needed are decoded with ``skip_frame="NONREF"``: FFmpeg's decoder drops a picture
    whose ``nal_ref_idc`` is 0 (no other picture may refer to it: most B-frames), which
    cannot change any other frame, and decodes reference pictures as usual; the packet of a
@@ -49,7 +51,8 @@ Rules (the same for every file, whichever decoder reads it):
    keyframe interval), so damage there goes unnoticed and the clips are still returned.
 6. **Backends.** ``backend="auto"`` tries decord, then PyAV when decord cannot open or read
    the file, reads another stream, returns frames of an unexpected shape (it fails on a 1x1
-   video), or when timestamps cannot identify frames (AVI: decord's seeks then return wrong
+   video), when every frame of an inter-coded stream is flagged a keyframe (decord would seek
+   to frames that cannot be decoded alone), or when timestamps cannot identify frames (AVI: decord's seeks then return wrong
    frames without an error); the reason is kept in ``DecodedView.fallback_reason``. When
    PyAV fails too, PyAV's reason is reported. ``"decord"`` and ``"pyav"`` force one decoder
    (a failure is then a ``DecodeError``). decord is imported lazily, and after torch
@@ -248,6 +251,9 @@ class _StreamIndex:
     its pts); the frames before it cannot be decoded. 0 when pts cannot identify frames."""
     leading_error: str = ""
     """The decoder's error on the packets before the first frame ("" when none)."""
+    keyframes_doubtful: bool = False
+    """Every packet of an inter-coded stream is flagged a keyframe: the container's flags
+    cannot be right (an intra-only codec's can)."""
 
 
 # ----------------------------------------------------------------------------- probing
@@ -275,6 +281,7 @@ def _probe(path: str, threads: int = 1) -> tuple[VideoInfo, _StreamIndex]:
         num_video_streams = len(container.streams.video)
         pts_usable = container.format.name != "avi"
         stream_index = stream.index
+        intra_only = bool(getattr(stream.codec_context.codec, "intra_only", False))
         same_size = tuple(
             s.index
             for s in container.streams.video
@@ -283,6 +290,7 @@ def _probe(path: str, threads: int = 1) -> tuple[VideoInfo, _StreamIndex]:
     index = _build_index(scan, time_base, fps, pts_usable, first_frame, rotation)
     index.same_size_streams = same_size
     index.leading_error = decode_error
+    index.keyframes_doubtful = len(scan.keys) > 1 and all(scan.keys) and not intra_only
     info = _video_info(path, index, fps, rotation, sar, stream_index, num_video_streams)
     return info, index
 
@@ -727,12 +735,23 @@ class _PyAVFrameReader:
         return container, stream
 
     def read_by_timestamp(self, index: _StreamIndex, wanted: np.ndarray) -> dict[int, np.ndarray]:
-        """Seek to the keyframe before each group of wanted frames, match frames by pts."""
+        """Seek to the keyframe before each group of wanted frames, match frames by pts.
+        When a seek lands on a frame the decoder does not decode as a keyframe (the
+        container's keyframe flags are wrong), everything is decoded from the start."""
+        try:
+            return self._read_seeking(index, wanted, index.key_positions)
+        except _SeekUntrusted:
+            return self._read_seeking(index, wanted, index.key_positions[:0])
+
+    def _read_seeking(
+        self, index: _StreamIndex, wanted: np.ndarray, key_positions: np.ndarray
+    ) -> dict[int, np.ndarray]:
+        """``read_by_timestamp`` seeking to ``key_positions`` (none: one pass from the start)."""
         out: dict[int, np.ndarray] = {}
         container, stream = self._open()
         try:
-            for group in _seek_groups(wanted, index.key_positions):
-                keyframe = _keyframe_before(int(group[0]), index.key_positions)
+            for group in _seek_groups(wanted, key_positions):
+                keyframe = _keyframe_before(int(group[0]), key_positions)
                 seek = bool(out) or keyframe > 0
                 if seek:
                     container.seek(int(index.pts[keyframe]), stream=stream, backward=True)
@@ -771,6 +790,8 @@ class _PyAVFrameReader:
                 if from_start:
                     raise DecodeError(self.path, _undecodable_reason(index, position))
                 raise _SeekLate()
+            if previous < 0 and not from_start and (not frame.key_frame or frame.is_corrupt):
+                raise _SeekUntrusted()
             previous = position
             if position in wanted_set:
                 out[position] = self._clip_frame(frame, position)
@@ -831,6 +852,10 @@ class _PyAVFrameReader:
 
 class _SeekLate(Exception):
     """A seek landed after the first frame of its group."""
+
+
+class _SeekUntrusted(Exception):
+    """A seek to a flagged keyframe gave a frame the decoder does not decode as one."""
 
 
 class _KeyframeIndexWrong(Exception):
@@ -1199,6 +1224,11 @@ def _decord_refused(index: _StreamIndex, info: VideoInfo) -> str:
         return (
             "the stream does not start with a decodable keyframe: decord could return "
             "frames at the wrong positions"
+        )
+    if index.keyframes_doubtful:
+        return (
+            "every frame of an inter-coded stream is flagged a keyframe: decord would seek "
+            "to frames that cannot be decoded on their own"
         )
     if index.same_size_streams:
         return (

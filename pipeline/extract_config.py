@@ -59,7 +59,7 @@ class ExtractConfig:
     snap: str = "exact"
     """exact: the sampled frames themselves; keyframe: each sampled position moved to the
     nearest keyframe, so each frame costs one keyframe decode (about 5x less CPU for 16
-    uniform frames, benchmark 7) but lands up to half a keyframe interval (x264: 250 frames)
+    uniform frames, benchmark 6) but lands up to half a keyframe interval (x264: 250 frames)
     away. Frames snapping to the same keyframe repeat it (the stored indices show it); a view
     whose keyframes cannot be trusted is decoded exactly, noted in view_note. Recorded in the
     provenance: a keyframe store never mixes with an exact one."""

@@ -24,7 +24,7 @@ video; ``padded`` counts those positions per clip (it is the same for every clip
 Keyframe snapping (``snap="keyframe"``, an explicit option; the default ``"exact"`` keeps the
 positions above): every sampled position moves to the nearest keyframe of the video (ties to
 the earlier one), so that each sampled frame costs one keyframe decode instead of decoding
-from the keyframe before it (``pipeline.decode``, benchmark 7). Positions that snap to the
+from the keyframe before it (``pipeline.decode``, benchmark 6). Positions that snap to the
 same keyframe are kept as they are: the clip repeats that frame (decoded once), the stored
 indices and timestamps show the repetition, and rows stay sorted. A window or segment
 shorter than the keyframe interval therefore collapses onto one or two frames: the mode

@@ -229,3 +229,17 @@ def test_a_keyframe_store_refuses_exact_settings_and_keeps_its_notes(videos, tmp
     )  # fmt: skip
     assert code == 2, output
     assert 'sampling.snap: store "keyframe" vs requested null' in output
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_exact_mode_does_not_trust_keyframe_flags_on_every_frame(videos, backend: str) -> None:
+    """Seeking to a frame the container wrongly calls a keyframe would give garbage: decord
+    is not used, and PyAV decodes from the start once a seek lands on a non-keyframe."""
+    sampling = SamplingConfig("uniform", frames=8)
+    view = decode_view(videos["all_key"], sampling, "k", GEOMETRY, backend=backend)
+    assert view.backend == "pyav"
+    if backend == "auto":
+        assert "flagged a keyframe" in view.fallback_reason
+    expected = sample_indices(FRAMES, sampling, "k").indices
+    np.testing.assert_array_equal(view.indices, expected)
+    np.testing.assert_array_equal(view.frames, _every_frame_in_order(videos["all_key"])[expected])
