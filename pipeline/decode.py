@@ -24,11 +24,11 @@ Rules (the same for every file, whichever decoder reads it):
    between one needed frame and the next, and stopping after the last one; a seek that lands
    after its target is redone by decoding from the start, and a seek whose first frame out
    is not a keyframe to the decoder (or is flagged corrupt) means the container's keyframe
-   flags are wrong: every wanted frame is then decoded in one pass from the start. H.264 packets of frames that are
-   not needed are decoded with ``skip_frame="NONREF"``: FFmpeg's decoder drops a picture
-   whose ``nal_ref_idc`` is 0 (no other picture may refer to it: most B-frames), which
-   cannot change any other frame, and decodes reference pictures as usual; the packet of a
-   needed frame is always decoded. Other codecs decode every packet (dav1d, for one, applies
+   flags are wrong: every wanted frame is then decoded in one pass from the start. H.264
+   packets of frames not needed are decoded with ``skip_frame="NONREF"``: FFmpeg drops a
+   picture whose ``nal_ref_idc`` is 0 (no other picture may refer to it: most B-frames),
+   which cannot change any other frame, and decodes reference pictures as usual; the packet
+   of a needed frame is always decoded. Other codecs decode every packet (dav1d, for one, applies
    the setting per sequence, and AV1 packets can show frames decoded from earlier ones).
    Frames not needed are never converted to RGB.
    **A stored index is always the frame's real position, never a count of decoded frames.**
@@ -52,11 +52,12 @@ Rules (the same for every file, whichever decoder reads it):
 6. **Backends.** ``backend="auto"`` tries decord, then PyAV when decord cannot open or read
    the file, reads another stream, returns frames of an unexpected shape (it fails on a 1x1
    video), when every frame of an inter-coded stream is flagged a keyframe (decord would seek
-   to frames that cannot be decoded alone), or when timestamps cannot identify frames (AVI: decord's seeks then return wrong
-   frames without an error); the reason is kept in ``DecodedView.fallback_reason``. When
-   PyAV fails too, PyAV's reason is reported. ``"decord"`` and ``"pyav"`` force one decoder
-   (a failure is then a ``DecodeError``). decord is imported lazily, and after torch
-   (importing decord before torch can freeze a torch DataLoader).
+   to frames that cannot be decoded alone), or when timestamps cannot identify frames (AVI:
+   decord's seeks then return wrong frames without an error); the reason is kept in
+   ``DecodedView.fallback_reason``. When PyAV fails too, PyAV's reason is reported.
+   ``"decord"`` and ``"pyav"`` force one decoder (a failure is then a ``DecodeError``).
+   decord is imported lazily, and after torch (importing decord before torch can freeze a
+   torch DataLoader).
 7. **Orientation.** The display rotation (MP4/MOV display matrix or ``rotate`` tag) is always
    applied, as a lossless quarter-turn. decord applies it itself; its output is checked
    (frame shape for 90/270, pixels of frame 0 for 180) and only rotated when it is not.
