@@ -243,3 +243,12 @@ def test_exact_mode_does_not_trust_keyframe_flags_on_every_frame(videos, backend
     expected = sample_indices(FRAMES, sampling, "k").indices
     np.testing.assert_array_equal(view.indices, expected)
     np.testing.assert_array_equal(view.frames, _every_frame_in_order(videos["all_key"])[expected])
+
+
+def test_extract_help_documents_the_keyframe_mode() -> None:
+    from tests.extract_helpers import invoke_cli
+
+    code, output = invoke_cli("extract", "--help")
+    assert code == 0, output
+    output = " ".join(output.replace("│", " ").split())  # rich's table borders off
+    assert "--snap" in output and "nearest keyframe" in output and "view_note" in output
