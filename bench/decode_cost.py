@@ -99,13 +99,13 @@ def load_baseline(rev: str) -> ModuleType | None:
     except (OSError, subprocess.CalledProcessError) as error:
         print(f"no baseline: git show {rev}:pipeline/decode.py failed ({error})")
         return None
-    folder = Path(tempfile.mkdtemp(prefix="skill-decode-baseline-"))
-    path = folder / "decode_baseline.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("skill_decode_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="skill-decode-baseline-") as folder:
+        path = Path(folder) / "decode_baseline.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("skill_decode_baseline", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)  # compiled now: the file is not needed afterwards
     return module
 
 
