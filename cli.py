@@ -328,6 +328,10 @@ def _print_store_summary(s: dict) -> None:
         out.print(f"[red]failures ({len(s['failures'])}):[/]")
         for f in s["failures"][:50]:
             out.print(f"  take {f['take']} view {f['view']}: {f['reason']}", highlight=False)
+    if s["notes"]:
+        out.print(f"notes ({len(s['notes'])}):")
+        for n in s["notes"][:50]:
+            out.print(f"  take {n['take']} view {n['view']}: {n['note']}", highlight=False)
     prov = s["provenance"]
     backbone = prov.get("backbone", {})
     out.print(

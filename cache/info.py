@@ -57,6 +57,7 @@ def store_summary(path: str | Path) -> dict:
             for take, view, reason in store.failures()
         ],
         "failed_view_count": int((errors != "").sum()),
+        "notes": _notes(store),
         "size_bytes": _size_on_disk(store.path),
         # "packed" (large chunks, fast reads) once a run finished, "write" while writing;
         # per array too, since a pack cut short leaves some arrays of each kind
@@ -96,3 +97,12 @@ def _size_on_disk(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.path.getsize(os.path.join(folder, name))
     return total
+
+
+def _notes(store: TokenStore) -> list[dict]:
+    """Notes on views that decoded (e.g. keyframe sampling that fell back to exact)."""
+    ids, notes = store.take_table().ids, store.view_notes()
+    return [
+        {"take": str(ids[i]), "view": store.views[v], "note": str(notes[i, v])}
+        for i, v in zip(*np.nonzero(notes != ""), strict=True)
+    ]

@@ -87,6 +87,9 @@ class TakeResult:
     padded: np.ndarray  # (V,) frames repeated at the end of a video shorter than a clip
     view_error: list[str] = field(default_factory=list)  # (V,) "" = ok
     status: int = STATUS_COMPLETE
+    # (V,) what the store says about a view that decoded ("" = nothing; e.g. keyframe sampling
+    # that fell back to exact decoding); stores made before view_note existed keep none
+    view_note: list[str] = field(default_factory=list)
 
 
 def _zarr():
@@ -216,7 +219,7 @@ class TokenStore:
             "frame_index": (len(self.views), self.clips, self.frames),
             "timestamp": (len(self.views), self.clips, self.frames),
         }
-        for name in (*PER_TAKE_ARRAYS, *TAKE_TABLE_ARRAYS):
+        for name in (*self.per_take_arrays, *TAKE_TABLE_ARRAYS):
             try:
                 shape = tuple(layout.array_metadata(self.path, name)["shape"])
             except (OSError, ValueError, KeyError) as err:
@@ -336,7 +339,7 @@ class TokenStore:
 
     def _append_rows(self, table: TakeTable, new_rows: Sequence[TakeRow]) -> None:
         n_new = len(table.ids) + len(new_rows)
-        for name in PER_TAKE_ARRAYS:
+        for name in self.per_take_arrays:
             array = self._group[name]
             array.resize((n_new, *array.shape[1:]))
         label_of = {name: i for i, name in enumerate(self.labels)}
@@ -387,6 +390,14 @@ class TokenStore:
         g("padded_frames")[i] = np.asarray(result.padded, dtype=np.int16)
         errors = list(result.view_error) or [""] * n_views
         g("view_error")[i] = np.asarray(errors, dtype=object)
+        notes = list(result.view_note) or [""] * n_views
+        if "view_note" in self.per_take_arrays:
+            g("view_note")[i] = np.asarray(notes, dtype=object)
+        elif any(notes):
+            raise StoreError(
+                f"{self.path}: take row {i}: this store predates view notes and cannot record "
+                f"{notes}"
+            )
         g("status")[i] = np.int8(result.status)
 
     def _array(self, name: str):
@@ -402,6 +413,29 @@ class TokenStore:
 
     def view_errors(self) -> np.ndarray:
         return _strings(self._committed("view_error"))
+
+    def view_notes(self) -> np.ndarray:
+        """(take, view) notes on views that decoded ("" = none; all "" in older stores)."""
+        if "view_note" not in self.per_take_arrays:
+            return np.full((self.n_takes, len(self.views)), "", dtype="U1")
+        return _strings(self._committed("view_note"))
+
+    @property
+    def per_take_arrays(self) -> tuple[str, ...]:
+        """The per-take arrays this store has (stores older than an optional one lack it)."""
+        if not hasattr(self, "_per_take_arrays"):
+            self._per_take_arrays = tuple(
+                name
+                for name in PER_TAKE_ARRAYS
+                if name not in OPTIONAL_PER_TAKE_ARRAYS
+                or (self.path / name / "zarr.json").is_file()
+            )
+        return self._per_take_arrays
+
+    @property
+    def relayout_arrays(self) -> tuple[str, ...]:
+        """Every array of this store that `pack` and `unpack` may rewrite."""
+        return (*self.per_take_arrays, *TAKE_TABLE_ARRAYS)
 
     def frame_index(self) -> np.ndarray:
         return np.asarray(self._committed("frame_index"))
@@ -496,7 +530,7 @@ class TokenStore:
         """Per-take array -> "packed" or "write"."""
         return {
             name: "packed" if layout.is_packed(layout.array_metadata(self.path, name)) else "write"
-            for name in PER_TAKE_ARRAYS
+            for name in self.per_take_arrays
         }
 
     def is_packed(self) -> bool:
@@ -510,7 +544,7 @@ class TokenStore:
         self._require_writable()
         wanted = {
             name: layout.packed_chunks(layout.array_metadata(self.path, name), self.n_takes)
-            for name in PER_TAKE_ARRAYS
+            for name in self.per_take_arrays
         }
         wanted.update({name: (max(self.n_takes, 1),) for name in TAKE_TABLE_ARRAYS})
         changed = []
@@ -539,7 +573,7 @@ class TokenStore:
         self._require_writable()
         changed = [
             name
-            for name in RELAYOUT_ARRAYS
+            for name in self.relayout_arrays
             if layout.relayout_array(
                 self.path, name, self._write_chunks(name), layout.WRITE_SEPARATOR
             )
@@ -630,8 +664,11 @@ PER_TAKE_ARRAYS = (
     "timestamp",
     "padded_frames",
     "view_error",
+    "view_note",
     "status",
 )
+# Per-take arrays added after format 2 stores were first written: absent from older stores.
+OPTIONAL_PER_TAKE_ARRAYS = ("view_note",)
 # Every array that `pack` and `unpack` may rewrite.
 RELAYOUT_ARRAYS = (*PER_TAKE_ARRAYS, *TAKE_TABLE_ARRAYS)
 
@@ -715,6 +752,7 @@ def _write_empty_store(path, provenance, views, labels, clips, tokens, dim, fram
              float("nan"), ["view", "clip", "frame"])  # fmt: skip
     per_take("padded_frames", (n_views,), (n_views,), "int16", 0, ["view"])
     per_take("view_error", (n_views,), (n_views,), str, "", ["view"])
+    per_take("view_note", (n_views,), (n_views,), str, "", ["view"])
     per_take("status", (), (), "int8", STATUS_PENDING, [])
     takes = group.create_group("takes")
     for name in TAKE_FIELDS:

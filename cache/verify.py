@@ -25,7 +25,6 @@ import numpy as np
 from skill.cache import layout
 from skill.cache.errors import StoreError
 from skill.cache.store import (
-    PER_TAKE_ARRAYS,
     STATUS_COMPLETE,
     STATUS_FAILED,
     STATUS_PENDING,
@@ -94,7 +93,7 @@ def _check_small_arrays(store, ids, report) -> tuple[np.ndarray, np.ndarray]:
     n = store.n_takes
     status = np.full(n, -1, dtype=np.int16)
     valid = np.zeros((n, len(store.views)), dtype=bool)
-    for name in PER_TAKE_ARRAYS:
+    for name in store.per_take_arrays:
         if name == "tokens":
             continue
         array = store._group[name]

@@ -22,7 +22,15 @@ Rules (the same for every file, whichever decoder reads it):
    keyframe before the first needed frame and decode forward, keeping only needed frames
    (identified by their presentation timestamp), seeking again whenever a keyframe lies
    between one needed frame and the next, and stopping after the last one; a seek that lands
-   after its target is redone by decoding from the start.
+   after its target is redone by decoding from the start, and a seek whose first frame out
+   is not a keyframe to the decoder (or is flagged corrupt) means the container's keyframe
+   flags are wrong: every wanted frame is then decoded in one pass from the start. H.264
+   packets of frames not needed are decoded with ``skip_frame="NONREF"``: FFmpeg drops a
+   picture whose ``nal_ref_idc`` is 0 (no other picture may refer to it: most B-frames),
+   which cannot change any other frame, and decodes reference pictures as usual; the packet
+   of a needed frame is always decoded. Other codecs decode every packet (dav1d, for one, applies
+   the setting per sequence, and AV1 packets can show frames decoded from earlier ones).
+   Frames not needed are never converted to RGB.
    **A stored index is always the frame's real position, never a count of decoded frames.**
    Frames before the first frame the decoder outputs (a stream that starts without a
    keyframe, undecodable leading frames: found by ``probe`` from the pts of its first
@@ -50,7 +58,8 @@ Rules (the same for every file, whichever decoder reads it):
    unsuitable, so nothing after it in an order is tried. A backend that is not installed
    (torchcodec is an optional extra) is unsuitable. decord is unsuitable when it cannot open
    or read the file, reads another stream, returns frames of an unexpected shape (it fails on
-   a 1x1 video), or when timestamps cannot identify frames (AVI: decord's seeks then return
+   a 1x1 video), when every frame of an inter-coded stream is flagged a keyframe (decord would seek
+   to frames that cannot be decoded alone), or when timestamps cannot identify frames (AVI: decord's seeks then return
    wrong frames without an error); torchcodec (``pipeline/decode_torchcodec.py``) when it
    cannot open or read the file, counts other frames, or returns frames whose timestamps are
    not the index's. The reasons are kept in ``DecodedView.fallback_reason``. decord is
@@ -77,6 +86,18 @@ Rules (the same for every file, whichever decoder reads it):
    ``decode_view``. When the view fails, the last line is quoted in the reason
    ("(decoder log, 2 lines, last: h264: ...)"); otherwise the lines are dropped and counted
    in ``DecodedView.decoder_log_lines``.
+12. **Keyframe mode** (``SamplingConfig.snap == "keyframe"``, see ``pipeline.sampling``): the
+   sampled positions move to the nearest keyframe of the packet index, and each is read
+   with PyAV (whatever ``backend`` says: it is the reader that checks every keyframe) by
+   one seek and one packet decoded, then the decoder drained. A keyframe is verified as
+   decoded: the seek must land on its packet and the frame out must carry its pts, be
+   flagged a keyframe by the decoder and not be flagged corrupt. When the index has no
+   usable keyframes (timestamps cannot identify frames, e.g. AVI; no keyframe flags; a
+   keyframe before the first decodable frame) or a keyframe fails that check (a container
+   flagging non-keyframes as keyframes), the view is decoded exactly, at the unsnapped
+   positions (after wrong flags with PyAV from the start of the stream, no seek trusting
+   them), and ``DecodedView.note`` says why; extraction stores the note in the store's
+   ``view_note``. Never a frame at a position it does not come from.
 """
 
 from __future__ import annotations
@@ -89,13 +110,13 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from skill.pipeline.sampling import SamplingConfig, sample_indices
+from skill.pipeline.sampling import SamplingConfig, sample_indices, snap_to_keyframes
 
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav", "torchcodec")
 # The order of backend "auto" (rule 6), from benchmark 3 (BENCHMARKS.md, part C): with one
@@ -219,6 +240,9 @@ class DecodedView:
     """Why decord was not used when ``backend`` is "pyav" under "auto" ("" otherwise)."""
     decoder_log_lines: int = 0
     """Lines the decoders (FFmpeg, decord) logged while decoding; dropped, not printed."""
+    note: str = ""
+    """Something the store should say about this view although it decoded (rule 12: keyframe
+    sampling fell back to exact decoding, and why); "" when nothing."""
 
 
 @dataclass
@@ -245,6 +269,9 @@ class _StreamIndex:
     its pts); the frames before it cannot be decoded. 0 when pts cannot identify frames."""
     leading_error: str = ""
     """The decoder's error on the packets before the first frame ("" when none)."""
+    keyframes_doubtful: bool = False
+    """Every packet of an inter-coded stream is flagged a keyframe: the container's flags
+    cannot be right (an intra-only codec's can)."""
 
 
 # ----------------------------------------------------------------------------- probing
@@ -272,6 +299,7 @@ def _probe(path: str, threads: int = 1) -> tuple[VideoInfo, _StreamIndex]:
         num_video_streams = len(container.streams.video)
         pts_usable = container.format.name != "avi"
         stream_index = stream.index
+        intra_only = bool(getattr(stream.codec_context.codec, "intra_only", False))
         same_size = tuple(
             s.index
             for s in container.streams.video
@@ -280,6 +308,7 @@ def _probe(path: str, threads: int = 1) -> tuple[VideoInfo, _StreamIndex]:
     index = _build_index(scan, time_base, fps, pts_usable, first_frame, rotation)
     index.same_size_streams = same_size
     index.leading_error = decode_error
+    index.keyframes_doubtful = len(scan.keys) > 1 and all(scan.keys) and not intra_only
     info = _video_info(path, index, fps, rotation, sar, stream_index, num_video_streams)
     return info, index
 
@@ -729,12 +758,23 @@ class _PyAVFrameReader:
         return container, stream
 
     def read_by_timestamp(self, index: _StreamIndex, wanted: np.ndarray) -> dict[int, np.ndarray]:
-        """Seek to the keyframe before each group of wanted frames, match frames by pts."""
+        """Seek to the keyframe before each group of wanted frames, match frames by pts.
+        When a seek lands on a frame the decoder does not decode as a keyframe (the
+        container's keyframe flags are wrong), everything is decoded from the start."""
+        try:
+            return self._read_seeking(index, wanted, index.key_positions)
+        except _SeekUntrusted:
+            return self._read_seeking(index, wanted, index.key_positions[:0])
+
+    def _read_seeking(
+        self, index: _StreamIndex, wanted: np.ndarray, key_positions: np.ndarray
+    ) -> dict[int, np.ndarray]:
+        """``read_by_timestamp`` seeking to ``key_positions`` (none: one pass from the start)."""
         out: dict[int, np.ndarray] = {}
         container, stream = self._open()
         try:
-            for group in _seek_groups(wanted, index.key_positions):
-                keyframe = _keyframe_before(int(group[0]), index.key_positions)
+            for group in _seek_groups(wanted, key_positions):
+                keyframe = _keyframe_before(int(group[0]), key_positions)
                 seek = bool(out) or keyframe > 0
                 if seek:
                     container.seek(int(index.pts[keyframe]), stream=stream, backward=True)
@@ -759,10 +799,13 @@ class _PyAVFrameReader:
         out: dict,
         from_start: bool = False,
     ) -> None:
-        """Decode forward from the current seek point to the last frame of ``group``."""
+        """Decode forward from the current seek point to the last frame of ``group``; packets
+        of other frames are decoded only when they are references (rule 4)."""
         wanted_set, last_wanted, previous = {int(i) for i in group}, int(group[-1]), -1
         first_wanted = int(group[0])
-        for frame in _decoded_frames(container, stream, self.path, self.info):
+        needed_pts = {int(index.pts[i]) for i in group} if _skips_safely(stream) else None
+        frames = _decoded_frames(container, stream, self.path, self.info, needed_pts)
+        for frame in frames:
             position = _frame_position(frame, index)
             if position <= previous:
                 raise _TimestampsUnusable("decoder output is not in pts order")
@@ -770,6 +813,8 @@ class _PyAVFrameReader:
                 if from_start:
                     raise DecodeError(self.path, _undecodable_reason(index, position))
                 raise _SeekLate()
+            if previous < 0 and not from_start and (not frame.key_frame or frame.is_corrupt):
+                raise _SeekUntrusted()
             previous = position
             if position in wanted_set:
                 out[position] = self._clip_frame(frame, position)
@@ -830,6 +875,66 @@ class _PyAVFrameReader:
 
 class _SeekLate(Exception):
     """A seek landed after the first frame of its group."""
+
+
+class _SeekUntrusted(Exception):
+    """A seek to a flagged keyframe gave a frame the decoder does not decode as one."""
+
+
+class _KeyframeIndexWrong(Exception):
+    """A position the index calls a keyframe does not decode as one (rule 12)."""
+
+
+def read_keyframes(
+    path: str, info: VideoInfo, index: _StreamIndex, wanted: np.ndarray, geometry: FrameGeometry
+) -> dict[int, np.ndarray]:
+    """Clip frames at the sorted unique keyframe positions ``wanted``: per keyframe one seek,
+    one packet decoded and the decoder drained (rule 12). Raises _KeyframeIndexWrong when a
+    keyframe does not decode as one."""
+    import av
+
+    reader = _PyAVFrameReader(path, info, geometry, threads=1)  # one frame per seek
+    out: dict[int, np.ndarray] = {}
+    container, stream = reader._open()
+    with container:
+        for position in (int(i) for i in wanted):
+            target = int(index.pts[position])
+            if out or position > 0:
+                container.seek(target, stream=stream, backward=True)  # flushes the decoder
+            try:
+                frame = _decode_one_packet(container, stream, target, position)
+            except av.FFmpegError as error:
+                raise _KeyframeIndexWrong(
+                    f"keyframe {position} does not decode ({_ffmpeg_message(error)})"
+                ) from error
+            out[position] = reader._clip_frame(frame, position)
+    return out
+
+
+def _decode_one_packet(container: Any, stream: Any, target: int, position: int) -> Any:
+    """The frame of the next packet, which must be the keyframe with pts ``target``: that
+    packet alone is decoded, then the decoder is drained so the frame comes out at once."""
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        if packet.pts != target:
+            raise _KeyframeIndexWrong(
+                f"seeking to keyframe {position} (pts {target}) landed on pts {packet.pts}"
+            )
+        frames = [*packet.decode(), *stream.codec_context.decode(None)]
+        if not frames or frames[0].pts != target:
+            raise _KeyframeIndexWrong(
+                f"keyframe {position} gives no frame of its own (the container's keyframe "
+                "flag is wrong)"
+            )
+        frame = frames[0]
+        if not frame.key_frame or frame.is_corrupt:
+            raise _KeyframeIndexWrong(
+                f"frame {position} is flagged a keyframe by the container but the decoder "
+                "does not decode it as one"
+            )
+        return frame
+    raise _KeyframeIndexWrong(f"keyframe {position} (pts {target}) has no packet")
 
 
 def _undecodable_reason(index: _StreamIndex, first_out: int) -> str:
@@ -908,13 +1013,33 @@ def _frames_with_packet_count(
         ) from error
 
 
-def _decoded_frames(container: Any, stream: Any, path: str, info: VideoInfo) -> Iterator[Any]:
-    """Frames in presentation order; FFmpeg errors become DecodeError ('corrupt bitstream')."""
+def _skips_safely(stream: Any) -> bool:
+    """Whether non-reference pictures may be skipped without changing any frame (rule 4)."""
+    return stream.codec_context.name == "h264"
+
+
+def _decoded_frames(
+    container: Any,
+    stream: Any,
+    path: str,
+    info: VideoInfo,
+    needed_pts: set[int] | None = None,
+) -> Iterator[Any]:
+    """Frames in presentation order; FFmpeg errors become DecodeError ('corrupt bitstream').
+
+    With ``needed_pts``, a packet whose pts is not among them is decoded with
+    ``skip_frame="NONREF"``: dropped by the decoder unless another frame refers to it. The
+    setting is read by the decoder per packet (frame threads copy it when the packet is
+    submitted), so a needed frame's packet is always decoded in full."""
     import av
 
-    produced = 0
+    produced, context, skipping = 0, stream.codec_context, None  # None: not set here yet
     try:
         for packet in container.demux(stream):
+            if needed_pts is not None and packet.size:
+                skip = packet.pts not in needed_pts
+                if skip is not skipping:
+                    context.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
             for frame in packet.decode():
                 produced += 1
                 yield frame
@@ -983,6 +1108,15 @@ def _decode_view(
 ) -> DecodedView:
     info, index = _probe(path, threads)
     sampled = sample_indices(info.num_frames, sampling, key)
+    note = ""
+    if sampling.snap == "keyframe":
+        snapped, note, index_wrong = _snapped_view(path, info, index, sampled.indices, geometry)
+        if snapped is not None:
+            snapped.padded = sampled.padded
+            return snapped
+        if index_wrong:  # no seek may trust these keyframes: decode from the start, with PyAV
+            index = replace(index, key_positions=index.key_positions[:0])
+            order = ("pyav",)
     wanted = np.unique(sampled.indices)
     if wanted[0] < index.first_decodable:  # known from probe: fail before any decoding
         raise DecodeError(path, _undecodable_reason(index, index.first_decodable))
@@ -1001,7 +1135,39 @@ def _decode_view(
         backend=used,
         info=info,
         fallback_reason=fallback_reason,
+        note=note,
     )
+
+
+def _snapped_view(
+    path: str, info: VideoInfo, index: _StreamIndex, indices: np.ndarray, geometry: FrameGeometry
+) -> tuple[DecodedView | None, str, bool]:
+    """Rule 12: (the clips at the keyframes nearest to ``indices``, "", False), or (None, why
+    not, whether the keyframe flags proved wrong) when the view must be decoded exactly."""
+    why = _keyframe_index_unusable(index)
+    if why:
+        return None, f"keyframe sampling fell back to exact decoding: {why}", False
+    snapped = snap_to_keyframes(indices, index.key_positions)
+    try:
+        frames_at = read_keyframes(path, info, index, np.unique(snapped), geometry)
+    except _KeyframeIndexWrong as wrong:
+        why = f"{wrong}; decoded from the start instead, without seeking"
+        return None, f"keyframe sampling fell back to exact decoding: {why}", True
+    flat = [frames_at[int(i)] for i in snapped.reshape(-1)]
+    frames = np.stack(flat).reshape(*snapped.shape, *flat[0].shape)
+    return DecodedView(frames, snapped, index.times_s[snapped], 0, "pyav", info), "", False
+
+
+def _keyframe_index_unusable(index: _StreamIndex) -> str:
+    """Why the packet index cannot give keyframes to snap to ("" when it can)."""
+    if index.pts is None:
+        return "timestamps cannot identify frames (e.g. AVI), so keyframes cannot be located"
+    keys = index.key_positions
+    if len(keys) == 0:
+        return "the container flags no keyframe"
+    if int(keys[0]) < index.first_decodable:
+        return f"keyframe {int(keys[0])} lies before the first decodable frame"
+    return ""
 
 
 @contextlib.contextmanager
@@ -1135,6 +1301,11 @@ def _decord_refused(index: _StreamIndex, info: VideoInfo) -> str:
         return (
             "the stream does not start with a decodable keyframe: decord could return "
             "frames at the wrong positions"
+        )
+    if index.keyframes_doubtful:
+        return (
+            "every frame of an inter-coded stream is flagged a keyframe: decord would seek "
+            "to frames that cannot be decoded on their own"
         )
     if index.same_size_streams:
         return (

@@ -44,7 +44,6 @@ from pathlib import Path
 
 from skill.cache.recovery import remove_leftovers, store_write_errors
 from skill.cache.store import (
-    RELAYOUT_ARRAYS,
     STATUS_FAILED,
     STATUS_PENDING,
     StoreError,
@@ -281,7 +280,7 @@ class _CoordinatedStore:
             lock.__enter__()  # StoreBusy when another command writes
             self._lock, self.store = lock, store
             with store_write_errors(store.path, "the take table"):
-                removed = remove_leftovers(store.path, RELAYOUT_ARRAYS)
+                removed = remove_leftovers(store.path, store.relayout_arrays)
                 self._record = _run_record(self.cfg, self.rank, len(self.takes))
                 store.set_attr(RUN_RECORD, self._record)
                 if store.is_packed() and _writes_takes(self.cfg, store, self.takes):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skill.errors import ConfigError
-from skill.pipeline.sampling import SamplingConfig
+from skill.pipeline.sampling import SNAP_MODES, SamplingConfig
 
 TOKEN_MODES = ("frame", "cls", "patch", "mean_all")
 """Every --tokens value; mean_all is timesformer's only (refused for other families at load)."""
@@ -57,6 +57,13 @@ class ExtractConfig:
     """Seeded random clip positions instead of fixed ones (per take and view)."""
     seed: int = 0
     """Seed of the sampling jitter."""
+    snap: str = "exact"
+    """exact: the sampled frames themselves; keyframe: each sampled position moved to the
+    nearest keyframe, so each frame costs one keyframe decode (about 5x less CPU for 16
+    uniform frames, benchmark 6) but lands up to half a keyframe interval (x264: 250 frames)
+    away. Frames snapping to the same keyframe repeat it (the stored indices show it); a view
+    whose keyframes cannot be trusted is decoded exactly, noted in view_note. Recorded in the
+    provenance: a keyframe store never mixes with an exact one."""
     batch_size: int = 8
     """Clips per backbone forward pass, gathered across takes and views."""
     device: str = "auto"
@@ -109,6 +116,8 @@ class ExtractConfig:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
         if self.workers < 0:
             problems.append("--workers must be 0 or more")
+        if self.snap not in SNAP_MODES:
+            problems.append(f"--snap must be one of {', '.join(SNAP_MODES)}, not {self.snap!r}")
         if self.timeout_s <= 0:
             problems.append("--timeout must be positive")
         if self.limit is not None and self.limit < 1:
@@ -172,6 +181,7 @@ class ExtractConfig:
                 segment_stride=step if segmented else 1,
                 jitter=self.jitter,
                 seed=self.seed,
+                snap=self.snap,
             )
         except ValueError as err:
             raise ConfigError(str(err)) from None

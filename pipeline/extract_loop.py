@@ -122,6 +122,7 @@ class ExtractLoop:
         result.frame_index[v] = decoded.indices
         result.timestamp[v] = decoded.timestamps
         result.padded[v] = decoded.padded
+        result.view_note[v] = decoded.note
         for k in range(decoded.frames.shape[0]):
             self.clip_queue.append((row, v, k, decoded.frames[k]))
             state.clips_waiting += 1
@@ -232,4 +233,5 @@ def assemble_take(
         padded=np.zeros(n_views, dtype=np.int16),
         view_error=[""] * n_views,
         status=STATUS_COMPLETE,
+        view_note=[""] * n_views,
     )

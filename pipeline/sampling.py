@@ -21,6 +21,15 @@ asks (``num_frames < T``, or a window longer than the video), the clip takes the
 can, in order, and fills the remaining positions at its end with the last frame of the
 video; ``padded`` counts those positions per clip (it is the same for every clip).
 
+Keyframe snapping (``snap="keyframe"``, an explicit option; the default ``"exact"`` keeps the
+positions above): every sampled position moves to the nearest keyframe of the video (ties to
+the earlier one), so that each sampled frame costs one keyframe decode instead of decoding
+from the keyframe before it (``pipeline.decode``, benchmark 6). Positions that snap to the
+same keyframe are kept as they are: the clip repeats that frame (decoded once), the stored
+indices and timestamps show the repetition, and rows stay sorted. A window or segment
+shorter than the keyframe interval therefore collapses onto one or two frames: the mode
+suits ``uniform`` sampling over long videos.
+
 Randomness (only with ``jitter=True``) comes from a generator seeded by a SHA-256 of
 ``(seed, key)``, never from Python's salted ``hash()``, so a take samples the same frames
 in every process and every run.
@@ -35,6 +44,7 @@ from typing import Any
 import numpy as np
 
 STRATEGIES: tuple[str, ...] = ("uniform", "windows", "segments")
+SNAP_MODES: tuple[str, ...] = ("exact", "keyframe")
 
 
 @dataclass(frozen=True)
@@ -59,10 +69,15 @@ class SamplingConfig:
     """Random positions (seeded by ``seed`` and the video key) instead of fixed ones."""
     seed: int = 0
     """Seed of the jitter; unused when ``jitter`` is False."""
+    snap: str = "exact"
+    """``exact``: the positions the strategy chooses; ``keyframe``: each moved to the nearest
+    keyframe (see the module docstring)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"sampling strategy {self.strategy!r} is not one of {STRATEGIES}")
+        if self.snap not in SNAP_MODES:
+            raise ValueError(f"sampling snap {self.snap!r} is not one of {SNAP_MODES}")
         for name in ("frames", "clips", "stride", "segment_stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -97,8 +112,13 @@ class SamplingConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict, for provenance records."""
-        return asdict(self)
+        """Plain JSON-able dict, for provenance records. ``snap`` is written only when it is
+        not ``exact``: records made before the option existed were exact, and stay equal to
+        new exact ones, while a keyframe record never equals an exact one."""
+        record = asdict(self)
+        if record["snap"] == "exact":
+            del record["snap"]
+        return record
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingConfig:
@@ -214,3 +234,16 @@ def _segments_clip(
         start = int(bounds[j]) + min(int(offsets[j] * (slack + 1)), slack)
         rows.append(start + stride * np.arange(length))
     return np.concatenate(rows)
+
+
+def snap_to_keyframes(indices: np.ndarray, key_positions: np.ndarray) -> np.ndarray:
+    """Each position moved to the nearest of the sorted ``key_positions`` (ties to the
+    earlier keyframe); same shape as ``indices``, int64. Sorted rows stay sorted."""
+    keys = np.asarray(key_positions, dtype=np.int64)
+    if keys.ndim != 1 or len(keys) == 0:
+        raise ValueError("snapping to keyframes needs at least one keyframe position")
+    flat = np.asarray(indices, dtype=np.int64).reshape(-1)
+    after = np.clip(np.searchsorted(keys, flat, side="left"), 0, len(keys) - 1)
+    before = np.clip(after - 1, 0, len(keys) - 1)
+    take_before = np.abs(flat - keys[before]) <= np.abs(keys[after] - flat)
+    return np.where(take_before, keys[before], keys[after]).reshape(np.shape(indices))

@@ -41,12 +41,19 @@ def _media_files() -> list[Path]:
     return sorted(f for f in files if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
 
 
+@pytest.fixture(scope="module", params=["exact", "keyframe"])
+def snap(request) -> str:
+    """The corpus runs in every sampling mode (``SamplingConfig.snap``)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def corpus_results() -> dict[str, tuple[DecodedView | None, str | None]]:
+def corpus_results(snap: str) -> dict[str, tuple[DecodedView | None, str | None]]:
     """Every media file through decode_view in a DecodePool (worker processes, timeout)."""
     if not MEDIA.is_dir():
         pytest.skip(f"real media corpus not found at {MEDIA}")
-    jobs = [(f.name, (str(f), SAMPLING, f.name, GEOMETRY)) for f in _media_files()]
+    sampling = SamplingConfig(**{**SAMPLING.to_dict(), "snap": snap})
+    jobs = [(f.name, (str(f), sampling, f.name, GEOMETRY)) for f in _media_files()]
     with DecodePool(num_workers=2, timeout_s=120) as pool:
         results = {job_id: (view, error) for job_id, view, error in pool.imap_unordered(jobs)}
         assert pool.stats.timed_out == 0 and pool.stats.crashed == 0
@@ -55,12 +62,18 @@ def corpus_results() -> dict[str, tuple[DecodedView | None, str | None]]:
 
 
 @needs_media
-def test_every_file_gives_a_valid_clip_or_the_expected_reason(corpus_results) -> None:
+def test_every_file_gives_a_valid_clip_or_the_expected_reason(corpus_results, snap: str) -> None:
     assert len(corpus_results) >= 35
+    expected_failures = dict(EXPECTED_FAILURES)
+    if snap == "keyframe":
+        # Its damage lies after its only keyframe, frame 0, the one frame keyframe mode reads
+        # (frames not decoded are not checked, rule 5): every position snaps to frame 0.
+        del expected_failures["decord__corrupted.mp4"]
+        assert (corpus_results["decord__corrupted.mp4"][0].indices == 0).all()
     for name, (view, error) in corpus_results.items():
-        if name in EXPECTED_FAILURES:
+        if name in expected_failures:
             assert view is None, f"{name} should fail"
-            assert EXPECTED_FAILURES[name] in error, f"{name}: {error}"
+            assert expected_failures[name] in error, f"{name}: {error}"
             continue
         assert error is None, f"{name} failed: {error}"
         assert view.frames.shape == (2, 8, 32, 36, 3) and view.frames.dtype == np.uint8
@@ -69,12 +82,38 @@ def test_every_file_gives_a_valid_clip_or_the_expected_reason(corpus_results) ->
         assert view.timestamps.shape == (2, 8) and np.all(np.isfinite(view.timestamps))
         assert np.all(np.diff(view.timestamps, axis=1) >= 0)
         assert view.backend in ("decord", "pyav")
+        if snap == "exact":
+            assert view.note == ""
+        elif not view.note:  # keyframe mode: every frame is a keyframe of the index
+            keys = decode_module._probe(view.info.path)[1].key_positions
+            assert np.isin(view.indices, keys).all(), name
+
+
+@needs_media
+def test_keyframe_mode_frames_are_the_exact_frames_at_those_positions(
+    corpus_results, snap: str
+) -> None:
+    """Each keyframe-mode clip equals exact decoding (PyAV, from the keyframe before) of the
+    same positions: snapping changes which frames, never what a frame holds."""
+    if snap != "keyframe":
+        pytest.skip("keyframe mode only")
+    for name, (view, _) in corpus_results.items():
+        if view is None or view.note:
+            continue
+        path = view.info.path
+        info, index = decode_module._probe(path)
+        wanted = np.unique(view.indices)
+        exact = decode_module._read_pyav(path, info, index, wanted, GEOMETRY, 1)
+        expected = np.stack([exact[int(i)] for i in view.indices.reshape(-1)])
+        np.testing.assert_array_equal(view.frames.reshape(expected.shape), expected, err_msg=name)
 
 
 @needs_media
 def test_failure_reasons_are_readable(corpus_results) -> None:
     for name in EXPECTED_FAILURES:
         reason = corpus_results[name][1]
+        if reason is None:  # decord__corrupted.mp4 in keyframe mode, see above
+            continue
         assert "\n" not in reason and len(reason) < 300, reason
         assert "github/workspace" not in reason  # no decord C++ log noise
 
@@ -84,7 +123,8 @@ def test_av1_decodes_through_the_pyav_fallback() -> None:
     path = MEDIA / "torchcodec__av1_video.mkv"
     view = decode_view(path, SAMPLING, path.name, GEOMETRY, backend=("decord", "pyav"))
     assert view.backend == "pyav"
-    assert view.fallback_reason.startswith("decord: cannot open")
+    if snap == "exact":  # keyframe mode reads with PyAV first (rule 12)
+        assert view.fallback_reason.startswith("decord: cannot open")
     assert view.info.num_frames == 125
 
 

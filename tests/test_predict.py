@@ -205,6 +205,18 @@ def test_store_with_other_provenance_is_refused(store, runs, tmp_path_factory, t
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_a_keyframe_store_is_refused_for_a_run_fitted_on_exact_frames(
+    runs, tmp_path_factory, tmp_path
+):
+    keyframe = json.loads(json.dumps(PROVENANCE))
+    keyframe["sampling"]["snap"] = "keyframe"  # as SamplingConfig(snap="keyframe").to_dict()
+    snapped = shared_token_store(tmp_path_factory, name="keyframe-sampling", n_participants=4,
+                                 takes_per_participant=3, provenance=keyframe)  # fmt: skip
+    with pytest.raises(RunMismatchError, match='sampling.snap: store "keyframe" vs run null'):
+        predict(snapped.path, runs["mean"].run_dir, tmp_path / "p.csv")
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_store_missing_a_view_is_refused_unless_left_out(runs, tmp_path_factory, tmp_path):
     three = shared_token_store(tmp_path_factory, name="no-exo3", n_participants=4,
                                takes_per_participant=3, views=["ego", "exo1", "exo2"])  # fmt: skip

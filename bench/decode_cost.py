@@ -1,0 +1,353 @@
+"""Benchmark 6: decode cost per view in CPU-seconds, per decoder and sampling mode.
+
+The figure that divides by the core count: process CPU time (all threads) of decoding one
+view, measured with ``time.process_time`` around the call in the process that decodes, with
+one decoder thread (decode workers run one per core). Videos are EgoExo4D-like and made here
+once (cached under the bench data folder): 448x448 H.264, 30 fps, 3 and 10 minutes, x264
+with its default keyframe interval (250 frames). Each view samples either 16 uniform frames
+or one window of 16 frames at stride 4 (SkillFormer's), and is decoded, side by side in one
+run, by:
+
+- ``today``: ``pipeline/decode.py`` as of ``--baseline`` (a git revision, default the last
+  commit before the exact path was made faster), loaded from git as a separate module;
+- ``exact``: the current exact path (``SamplingConfig.snap="exact"``);
+- ``keyframe``: the current keyframe mode (``snap="keyframe"``; PyAV, rule 12 of
+  ``pipeline.decode``); the decord row reads the same snapped positions with decord's
+  ``get_batch`` for comparison only (decord cannot verify keyframes; skill never uses it
+  for this mode).
+
+Also measured: the decoders' rates on the whole video (every frame; reference frames only,
+``skip_frame="NONREF"``; keyframes only, ``skip_frame="NONKEY"``), from which the floor of
+each path follows: the frames it must decode times the rate of such frames. The projection
+for a full EgoExo4D extraction (2,370 takes x 5 views on 16 cores + one GPU) is printed
+with its assumptions.
+
+Run from the repository root: ``python -m bench.decode_cost`` (``--quick``: the 3-minute
+video only, fewer repeats).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+if __package__ in (None, ""):  # `python bench/decode_cost.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    REPO_ROOT,
+    VideoSpec,
+    base_parser,
+    data_dir,
+    describe_build,
+    fmt,
+    machine_info,
+    print_machine,
+    synthetic_video,
+)
+from skill.pipeline import decode as current  # noqa: E402
+from skill.pipeline.decode import FrameGeometry  # noqa: E402
+from skill.pipeline.sampling import SamplingConfig, sample_indices, snap_to_keyframes  # noqa: E402
+
+BASELINE_REV = "b98a0c8"
+"""The last commit with the exact path before skipping of non-reference frames."""
+GEOMETRY = FrameGeometry(224, 224, 224)  # TimeSformer-base's input
+SAMPLINGS = {
+    "16 uniform": SamplingConfig("uniform", frames=16),
+    "16x4 window": SamplingConfig("windows", frames=16, stride=4),
+}
+EGOEXO_VIEWS = 2370 * 5
+"""Views of a full EgoExo4D demonstrator-proficiency extraction (takes x views)."""
+CORES = 16
+GPU_CLIPS_PER_S = 505.0
+"""TimeSformer-base clips/s at 40 % of an H100/H200's bf16 peak (BENCHMARKS.md section 4:
+arithmetic on the counted 784 GFLOP per clip, not a GPU measurement)."""
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3-minute video only, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=5, help="timed decodes per cell")
+    parser.add_argument("--baseline", default=BASELINE_REV, help="git revision of 'today'")
+    parser.add_argument("--width", type=int, default=448, help="video width (exo views: 796)")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- decoders
+
+
+def load_baseline(rev: str) -> ModuleType | None:
+    """``pipeline/decode.py`` at ``rev`` as its own module (None when git cannot give it)."""
+    try:
+        source = subprocess.run(
+            ["git", "show", f"{rev}:pipeline/decode.py"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"no baseline: git show {rev}:pipeline/decode.py failed ({error})")
+        return None
+    with tempfile.TemporaryDirectory(prefix="skill-decode-baseline-") as folder:
+        path = Path(folder) / "decode_baseline.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("skill_decode_baseline", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)  # compiled now: the file is not needed afterwards
+    return module
+
+
+def decord_keyframes(path: Path, sampling: SamplingConfig) -> None:
+    """decord's get_batch on the keyframe-snapped positions, converted like decode_view's
+    frames (comparison only: decord cannot tell a true keyframe from a mislabelled one)."""
+    info, index = current._probe(str(path))
+    indices = snap_to_keyframes(sample_indices(info.num_frames, sampling, "k").indices,
+                                index.key_positions)  # fmt: skip
+    current._read_decord(str(path), info, index, np.unique(indices), GEOMETRY, 1)
+
+
+@dataclass
+class Cell:
+    decoder: str
+    mode: str
+    cpu_s: float
+    """Best (least disturbed) CPU-seconds per view over the repeats."""
+    median_cpu_s: float
+    wall_s: float
+    decoded: int | None
+    """Frames the decoder output for the view (PyAV paths; None where not counted)."""
+
+
+def interleaved_cpu_seconds(runs: list, repeats: int) -> list[tuple[float, float, float]]:
+    """(best CPU-s, median CPU-s, best wall s) of each of ``runs``, after one untimed warm-up
+    each; the repeats go round the runs in turn, so that every run sees the same share of
+    whatever else the machine is doing (it is shared)."""
+    for run in runs:
+        run()
+    cpu = [[] for _ in runs]
+    wall = [[] for _ in runs]
+    for _ in range(repeats):
+        for i, run in enumerate(runs):
+            c, w = time.process_time(), time.perf_counter()
+            run()
+            cpu[i].append(time.process_time() - c)
+            wall[i].append(time.perf_counter() - w)
+    return [
+        (float(np.min(c)), float(np.median(c)), float(np.min(w)))
+        for c, w in zip(cpu, wall, strict=True)
+    ]
+
+
+@contextlib.contextmanager
+def counting_frames(module: ModuleType, counts: list[int]):
+    """Count the frames out of a decode module's PyAV frame generators."""
+    names = [n for n in ("_decoded_frames", "_decode_one_packet") if hasattr(module, n)]
+    originals = {n: getattr(module, n) for n in names}
+
+    def generator(*args, **kwargs):
+        for frame in originals["_decoded_frames"](*args, **kwargs):
+            counts[0] += 1
+            yield frame
+
+    def one(*args, **kwargs):
+        counts[0] += 1
+        return originals["_decode_one_packet"](*args, **kwargs)
+
+    module._decoded_frames = generator
+    if "_decode_one_packet" in originals:
+        module._decode_one_packet = one
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(module, name, fn)
+
+
+def measure_cells(path: Path, sampling: SamplingConfig, baseline, repeats: int) -> list[Cell]:
+    keyframe = SamplingConfig(**{**sampling.to_dict(), "snap": "keyframe"})
+    plans = []
+    if baseline is not None:
+        for backend in ("decord", "pyav"):
+            plans.append((backend, "today", baseline, sampling, backend, 1))
+    for backend in ("decord", "pyav"):
+        plans.append((backend, "exact", current, sampling, backend, 1))
+    for backend in ("decord", "pyav"):  # decoder threads cost CPU time, not save it
+        plans.append((backend, "exact, 2 threads", current, sampling, backend, 2))
+    plans.append(("pyav", "keyframe", current, keyframe, "auto", 1))
+    runs = [
+        lambda module=module, config=config, backend=backend, threads=threads: module.decode_view(
+            path, config, "k", GEOMETRY, backend=backend, threads=threads
+        )
+        for _, _, module, config, backend, threads in plans
+    ]
+    runs.append(lambda: decord_keyframes(path, sampling))
+    timings = interleaved_cpu_seconds(runs, repeats)
+    cells = []
+    for (decoder, mode, module, *_), run, (best, median, wall) in zip(
+        plans, runs, timings, strict=False
+    ):
+        counts = [0]
+        with counting_frames(module, counts):
+            run()
+        decoded = counts[0] if decoder == "pyav" else None
+        cells.append(Cell(decoder, mode, best, median, wall, decoded))
+    best, median, wall = timings[-1]
+    cells.append(Cell("decord", "keyframe (get_batch, unverified)", best, median, wall, None))
+    return cells
+
+
+# ----------------------------------------------------------------------------- rates
+
+
+@dataclass
+class Rates:
+    """CPU-seconds per frame of sequential PyAV decoding (one thread), by frames decoded."""
+
+    every: float
+    reference: float
+    keyframe: float
+    probe_s: float
+    frames: int
+    reference_frames: int
+    keyframes: int
+
+
+def whole_video_rate(path: Path, skip: str) -> tuple[float, int]:
+    """(CPU-s per frame out, frames out) decoding the whole video with ``skip_frame``."""
+    import av
+
+    start = time.process_time()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        stream.thread_type = "SLICE"
+        stream.codec_context.skip_frame = skip
+        count = sum(1 for _ in container.decode(stream))
+    return (time.process_time() - start) / count, count
+
+
+def measure_rates(path: Path) -> Rates:
+    every, frames = whole_video_rate(path, "DEFAULT")
+    reference, reference_frames = whole_video_rate(path, "NONREF")
+    keyframe, keyframes = whole_video_rate(path, "NONKEY")
+    probe = min(_cpu(lambda: current.probe(path)) for _ in range(3))
+    return Rates(every, reference, keyframe, probe, frames, reference_frames, keyframes)
+
+
+def _cpu(fn) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def floor_of(cell: Cell, rates: Rates) -> float | None:
+    """Frames the path must decode x the rate of such frames (None where not counted)."""
+    if cell.decoded is None:
+        return None
+    if cell.mode == "keyframe":
+        return cell.decoded * rates.keyframe
+    if cell.mode.startswith("exact"):
+        return cell.decoded * rates.reference  # reference frames, plus the wanted ones
+    return cell.decoded * rates.every
+
+
+def markdown_table(rows: list[list]) -> str:
+    header = ["video", "sampling", "decoder", "mode", "CPU-s/view", "median", "wall s",
+              "frames decoded", "floor CPU-s", "vs today (same decoder)"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(results: list[tuple[str, str, list[Cell], Rates]]) -> list[list]:
+    rows = []
+    for video, sampling, cells, rates in results:
+        today = {c.decoder: c.cpu_s for c in cells if c.mode == "today"}
+        for c in cells:
+            ratio = c.cpu_s / today[c.decoder] if c.decoder in today else None
+            rows.append([video, sampling, c.decoder, c.mode, c.cpu_s, c.median_cpu_s, c.wall_s,
+                         c.decoded, floor_of(c, rates), ratio])  # fmt: skip
+    print()
+    print(markdown_table(rows))
+    print()
+    for video, _, _, rates in results[:: len(SAMPLINGS)]:
+        print(
+            f"{video}: PyAV one thread, {rates.frames:,} frames: "
+            f"{1e3 * rates.every:.3f} ms per frame decoding every frame, "
+            f"{1e3 * rates.reference:.3f} ms per reference frame ({rates.reference_frames:,} "
+            f"of them, skip_frame NONREF), {1e3 * rates.keyframe:.2f} ms per keyframe "
+            f"({rates.keyframes} of them, NONKEY); probe (packet index) {rates.probe_s:.3f} CPU-s"
+        )
+    return rows
+
+
+def projection(results) -> None:
+    """Full EgoExo4D on 16 cores + one GPU from the measured CPU-s per view."""
+    print(
+        f"\nprojection: {EGOEXO_VIEWS:,} views (2,370 takes x 5), 16 uniform frames per view, "
+        f"decoded by {CORES} worker processes on {CORES} cores like this machine's; GPU "
+        f"{GPU_CLIPS_PER_S:g} clips/s (BENCHMARKS.md section 4, arithmetic, not measured); "
+        "decode and GPU overlap, so the slower sets the time"
+    )
+    gpu_s = EGOEXO_VIEWS / GPU_CLIPS_PER_S
+    for video, sampling, cells, _ in results:
+        if sampling != "16 uniform":
+            continue
+        for c in cells:
+            if "threads" in c.mode or (c.decoder == "decord" and c.mode.startswith("keyframe")):
+                continue
+            decode_s = EGOEXO_VIEWS * c.cpu_s / CORES
+            print(
+                f"  {video} views, {c.decoder} {c.mode}: decode {decode_s / 60:.1f} min, "
+                f"GPU {gpu_s / 60:.1f} min -> {max(decode_s, gpu_s) / 60:.1f} min "
+                f"({'decode' if decode_s > gpu_s else 'GPU'}-bound, "
+                f"GPU busy {100 * min(1.0, gpu_s / decode_s):.0f} %)"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    folder = data_dir(args.data_dir)
+    print_machine(machine_info())
+    repeats = 2 if args.quick else args.repeats
+    minutes = (3,) if args.quick else (3, 10)
+    baseline = load_baseline(args.baseline)
+    results = []
+    for length in minutes:
+        spec = VideoSpec(seconds=60.0 * length, width=args.width, fps=30)
+        path, built = synthetic_video(folder, spec)
+        print(f"video {path.name}: {describe_build(built)}, {path.stat().st_size / 1e6:.1f} MB")
+        rates = measure_rates(path)
+        for name, sampling in SAMPLINGS.items():
+            cells = measure_cells(path, sampling, baseline, repeats)
+            results.append((f"{length} min", name, cells, rates))
+    rows = report(results)
+    projection(results)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    key = [r for r in rows if r[:2] == ["3 min", "16 uniform"]]
+    pick = {(r[2], r[3]): r[4] for r in key}
+    today = min(v for (d, m), v in pick.items() if m == "today") if baseline else float("nan")
+    print(
+        f"KEY decode_cost: 3-min video, 16 uniform frames, CPU-s per view: cheapest today "
+        f"{today:.3f}, exact now {pick[('pyav', 'exact')]:.3f} (PyAV), "
+        f"keyframe {pick[('pyav', 'keyframe')]:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
