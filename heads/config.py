@@ -40,13 +40,21 @@ class TrainingBudget:
     """A fit's schedule, resolved from its FitConfig and its training split size; recorded
     in the run folder's config.json (``schedule``) and metrics.json."""
 
-    rule: str  # "steps", "epochs" (given) or "derived" (from min_steps and min_epochs)
+    rule: str
+    """How the budget was set: ``steps`` or ``epochs`` (given), or ``derived`` (the longer of
+    ``min_steps`` steps and ``min_epochs`` epochs)."""
     train_takes: int
-    steps_per_epoch: int  # optimisation steps in one pass over the training takes
-    epochs: int  # the budget in whole epochs (early stopping may run fewer)
-    steps: int  # epochs x steps_per_epoch: what the warmup + cosine schedule spans
+    """Takes in the training split."""
+    steps_per_epoch: int
+    """Optimisation steps in one pass over the training takes."""
+    epochs: int
+    """The budget in whole epochs (early stopping may run fewer)."""
+    steps: int
+    """``epochs`` x ``steps_per_epoch``: what the warmup + cosine schedule spans."""
     warmup_steps: int
-    patience: int  # epochs without a better validation score before stopping; 0 = never
+    """Steps of the linear warmup (``warmup_frac`` of ``steps``)."""
+    patience: int
+    """Epochs without a better validation score before stopping; 0 = never stop early."""
 
 
 @dataclass
@@ -77,8 +85,8 @@ class FitConfig:
     small training set (120 takes: 4 steps an epoch) still gets enough updates to learn."""
     min_epochs: int = DERIVED_MIN_EPOCHS
     """Derived budget (neither steps nor epochs given): at least this many epochs, so that a
-    large training set (2,000 takes: 63 steps an epoch) sees every take this often; with
-    ``min_steps`` 1000 a set of more than about 1,070 takes gets exactly this many."""
+    large training set sees every take this often; with ``min_steps`` 1000 and batch 32, a
+    set of 1,057 takes or more gets exactly this many (2,000 takes: 30 x 63 steps)."""
     batch_size: int = 32
     """Takes per optimisation step."""
     lr: float = 1e-3
