@@ -138,8 +138,7 @@ def fit_config(cfg: AdaptConfig, device: str) -> FitConfig:
     return FitConfig(
         store=str(cfg.frame_store), views=cfg.views, head=cfg.head, hidden=cfg.hidden,
         dropout=cfg.dropout, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac,
         class_balanced=cfg.class_balanced, patience=cfg.patience, monitor=cfg.monitor,
         seed=cfg.seed, split_seed=cfg.split_seed, val_frac=cfg.val_frac, device=device,
         out_dir=str(cfg.out), name="run", plots=cfg.plots, threads=cfg.threads,
