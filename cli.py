@@ -224,7 +224,7 @@ def adapt(cfg: AdaptConfig) -> None:
     )
     if not result.finished:
         out.print(
-            f"{cfg.out}: stopped after epoch {result.epochs_done} of {cfg.epochs}; "
+            f"{cfg.out}: stopped after epoch {result.epochs_done} of {result.epochs_planned}; "
             "run the same command to resume"
         )
         return

@@ -40,6 +40,8 @@ PRESETS: dict[str, dict] = {
 # Without a preset: SkillFormer's Ego+Exos setting but for the head's own hidden width.
 DEFAULTS: dict = {"frames": 16, "lora_r": 64, "lora_alpha": 128, "hidden": None, "lr": 2e-5,
                   "views": "all"}  # fmt: skip
+SKILLFORMER_EPOCHS = 4
+"""The budget when neither --epochs nor --steps is given (SkillFormer trains 4 epochs)."""
 CHECKPOINT = ".checkpoint"
 """Folder under --out holding the last epoch's checkpoint (deleted when adapt finishes)."""
 
@@ -87,8 +89,12 @@ class AdaptConfig:
     """LoRA alpha (scale alpha / r); default the preset's, else 128."""
     lora_dropout: float = 0.1
     """Dropout on the LoRA branch (SkillFormer's 0.1)."""
-    epochs: int = 4
-    """Epochs (SkillFormer trains 4); early stopping may end sooner."""
+    epochs: int | None = None
+    """Training budget in epochs; None = 4 (SkillFormer's) unless ``steps`` is given. Early
+    stopping may end sooner."""
+    steps: int | None = None
+    """Training budget in optimiser steps instead, rounded up to whole epochs (the rule of
+    ``skill fit --steps``); refused together with ``epochs``."""
     batch_size: int = 2
     """Takes per forward pass (each with all its views)."""
     grad_accum: int = 1
@@ -143,6 +149,7 @@ class AdaptConfig:
         for name, value in (PRESETS.get(self.preset) or DEFAULTS).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        self._resolve_budget()
         problems = self._problems()
         if problems:
             raise ConfigError("; ".join(problems))
@@ -154,13 +161,22 @@ class AdaptConfig:
             raise ConfigError(f"--head {self.head} is not a neural head; adapt trains end to end")
         self.extract_config()  # conflicting sampling settings are refused now
 
+    def _resolve_budget(self) -> None:
+        """One budget, in epochs or steps; neither = SkillFormer's epochs."""
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("--steps, --epochs: give the training budget one way, not both")
+        if self.steps is None and self.epochs is None:
+            self.epochs = SKILLFORMER_EPOCHS
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError("--steps must be at least 1")
+
     def _problems(self) -> list[str]:
         problems = []
         if self.tokens not in TOKEN_MODES:
             problems.append(f"--tokens must be one of {', '.join(TOKEN_MODES)}")
         for name in ("frames", "clips", "batch_size", "grad_accum", "epochs", "lora_r",
                      "lora_alpha", "min_views"):  # fmt: skip
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
         if self.lr <= 0:
             problems.append("--lr must be positive")

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -55,6 +54,7 @@ from skill.heads.trainer import (
     head_options,
     make_loss,
     make_optimizer,
+    schedule_record,
 )
 from skill.pipeline.takes import LABELS
 
@@ -68,6 +68,7 @@ class AdaptResult:
     out: Path
     epochs_done: int
     finished: bool  # False: stopped by --stop-after-epochs (resume with the same command)
+    epochs_planned: int = 0  # the budget in epochs (--epochs, or --steps rounded up)
     adapter_dir: Path | None = None
     run_dir: Path | None = None
     metrics: dict = field(default_factory=dict)
@@ -136,8 +137,8 @@ def fit_config(cfg: AdaptConfig, device: str) -> FitConfig:
     """The head's side of the settings, as ``skill fit`` records them in a run folder."""
     return FitConfig(
         store=str(cfg.frame_store), views=cfg.views, head=cfg.head, hidden=cfg.hidden,
-        dropout=cfg.dropout, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac,
+        dropout=cfg.dropout, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac,
         class_balanced=cfg.class_balanced, patience=cfg.patience, monitor=cfg.monitor,
         seed=cfg.seed, split_seed=cfg.split_seed, val_frac=cfg.val_frac, device=device,
         out_dir=str(cfg.out), name="run", plots=cfg.plots, threads=cfg.threads,
@@ -282,7 +283,9 @@ class Trainer:
         self.view_idx = [frames.views.index(v) for v in sel.view_names]
         self.device = fit_cfg.device
         self.history: list[dict] = []
-        self.tracker = BestTracker(cfg.monitor, cfg.patience)
+        # The budget of `skill fit` (FitConfig.budget), a step being grad_accum batches.
+        self.budget = fit_cfg.budget(len(splits.train), cfg.grad_accum)
+        self.tracker = BestTracker(cfg.monitor, self.budget.patience)
         self.model = None
         self.report = report or (lambda line: None)
 
@@ -292,16 +295,13 @@ class Trainer:
         cfg = self.cfg
         with deterministic_torch(cfg.seed, self.device, cfg.threads):
             self.model = build_model(cfg, self.fit_cfg, self.backbone, self.sel)
-            micro = math.ceil(len(self.splits.train) / cfg.batch_size)
-            self.steps_per_epoch = math.ceil(micro / cfg.grad_accum)
-            self.optimizer, self.scheduler = make_optimizer(
-                self.model, self.fit_cfg, self.steps_per_epoch * cfg.epochs
-            )
+            self.optimizer, self.scheduler = make_optimizer(self.model, self.fit_cfg, self.budget)
             self.loss_fn = make_loss(self.fit_cfg, self.sel.labels[self.splits.train],
                                      self.sel.num_classes)  # fmt: skip
             done = load_checkpoint(self)
             ran = 0
-            for epoch in range(done + 1, cfg.epochs + 1):
+            epochs = self.budget.epochs
+            for epoch in range(done + 1, epochs + 1):
                 torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: seeded per epoch
                 train_loss = self.train_epoch(np.random.default_rng([cfg.seed, epoch]))
                 probs = self.predict(self.splits.val)
@@ -310,7 +310,7 @@ class Trainer:
                 self.history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
                 self.tracker.update(epoch, row, _Trainable(self.model))
                 self.report(
-                    f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, val loss "
+                    f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss "
                     f"{row['val_loss']:.4f}, top-1 {row['val_top1']:.3f}, balanced accuracy "
                     f"{row['val_balanced_accuracy']:.3f}"
                 )
@@ -319,15 +319,16 @@ class Trainer:
                 if self.tracker.should_stop(epoch):
                     break
                 asked_to_stop = cfg.stop_after_epochs is not None and ran >= cfg.stop_after_epochs
-                if asked_to_stop and epoch < cfg.epochs:
-                    return AdaptResult(cfg.out, epochs_done=epoch, finished=False)
+                if asked_to_stop and epoch < epochs:
+                    return AdaptResult(cfg.out, epochs_done=epoch, finished=False,
+                                       epochs_planned=epochs)  # fmt: skip
             load_trainable(self.model, self.tracker.state)
             self.predictions = {
                 name: (self.sel.take_ids[rows], self.predict(rows))
                 for name, rows in self.splits.as_dict().items()
                 if name != "train" and len(rows)
             }
-        return AdaptResult(cfg.out, epochs_done=done, finished=True,
+        return AdaptResult(cfg.out, epochs_done=done, finished=True, epochs_planned=epochs,
                            predictions=self.predictions)  # fmt: skip
 
     def train_epoch(self, rng: np.random.Generator) -> float:
@@ -548,6 +549,7 @@ def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -
     sel.provenance = provenance
     head = NeuralHead(cfg.head, model.head.to("cpu").eval(), head_options(trainer.fit_cfg, sel))
     head.history, head.best = trainer.history, trainer.tracker.epoch
+    head.schedule = schedule_record(trainer.budget, len(trainer.history))
     metrics = fit_metrics(sel, trainer.splits, head, result.predictions)
     metrics["frame_store"] = result.frames
     run_dir = run_folder.write_run(trainer.fit_cfg, sel, trainer.splits, head, metrics,

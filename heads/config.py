@@ -9,6 +9,7 @@ imports the heads registry, and so torch, only when a config is built.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -28,6 +29,34 @@ def _check_head(head: str, option: str = "head") -> None:
         raise ConfigError(f"{option}: unknown head {head!r}; choose from {', '.join(head_names())}")
 
 
+# The defaults of the derived training budget and of the patience (see FitConfig).
+DERIVED_MIN_STEPS = 1000
+DERIVED_MIN_EPOCHS = 30
+DEFAULT_PATIENCE_FRAC = 0.25
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """A fit's schedule, resolved from its FitConfig and its training split size; recorded
+    in the run folder's config.json (``schedule``) and metrics.json."""
+
+    rule: str
+    """How the budget was set: ``steps`` or ``epochs`` (given), or ``derived`` (the longer of
+    ``min_steps`` steps and ``min_epochs`` epochs)."""
+    train_takes: int
+    """Takes in the training split."""
+    steps_per_epoch: int
+    """Optimisation steps in one pass over the training takes."""
+    epochs: int
+    """The budget in whole epochs (early stopping may run fewer)."""
+    steps: int
+    """``epochs`` x ``steps_per_epoch``: what the warmup + cosine schedule spans."""
+    warmup_steps: int
+    """Steps of the linear warmup (``warmup_frac`` of ``steps``)."""
+    patience: int
+    """Epochs without a better validation score before stopping; 0 = never stop early."""
+
+
 @dataclass
 class FitConfig:
     """Everything that decides a fit; written resolved to the run's config.json."""
@@ -43,8 +72,21 @@ class FitConfig:
     """Hidden width of the head; None = the head's own default (resolved in config.json)."""
     dropout: float = 0.1
     """Dropout inside the head."""
-    epochs: int = 30
-    """Maximum number of epochs (early stopping may end sooner)."""
+    steps: int | None = None
+    """Training budget in optimisation steps (one batch each), rounded up to whole epochs; the
+    warmup and cosine schedule span it and early stopping may end sooner. None (with
+    ``epochs`` None) = derived from the training set: the longer of ``min_steps`` steps and
+    ``min_epochs`` epochs. Refused together with ``epochs``."""
+    epochs: int | None = None
+    """Training budget in epochs instead of steps (early stopping may end sooner). Refused
+    together with ``steps``."""
+    min_steps: int = DERIVED_MIN_STEPS
+    """Derived budget (neither steps nor epochs given): at least this many steps, so that a
+    small training set (120 takes: 4 steps an epoch) still gets enough updates to learn."""
+    min_epochs: int = DERIVED_MIN_EPOCHS
+    """Derived budget (neither steps nor epochs given): at least this many epochs, so that a
+    large training set sees every take this often; with ``min_steps`` 1000 and batch 32, a
+    set of 1,057 takes or more gets exactly this many (2,000 takes: 30 x 63 steps)."""
     batch_size: int = 32
     """Takes per optimisation step."""
     lr: float = 1e-3
@@ -55,8 +97,13 @@ class FitConfig:
     """Fraction of all steps spent on a linear learning-rate warmup before the cosine decay."""
     class_balanced: bool = False
     """Weight the cross-entropy (LightGBM: the samples) by inverse training class frequency."""
-    patience: int = 8
-    """Stop after this many epochs without a better validation score; 0 = never stop early."""
+    patience: int | None = None
+    """Early stopping in epochs: stop after this many epochs without a better validation
+    score; 0 = never stop early. None = ``patience_frac`` of the budget's epochs."""
+    patience_frac: float = DEFAULT_PATIENCE_FRAC
+    """Early stopping when ``patience`` is None, as a fraction of the budget: stop after this
+    fraction of its epochs (rounded up, at least 1) without a better validation score, so
+    that a long budget waits as long, relatively, as a short one; 0 = never stop early."""
     monitor: str = "balanced_accuracy"
     """Validation score for early stopping and best-epoch choice: balanced_accuracy or loss."""
     seed: int = 0
@@ -106,6 +153,7 @@ class FitConfig:
         self.store = str(self.store)
         self.out_dir = str(self.out_dir)
         self._check_ranges()
+        self._check_budget_settings()
         _check_head(self.head)
         if self.monitor not in MONITORS:
             raise ConfigError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
@@ -115,10 +163,67 @@ class FitConfig:
         if "/" in self.name or self.name.startswith(".") or os.sep in self.name:
             raise ConfigError(f"name: run name {self.name!r} must be a plain folder name")
 
+    def _check_budget_settings(self) -> None:
+        """Refuse two settings that each decide the same thing (the budget, the patience)."""
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError(
+                "steps, epochs: give the training budget one way, in steps or in epochs"
+            )
+        derived = {"min_steps": DERIVED_MIN_STEPS, "min_epochs": DERIVED_MIN_EPOCHS}
+        changed = [key for key, default in derived.items() if getattr(self, key) != default]
+        if changed and (self.steps is not None or self.epochs is not None):
+            given = "steps" if self.steps is not None else "epochs"
+            raise ConfigError(
+                f"{', '.join(changed)}: shapes only the derived budget, and {given} is given"
+            )
+        if self.patience is not None and self.patience_frac != DEFAULT_PATIENCE_FRAC:
+            raise ConfigError(
+                "patience, patience_frac: give early stopping one way, in epochs or as a "
+                "fraction of the budget"
+            )
+
+    def budget(self, train_takes: int, grad_accum: int = 1) -> TrainingBudget:
+        """The resolved budget for a training split of ``train_takes`` takes, with
+        ``grad_accum`` batches per optimisation step (``skill adapt``; 1 for ``skill fit``)."""
+        batches = max(1, math.ceil(train_takes / self.batch_size))
+        steps_per_epoch = math.ceil(batches / grad_accum)
+        if self.epochs is not None:
+            epochs, rule = self.epochs, "epochs"
+        elif self.steps is not None:
+            epochs, rule = math.ceil(self.steps / steps_per_epoch), "steps"
+        else:
+            from_steps = math.ceil(self.min_steps / steps_per_epoch)
+            epochs, rule = max(self.min_epochs, from_steps), "derived"
+        if self.patience is not None:
+            patience = self.patience
+        elif self.patience_frac > 0:
+            patience = max(1, math.ceil(self.patience_frac * epochs))
+        else:
+            patience = 0
+        steps = epochs * steps_per_epoch
+        return TrainingBudget(
+            rule=rule,
+            train_takes=train_takes,
+            steps_per_epoch=steps_per_epoch,
+            epochs=epochs,
+            steps=steps,
+            warmup_steps=int(self.warmup_frac * steps),
+            patience=patience,
+        )
+
     def _check_ranges(self) -> None:
         problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        for key in ("steps", "epochs"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                problems.append(f"{key} must be >= 1, got {value}")
+        if self.min_steps < 0 or self.min_epochs < 1:
+            problems.append(
+                f"min_steps must be >= 0 and min_epochs >= 1, got {self.min_steps} and "
+                f"{self.min_epochs}"
+            )
+        if not 0 <= self.patience_frac <= 1:
+            problems.append(f"patience_frac must be in [0, 1], got {self.patience_frac}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
@@ -133,7 +238,7 @@ class FitConfig:
             problems.append(f"view_dropout must be in [0, 1), got {self.view_dropout}")
         if not 0 < self.val_frac < 1:
             problems.append(f"val_frac must be in (0, 1), got {self.val_frac}")
-        if self.patience < 0:
+        if self.patience is not None and self.patience < 0:
             problems.append(f"patience must be >= 0, got {self.patience}")
         if self.lgbm_early_stopping < 0:
             problems.append(f"lgbm_early_stopping must be >= 0, got {self.lgbm_early_stopping}")

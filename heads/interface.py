@@ -29,6 +29,8 @@ class TrainableHead(Protocol):
     options: dict  # keyword arguments that rebuild the model (config.json ``model.options``)
     history: list[dict]  # one dict per step, after ``fit``
     best: int  # the kept step (1-based), after ``fit``
+    schedule: dict | None  # after ``fit``: the resolved training budget (config.json
+    # ``schedule``: steps, epochs, patience, and how many were run), None where it has none
 
     def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
         """Train on ``splits.train`` of ``sel``, early-stopping on ``splits.val``."""

@@ -41,6 +41,7 @@ class LightGBMHead:
         self.name, self.booster = name, booster
         self.options = dict(options or {})  # nothing rebuilds a booster: {}
         self.history: list[dict] = []
+        self.schedule: dict | None = None  # rounds and early stopping are lgbm_* settings
         self.best = 0
 
     @property

@@ -2,8 +2,10 @@
 
 Layout of ``<out_dir>/<name>/`` (name default ``<head>-<views>-s<seed>``)::
 
-    config.json        resolved FitConfig, store provenance and path, views, classes, head
-                       options, package version, take-id hash, split sizes, the training and
+    config.json        resolved FitConfig, the training budget used (``schedule``: steps,
+                       epochs, patience, how many were run), store provenance and path, views,
+                       classes, head options, package version, take-id hash, split sizes, the
+                       training and
                        validation take ids and the training participants (RunRecord)
     model.safetensors  the weights of a neural head (model.txt: a LightGBM text model)
     metrics.json       per-split metrics with baselines, split facts, history
@@ -238,6 +240,7 @@ def run_config(cfg: FitConfig, sel: Selection, splits: Splits, head: TrainableHe
         "package_version": package_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "fit": dataclasses.asdict(cfg),
+        "schedule": head.schedule,
         "model": {
             "kind": head.kind,
             "head": cfg.head,

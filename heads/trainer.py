@@ -1,8 +1,10 @@
 """The neural trainer: fits any registered ``nn.Module`` head, as :class:`NeuralHead`.
 
 Training: AdamW (no weight decay on biases and norm weights), a linear warmup then a cosine
-learning-rate schedule per step, optional class-balanced cross-entropy, early stopping on the
-validation split with the best epoch's weights restored. With K > 1 cached clips a random
+learning-rate schedule per step over the budget (:meth:`FitConfig.budget`: a number of
+optimisation steps, rounded up to whole epochs), optional class-balanced cross-entropy, early
+stopping on the validation split (checked once an epoch) with the best epoch's weights
+restored. With K > 1 cached clips a random
 clip per take is used each epoch at train time, and class probabilities are the mean over
 clips of the softmax at evaluation time. View dropout drops each valid view of a training
 take with probability ``view_dropout``, never all of them.
@@ -30,7 +32,7 @@ from skill.heads.data import Selection, Splits, class_weights
 from skill.heads.registry import build_head, head_class, pools_tokens
 
 if TYPE_CHECKING:
-    from skill.heads.config import FitConfig
+    from skill.heads.config import FitConfig, TrainingBudget
 
 
 class NeuralHead:
@@ -49,9 +51,11 @@ class NeuralHead:
         self.options = dict(options or {})
         self.history: list[dict] = []
         self.best = 0
+        self.schedule: dict | None = None
 
     def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
-        self.model, self.options, self.history, self.best = train_neural(cfg, sel, splits)
+        self.model, self.options, self.history, self.best, budget = train_neural(cfg, sel, splits)
+        self.schedule = schedule_record(budget, len(self.history))
 
     def predict_proba(self, x, mask, rows=None, batch_size=64, device="cpu") -> np.ndarray:
         rows = np.arange(len(x)) if rows is None else rows
@@ -135,6 +139,7 @@ class TrainingState:
     rng: np.random.Generator  # batch order, clip choice, view dropout
     tokens: object  # (n, V, K, N', D) torch tensor: the head's input, see `head_input`
     labels: object  # (n,) int64 torch tensor
+    budget: TrainingBudget
 
 
 def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingState:
@@ -142,8 +147,8 @@ def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingSt
     import torch
 
     model = build_head(cfg.head, **head_options(cfg, sel)).to(cfg.device)
-    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
-    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    budget = cfg.budget(len(splits.train))
+    optimizer, scheduler = make_optimizer(model, cfg, budget)
     return TrainingState(
         model=model,
         optimizer=optimizer,
@@ -152,6 +157,7 @@ def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingSt
         rng=np.random.default_rng(cfg.seed),
         tokens=torch.from_numpy(head_input(cfg.head, sel.x)),
         labels=torch.from_numpy(sel.labels),
+        budget=budget,
     )
 
 
@@ -177,13 +183,14 @@ def head_input(head: str, x: np.ndarray) -> np.ndarray:
 
 def train_neural(cfg: FitConfig, sel: Selection, splits: Splits):
     """AdamW + warmup/cosine training with early stopping; returns the best epoch's model
-    (on the cpu, in eval mode), its head options, the history and the best epoch."""
+    (on the cpu, in eval mode), its head options, the history, the best epoch and the
+    budget."""
     with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
         state = start_training(cfg, sel, splits)
         model, options = state.model, head_options(cfg, sel)
-        tracker = BestTracker(cfg.monitor, cfg.patience)
+        tracker = BestTracker(cfg.monitor, state.budget.patience)
         history: list[dict] = []
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1, state.budget.epochs + 1):
             train_loss = train_epoch(state, sel.mask, splits.train, cfg)
             row = validation_row(state, sel, splits, cfg)
             lr = state.scheduler.get_last_lr()[0]
@@ -193,7 +200,18 @@ def train_neural(cfg: FitConfig, sel: Selection, splits: Splits):
                 break
         model.load_state_dict(tracker.state)
     model.to("cpu").eval()
-    return model, options, history, tracker.epoch
+    return model, options, history, tracker.epoch, state.budget
+
+
+def schedule_record(budget: TrainingBudget, epochs_run: int) -> dict:
+    """config.json ``schedule``: the resolved budget and how much of it was run."""
+    import dataclasses
+
+    return {
+        **dataclasses.asdict(budget),
+        "epochs_run": epochs_run,
+        "steps_run": epochs_run * budget.steps_per_epoch,
+    }
 
 
 def make_loss(cfg: FitConfig, train_labels: np.ndarray, num_classes: int):
@@ -206,8 +224,9 @@ def make_loss(cfg: FitConfig, train_labels: np.ndarray, num_classes: int):
     return torch.nn.CrossEntropyLoss(weight=weights.to(cfg.device))
 
 
-def make_optimizer(model, cfg: FitConfig, total_steps: int):
-    """AdamW (decay on >= 2-D weights only) and a per-step linear-warmup + cosine schedule."""
+def make_optimizer(model, cfg: FitConfig, budget: TrainingBudget):
+    """AdamW (decay on >= 2-D weights only) and a per-step linear-warmup + cosine schedule
+    spanning ``budget.steps``."""
     import torch
 
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
@@ -223,8 +242,8 @@ def make_optimizer(model, cfg: FitConfig, total_steps: int):
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, fused=True)
     except (RuntimeError, TypeError):
         optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    warmup = int(cfg.warmup_frac * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps))
+    factor = warmup_cosine(budget.warmup_steps, budget.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler
 
 
