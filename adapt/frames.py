@@ -291,9 +291,7 @@ def build_frame_store(
     from skill.pipeline.extract import take_cost
 
     rank = rank or Rank()
-    store = _open_coordinated(path, spec, views, takes, rank)
-    status = store.status()
-    pending = [row for row in range(len(takes)) if status[row] == STATUS_PENDING]
+    store, pending = _open_coordinated(path, spec, views, takes, rank)
     shares = distributed.balance_by_cost([take_cost(takes[row]) for row in pending], rank.world)
     todo = [pending[i] for i in shares[rank.rank]]
     build = _Build(store, views, takes, geometry, sampling, min_views)
@@ -309,24 +307,33 @@ def build_frame_store(
     # A collective: it returns once every rank has written its takes.
     summary.decoded, summary.failed, summary.failed_views = distributed.sum_over_ranks(rank, counts)
     summary.skipped = len(takes) - len(pending)
+    left = np.flatnonzero(store.status() == STATUS_PENDING)
+    if len(left):  # never train on fewer takes without saying so
+        raise StoreError(
+            f"{path}: take {takes[int(left[0])].take_id} and {len(left) - 1} more are still "
+            "pending after the build; run the same command again"
+        )
     return store, summary
 
 
-def _open_coordinated(path, spec, views, takes, rank: Rank) -> FrameStore:
-    """Rank 0 creates or checks the store (its error raised on every rank); the others open
-    it once rank 0 is done."""
+def _open_coordinated(path, spec, views, takes, rank: Rank) -> tuple[FrameStore, list[int]]:
+    """Rank 0 creates or checks the store and lists its pending takes (its error raised on
+    every rank); the others open it once rank 0 is done and take rank 0's list, not their
+    own reading of ``status``, which may already show takes rank 0 has written."""
     from skill.pipeline import distributed
 
-    store, error = None, None
+    store, outcome = None, None
     if rank.is_coordinator:
         try:
             store = FrameStore.open_or_create(path, spec, views, takes)
+            status = store.status()
+            outcome = {"pending": [r for r in range(len(takes)) if status[r] == STATUS_PENDING]}
         except StoreError as err:
-            error = str(err)
-    error = distributed.broadcast_from_coordinator(rank, error)
-    if error is not None:
-        raise StoreError(error)
-    return store or FrameStore.open(path, mode="a")
+            outcome = {"error": str(err)}
+    outcome = distributed.broadcast_from_coordinator(rank, outcome)
+    if "error" in outcome:
+        raise StoreError(outcome["error"])
+    return store or FrameStore.open(path, mode="a"), list(outcome["pending"])
 
 
 class _Build:

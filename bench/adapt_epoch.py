@@ -72,11 +72,11 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="CPU-sized: 5 takes, 1 view, 8 frames, 1 clip, batch 1, 20 s videos, r 16",
+        help="CPU-sized: 3 takes (2 train), 1 view, 4 frames, 1 clip, batch 1, 20 s videos, r 16",
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.takes, args.views, args.frames, args.clips, args.batch = 5, 1, 8, 1, 1
+        args.takes, args.views, args.frames, args.clips, args.batch = 3, 1, 4, 1, 1
         args.video_seconds, args.lora_r, args.hidden = 20.0, 16, 512
     return args
 
@@ -250,6 +250,11 @@ def model_flops_per_take(trainer, frames: int) -> float:
     return 3.0 * forward * len(trainer.sel.view_names)
 
 
+def progress(rows) -> None:
+    name, seconds, _ = rows[-1]
+    print(f"  {name}: {seconds:.1f} s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -280,12 +285,16 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         alone = compute_alone(trainer, plan)
         rows.append(("compute alone (pixels on the device)", alone, 1.0))
+        progress(rows)
         epoch = adapt_epoch(trainer, 1, args.prefetch)
         rows.append((f"adapt epoch, frame store, prefetch {args.prefetch}", epoch, epoch / alone))
+        progress(rows)
         inline = adapt_epoch(trainer, 1, 0)
         rows.append(("adapt epoch, frame store, prefetch 0", inline, inline / alone))
+        progress(rows)
         sf, sf_decode = skillformer_epoch(trainer, plan, videos, args.frames)
         rows.append(("SkillFormer epoch (decode every video)", sf, sf / alone))
+        progress(rows)
         flops = model_flops_per_take(trainer, args.frames)
     table = [(name, s, n_train / s, ratio) for name, s, ratio in rows]
     print_table("one training pass (epoch)", ["loop", "seconds", "takes/s", "x compute"], table)
@@ -302,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
         peak = peak_tflops(torch.cuda.get_device_name(0), args.peak_tflops)
         if peak:
             print(f"fraction of dense bf16 peak ({peak:.0f} TFLOP/s): {achieved / peak:.1%}")
+    print(f"KEY adapt_epoch: adapt epoch / compute alone = {epoch / alone:.3f}; SkillFormer "
+          f"epoch / adapt epoch = {sf / epoch:.2f}x")  # fmt: skip
     if not math.isfinite(epoch):
         raise SystemExit(1)
 

@@ -495,3 +495,24 @@ def test_the_printed_extract_command_gives_a_store_the_run_predicts(adapted, tmp
     code, output = invoke_cli("predict", str(store), "--run", str(cfg.run_dir), "--out",
                               str(tmp_path / "p.csv"))  # fmt: skip
     assert code == 0, output
+
+
+def test_the_adapted_run_refuses_a_store_of_fewer_views(adapted, tmp_path):
+    """The run was trained on 4 views; tokens of the ego view alone are refused, naming the
+    views it lacks, and no prediction file is written."""
+    import dataclasses
+
+    from skill.pipeline.extract import run_extract
+    from skill.pipeline.manifest import read_takes, write_manifest
+
+    cfg, _ = adapted
+    takes = [dataclasses.replace(t, videos={"ego": t.videos["ego"]})
+             for t in read_takes(cfg.manifest).takes]  # fmt: skip
+    manifest = write_manifest(tmp_path / "ego.jsonl", takes)
+    store = tmp_path / "ego.zarr"
+    extract = cfg.extract_config(store=store, adapter=cfg.adapter_dir)
+    run_extract(dataclasses.replace(extract, manifest=manifest, workers=0, device="cpu"))
+    csv = tmp_path / "p.csv"
+    code, output = invoke_cli("predict", str(store), "--run", str(cfg.run_dir), "--out", str(csv))
+    assert code == 2 and "has no view exo1, exo2, exo3" in output
+    assert not csv.exists()
