@@ -281,7 +281,7 @@ class AdaptModel(_module_base()):
         (zeros where the view is masked; masked views are not encoded)."""
         backbone = self._backbone[0]
         mask = mask.to(backbone.device)
-        flat = clips.to(backbone.device)[mask]  # (M, T, H, W, 3), valid views only
+        flat = clips.to(backbone.device, non_blocking=True)[mask]  # (M, T, H, W, 3), valid only
         tokens = backbone.tokens_of(self.encoder, backbone.pixels(flat)).float()  # (M, N, D)
         out = tokens.new_zeros((*mask.shape, *tokens.shape[1:]))
         out[mask] = tokens

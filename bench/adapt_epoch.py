@@ -11,6 +11,7 @@ in one run, each a full training pass over the training split:
 - ``adapt epoch``: ``adapt.train.Trainer.train_epoch`` itself, reading one stored window per
   (take, view) from ``frames.zarr`` (zstd), prefetching ``--prefetch`` batches in a thread,
   uint8 -> float and normalisation on the device; also with ``--prefetch 0`` (read inline);
+- ``frame store reads alone``: the same batches read and copied to the device, no training;
 - ``SkillFormer epoch``: per take and view, its random 16-frame window, decoded with PyAV from
   frame 0 up to the last sampled frame of a 448p H.264 video and put through its image
   processor (``bench.common.skillformer_read`` / ``skillformer_processor``), then the same step.
@@ -57,6 +58,11 @@ GOAL = 1.15  # adapt epoch / compute alone
 def parse_args(argv: list[str] | None = None):
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--backbone",
+        default="base",
+        help="base (random TimeSformer-base) or a registered name (tiny-timesformer: a smoke test)",
+    )
     parser.add_argument("--takes", type=int, default=40, help="takes (about 80 %% train)")
     parser.add_argument("--views", type=int, default=5, help="views per take")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (T)")
@@ -187,6 +193,18 @@ def _mask(trainer, rows):
     return torch.from_numpy(trainer.sel.mask[rows])
 
 
+def reads_alone(trainer, plan) -> float:
+    """Seconds to read every batch of the plan from the frame store (``Trainer.batch``) and
+    copy it to the device, with no training: the part of the adapt epoch that is not compute."""
+    sync(trainer.device)
+    start = time.perf_counter()
+    for item in plan:
+        clips, _ = trainer.batch(item)
+        clips.to(trainer.device, non_blocking=True)
+    sync(trainer.device)
+    return time.perf_counter() - start
+
+
 def adapt_epoch(trainer, rng_seed: int, prefetch: int) -> float:
     """Seconds of ``Trainer.train_epoch`` itself, reading the frame store."""
     trainer.cfg.prefetch = prefetch
@@ -203,6 +221,9 @@ def skillformer_epoch(trainer, plan, videos: dict, frames: int) -> tuple[float, 
     import torch
 
     processor = skillformer_processor()
+    geometry = trainer.backbone.geometry  # 224 for TimeSformer-base (a tiny smoke run: its own)
+    processor.size = {"shortest_edge": geometry.shortest_edge}
+    processor.crop_size = {"height": geometry.crop_height, "width": geometry.crop_width}
     rng = np.random.default_rng(0)
     counts = {path: _frame_count(path) for path in set(videos.values())}
     trainer.model.train()
@@ -265,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     print_machine(machine_info())
     print(f"command: python -m bench.adapt_epoch {' '.join(argv or sys.argv[1:])}")
     manifest = make_dataset(folder, args)
-    backbone_path = bench_backbone("base", folder)
+    backbone_path = bench_backbone(args.backbone, folder)
     out = manifest.parent / f"out-{time.time_ns()}"
     with deterministic_torch(0, args.device, args.threads):
         trainer, decode_once_s = make_trainer(args, manifest, backbone_path, out)
@@ -285,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         alone = compute_alone(trainer, plan)
         rows.append(("compute alone (pixels on the device)", alone, 1.0))
+        progress(rows)
+        reads = reads_alone(trainer, plan)
+        rows.append(("frame store reads alone (no training)", reads, reads / alone))
         progress(rows)
         epoch = adapt_epoch(trainer, 1, args.prefetch)
         rows.append((f"adapt epoch, frame store, prefetch {args.prefetch}", epoch, epoch / alone))

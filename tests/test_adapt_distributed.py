@@ -81,9 +81,14 @@ def test_two_gloo_ranks_stopped_and_resumed_end_with_the_adapter_of_one_process(
     """Asserted: the 2-rank adapter and head equal the 1-rank ones (global batch 2 = 2 ranks x
     1 take) to float tolerance, not bit for bit: one process sums a batch of two takes inside
     each matmul, the ranks sum two batches of one in the all-reduce, so the roundings differ
-    (about 1e-7 relative per step, and AdamW's few steps keep them small). The frame store the
-    two ranks decoded between them is the one one process decodes, byte for byte; only rank 0
-    wrote the outputs and spoke."""
+    (about 1e-7 relative). AdamW divides each gradient element by its own magnitude, so a
+    weight whose true gradient is zero (the key bias of an attention: softmax ignores it) or
+    near zero follows the rounding noise by up to a fraction of the learning rate. Hence: of
+    all weights of each file, at least 99 % within 1e-6, and every one within one learning
+    rate (1e-2). A wrong share of the batch (a take missed or seen twice, as a race in the
+    frame store build once did) moved most LoRA weights by 3e-4 to 2e-2 and fails both. The
+    frame store the two ranks decoded between them is the one one process decodes, byte for
+    byte; only rank 0 wrote the outputs and spoke."""
     from safetensors.numpy import load_file
 
     from skill.adapt.config import AdaptConfig
@@ -114,8 +119,7 @@ def test_two_gloo_ranks_stopped_and_resumed_end_with_the_adapter_of_one_process(
     for name in ("adapter/adapter_model.safetensors", "run/model.safetensors"):
         want, got = load_file(str(one / name)), load_file(str(two / name))
         assert sorted(want) == sorted(got)
-        changed = 0
-        for key, value in want.items():
-            np.testing.assert_allclose(got[key], value, rtol=1e-3, atol=1e-5, err_msg=key)
-            changed += int("lora_B" in key and np.abs(value).max() > 0)
+        diffs = np.concatenate([np.abs(got[k] - v).ravel() for k, v in want.items()])
+        assert np.mean(diffs <= 1e-6) >= 0.99 and diffs.max() <= 1e-2, (name, diffs.max())
+        changed = sum(int("lora_B" in k and np.abs(v).max() > 0) for k, v in want.items())
         assert changed or "run" in name  # the comparison is of trained weights
