@@ -214,7 +214,8 @@ class FrameStore:
 def prefetched(items: Iterable, load: Callable, depth: int = 2) -> Iterator:
     """``load(item)`` for each item, in order, computed up to ``depth`` items ahead in one
     background thread (reading and decompressing the next batches from the frame store while
-    this one trains: zarr's zstd and numpy's copies release the GIL). ``depth`` 0: inline."""
+    this one trains; the training step spends its time in torch kernels, which release the
+    GIL). ``depth`` 0: inline."""
     if depth < 1:
         yield from (load(item) for item in items)
         return

@@ -87,9 +87,13 @@ def parse_args(argv: list[str] | None = None):
         help="CPU-sized: 3 takes (2 train), 1 view, 4 frames, 1 clip, batch 1, 20 s videos, r 16",
     )
     args = parser.parse_args(argv)
-    if args.quick:
-        args.takes, args.views, args.frames, args.clips, args.batch = 3, 1, 4, 1, 1
-        args.video_seconds, args.lora_r, args.hidden = 20.0, 16, 512
+    if args.quick:  # CPU-sized defaults; options given explicitly win
+        quick = {"takes": 3, "views": 1, "frames": 4, "clips": 1, "batch": 1,
+                 "video_seconds": 20.0, "lora_r": 16, "hidden": 512}  # fmt: skip
+        given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv)}
+        for name, value in quick.items():
+            if "--" + name.replace("_", "-") not in given:
+                setattr(args, name, value)
     return args
 
 
