@@ -538,6 +538,7 @@ def save_checkpoint(trainer: Trainer, epoch: int) -> None:
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
         "config": checkpoint_identity(trainer.cfg),
+        "world": trainer.rank.world,  # ranks: the global batch is batch_size x this
         "history": trainer.history,
         "best": {"epoch": trainer.tracker.epoch, "score": list(trainer.tracker.score)},
         "scheduler": scheduler,
@@ -566,6 +567,11 @@ def load_checkpoint(trainer: Trainer) -> int:
         raise ConfigError(
             f"{folder}: the checkpoint was made with other settings; run adapt with the same "
             "options to resume, or use a new --out"
+        )
+    if state.get("world", 1) != trainer.rank.world:
+        raise ConfigError(
+            f"{folder}: the checkpoint was made on {state.get('world', 1)} ranks, this run has "
+            f"{trainer.rank.world} (another global batch); resume on as many, or use a new --out"
         )
     load_trainable(trainer.model, load_file(str(folder / "trainable.safetensors")))
     # On the cpu: load_state_dict moves moments to their parameter's device and keeps each
@@ -652,7 +658,8 @@ def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -
                                    result.predictions)  # fmt: skip
     record = json.loads((run_dir / "config.json").read_text())
     record["adapt"] = {"config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
-                       "adapter": adapter, "extract_command": cfg.extract_command()}  # fmt: skip
+                       "adapter": adapter, "extract_command": cfg.extract_command(),
+                       "world": trainer.rank.world}  # fmt: skip
     run_folder.write_json(run_dir / "config.json", record)
     shutil.rmtree(cfg.out / CHECKPOINT, ignore_errors=True)
     result.adapter_dir, result.run_dir, result.metrics = cfg.adapter_dir, run_dir, metrics

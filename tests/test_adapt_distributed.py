@@ -123,3 +123,25 @@ def test_two_gloo_ranks_stopped_and_resumed_end_with_the_adapter_of_one_process(
         assert np.mean(diffs <= 1e-6) >= 0.99 and diffs.max() <= 1e-2, (name, diffs.max())
         changed = sum(int("lora_B" in k and np.abs(v).max() > 0) for k, v in want.items())
         assert changed or "run" in name  # the comparison is of trained weights
+
+
+def test_a_checkpoint_of_another_rank_count_is_refused(tmp_path):
+    """The global batch is batch_size x ranks: resuming on another count would change the
+    run, so it is refused, naming the checkpoint and both counts."""
+    import json
+
+    from skill.adapt.config import AdaptConfig
+    from skill.adapt.train import run_adapt
+    from skill.errors import ConfigError
+
+    manifest = make_dataset(tmp_path / "data", takes=6)
+    settings = {"backbone": TINY, "frames": 4, "clips": 1, "epochs": 2, "device": "cpu",
+                "workers": 0, "threads": 1, "plots": False, "stop_after_epochs": 1}  # fmt: skip
+    out = tmp_path / "out"
+    assert not run_adapt(AdaptConfig(manifest=manifest, out=out, **settings)).finished
+    state_file = out / ".checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["world"] == 1
+    state_file.write_text(json.dumps({**state, "world": 2}))
+    with pytest.raises(ConfigError, match=r"\.checkpoint: the checkpoint was made on 2 ranks"):
+        run_adapt(AdaptConfig(manifest=manifest, out=out, **settings))
