@@ -104,8 +104,7 @@ def make_dataset(folder: Path, args) -> Path:
     """``--takes`` takes of ``--views`` distinct 448p videos (one per view), as a manifest."""
     from skill.pipeline.manifest import write_manifest
 
-    spec = VideoSpec(seconds=args.video_seconds)
-    videos = [synthetic_video(folder, VideoSpec(seconds=spec.seconds, seed=s))[0]
+    videos = [synthetic_video(folder, VideoSpec(seconds=args.video_seconds, seed=s))[0]
               for s in range(args.views)]  # fmt: skip
     work = folder / f"adapt-epoch-t{args.takes}-v{args.views}-{args.video_seconds:g}s"
     work.mkdir(parents=True, exist_ok=True)
@@ -282,9 +281,12 @@ def model_flops_per_take(trainer, frames: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import shutil
+
     import torch
 
     from skill.heads.trainer import deterministic_torch
+    from skill.pipeline.manifest import read_takes
 
     args = parse_args(argv)
     folder = data_dir(args.data_dir)
@@ -297,8 +299,6 @@ def main(argv: list[str] | None = None) -> None:
         trainer, decode_once_s = make_trainer(args, manifest, backbone_path, out)
         frames_store = trainer.frames
         videos = {}
-        from skill.pipeline.manifest import read_takes
-
         for row, take in enumerate(read_takes(manifest).takes):
             for view, path in take.videos.items():
                 videos[(row, view)] = path
@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(("SkillFormer epoch (decode every video)", sf, sf / alone))
         print(f"  SkillFormer epoch: {sf:.2f} s", flush=True)
         flops = model_flops_per_take(trainer, args.frames)
+    shutil.rmtree(out, ignore_errors=True)  # this run's frame store
     table = [(name, s, n_train / s, ratio) for name, s, ratio in rows]
     print_table(f"one training pass (epoch), best of {args.rounds} interleaved rounds "
                 "(SkillFormer: one)", ["loop", "seconds", "takes/s", "x compute"], table)  # fmt: skip
