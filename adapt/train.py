@@ -23,6 +23,11 @@ there and, on CPU, ends with the same adapter as an uninterrupted run (the rando
 each epoch are seeded by (seed, epoch), so nothing else needs saving). A checkpoint is
 written beside the old one and swapped in; a save killed half way is tidied on resume. One
 adapt per ``--out`` at a time (``.adapt.lock``, an flock).
+
+Under torchrun every rank runs the same command: rank 0 holds the lock, creates the frame
+store and writes every output; the frame store is decoded and each batch read by the ranks
+sharing the work, the gradients all-reduced (``adapt.ranks``). The next batches are read from
+the frame store in a thread while one trains (``--prefetch``).
 """
 
 from __future__ import annotations
