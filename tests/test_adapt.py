@@ -516,3 +516,26 @@ def test_the_adapted_run_refuses_a_store_of_fewer_views(adapted, tmp_path):
     code, output = invoke_cli("predict", str(store), "--run", str(cfg.run_dir), "--out", str(csv))
     assert code == 2 and "has no view exo1, exo2, exo3" in output
     assert not csv.exists()
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_prefetched_batches_come_in_order_and_errors_reach_the_loop(depth):
+    import threading
+
+    from skill.adapt.frames import prefetched
+
+    threads = set()
+
+    def load(i):
+        threads.add(threading.current_thread().name)
+        if i == 5:
+            raise OSError("chunk 5 unreadable")
+        return i * i
+
+    got = []
+    with pytest.raises(OSError, match="chunk 5"):
+        for value in prefetched(range(8), load, depth=depth):
+            got.append(value)
+    assert got == [0, 1, 4, 9, 16]  # in order, up to the failing item
+    assert list(prefetched(range(4), lambda i: -i, depth=depth)) == [0, -1, -2, -3]
+    assert (threads == {threading.current_thread().name}) == (depth == 0)  # a thread reads ahead
