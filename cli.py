@@ -222,6 +222,8 @@ def adapt(cfg: AdaptConfig) -> None:
     result = run_adapt(
         cfg, report=lambda line: console.print(line, highlight=False, soft_wrap=True)
     )
+    if result.rank != 0:  # under torchrun rank 0 speaks for the run
+        return
     if not result.finished:
         out.print(
             f"{cfg.out}: stopped after epoch {result.epochs_done} of {result.epochs_planned}; "

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skill.errors import ConfigError
-from skill.pipeline.extract_config import DEFAULT_STRIDE, TOKEN_MODES, ExtractConfig
+from skill.pipeline.extract_config import (
+    DEFAULT_STRIDE,
+    TIME_EMBEDDINGS,
+    TOKEN_MODES,
+    ExtractConfig,
+)
 
 # SkillFormer's table (NOTES §1): frames per view, LoRA r / alpha, fusion hidden, lr, views.
 PRESETS: dict[str, dict] = {
@@ -72,7 +77,12 @@ class AdaptConfig:
     dropout: float = 0.1
     """Dropout inside the head."""
     tokens: str = "frame"
-    """Token mode fed to the head, as `skill extract --tokens` will store it: frame, cls, patch."""
+    """Token mode fed to the head, as `skill extract --tokens` will store it: frame, cls, patch
+    or mean_all (timesformer: the mean over all tokens, CLS included: SkillFormer's feature)."""
+    time_embedding: str = "nearest"
+    """timesformer, at a frame count other than the checkpoint's: nearest (transformers') or
+    linear (SkillFormer's) interpolation of the time embeddings. The adapter is trained with it,
+    recorded in adapter/skill_adapter.json, and `skill extract --adapter` must use the same."""
     frames: int | None = None
     """Frames per clip (T); default the preset's, else 16."""
     clips: int = 4
@@ -131,6 +141,9 @@ class AdaptConfig:
     """Seconds one video may take to decode before its worker is killed and the view failed."""
     min_views: int = 1
     """A take with fewer decodable views than this is recorded as failed (not trained on)."""
+    prefetch: int = 2
+    """Training batches read from the frame store ahead of the one training, in a thread (0:
+    read inline)."""
     codec: str = "zstd"
     """Frame store compression: zstd (1.7x smaller on real video) or raw (fastest reads)."""
     limit: int | None = None
@@ -174,6 +187,8 @@ class AdaptConfig:
         problems = []
         if self.tokens not in TOKEN_MODES:
             problems.append(f"--tokens must be one of {', '.join(TOKEN_MODES)}")
+        if self.time_embedding not in TIME_EMBEDDINGS:
+            problems.append(f"--time-embedding must be one of {', '.join(TIME_EMBEDDINGS)}")
         for name in ("frames", "clips", "batch_size", "grad_accum", "epochs", "lora_r",
                      "lora_alpha", "min_views"):  # fmt: skip
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -186,6 +201,8 @@ class AdaptConfig:
             problems.append("--codec must be zstd or raw")
         if self.monitor not in ("balanced_accuracy", "loss"):
             problems.append("--monitor must be balanced_accuracy or loss")
+        if self.prefetch < 0:
+            problems.append("--prefetch must be 0 or more")
         if self.stop_after_epochs is not None and self.stop_after_epochs < 1:
             problems.append("--stop-after-epochs must be at least 1")
         return problems
@@ -213,6 +230,7 @@ class AdaptConfig:
             backbone=self.backbone,
             adapter=adapter,
             tokens=self.tokens,
+            time_embedding=self.time_embedding,
             frames=self.frames,
             clips=self.clips,
             strategy=self.strategy,
@@ -229,7 +247,8 @@ class AdaptConfig:
     def extract_command(self) -> str:
         """The `skill extract` command line matching this adapt (printed at the end)."""
         parts = [f"skill extract {self.manifest} --store TOKENS.zarr --backbone {self.backbone}",
-                 f"--adapter {self.adapter_dir} --tokens {self.tokens} --frames {self.frames}",
+                 f"--adapter {self.adapter_dir} --tokens {self.tokens}",
+                 f"--time-embedding {self.time_embedding} --frames {self.frames}",
                  f"--clips {self.clips} --sampling {self.strategy}"]  # fmt: skip
         if self.strategy != "uniform":
             parts.append(f"--stride {DEFAULT_STRIDE if self.stride is None else self.stride}")

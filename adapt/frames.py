@@ -38,19 +38,23 @@ footage in 58 % of the bytes (a full EgoExo4D frame store: 66 GB instead of 114 
 T=16, see the README), and even one core decompresses 723 MB/s = 300 clips of 16 frames
 per second, which should be several times what one GPU trains TimeSformer-base on end to
 end (an estimate, not measured here: forward + backward of a 16-frame clip at 224 px are
-expected to take tens of milliseconds). Commands: ``python -m bench.frame_store --videos
+expected to take tens of milliseconds; ``bench/adapt_epoch.py`` measures the epoch: on the CPU
+the reads are 0.02 % of it). Commands: ``python -m bench.frame_store --videos
 <the four files of ../shared/media>`` and ``python -m bench.frame_store --takes 4``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import collections
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, StoreError
+from skill.pipeline.distributed import Rank
 from skill.pipeline.takes import LABELS, Take
 
 FORMAT_VERSION = 1
@@ -169,6 +173,12 @@ class FrameStore:
     def frames_per_clip(self) -> int:
         return int(self._array("frames").shape[3])
 
+    @property
+    def crop(self) -> tuple[int, int]:
+        """(H, W) of every stored frame."""
+        shape = self._array("frames").shape
+        return int(shape[4]), int(shape[5])
+
     def status(self) -> np.ndarray:
         return np.asarray(self._array("status")[:])
 
@@ -200,6 +210,28 @@ class FrameStore:
     def read_take(self, row: int) -> np.ndarray:
         """All clips of every view of take ``row``: ``(V, K, T, H, W, 3)`` uint8."""
         return np.asarray(self._array("frames")[row])
+
+
+def prefetched(items: Iterable, load: Callable, depth: int = 2) -> Iterator:
+    """``load(item)`` for each item, in order, computed up to ``depth`` items ahead in one
+    background thread (reading and decompressing the next batches from the frame store while
+    this one trains; the training step spends its time in torch kernels, which release the
+    GIL). ``depth`` 0: inline."""
+    if depth < 1:
+        yield from (load(item) for item in items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skill-prefetch") as pool:
+        first = itertools.islice(source, depth)
+        pending = collections.deque(pool.submit(load, item) for item in first)
+        while pending:
+            future = pending.popleft()
+            for item in source:  # one more in flight for the one taken out
+                pending.append(pool.submit(load, item))
+                break
+            yield future.result()
 
 
 def take_record(take: Take) -> dict:
@@ -246,19 +278,25 @@ def build_frame_store(
     timeout_s: float = 120.0,
     min_views: int = 1,
     job: Callable | None = None,
+    rank: Rank | None = None,
 ) -> tuple[FrameStore, BuildSummary]:
     """Decode the pending takes into the frame store at ``path`` (created or resumed).
 
     ``geometry`` is the backbone's ``FrameGeometry``, ``sampling`` a ``SamplingConfig``;
-    ``job`` replaces ``decode_view`` (tests)."""
+    ``job`` replaces ``decode_view`` (tests). Under torchrun (``rank``) rank 0 creates or
+    checks the store, then every rank decodes its share of the pending takes (balanced by
+    video bytes, as extract shares them) and writes their chunks, which no other take
+    shares; the counts are summed and every rank returns once all takes are written."""
+    from skill.pipeline import distributed
     from skill.pipeline.decode import decode_view
     from skill.pipeline.decode_pool import DecodePool
+    from skill.pipeline.extract import take_cost
 
-    store = FrameStore.open_or_create(path, spec, views, takes)
-    status = store.status()
-    todo = [row for row in range(len(takes)) if status[row] == STATUS_PENDING]
+    rank = rank or Rank()
+    store, pending = _open_coordinated(path, spec, views, takes, rank)
+    shares = distributed.balance_by_cost([take_cost(takes[row]) for row in pending], rank.world)
+    todo = [pending[i] for i in shares[rank.rank]]
     build = _Build(store, views, takes, geometry, sampling, min_views)
-    build.summary.skipped = len(takes) - len(todo)
     pool = DecodePool(num_workers=workers, timeout_s=timeout_s,
                       max_outstanding=max(2, 2 * workers), job=job or decode_view)  # fmt: skip
     with pool:
@@ -266,7 +304,38 @@ def build_frame_store(
             build.receive(row, v, decoded, error)
     for row in list(build.open):  # takes without any view in the manifest
         build.finish(row)
-    return store, build.summary
+    summary = build.summary
+    counts = (summary.decoded, summary.failed, summary.failed_views)
+    # A collective: it returns once every rank has written its takes.
+    summary.decoded, summary.failed, summary.failed_views = distributed.sum_over_ranks(rank, counts)
+    summary.skipped = len(takes) - len(pending)
+    left = np.flatnonzero(store.status() == STATUS_PENDING)
+    if len(left):  # never train on fewer takes without saying so
+        raise StoreError(
+            f"{path}: take {takes[int(left[0])].take_id} and {len(left) - 1} more are still "
+            "pending after the build; run the same command again"
+        )
+    return store, summary
+
+
+def _open_coordinated(path, spec, views, takes, rank: Rank) -> tuple[FrameStore, list[int]]:
+    """Rank 0 creates or checks the store and lists its pending takes (its error raised on
+    every rank); the others open it once rank 0 is done and take rank 0's list, not their
+    own reading of ``status``, which may already show takes rank 0 has written."""
+    from skill.pipeline import distributed
+
+    store, outcome = None, None
+    if rank.is_coordinator:
+        try:
+            store = FrameStore.open_or_create(path, spec, views, takes)
+            status = store.status()
+            outcome = {"pending": [r for r in range(len(takes)) if status[r] == STATUS_PENDING]}
+        except StoreError as err:
+            outcome = {"error": str(err)}
+    outcome = distributed.broadcast_from_coordinator(rank, outcome)
+    if "error" in outcome:
+        raise StoreError(outcome["error"])
+    return store or FrameStore.open(path, mode="a"), list(outcome["pending"])
 
 
 class _Build:

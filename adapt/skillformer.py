@@ -303,6 +303,7 @@ def extract_command(cfg) -> str:
 
 
 def _write(out: Path, found, head, options, provenance, clips, command) -> None:
+    base_provenance = {**provenance["backbone"], "adapter": None}
     from safetensors.torch import save_model
 
     from skill.cache.store import package_version
@@ -313,7 +314,13 @@ def _write(out: Path, found, head, options, provenance, clips, command) -> None:
     staging = out / f".import.partial-{os.getpid()}-{time.time_ns()}"
     staging.mkdir()
     try:
+        from skill.pipeline.backbones import write_training_record
+
         shutil.copytree(found.adapter, staging / "adapter")
+        # SkillFormer trained its LoRA with linear time embeddings on this base.
+        write_training_record(
+            staging / "adapter", base_provenance, made_by="skill import skillformer"
+        )
         run = staging / "run"
         run.mkdir()
         save_model(head, str(run / "model.safetensors"))

@@ -23,6 +23,11 @@ there and, on CPU, ends with the same adapter as an uninterrupted run (the rando
 each epoch are seeded by (seed, epoch), so nothing else needs saving). A checkpoint is
 written beside the old one and swapped in; a save killed half way is tidied on resume. One
 adapt per ``--out`` at a time (``.adapt.lock``, an flock).
+
+Under torchrun every rank runs the same command: rank 0 holds the lock, creates the frame
+store and writes every output; the frame store is decoded and each batch read by the ranks
+sharing the work, the gradients all-reduced (``adapt.ranks``). The next batches are read from
+the frame store in a thread while one trains (``--prefetch``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from skill.adapt.config import CHECKPOINT, AdaptConfig
-from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store
+from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store, prefetched
+from skill.adapt.ranks import all_reduce_gradients, barrier, my_share, my_slice, sum_arrays
 from skill.cache.store import STATUS_COMPLETE
 from skill.devices import resolve_device
 from skill.errors import ConfigError
@@ -56,6 +62,7 @@ from skill.heads.trainer import (
     make_optimizer,
     schedule_record,
 )
+from skill.pipeline.distributed import Rank
 from skill.pipeline.takes import LABELS
 
 CHECKPOINT_FORMAT = 1
@@ -74,16 +81,49 @@ class AdaptResult:
     metrics: dict = field(default_factory=dict)
     frames: dict = field(default_factory=dict)  # frame store build counts
     predictions: dict = field(default_factory=dict)  # split -> (take ids, probs (n, C))
+    rank: int = 0  # under torchrun: this process's rank (only rank 0 reports)
 
 
 def run_adapt(cfg: AdaptConfig, report: Callable[[str], None] | None = None) -> AdaptResult:
-    """Decode the frames once, train LoRA + head, write adapter/ and run/ (module docstring)."""
+    """Decode the frames once, train LoRA + head, write adapter/ and run/ (module docstring).
+    Under torchrun every rank runs this; only rank 0 reports and writes outside the frame
+    store."""
+    from skill.pipeline import distributed
+
     started = time.perf_counter()
-    if cfg.run_dir.exists() and not (cfg.out / CHECKPOINT).exists():
-        raise ConfigError(f"{cfg.out}: already holds a finished adapt (run/); use a new --out")
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    with writer_lock(cfg.out):
-        return _run_adapt(cfg, started, report or (lambda line: None))
+    rank = distributed.current_rank()
+    device = resolve_device(cfg.device, rank.local_rank)
+    distributed.init_process_group(rank, device)
+    try:
+        with coordinated_out(cfg, rank):
+            say = (report or (lambda line: None)) if rank.is_coordinator else (lambda line: None)
+            return _run_adapt(cfg, started, say, rank, device)
+    finally:
+        distributed.shutdown(rank)
+
+
+@contextlib.contextmanager
+def coordinated_out(cfg: AdaptConfig, rank: Rank):
+    """Rank 0 checks --out and holds its writer lock for the whole run; every rank raises
+    the same error when rank 0 cannot go on."""
+    from skill.pipeline.distributed import broadcast_from_coordinator
+
+    with contextlib.ExitStack() as stack:
+        error = None
+        if rank.is_coordinator:
+            try:
+                if cfg.run_dir.exists() and not (cfg.out / CHECKPOINT).exists():
+                    raise ConfigError(
+                        f"{cfg.out}: already holds a finished adapt (run/); use a new --out"
+                    )
+                cfg.out.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(writer_lock(cfg.out))
+            except ConfigError as err:
+                error = str(err)
+        error = broadcast_from_coordinator(rank, error)
+        if error is not None:
+            raise ConfigError(error)
+        yield
 
 
 @contextlib.contextmanager
@@ -99,15 +139,16 @@ def writer_lock(out: Path):
         yield
 
 
-def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None]) -> AdaptResult:
+def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None], rank: Rank,
+               device: str) -> AdaptResult:  # fmt: skip
     from skill.pipeline.backbones import load_backbone
     from skill.pipeline.manifest import read_takes
 
     dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
-    device = resolve_device(cfg.device)
     backbone = load_backbone(cfg.backbone, device=device, token_mode=cfg.tokens,
-                             num_frames=cfg.frames, batch_size=cfg.batch_size)  # fmt: skip
+                             num_frames=cfg.frames, batch_size=cfg.batch_size,
+                             time_embedding=cfg.time_embedding)  # fmt: skip
     sampling = cfg.extract_config().sampling
     spec = FrameStoreSpec(backbone.name, dataclasses.asdict(backbone.geometry),
                           sampling.to_dict(), cfg.codec)  # fmt: skip
@@ -116,19 +157,24 @@ def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None]) 
     frames, built = build_frame_store(
         cfg.frame_store, spec, views, takes, geometry=backbone.geometry,
         sampling=sampling, workers=cfg.workers, timeout_s=cfg.timeout_s, min_views=cfg.min_views,
+        rank=rank,
     )  # fmt: skip
     report(
         f"{cfg.frame_store}: {built.decoded} takes decoded, {built.skipped} already there, "
         f"{built.failed} failed, {built.failed_views} views failed"
+        + (f" (on {rank.world} ranks)" if rank.distributed else "")
     )
     sel = frame_selection(frames, cfg.views, backbone)
     splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
     fit_cfg = fit_config(cfg, device)
-    trainer = Trainer(cfg, fit_cfg, backbone, frames, sel, splits, report)
+    trainer = Trainer(cfg, fit_cfg, backbone, frames, sel, splits, report, rank)
     result = trainer.run()
-    result.frames = dataclasses.asdict(built)
+    result.frames, result.rank = dataclasses.asdict(built), rank.rank
     if result.finished:
-        publish(cfg, trainer, result, backbone)
+        if rank.is_coordinator:
+            publish(cfg, trainer, result, backbone)
+        barrier(rank)  # every rank returns once the outputs exist
+        result.adapter_dir, result.run_dir = cfg.adapter_dir, cfg.run_dir
         result.metrics["adapt_seconds"] = round(time.perf_counter() - started, 3)
     return result
 
@@ -241,7 +287,7 @@ class AdaptModel(_module_base()):
         (zeros where the view is masked; masked views are not encoded)."""
         backbone = self._backbone[0]
         mask = mask.to(backbone.device)
-        flat = clips.to(backbone.device)[mask]  # (M, T, H, W, 3), valid views only
+        flat = clips.to(backbone.device, non_blocking=True)[mask]  # (M, T, H, W, 3), valid only
         tokens = backbone.tokens_of(self.encoder, backbone.pixels(flat)).float()  # (M, N, D)
         out = tokens.new_zeros((*mask.shape, *tokens.shape[1:]))
         out[mask] = tokens
@@ -275,29 +321,46 @@ def autocast(device: str):
 
 # ---- training -----------------------------------------------------------------------------
 class Trainer:
-    """Epochs of end-to-end training with per-epoch checkpoints (see the module docstring)."""
+    """Epochs of end-to-end training with per-epoch checkpoints (see the module docstring).
 
-    def __init__(self, cfg, fit_cfg, backbone, frames, sel, splits: Splits, report=None):
+    Under torchrun (``rank``) every rank trains on its slice of each global batch of
+    ``batch_size * world`` takes and evaluates its share of the validation takes
+    (``adapt.ranks``); only rank 0 writes checkpoints."""
+
+    def __init__(self, cfg, fit_cfg, backbone, frames, sel, splits: Splits, report=None,
+                 rank: Rank | None = None):  # fmt: skip
         self.cfg, self.fit_cfg, self.backbone = cfg, fit_cfg, backbone
         self.frames, self.sel, self.splits = frames, sel, splits
         self.view_idx = [frames.views.index(v) for v in sel.view_names]
         self.device = fit_cfg.device
+        self.rank = rank or Rank()
         self.history: list[dict] = []
-        # The budget of `skill fit` (FitConfig.budget), a step being grad_accum batches.
-        self.budget = fit_cfg.budget(len(splits.train), cfg.grad_accum)
+        # The budget of `skill fit` (FitConfig.budget), a step being grad_accum batches of
+        # every rank: ceil(ceil(n / b) / (a * w)) = ceil(n / (b * w * a)) steps an epoch.
+        self.budget = fit_cfg.budget(len(splits.train), cfg.grad_accum * self.rank.world)
         self.tracker = BestTracker(cfg.monitor, self.budget.patience)
         self.model = None
         self.report = report or (lambda line: None)
+
+    @property
+    def global_batch(self) -> int:
+        """Takes per forward pass over all ranks."""
+        return self.cfg.batch_size * self.rank.world
+
+    def setup(self) -> None:
+        """The model (LoRA + fresh head), AdamW + schedule over the budget's steps, the loss."""
+        cfg = self.cfg
+        self.model = build_model(cfg, self.fit_cfg, self.backbone, self.sel)
+        self.optimizer, self.scheduler = make_optimizer(self.model, self.fit_cfg, self.budget)
+        self.loss_fn = make_loss(self.fit_cfg, self.sel.labels[self.splits.train],
+                                 self.sel.num_classes)  # fmt: skip
 
     def run(self) -> AdaptResult:
         import torch
 
         cfg = self.cfg
         with deterministic_torch(cfg.seed, self.device, cfg.threads):
-            self.model = build_model(cfg, self.fit_cfg, self.backbone, self.sel)
-            self.optimizer, self.scheduler = make_optimizer(self.model, self.fit_cfg, self.budget)
-            self.loss_fn = make_loss(self.fit_cfg, self.sel.labels[self.splits.train],
-                                     self.sel.num_classes)  # fmt: skip
+            self.setup()
             done = load_checkpoint(self)
             ran = 0
             epochs = self.budget.epochs
@@ -314,7 +377,9 @@ class Trainer:
                     f"{row['val_loss']:.4f}, top-1 {row['val_top1']:.3f}, balanced accuracy "
                     f"{row['val_balanced_accuracy']:.3f}"
                 )
-                save_checkpoint(self, epoch)
+                if self.rank.is_coordinator:
+                    save_checkpoint(self, epoch)
+                barrier(self.rank)  # a rank that goes on finds the checkpoint written
                 done, ran = epoch, ran + 1
                 if self.tracker.should_stop(epoch):
                     break
@@ -331,65 +396,100 @@ class Trainer:
         return AdaptResult(cfg.out, epochs_done=done, finished=True, epochs_planned=epochs,
                            predictions=self.predictions)  # fmt: skip
 
+    def epoch_plan(self, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """This rank's batches of one epoch: (rows, windows (rows, V), takes in the global
+        optimiser step the batch belongs to). The same plan on every rank: order and windows
+        are drawn for the whole training split."""
+        cfg = self.cfg
+        order = rng.permutation(self.splits.train)
+        windows = rng.integers(self.frames.clips, size=(len(order), len(self.view_idx)))
+        size = self.global_batch
+        starts = list(range(0, len(order), size))
+        plan = []
+        for i, start in enumerate(starts):
+            first = starts[i - i % cfg.grad_accum]  # the step's first global batch
+            step_end = min(first + size * cfg.grad_accum, len(order))
+            mine = my_slice(np.arange(start, min(start + size, len(order))), self.rank,
+                            cfg.batch_size)  # fmt: skip
+            plan.append((order[mine], windows[mine], step_end - first))
+        return plan
+
     def train_epoch(self, rng: np.random.Generator) -> float:
         """One pass over the training takes: seeded order and window choice; returns the mean
-        loss. Gradients of ``grad_accum`` batches are summed per optimiser step."""
+        loss. Gradients of ``grad_accum`` global batches are summed (over ranks too) per
+        optimiser step; the next batch is read from the frame store while this one trains."""
         import torch
 
         cfg, model = self.cfg, self.model
         model.train()
-        order = rng.permutation(self.splits.train)
-        windows = rng.integers(self.frames.clips, size=(len(order), len(self.view_idx)))
-        batches = [slice(s, s + cfg.batch_size) for s in range(0, len(order), cfg.batch_size)]
-        total = 0.0
+        plan = self.epoch_plan(rng)
+        params = [p for p in model.parameters() if p.requires_grad]
+        total, seen = 0.0, 0
         self.optimizer.zero_grad(set_to_none=True)
-        for i, part in enumerate(batches):
-            rows = order[part]
-            clips, mask = self.batch(rows, windows[part])
-            target = torch.from_numpy(self.sel.labels[rows]).to(self.device)
-            with autocast(self.device):
-                logits = model(clips, mask)
-            loss = self.loss_fn(logits.float(), target)
-            group = batches[i - i % cfg.grad_accum : i - i % cfg.grad_accum + cfg.grad_accum]
-            # Each take weighs the same in a step, whatever the size of its batch.
-            share = len(rows) / sum(len(order[p]) for p in group)
-            (loss * share).backward()
-            total += float(loss.detach()) * len(rows)
-            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(batches):
+        batches = prefetched(plan, self.batch, depth=cfg.prefetch)
+        for i, ((rows, _, step_takes), (clips, mask)) in enumerate(zip(plan, batches, strict=True)):
+            if len(rows):
+                target = torch.from_numpy(self.sel.labels[rows]).to(self.device)
+                with autocast(self.device):
+                    logits = model(clips, mask)
+                loss = self.loss_fn(logits.float(), target)
+                # Each take weighs the same in a step, whatever the size of its batch or rank.
+                (loss * (len(rows) / step_takes)).backward()
+                total += float(loss.detach()) * len(rows)
+                seen += len(rows)
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan):
+                all_reduce_gradients(params, self.rank)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-        return total / max(len(order), 1)
+        total, seen = sum_arrays(np.array([total, seen], dtype=np.float64), self.rank)
+        return float(total / max(seen, 1))
 
-    def batch(self, rows: np.ndarray, windows: np.ndarray):
-        """Uint8 clips ``(B, V, T, H, W, 3)`` (window ``windows[b, v]``) and mask ``(B, V)``."""
+    def batch(self, item) -> tuple:
+        """Uint8 clips ``(B, V, T, H, W, 3)`` (window ``windows[b, v]``) and mask ``(B, V)`` of
+        one planned batch ``(rows, windows, ...)``, pinned for the copy when training on CUDA."""
         import torch
 
+        rows, windows = item[0], item[1]
         store_rows = self.sel.store_rows[rows]
-        clips = np.stack([self.frames.read_clips(int(r), self.view_idx, w)
-                          for r, w in zip(store_rows, windows, strict=True)])  # fmt: skip
-        return torch.from_numpy(clips), torch.from_numpy(self.sel.mask[rows])
+        shape = (len(rows), len(self.view_idx), self.frames.frames_per_clip,
+                 *self.frames.crop)  # fmt: skip
+        clips = torch.from_numpy(
+            np.stack(
+                [
+                    self.frames.read_clips(int(r), self.view_idx, w)
+                    for r, w in zip(store_rows, windows, strict=True)
+                ]
+            )  # fmt: skip
+            if len(rows)
+            else np.zeros((*shape, 3), dtype=np.uint8)
+        )
+        if str(self.device).startswith("cuda"):
+            clips = clips.pin_memory()
+        return clips, torch.from_numpy(self.sel.mask[rows])
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Mean over the K windows of the head's softmax, on float16-rounded tokens as a store
-        holds them: ``(len(rows), C)`` float64."""
+        holds them: ``(len(rows), C)`` float64 (each rank computes its share, then the sum)."""
         import torch
 
         self.model.eval()
-        out = []
-        for start in range(0, len(rows), self.cfg.batch_size):
-            part = rows[start : start + self.cfg.batch_size]
+        probs = np.zeros((len(rows), self.sel.num_classes))
+        share = my_share(np.arange(len(rows)), self.rank)
+        for start in range(0, len(share), self.cfg.batch_size):
+            at = share[start : start + self.cfg.batch_size]
+            part = rows[at]
             per_clip = []
             with torch.no_grad(), autocast(self.device):
                 for k in range(self.frames.clips):
                     windows = np.full((len(part), len(self.view_idx)), k)
-                    clips, mask = self.batch(part, windows)
+                    clips, mask = self.batch((part, windows))
                     per_clip.append(self.model.tokens(clips, mask).half().cpu().numpy())
             x = np.stack(per_clip, axis=2)  # (b, V, K, N, D) float16
             mask = self.sel.mask[part]
-            out.append(clip_mean_softmax(self.model.head, x, mask, np.arange(len(part)),
-                                         len(part), self.device))  # fmt: skip
-        return np.concatenate(out) if out else np.zeros((0, self.sel.num_classes))
+            probs[at] = clip_mean_softmax(self.model.head, x, mask, np.arange(len(part)),
+                                          len(part), self.device)  # fmt: skip
+        return sum_arrays(probs, self.rank)
 
 
 def validation_row(probs: np.ndarray, y_true: np.ndarray, sel: Selection) -> dict:
@@ -418,7 +518,8 @@ def load_trainable(model: AdaptModel, state: dict) -> None:
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
-RESUME_IGNORES = ("stop_after_epochs", "workers", "timeout_s", "threads", "plots", "device", "out")
+RESUME_IGNORES = ("stop_after_epochs", "workers", "timeout_s", "threads", "plots", "device", "out",
+                  "prefetch")  # fmt: skip
 
 
 def checkpoint_identity(cfg: AdaptConfig) -> dict:
@@ -444,6 +545,7 @@ def save_checkpoint(trainer: Trainer, epoch: int) -> None:
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
         "config": checkpoint_identity(trainer.cfg),
+        "world": trainer.rank.world,  # ranks: the global batch is batch_size x this
         "history": trainer.history,
         "best": {"epoch": trainer.tracker.epoch, "score": list(trainer.tracker.score)},
         "scheduler": scheduler,
@@ -462,7 +564,9 @@ def load_checkpoint(trainer: Trainer) -> int:
     from safetensors.torch import load_file
 
     folder = trainer.cfg.out / CHECKPOINT
-    recover_checkpoint(folder)
+    if trainer.rank.is_coordinator:
+        recover_checkpoint(folder)
+    barrier(trainer.rank)
     if not (folder / "state.json").is_file():
         return 0
     state = json.loads((folder / "state.json").read_text())
@@ -470,6 +574,11 @@ def load_checkpoint(trainer: Trainer) -> int:
         raise ConfigError(
             f"{folder}: the checkpoint was made with other settings; run adapt with the same "
             "options to resume, or use a new --out"
+        )
+    if state.get("world", 1) != trainer.rank.world:
+        raise ConfigError(
+            f"{folder}: the checkpoint was made on {state.get('world', 1)} ranks, this run has "
+            f"{trainer.rank.world} (another global batch); resume on as many, or use a new --out"
         )
     load_trainable(trainer.model, load_file(str(folder / "trainable.safetensors")))
     # On the cpu: load_state_dict moves moments to their parameter's device and keeps each
@@ -532,7 +641,7 @@ def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -
     provenance the adapted token store will have; the checkpoint goes last."""
     from skill.heads import run_folder
     from skill.heads.train import fit_metrics
-    from skill.pipeline.backbones import adapter_sha256
+    from skill.pipeline.backbones import adapter_sha256, write_training_record
     from skill.pipeline.extract import build_provenance
 
     model = trainer.model
@@ -540,6 +649,7 @@ def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -
     staging = cfg.adapter_dir.with_name(".adapter.partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.encoder.save_pretrained(str(staging), safe_serialization=True)
+    write_training_record(staging, backbone.provenance(), made_by="skill adapt")
     shutil.rmtree(cfg.adapter_dir, ignore_errors=True)
     os.rename(staging, cfg.adapter_dir)
     adapter = {"path": str(cfg.adapter_dir.resolve()), "sha256": adapter_sha256(cfg.adapter_dir)}
@@ -556,7 +666,8 @@ def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -
                                    result.predictions)  # fmt: skip
     record = json.loads((run_dir / "config.json").read_text())
     record["adapt"] = {"config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
-                       "adapter": adapter, "extract_command": cfg.extract_command()}  # fmt: skip
+                       "adapter": adapter, "extract_command": cfg.extract_command(),
+                       "world": trainer.rank.world}  # fmt: skip
     run_folder.write_json(run_dir / "config.json", record)
     shutil.rmtree(cfg.out / CHECKPOINT, ignore_errors=True)
     result.adapter_dir, result.run_dir, result.metrics = cfg.adapter_dir, run_dir, metrics

@@ -199,11 +199,102 @@ def test_extract_refuses_an_adapter_of_another_width_naming_file_and_shapes(adap
 
 def test_extract_refuses_an_adapter_of_another_backbone(adapted, tmp_path):
     cfg, _ = adapted
-    code, output = invoke_cli("extract", str(cfg.manifest), "--store", str(tmp_path / "s.zarr"),
-                              "--backbone", "tiny-clip", "--frames", "4", "--adapter",
-                              str(cfg.adapter_dir))  # fmt: skip
+    store = tmp_path / "s.zarr"
+    args = ("extract", str(cfg.manifest), "--store", str(store), "--backbone", "tiny-clip",
+            "--frames", "4")  # fmt: skip
+    code, output = invoke_cli(*args, "--adapter", str(cfg.adapter_dir))
+    # adapt's training record names the base it was trained on
+    assert code == 2 and "skill_adapter.json" in output and "another backbone" in output
+    assert "trained on tiny-timesformer" in output and "not on tiny-clip" in output
+    # an adapter from elsewhere (no record): its target modules match no module of CLIP
+    foreign = tmp_path / "foreign"
+    shutil.copytree(cfg.adapter_dir, foreign)
+    (foreign / "skill_adapter.json").unlink()
+    code, output = invoke_cli(*args, "--adapter", str(foreign))
     assert code == 2 and "adapter_config.json" in output and "another backbone" in output
     assert "CLIPVisionModel" in output
+    assert not store.exists()  # nothing written
+
+
+def test_extract_refuses_an_adapter_trained_on_other_weights_of_the_same_shape(adapted, tmp_path):
+    """Same architecture and width, other weights (k400 vs k600, say): only the training
+    record can tell, and it does."""
+    cfg, _ = adapted
+    folder = tmp_path / "adapter"
+    shutil.copytree(cfg.adapter_dir, folder)
+    record = json.loads((folder / "skill_adapter.json").read_text())
+    record["backbone"]["weights_sha256"] = "0" * 64
+    (folder / "skill_adapter.json").write_text(json.dumps(record))
+    store = tmp_path / "s.zarr"
+    code, output = invoke_cli("extract", str(cfg.manifest), "--store", str(store), "--backbone",
+                              TINY, "--frames", "4", "--adapter", str(folder))  # fmt: skip
+    assert code == 2 and "skill_adapter.json" in output and "000000000000" in output
+    assert not store.exists()
+
+
+def test_the_adapter_records_its_base_and_time_embedding(adapted):
+    cfg, _ = adapted
+    record = json.loads((cfg.adapter_dir / "skill_adapter.json").read_text())
+    assert record["made_by"] == "skill adapt" and record["time_embedding"] == "nearest"
+    assert (
+        record["backbone"]["name"] == "tiny-timesformer" and record["backbone"]["num_frames"] == 4
+    )
+    run = json.loads((cfg.run_dir / "config.json").read_text())
+    want = run["store"]["provenance"]["backbone"]["weights_sha256"]
+    assert record["backbone"]["weights_sha256"] == want
+
+
+@pytest.fixture(scope="module")
+def adapted_linear(dataset, tmp_path_factory):
+    """An adapt with SkillFormer's linear time embeddings and mean_all tokens (T=4 is not the
+    tiny checkpoint's 8, so the interpolation matters)."""
+    from skill.adapt.train import run_adapt
+
+    cfg = adapt_config(dataset, tmp_path_factory.mktemp("adapt-linear") / "out", epochs=1,
+                       clips=1, time_embedding="linear", tokens="mean_all", limit=6)  # fmt: skip
+    return cfg, run_adapt(cfg)
+
+
+def test_adapt_with_linear_time_embedding_extracts_and_predicts_with_it(adapted_linear, tmp_path):
+    from skill.heads.config import PredictConfig
+    from skill.heads.predict import predict
+    from skill.pipeline.extract import run_extract
+
+    cfg, result = adapted_linear
+    record = json.loads((cfg.adapter_dir / "skill_adapter.json").read_text())
+    assert record["time_embedding"] == "linear" and record["backbone"]["token_mode"] == "mean_all"
+    run = json.loads((cfg.run_dir / "config.json").read_text())
+    assert run["store"]["provenance"]["backbone"]["time_embedding"] == "linear"
+    assert "--tokens mean_all --time-embedding linear" in cfg.extract_command()
+    store = tmp_path / "tuned.zarr"
+    run_extract(cfg.extract_config(store=store, adapter=cfg.adapter_dir))
+    out = predict(PredictConfig(store=str(store), run=str(cfg.run_dir),
+                                out_csv=str(tmp_path / "p.csv")))  # fmt: skip
+    by_id = dict(zip(out.take_ids, out.probs, strict=True))
+    val_ids, val_probs = result.predictions["val"]
+    np.testing.assert_allclose(np.stack([by_id[str(t)] for t in val_ids]), val_probs, atol=2e-3)
+
+
+def test_extract_with_another_time_embedding_than_adapt_is_refused(adapted_linear, tmp_path):
+    cfg, _ = adapted_linear
+    store = tmp_path / "s.zarr"
+    code, output = invoke_cli(
+        "extract",
+        str(cfg.manifest),
+        "--store",
+        str(store),
+        "--backbone",
+        TINY,
+        "--frames",
+        "4",
+        "--tokens",
+        "mean_all",
+        "--adapter",
+        str(cfg.adapter_dir),
+    )  # fmt: skip (the default: nearest)
+    assert code == 2 and "skill_adapter.json" in output
+    assert "trained with --time-embedding linear" in output and "uses nearest" in output
+    assert not store.exists()
 
 
 def test_presets_set_skillformer_settings_and_options_win():
@@ -404,3 +495,47 @@ def test_the_printed_extract_command_gives_a_store_the_run_predicts(adapted, tmp
     code, output = invoke_cli("predict", str(store), "--run", str(cfg.run_dir), "--out",
                               str(tmp_path / "p.csv"))  # fmt: skip
     assert code == 0, output
+
+
+def test_the_adapted_run_refuses_a_store_of_fewer_views(adapted, tmp_path):
+    """The run was trained on 4 views; tokens of the ego view alone are refused, naming the
+    views it lacks, and no prediction file is written."""
+    import dataclasses
+
+    from skill.pipeline.extract import run_extract
+    from skill.pipeline.manifest import read_takes, write_manifest
+
+    cfg, _ = adapted
+    takes = [dataclasses.replace(t, videos={"ego": t.videos["ego"]})
+             for t in read_takes(cfg.manifest).takes]  # fmt: skip
+    manifest = write_manifest(tmp_path / "ego.jsonl", takes)
+    store = tmp_path / "ego.zarr"
+    extract = cfg.extract_config(store=store, adapter=cfg.adapter_dir)
+    run_extract(dataclasses.replace(extract, manifest=manifest, workers=0, device="cpu"))
+    csv = tmp_path / "p.csv"
+    code, output = invoke_cli("predict", str(store), "--run", str(cfg.run_dir), "--out", str(csv))
+    assert code == 2 and "has no view exo1, exo2, exo3" in output
+    assert not csv.exists()
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_prefetched_batches_come_in_order_and_errors_reach_the_loop(depth):
+    import threading
+
+    from skill.adapt.frames import prefetched
+
+    threads = set()
+
+    def load(i):
+        threads.add(threading.current_thread().name)
+        if i == 5:
+            raise OSError("chunk 5 unreadable")
+        return i * i
+
+    got = []
+    with pytest.raises(OSError, match="chunk 5"):
+        for value in prefetched(range(8), load, depth=depth):
+            got.append(value)
+    assert got == [0, 1, 4, 9, 16]  # in order, up to the failing item
+    assert list(prefetched(range(4), lambda i: -i, depth=depth)) == [0, -1, -2, -3]
+    assert (threads == {threading.current_thread().name}) == (depth == 0)  # a thread reads ahead

@@ -6,7 +6,7 @@ Two of issue 15's targets are not met by the budget alone and are marked xfail (
 change that meets them shows): on this store's 40 test takes (4 participants) cvf on all views
 scores 0.525 against 0.575 on ego alone at seed 0 (0.483 vs 0.525, mean of seeds 0-2), and the
 mean head, which averages the five views before its MLP, stays near 0.3 on all views
-however long it trains (3,000 steps: 0.275); see BENCHMARKS.md, benchmark 6."""
+however long it trains (3,000 steps: 0.275); see BENCHMARKS.md, benchmark 7."""
 
 from __future__ import annotations
 

@@ -259,6 +259,15 @@ def _copy(sf: Path, dest: Path) -> Path:
         (lambda d: (d / "components.pt").write_bytes(b"not a pickle"),
          r"components.pt: cannot be read with torch.load\(weights_only=True\)"),
         (lambda d: _edit(d, num_views=6), "config.json: num_views 6"),
+        (lambda d: _edit(d, num_views=0), "config.json: num_views must be a positive int"),
+        (lambda d: (d / "vision_encoder" / "adapter_model.safetensors").unlink(),
+         "vision_encoder: adapter_model.safetensors is missing"),
+        (lambda d: (d / "vision_encoder" / "adapter_config.json").unlink(),
+         "vision_encoder: adapter_config.json is missing"),
+        (lambda d: _narrow_lora(d / "vision_encoder"),
+         r"vision_encoder/adapter_model.safetensors: .*lora_A.* has shape \[4, 48\]"),
+        (lambda d: torch.save({"projector": _NotATensor(), "classifier": {}}, d / "components.pt"),
+         r"components.pt: cannot be read with torch.load\(weights_only=True\)"),
         (lambda d: _edit(d, model_type="other"), "config.json: model_type is 'other'"),
         (lambda d: _edit(d, projector_hidden_dim=7),
          "components.pt: projector.proj1.weight has shape"),
@@ -288,6 +297,36 @@ def test_another_backbone_is_refused(setup, tmp_path):
     with pytest.raises(SkillFormerImportError, match="config.json: backbone tiny-clip is a clip"):
         import_skillformer(folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+class _NotATensor:
+    """A pickled class: torch.load(weights_only=True) must refuse it, never run it."""
+
+
+def _narrow_lora(adapter: Path) -> None:
+    """A LoRA trained on a 48-wide backbone: its A matrices take 48 features, not 768."""
+    from safetensors.torch import load_file, save_file
+
+    file = adapter / "adapter_model.safetensors"
+    weights = load_file(str(file))
+    save_file({k: torch.zeros(v.shape[0], 48) if "lora_A" in k and v.shape[1] == DIM else v
+               for k, v in weights.items()}, str(file))  # fmt: skip
+
+
+def test_the_imported_adapter_requires_linear_time_embeddings(setup, tmp_path):
+    from skill.pipeline.backbones import BackboneError, load_backbone
+
+    _, base, sf = setup
+    out = tmp_path / "imported"
+    import_skillformer(sf, out, backbone=str(base))
+    record = json.loads((out / "adapter" / "skill_adapter.json").read_text())
+    assert record["time_embedding"] == "linear" and record["made_by"] == "skill import skillformer"
+    with pytest.raises(BackboneError, match="skill_adapter.json: .*--time-embedding linear"):
+        load_backbone(
+            str(base), adapter=out / "adapter", num_frames=FRAMES, token_mode="mean_all"
+        )  # fmt: skip (nearest: the default)
+    load_backbone(str(base), adapter=out / "adapter", num_frames=FRAMES, token_mode="mean_all",
+                  time_embedding="linear")  # fmt: skip
 
 
 def _edit(folder: Path, **changes) -> None:

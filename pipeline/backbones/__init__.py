@@ -33,7 +33,12 @@ from skill.pipeline.backbones import dinov2  # noqa: F401
 from skill.pipeline.backbones import siglip  # noqa: F401
 # isort: on
 
-from skill.pipeline.backbones.adapter import adapter_sha256, apply_adapter, check_adapter_folder
+from skill.pipeline.backbones.adapter import (
+    adapter_sha256,
+    apply_adapter,
+    check_adapter_folder,
+    write_training_record,
+)
 from skill.pipeline.backbones.checkpoint import ResolvedBackbone, resolve_backbone
 from skill.pipeline.backbones.encoder import Backbone, load_backbone
 from skill.pipeline.backbones.hashing import files_sha256, state_dict_sha256
@@ -93,4 +98,5 @@ __all__ = [
     "save_tiny_checkpoint",
     "state_dict_sha256",
     "tiny_names",
+    "write_training_record",
 ]

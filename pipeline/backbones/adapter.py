@@ -1,4 +1,12 @@
-"""PEFT LoRA adapters: checked (safetensors only, every saved weight used), hashed, merged."""
+"""PEFT LoRA adapters: checked (safetensors only, every saved weight used), hashed, merged.
+
+An adapter made by skill (`skill adapt`, `skill import skillformer`) carries a training record,
+``skill_adapter.json``: the base weights it was trained on and the time-embedding
+interpolation it was trained with. A LoRA update is only meaningful on those weights and
+that interpolation, so a load with other ones is refused naming the file (not silently
+switched: the extract settings stay the ones the command line says). Adapters from elsewhere
+have no record and are checked by their shapes and keys only.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,9 @@ from skill.pipeline.backbones.registry import BackboneError
 
 _ADAPTER_CONFIG = "adapter_config.json"
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
+TRAINING_RECORD = "skill_adapter.json"
+"""What skill records beside an adapter it made (not hashed: the adapter's hash is its weights)."""
+TRAINING_RECORD_FORMAT = 1
 
 
 def check_adapter_folder(folder: str | Path) -> Path:
@@ -137,4 +148,64 @@ def _check_adapter_keys(peft_model, path: Path) -> None:
             f"adapter {path}: weights do not match the backbone's modules: "
             f"{len(unused)} saved but unused (e.g. {unused[:2]}), "
             f"{len(unfilled)} expected but absent (e.g. {unfilled[:2]})"
+        )
+
+
+def write_training_record(folder: str | Path, backbone: dict, made_by: str) -> None:
+    """``skill_adapter.json`` in ``folder``: ``backbone`` is the base's provenance
+    (``Backbone.provenance()`` of the model the adapter was trained on, before the adapter)."""
+    import json
+
+    keys = ("name", "source", "weights_sha256", "dim", "num_frames", "checkpoint_num_frames",
+            "token_mode")  # fmt: skip
+    record = {
+        "skill_adapter": TRAINING_RECORD_FORMAT,
+        "made_by": made_by,
+        "backbone": {k: backbone.get(k) for k in keys},
+        "time_embedding": backbone.get("time_embedding", "nearest"),
+    }
+    (Path(folder) / TRAINING_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def read_training_record(folder: str | Path) -> dict | None:
+    """The adapter's ``skill_adapter.json`` (None when it has none: made elsewhere)."""
+    import json
+
+    file = Path(folder) / TRAINING_RECORD
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BackboneError(f"{file}: not a readable training record ({error})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("backbone"), dict):
+        raise BackboneError(f"{file}: not a skill adapter training record")
+    if record.get("skill_adapter", 0) > TRAINING_RECORD_FORMAT:
+        raise BackboneError(f"{file}: format {record.get('skill_adapter')} is newer than skill")
+    return record
+
+
+def check_training_record(folder: str | Path, *, backbone: str, weights_sha256: str | None,
+                          time_embedding: str) -> None:  # fmt: skip
+    """Refuse to load the adapter on other base weights or with another time-embedding
+    interpolation than it was trained with (both named, with what to do)."""
+    path = check_adapter_folder(folder)
+    record = read_training_record(path)
+    if record is None:
+        return
+    file = path / TRAINING_RECORD
+    base = record["backbone"]
+    trained = base.get("weights_sha256")
+    if trained and weights_sha256 and trained != weights_sha256:
+        raise BackboneError(
+            f"{file}: the adapter was trained on {base.get('name')} (weights sha256 "
+            f"{trained[:12]}), not on {backbone} (weights sha256 {weights_sha256[:12]}), "
+            "another backbone; extract with the one it was trained on"
+        )
+    recorded = record.get("time_embedding", "nearest")
+    if recorded != time_embedding:
+        raise BackboneError(
+            f"{file}: the adapter was trained with --time-embedding {recorded}, this extract "
+            f"uses {time_embedding}; pass --time-embedding {recorded} (its tokens are only "
+            "meaningful with the interpolation it was trained with)"
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skill.devices import resolve_device
-from skill.pipeline.backbones.adapter import apply_adapter
+from skill.pipeline.backbones.adapter import apply_adapter, check_training_record
 from skill.pipeline.backbones.checkpoint import (
     ResolvedBackbone,
     check_model_input,
@@ -251,6 +251,9 @@ def load_backbone(
         family.linear_time_embedding(model, num_frames)
     adapter_info = None
     if adapter is not None:
+        check_training_record(adapter, backbone=resolved.name,
+                              weights_sha256=weights.get("weights_sha256"),
+                              time_embedding=time_embedding)  # fmt: skip
         model, adapter_info = apply_adapter(model, adapter)
     device = resolve_device(device)
     model = model.eval().requires_grad_(False).to(device)
