@@ -142,7 +142,10 @@ _LOCATION_FIELDS = (("created_by",), ("backbone", "adapter", "path"), ("backbone
 def provenance_identity(provenance: dict) -> dict:
     """The part of a provenance that decides whether tokens are comparable.
 
-    Paths are dropped because the weights and adapter hashes identify the content."""
+    Paths are dropped because the weights and adapter hashes identify the content. Of an
+    imported store (`skill import features`) the feature name and token layout count, not
+    where the features lay or their bytes (train and test features may come in separate
+    files)."""
     identity = json.loads(json.dumps(provenance, default=str))
     for path in _LOCATION_FIELDS:
         node = identity
@@ -150,7 +153,18 @@ def provenance_identity(provenance: dict) -> dict:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and (path[-1] != "source" or node.get("weights_sha256")):
             node.pop(path[-1], None)
+    imported = identity.get("imported")
+    if isinstance(imported, dict):
+        if "backbone" in identity:
+            # a skill export imported back: its own provenance says what the tokens are
+            identity.pop("imported")
+        else:  # foreign features: what they are, not which file or bytes held them
+            for key in _IMPORT_LOCATION_FIELDS:
+                imported.pop(key, None)
     return identity
+
+
+_IMPORT_LOCATION_FIELDS = ("kind", "source", "sha256")
 
 
 def _jsonish(value):
@@ -478,6 +492,9 @@ class TokenStore:
 
     def padded_frames(self) -> np.ndarray:
         return np.asarray(self._committed("padded_frames"))
+
+    def timestamps(self) -> np.ndarray:
+        return np.asarray(self._committed("timestamp"))
 
     def _committed(self, name: str) -> np.ndarray:
         """The committed rows of one array; a chunk that cannot be decoded is a StoreError
