@@ -369,6 +369,16 @@ def _print_store_summary(s: dict) -> None:
         for n in s["notes"][:50]:
             out.print(f"  take {n['take']} view {n['view']}: {n['note']}", highlight=False)
     prov = s["provenance"]
+    imported = prov.get("imported")
+    if imported:
+        out.print(
+            f"imported: {imported.get('kind')} from {imported.get('source')} (feature "
+            f"{imported.get('feature')}, sha256 {str(imported.get('sha256'))[:12]}...)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if "backbone" not in prov:
+            return
     backbone = prov.get("backbone", {})
     out.print(
         f"backbone: {backbone.get('name')} ({backbone.get('source')}), adapter: "

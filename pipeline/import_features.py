@@ -14,8 +14,9 @@ Sources (FEATURES):
 A per-video ``(T, D)`` becomes ``clips`` clips of ``T / clips`` tokens, or, with ``tokens``
 set, ``clips * tokens`` tokens, each the mean of an equal run of rows (videos of different
 lengths then agree). Width D and the token count must agree across videos; a file that
-disagrees, holds NaN/Inf or has another number of dimensions is refused by name, before
-anything is written. The store is built under a temporary name and renamed into place.
+disagrees, holds NaN/Inf or has another number of dimensions is refused by name. Takes are
+read and written one at a time into a store under a temporary name, renamed into place when
+all are in: a refusal half way leaves nothing behind.
 
 Provenance: ``imported`` records the source (path, kind, sha256 of its content), the
 feature name and the token layout. An import of a skill export keeps the export's own
@@ -29,7 +30,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,7 @@ class ImportFeaturesConfig:
 
 @dataclass
 class ImportedTake:
-    """One take's tokens and metadata, ready for the store."""
+    """One take of the store to be: its row of the take table."""
 
     take_id: str
     label: str | None
@@ -84,6 +85,12 @@ class ImportedTake:
     participant: str
     split: str
     uid: str
+
+
+@dataclass
+class TakeData:
+    """One take's arrays. Shapes: V views, K clips, N tokens, D width, T frames."""
+
     tokens: np.ndarray  # (V, K, N, D) float16
     valid: np.ndarray  # (V,) bool
     frame_index: np.ndarray | None = None  # (V, K, T) from a skill export, else unknown
@@ -93,7 +100,9 @@ class ImportedTake:
 
 @dataclass
 class ImportPlan:
-    """What the store will hold: views, labels, layout, provenance, and its takes."""
+    """What the store will hold: views, labels, layout, provenance, its takes, and their
+    arrays, read one take at a time (`data()` yields them in the order of `takes`) so that
+    memory holds one take, not the dataset."""
 
     views: list[str]
     labels: list[str]
@@ -103,6 +112,7 @@ class ImportPlan:
     frames: int
     provenance: dict
     takes: list[ImportedTake]
+    data: Callable[[], Iterator[TakeData]]
 
 
 @dataclass
@@ -114,7 +124,9 @@ class ImportResult:
 
 
 def import_features(cfg: ImportFeaturesConfig) -> ImportResult:
-    """Build the store `cfg.store` from `cfg.features` (see the module docstring)."""
+    """Build the store `cfg.store` from `cfg.features` (see the module docstring). The store
+    is written under a temporary name, renamed into place once every take is in: a file
+    refused half way leaves nothing."""
     from skill.cache.store import TokenStore
 
     source, store_path = Path(cfg.features), Path(cfg.store)
@@ -154,7 +166,8 @@ def _write_takes(store, plan: ImportPlan) -> None:
     n_views = len(plan.views)
     no_frames = np.full((n_views, plan.clips, plan.frames), -1, dtype=np.int32)
     with store.writer_lock():
-        for i, take in zip(store.add_takes(rows), plan.takes, strict=True):
+        indices = store.add_takes(rows)
+        for i, take in zip(indices, plan.data(), strict=True):
             frames = take.frame_index if take.frame_index is not None else no_frames
             times = take.timestamp if take.timestamp is not None else np.full(frames.shape, np.nan)
             store.write_take(i, TakeResult(
@@ -201,7 +214,7 @@ def _open_hdf5(path: Path):
         raise FeatureImportError(f"{path}: not a readable HDF5 file ({err})") from err
 
 
-def _provenance(cfg, source: Path, kind: str, layout: dict, feature: str, base: dict | None):
+def _provenance(source: Path, kind: str, layout: dict, feature: str, base: dict | None) -> dict:
     """The imported store's provenance; `base`: an export's provenance, kept beside it."""
     imported = {
         "kind": kind,
@@ -232,86 +245,97 @@ def _manifest_takes(cfg: ImportFeaturesConfig):
     return read_takes(cfg.manifest, fmt=cfg.manifest_format)
 
 
+def _row(take) -> ImportedTake:
+    """A manifest `Take`'s row of the take table."""
+    return ImportedTake(take.take_id, take.label, take.scenario, take.participant, take.split,
+                        take.uid)  # fmt: skip
+
+
 # ---- a skill export ----------------------------------------------------------------------
 def _plan_from_export(cfg: ImportFeaturesConfig, source: Path, meta: dict) -> ImportPlan:
     views, labels, geometry = list(meta["views"]), list(meta["labels"]), meta["geometry"]
-    clips, tokens, dim = int(geometry["clips"]), int(geometry["tokens"]), int(geometry["dim"])
-    reader = _read_npy_export if source.is_dir() else _read_hdf5_export
-    takes = list(reader(source, views, labels, (clips, tokens, dim)))
+    shape = (int(geometry["clips"]), int(geometry["tokens"]), int(geometry["dim"]))
+    if source.is_dir():
+        exported, read = _npy_export(source, views, shape)
+    else:
+        exported, read = _hdf5_export(source, views, shape)
+    takes = exported
     if cfg.manifest is not None:
-        takes = _with_manifest_metadata(cfg, source, takes, views)
+        takes = _manifest_rows_in(cfg, source, exported)
+    row_of = {t.take_id: i for i, t in enumerate(exported)}
     kind = "skill export (npy)" if source.is_dir() else "skill export (hdf5)"
-    layout = {"clips": clips, "tokens": tokens, "dim": dim, "from": "skill export"}
-    provenance = _provenance(cfg, source, kind, layout, "skill export", meta["provenance"])
-    return ImportPlan(views, labels, clips, tokens, dim, int(geometry["frames"]), provenance,
-                      takes)  # fmt: skip
+    layout = {"clips": shape[0], "tokens": shape[1], "dim": shape[2], "from": "skill export"}
+    provenance = _provenance(source, kind, layout, "skill export", meta["provenance"])
+    return ImportPlan(views, labels, *shape, int(geometry["frames"]), provenance, takes,
+                      lambda: read([row_of[t.take_id] for t in takes]))  # fmt: skip
 
 
-def _read_hdf5_export(source: Path, views, labels, shape) -> Iterator[ImportedTake]:
+def _hdf5_export(source: Path, views, shape):
+    """The export's take table, and a reader of the given rows' arrays."""
     with _open_hdf5(source) as f:
         table = {name: [_text(v) for v in f["takes"][name][()]] for name in f["takes"]}
-        data = f["tokens"]
         want = (len(views), *shape)
-        if data.ndim != 5 or tuple(data.shape[1:]) != want:
+        if f["tokens"].ndim != 5 or tuple(f["tokens"].shape[1:]) != want:
             raise FeatureImportError(
-                f"{source}: tokens has shape {data.shape}, its metadata say (n, {want})"
+                f"{source}: tokens has shape {f['tokens'].shape}, its metadata say (n, {want})"
             )
-        valid = f["valid"][()]
-        frames, times, padded = (f[name][()] for name in ("frame_index", "timestamp",
-                                                          "padded_frames"))  # fmt: skip
-        for i, take_id in enumerate(table["id"]):
-            tokens = np.asarray(data[i], dtype=np.float16)
-            _check_finite(tokens[valid[i]], f"{source}:tokens[{i}] (take {take_id})")
-            yield ImportedTake(
-                take_id, table["label"][i] or None, table["scenario"][i],
-                table["participant"][i], table["split"][i], table["uid"][i], tokens,
-                valid[i].astype(bool), frames[i], times[i], padded[i],
-            )  # fmt: skip
+    takes = [
+        ImportedTake(take_id, table["label"][i] or None, table["scenario"][i],
+                     table["participant"][i], table["split"][i], table["uid"][i])
+        for i, take_id in enumerate(table["id"])
+    ]  # fmt: skip
+
+    def read(rows: list[int]) -> Iterator[TakeData]:
+        with _open_hdf5(source) as f:
+            for i in rows:
+                tokens, valid = np.asarray(f["tokens"][i], dtype=np.float16), f["valid"][i]
+                _check_finite(tokens[valid], f"{source}:tokens[{i}] (take {takes[i].take_id})")
+                yield TakeData(tokens, valid.astype(bool), f["frame_index"][i],
+                               f["timestamp"][i], f["padded_frames"][i])  # fmt: skip
+
+    return takes, read
 
 
-def _read_npy_export(source: Path, views, labels, shape) -> Iterator[ImportedTake]:
+def _npy_export(source: Path, views, shape):
+    """The export's take table (takes.csv), and a reader of the given rows' arrays."""
     from skill.cache.export import TAKES_CSV
 
-    clips, tokens, dim = shape
     with open(source / TAKES_CSV, newline="") as f:
         rows = list(csv.DictReader(f))
-    for row in rows:
-        data = np.zeros((len(views), clips, tokens, dim), dtype=np.float16)
-        valid = np.zeros(len(views), dtype=bool)
-        for v, view in enumerate(views):
-            if row.get(view):
-                path = source / row[view]
-                rows_ = _load_2d(path, expected_dim=dim)
-                if rows_.shape[0] != clips * tokens:
-                    raise FeatureImportError(
-                        f"{path}: {rows_.shape[0]} rows, the export says {clips} clips x "
-                        f"{tokens} tokens"
-                    )
-                data[v], valid[v] = rows_.reshape(clips, tokens, dim), True
-        yield ImportedTake(
-            row["take"], row["label"] or None, row["scenario"], row["participant"],
-            row["split"], row["uid"], data, valid,
-        )  # fmt: skip
+    takes = [ImportedTake(r["take"], r["label"] or None, r["scenario"], r["participant"],
+                          r["split"], r["uid"]) for r in rows]  # fmt: skip
+    clips, tokens, dim = shape
+
+    def read(wanted: list[int]) -> Iterator[TakeData]:
+        for i in wanted:
+            data = np.zeros((len(views), clips, tokens, dim), dtype=np.float16)
+            valid = np.zeros(len(views), dtype=bool)
+            for v, view in enumerate(views):
+                if rows[i].get(view):
+                    path = source / rows[i][view]
+                    values = _load_2d(path, expected_dim=dim)
+                    if values.shape[0] != clips * tokens:
+                        raise FeatureImportError(
+                            f"{path}: {values.shape[0]} rows, the export says {clips} clips x "
+                            f"{tokens} tokens"
+                        )
+                    data[v], valid[v] = values.reshape(clips, tokens, dim), True
+            yield TakeData(data, valid)
+
+    return takes, read
 
 
-def _with_manifest_metadata(cfg, source: Path, takes: list[ImportedTake], views) -> list:
-    """The manifest's takes, their tokens looked up by name in the export."""
+def _manifest_rows_in(cfg, source: Path, exported: list[ImportedTake]) -> list[ImportedTake]:
+    """The manifest's takes (their metadata), each of which the export must hold."""
     dataset = _manifest_takes(cfg)
-    by_id = {t.take_id: t for t in takes}
-    missing = [t.take_id for t in dataset.takes if t.take_id not in by_id]
+    have = {t.take_id for t in exported}
+    missing = [t.take_id for t in dataset.takes if t.take_id not in have]
     if missing:
         raise FeatureImportError(
             f"{source}: {len(missing)} take(s) of {cfg.manifest} are not in the export: "
             f"{', '.join(missing[:5])}"
         )
-    out = []
-    for take in dataset.takes:
-        got = by_id[take.take_id]
-        out.append(ImportedTake(
-            take.take_id, take.label, take.scenario, take.participant, take.split, take.uid,
-            got.tokens, got.valid, got.frame_index, got.timestamp, got.padded,
-        ))  # fmt: skip
-    return out
+    return [_row(take) for take in dataset.takes]
 
 
 # ---- per-video features ------------------------------------------------------------------
@@ -334,11 +358,11 @@ class _FeatureFiles:
         """How a message names one array: its file, or the HDF5 file and dataset."""
         return str(self.keys[key]) if self.source.is_dir() else f"{self.source}:{key}"
 
-    def read(self, key: str, expected_dim: int | None) -> np.ndarray:
+    def read(self, key: str) -> np.ndarray:
         if self.source.is_dir():
-            return _load_2d(self.keys[key], expected_dim)
+            return _load_2d(self.keys[key], expected_dim=None)
         with _open_hdf5(self.source) as f:
-            return _checked_2d(f[key][()], self.where(key), expected_dim)
+            return _checked_2d(f[key][()], self.where(key), expected_dim=None)
 
 
 def _is_dataset(obj) -> bool:
@@ -347,63 +371,66 @@ def _is_dataset(obj) -> bool:
     return isinstance(obj, h5py.Dataset)
 
 
+@dataclass
+class _Agreed:
+    """What every video must agree on, and the file that set it (for messages)."""
+
+    dim: int
+    rows: int
+    first: str
+
+
 def _plan_from_videos(cfg: ImportFeaturesConfig, source: Path) -> ImportPlan:
     from skill.pipeline.takes import LABELS
 
     dataset = _manifest_takes(cfg)
     files = _FeatureFiles(source)
     keys, feature = _match_videos(cfg, dataset, files)
-    width: tuple[int, str] | None = None  # (D, the file that set it)
-    count: tuple[int, str] | None = None  # (T, ...) when tokens is None
-    takes = []
-    for take in dataset.takes:
-        data, valid = [], np.zeros(len(dataset.views), dtype=bool)
-        for v, view in enumerate(dataset.views):
-            key = keys.get((take.take_id, view))
-            if key is None:  # the manifest has no video for this view
-                data.append(None)
-                continue
-            where = files.where(key)
-            rows = files.read(key, expected_dim=None)
-            if width is None:
-                width = (rows.shape[1], where)
-            elif rows.shape[1] != width[0]:
-                raise FeatureImportError(
-                    f"{where}: feature width {rows.shape[1]}, but {width[1]} has {width[0]}: "
-                    "every video must have the same width"
-                )
-            if cfg.tokens is None:
-                if count is None:
-                    count = (rows.shape[0], where)
-                elif rows.shape[0] != count[0]:
-                    raise FeatureImportError(
-                        f"{where}: {rows.shape[0]} rows, but {count[1]} has {count[0]}: pass "
-                        "--tokens N to pool every video to N tokens per clip"
-                    )
-            data.append(_to_clips(rows, cfg.clips, cfg.tokens, where))
-            valid[v] = True
-        takes.append((take, data, valid))
-    assert width is not None  # every take has a video (the manifest checks it)
-    n_tokens = cfg.tokens if cfg.tokens is not None else count[0] // cfg.clips
-    planned = []
-    for take, data, valid in takes:
-        tokens = np.zeros((len(dataset.views), cfg.clips, n_tokens, width[0]), dtype=np.float16)
-        for v, clips in enumerate(data):
-            if clips is not None:
-                tokens[v] = clips
-        planned.append(ImportedTake(take.take_id, take.label, take.scenario, take.participant,
-                                    take.split, take.uid, tokens, valid))  # fmt: skip
+    first = next(iter(keys.values()))  # every take has a video (the manifest checks it)
+    sample = files.read(first)
+    agreed = _Agreed(dim=sample.shape[1], rows=sample.shape[0], first=files.where(first))
+    n_tokens = cfg.tokens if cfg.tokens is not None else sample.shape[0] // cfg.clips
+    views = list(dataset.views)
+
+    def read() -> Iterator[TakeData]:
+        for take in dataset.takes:
+            tokens = np.zeros((len(views), cfg.clips, n_tokens, agreed.dim), dtype=np.float16)
+            valid = np.zeros(len(views), dtype=bool)
+            for v, view in enumerate(views):
+                key = keys.get((take.take_id, view))
+                if key is not None:  # None: the manifest has no video for this view
+                    tokens[v] = _video_tokens(files, key, cfg, agreed)
+                    valid[v] = True
+            yield TakeData(tokens, valid)
+
     layout = {
         "clips": cfg.clips,
         "tokens": n_tokens,
-        "dim": width[0],
+        "dim": agreed.dim,
         "from": "per-video (T, D), "
         + (f"mean-pooled to {cfg.clips} x {cfg.tokens} tokens" if cfg.tokens else "rows as tokens"),
     }
     kind = "per-video npy" if source.is_dir() else "per-video hdf5"
-    provenance = _provenance(cfg, source, kind, layout, feature, None)
-    return ImportPlan(list(dataset.views), list(LABELS), cfg.clips, n_tokens, width[0], 1,
-                      provenance, planned)  # fmt: skip
+    provenance = _provenance(source, kind, layout, feature, None)
+    takes = [_row(take) for take in dataset.takes]
+    return ImportPlan(views, list(LABELS), cfg.clips, n_tokens, agreed.dim, 1, provenance,
+                      takes, read)  # fmt: skip
+
+
+def _video_tokens(files: _FeatureFiles, key: str, cfg, agreed: _Agreed) -> np.ndarray:
+    """One video's (clips, N, D) float16, checked against what the other videos have."""
+    where, rows = files.where(key), files.read(key)
+    if rows.shape[1] != agreed.dim:
+        raise FeatureImportError(
+            f"{where}: feature width {rows.shape[1]}, but {agreed.first} has {agreed.dim}: "
+            "every video must have the same width"
+        )
+    if cfg.tokens is None and rows.shape[0] != agreed.rows:
+        raise FeatureImportError(
+            f"{where}: {rows.shape[0]} rows, but {agreed.first} has {agreed.rows}: pass "
+            "--tokens N to pool every video to N tokens per clip"
+        )
+    return _to_clips(rows, cfg.clips, cfg.tokens, where)
 
 
 def _match_videos(cfg, dataset, files: _FeatureFiles) -> tuple[dict[tuple[str, str], str], str]:
@@ -416,19 +443,19 @@ def _match_videos(cfg, dataset, files: _FeatureFiles) -> tuple[dict[tuple[str, s
                 wanted[(take.take_id, view)] = Path(video).stem
     feature = cfg.feature if cfg.feature is not None else _only_feature(wanted, files)
     suffix = f"_{feature}" if feature else ""
-    stems: dict[str, list[str]] = {}
+    stems: dict[str, set[str]] = {}
     for (take_id, _), stem in wanted.items():
-        stems.setdefault(stem, []).append(take_id)
+        stems.setdefault(stem, set()).add(take_id)
     keys, missing = {}, []
     for (take_id, view), stem in wanted.items():
         nested, flat = f"{take_id}/{stem}{suffix}", f"{stem}{suffix}"
         if nested in files.keys:
             keys[(take_id, view)] = nested
         elif flat in files.keys:
-            if len(set(stems[stem])) > 1:
+            if len(stems[stem]) > 1:
                 raise FeatureImportError(
                     f"{files.source}: {flat} could be the video {stem} of takes "
-                    f"{', '.join(sorted(set(stems[stem]))[:3])}: put each take's files in a "
+                    f"{', '.join(sorted(stems[stem])[:3])}: put each take's files in a "
                     "folder (or HDF5 group) named by the take"
                 )
             keys[(take_id, view)] = flat
