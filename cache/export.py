@@ -84,10 +84,12 @@ class _Completed:
 
 def export_store(cfg: ExportConfig) -> ExportResult:
     """Write the completed takes of `cfg.store` to `cfg.out` in `cfg.format`."""
+    from skill.cache.recovery import remove_dead_staging
     from skill.cache.store import TokenStore
 
     out = Path(cfg.out)
     _check_out_free(out)
+    remove_dead_staging(out.parent, f".{out.name}.exporting-")
     store = TokenStore.open(cfg.store)
     with store.reading():
         completed = _completed_takes(store)

@@ -134,7 +134,10 @@ def import_features(cfg: ImportFeaturesConfig) -> ImportResult:
         raise FeatureImportError(f"{source}: no such file or folder")
     if store_path.exists():
         raise FeatureImportError(f"{store_path}: already exists; choose a new store path")
+    from skill.cache.recovery import remove_dead_staging
+
     plan = _plan(cfg, source)
+    remove_dead_staging(store_path.parent, f".{store_path.name}.importing-")
     staging = store_path.parent / f".{store_path.name}.importing-{os.getpid()}"
     try:
         store = TokenStore.create(

@@ -460,3 +460,17 @@ def test_predict_order_by_uid_writes_take_names(tmp_path):
     assert code == 0, output
     written = json.loads(out.with_suffix(".json").read_text())["videos"]
     assert written == [str(table.ids[r]) for r in test_rows[::-1]]
+
+
+def test_what_a_killed_export_or_import_left_is_removed_by_the_next(synthetic, tmp_path):
+    dead = 2**22 + 12345  # above Linux's pid_max: no such process
+    (tmp_path / f".e.h5.exporting-{dead}").write_bytes(b"half")
+    (tmp_path / f".i.zarr.importing-{dead}").mkdir()
+    assert invoke_cli("export", str(synthetic.path), str(tmp_path / "e.h5"))[0] == 0
+    code, output = invoke_cli("import", "features", str(tmp_path / "e.h5"), "-s",
+                              str(tmp_path / "i.zarr"))  # fmt: skip
+    assert code == 0, output
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [
+        "e.h5",
+        "i.zarr",
+    ]
