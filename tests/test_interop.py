@@ -111,6 +111,12 @@ def test_a_format_2_store_is_read_but_not_written(tmp_path):
     assert table.uid.tolist() == [""] * len(table.ids)
     with pytest.raises(StoreError, match="store format 2 was written by an older skill"):
         TokenStore.open(info.path, "a")
+    code, output = invoke_cli("export", str(info.path), str(tmp_path / "e.h5"))
+    assert code == 0, output  # an old store can still leave for a new one
+    code, output = invoke_cli("import", "features", str(tmp_path / "e.h5"), "-s",
+                              str(tmp_path / "new.zarr"))  # fmt: skip
+    assert code == 0, output
+    assert TokenStore.open(tmp_path / "new.zarr").format_version == 3
 
 
 # ---- export -> import --------------------------------------------------------------------
