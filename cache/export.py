@@ -93,6 +93,8 @@ def export_store(cfg: ExportConfig) -> ExportResult:
     store = TokenStore.open(cfg.store)
     with store.reading():
         completed = _completed_takes(store)
+        if not len(completed.rows):
+            raise StoreError(f"{store.path}: no completed take to export")
         staging = out.parent / f".{out.name}.exporting-{os.getpid()}"
         _remove(staging)
         try:

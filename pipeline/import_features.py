@@ -137,6 +137,8 @@ def import_features(cfg: ImportFeaturesConfig) -> ImportResult:
     from skill.cache.recovery import remove_dead_staging
 
     plan = _plan(cfg, source)
+    if not plan.takes:
+        raise FeatureImportError(f"{source}: holds no take to import")
     remove_dead_staging(store_path.parent, f".{store_path.name}.importing-")
     staging = store_path.parent / f".{store_path.name}.importing-{os.getpid()}"
     try:

@@ -480,3 +480,11 @@ def test_what_a_killed_export_or_import_left_is_removed_by_the_next(synthetic, t
         "e.h5",
         "i.zarr",
     ]
+
+
+def test_export_of_a_store_without_completed_takes_is_refused(tmp_path):
+    TokenStore.create(tmp_path / "s.zarr", provenance={"backbone": {"name": "x"}}, views=["ego"],
+                      labels=list(LABELS), clips=1, tokens=2, dim=4, frames=2)  # fmt: skip
+    code, output = invoke_cli("export", str(tmp_path / "s.zarr"), str(tmp_path / "e.h5"))
+    assert code == 2 and output.endswith("s.zarr: no completed take to export"), output
+    assert not (tmp_path / "e.h5").exists()
