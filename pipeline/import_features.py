@@ -245,9 +245,11 @@ def content_sha256(source: Path) -> str:
 
 
 def _manifest_takes(cfg: ImportFeaturesConfig):
+    """The manifest's takes; their videos need not be here (only their names are used:
+    features are often made on another machine)."""
     from skill.pipeline.manifest import read_takes
 
-    return read_takes(cfg.manifest, fmt=cfg.manifest_format)
+    return read_takes(cfg.manifest, fmt=cfg.manifest_format, missing_videos="keep")
 
 
 def _row(take) -> ImportedTake:
