@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from skill.adapt.config import AdaptConfig
+from skill.cache.export import ExportConfig
 from skill.cli_config import (
     CliOption,
     cli_options,
@@ -26,6 +27,7 @@ from skill.cli_config import (
 from skill.demo import DemoConfig
 from skill.heads.config import FitConfig, PredictConfig, SweepConfig
 from skill.pipeline.extract_config import ExtractConfig
+from skill.pipeline.import_features import ImportFeaturesConfig
 from skill.synth.config import SynthConfig
 
 app = typer.Typer(
@@ -241,7 +243,8 @@ def adapt(cfg: AdaptConfig) -> None:
 
 # ---- import ------------------------------------------------------------------------------
 import_app = typer.Typer(
-    help="Bring a model trained elsewhere over, exactly.", no_args_is_help=True
+    help="Bring what was made elsewhere over: a trained model, or features.",
+    no_args_is_help=True,
 )
 app.add_typer(import_app, name="import")
 
@@ -278,6 +281,39 @@ def import_skillformer_command(
                                 stride=stride, clips=clips, device=device)  # fmt: skip
     out.print(f"adapter: {result.adapter_dir}\nrun folder: {result.run_dir}")
     out.print(f"tokens for the run: {result.extract_command}", highlight=False, soft_wrap=True)
+
+
+@import_app.command(name="features")
+@user_errors
+@from_config(ImportFeaturesConfig, arguments=("features",), short={"store": "-s"})
+def import_features_command(cfg: ImportFeaturesConfig) -> None:
+    """Import features extracted elsewhere (a `skill export`, a video_features folder of
+    <stem>_<feature>.npy, or HDF5) into a new store that `skill fit` trains on."""
+    from skill.pipeline.import_features import import_features
+
+    result = import_features(cfg)
+    out.print(
+        f"imported {result.takes} takes x {result.views} views ({result.source_kind}) into "
+        f"{result.store}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+# ---- export ------------------------------------------------------------------------------
+@app.command()
+@user_errors
+@from_config(ExportConfig, arguments=("store", "out"))
+def export(cfg: ExportConfig) -> None:
+    """Write a store's completed takes as HDF5 or per-video .npy files (+ takes.csv)."""
+    from skill.cache.export import export_store
+
+    result = export_store(cfg)
+    out.print(
+        f"exported {result.takes} completed takes ({result.files} files) to {result.out}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # ---- info --------------------------------------------------------------------------------
@@ -335,6 +371,16 @@ def _print_store_summary(s: dict) -> None:
         for n in s["notes"][:50]:
             out.print(f"  take {n['take']} view {n['view']}: {n['note']}", highlight=False)
     prov = s["provenance"]
+    imported = prov.get("imported")
+    if imported:
+        out.print(
+            f"imported: {imported.get('kind')} from {imported.get('source')} (feature "
+            f"{imported.get('feature')}, sha256 {str(imported.get('sha256'))[:12]}...)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if "backbone" not in prov:
+            return
     backbone = prov.get("backbone", {})
     out.print(
         f"backbone: {backbone.get('name')} ({backbone.get('source')}), adapter: "

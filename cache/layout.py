@@ -13,9 +13,10 @@ The two layouts use different chunk-key separators, so both sets of chunk files 
 an array's folder at once and the switch is one atomic rename of the array's ``zarr.json``:
 a process killed at any point leaves an array whose metadata and chunk files agree (the
 other set is unused and deleted by the next relayout or by ``remove_stale_chunks``).
-Readers hold a shared lock on ``LAYOUT_LOCK`` while they read; a relayout holds it
+Readers hold a shared lock on the layout lock file while they read; a relayout holds it
 exclusively only to swap the metadata and delete the old chunks, so no reader ever sees a
-chunk vanish under it.
+chunk vanish under it. Lock files sit beside the store (``.<store>.skill.layout.lock``), not
+in it: zarr reads every file at the root of a hierarchy as a node and warns about any other.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from skill.cache.errors import StoreError
 WRITE_SEPARATOR, PACKED_SEPARATOR = "/", "."
 PACKED_CHUNK_BYTES = 32 << 20
 LAYOUT_LOCK = ".skill.layout.lock"
+"""Suffix of the layout lock's file name, beside the store (see `lock_file`)."""
 STAGING = ".skill-relayout"
 # Bytes per element assumed for variable-length strings when sizing packed chunks.
 STRING_BYTES = 16
@@ -103,13 +105,23 @@ def _scan(data, checksum: bool, crc: int = 0) -> tuple[int, bool]:
 
 
 # ---- locking -----------------------------------------------------------------------------
+def lock_file(store_path: Path, suffix: str) -> Path:
+    """The lock file `suffix` of a store: beside it, ``<parent>/.<store name><suffix>``.
+
+    Outside the hierarchy because zarr (and xarray through it) warns about every file at a
+    group's root that is not a node. The real path is used, so that every name of one store
+    (a symlink, a relative path) locks the same file."""
+    real = Path(store_path).resolve()
+    return real.parent / f".{real.name}{suffix}"
+
+
 @contextlib.contextmanager
 def layout_lock(store_path: Path, exclusive: bool) -> Iterator[None]:
     """Hold the layout lock: shared to read chunks, exclusive to swap a layout.
 
     A store on a read-only location without a lock file is read without it: nothing can
     relayout a store that nobody can write."""
-    lock_path = Path(store_path) / LAYOUT_LOCK
+    lock_path = lock_file(store_path, LAYOUT_LOCK)
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:

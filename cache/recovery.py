@@ -52,6 +52,21 @@ def remove_leftovers(path: Path, relayout_arrays: tuple[str, ...]) -> int:
     return removed
 
 
+def remove_dead_staging(folder: Path, prefix: str) -> int:
+    """Delete ``<folder>/<prefix><pid>`` files and folders whose process is gone (what a
+    killed export or import left); returns the count."""
+    removed = 0
+    for staging in folder.glob(f"{prefix}*"):
+        pid = staging.name[len(prefix) :]
+        if pid.isdigit() and not process_alive(int(pid)):
+            if staging.is_dir():
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                staging.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists (one owned by another user counts as alive)."""
     try:

@@ -8,7 +8,12 @@ packs them into large chunks, which read at disk speed (`cache/layout.py`).
 
 Concurrency rules: one coordinator (a single process, or rank 0 under torchrun) creates the
 store and appends takes; any number of writers then write *different* takes. An `flock` on
-`.skill.lock` keeps a second independent command out while one is writing.
+`.<store>.skill.lock`, beside the store, keeps a second independent command out while one is
+writing.
+
+Plain zarr and xarray read the store as a labelled dataset: every array names its dimensions,
+`take` and `view` are coordinate arrays at the root and the take table's other columns are
+coordinates along `take` (the root attribute `coordinates`, xarray's CF convention).
 """
 
 from __future__ import annotations
@@ -29,17 +34,31 @@ import numpy as np
 from skill.cache import layout
 from skill.cache.errors import StoreBusy, StoreError
 
-FORMAT_VERSION = 2
-"""2: every chunk ends with its crc32c checksum (zarr's `crc32c` codec), checked on every
-read. Stores of format 1 (no checksums) are still read."""
+FORMAT_VERSION = 3
+"""3: the take table (`take`, `label`, `scenario`, `participant`, `split`, `uid`) and `view`
+are arrays at the root, coordinates for xarray; 2: every chunk ends with its crc32c checksum
+(zarr's `crc32c` codec), checked on every read. Stores of formats 1 and 2 (the take table in
+`takes/`, no uid) are still read, but no longer written to."""
+APPENDABLE_FORMAT = 3
 STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED = 0, 1, 2
 LOCK_FILE = ".skill.lock"
+"""Suffix of the writer lock's file name, beside the store (`layout.lock_file`)."""
 # Seconds a writer keeps trying a lock that is held before it refuses: a reader probing the
 # lock (`writer_busy`, used by `skill info`) holds it for an instant and must not make a
 # starting writer fail.
 LOCK_RETRY_S = 0.5
-TAKE_FIELDS = ("id", "scenario", "participant", "split")
-TAKE_TABLE_ARRAYS = (*(f"takes/{name}" for name in TAKE_FIELDS), "takes/label")
+TAKE_FIELDS = ("id", "scenario", "participant", "split", "uid")
+"""The take table's string columns; the array of `id` is `take` (the xarray dimension)."""
+TAKE_TABLE_ARRAYS = ("take", "scenario", "participant", "split", "uid", "label")
+"""The take table's arrays (format 3), in the order of TAKE_FIELDS, then `label`."""
+LEGACY_TAKE_TABLE_ARRAYS = (
+    *(f"takes/{name}" for name in ("id", "scenario", "participant", "split")),
+    "takes/label",
+)
+"""The take table of formats 1 and 2 (no uid column)."""
+VIEW_ARRAY = "view"
+TAKE_COORDINATES = ("label", "scenario", "participant", "split", "uid")
+"""Take-table columns that xarray shows as coordinates along `take`."""
 # Take-table chunk while takes are added; packing shrinks it to the table's length (a string
 # chunk is decoded whole, and 65,536 mostly empty strings cost more than the table).
 TAKE_TABLE_CHUNK = 1 << 16
@@ -63,6 +82,7 @@ class TakeRow:
     scenario: str = ""
     participant: str = ""
     split: str = ""
+    uid: str = ""  # the dataset's own id of the take (EgoExo4D's take_uid), "" when none
 
 
 @dataclass
@@ -74,6 +94,7 @@ class TakeTable:
     scenario: np.ndarray
     participant: np.ndarray
     split: np.ndarray
+    uid: np.ndarray
 
 
 @dataclass
@@ -121,7 +142,10 @@ _LOCATION_FIELDS = (("created_by",), ("backbone", "adapter", "path"), ("backbone
 def provenance_identity(provenance: dict) -> dict:
     """The part of a provenance that decides whether tokens are comparable.
 
-    Paths are dropped because the weights and adapter hashes identify the content."""
+    Paths are dropped because the weights and adapter hashes identify the content. Of an
+    imported store (`skill import features`) the feature name and token layout count, not
+    where the features lay or their bytes (train and test features may come in separate
+    files)."""
     identity = json.loads(json.dumps(provenance, default=str))
     for path in _LOCATION_FIELDS:
         node = identity
@@ -129,7 +153,18 @@ def provenance_identity(provenance: dict) -> dict:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and (path[-1] != "source" or node.get("weights_sha256")):
             node.pop(path[-1], None)
+    imported = identity.get("imported")
+    if isinstance(imported, dict):
+        if "backbone" in identity:
+            # a skill export imported back: its own provenance says what the tokens are
+            identity.pop("imported")
+        else:  # foreign features: what they are, not which file or bytes held them
+            for key in _IMPORT_LOCATION_FIELDS:
+                imported.pop(key, None)
     return identity
+
+
+_IMPORT_LOCATION_FIELDS = ("kind", "source", "sha256")
 
 
 def _jsonish(value):
@@ -150,6 +185,10 @@ class TokenStore:
         self._arrays: dict = {}  # opened array handles: a lookup re-reads metadata each time
         attrs = dict(group.attrs)
         self.attrs = attrs
+        self.format_version: int = int(attrs["skill"]["format_version"])
+        self.table_arrays = (
+            TAKE_TABLE_ARRAYS if self.format_version >= 3 else LEGACY_TAKE_TABLE_ARRAYS
+        )
         self.provenance: dict = attrs["provenance"]
         self.views: list[str] = list(attrs["views"])
         self.labels: list[str] = list(attrs["labels"])
@@ -189,6 +228,8 @@ class TokenStore:
         except OSError as err:
             shutil.rmtree(staging, ignore_errors=True)
             raise StoreError(f"{path}: could not create the store: {err.strerror or err}") from err
+        with contextlib.suppress(OSError):  # readers lock it even where they cannot create it
+            layout.lock_file(path, layout.LAYOUT_LOCK).touch()
         return cls.open(path, mode="a")
 
     @classmethod
@@ -202,6 +243,8 @@ class TokenStore:
         except Exception as err:
             raise StoreError(f"{path}: not a readable skill store ({err})") from err
         _check_format(path, dict(group.attrs))
+        if mode != "r":
+            _check_appendable(path, dict(group.attrs))
         if mode != "r" and not os.access(path, os.W_OK):
             raise StoreError(f"{path}: the store is read-only here; cannot write to it")
         store = cls(path, group, writable=mode != "r")
@@ -219,7 +262,7 @@ class TokenStore:
             "frame_index": (len(self.views), self.clips, self.frames),
             "timestamp": (len(self.views), self.clips, self.frames),
         }
-        for name in (*self.per_take_arrays, *TAKE_TABLE_ARRAYS):
+        for name in (*self.per_take_arrays, *self.table_arrays):
             try:
                 shape = tuple(layout.array_metadata(self.path, name)["shape"])
             except (OSError, ValueError, KeyError) as err:
@@ -244,7 +287,7 @@ class TokenStore:
         return int(self._group.attrs.get("n_takes", 0))
 
     def take_table(self) -> TakeTable:
-        return self._checked_table(self._table(self.read_columns(*TAKE_TABLE_ARRAYS)))
+        return self._checked_table(self._table(self.read_columns(*self.table_arrays)))
 
     def _checked_table(self, table: TakeTable) -> TakeTable:
         """Refuse a take table whose ids are empty or repeated: rows would be matched to the
@@ -257,7 +300,7 @@ class TokenStore:
             if repeated:
                 problems.append(f"take ids given twice: {', '.join(map(str, repeated[:5]))}")
             raise StoreError(
-                f"{self.path}/takes/id: the take table is damaged ({'; '.join(problems)}); "
+                f"{self.path}/{self.table_arrays[0]}: the take table is damaged ({'; '.join(problems)}); "
                 f"{self.damaged_hint()}"
             )
         return table
@@ -265,21 +308,26 @@ class TokenStore:
     def take_records(self) -> tuple[TakeTable, np.ndarray, np.ndarray]:
         """The take table, ``status (n,)`` and ``valid (n, V)``, read in one concurrent trip:
         everything a reader needs to choose takes and views."""
-        *columns, status, valid = self.read_columns(*TAKE_TABLE_ARRAYS, "status", "valid")
+        *columns, status, valid = self.read_columns(*self.table_arrays, "status", "valid")
         table = self._checked_table(self._table(columns))
         return table, np.asarray(status, dtype=np.int8), np.asarray(valid, dtype=bool)
 
     @staticmethod
     def _table(arrays: list[np.ndarray]) -> TakeTable:
-        """A TakeTable from the arrays of TAKE_TABLE_ARRAYS, in that order."""
+        """A TakeTable from the arrays of `table_arrays`, in that order (a store of format 2
+        or older has no uid column: its uids are empty)."""
         *strings, label = arrays
-        columns = dict(zip(TAKE_FIELDS, map(_strings, strings), strict=True))
+        strings = [_strings(values) for values in strings]
+        if len(strings) < len(TAKE_FIELDS):
+            strings.append(np.full(len(label), "", dtype="U1"))
+        columns = dict(zip(TAKE_FIELDS, strings, strict=True))
         return TakeTable(
             ids=columns["id"],
             label=np.asarray(label).astype(np.int64),
             scenario=columns["scenario"],
             participant=columns["participant"],
             split=columns["split"],
+            uid=columns["uid"],
         )
 
     def read_columns(self, *names: str) -> list[np.ndarray]:
@@ -326,15 +374,16 @@ class TokenStore:
         stored_label = self.labels[table.label[i]] if table.label[i] >= 0 else None
         stored = (
             stored_label,
-            *(str(c[i]) for c in (table.scenario, table.participant, table.split)),
+            *(str(c[i]) for c in (table.scenario, table.participant, table.split, table.uid)),
         )
-        given = (row.label, row.scenario, row.participant, row.split)
+        given = (row.label, row.scenario, row.participant, row.split, row.uid)
         if stored != given:
+            names = ("label", "scenario", "participant", "split", "uid")
+            as_stored = " ".join(f"{n}={v!r}" for n, v in zip(names, stored, strict=True))
+            as_given = " ".join(f"{n}={v!r}" for n, v in zip(names, given, strict=True))
             raise StoreError(
-                f"{self.path}: take {row.take_id} is already in the store as "
-                f"label={stored[0]!r} scenario={stored[1]!r} participant={stored[2]!r} "
-                f"split={stored[3]!r}, but the manifest says label={row.label!r} "
-                f"scenario={row.scenario!r} participant={row.participant!r} split={row.split!r}"
+                f"{self.path}: take {row.take_id} is already in the store as {as_stored}, "
+                f"but the manifest says {as_given}"
             )
 
     def _append_rows(self, table: TakeTable, new_rows: Sequence[TakeRow]) -> None:
@@ -348,11 +397,12 @@ class TokenStore:
             "scenario": [*table.scenario, *(r.scenario for r in new_rows)],
             "participant": [*table.participant, *(r.participant for r in new_rows)],
             "split": [*table.split, *(r.split for r in new_rows)],
+            "uid": [*table.uid, *(r.uid for r in new_rows)],
         }
         labels = [*table.label, *(label_of[r.label] if r.label else -1 for r in new_rows)]
-        for name, values in columns.items():
-            self._rewrite_column(f"takes/{name}", np.asarray(values, dtype=object), str)
-        self._rewrite_column("takes/label", np.asarray(labels, dtype=np.int8), np.int8)
+        for name, values in zip(TAKE_TABLE_ARRAYS[:-1], columns.values(), strict=True):
+            self._rewrite_column(name, np.asarray(values, dtype=object), str)
+        self._rewrite_column("label", np.asarray(labels, dtype=np.int8), np.int8)
         # Rows become visible only now: a coordinator killed above leaves them uncommitted.
         self._group.attrs["n_takes"] = n_new
         self._arrays.clear()  # resized: cached handles hold the old shapes
@@ -435,13 +485,16 @@ class TokenStore:
     @property
     def relayout_arrays(self) -> tuple[str, ...]:
         """Every array of this store that `pack` and `unpack` may rewrite."""
-        return (*self.per_take_arrays, *TAKE_TABLE_ARRAYS)
+        return (*self.per_take_arrays, *self.table_arrays)
 
     def frame_index(self) -> np.ndarray:
         return np.asarray(self._committed("frame_index"))
 
     def padded_frames(self) -> np.ndarray:
         return np.asarray(self._committed("padded_frames"))
+
+    def timestamps(self) -> np.ndarray:
+        return np.asarray(self._committed("timestamp"))
 
     def _committed(self, name: str) -> np.ndarray:
         """The committed rows of one array; a chunk that cannot be decoded is a StoreError
@@ -608,7 +661,7 @@ class TokenStore:
 
         flock is released by the kernel when the holder dies, even by SIGKILL, so a
         killed run never leaves a stale lock behind."""
-        lock_path = self.path / LOCK_FILE
+        lock_path = layout.lock_file(self.path, LOCK_FILE)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if not _try_flock(fd, fcntl.LOCK_EX, LOCK_RETRY_S):
@@ -624,7 +677,7 @@ class TokenStore:
 
         Creates and writes nothing (works on a read-only store); it takes a shared lock for
         an instant, which a starting writer waits out (LOCK_RETRY_S)."""
-        lock_path = self.path / LOCK_FILE
+        lock_path = layout.lock_file(self.path, LOCK_FILE)
         try:
             fd = os.open(lock_path, os.O_RDONLY)
         except OSError:  # no lock file: nobody ever held the lock here
@@ -716,6 +769,18 @@ def _check_format(path: Path, attrs: dict) -> None:
         raise StoreError(f"{path}: store attributes are missing {', '.join(missing)}")
 
 
+def _check_appendable(path: Path, attrs: dict) -> None:
+    """Stores older than format 3 are read, not written: their take table lives elsewhere."""
+    version = attrs["skill"]["format_version"]
+    if version < APPENDABLE_FORMAT:
+        raise StoreError(
+            f"{path}: store format {version} was written by an older skill; it can still be "
+            f"read (fit, predict, export) but not written to: extract into a new store "
+            f"(format {FORMAT_VERSION}), or `skill export` it and `skill import features` the "
+            "export"
+        )
+
+
 def checksummed(compress: bool = True) -> list:
     """The bytes-to-bytes codecs of every array: zstd (as zarr's default, except for the
     tokens, which compress poorly and are read in bulk), then a crc32c checksum of the chunk,
@@ -754,15 +819,26 @@ def _write_empty_store(path, provenance, views, labels, clips, tokens, dim, fram
     per_take("view_error", (n_views,), (n_views,), str, "", ["view"])
     per_take("view_note", (n_views,), (n_views,), str, "", ["view"])
     per_take("status", (), (), "int8", STATUS_PENDING, [])
-    takes = group.create_group("takes")
-    for name in TAKE_FIELDS:
-        takes.create_array(name, shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype=str, fill_value="",
+    for name in TAKE_TABLE_ARRAYS[:-1]:
+        group.create_array(name, shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype=str, fill_value="",
                            dimension_names=["take"], compressors=checksummed())  # fmt: skip
-    takes.create_array("label", shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype="int8", fill_value=-1,
-                       dimension_names=["take"], compressors=checksummed())  # fmt: skip
-    (Path(path) / layout.LAYOUT_LOCK).touch()  # readers lock it even on a read-only copy
+    label = group.create_array("label", shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype="int8",
+                               fill_value=-1, dimension_names=["take"],
+                               compressors=checksummed())  # fmt: skip
+    # CF's way to name categories, so that xarray users see what the index means.
+    label.attrs.update(
+        {"flag_values": list(range(len(labels))), "flag_meanings": " ".join(
+            name.replace(" ", "_") for name in labels), "missing": -1}
+    )  # fmt: skip
+    view = group.create_array(VIEW_ARRAY, shape=(n_views,), chunks=(max(n_views, 1),), dtype=str,
+                              fill_value="", dimension_names=["view"],
+                              compressors=checksummed())  # fmt: skip
+    if n_views:
+        view[:] = np.asarray(list(views), dtype=object)
     group.attrs.update(
         {
+            # xarray's CF decoding: these arrays are coordinates, not data variables
+            "coordinates": " ".join(TAKE_COORDINATES),
             "skill": {"format_version": FORMAT_VERSION, "package_version": package_version()},
             "provenance": provenance,
             "views": list(views),

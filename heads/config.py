@@ -282,7 +282,8 @@ class PredictConfig:
     views: str | None = None
     """Subset of the run's views to feed (spec as for fit); the others are masked. None = all."""
     order: list[str] | None = None
-    """egoexo4d: take ids in the order the JSON lists them; None = the store's take order."""
+    """egoexo4d: takes in the order the JSON lists them, by name or by take uid (the file
+    names them by name); None = the store's take order."""
     split: str | None = None
     """Predict only the takes of this split of the store (e.g. val or test); None = every take."""
     unpredictable: str = "refuse"

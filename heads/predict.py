@@ -144,6 +144,7 @@ def predict(
     result.warnings = leakage_warnings(record, sel)
     if cfg.format != "csv":
         ids = [str(t) for t in table.ids[in_split]] if cfg.order is None else cfg.order
+        ids = take_names(ids, table)
         check_order(ids, store, table, in_split, cfg.split)
         row_of = {str(t): i for i, t in enumerate(sel.take_ids)}
         missing = [t for t in ids if t not in row_of]
@@ -213,6 +214,15 @@ def subset(sel: Selection, keep: np.ndarray) -> Selection:
                  "store_rows"):  # fmt: skip
         setattr(sel, name, getattr(sel, name)[keep])
     return sel
+
+
+def take_names(order: list[str], table) -> list[str]:
+    """``order`` with every take uid (EgoExo4D's ``take_uid``, the table's ``uid`` column)
+    replaced by its take's name: the challenge's files name takes, its ground truth may list
+    uids. An entry that is a take name stays one."""
+    names = {str(t) for t in table.ids}
+    name_of_uid = {str(u): str(t) for t, u in zip(table.ids, table.uid, strict=True) if u}
+    return [t if t in names else name_of_uid.get(t, t) for t in order]
 
 
 def check_order(ids: list[str], store: TokenStore, table, in_split, split) -> None:

@@ -398,7 +398,7 @@ def _writes_takes(cfg: ExtractConfig, store: TokenStore, takes: list[Take]) -> b
 
 
 def take_row(take: Take) -> TakeRow:
-    return TakeRow(take.take_id, take.label, take.scenario, take.participant, take.split)
+    return TakeRow(take.take_id, take.label, take.scenario, take.participant, take.split, take.uid)
 
 
 # ---- sharing the work ----------------------------------------------------------------------

@@ -16,7 +16,8 @@ class Take:
 
     `videos` maps a view name (``ego``, ``exo1`` ...) to an absolute video path, or to None
     when that view is missing for this take (it is then masked, never filled with zeros).
-    `label` is one of LABELS or None for an unlabelled take.
+    `label` is one of LABELS or None for an unlabelled take. `uid` is the dataset's own id of
+    the take where it has one besides the name (EgoExo4D's ``take_uid``), else "".
     """
 
     take_id: str
@@ -25,6 +26,7 @@ class Take:
     scenario: str = ""
     participant: str = ""
     split: str = ""
+    uid: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
 

@@ -124,7 +124,7 @@ CASES = [
          lambda s: flip_a_byte(s / "frame_index" / "c" / "5" / "0" / "0" / "0", 5),
          "frame_index cannot be read", None, (5,)),
     Case("take id chunk deleted", "write",
-         lambda s: shutil.rmtree(s / "takes" / "id" / "c"),
+         lambda s: shutil.rmtree(s / "take" / "c"),
          "rows without a take id", "the take table is damaged", None),
     Case("take ids repeated", "packed",
          lambda s: _set_ids(s, ["a", "a", *[f"t{i}" for i in range(TAKES - 2)]]),
@@ -144,7 +144,7 @@ CASES = [
 def _set_ids(store: Path, ids: list[str]) -> None:
     import zarr
 
-    zarr.open_array(str(store / "takes" / "id"), mode="r+")[: len(ids)] = np.array(ids)
+    zarr.open_array(str(store / "take"), mode="r+")[: len(ids)] = np.array(ids)
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ def test_a_random_subset_of_chunk_files_removed_is_named_exactly(stores, tmp_pat
 def test_extract_refuses_to_resume_a_store_whose_take_table_is_damaged(dataset, stores, tmp_path):
     path = tmp_path / "s.zarr"
     shutil.copytree(stores["write"], path)
-    shutil.rmtree(path / "takes" / "id" / "c")
+    shutil.rmtree(path / "take" / "c")
     code, output = invoke_cli(*extract_args(dataset, path, "--workers", "0"))
     assert code == 2 and "the take table is damaged" in output and "skill verify" in output
     meta = json.loads((path / "zarr.json").read_text())

@@ -24,7 +24,7 @@ def _mask_views(path, views: list[int]) -> None:
 
 
 def _set_splits(path, old: str, new: str) -> None:
-    split = zarr.open_array(str(path), path="takes/split", mode="r+", zarr_format=3)
+    split = zarr.open_array(str(path), path="split", mode="r+", zarr_format=3)
     values = np.asarray(split[:]).astype(object)
     values[values == old] = new
     split[:] = values

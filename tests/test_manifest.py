@@ -195,7 +195,8 @@ def test_egoexo4d_view_keyed_paths_for_every_camera_variant(
     }
     assert (take.label, take.scenario, take.split) == ("Late Expert", "Dance", "train")
     assert take.participant == "uniandes:424"
-    assert take.extra["take_uid"] == "uid-upenn_0707_Guitar_2_5"
+    assert take.uid == "uid-upenn_0707_Guitar_2_5"
+    assert "take_uid" not in take.extra  # a field of the take, not an extra
 
 
 def test_egoexo4d_missing_exo_views_are_none(tmp_path: Path) -> None:
@@ -269,7 +270,7 @@ def test_egoexo4d_take_name_from_path_uid_keyed_annotations_and_split_field(
     manifest.write_text(json.dumps({"annotations": {"uid-9": record}}, indent=2))
     (take,) = read_takes(manifest, root=tmp_path).takes
     assert (take.take_id, take.label, take.split) == ("sfu_basketball_07_40", None, "test")
-    assert take.extra["take_uid"] == "uid-9"
+    assert take.uid == "uid-9"
 
 
 def test_egoexo4d_error_names_record_and_its_line_in_pretty_printed_file(tmp_path: Path) -> None:

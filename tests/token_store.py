@@ -186,10 +186,10 @@ def edit_take(
     row = list(store.take_table().ids).index(take_id)
     for name, value in (("split", split), ("participant", participant)):
         if value is not None:
-            zarr.open_array(str(path), path=f"takes/{name}", mode="r+", zarr_format=3)[row] = value
+            zarr.open_array(str(path), path=name, mode="r+", zarr_format=3)[row] = value
     if label is not None:
         index = store.labels.index(label)
-        zarr.open_array(str(path), path="takes/label", mode="r+", zarr_format=3)[row] = index
+        zarr.open_array(str(path), path="label", mode="r+", zarr_format=3)[row] = index
 
 
 def rename_label(path: str | Path, old: str, new: str) -> None:

@@ -41,7 +41,7 @@ from skill.pipeline.manifest.format import ManifestFormat, Parsed, Sample
 from skill.pipeline.takes import ManifestError, Take
 
 _EGOEXO_CONSUMED = frozenset(
-    {"take_name", "video_paths", "scenario_name", "proficiency_score", "split"}
+    {"take_name", "take_uid", "video_paths", "scenario_name", "proficiency_score", "split"}
 )
 
 _PARTICIPANT_FIELDS = ("university_id", "origin_participant_id", "participant_uid", "participant")
@@ -184,6 +184,7 @@ def _egoexo_take(record: Any, root: Path, default_split: str, where: Where) -> T
         scenario=optional_str(record, "scenario_name", where),
         participant=_egoexo_participant(record, where),
         split=read_split(record, "split", where, default_split),
+        uid=optional_str(record, "take_uid", where),
         extra=extra,
     )
 
@@ -291,6 +292,7 @@ def _egoexo_record(take: Take, base: Path) -> dict[str, Any]:
         "scenario_name": take.scenario,
         "proficiency_score": take.label,
         "split": take.split,
+        **({"take_uid": take.uid} if take.uid else {}),
         "video_paths": writable_paths(take, base, "egoexo4d"),
     }
     if take.participant:

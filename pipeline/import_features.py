@@ -1,0 +1,552 @@
+"""`skill import features`: tokens made elsewhere become a store that `skill fit` reads.
+
+Sources (FEATURES):
+
+* a `skill export` (an HDF5 file with ``skill_export`` attributes, or a folder with
+  ``skill_export.json``): takes, views and token layout come from the export, the take table
+  too unless a manifest is given (its takes are then looked up by name);
+* per-video features, matched to the manifest's takes and views by the video's file stem: a
+  folder of ``.npy`` files as video_features writes them, ``<video stem>_<feature>.npy`` of
+  shape ``(T, D)``, or an HDF5 file with one ``(T, D)`` dataset per video named the same way
+  (without ``.npy``). ``<take>/<stem>_<feature>`` is looked for first, so that videos of
+  different takes may share a stem (EgoExo4D's ``cam01.mp4``).
+
+A per-video ``(T, D)`` becomes ``clips`` clips of ``T / clips`` tokens, or, with ``tokens``
+set, ``clips * tokens`` tokens, each the mean of an equal run of rows (videos of different
+lengths then agree). Width D and the token count must agree across videos; a file that
+disagrees, holds NaN/Inf or has another number of dimensions is refused by name. Takes are
+read and written one at a time into a store under a temporary name, renamed into place when
+all are in: a refusal half way leaves nothing behind.
+
+Provenance: ``imported`` records the source (path, kind, sha256 of its content), the
+feature name and the token layout. An import of a skill export keeps the export's own
+provenance beside it, so it is interchangeable with the store it came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skill.errors import ConfigError, SkillError
+
+
+class FeatureImportError(SkillError, ValueError):
+    """Features that cannot become a store; the message names the file and the problem."""
+
+
+@dataclass
+class ImportFeaturesConfig:
+    """Everything that decides an ``import features``."""
+
+    features: str
+    """An HDF5 file or a folder of .npy files: a `skill export`, or per-video features."""
+    store: str
+    """The store to create (must not exist)."""
+    manifest: str | None = None
+    """The takes and their videos (any manifest format); needed for per-video features, which
+    are matched to each take's view videos by file stem."""
+    feature: str | None = None
+    """Feature type in the file names (``<stem>_<feature>.npy``, e.g. i3d's rgb); None: the
+    only one found (or ``<stem>.npy``)."""
+    clips: int = 1
+    """Per-video features: clips per view (T rows are split into this many clips)."""
+    tokens: int | None = None
+    """Per-video features: tokens per clip, each the mean of an equal run of rows (so videos
+    of any length agree); None: every video must have the same T."""
+    manifest_format: str = "auto"
+    """The manifest's format (skill, egoexo4d, skillformer) or auto."""
+
+    def __post_init__(self) -> None:
+        self.features, self.store = str(self.features), str(self.store)
+        if self.manifest is not None:
+            self.manifest = str(self.manifest)
+        if self.clips < 1:
+            raise ConfigError(f"clips must be >= 1, got {self.clips}")
+        if self.tokens is not None and self.tokens < 1:
+            raise ConfigError(f"tokens must be >= 1, got {self.tokens}")
+
+
+@dataclass
+class ImportedTake:
+    """One take of the store to be: its row of the take table."""
+
+    take_id: str
+    label: str | None
+    scenario: str
+    participant: str
+    split: str
+    uid: str
+
+
+@dataclass
+class TakeData:
+    """One take's arrays. Shapes: V views, K clips, N tokens, D width, T frames."""
+
+    tokens: np.ndarray  # (V, K, N, D) float16
+    valid: np.ndarray  # (V,) bool
+    frame_index: np.ndarray | None = None  # (V, K, T) from a skill export, else unknown
+    timestamp: np.ndarray | None = None
+    padded: np.ndarray | None = None
+
+
+@dataclass
+class ImportPlan:
+    """What the store will hold: views, labels, layout, provenance, its takes, and their
+    arrays, read one take at a time (`data()` yields them in the order of `takes`) so that
+    memory holds one take, not the dataset."""
+
+    views: list[str]
+    labels: list[str]
+    clips: int
+    tokens: int
+    dim: int
+    frames: int
+    provenance: dict
+    takes: list[ImportedTake]
+    data: Callable[[], Iterator[TakeData]]
+
+
+@dataclass
+class ImportResult:
+    store: Path
+    takes: int
+    views: int
+    source_kind: str
+
+
+def import_features(cfg: ImportFeaturesConfig) -> ImportResult:
+    """Build the store `cfg.store` from `cfg.features` (see the module docstring). The store
+    is written under a temporary name, renamed into place once every take is in: a file
+    refused half way leaves nothing."""
+    from skill.cache.store import TokenStore
+
+    source, store_path = Path(cfg.features), Path(cfg.store)
+    if not source.exists():
+        raise FeatureImportError(f"{source}: no such file or folder")
+    if store_path.exists():
+        raise FeatureImportError(f"{store_path}: already exists; choose a new store path")
+    from skill.cache.recovery import remove_dead_staging
+
+    plan = _plan(cfg, source)
+    if not plan.takes:
+        raise FeatureImportError(f"{source}: holds no take to import")
+    remove_dead_staging(store_path.parent, f".{store_path.name}.importing-")
+    staging = store_path.parent / f".{store_path.name}.importing-{os.getpid()}"
+    try:
+        store = TokenStore.create(
+            staging, provenance=plan.provenance, views=plan.views, labels=plan.labels,
+            clips=plan.clips, tokens=plan.tokens, dim=plan.dim, frames=plan.frames,
+        )  # fmt: skip
+        _write_takes(store, plan)
+        os.rename(staging, store_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_lock_files(staging)
+    kind = plan.provenance["imported"]["kind"]
+    return ImportResult(store_path, len(plan.takes), len(plan.views), kind)
+
+
+def _remove_lock_files(store_path: Path) -> None:
+    from skill.cache import layout
+    from skill.cache.store import LOCK_FILE
+
+    for suffix in (LOCK_FILE, layout.LAYOUT_LOCK):
+        layout.lock_file(store_path, suffix).unlink(missing_ok=True)
+
+
+def _write_takes(store, plan: ImportPlan) -> None:
+    from skill.cache.store import STATUS_COMPLETE, TakeResult, TakeRow
+
+    rows = [TakeRow(t.take_id, t.label, t.scenario, t.participant, t.split, t.uid)
+            for t in plan.takes]  # fmt: skip
+    n_views = len(plan.views)
+    no_frames = np.full((n_views, plan.clips, plan.frames), -1, dtype=np.int32)
+    with store.writer_lock():
+        indices = store.add_takes(rows)
+        for i, take in zip(indices, plan.data(), strict=True):
+            frames = take.frame_index if take.frame_index is not None else no_frames
+            times = take.timestamp if take.timestamp is not None else np.full(frames.shape, np.nan)
+            store.write_take(i, TakeResult(
+                tokens=take.tokens, valid=take.valid, frame_index=frames, timestamp=times,
+                padded=take.padded if take.padded is not None else np.zeros(n_views, dtype=int),
+                view_error=["" if ok else "no features" for ok in take.valid],
+                status=STATUS_COMPLETE,
+            ))  # fmt: skip
+        store.pack()
+
+
+# ---- planning: which source, which takes -------------------------------------------------
+def _plan(cfg: ImportFeaturesConfig, source: Path) -> ImportPlan:
+    export = _export_metadata(source)
+    if export is not None:
+        return _plan_from_export(cfg, source, export)
+    if cfg.manifest is None:
+        raise FeatureImportError(
+            f"{source}: per-video features need --manifest, which names each take's videos "
+            "(features are matched to them by video file stem)"
+        )
+    return _plan_from_videos(cfg, source)
+
+
+def _export_metadata(source: Path) -> dict | None:
+    """The metadata of a `skill export`, or None when `source` is not one."""
+    from skill.cache.export import EXPORT_JSON
+
+    if source.is_dir():
+        meta = source / EXPORT_JSON
+        return json.loads(meta.read_text()) if meta.is_file() else None
+    with _open_hdf5(source) as f:
+        if "skill_export" not in f.attrs:
+            return None
+        return {key: json.loads(f.attrs[key]) for key in f.attrs}
+
+
+def _open_hdf5(path: Path):
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise FeatureImportError(f"{path}: not a readable HDF5 file ({err})") from err
+
+
+def _provenance(source: Path, kind: str, layout: dict, feature: str, base: dict | None) -> dict:
+    """The imported store's provenance; `base`: an export's provenance, kept beside it."""
+    imported = {
+        "kind": kind,
+        "source": str(source.resolve()),
+        "sha256": content_sha256(source),
+        "feature": feature,
+        "token_layout": layout,
+    }
+    return {**(base or {}), "imported": imported, "dtype": "float16"}
+
+
+def content_sha256(source: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and bytes, in sorted order)."""
+    digest = hashlib.sha256()
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for path in files:
+        if source.is_dir():
+            digest.update(str(path.relative_to(source)).encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest_takes(cfg: ImportFeaturesConfig):
+    """The manifest's takes; their videos need not be here (only their names are used:
+    features are often made on another machine)."""
+    from skill.pipeline.manifest import read_takes
+
+    return read_takes(cfg.manifest, fmt=cfg.manifest_format, missing_videos="keep")
+
+
+def _row(take) -> ImportedTake:
+    """A manifest `Take`'s row of the take table."""
+    return ImportedTake(take.take_id, take.label, take.scenario, take.participant, take.split,
+                        take.uid)  # fmt: skip
+
+
+# ---- a skill export ----------------------------------------------------------------------
+def _plan_from_export(cfg: ImportFeaturesConfig, source: Path, meta: dict) -> ImportPlan:
+    views, labels, geometry = list(meta["views"]), list(meta["labels"]), meta["geometry"]
+    shape = (int(geometry["clips"]), int(geometry["tokens"]), int(geometry["dim"]))
+    if source.is_dir():
+        exported, read = _npy_export(source, views, shape)
+    else:
+        exported, read = _hdf5_export(source, views, shape)
+    takes = exported
+    if cfg.manifest is not None:
+        takes = _manifest_rows_in(cfg, source, exported)
+    row_of = {t.take_id: i for i, t in enumerate(exported)}
+    kind = "skill export (npy)" if source.is_dir() else "skill export (hdf5)"
+    layout = {"clips": shape[0], "tokens": shape[1], "dim": shape[2], "from": "skill export"}
+    provenance = _provenance(source, kind, layout, "skill export", meta["provenance"])
+    return ImportPlan(views, labels, *shape, int(geometry["frames"]), provenance, takes,
+                      lambda: read([row_of[t.take_id] for t in takes]))  # fmt: skip
+
+
+def _hdf5_export(source: Path, views, shape):
+    """The export's take table, and a reader of the given rows' arrays."""
+    with _open_hdf5(source) as f:
+        table = {name: [_text(v) for v in f["takes"][name][()]] for name in f["takes"]}
+        want = (len(views), *shape)
+        if f["tokens"].ndim != 5 or tuple(f["tokens"].shape[1:]) != want:
+            raise FeatureImportError(
+                f"{source}: tokens has shape {f['tokens'].shape}, its metadata say (n, {want})"
+            )
+    takes = [
+        ImportedTake(take_id, table["label"][i] or None, table["scenario"][i],
+                     table["participant"][i], table["split"][i], table["uid"][i])
+        for i, take_id in enumerate(table["id"])
+    ]  # fmt: skip
+
+    def read(rows: list[int]) -> Iterator[TakeData]:
+        with _open_hdf5(source) as f:
+            for i in rows:
+                tokens, valid = np.asarray(f["tokens"][i], dtype=np.float16), f["valid"][i]
+                _check_finite(tokens[valid], f"{source}:tokens[{i}] (take {takes[i].take_id})")
+                yield TakeData(tokens, valid.astype(bool), f["frame_index"][i],
+                               f["timestamp"][i], f["padded_frames"][i])  # fmt: skip
+
+    return takes, read
+
+
+def _npy_export(source: Path, views, shape):
+    """The export's take table (takes.csv), and a reader of the given rows' arrays."""
+    from skill.cache.export import TAKES_CSV
+
+    with open(source / TAKES_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    takes = [ImportedTake(r["take"], r["label"] or None, r["scenario"], r["participant"],
+                          r["split"], r["uid"]) for r in rows]  # fmt: skip
+    clips, tokens, dim = shape
+
+    def read(wanted: list[int]) -> Iterator[TakeData]:
+        for i in wanted:
+            data = np.zeros((len(views), clips, tokens, dim), dtype=np.float16)
+            valid = np.zeros(len(views), dtype=bool)
+            for v, view in enumerate(views):
+                if rows[i].get(view):
+                    path = source / rows[i][view]
+                    values = _load_2d(path, expected_dim=dim)
+                    if values.shape[0] != clips * tokens:
+                        raise FeatureImportError(
+                            f"{path}: {values.shape[0]} rows, the export says {clips} clips x "
+                            f"{tokens} tokens"
+                        )
+                    data[v], valid[v] = values.reshape(clips, tokens, dim), True
+            yield TakeData(data, valid)
+
+    return takes, read
+
+
+def _manifest_rows_in(cfg, source: Path, exported: list[ImportedTake]) -> list[ImportedTake]:
+    """The manifest's takes (their metadata), each of which the export must hold."""
+    dataset = _manifest_takes(cfg)
+    have = {t.take_id for t in exported}
+    missing = [t.take_id for t in dataset.takes if t.take_id not in have]
+    if missing:
+        raise FeatureImportError(
+            f"{source}: {len(missing)} take(s) of {cfg.manifest} are not in the export: "
+            f"{', '.join(missing[:5])}"
+        )
+    return [_row(take) for take in dataset.takes]
+
+
+# ---- per-video features ------------------------------------------------------------------
+class _FeatureFiles:
+    """Per-video arrays by key (a relative path without ``.npy``, or an HDF5 dataset name)."""
+
+    def __init__(self, source: Path):
+        self.source = source
+        if source.is_dir():
+            self.keys = {
+                str(p.relative_to(source))[: -len(".npy")]: p for p in source.rglob("*.npy")
+            }
+        else:
+            with _open_hdf5(source) as f:
+                names: list[str] = []
+                f.visititems(lambda name, obj: names.append(name) if _is_dataset(obj) else None)
+            self.keys = {name: name for name in names}
+
+    def where(self, key: str) -> str:
+        """How a message names one array: its file, or the HDF5 file and dataset."""
+        return str(self.keys[key]) if self.source.is_dir() else f"{self.source}:{key}"
+
+    def read(self, key: str) -> np.ndarray:
+        if self.source.is_dir():
+            return _load_2d(self.keys[key], expected_dim=None)
+        with _open_hdf5(self.source) as f:
+            return _checked_2d(f[key][()], self.where(key), expected_dim=None)
+
+
+def _is_dataset(obj) -> bool:
+    import h5py
+
+    return isinstance(obj, h5py.Dataset)
+
+
+@dataclass
+class _Agreed:
+    """What every video must agree on, and the file that set it (for messages)."""
+
+    dim: int
+    rows: int
+    first: str
+
+
+def _plan_from_videos(cfg: ImportFeaturesConfig, source: Path) -> ImportPlan:
+    from skill.pipeline.takes import LABELS
+
+    dataset = _manifest_takes(cfg)
+    files = _FeatureFiles(source)
+    keys, feature = _match_videos(cfg, dataset, files)
+    first = next(iter(keys.values()))  # every take has a video (the manifest checks it)
+    sample = files.read(first)
+    agreed = _Agreed(dim=sample.shape[1], rows=sample.shape[0], first=files.where(first))
+    n_tokens = cfg.tokens if cfg.tokens is not None else sample.shape[0] // cfg.clips
+    views = list(dataset.views)
+
+    def read() -> Iterator[TakeData]:
+        for take in dataset.takes:
+            tokens = np.zeros((len(views), cfg.clips, n_tokens, agreed.dim), dtype=np.float16)
+            valid = np.zeros(len(views), dtype=bool)
+            for v, view in enumerate(views):
+                key = keys.get((take.take_id, view))
+                if key is not None:  # None: the manifest has no video for this view
+                    tokens[v] = _video_tokens(files, key, cfg, agreed)
+                    valid[v] = True
+            yield TakeData(tokens, valid)
+
+    layout = {
+        "clips": cfg.clips,
+        "tokens": n_tokens,
+        "dim": agreed.dim,
+        "from": "per-video (T, D), "
+        + (f"mean-pooled to {cfg.clips} x {cfg.tokens} tokens" if cfg.tokens else "rows as tokens"),
+    }
+    kind = "per-video npy" if source.is_dir() else "per-video hdf5"
+    provenance = _provenance(source, kind, layout, feature, None)
+    takes = [_row(take) for take in dataset.takes]
+    return ImportPlan(views, list(LABELS), cfg.clips, n_tokens, agreed.dim, 1, provenance,
+                      takes, read)  # fmt: skip
+
+
+def _video_tokens(files: _FeatureFiles, key: str, cfg, agreed: _Agreed) -> np.ndarray:
+    """One video's (clips, N, D) float16, checked against what the other videos have."""
+    where, rows = files.where(key), files.read(key)
+    if rows.shape[1] != agreed.dim:
+        raise FeatureImportError(
+            f"{where}: feature width {rows.shape[1]}, but {agreed.first} has {agreed.dim}: "
+            "every video must have the same width"
+        )
+    if cfg.tokens is None and rows.shape[0] != agreed.rows:
+        raise FeatureImportError(
+            f"{where}: {rows.shape[0]} rows, but {agreed.first} has {agreed.rows}: pass "
+            "--tokens N to pool every video to N tokens per clip"
+        )
+    return _to_clips(rows, cfg.clips, cfg.tokens, where)
+
+
+def _match_videos(cfg, dataset, files: _FeatureFiles) -> tuple[dict[tuple[str, str], str], str]:
+    """((take, view) -> the key of its features, the feature name); an error naming the
+    first video without features."""
+    wanted = {}
+    for take in dataset.takes:
+        for view, video in take.videos.items():
+            if video is not None:
+                wanted[(take.take_id, view)] = Path(video).stem
+    feature = cfg.feature if cfg.feature is not None else _only_feature(wanted, files)
+    suffix = f"_{feature}" if feature else ""
+    stems: dict[str, set[str]] = {}
+    for (take_id, _), stem in wanted.items():
+        stems.setdefault(stem, set()).add(take_id)
+    keys, missing = {}, []
+    for (take_id, view), stem in wanted.items():
+        nested, flat = f"{take_id}/{stem}{suffix}", f"{stem}{suffix}"
+        if nested in files.keys:
+            keys[(take_id, view)] = nested
+        elif flat in files.keys:
+            if len(stems[stem]) > 1:
+                raise FeatureImportError(
+                    f"{files.source}: {flat} could be the video {stem} of takes "
+                    f"{', '.join(sorted(stems[stem])[:3])}: put each take's files in a "
+                    "folder (or HDF5 group) named by the take"
+                )
+            keys[(take_id, view)] = flat
+        else:
+            missing.append((take_id, view, flat))
+    if missing:
+        take_id, view, flat = missing[0]
+        raise FeatureImportError(
+            f"{files.source}: no features for take {take_id} view {view} (looked for "
+            f"{take_id}/{flat} and {flat}{'.npy' if files.source.is_dir() else ''}); "
+            f"{len(missing)} video(s) of {cfg.manifest} have none"
+        )
+    return keys, feature
+
+
+def _only_feature(wanted: dict, files: _FeatureFiles) -> str:
+    """The feature name when the files of the manifest's videos have exactly one."""
+    stems = set(wanted.values())
+    found = set()
+    for key in files.keys:
+        name = key.rsplit("/", 1)[-1]
+        for stem in stems:
+            if name == stem:
+                found.add("")
+            elif name.startswith(stem + "_"):
+                found.add(name[len(stem) + 1 :])
+    if len(found) > 1:
+        raise FeatureImportError(
+            f"{files.source}: several feature types per video ({', '.join(sorted(found))}); "
+            "pass --feature to choose one"
+        )
+    return found.pop() if found else ""
+
+
+def _to_clips(rows: np.ndarray, clips: int, tokens: int | None, where: str) -> np.ndarray:
+    """(T, D) -> (clips, N, D) float16: rows as tokens, or mean-pooled to `tokens` per clip."""
+    if tokens is None:
+        if rows.shape[0] % clips:
+            raise FeatureImportError(
+                f"{where}: {rows.shape[0]} rows do not split into {clips} clips"
+            )
+        out = rows.reshape(clips, rows.shape[0] // clips, rows.shape[1])
+    else:
+        n = clips * tokens
+        if rows.shape[0] < n:
+            raise FeatureImportError(
+                f"{where}: {rows.shape[0]} rows, fewer than {clips} clips x {tokens} tokens"
+            )
+        pooled = np.stack([part.mean(axis=0) for part in np.array_split(rows, n)])
+        out = pooled.reshape(clips, tokens, rows.shape[1])
+    half = out.astype(np.float16)
+    _check_finite(half, f"{where} (in float16)")
+    return half
+
+
+# ---- reading one array -------------------------------------------------------------------
+def _load_2d(path: Path, expected_dim: int | None) -> np.ndarray:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise FeatureImportError(f"{path}: not a readable .npy file ({err})") from err
+    return _checked_2d(data, str(path), expected_dim)
+
+
+def _checked_2d(data, where: str, expected_dim: int | None) -> np.ndarray:
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise FeatureImportError(
+            f"{where}: features must be (T, D), one row per time step; got shape {data.shape}"
+        )
+    if data.dtype.kind not in "fiu":
+        raise FeatureImportError(f"{where}: features must be numbers, got dtype {data.dtype}")
+    if data.shape[0] == 0:
+        raise FeatureImportError(f"{where}: no rows (T = 0)")
+    if expected_dim is not None and data.shape[1] != expected_dim:
+        raise FeatureImportError(f"{where}: width {data.shape[1]}, expected {expected_dim}")
+    _check_finite(data, where)
+    return data
+
+
+def _check_finite(data: np.ndarray, where: str) -> None:
+    if not np.isfinite(data).all():
+        raise FeatureImportError(f"{where}: holds NaN or Inf values")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
