@@ -70,9 +70,11 @@ class NonFiniteTokens(LayoutError):
 _FLOAT16_EXPONENT = np.uint16(0x7C00)
 
 
-_SCAN_BLOCK = 1 << 17
-"""float16 values scanned at a time (256 KiB): checksum and finiteness of a block are computed
-while it is in the CPU's cache, one pass over memory for both."""
+_SCAN_BLOCK = 1 << 19
+"""float16 values scanned at a time (1 MiB, one read piece): checksum and finiteness of a block
+are computed while it is in the CPU's cache, one pass over memory for both. Smaller blocks
+were slower (per-call overhead under the GIL: 256 KiB blocks 0.040 s against 0.032 s for
+291 MB on two threads, benchmark 2)."""
 
 
 _READ_PIECE = 1 << 20
