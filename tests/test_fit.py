@@ -320,3 +320,20 @@ def test_view_dropout_default_is_the_heads_and_only_with_several_views(store, tm
     assert given.metrics["history"] == ran["cvf", "all"][1]
     none = fit(quick(store, tmp_path, head="cvf", views="all", epochs=2, view_dropout=0.0))
     assert none.metrics["history"] != ran["cvf", "all"][1]
+
+
+def test_weights_of_an_older_head_version_are_refused_in_one_line(store, selection, tmp_path):
+    # A mean run saved before the per-view projection lacks its weights: SkillError naming
+    # the file, not a torch traceback.
+    from safetensors.torch import load_file, save_file
+
+    from skill.errors import SkillError
+    from skill.heads.trainer import NeuralHead
+
+    run = fit(quick(store, tmp_path, head="mean", epochs=1), selection=selection).run_dir
+    config = json.loads((run / "config.json").read_text())
+    weights = load_file(str(run / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("view_proj.")},
+              str(run / "model.safetensors"))  # fmt: skip
+    with pytest.raises(SkillError, match=r"model\.safetensors: weights do not fit .*view_proj"):
+        NeuralHead.load("mean", run, "model.safetensors", config["model"]["options"])
