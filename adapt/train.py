@@ -188,6 +188,7 @@ def fit_config(cfg: AdaptConfig, device: str) -> FitConfig:
         class_balanced=cfg.class_balanced, patience=cfg.patience, monitor=cfg.monitor,
         seed=cfg.seed, split_seed=cfg.split_seed, val_frac=cfg.val_frac, device=device,
         out_dir=str(cfg.out), name="run", plots=cfg.plots, threads=cfg.threads,
+        view_dropout=0.0,  # adapt drops no views
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ imports the heads registry, and so torch, only when a config is built.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -111,8 +112,10 @@ class FitConfig:
     split_seed: int = 0
     """Seed of the participant-grouped validation split (kept apart from ``seed`` so that
     runs over several seeds are scored on the same validation takes)."""
-    view_dropout: float = 0.0
-    """Probability of dropping each valid view of a training take (never all of them)."""
+    view_dropout: float | None = None
+    """Probability of dropping each valid view of a training take (never all of them). None =
+    the head's default when the fit has more than one view (``cvf``: 0.2; the other heads 0)
+    and 0 with one view; resolved in config.json."""
     val_frac: float = 0.2
     """Fraction of participants held out for validation when the store has no val split."""
     device: str = "cpu"
@@ -182,6 +185,15 @@ class FitConfig:
                 "fraction of the budget"
             )
 
+    def resolved(self, num_views: int) -> FitConfig:
+        """This config with ``view_dropout`` decided for a fit on ``num_views`` views."""
+        if self.view_dropout is not None:
+            return self
+        from skill.heads.registry import multiview_dropout
+
+        drop = multiview_dropout(self.head) if num_views > 1 else 0.0
+        return dataclasses.replace(self, view_dropout=drop)
+
     def budget(self, train_takes: int, grad_accum: int = 1) -> TrainingBudget:
         """The resolved budget for a training split of ``train_takes`` takes, with
         ``grad_accum`` batches per optimisation step (``skill adapt``; 1 for ``skill fit``)."""
@@ -234,7 +246,7 @@ class FitConfig:
             problems.append(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.view_dropout < 1:
+        if self.view_dropout is not None and not 0 <= self.view_dropout < 1:
             problems.append(f"view_dropout must be in [0, 1), got {self.view_dropout}")
         if not 0 < self.val_frac < 1:
             problems.append(f"val_frac must be in (0, 1), got {self.val_frac}")

@@ -1,4 +1,5 @@
-"""``mean`` head: average every token of every valid view, then an MLP."""
+"""``mean`` head: embed each valid view's pooled tokens with one shared projection, average the
+embeddings over the valid views, then an MLP."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from skill.heads.registry import register_head
 
 @register_head("mean")
 class MeanHead(nn.Module):
-    """Mean over valid views and all their tokens, then an MLP classifier.
+    """Mean fusion of learned per-view embeddings, then an MLP classifier.
 
-    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, C)`` logits.
-    Since every view has the same N tokens, the mean of per-view token means over the valid
-    views equals the mean over all valid tokens. ``tokens`` is accepted for a uniform
-    signature and unused. ``hidden`` = 0 gives a linear probe.
+    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, C)`` logits. Each view's tokens
+    are averaged, ``(B, V, D)``, embedded by one projection shared by all views (LayerNorm,
+    Linear D -> D, GELU): ``(B, V, D)``, and the embeddings averaged over the valid views,
+    ``(B, D)``, before the classifier. The projection is why it learns from several views:
+    the mean of the raw tokens of five views loses what tells the levels apart (BENCHMARKS.md,
+    benchmark 7), the mean of their embeddings keeps it. Sharing it keeps the head
+    independent of view order and count, as a mean is. ``tokens`` is accepted for a uniform
+    signature and unused. ``hidden`` = 0 gives a linear classifier after the projection.
     """
 
     pools_tokens = True  # its first step is the mean over each view's tokens
@@ -26,17 +31,19 @@ class MeanHead(nn.Module):
         num_views: int,
         num_classes: int,
         tokens: int,
-        hidden: int = 512,
+        hidden: int = 256,
         dropout: float = 0.1,
     ):
         super().__init__()
         check_sizes(dim, num_views, num_classes, tokens, hidden)
         self.dim, self.num_views = dim, num_views
+        self.view_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
         self.classifier = classifier_mlp(dim, hidden, num_classes, dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """``(B, V, N, D), (B, V) -> (B, C)``."""
         check_inputs(x, mask, self.num_views, self.dim)
         per_view = pool_tokens(x, mask)  # (B, V, D)
-        pooled = masked_mean(per_view, mask)  # (B, D)
+        embedded = self.view_proj(per_view)  # (B, V, D), missing views excluded just below
+        pooled = masked_mean(embedded, mask)  # (B, D)
         return self.classifier(pooled)  # (B, C)

@@ -12,7 +12,9 @@ Two sorts of class are registered:
 - a class that itself implements :class:`heads.interface.TrainableHead` (``lightgbm``).
 
 A head whose first step is the mean over each view's tokens says so with the class attribute
-``pools_tokens = True``; training then feeds it tokens pooled once, ``(B, V, 1, D)``.
+``pools_tokens = True``; training then feeds it tokens pooled once, ``(B, V, 1, D)``. A head
+may set ``multiview_dropout``, the view dropout it trains with by default when a fit has more
+than one view (``FitConfig.view_dropout`` None).
 This module imports nothing heavy itself: importing the head modules (torch) happens on the
 first look-up.
 """
@@ -88,3 +90,10 @@ def pools_tokens(name: str) -> bool:
     ``pools_tokens = True``): then training may feed it that mean, computed once."""
     discover()
     return bool(getattr(HEADS.get(name), "pools_tokens", False))
+
+
+def multiview_dropout(name: str) -> float:
+    """The view dropout head ``name`` trains with by default when a fit has more than one
+    view (its class attribute ``multiview_dropout``; 0 where it sets none)."""
+    discover()
+    return float(getattr(HEADS.get(name), "multiview_dropout", 0.0))

@@ -49,6 +49,7 @@ def fit(cfg: FitConfig, selection: Selection | None = None) -> FitResult:
     start = time.perf_counter()
     sel = selection if selection is not None else load_selection(cfg.store, cfg.views)
     _check_selection(cfg, sel)
+    cfg = cfg.resolved(sel.num_views)  # what config.json records is what was used
     splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
     head = new_head(cfg.head)
     head.fit(cfg, sel, splits)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skill.devices import resolve_device
+from skill.errors import SkillError
 from skill.heads.data import Selection, Splits, class_weights
 from skill.heads.registry import build_head, head_class, pools_tokens
 
@@ -88,7 +89,17 @@ class NeuralHead:
         from safetensors.torch import load_model
 
         model = build_head(name, **options)
-        load_model(model, str(Path(folder) / file), strict=True)
+        path = Path(folder) / file
+        try:
+            load_model(model, str(path), strict=True)
+        except RuntimeError as exc:  # missing or unexpected keys, other shapes
+            # A run folder of an older version of the head (e.g. `mean` before its per-view
+            # projection) cannot be used with this one: say so instead of a traceback.
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise SkillError(
+                f"{path}: weights do not fit this version's {name!r} head ({first}); "
+                f"refit the run with this version"
+            ) from exc
         return cls(name, model.eval(), options)
 
 

@@ -305,3 +305,35 @@ def test_every_config_field_has_a_docstring_and_fit_defaults_to_cvf(store):
     assert FitConfig(store=str(store.path)).head == "cvf"
     with pytest.raises(ValueError, match="lgbm_feature_fraction must be in"):
         FitConfig(store=str(store.path), lgbm_feature_fraction=0.0)
+
+
+def test_view_dropout_default_is_the_heads_and_only_with_several_views(store, tmp_path):
+    # None = the head's multi-view default (cvf 0.2), 0 with one view or for other heads;
+    # config.json records the value used, and training with it equals training given it.
+    ran = {}
+    for head, views in (("cvf", "all"), ("cvf", "ego"), ("late", "all")):
+        result = fit(quick(store, tmp_path, head=head, views=views, epochs=2))
+        config = json.loads((result.run_dir / "config.json").read_text())
+        ran[head, views] = (config["fit"]["view_dropout"], result.metrics["history"])
+    assert [drop for drop, _ in ran.values()] == [0.2, 0.0, 0.0]
+    given = fit(quick(store, tmp_path, head="cvf", views="all", epochs=2, view_dropout=0.2))
+    assert given.metrics["history"] == ran["cvf", "all"][1]
+    none = fit(quick(store, tmp_path, head="cvf", views="all", epochs=2, view_dropout=0.0))
+    assert none.metrics["history"] != ran["cvf", "all"][1]
+
+
+def test_weights_of_an_older_head_version_are_refused_in_one_line(store, selection, tmp_path):
+    # A mean run saved before the per-view projection lacks its weights: SkillError naming
+    # the file, not a torch traceback.
+    from safetensors.torch import load_file, save_file
+
+    from skill.errors import SkillError
+    from skill.heads.trainer import NeuralHead
+
+    run = fit(quick(store, tmp_path, head="mean", epochs=1), selection=selection).run_dir
+    config = json.loads((run / "config.json").read_text())
+    weights = load_file(str(run / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("view_proj.")},
+              str(run / "model.safetensors"))  # fmt: skip
+    with pytest.raises(SkillError, match=r"model\.safetensors: weights do not fit .*view_proj"):
+        NeuralHead.load("mean", run, "model.safetensors", config["model"]["options"])

@@ -488,3 +488,21 @@ def test_heads_modules_import_no_cycle_and_nothing_of_the_pipeline():
         visit(module, (module,))
     for path in HEADS_DIR.glob("*.py"):
         assert "skill.pipeline" not in path.read_text(), path.name
+
+
+def test_mean_head_averages_learned_view_embeddings_not_raw_tokens():
+    """Two takes whose views have the same raw mean but differ view by view: a mean of the
+    raw tokens (the old head) cannot tell them apart; the mean of per-view embeddings can.
+    Swapping the views of one take leaves its output as it is (a mean has no view order)."""
+    head = small_head("mean").eval()
+    a, b = torch.randn(N, D), torch.randn(N, D)
+    mid = (a + b) / 2
+    x = torch.zeros(2, V, N, D)
+    x[0, 0], x[0, 1] = a, b
+    x[1, 0], x[1, 1] = mid, mid
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        out = head(x, mask)
+        swapped = head(x[:, [1, 0, 2]], mask)
+    assert not torch.allclose(out[0], out[1], atol=1e-4)
+    torch.testing.assert_close(out, swapped)
