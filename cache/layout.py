@@ -66,8 +66,11 @@ class NonFiniteTokens(LayoutError):
         super().__init__(f"{path}: token chunk holds NaN or Inf values")
 
 
-# float16 with every exponent bit set is Inf or NaN: one integer test per value, no float math.
-_FLOAT16_EXPONENT = np.uint16(0x7C00)
+# float16 with every exponent bit set is Inf or NaN. As unsigned 16-bit integers the negative
+# ones are exactly those >= 0xFC00 (the top of the range); as signed, the positive ones are
+# exactly those >= 0x7C00. Two integer maxima over the same bytes, no float math, no temporary.
+_NEGATIVE_NON_FINITE = np.uint16(0xFC00)
+_POSITIVE_NON_FINITE = np.int16(0x7C00)
 
 
 _SCAN_BLOCK = 1 << 19
@@ -88,19 +91,18 @@ def has_non_finite_float16(data: memoryview) -> bool:
 
 def _scan(data, checksum: bool, crc: int = 0) -> tuple[int, bool]:
     """(crc32c of `data` extended from `crc` (when `checksum`), whether it holds a non-finite
-    float16), block by block. |bits| >= 0x7C00 (all exponent bits set) is Inf or NaN: an
-    integer max per block, no float math and no full-size temporary."""
+    float16), block by block (see _NEGATIVE_NON_FINITE)."""
     bits = np.frombuffer(data, dtype=np.uint16)
-    scratch = np.empty(min(_SCAN_BLOCK, len(bits)), dtype=np.uint16)
     non_finite = False
     for start in range(0, len(bits), _SCAN_BLOCK):
         block = bits[start : start + _SCAN_BLOCK]
         if checksum:
             crc = crc32c_extend(crc, block)
-        if not non_finite:
-            magnitude = scratch[: len(block)]
-            np.bitwise_and(block, 0x7FFF, out=magnitude)
-            non_finite = bool(magnitude.max() >= _FLOAT16_EXPONENT)
+        if not non_finite and len(block):
+            non_finite = bool(
+                block.max() >= _NEGATIVE_NON_FINITE
+                or block.view(np.int16).max() >= _POSITIVE_NON_FINITE
+            )
             if non_finite and not checksum:
                 break  # the answer is known; a checksum needs every block
     return crc, non_finite
