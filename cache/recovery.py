@@ -24,6 +24,14 @@ TEMP_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$")
 """zarr's temporary file name: `<name>.<uuid4 hex>.partial`."""
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write a whole file or none: ``text`` goes to ``.<name>.tmp-<pid>`` beside ``path`` and is
+    renamed over it, so a reader (or a run killed mid-write) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def temp_files(path: Path) -> list[Path]:
     """zarr's temporary files under the store `path`."""
     return [

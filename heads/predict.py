@@ -61,7 +61,13 @@ from skill.heads.config import FORMATS, PredictConfig
 from skill.heads.data import Selection, load_selection, resolve_views
 from skill.heads.interface import TrainableHead
 from skill.heads.metrics import evaluate
-from skill.heads.run_folder import ModelRecord, RunRecord, json_safe, load_head, read_run_record
+from skill.heads.run_folder import (
+    ModelRecord,
+    RunRecord,
+    load_head,
+    read_run_record,
+    write_json,
+)
 
 __all__ = ["FORMATS", "PredictConfig", "PredictResult", "RunMismatchError", "predict"]
 
@@ -491,7 +497,7 @@ def write_egoexo4d(
         ego.append([round(float(v), 6) for v in take_slots[0]])
         exo.append([[round(float(v), 6) for v in s] for s in take_slots[1:]])
     payload = {"videos": list(order), "ego_model_predictions": ego, "exo_model_predictions": exo}
-    _write_json(path, payload)
+    write_json(path, payload, indent=None)  # compact, one line, as the challenge's files
 
 
 def write_egoexo4d_labels(
@@ -500,13 +506,7 @@ def write_egoexo4d_labels(
     """The challenge's newer file: ``{"videos": [...], "predictions": [class names]}``; takes
     without a prediction get ``fill`` (the run's most frequent training class)."""
     labels = [predicted[row_of[t]] if t in row_of else fill for t in order]
-    _write_json(path, {"videos": list(order), "predictions": labels})
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(json_safe(payload)) + "\n")
-    os.replace(tmp, path)
+    write_json(path, {"videos": list(order), "predictions": labels}, indent=None)
 
 
 def read_take_order(path: str | Path) -> list[str]:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from skill.cache.recovery import write_text_atomically
 from skill.cache.store import package_version
 from skill.errors import SkillError
 from skill.heads.data import Selection, Splits, take_ids_sha256
@@ -343,11 +344,11 @@ def publish(staging: Path, out_dir: Path, name: str) -> Path:
     raise RuntimeError(f"{out_dir}: no free run folder name for {name!r}")
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Strict JSON (NaN -> null), written to a temporary file and renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+def write_json(path: Path, payload: dict, indent: int | None = 2) -> None:
+    """Strict JSON (NaN -> null), written whole or not at all."""
+    write_text_atomically(
+        path, json.dumps(json_safe(payload), indent=indent, allow_nan=False) + "\n"
+    )
 
 
 def json_safe(value):

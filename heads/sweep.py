@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skill.cache.recovery import write_text_atomically
 from skill.errors import SkillError
 from skill.heads.config import FitConfig, SweepConfig
 from skill.heads.data import SPLIT_NAMES, SelectionError, load_selection, resolve_views
@@ -441,9 +442,7 @@ def write_table(sweep_dir: Path, rows: list[dict]) -> None:
     backbone = several_backbones(rows)
     _write_csv(sweep_dir / "sweep.csv", table_columns(backbone=backbone), rows)
     _write_csv(sweep_dir / "sweep_scenarios.csv", scenario_columns(backbone), scenario_lines(rows))
-    tmp = sweep_dir / f".sweep.md.tmp-{os.getpid()}"
-    tmp.write_text(markdown_table(rows) + scenario_markdown(rows))
-    os.replace(tmp, sweep_dir / "sweep.md")
+    write_text_atomically(sweep_dir / "sweep.md", markdown_table(rows) + scenario_markdown(rows))
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

@@ -1250,7 +1250,7 @@ def _read_with_backend(
 
 def _decord_reader(path, info, index, wanted, geometry, threads, device) -> dict:
     """decord, after the refusals known from the index (rule 2, AVI timestamps)."""
-    unsuitable = _decord_refused(index, info)
+    unsuitable = _seek_refused(index, "decord") or _decord_refused(index, info)
     if unsuitable:
         raise _DecordUnsuitable(unsuitable)
     return _read_decord(path, info, index, wanted, geometry, threads)
@@ -1265,6 +1265,9 @@ def _torchcodec_reader(path, info, index, wanted, geometry, threads, device) -> 
     index); each frame turned into a clip frame as it comes."""
     from skill.pipeline import decode_torchcodec
 
+    unsuitable = _seek_refused(index, "torchcodec")
+    if unsuitable:
+        raise BackendUnsuitable(unsuitable)
     size = geometry.resized_size(info.width, info.height)
 
     def half_turn_applied(frame0: np.ndarray) -> bool:
@@ -1288,20 +1291,30 @@ _READERS: dict[str, Callable[..., dict[int, np.ndarray]]] = {
 device) -> {position: clip frame}, raising BackendUnsuitable to pass the file on."""
 
 
-def _decord_refused(index: _StreamIndex, info: VideoInfo) -> str:
-    """Why decord cannot be trusted with this file, before opening it ("" when it can).
-
-    decord's stream is recognised by its frame count and size (rule 2), so another video
-    stream of the same size makes it ambiguous. decord seeks by packet pts and keyframe
-    flags; where those cannot identify frames (AVI) it returns wrong frames silently.
-    """
+def _seek_refused(index: _StreamIndex, backend: str) -> str:
+    """Why a backend that numbers frames itself and seeks by pts (decord, torchcodec) cannot
+    be trusted with this file, before opening it ("" when it can): without timestamps that
+    identify frames (AVI) or a decodable keyframe at the start, its positions could differ
+    from the index's, silently."""
     if index.pts is None:
-        return "timestamps cannot identify frames (e.g. AVI): decord's seeking is unreliable"
+        return (
+            f"timestamps cannot identify frames (e.g. AVI): {backend}'s positions cannot be checked"
+        )
     if not index.starts_with_keyframe or index.first_decodable > 0:
         return (
-            "the stream does not start with a decodable keyframe: decord could return "
+            f"the stream does not start with a decodable keyframe: {backend} could return "
             "frames at the wrong positions"
         )
+    return ""
+
+
+def _decord_refused(index: _StreamIndex, info: VideoInfo) -> str:
+    """Why decord, beyond ``_seek_refused``, cannot be trusted with this file.
+
+    decord's stream is recognised by its frame count and size (rule 2), so another video
+    stream of the same size makes it ambiguous. decord seeks by keyframe flags, so flags on
+    every frame of an inter-coded stream make it seek to frames that cannot be decoded.
+    """
     if index.keyframes_doubtful:
         return (
             "every frame of an inter-coded stream is flagged a keyframe: decord would seek "

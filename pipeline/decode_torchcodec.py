@@ -14,7 +14,8 @@ hold unchanged:
   the same frames, and every frame it returns must carry the presentation time the index has
   for its position (within half a time-base tick), otherwise torchcodec is unsuitable for the
   file and the next backend reads it. Files whose timestamps cannot identify frames (AVI) or
-  whose stream does not start with a decodable keyframe are refused before opening.
+  whose stream does not start with a decodable keyframe are refused before opening
+  (``pipeline.decode._seek_refused``, shared with decord).
 - **Reading.** ``get_frames_at`` on the sorted unique positions, a few at a time (bounded
   full-resolution memory), ``num_ffmpeg_threads`` = the ``threads`` of ``decode_view``
   (0 = FFmpeg picks; 1 suits one decode per worker process).
@@ -75,20 +76,6 @@ def _import_decoder() -> Any:
     return VideoDecoder
 
 
-def refused(index: Any) -> str:
-    """Why torchcodec cannot be trusted with this file before opening it ("" when it can).
-
-    ``index``: the ``pipeline.decode._StreamIndex`` of the file."""
-    if index.pts is None:
-        return "timestamps cannot identify frames (e.g. AVI): positions cannot be checked"
-    if not index.starts_with_keyframe or index.first_decodable > 0:
-        return (
-            "the stream does not start with a decodable keyframe: torchcodec could number "
-            "frames differently"
-        )
-    return ""
-
-
 def read_frames(
     path: str,
     info: Any,
@@ -105,9 +92,6 @@ def read_frames(
     ``half_turn_applied(frame 0)`` tells whether frame 0 is turned by 180 degrees against
     the index's (only called for a 180-degree rotation). Raises TorchcodecUnsuitable.
     """
-    why = refused(index)
-    if why:
-        raise TorchcodecUnsuitable(why)
     decoder = _open(path, info, threads, device)
     turns: int | None = None
     for start in range(0, len(wanted), TORCHCODEC_BATCH):

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skill.cache.recovery import remove_leftovers, store_write_errors
+from skill.cache.recovery import remove_leftovers, store_write_errors, write_text_atomically
 from skill.cache.store import (
     STATUS_FAILED,
     STATUS_PENDING,
@@ -193,9 +193,7 @@ def _write_missing_list(path: Path, text: str | None) -> bool:
         if text is None:
             path.unlink(missing_ok=True)
             return True
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
+        write_text_atomically(path, text)
         return True
     except OSError:
         return False

@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from skill.cache.recovery import write_text_atomically
 from skill.pipeline.manifest.common import (
     MissingVideo,
     MissingVideosError,
@@ -167,9 +168,7 @@ def write_manifest(
     check_writable(takes)
     text = writer.write(takes, base)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, out)
+    write_text_atomically(out, text)
     return out
 
 
