@@ -1,7 +1,9 @@
 """Benchmark 6: every neural head at the default training budget on the demo's store.
 
 The store is the one `skill demo` fits on (200 synthetic takes, tiny-timesformer tokens; 120
-training takes, so 4 optimisation steps an epoch at batch 32), built once under --data-dir.
+training takes, so 4 optimisation steps an epoch at batch 32), built once under --data-dir;
+``--takes``, ``--participants`` and ``--data-seed`` build another synthetic dataset the same
+way (e.g. 320 takes of 32 participants: 8 test participants instead of 4).
 Each (head, view set, seed) is one `skill fit` with default settings but the seed; the table
 gives test top-1 (40 takes of 4 participants) as the mean and minimum over the seeds, and the
 budget the fits used (FitConfig.budget).
@@ -25,14 +27,22 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--heads", default="mean,concat,late,cvf,temporal", help="heads")
     parser.add_argument("--view-sets", default="ego;exo;all", help="view sets, ;-separated")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds")
+    parser.add_argument("--lr", type=float, default=None, help="peak lr (default: the head's)")
+    parser.add_argument("--takes", type=int, default=200, help="synthetic takes")
+    parser.add_argument("--participants", type=int, default=20, help="synthetic participants")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
     return parser.parse_args(argv)
 
 
-def demo_store(folder: Path) -> Path:
-    """The demo's store (built on first use, as `skill demo` builds it)."""
-    from skill.demo import DemoConfig, _extract, _synth
+def demo_store(folder: Path, takes: int = 200, participants: int = 20, seed: int = 0) -> Path:
+    """A store built as `skill demo` builds its own (on first use); the defaults are the
+    demo's dataset."""
+    from skill.demo import DemoConfig, _extract
+    from skill.synth import synthesize
 
-    cfg = DemoConfig(out=folder / "demo")
+    name = "demo" if (takes, participants, seed) == (200, 20, 0) else (
+        f"demo-t{takes}-p{participants}-s{seed}")  # fmt: skip
+    cfg = DemoConfig(out=folder / name, takes=takes, seed=seed)
     store = cfg.out / "store.zarr"
     if not (cfg.out / "built").is_file():
         if cfg.out.exists():
@@ -40,7 +50,9 @@ def demo_store(folder: Path) -> Path:
 
             shutil.rmtree(cfg.out)
         cfg.out.mkdir(parents=True)
-        _extract(cfg, _synth(cfg, say=print), say=print)
+        manifest = synthesize(cfg.out / "data", takes=takes, seed=seed, size=cfg.size,
+                              participants=participants)  # fmt: skip
+        _extract(cfg, manifest, say=print)
         (cfg.out / "built").write_text("ok\n")
     return store
 
@@ -53,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     print_machine()
     folder = data_dir(args.data_dir)
-    store = demo_store(folder)
+    store = demo_store(folder, args.takes, args.participants, args.data_seed)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows, budget = [], None
     for views in args.view_sets.split(";"):
@@ -61,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         for head in args.heads.split(","):
             tests, seconds = [], 0.0
             for seed in seeds:
-                cfg = FitConfig(store=str(store), head=head, views=views, seed=seed,
+                cfg = FitConfig(store=str(store), head=head, views=views, seed=seed, lr=args.lr,
                                 out_dir=str(folder / "demo-heads-runs"), plots=False)  # fmt: skip
                 result, took = timed(fit, cfg, selection)
                 tests.append(result.metrics["test"]["top1"])

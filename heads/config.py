@@ -90,8 +90,9 @@ class FitConfig:
     set of 1,057 takes or more gets exactly this many (2,000 takes: 30 x 63 steps)."""
     batch_size: int = 32
     """Takes per optimisation step."""
-    lr: float = 1e-3
-    """Peak learning rate of AdamW (reached after the warmup)."""
+    lr: float | None = None
+    """Peak learning rate of AdamW (reached after the warmup). None = the head's default
+    (``cvf``: 3e-3, the other heads 1e-3); resolved in config.json."""
     weight_decay: float = 0.05
     """AdamW weight decay, applied to weight matrices only (not biases or norm weights)."""
     warmup_frac: float = 0.1
@@ -186,13 +187,15 @@ class FitConfig:
             )
 
     def resolved(self, num_views: int) -> FitConfig:
-        """This config with ``view_dropout`` decided for a fit on ``num_views`` views."""
-        if self.view_dropout is not None:
-            return self
-        from skill.heads.registry import multiview_dropout
+        """This config with the head's defaults filled in for a fit on ``num_views`` views:
+        ``view_dropout`` and ``lr``."""
+        from skill.heads.registry import default_lr, multiview_dropout
 
-        drop = multiview_dropout(self.head) if num_views > 1 else 0.0
-        return dataclasses.replace(self, view_dropout=drop)
+        drop = self.view_dropout
+        if drop is None:
+            drop = multiview_dropout(self.head) if num_views > 1 else 0.0
+        lr = default_lr(self.head) if self.lr is None else self.lr
+        return dataclasses.replace(self, view_dropout=drop, lr=lr)
 
     def budget(self, train_takes: int, grad_accum: int = 1) -> TrainingBudget:
         """The resolved budget for a training split of ``train_takes`` takes, with
@@ -238,7 +241,7 @@ class FitConfig:
             problems.append(f"patience_frac must be in [0, 1], got {self.patience_frac}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")

@@ -14,7 +14,8 @@ Two sorts of class are registered:
 A head whose first step is the mean over each view's tokens says so with the class attribute
 ``pools_tokens = True``; training then feeds it tokens pooled once, ``(B, V, 1, D)``. A head
 may set ``multiview_dropout``, the view dropout it trains with by default when a fit has more
-than one view (``FitConfig.view_dropout`` None).
+than one view (``FitConfig.view_dropout`` None), and ``default_lr``, its peak learning rate
+when ``FitConfig.lr`` is None (:data:`DEFAULT_LR` where it sets none).
 This module imports nothing heavy itself: importing the head modules (torch) happens on the
 first look-up.
 """
@@ -27,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 HEADS: dict[str, type] = {}
+# Peak AdamW learning rate of a head whose class sets no ``default_lr``.
+DEFAULT_LR = 1e-3
 _MARKER = "@register_head("
 _discovered = False
 
@@ -97,3 +100,10 @@ def multiview_dropout(name: str) -> float:
     view (its class attribute ``multiview_dropout``; 0 where it sets none)."""
     discover()
     return float(getattr(HEADS.get(name), "multiview_dropout", 0.0))
+
+
+def default_lr(name: str) -> float:
+    """The peak learning rate head ``name`` trains with when none is given (its class
+    attribute ``default_lr``; :data:`DEFAULT_LR` where it sets none)."""
+    discover()
+    return float(getattr(HEADS.get(name), "default_lr", DEFAULT_LR))

@@ -81,7 +81,8 @@ def test_the_run_records_and_follows_its_budget(store, tmp_path):
     cfg = FitConfig(store=str(store.path), head="mean", hidden=16, batch_size=16, steps=30,
                     patience_frac=0, plots=False, out_dir=str(tmp_path))  # fmt: skip
     result = fit(cfg)
-    schedule = json.loads((result.run_dir / "config.json").read_text())["schedule"]
+    recorded = json.loads((result.run_dir / "config.json").read_text())
+    schedule, peak = recorded["schedule"], recorded["fit"]["lr"]
     n_train = result.metrics["train"]["n"]
     per_epoch = math.ceil(n_train / 16)
     assert schedule["steps_per_epoch"] == per_epoch and schedule["train_takes"] == n_train
@@ -89,7 +90,8 @@ def test_the_run_records_and_follows_its_budget(store, tmp_path):
     assert schedule["steps"] == schedule["steps_run"] == schedule["epochs"] * per_epoch
     assert (schedule["rule"], schedule["patience"]) == ("steps", 0)
     lrs = [row["lr"] for row in result.metrics["history"]]
-    assert 0.8 * cfg.lr < max(lrs) <= cfg.lr and lrs[-1] < 1e-9  # up, then the cosine to 0
+    assert peak == 1e-3  # the mean head's default, resolved in config.json
+    assert 0.8 * peak < max(lrs) <= peak and lrs[-1] < 1e-9  # up, then the cosine to 0
 
 
 def test_adapt_takes_its_budget_the_same_way(tmp_path):

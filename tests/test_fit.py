@@ -322,6 +322,26 @@ def test_view_dropout_default_is_the_heads_and_only_with_several_views(store, tm
     assert none.metrics["history"] != ran["cvf", "all"][1]
 
 
+def test_lr_default_is_the_heads_and_recorded(store, tmp_path):
+    # None = the head's default (cvf 3e-3, the others 1e-3), written resolved to
+    # config.json; training with it equals training given it, and another rate differs.
+    from skill.heads.registry import DEFAULT_LR, default_lr, head_names
+
+    defaults = {head: default_lr(head) for head in head_names()}
+    assert defaults["cvf"] == 3e-3 and defaults["concat"] == DEFAULT_LR == 1e-3
+    ran = {}
+    for head in ("cvf", "concat"):
+        result = fit(quick(store, tmp_path, head=head, epochs=2, lr=None))
+        config = json.loads((result.run_dir / "config.json").read_text())
+        ran[head] = (config["fit"]["lr"], result.metrics["history"])
+        assert max(row["lr"] for row in result.metrics["history"]) <= ran[head][0]
+    assert [lr for lr, _ in ran.values()] == [3e-3, 1e-3]
+    given = fit(quick(store, tmp_path, head="cvf", epochs=2, lr=3e-3))
+    assert given.metrics["history"] == ran["cvf"][1]
+    other = fit(quick(store, tmp_path, head="cvf", epochs=2, lr=1e-3))
+    assert other.metrics["history"] != ran["cvf"][1]
+
+
 def test_weights_of_an_older_head_version_are_refused_in_one_line(store, selection, tmp_path):
     # A mean run saved before the per-view projection lacks its weights: SkillError naming
     # the file, not a torch traceback.
