@@ -209,10 +209,13 @@ class StoreSpec:
 
     @property
     def name(self) -> str:
+        # The store format is in the name: a store of an older format is rebuilt, not reused.
+        from skill.cache.store import FORMAT_VERSION
+
         return (
             f"egoexo-t{self.takes}-v{self.views}-n{self.tokens}-d{self.dim}"
             f"-p{self.takes_per_participant}-c{self.signal:g}-s{self.seed}"
-            f"-g{GENERATOR_VERSION}.zarr"
+            f"-g{GENERATOR_VERSION}-f{FORMAT_VERSION}.zarr"
         )
 
     @property

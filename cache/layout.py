@@ -27,8 +27,10 @@ import json
 import math
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -337,10 +339,32 @@ def page_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
-# Threads reading packed chunk files at once: two cores copy from the page cache faster than
-# one (291 MB of chunk files: 50 ms against 72 ms, measured by hand; see BENCHMARKS.md,
-# benchmark 2), and cold reads keep several in flight.
-READ_THREADS = 4
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# Threads reading packed chunk files at once: up to 4, never more than the cores this process
+# may run on. Two cores copy from the page cache faster than one, and cold reads keep several
+# in flight; more threads than cores only take turns (291 MB of fresh chunk files on 2 cores,
+# by hand: 18 ms with 2 threads, 23 ms with 4, 30 ms with one; BENCHMARKS.md, benchmark 2).
+READ_THREADS = max(1, min(4, _usable_cores()))
+_reader_pool_lock = threading.Lock()
+_reader_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def reader_pool() -> ThreadPoolExecutor:
+    """The process's pool of chunk-reading threads, started once: starting READ_THREADS
+    threads for every read cost 4 ms of a 60 ms load (benchmark 2). A forked child (it has
+    none of its parent's threads) starts its own."""
+    global _reader_pool
+    with _reader_pool_lock:
+        if _reader_pool is None or _reader_pool[0] != os.getpid():
+            pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="skill-chunk-read")
+            _reader_pool = (os.getpid(), pool)
+        return _reader_pool[1]
 
 
 def read_token_slots(
@@ -383,15 +407,34 @@ def read_token_slots(
         data_bytes=slot_bytes * math.prod(chunk_shape(meta)[:2]), checksum=has_checksum(meta)
     )
 
-    def read_file(name: str) -> None:
-        _read_runs(folder / name, runs_by_file[name], chunk)
-
-    if is_packed(meta) and len(runs_by_file) > 1:
-        with ThreadPoolExecutor(min(READ_THREADS, len(runs_by_file))) as pool:
-            list(pool.map(read_file, runs_by_file))  # list(): re-raises a worker's error
+    if is_packed(meta):
+        _read_packed({folder / name: runs for name, runs in runs_by_file.items()}, chunk)
     else:
-        for name in runs_by_file:
-            read_file(name)
+        for name, runs in runs_by_file.items():
+            _read_runs(folder / name, runs, chunk)
+
+
+def _read_packed(runs_by_path: dict[Path, list[tuple[memoryview, int]]], chunk) -> None:
+    """Read packed chunk files on the reader pool, one task per file. A file is read front to
+    back by one thread: split between threads, a cold read loses the kernel's readahead (291 MB
+    from disk, by hand: 0.25-0.27 s in 8 MiB segments, 0.19-0.20 s a file per thread, for
+    about 1 ms gained warm). Every task has finished before an error is raised (the first in
+    file order)."""
+    pool = reader_pool()
+    tasks = [pool.submit(_read_runs, path, runs, chunk) for path, runs in runs_by_path.items()]
+    futures_wait(tasks)
+    for task in tasks:
+        task.result()
+
+
+def _covers(runs: list[tuple[memoryview, int]], data_bytes: int) -> bool:
+    """Whether the runs read the whole chunk, in file order from its first byte."""
+    position = 0
+    for target, offset in runs:
+        if offset != position:
+            return False
+        position += len(target)
+    return position == data_bytes
 
 
 def _check_required_files(folder: Path, files: np.ndarray, required: np.ndarray) -> None:
@@ -443,12 +486,11 @@ def _read_checksummed(fd: int, path: Path, runs, data_bytes: int) -> None:
         raise LayoutError(f"{path}: token chunk short ({got} of {data_bytes} bytes and checksum)")
     stored = bytearray(4)
     _pread_exactly(fd, path, memoryview(stored), data_bytes)
-    covered = sum(len(target) for target, _ in runs) == data_bytes and all(
-        offset == sum(len(t) for t, _ in runs[:i]) for i, (_, offset) in enumerate(runs)
-    )
     non_finite = False
-    if covered:  # the usual case, a whole packed chunk: read in place, each piece scanned
-        value = 0  # while it is still in the CPU's cache from the read
+    if _covers(runs, data_bytes):
+        # The usual case, a whole packed chunk: read in place, each piece scanned while it
+        # is still in the CPU's cache from the read.
+        value = 0
         for target, offset in runs:
             for start in range(0, len(target), _READ_PIECE):
                 piece = target[start : start + _READ_PIECE]
