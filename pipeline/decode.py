@@ -62,7 +62,8 @@ Rules (the same for every file, whichever decoder reads it):
    to frames that cannot be decoded alone), or when timestamps cannot identify frames (AVI: decord's seeks then return
    wrong frames without an error); torchcodec (``pipeline/decode_torchcodec.py``) when it
    cannot open or read the file, counts other frames, or returns frames whose timestamps are
-   not the index's. The reasons are kept in ``DecodedView.fallback_reason``. decord is
+   not the index's. The reasons are kept in ``DecodedView.fallback_reason`` and, with the
+   decoder that made the frames, in ``DecodedView.note`` (the store's ``view_note``). decord is
    imported lazily, and after torch (importing decord before torch can freeze a torch
    DataLoader). ``device`` is where torchcodec decodes (``"cuda"``: NVDEC); decord and PyAV
    decode on the CPU.
@@ -242,7 +243,8 @@ class DecodedView:
     """Lines the decoders (FFmpeg, decord) logged while decoding; dropped, not printed."""
     note: str = ""
     """Something the store should say about this view although it decoded (rule 12: keyframe
-    sampling fell back to exact decoding, and why); "" when nothing."""
+    sampling fell back to exact decoding, and why; rule 6: a decoder after the first in the
+    order made its frames, and why the ones before it could not); "" when nothing."""
 
 
 @dataclass
@@ -1123,6 +1125,8 @@ def _decode_view(
     frames_at, used, fallback_reason = _read_with_backend(
         path, info, index, wanted, geometry, order, threads, device
     )
+    if fallback_reason:  # the store says which decoder made a view's frames when not the first
+        note = "; ".join(filter(None, [note, f"decoded by {used} ({fallback_reason})"]))
     flat = [frames_at[int(i)] for i in sampled.indices.reshape(-1)]
     frames = np.stack(flat).reshape(
         *sampled.indices.shape, geometry.crop_height, geometry.crop_width, 3

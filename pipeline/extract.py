@@ -33,6 +33,8 @@ Rules a user can rely on:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import signal
 import socket
@@ -340,7 +342,20 @@ def _run_record(cfg: ExtractConfig, rank: distributed.Rank, n_takes: int) -> dic
         "world": rank.world,
         "manifest": str(cfg.manifest),
         "manifest_takes": n_takes,
+        # The run's resolved settings, decoders and decode device included: what the
+        # provenance does not need for comparing tokens but a reader needs to redo the run.
+        "config": _resolved_settings(cfg),
     }
+
+
+def _resolved_settings(cfg: ExtractConfig) -> dict:
+    """The config as JSON, with ``auto`` decoders written as the order they stand for."""
+    from skill.pipeline.decode import DEFAULT_ORDER
+
+    settings = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    if settings["decoders"] == ["auto"]:
+        settings["decoders"] = list(DEFAULT_ORDER)
+    return settings
 
 
 def _now() -> str:

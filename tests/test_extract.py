@@ -65,6 +65,20 @@ def take_ids(manifest: Path) -> list[str]:
     return [json.loads(line)["take"] for line in manifest.read_text().splitlines()]
 
 
+def test_the_run_record_holds_the_resolved_settings(dataset, reference):
+    """Beside the provenance (what makes tokens comparable), the store keeps how its last run
+    was made: decoders as the order `auto` stood for, the decode device, workers, batch."""
+    from skill.pipeline.decode import DEFAULT_ORDER
+
+    record = TokenStore.open(reference).attrs["extract_run"]
+    settings = record["config"]
+    cfg = extract_config(dataset, reference)
+    assert settings["decoders"] == list(DEFAULT_ORDER) and cfg.decoders == ["auto"]
+    assert settings["decode_device"] == "cpu" and settings["frames"] == cfg.frames
+    assert settings["manifest"] == str(cfg.manifest) == record["manifest"]
+    assert (settings["workers"], settings["batch_size"]) == (cfg.workers, cfg.batch_size)
+
+
 # ---- resuming -------------------------------------------------------------------------------
 def test_a_resumed_run_gives_the_store_of_one_run(dataset, reference, tmp_path):
     store = tmp_path / "s.zarr"
