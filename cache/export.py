@@ -11,8 +11,10 @@ strings: ``skill_export`` (format, package version, source store), ``provenance`
 
 *npy*: a folder. ``<take>_<view>.npy`` of shape ``(K * N, D)`` float16 per *valid* view (the
 per-video ``(T, D)`` layout of feature extractors such as video_features), ``takes.csv`` (the
-take table, one column per view holding its file name, "" where the view is invalid) and
-``skill_export.json`` (provenance, views, labels, geometry: clips K and tokens N per view).
+take table, one column per view holding its file name, "" where the view is invalid),
+``frames.npz`` (``frame_index`` and ``timestamp (n, V, K, T)``, ``padded_frames (n, V)``, rows
+in takes.csv's order: which frames every token row came from) and ``skill_export.json``
+(provenance, views, labels, geometry: clips K and tokens N per view).
 
 Nothing half-written: the export is built under a temporary name beside OUT and renamed
 into place; an OUT that exists and is not empty is refused.
@@ -34,6 +36,7 @@ from skill.cache.errors import StoreError
 EXPORT_FORMATS = ("hdf5", "npy")
 EXPORT_FORMAT_VERSION = 1
 TAKES_CSV = "takes.csv"
+FRAMES_NPZ = "frames.npz"
 EXPORT_JSON = "skill_export.json"
 TAKE_COLUMNS = ("take", "uid", "label", "scenario", "participant", "split")
 """The take table's columns in `takes.csv` and under the HDF5 file's ``takes/``, in order
@@ -226,6 +229,13 @@ def _write_npy(store, completed: _Completed, folder: Path) -> int:
         writer.writerow([*TAKE_COLUMNS, *store.views])
         for i in range(len(completed.rows)):
             writer.writerow([*(completed.columns[c][i] for c in TAKE_COLUMNS), *names[i]])
+    rows = completed.rows
+    np.savez(
+        folder / FRAMES_NPZ,
+        frame_index=store.frame_index()[rows],
+        timestamp=store.timestamps()[rows],
+        padded_frames=store.padded_frames()[rows],
+    )
     (folder / EXPORT_JSON).write_text(json.dumps(export_metadata(store), indent=2) + "\n")
     return files
 

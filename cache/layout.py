@@ -417,8 +417,8 @@ def read_token_slots(
 def _read_packed(runs_by_path: dict[Path, list[tuple[memoryview, int]]], chunk) -> None:
     """Read packed chunk files on the reader pool, one task per file. A file is read front to
     back by one thread: split between threads, a cold read loses the kernel's readahead (291 MB
-    from disk, by hand: 0.25-0.27 s in 8 MiB segments, 0.19-0.20 s a file per thread, for
-    about 1 ms gained warm). Every task has finished before an error is raised (the first in
+    from disk, by hand: 0.25-0.27 s in 8 MiB segments, 0.19-0.22 s a file per thread, for
+    1-7 ms gained warm). Every task has finished before an error is raised (the first in
     file order)."""
     pool = reader_pool()
     tasks = [pool.submit(_read_runs, path, runs, chunk) for path, runs in runs_by_path.items()]

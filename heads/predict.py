@@ -48,13 +48,14 @@ Outputs:
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from skill.cache.recovery import write_text_atomically
 from skill.cache.store import TokenStore, diff_provenance, provenance_identity
 from skill.errors import ConfigError, SkillError
 from skill.heads.config import FORMATS, PredictConfig
@@ -394,23 +395,22 @@ def write_csv(path: Path, result: PredictResult, sel: Selection) -> None:
     """One row per predicted take; ``label`` column only when some take is labelled."""
     with_labels = bool((result.labels >= 0).any())
     header = ["take", "split", "scenario", "predicted", *(f"p_{c}" for c in result.class_names)]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header + (["label"] if with_labels else []))
-        for i, take in enumerate(result.take_ids):
-            row = [
-                take,
-                sel.split[i],
-                sel.scenario[i],
-                result.predicted[i],
-                *(f"{p:.6f}" for p in result.probs[i]),
-            ]
-            if with_labels:
-                label = int(result.labels[i])
-                row.append(result.class_names[label] if label >= 0 else "")
-            writer.writerow(row)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header + (["label"] if with_labels else []))
+    for i, take in enumerate(result.take_ids):
+        row = [
+            take,
+            sel.split[i],
+            sel.scenario[i],
+            result.predicted[i],
+            *(f"{p:.6f}" for p in result.probs[i]),
+        ]
+        if with_labels:
+            label = int(result.labels[i])
+            row.append(result.class_names[label] if label >= 0 else "")
+        writer.writerow(row)
+    write_text_atomically(path, text.getvalue())
 
 
 def egoexo4d_slots(

@@ -312,6 +312,7 @@ def _npy_export(source: Path, views, shape):
     takes = [ImportedTake(r["take"], r["label"] or None, r["scenario"], r["participant"],
                           r["split"], r["uid"]) for r in rows]  # fmt: skip
     clips, tokens, dim = shape
+    frames = _export_frames(source, (len(rows), len(views), clips))
 
     def read(wanted: list[int]) -> Iterator[TakeData]:
         for i in wanted:
@@ -327,9 +328,41 @@ def _npy_export(source: Path, views, shape):
                             f"{tokens} tokens"
                         )
                     data[v], valid[v] = values.reshape(clips, tokens, dim), True
-            yield TakeData(data, valid)
+            if frames is None:
+                yield TakeData(data, valid)
+            else:
+                index, times, padded = frames
+                yield TakeData(data, valid, index[i], times[i], padded[i])
 
     return takes, read
+
+
+def _export_frames(source: Path, rows_views_clips: tuple[int, int, int]):
+    """(frame_index, timestamp, padded_frames) of an npy export's frames.npz, or None for an
+    export written before it had one (its frames are then unknown, as for foreign features).
+    Arrays of other shapes than takes.csv and the metadata say are refused."""
+    from skill.cache.export import FRAMES_NPZ
+
+    path = source / FRAMES_NPZ
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = tuple(data[k] for k in ("frame_index", "timestamp", "padded_frames"))
+    except (OSError, ValueError, KeyError) as err:
+        raise FeatureImportError(f"{path}: not the export's frame records ({err})") from err
+    index, times, padded = arrays
+    if (
+        index.shape[:3] != rows_views_clips
+        or times.shape != index.shape
+        or (padded.shape != rows_views_clips[:2])
+    ):
+        raise FeatureImportError(
+            f"{path}: frame_index {index.shape}, timestamp {times.shape}, padded_frames "
+            f"{padded.shape} do not fit {rows_views_clips[0]} takes x {rows_views_clips[1]} "
+            f"views x {rows_views_clips[2]} clips"
+        )
+    return arrays
 
 
 def _manifest_rows_in(cfg, source: Path, exported: list[ImportedTake]) -> list[ImportedTake]:

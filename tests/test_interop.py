@@ -139,6 +139,7 @@ def completed_view(path: Path) -> dict:
     table, status, valid = store.take_records()
     rows = np.flatnonzero(status == STATUS_COMPLETE)
     tokens = store.read_tokens(rows, np.arange(len(store.views)))
+    frame_index, timestamps, padded = store.frame_index(), store.timestamps(), store.padded_frames()
     return {
         str(table.ids[r]): {
             "meta": (
@@ -148,6 +149,7 @@ def completed_view(path: Path) -> dict:
             ),
             "valid": valid[r].tolist(),
             "tokens": tokens[i].view(np.uint16),
+            "frames": (frame_index[r], timestamps[r], padded[r]),
         }
         for i, r in enumerate(rows)
     }  # fmt: skip
@@ -167,6 +169,8 @@ def test_export_then_import_gives_identical_tokens_and_take_table(synthetic, fmt
         assert got[take]["meta"] == expected["meta"]
         assert got[take]["valid"] == expected["valid"]
         np.testing.assert_array_equal(got[take]["tokens"], expected["tokens"], err_msg=take)
+        for got_array, want_array in zip(got[take]["frames"], expected["frames"], strict=True):
+            np.testing.assert_array_equal(got_array, want_array, err_msg=take)  # frame records
     imported = TokenStore.open(tmp_path / "i.zarr")
     assert imported.provenance["imported"]["kind"] == f"skill export ({fmt})"
     assert len(imported.provenance["imported"]["sha256"]) == 64
@@ -200,6 +204,23 @@ def test_npy_export_writes_valid_views_only_and_records_them(synthetic, tmp_path
                 assert np.load(out / row[view]).shape == (2 * 4, 32)  # (K * N, D)
     files = {p.name for p in out.glob("*.npy")}
     assert files == {row[view] for row in rows for view in store.views if row[view]}
+    # which frames each token row came from, rows in takes.csv's order
+    with np.load(out / "frames.npz") as frames:
+        want = [row_of[row["take"]] for row in rows]
+        np.testing.assert_array_equal(frames["frame_index"], store.frame_index()[want])
+        np.testing.assert_array_equal(frames["timestamp"], store.timestamps()[want])
+        np.testing.assert_array_equal(frames["padded_frames"], store.padded_frames()[want])
+
+
+def test_an_npy_export_with_frame_records_of_another_shape_is_refused(synthetic, tmp_path):
+    out = tmp_path / "npy"
+    assert invoke_cli("export", str(synthetic.path), str(out), "--format", "npy")[0] == 0
+    with np.load(out / "frames.npz") as frames:
+        arrays = {key: frames[key] for key in frames.files}
+    np.savez(out / "frames.npz", **{**arrays, "frame_index": arrays["frame_index"][1:]})
+    code, output = invoke_cli("import", "features", str(out), "--store", str(tmp_path / "i.zarr"))
+    assert code == 2 and "frames.npz: frame_index" in output and "do not fit" in output
+    assert not (tmp_path / "i.zarr").exists()
 
 
 def test_export_refuses_a_non_empty_out_and_leaves_nothing_half_written(synthetic, tmp_path):
