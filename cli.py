@@ -540,11 +540,11 @@ def baselines_line(rows: list[dict]) -> str:
     """The majority baseline (the most common training label predicted for every take of a
     split) and chance, below the table: one figure per split, or per view set when view sets
     select different takes (a take with none of the set's views is left out)."""
-    from skill.heads.sweep import SPLITS
+    from skill.heads.sweep import SPLITS, format_number
 
     def figures(row: dict) -> str:
         return ", ".join(
-            f"{split} {cell_number(row.get(f'{split}_majority_top1'))}"
+            f"{split} {format_number(row.get(f'{split}_majority_top1'))}"
             for split in SPLITS
             if row.get(f"n_{split}")
         )
@@ -556,12 +556,8 @@ def baselines_line(rows: list[dict]) -> str:
         majority = next(iter(by_views.values()), "-")
     else:
         majority = "; ".join(f"{text} on {views}" for views, text in by_views.items())
-    chance = cell_number(rows[0].get("chance") if rows else None)
+    chance = format_number(rows[0].get("chance") if rows else None)
     return f"majority baseline (most common training label): {majority}; chance {chance}"
-
-
-def cell_number(value) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
 
 
 # ---- predict -----------------------------------------------------------------------------
@@ -584,6 +580,7 @@ def predict(cfg: PredictConfig) -> None:
     """Apply a trained head to the completed takes of a store."""
     from skill.heads.metrics import format_metrics
     from skill.heads.predict import predict as run_predict
+    from skill.heads.sweep import format_number
 
     result = run_predict(cfg)
     which = f" of split {result.split}" if result.split else ""
@@ -611,7 +608,7 @@ def predict(cfg: PredictConfig) -> None:
         out.print(f"{len(result.skipped)} takes had no usable view (not in the CSV)")
     if result.benchmark:
         figures = ", ".join(f"{k} {v:.3f}" for k, v in result.benchmark.items())
-        majority = cell_number(result.benchmark_majority)
+        majority = format_number(result.benchmark_majority)
         out.print(
             f"the scorer's top-1 on the labelled takes of the file: {figures} "
             f"(majority baseline of the training labels {majority})"
@@ -634,6 +631,8 @@ def demo(cfg: DemoConfig) -> None:
 
 
 def _print_demo_verdict(result) -> None:
+    from skill.heads.sweep import format_number
+
     def mark(ok: bool) -> str:
         return "[green]yes[/]" if ok else "[red]NO[/]"
 
@@ -641,7 +640,7 @@ def _print_demo_verdict(result) -> None:
     out.print(
         f"best (chosen on val): {best['head']} on {best['views']}: test top-1 "
         f"{best['test_top1_mean']:.3f} (chance 0.25, majority "
-        f"{cell_number(best.get('test_majority_top1'))}) - at least 0.6: "
+        f"{format_number(best.get('test_majority_top1'))}) - at least 0.6: "
         f"{mark(result.best_above_chance)}"
     )
     out.print(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from skill.pipeline import distributed
 from skill.pipeline.distributed import Rank
 
 
@@ -45,7 +46,7 @@ def all_reduce_gradients(parameters: list, rank: Rank) -> None:
     start = 0
     for p, g in zip(parameters, grads, strict=True):
         size = g.numel()
-        p.grad = flat[start : start + size].view_as(p).clone()
+        p.grad = flat[start : start + size].view_as(p)  # a view: flat is this step's own
         start += size
 
 
@@ -57,8 +58,8 @@ def sum_arrays(value: np.ndarray, rank: Rank) -> np.ndarray:
     import torch
     import torch.distributed as dist
 
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # where NCCL wants tensors
-    tensor = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64)).to(device)
+    tensor = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64))
+    tensor = tensor.to(distributed.collective_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.cpu().numpy()
 

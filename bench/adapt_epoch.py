@@ -1,4 +1,4 @@
-"""Benchmark 6: an epoch of `skill adapt` read from the frame store vs SkillFormer's epoch
+"""Benchmark 8: an epoch of `skill adapt` read from the frame store vs SkillFormer's epoch
 (every video decoded again), and vs the backbone's forward + backward alone.
 
 Same backbone (TimeSformer-base geometry: 768 wide, 12 layers, 224 px, from a
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None):
         "--threads",
         type=int,
         default=1,
-        help="torch CPU threads (on a busy shared machine 2 threads ran 25x slower than 1)",
+        help="torch CPU threads (on a busy shared machine 2 threads ran 7-17x slower than 1)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (min kept)")
     parser.add_argument("--workers", type=int, default=2, help="decode workers (frame store)")

@@ -1,4 +1,4 @@
-"""Benchmark 6: every neural head at the default training budget on the demo's store.
+"""Benchmark 7: every neural head at the default training budget on the demo's store.
 
 The store is the one `skill demo` fits on (200 synthetic takes, tiny-timesformer tokens; 120
 training takes, so 4 optimisation steps an epoch at batch 32), built once under --data-dir;
@@ -42,19 +42,20 @@ def demo_store(folder: Path, takes: int = 200, participants: int = 20, seed: int
 
     name = "demo" if (takes, participants, seed) == (200, 20, 0) else (
         f"demo-t{takes}-p{participants}-s{seed}")  # fmt: skip
-    cfg = DemoConfig(out=folder / name, takes=takes, seed=seed)
-    store = cfg.out / "store.zarr"
-    if not (cfg.out / "built").is_file():
-        if cfg.out.exists():
-            import shutil
+    out = folder / name
+    if (out / "built").is_file():  # before DemoConfig, which refuses a non-demo folder
+        return out / "store.zarr"
+    if out.exists():
+        import shutil
 
-            shutil.rmtree(cfg.out)
-        cfg.out.mkdir(parents=True)
-        manifest = synthesize(cfg.out / "data", takes=takes, seed=seed, size=cfg.size,
-                              participants=participants)  # fmt: skip
-        _extract(cfg, manifest, say=print)
-        (cfg.out / "built").write_text("ok\n")
-    return store
+        shutil.rmtree(out)
+    cfg = DemoConfig(out=out, takes=takes, seed=seed)
+    out.mkdir(parents=True)
+    manifest = synthesize(out / "data", takes=takes, seed=seed, size=cfg.size,
+                          participants=participants)  # fmt: skip
+    _extract(cfg, manifest, say=print)
+    (out / "built").write_text("ok\n")
+    return out / "store.zarr"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,7 +42,8 @@ TAKE_COLUMNS = ("take", "uid", "label", "scenario", "participant", "split")
 """The take table's columns in `takes.csv` and under the HDF5 file's ``takes/``, in order
 (``take`` is ``takes/id`` in HDF5)."""
 TAKES_PER_READ = 64
-"""Takes read from the store at a time: bounds memory on a large store."""
+"""Takes read from the store at a time in the write layout (one chunk per take and view):
+bounds memory on a large store. A packed store is read a tokens chunk at a time."""
 
 
 @dataclass
@@ -83,6 +84,7 @@ class _Completed:
     rows: np.ndarray  # (n,) rows of the store's take table
     columns: dict[str, list[str]]  # TAKE_COLUMNS -> (n,) text
     valid: np.ndarray  # (n, V) bool
+    records: tuple[np.ndarray, np.ndarray]  # the store's status (N,) and valid (N, V)
 
 
 def export_store(cfg: ExportConfig) -> ExportResult:
@@ -149,15 +151,23 @@ def _completed_takes(store) -> _Completed:
         "participant": table.participant[rows].tolist(),
         "split": table.split[rows].tolist(),
     }
-    return _Completed(rows=rows, columns=columns, valid=valid[rows])
+    return _Completed(rows=rows, columns=columns, valid=valid[rows], records=(status, valid))
 
 
 def _blocks(store, completed: _Completed):
-    """(first row of the block in the export, tokens (b, V, K, N, D)), TAKES_PER_READ at a time."""
+    """(first row of the block in the export, tokens (b, V, K, N, D)): the completed takes of
+    one packed tokens chunk at a time (reading part of a chunk verifies all of it, so a block
+    that split a chunk would read it twice), or TAKES_PER_READ takes in the write layout."""
+    from skill.cache import layout
+
+    meta = layout.array_metadata(store.path, "tokens")
+    per_block = layout.chunk_shape(meta)[0] if layout.is_packed(meta) else TAKES_PER_READ
     views = np.arange(len(store.views))
-    for start in range(0, len(completed.rows), TAKES_PER_READ):
-        rows = completed.rows[start : start + TAKES_PER_READ]
-        yield start, store.read_tokens(rows, views)
+    block_of = completed.rows // per_block
+    starts = np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]]) if len(block_of) else []
+    for start, stop in zip(starts, [*starts[1:], len(completed.rows)], strict=True):
+        rows = completed.rows[start:stop]
+        yield int(start), store.read_tokens(rows, views, records=completed.records)
 
 
 def export_metadata(store) -> dict:

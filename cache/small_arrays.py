@@ -44,9 +44,10 @@ def read_whole(store_path: Path, name: str, rows: int) -> np.ndarray | None:
         return _filled(meta, rows)
     except OSError:
         return None
-    if len(stored) < 4 or crc32c(stored[:-4]) != stored[-4:]:
+    data = memoryview(stored)[:-4]
+    if len(stored) < 4 or crc32c(data) != stored[-4:]:
         return None
-    values = _decode(meta, stored[:-4], chunks)
+    values = _decode(meta, data, chunks)
     if values is None:
         return None
     # A chunk holds its whole chunk shape; the array's own shape cuts it.
@@ -82,7 +83,7 @@ def _plain_codecs(meta: dict) -> bool:
     return first.get("name") == "bytes" and dtype in _NUMERIC and endian == "little"
 
 
-def _decode(meta: dict, compressed: bytes, chunks: tuple[int, ...]) -> np.ndarray | None:
+def _decode(meta: dict, compressed, chunks: tuple[int, ...]) -> np.ndarray | None:
     """The chunk's values, ``chunks`` shaped, or None if it does not decode to that many."""
     from numcodecs import VLenUTF8, Zstd
 

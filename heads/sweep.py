@@ -498,13 +498,14 @@ def markdown_table(rows: list[dict]) -> str:
         cells += [row["head"], row["views"], str(row["seeds"])]
         cells += [format_mean_std(row, f"{s}_{m}") for s in splits for m in METRICS]
         cells.append(format_mean_std(row, "fit_seconds", digits=1))
-        cells += [_number(row.get(f"{s}_majority_top1")) for s in splits]
-        cells.append(_number(row.get("chance")))
+        cells += [format_number(row.get(f"{s}_majority_top1")) for s in splits]
+        cells.append(format_number(row.get("chance")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _number(value, digits: int = 3) -> str:
+def format_number(value, digits: int = 3) -> str:
+    """A table cell: the value to ``digits`` decimals, '-' for None or NaN."""
     return "-" if value is None or value != value else f"{value:.{digits}f}"
 
 

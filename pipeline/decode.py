@@ -160,7 +160,8 @@ class BackendUnsuitable(Exception):
 
 
 class _DecordUnsuitable(BackendUnsuitable):
-    """decord cannot give the frames the rules ask for; PyAV should read the file."""
+    """decord cannot give the frames the rules ask for; the next backend of the order reads
+    the file (its message names decord's reason)."""
 
 
 class _TimestampsUnusable(Exception):

@@ -68,7 +68,7 @@ def init_process_group(rank: Rank, device: str) -> None:
         dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
 
 
-def _collective_device():
+def collective_device():
     """Tensors of a collective live where the backend wants them: CUDA for NCCL."""
     import torch
     import torch.distributed as dist
@@ -85,7 +85,7 @@ def broadcast_from_coordinator(rank: Rank, value):
     import torch
     import torch.distributed as dist
 
-    device = _collective_device()
+    device = collective_device()
     payload = json.dumps(value).encode() if rank.is_coordinator else b""
     size = torch.tensor([len(payload)], dtype=torch.int64, device=device)
     dist.broadcast(size, src=0)
@@ -103,7 +103,7 @@ def sum_over_ranks(rank: Rank, counts: Sequence[int]) -> list[int]:
     import torch
     import torch.distributed as dist
 
-    totals = torch.tensor(list(counts), dtype=torch.int64, device=_collective_device())
+    totals = torch.tensor(list(counts), dtype=torch.int64, device=collective_device())
     dist.all_reduce(totals, op=dist.ReduceOp.SUM)
     return [int(x) for x in totals.cpu().tolist()]
 
@@ -115,7 +115,7 @@ def gather_from_ranks(rank: Rank, value: int) -> list[int]:
     import torch
     import torch.distributed as dist
 
-    device = _collective_device()
+    device = collective_device()
     mine = torch.tensor([int(value)], dtype=torch.int64, device=device)
     everyone = [torch.zeros_like(mine) for _ in range(rank.world)]
     dist.all_gather(everyone, mine)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skill.cache.store import TakeRow
 from skill.errors import ConfigError, SkillError
 
 
@@ -76,18 +77,6 @@ class ImportFeaturesConfig:
 
 
 @dataclass
-class ImportedTake:
-    """One take of the store to be: its row of the take table."""
-
-    take_id: str
-    label: str | None
-    scenario: str
-    participant: str
-    split: str
-    uid: str
-
-
-@dataclass
 class TakeData:
     """One take's arrays. Shapes: V views, K clips, N tokens, D width, T frames."""
 
@@ -111,7 +100,7 @@ class ImportPlan:
     dim: int
     frames: int
     provenance: dict
-    takes: list[ImportedTake]
+    takes: list[TakeRow]
     data: Callable[[], Iterator[TakeData]]
 
 
@@ -164,14 +153,12 @@ def _remove_lock_files(store_path: Path) -> None:
 
 
 def _write_takes(store, plan: ImportPlan) -> None:
-    from skill.cache.store import STATUS_COMPLETE, TakeResult, TakeRow
+    from skill.cache.store import STATUS_COMPLETE, TakeResult
 
-    rows = [TakeRow(t.take_id, t.label, t.scenario, t.participant, t.split, t.uid)
-            for t in plan.takes]  # fmt: skip
     n_views = len(plan.views)
     no_frames = np.full((n_views, plan.clips, plan.frames), -1, dtype=np.int32)
     with store.writer_lock():
-        indices = store.add_takes(rows)
+        indices = store.add_takes(plan.takes)
         for i, take in zip(indices, plan.data(), strict=True):
             frames = take.frame_index if take.frame_index is not None else no_frames
             times = take.timestamp if take.timestamp is not None else np.full(frames.shape, np.nan)
@@ -252,12 +239,6 @@ def _manifest_takes(cfg: ImportFeaturesConfig):
     return read_takes(cfg.manifest, fmt=cfg.manifest_format, missing_videos="keep")
 
 
-def _row(take) -> ImportedTake:
-    """A manifest `Take`'s row of the take table."""
-    return ImportedTake(take.take_id, take.label, take.scenario, take.participant, take.split,
-                        take.uid)  # fmt: skip
-
-
 # ---- a skill export ----------------------------------------------------------------------
 def _plan_from_export(cfg: ImportFeaturesConfig, source: Path, meta: dict) -> ImportPlan:
     views, labels, geometry = list(meta["views"]), list(meta["labels"]), meta["geometry"]
@@ -287,7 +268,7 @@ def _hdf5_export(source: Path, views, shape):
                 f"{source}: tokens has shape {f['tokens'].shape}, its metadata say (n, {want})"
             )
     takes = [
-        ImportedTake(take_id, table["label"][i] or None, table["scenario"][i],
+        TakeRow(take_id, table["label"][i] or None, table["scenario"][i],
                      table["participant"][i], table["split"][i], table["uid"][i])
         for i, take_id in enumerate(table["id"])
     ]  # fmt: skip
@@ -309,7 +290,7 @@ def _npy_export(source: Path, views, shape):
 
     with open(source / TAKES_CSV, newline="") as f:
         rows = list(csv.DictReader(f))
-    takes = [ImportedTake(r["take"], r["label"] or None, r["scenario"], r["participant"],
+    takes = [TakeRow(r["take"], r["label"] or None, r["scenario"], r["participant"],
                           r["split"], r["uid"]) for r in rows]  # fmt: skip
     clips, tokens, dim = shape
     frames = _export_frames(source, (len(rows), len(views), clips))
@@ -365,7 +346,7 @@ def _export_frames(source: Path, rows_views_clips: tuple[int, int, int]):
     return arrays
 
 
-def _manifest_rows_in(cfg, source: Path, exported: list[ImportedTake]) -> list[ImportedTake]:
+def _manifest_rows_in(cfg, source: Path, exported: list[TakeRow]) -> list[TakeRow]:
     """The manifest's takes (their metadata), each of which the export must hold."""
     dataset = _manifest_takes(cfg)
     have = {t.take_id for t in exported}
@@ -375,7 +356,9 @@ def _manifest_rows_in(cfg, source: Path, exported: list[ImportedTake]) -> list[I
             f"{source}: {len(missing)} take(s) of {cfg.manifest} are not in the export: "
             f"{', '.join(missing[:5])}"
         )
-    return [_row(take) for take in dataset.takes]
+    from skill.pipeline.extract import take_row
+
+    return [take_row(take) for take in dataset.takes]
 
 
 # ---- per-video features ------------------------------------------------------------------
@@ -452,7 +435,9 @@ def _plan_from_videos(cfg: ImportFeaturesConfig, source: Path) -> ImportPlan:
     }
     kind = "per-video npy" if source.is_dir() else "per-video hdf5"
     provenance = _provenance(source, kind, layout, feature, None)
-    takes = [_row(take) for take in dataset.takes]
+    from skill.pipeline.extract import take_row
+
+    takes = [take_row(take) for take in dataset.takes]
     return ImportPlan(views, list(LABELS), cfg.clips, n_tokens, agreed.dim, 1, provenance,
                       takes, read)  # fmt: skip
 
@@ -517,11 +502,12 @@ def _only_feature(wanted: dict, files: _FeatureFiles) -> str:
     found = set()
     for key in files.keys:
         name = key.rsplit("/", 1)[-1]
-        for stem in stems:
-            if name == stem:
-                found.add("")
-            elif name.startswith(stem + "_"):
-                found.add(name[len(stem) + 1 :])
+        if name in stems:
+            found.add("")
+        # `<stem>_<feature>`: a stem may hold "_" itself, so try every "_" as the split
+        for cut in (i for i, c in enumerate(name) if c == "_"):
+            if name[:cut] in stems:
+                found.add(name[cut + 1 :])
     if len(found) > 1:
         raise FeatureImportError(
             f"{files.source}: several feature types per video ({', '.join(sorted(found))}); "

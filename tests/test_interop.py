@@ -254,6 +254,12 @@ def write_videos_and_manifest(folder: Path, n_takes: int = 24) -> Path:
     return manifest
 
 
+def video_stems(manifest: Path) -> list[str]:
+    """The file stem of every video of a manifest, the name features are matched by."""
+    return [Path(video).stem for line in manifest.read_text().splitlines()
+            for video in json.loads(line)["videos"].values()]  # fmt: skip
+
+
 def write_video_features(folder: Path, manifest: Path, dim: int = 16, seed: int = 0) -> Path:
     """`<video stem>_<feature>.npy` files as video_features writes them: (T, D) float32,
     T varying with the video's length, with a class signal, plus the extractor's other
@@ -303,9 +309,8 @@ def test_feature_type_is_inferred_when_there_is_one(tmp_path):
     manifest = write_videos_and_manifest(tmp_path, n_takes=4)
     features = tmp_path / "f"
     features.mkdir()
-    for line in manifest.read_text().splitlines():
-        for video in json.loads(line)["videos"].values():
-            np.save(features / f"{Path(video).stem}_i3d.npy", np.ones((8, 4), np.float32))
+    for stem in video_stems(manifest):
+        np.save(features / f"{stem}_i3d.npy", np.ones((8, 4), np.float32))
     shutil.rmtree(tmp_path / "videos")  # features were made elsewhere: names are enough
     store = tmp_path / "s.zarr"
     code, output = invoke_cli("import", "features", str(features), "--manifest", str(manifest),
@@ -319,9 +324,8 @@ def test_per_video_hdf5_imports(tmp_path):
     manifest = write_videos_and_manifest(tmp_path, n_takes=4)
     path = tmp_path / "features.h5"
     with h5py.File(path, "w") as f:
-        for line in manifest.read_text().splitlines():
-            for video in json.loads(line)["videos"].values():
-                f[f"{Path(video).stem}_clip"] = np.full((6, 8), 0.5, np.float32)
+        for stem in video_stems(manifest):
+            f[f"{stem}_clip"] = np.full((6, 8), 0.5, np.float32)
     store = tmp_path / "s.zarr"
     code, output = invoke_cli("import", "features", str(path), "--manifest", str(manifest),
                               "-s", str(store), "--clips", "2")  # fmt: skip
@@ -411,9 +415,8 @@ def test_predict_refuses_an_extracted_run_on_foreign_features_but_takes_its_own_
     manifest = write_videos_and_manifest(tmp_path, n_takes=4)
     features = tmp_path / "f"
     features.mkdir()
-    for line in manifest.read_text().splitlines():
-        for video in json.loads(line)["videos"].values():
-            np.save(features / f"{Path(video).stem}_x.npy", np.ones((4, 32), np.float32))
+    for stem in video_stems(manifest):
+        np.save(features / f"{stem}_x.npy", np.ones((4, 32), np.float32))
     assert invoke_cli("import", "features", str(features), "--manifest", str(manifest),
                       "-s", str(foreign))[0] == 0  # fmt: skip
     code, output = invoke_cli("predict", str(foreign), "--run", str(run), "--out",
