@@ -245,10 +245,19 @@ def synthetic_store(
     from skill.cache.store import TokenStore
 
     path = folder / (spec.name if packed else spec.name.replace(".zarr", "-write.zarr"))
+    if packed and path.exists() and not _records_finite_chunks(path):
+        shutil.rmtree(path)  # packed by a skill that did not record them: reads would scan
     built = build_once(path, lambda staging: _write_store(staging, spec, packed))
     if packed and not TokenStore.open(path).is_packed():  # built before stores were packed
         TokenStore.open(path, "a").pack()
     return path, built
+
+
+def _records_finite_chunks(path: Path) -> bool:
+    from skill.cache import layout
+
+    meta = layout.array_metadata(path, "tokens")
+    return not layout.is_packed(meta) or layout.FINITE_CHUNKS in meta.get("attributes", {})
 
 
 def _plan_takes(spec: StoreSpec, rng: np.random.Generator) -> _TakePlan:

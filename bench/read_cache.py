@@ -14,10 +14,21 @@ The same tokens (an EgoExo4D-sized store: 2,370 takes x 5 views x 16 tokens x 76
   video_features), read with ``np.load`` into a preallocated array;
 * HDF5 (h5py), one contiguous dataset, ``dataset[()]``.
 
+Also timed: `skill verify`'s check of the whole store (every chunk and checksum, each
+chunk file read once).
+
 Warm page cache by default: every layout is read once untimed, then the layouts are timed in
 interleaved rounds (so a burst of load from other jobs hits all of them alike) and the best
 and median rounds are reported. ``--cold`` drops each layout's files from the page cache
 (``posix_fadvise(DONTNEED)`` after ``sync``) before every timed read.
+
+The goal (load_selection >= 0.8 of np.load) is then measured on its own: the two reads
+back to back, alternating which goes first, for ``--pair-rounds`` rounds. In the table, the
+read that follows a slow layout (seconds of one-threaded reading) or a pause is slowed for
+reasons outside the reader, whichever reader it is: on the 2-core VM of BENCHMARKS.md,
+after one idle or busy second np.load took 0.04-0.39 s and load_selection 0.05-0.65 s,
+against 0.04-0.05 s back to back (the freed 291 MB is, it seems, handed back and faulted
+in again).
 
 Run from the repository root: ``python -m bench.read_cache``.
 """
@@ -60,6 +71,9 @@ def parse_args(argv: list[str] | None = None):
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--takes", type=int, default=2370, help="takes in the store")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per layout")
+    parser.add_argument(
+        "--pair-rounds", type=int, default=21, help="rounds of the back-to-back goal pair"
+    )
     parser.add_argument("--cold", action="store_true", help="drop files from the page cache")
     return parser.parse_args(argv)
 
@@ -211,6 +225,22 @@ def time_rounds(layouts: list[Layout], rounds: int, cold: bool) -> dict[str, lis
     return seconds
 
 
+def time_pair(first: Layout, second: Layout, rounds: int, cold: bool) -> dict[str, list[float]]:
+    """Seconds of reads of two layouts back to back, the first of each round alternating,
+    after one untimed read of each (see the module docstring)."""
+    seconds: dict[str, list[float]] = {first.name: [], second.name: []}
+    for layout in (first, second):
+        layout.read()  # untimed; the result is dropped at once
+    for round_ in range(rounds):
+        for layout in (first, second) if round_ % 2 == 0 else (second, first):
+            if cold:
+                drop_from_page_cache(layout.files())
+            tokens, elapsed = timed(layout.read)
+            del tokens
+            seconds[layout.name].append(elapsed)
+    return seconds
+
+
 def time_metadata(store: Path, rounds: int) -> float:
     """Median seconds of what load_selection reads besides tokens: open, take table, status,
     view validity."""
@@ -220,6 +250,19 @@ def time_metadata(store: Path, rounds: int) -> float:
         TokenStore.open(store).take_records()  # as load_selection reads them
 
     return best_and_median([timed(read)[1] for _ in range(rounds)])[1]
+
+
+def time_verify(store: Path, rounds: int) -> tuple[float, float]:
+    """(best, median) seconds of `skill verify`'s check of the whole store."""
+    from skill.cache.verify import verify_store
+
+    seconds = []
+    for _ in range(rounds):
+        report, elapsed = timed(verify_store, store)
+        if not report.ok:
+            raise SystemExit(f"{store}: skill verify finds damage: {report.damage[:1]}")
+        seconds.append(elapsed)
+    return best_and_median(seconds)
 
 
 def paired_ratio(reference: list[float], measured: list[float]) -> float:
@@ -257,19 +300,30 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time_rounds(layouts, args.rounds, args.cold)
     report(layouts, seconds, nbytes)
     metadata = time_metadata(store, args.rounds)
-    print(f"of which metadata (open, take table, status, valid; median): {metadata:.2f} s")
-    zarr_median = best_and_median(seconds[LOAD_SELECTION])[1]
-    ratio = best_and_median(seconds[RAW])[1] / zarr_median
+    print(f"of which metadata (open, take table, status, valid; median): {metadata * 1e3:.1f} ms")
+    verify_best, verify_median = time_verify(store, rounds=3)
+    print(f"skill verify of the store (every check; best, median): {verify_best:.2f} s, "
+          f"{verify_median:.2f} s")  # fmt: skip
     per_file = best_and_median(seconds[PER_FILE])[1]
-    ahead = per_file / zarr_median
+    ahead = per_file / best_and_median(seconds[LOAD_SELECTION])[1]
     print(
         f"\none .npy per take and view / load_selection, median time = {ahead:.2f} "
         f"(goal > 1, store ahead of the per-file layout: {'met' if ahead > 1 else 'missed'})"
     )
+    by_name = {layout.name: layout for layout in layouts}
+    pair = time_pair(by_name[RAW], by_name[LOAD_SELECTION], args.pair_rounds, args.cold)
+    raw_best, raw_median = best_and_median(pair[RAW])
+    store_best, store_median = best_and_median(pair[LOAD_SELECTION])
+    ratio = raw_median / store_median
+    print(
+        f"goal pair, {args.pair_rounds} rounds back to back: np.load {raw_best:.4f} s best, "
+        f"{raw_median:.4f} s median; load_selection {store_best:.4f} s best, "
+        f"{store_median:.4f} s median"
+    )
     print(f"goal: >= 0.8 of raw: {'met' if ratio >= 0.8 else f'missed ({ratio:.2f})'}")
-    # Each round reads np.load and load_selection a few seconds apart: the median of the
-    # per-round ratios cancels the drift of a noisy machine that the ratio of medians keeps.
-    paired = paired_ratio(seconds[RAW], seconds[LOAD_SELECTION])
+    # The median of the per-round ratios cancels the drift of a noisy machine that the ratio
+    # of medians keeps.
+    paired = paired_ratio(pair[RAW], pair[LOAD_SELECTION])
     print(f"paired: median over rounds of np.load time / load_selection time = {paired:.2f}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"KEY read_cache: load_selection throughput / contiguous .npy (median) = {ratio:.2f}")

@@ -120,34 +120,67 @@ def _check_small_arrays(store, ids, report) -> tuple[np.ndarray, np.ndarray]:
 def _check_tokens(store, ids, status, valid, report) -> None:
     """Each valid view of each complete take: its token chunk present, full, finite. Read
     through the raw reader with the completion record verify itself decoded, so that one
-    damaged status chunk does not hide the state of the others."""
+    damaged status chunk does not hide the state of the others. Each chunk file is read
+    once: a packed chunk holds hundreds of takes and views, and reading it once per take and
+    view made verifying a 2,370-take store take 60 s."""
     meta = layout.array_metadata(store.path, "tokens")
-    slot = np.empty((1, 1, store.clips, store.tokens, store.dim), dtype=np.float16)
+    complete = status == STATUS_COMPLETE
+    report.complete_checked += int(complete.sum())
+    required = complete[:, None] & valid
+    slot_shape = (store.clips, store.tokens, store.dim)
     with store.reading():
-        for i in np.flatnonzero(status == STATUS_COMPLETE).tolist():
-            report.complete_checked += 1
-            for v in np.flatnonzero(valid[i]).tolist():
-                problem = _token_problem(store, meta, i, v, slot)
-                if problem:
-                    file = str(store.path / "tokens" / layout.token_chunk_file(meta, i, v))
-                    report.damage.append(Damage(i, ids[i], store.views[v], file, problem))
+        for takes, views in _token_reads(meta, required):
+            for row, view, problem in _token_problems(
+                store, meta, takes, views, required[np.ix_(takes, views)], slot_shape
+            ):
+                file = str(store.path / "tokens" / layout.token_chunk_file(meta, row, view))
+                report.damage.append(Damage(row, ids[row], store.views[view], file, problem))
 
 
-def _token_problem(store, meta, row: int, view: int, slot: np.ndarray) -> str | None:
+def _token_reads(meta: dict, required: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(takes, views) read together, one chunk file each: in the packed layout every take
+    and view of a chunk that holds a required slot; in the write layout each required
+    (take, view)."""
+    if layout.is_packed(meta):
+        per_chunk = layout.chunk_shape(meta)[0]
+        views = np.arange(required.shape[1])
+        for first in range(0, len(required), per_chunk):
+            takes = np.arange(first, min(first + per_chunk, len(required)))
+            if required[takes].any():
+                yield takes, views
+    else:
+        for row, view in np.argwhere(required).tolist():
+            yield np.array([row]), np.array([view])
+
+
+def _token_problems(
+    store, meta, takes: np.ndarray, views: np.ndarray, required: np.ndarray, slot_shape
+) -> list[tuple[int, int, str]]:
+    """(row, view, problem) of every damaged slot of one chunk file: a file that is missing,
+    short or fails its checksum damages every required slot in it; NaN or Inf damages the
+    slots that hold it (the bytes passed their checksum, so they are what was written)."""
+    out = np.empty((len(takes), len(views), *slot_shape), dtype=np.float16)
     try:
-        layout.read_token_slots(
-            store.path / "tokens", meta, np.array([row]), np.array([view]), slot,
-            required=np.ones((1, 1), dtype=bool),
-        )  # fmt: skip
+        layout.read_token_slots(store.path / "tokens", meta, takes, views, out, required)
     except layout.MissingChunks:
-        return "token chunk missing"
+        problem = "token chunk missing"
     except layout.NonFiniteTokens:
-        return "token chunk holds NaN or Inf values"
+        problem = "token chunk holds NaN or Inf values"
+        holding = [
+            (i, j)
+            for i, j in np.ndindex(*required.shape)
+            if layout.has_non_finite_float16(out[i, j])
+        ]
+        if holding:
+            return [(int(takes[i]), int(views[j]), problem) for i, j in holding]
     except layout.LayoutError as err:
         if "short" in str(err):
-            return "token chunk truncated"
-        return "token chunk fails its checksum" if "checksum" in str(err) else str(err)
-    return None
+            problem = "token chunk truncated"
+        else:
+            problem = "token chunk fails its checksum" if "checksum" in str(err) else str(err)
+    else:
+        return []
+    return [(int(takes[i]), int(views[j]), problem) for i, j in np.argwhere(required).tolist()]
 
 
 def _damage_rows(report, ids, rows: range, view: str, file: str, problem: str) -> None:

@@ -56,13 +56,19 @@ def flip_a_byte(path: Path, at: int = 20) -> None:
     path.write_bytes(bytes(data))
 
 
-def write_nan(path: Path) -> None:
+def write_nan(path: Path, at: int = 8) -> None:
     """NaN stored by a faulty writer, with a valid checksum: the values are refused."""
     from skill.cache.checksum import crc32c
 
     data = bytearray(path.read_bytes()[:-4])
-    data[8:10] = np.uint16(0x7E00).tobytes()
+    data[at : at + 2] = np.uint16(0x7E00).tobytes()
     path.write_bytes(bytes(data) + crc32c(bytes(data)))
+
+
+def packed_offset(store: Path, row: int, view: int) -> int:
+    """Where take `row`, view `view` starts in the first packed token chunk."""
+    shape = json.loads((store / "tokens" / "zarr.json").read_text())["shape"]
+    return (row * shape[1] + view) * int(np.prod(shape[2:])) * 2
 
 
 def edit_root_attrs(store: Path, change: Callable[[dict], None]) -> None:
@@ -115,6 +121,9 @@ CASES = [
     Case("NaN in a packed token chunk", "packed",
          lambda s: write_nan(s / "tokens" / "c.0.0.0.0.0"),
          "NaN or Inf", "NaN or Inf", (0,)),
+    Case("NaN in one take of many in a packed token chunk", "packed",
+         lambda s: write_nan(s / "tokens" / "c.0.0.0.0.0", packed_offset(s, 4, 2) + 6),
+         "view exo2: token chunk holds NaN or Inf values", "NaN or Inf", (4,)),
     Case("status chunk flipped", "write", lambda s: flip_a_byte(s / "status" / "c" / "3", 5),
          "status cannot be read", "status", (3,)),
     Case("valid chunk flipped", "write",

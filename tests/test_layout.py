@@ -16,6 +16,7 @@ from skill.cache.store import RELAYOUT_ARRAYS, StoreError, TakeResult, TakeRow, 
 from tests.token_store import build_token_store
 
 VIEW_SUBSETS = [[0, 1, 2, 3], [1, 2, 3], [0], [3, 0], [2]]
+TAKE_BYTES = 4 * 2 * 4 * 32 * 2  # V x K x N x D float16 tokens of the test store
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +65,7 @@ def test_pack_and_unpack_keep_every_array_and_every_read(
     source, tmp_path, monkeypatch, chunk_takes
 ):
     if chunk_takes:
-        take_bytes = 4 * 2 * 4 * 32 * 2  # V x K x N x D float16 tokens of the test store
-        monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", chunk_takes * take_bytes)
+        monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", chunk_takes * TAKE_BYTES)
     path = copy(source, tmp_path)
     want = contents(path)
     n = len(want["status"])
@@ -79,7 +79,7 @@ def test_pack_and_unpack_keep_every_array_and_every_read(
     assert_same(contents(path), want)
     rows = np.arange(n)
     for views in VIEW_SUBSETS:
-        for subset in (rows[::3], rows[5:17], rows[[n - 1, 0, 9]]):
+        for subset in (rows[::3], rows[5:17], rows[[n - 1, 0, 9]], rows[[4, 2, 4]]):
             got = store.read_tokens(subset, views)
             np.testing.assert_array_equal(got, want["tokens"][subset][:, views])
 
@@ -204,7 +204,7 @@ def test_missing_and_short_packed_chunks_are_errors_naming_takes_and_files(
     """A chunk file of complete takes that is gone is an error naming the takes and the file
     (never zarr's fill value, zeros); a short one names the file. Other chunks still read."""
     if chunk_takes:
-        monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", chunk_takes * 4 * 2 * 4 * 32 * 2)
+        monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", chunk_takes * TAKE_BYTES)
     path = copy(source, tmp_path)
     want = contents(path)["tokens"]
     TokenStore.open(path, "a").pack()
@@ -226,7 +226,7 @@ def test_missing_and_short_packed_chunks_are_errors_naming_takes_and_files(
 
 
 def test_repacking_after_takes_were_added_keeps_every_take(source, tmp_path, monkeypatch):
-    monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 7 * 4 * 2 * 4 * 32 * 2)  # 7 takes
+    monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 7 * TAKE_BYTES)  # 7 takes
     path = copy(source, tmp_path)
     want = contents(path)
     store = TokenStore.open(path, "a")
@@ -234,7 +234,7 @@ def test_repacking_after_takes_were_added_keeps_every_take(source, tmp_path, mon
     # Three more takes through the API: the packed chunks were sized for fewer takes.
     table = store.take_table()
     rows = [TakeRow(f"new{i}", None, "", "", "") for i in range(3)]
-    monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 5 * 4 * 2 * 4 * 32 * 2)  # 5 takes
+    monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 5 * TAKE_BYTES)  # 5 takes
     assert TokenStore.open(path, "a").add_takes(rows) == [len(table.ids) + i for i in range(3)]
     assert "tokens" in TokenStore.open(path, "a").pack()
     got = contents(path)
@@ -295,3 +295,64 @@ def test_a_changed_byte_in_a_token_chunk_fails_its_checksum(source, tmp_path, pa
     view = 0 if packed else int(chunk.relative_to(path / "tokens" / "c").parts[1])
     with pytest.raises(StoreError, match="fails its checksum"):
         store.read_tokens([row], [view])
+    if packed:  # ... also where the changed byte lies in a view that was not asked for
+        with pytest.raises(StoreError, match="fails its checksum"):
+            store.read_tokens([row], [view + 1])
+
+
+def test_a_changed_byte_past_the_last_take_of_an_edge_chunk_fails_its_checksum(
+    source, tmp_path, monkeypatch
+):
+    """An edge chunk is written full size; the bytes past its last take are never returned,
+    and are still checked."""
+    monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 5 * TAKE_BYTES)
+    path = copy(source, tmp_path)
+    TokenStore.open(path, "a").pack()
+    store = TokenStore.open(path)
+    n = store.n_takes
+    assert n % 5, "the test store must leave a partial last chunk"
+    chunk = path / "tokens" / f"c.{n // 5}.0.0.0.0"
+    data = bytearray(chunk.read_bytes())
+    data[(n % 5) * TAKE_BYTES + 3] ^= 0x01  # in the first row past the last take
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=rf"{chunk.name}: token chunk fails its checksum"):
+        store.read_tokens(np.arange(n), [0, 1, 2, 3])
+
+
+def test_a_pack_records_its_finite_chunks_and_their_reads_skip_the_scan(
+    source, tmp_path, monkeypatch
+):
+    """Each chunk a pack writes is recorded with its checksum (FINITE_CHUNKS); reading a
+    chunk whose checksum is the recorded one needs no NaN/Inf scan. A chunk rewritten since
+    (valid checksum, not the recorded one) is scanned again, and a relayout drops the
+    record."""
+    monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 7 * TAKE_BYTES)
+    path = copy(source, tmp_path)
+    want = contents(path)["tokens"]
+    TokenStore.open(path, "a").pack()
+    record = layout.array_metadata(path, "tokens")["attributes"][layout.FINITE_CHUNKS]
+    assert sorted(record) == sorted(p.name for p in (path / "tokens").glob("c.*"))
+    for name, value in record.items():
+        assert (path / "tokens" / name).read_bytes()[-4:] == np.uint32(value).tobytes()
+
+    scans = []
+    real_scan = layout._scan
+    monkeypatch.setattr(
+        layout,
+        "_scan",
+        lambda data, checksum, crc=0: scans.append(1) or real_scan(data, checksum, crc),
+    )
+    store = TokenStore.open(path)
+    rows, views = np.arange(store.n_takes), [0, 1, 2, 3]
+    np.testing.assert_array_equal(store.read_tokens(rows, views), want)
+    assert scans == []
+
+    chunk = path / "tokens" / "c.1.0.0.0.0"
+    data = bytearray(chunk.read_bytes()[:-4])
+    data[0:2] = np.float16(0.5).tobytes()  # another writer's finite value
+    chunk.write_bytes(bytes(data) + crc32c(bytes(data)))
+    store.read_tokens(rows, views)
+    assert scans
+
+    TokenStore.open(path, "a").unpack()
+    assert layout.FINITE_CHUNKS not in layout.array_metadata(path, "tokens")["attributes"]
