@@ -141,33 +141,14 @@ def writer_lock(out: Path):
 
 def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None], rank: Rank,
                device: str) -> AdaptResult:  # fmt: skip
-    from skill.pipeline.backbones import load_backbone
-    from skill.pipeline.manifest import read_takes
-
-    dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
-    takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
-    backbone = load_backbone(cfg.backbone, device=device, token_mode=cfg.tokens,
-                             num_frames=cfg.frames, batch_size=cfg.batch_size,
-                             time_embedding=cfg.time_embedding)  # fmt: skip
-    sampling = cfg.extract_config().sampling
-    spec = FrameStoreSpec(backbone.name, dataclasses.asdict(backbone.geometry),
-                          sampling.to_dict(), cfg.codec)  # fmt: skip
-    # Only the chosen views are decoded (the ego preset decodes one view of five).
-    views = resolve_views(cfg.views, dataset.views)
-    frames, built = build_frame_store(
-        cfg.frame_store, spec, views, takes, geometry=backbone.geometry,
-        sampling=sampling, workers=cfg.workers, timeout_s=cfg.timeout_s, min_views=cfg.min_views,
-        rank=rank,
-    )  # fmt: skip
+    backbone = adapt_backbone(cfg, device)
+    frames, built = adapt_frames(cfg, backbone, rank)
     report(
         f"{cfg.frame_store}: {built.decoded} takes decoded, {built.skipped} already there, "
         f"{built.failed} failed, {built.failed_views} views failed"
         + (f" (on {rank.world} ranks)" if rank.distributed else "")
     )
-    sel = frame_selection(frames, cfg.views, backbone)
-    splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
-    fit_cfg = fit_config(cfg, device)
-    trainer = Trainer(cfg, fit_cfg, backbone, frames, sel, splits, report, rank)
+    trainer = adapt_trainer(cfg, device, backbone, frames, report, rank)
     result = trainer.run()
     result.frames, result.rank = dataclasses.asdict(built), rank.rank
     if result.finished:
@@ -177,6 +158,43 @@ def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None], 
         result.adapter_dir, result.run_dir = cfg.adapter_dir, cfg.run_dir
         result.metrics["adapt_seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def adapt_backbone(cfg: AdaptConfig, device: str):
+    """The backbone `skill adapt` trains, loaded as ``cfg`` says, on ``device``."""
+    from skill.pipeline.backbones import load_backbone
+
+    return load_backbone(cfg.backbone, device=device, token_mode=cfg.tokens,
+                         num_frames=cfg.frames, batch_size=cfg.batch_size,
+                         time_embedding=cfg.time_embedding)  # fmt: skip
+
+
+def adapt_frames(cfg: AdaptConfig, backbone, rank: Rank | None = None):
+    """The frame store of ``cfg``'s takes and chosen views, decoded where it is not already
+    (only the chosen views: the ego preset decodes one view of five); returns (store,
+    what was built)."""
+    from skill.pipeline.manifest import read_takes
+
+    dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
+    takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
+    sampling = cfg.extract_config().sampling
+    spec = FrameStoreSpec(backbone.name, dataclasses.asdict(backbone.geometry),
+                          sampling.to_dict(), cfg.codec)  # fmt: skip
+    return build_frame_store(
+        cfg.frame_store, spec, resolve_views(cfg.views, dataset.views), takes,
+        geometry=backbone.geometry, sampling=sampling, workers=cfg.workers,
+        timeout_s=cfg.timeout_s, min_views=cfg.min_views, rank=rank or Rank(),
+    )  # fmt: skip
+
+
+def adapt_trainer(cfg: AdaptConfig, device: str, backbone, frames: FrameStore,
+                  report: Callable[[str], None] | None = None,
+                  rank: Rank | None = None) -> Trainer:  # fmt: skip
+    """The trainer of ``cfg`` over the frame store's usable takes, split as `skill fit`
+    splits them."""
+    sel = frame_selection(frames, cfg.views, backbone)
+    splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
+    return Trainer(cfg, fit_config(cfg, device), backbone, frames, sel, splits, report, rank)
 
 
 def fit_config(cfg: AdaptConfig, device: str) -> FitConfig:

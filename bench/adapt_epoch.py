@@ -112,35 +112,23 @@ def make_dataset(folder: Path, args) -> Path:
 
 
 def make_trainer(args, manifest: Path, backbone_path: str, out: Path):
-    """The objects `skill adapt` builds, up to the first epoch; returns (trainer, seconds to
-    decode the frame store)."""
+    """The objects `skill adapt` builds, up to the first epoch, through the same steps;
+    returns (trainer, seconds to decode the frame store)."""
     from skill.adapt.config import AdaptConfig
-    from skill.adapt.frames import FrameStoreSpec, build_frame_store
-    from skill.adapt.train import Trainer, fit_config, frame_selection
-    from skill.heads.data import resolve_views, split_takes
-    from skill.pipeline.backbones import load_backbone
-    from skill.pipeline.manifest import read_takes
+    from skill.adapt.train import adapt_backbone, adapt_frames, adapt_trainer
 
     cfg = AdaptConfig(
         manifest=manifest, out=out, backbone=backbone_path, frames=args.frames,
         clips=args.clips, batch_size=args.batch, epochs=1, lora_r=args.lora_r,
         lora_alpha=2 * args.lora_r, hidden=args.hidden, device=args.device,
         threads=args.threads, workers=args.workers, plots=False, prefetch=args.prefetch,
+        timeout_s=600.0,
     )  # fmt: skip
-    dataset = read_takes(cfg.manifest)
-    backbone = load_backbone(cfg.backbone, device=args.device, token_mode=cfg.tokens,
-                             num_frames=cfg.frames, batch_size=cfg.batch_size)  # fmt: skip
-    sampling = cfg.extract_config().sampling
-    spec = FrameStoreSpec(backbone.name, vars(backbone.geometry), sampling.to_dict(), cfg.codec)
-    views = resolve_views(cfg.views, dataset.views)
+    backbone = adapt_backbone(cfg, args.device)
     start = time.perf_counter()
-    frames, _ = build_frame_store(cfg.frame_store, spec, views, dataset.takes,
-                                  geometry=backbone.geometry, sampling=sampling,
-                                  workers=cfg.workers, timeout_s=600.0)  # fmt: skip
+    frames, _ = adapt_frames(cfg, backbone)
     decode_s = time.perf_counter() - start
-    sel = frame_selection(frames, cfg.views, backbone)
-    splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
-    trainer = Trainer(cfg, fit_config(cfg, args.device), backbone, frames, sel, splits)
+    trainer = adapt_trainer(cfg, args.device, backbone, frames)
     trainer.setup()
     return trainer, decode_s
 

@@ -133,11 +133,10 @@ def _one_epoch(selection, splits, cfg) -> tuple[float, float]:
     """Seconds of one train pass and one validation pass, as `fit` runs them."""
     from skill.heads.trainer import deterministic_torch, start_training, train_epoch, validation_row
 
-    cfg = cfg.resolved(selection.num_views)  # the head's defaults, as `fit` fills them in
     with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
-        state = start_training(cfg, selection, splits)
-        _, train_s = timed(train_epoch, state, selection.mask, splits.train, cfg)
-        _, val_s = timed(validation_row, state, selection, splits, cfg)
+        state = start_training(cfg, selection, splits)  # fills in the head's defaults
+        _, train_s = timed(train_epoch, state, selection.mask, splits.train)
+        _, val_s = timed(validation_row, state, selection, splits)
     return train_s, val_s
 
 

@@ -143,6 +143,9 @@ def deterministic_torch(seed: int, device: str, threads: int = 1) -> Iterator[No
 class TrainingState:
     """What one epoch of neural training reads and updates."""
 
+    cfg: FitConfig
+    """The fit's config with the head's defaults filled in (``FitConfig.resolved``): the rate
+    and view dropout every epoch uses, whatever the caller passed."""
     model: object  # nn.Module
     optimizer: object
     scheduler: object
@@ -154,13 +157,17 @@ class TrainingState:
 
 
 def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingState:
-    """A fresh head with its optimizer, schedule and loss; call under `deterministic_torch`."""
+    """A fresh head with its optimizer, schedule and loss; call under `deterministic_torch`.
+    ``cfg`` may leave the head's defaults unset (``lr``, ``view_dropout``): they are resolved
+    here, and the state's ``cfg`` is what training uses."""
     import torch
 
+    cfg = cfg.resolved(sel.num_views)
     model = build_head(cfg.head, **head_options(cfg, sel)).to(cfg.device)
     budget = cfg.budget(len(splits.train))
     optimizer, scheduler = make_optimizer(model, cfg, budget)
     return TrainingState(
+        cfg=cfg,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -202,8 +209,8 @@ def train_neural(cfg: FitConfig, sel: Selection, splits: Splits):
         tracker = BestTracker(cfg.monitor, state.budget.patience)
         history: list[dict] = []
         for epoch in range(1, state.budget.epochs + 1):
-            train_loss = train_epoch(state, sel.mask, splits.train, cfg)
-            row = validation_row(state, sel, splits, cfg)
+            train_loss = train_epoch(state, sel.mask, splits.train)
+            row = validation_row(state, sel, splits)
             lr = state.scheduler.get_last_lr()[0]
             history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
             tracker.update(epoch, row, model)
@@ -270,13 +277,14 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def train_epoch(state: TrainingState, mask: np.ndarray, train_rows: np.ndarray, cfg) -> float:
+def train_epoch(state: TrainingState, mask: np.ndarray, train_rows: np.ndarray) -> float:
     """One pass over the training takes in a seeded random order; returns the mean loss.
 
     ``mask (n, V)`` numpy bool of the whole selection; ``train_rows`` index it.
     """
     import torch
 
+    cfg = state.cfg
     state.model.train()
     order = state.rng.permutation(train_rows)
     total, count = 0.0, 0
@@ -319,10 +327,11 @@ def training_batch(tokens, rows: np.ndarray, clip: np.ndarray, keep: np.ndarray,
     return x * keep_t[:, :, None, None], keep_t
 
 
-def validation_row(state: TrainingState, sel: Selection, splits: Splits, cfg: FitConfig) -> dict:
+def validation_row(state: TrainingState, sel: Selection, splits: Splits) -> dict:
     """Validation loss, top-1 and balanced accuracy of the current model."""
     from skill.heads.metrics import accuracy, balanced_accuracy
 
+    cfg = state.cfg
     x = state.tokens.numpy()
     probs = clip_mean_softmax(state.model, x, sel.mask, splits.val, cfg.batch_size, cfg.device)
     y_true = sel.labels[splits.val]

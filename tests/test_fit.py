@@ -342,6 +342,24 @@ def test_lr_default_is_the_heads_and_recorded(store, tmp_path):
     assert other.metrics["history"] != ran["cvf"][1]
 
 
+def test_training_started_from_an_unresolved_config_uses_the_heads_defaults(
+    store, selection, tmp_path
+):
+    # A caller of the trainer's steps (a benchmark, a notebook) that passes lr and
+    # view_dropout unset trains exactly as with them given.
+    from skill.heads.trainer import deterministic_torch, start_training, train_epoch
+
+    splits = split_takes(selection, 0.25, 0)
+    losses = {}
+    for lr, drop in ((None, None), (3e-3, 0.2), (1e-3, 0.2)):
+        cfg = quick(store, tmp_path, head="cvf", epochs=1, lr=lr, view_dropout=drop)
+        with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
+            state = start_training(cfg, selection, splits)
+            losses[lr, drop] = train_epoch(state, selection.mask, splits.train)
+        assert (state.cfg.lr, state.cfg.view_dropout) == (lr or 3e-3, drop or 0.2)
+    assert losses[None, None] == losses[3e-3, 0.2] != losses[1e-3, 0.2]
+
+
 def test_weights_of_an_older_head_version_are_refused_in_one_line(store, selection, tmp_path):
     # A mean run saved before the per-view projection lacks its weights: SkillError naming
     # the file, not a torch traceback.
