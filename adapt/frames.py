@@ -324,18 +324,15 @@ def _open_coordinated(path, spec, views, takes, rank: Rank) -> tuple[FrameStore,
     own reading of ``status``, which may already show takes rank 0 has written."""
     from skill.pipeline import distributed
 
-    store, outcome = None, None
-    if rank.is_coordinator:
-        try:
-            store = FrameStore.open_or_create(path, spec, views, takes)
-            status = store.status()
-            outcome = {"pending": [r for r in range(len(takes)) if status[r] == STATUS_PENDING]}
-        except StoreError as err:
-            outcome = {"error": str(err)}
-    outcome = distributed.broadcast_from_coordinator(rank, outcome)
-    if "error" in outcome:
-        raise StoreError(outcome["error"])
-    return store or FrameStore.open(path, mode="a"), list(outcome["pending"])
+    opened: list[FrameStore] = []
+
+    def pending_takes() -> list[int]:
+        opened.append(FrameStore.open_or_create(path, spec, views, takes))
+        status = opened[0].status()
+        return [r for r in range(len(takes)) if status[r] == STATUS_PENDING]
+
+    pending = distributed.run_on_coordinator(rank, pending_takes, StoreError)
+    return opened[0] if opened else FrameStore.open(path, mode="a"), list(pending)
 
 
 class _Build:

@@ -106,23 +106,19 @@ def run_adapt(cfg: AdaptConfig, report: Callable[[str], None] | None = None) -> 
 def coordinated_out(cfg: AdaptConfig, rank: Rank):
     """Rank 0 checks --out and holds its writer lock for the whole run; every rank raises
     the same error when rank 0 cannot go on."""
-    from skill.pipeline.distributed import broadcast_from_coordinator
+    from skill.pipeline.distributed import run_on_coordinator
 
     with contextlib.ExitStack() as stack:
-        error = None
-        if rank.is_coordinator:
-            try:
-                if cfg.run_dir.exists() and not (cfg.out / CHECKPOINT).exists():
-                    raise ConfigError(
-                        f"{cfg.out}: already holds a finished adapt (run/); use a new --out"
-                    )
-                cfg.out.mkdir(parents=True, exist_ok=True)
-                stack.enter_context(writer_lock(cfg.out))
-            except ConfigError as err:
-                error = str(err)
-        error = broadcast_from_coordinator(rank, error)
-        if error is not None:
-            raise ConfigError(error)
+
+        def claim_out() -> None:
+            if cfg.run_dir.exists() and not (cfg.out / CHECKPOINT).exists():
+                raise ConfigError(
+                    f"{cfg.out}: already holds a finished adapt (run/); use a new --out"
+                )
+            cfg.out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(writer_lock(cfg.out))
+
+        run_on_coordinator(rank, claim_out, ConfigError)
         yield
 
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from skill.errors import ConfigError
+
+T = TypeVar("T")
 
 # A rank that finished its share waits at the final barrier for the slowest one, which can
 # take hours on an unbalanced dataset; torch's default of 30 minutes would fail a good run.
@@ -94,6 +97,24 @@ def broadcast_from_coordinator(rank: Rank, value):
         buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
     dist.broadcast(buffer, src=0)
     return json.loads(bytes(buffer.cpu().numpy()).decode())
+
+
+def run_on_coordinator(rank: Rank, step: Callable[[], T], errors: type[Exception]) -> T:
+    """``step()`` run on rank 0 only, its result (anything JSON can hold) returned on every
+    rank. An ``errors`` exception from it is raised on every rank, so that none of them waits
+    in a collective that rank 0 will never reach; in one process it propagates as it is."""
+    if not rank.distributed:
+        return step()
+    outcome = None
+    if rank.is_coordinator:
+        try:
+            outcome = {"value": step()}
+        except errors as err:
+            outcome = {"error": str(err)}
+    outcome = broadcast_from_coordinator(rank, outcome)
+    if "error" in outcome:
+        raise errors(outcome["error"])
+    return outcome["value"]
 
 
 def sum_over_ranks(rank: Rank, counts: Sequence[int]) -> list[int]:

@@ -262,10 +262,7 @@ class _CoordinatedStore:
         self._record: dict = {}
 
     def __enter__(self) -> _CoordinatedStore:
-        outcome = self._prepare() if self.rank.is_coordinator else None
-        outcome = distributed.broadcast_from_coordinator(self.rank, outcome)
-        if "error" in outcome:
-            raise StoreError(outcome["error"])
+        outcome = distributed.run_on_coordinator(self.rank, self._prepare, StoreError)
         if not self.rank.is_coordinator:
             self.store = _open_as_worker(self.cfg.store)
         self.rows = outcome["rows"]
@@ -288,12 +285,7 @@ class _CoordinatedStore:
                     self.relayout.append("unpacked")
                 rows = store.add_takes([take_row(t) for t in self.takes])
             return {"rows": rows, "removed": removed, "relayout": self.relayout}
-        except StoreError as err:
-            self._release()
-            if not self.rank.distributed:
-                raise
-            return {"error": str(err)}
-        except BaseException:  # Ctrl-C while preparing: __exit__ will not run
+        except BaseException:  # a StoreError, or Ctrl-C while preparing: no __exit__ runs
             self._release()
             raise
 
