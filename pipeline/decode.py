@@ -1221,12 +1221,15 @@ def _with_log_tail(reason: str, log: list[str]) -> str:
 def backend_order(backend: str | Sequence[str]) -> tuple[str, ...]:
     """The backends to try, in order, for ``decode_view``'s ``backend`` (rule 6)."""
     names = [backend] if isinstance(backend, str) else list(backend)
-    if not names or any(name not in BACKENDS for name in names):
-        raise ValueError(f"decode backend {backend!r} is not one of {BACKENDS} (or an order)")
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown or not names:
+        raise ValueError(
+            f"decoders must be names from {', '.join(BACKENDS)}, not {unknown or 'none'}"
+        )
     if names == ["auto"]:
         return DEFAULT_ORDER
     if "auto" in names:
-        raise ValueError('decode backend "auto" cannot be part of an order')
+        raise ValueError("decoders auto is an order by itself; list names or auto alone")
     return tuple(dict.fromkeys(names))
 
 

@@ -342,11 +342,8 @@ def _run_record(cfg: ExtractConfig, rank: distributed.Rank, n_takes: int) -> dic
 
 def _resolved_settings(cfg: ExtractConfig) -> dict:
     """The config as JSON, with ``auto`` decoders written as the order they stand for."""
-    from skill.pipeline.decode import DEFAULT_ORDER
-
     settings = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    if settings["decoders"] == ["auto"]:
-        settings["decoders"] = list(DEFAULT_ORDER)
+    settings["decoders"] = list(cfg.decoder_order)
     return settings
 
 

@@ -130,21 +130,17 @@ class ExtractConfig:
 
     def _decoder_problems(self) -> list[str]:
         """--decoders names known decoders (auto alone); --decode-device cuda needs torchcodec."""
-        from skill.pipeline.decode import BACKENDS  # numpy: only when a config is built
-
         self.decoders = [name.strip() for name in self.decoders if name.strip()]
         problems = []
-        unknown = [name for name in self.decoders if name not in BACKENDS]
-        if unknown or not self.decoders:
-            problems.append(
-                f"--decoders must be names from {', '.join(BACKENDS)}, not {unknown or 'none'}"
-            )
-        elif "auto" in self.decoders and len(self.decoders) > 1:
-            problems.append("--decoders auto is an order by itself; list names or auto alone")
+        try:
+            order = self.decoder_order
+        except ValueError as err:  # the decoder module's own check, as an option's message
+            problems.append(f"--{err}")
+            order = ()
         device = self.decode_device
         if not (device == "cpu" or device == "cuda" or re.fullmatch(r"cuda:\d+", device)):
             problems.append(f"--decode-device must be cpu, cuda or cuda:N, not {device!r}")
-        elif device != "cpu" and "torchcodec" not in self.decoders:
+        elif device != "cpu" and order and "torchcodec" not in order:
             problems.append(
                 f"--decode-device {device} decodes with torchcodec only; add torchcodec to "
                 "--decoders (decord and PyAV decode on the CPU)"
@@ -152,10 +148,17 @@ class ExtractConfig:
         return problems
 
     @property
+    def decoder_order(self) -> tuple[str, ...]:
+        """The decoders tried, in order: ``decoders`` with ``auto`` written out (ValueError
+        for names that are not decoders)."""
+        from skill.pipeline.decode import backend_order  # numpy: only when a config is built
+
+        return backend_order(self.decoders)
+
+    @property
     def decode_options(self) -> dict[str, object]:
         """The keyword arguments of `pipeline.decode.decode_view` these settings give."""
-        order = self.decoders[0] if self.decoders == ["auto"] else tuple(self.decoders)
-        return {"backend": order, "device": self.decode_device}
+        return {"backend": self.decoder_order, "device": self.decode_device}
 
     def _derive_sampling(self) -> SamplingConfig:
         segmented = self.strategy == "segments"
