@@ -667,7 +667,12 @@ def _read_decord(
         except Exception as error:
             raise _DecordUnsuitable(f"cannot read frames {chunk}: {_first_line(error)}") from error
         if turns is None:
-            turns = _decord_missing_turns(batch.shape[1:], reader, info, index)
+            turns = missing_turns(batch.shape[1:], info, index, lambda: reader[0].asnumpy())
+            if turns is None:
+                coded = (index.coded_height, index.coded_width, 3)
+                raise _DecordUnsuitable(
+                    f"decord returned frames of shape {tuple(batch.shape[1:])}, expected {coded}"
+                )
         for position, rgb in zip(chunk, batch, strict=True):
             out[position] = _to_clip_frame(rgb, turns, size, geometry)
     return out
@@ -682,31 +687,27 @@ def _check_decord_stream(reader: Any, info: VideoInfo) -> None:
         )
 
 
-def _decord_missing_turns(
-    shape: tuple[int, ...], reader: Any, info: VideoInfo, index: _StreamIndex
-) -> int:
-    """Counter-clockwise quarter-turns still needed on decord's frames (rule 7).
-
-    ``shape``: (H, W, C) of decord's frames.
-    """
+def missing_turns(
+    shape: tuple[int, ...],
+    info: VideoInfo,
+    index: _StreamIndex,
+    frame0: Callable[[], np.ndarray],
+) -> int | None:
+    """Counter-clockwise quarter-turns still needed on the frames of a decoder that may
+    itself apply the display rotation (decord, torchcodec; rule 7), or None when their shape
+    ``(H, W, C)`` is neither the coded nor the rotated one. A quarter or three-quarter turn
+    shows in the shape; a half turn does not, so for a 180-degree rotation the decoder's
+    frame 0 (``frame0()``, read only then) is compared with PyAV's."""
     coded = (index.coded_height, index.coded_width, 3)
     rotated = (index.coded_width, index.coded_height, 3)
     turns = (-info.rotation // 90) % 4
-    if info.rotation in (90, 270):
-        if tuple(shape) == rotated:
-            return 0
-        if tuple(shape) == coded:
-            return turns
-    elif tuple(shape) == coded:
-        if info.rotation == 180 and not _decord_applied_half_turn(reader, index):
+    if info.rotation in (90, 270) and tuple(shape) in (rotated, coded):
+        return 0 if tuple(shape) == rotated else turns
+    if info.rotation not in (90, 270) and tuple(shape) == coded:
+        if info.rotation == 180 and not _half_turned(frame0(), index):
             return turns
         return 0
-    raise _DecordUnsuitable(f"decord returned frames of shape {tuple(shape)}, expected {coded}")
-
-
-def _decord_applied_half_turn(reader: Any, index: _StreamIndex) -> bool:
-    """Whether decord's frame 0 looks like PyAV's frame 0 turned by 180 degrees."""
-    return _half_turned(reader[0].asnumpy(), index)
+    return None
 
 
 def _half_turned(frame0: np.ndarray, index: _StreamIndex) -> bool:
@@ -1278,11 +1279,11 @@ def _torchcodec_reader(path, info, index, wanted, geometry, threads, device) -> 
         raise BackendUnsuitable(unsuitable)
     size = geometry.resized_size(info.width, info.height)
 
-    def half_turn_applied(frame0: np.ndarray) -> bool:
-        return _half_turned(frame0, index)
+    def turns_still_needed(shape: tuple[int, ...], frame0: Callable[[], np.ndarray]) -> int | None:
+        return missing_turns(shape, info, index, frame0)
 
     frames = decode_torchcodec.read_frames(
-        path, info, index, wanted, threads, device, half_turn_applied
+        path, info, index, wanted, threads, device, turns_still_needed
     )
     try:
         return {p: _to_clip_frame(rgb, turns, size, geometry) for p, rgb, turns in frames}

@@ -83,14 +83,15 @@ def read_frames(
     wanted: np.ndarray,
     threads: int,
     device: str,
-    half_turn_applied: Callable[[np.ndarray], bool],
+    missing_turns: Callable[[tuple[int, ...], Callable[[], np.ndarray]], int | None],
 ) -> Iterator[tuple[int, np.ndarray, int]]:
     """(position, (H, W, 3) uint8 RGB frame, counter-clockwise quarter-turns still needed)
     for each of the sorted unique positions ``wanted``, in order.
 
     ``info`` / ``index``: the ``VideoInfo`` and ``_StreamIndex`` of ``pipeline.decode``;
-    ``half_turn_applied(frame 0)`` tells whether frame 0 is turned by 180 degrees against
-    the index's (only called for a 180-degree rotation). Raises TorchcodecUnsuitable.
+    ``missing_turns(shape, frame 0)``: ``pipeline.decode.missing_turns`` for this video, the
+    turns still needed on frames of that shape (None: a shape it does not expect). Raises
+    TorchcodecUnsuitable.
     """
     decoder = _open(path, info, threads, device)
     turns: int | None = None
@@ -99,7 +100,13 @@ def read_frames(
         frames, pts_s = _get_frames(decoder, chunk)
         _check_times(chunk, pts_s, index)
         if turns is None:
-            turns = _missing_turns(frames.shape[1:], decoder, info, index, half_turn_applied)
+            turns = missing_turns(frames.shape[1:], lambda: _get_frames(decoder, [0])[0][0])
+            if turns is None:
+                coded = (index.coded_height, index.coded_width, 3)
+                raise TorchcodecUnsuitable(
+                    f"torchcodec returned frames of shape {tuple(frames.shape[1:])}, "
+                    f"expected {coded}"
+                )
         for position, rgb in zip(chunk, frames, strict=True):
             yield position, rgb, turns
 
@@ -150,29 +157,6 @@ def _check_times(positions: list[int], pts_s: np.ndarray, index: Any) -> None:
             f"frame {positions[at]} came back at {pts_s[at]:.6f} s, the index has "
             f"{expected[at]:.6f} s (torchcodec numbers frames differently)"
         )
-
-
-def _missing_turns(
-    shape: tuple[int, ...],
-    decoder: Any,
-    info: Any,
-    index: Any,
-    half_turn_applied: Callable[[np.ndarray], bool],
-) -> int:
-    """Counter-clockwise quarter-turns still needed on torchcodec's frames (rule 7)."""
-    coded = (index.coded_height, index.coded_width, 3)
-    rotated = (index.coded_width, index.coded_height, 3)
-    turns = (-info.rotation // 90) % 4
-    if info.rotation in (90, 270) and tuple(shape) in (rotated, coded):
-        return 0 if tuple(shape) == rotated else turns
-    if info.rotation not in (90, 270) and tuple(shape) == coded:
-        if info.rotation == 180:
-            frame0 = _get_frames(decoder, [0])[0][0]
-            return 0 if half_turn_applied(frame0) else turns
-        return 0
-    raise TorchcodecUnsuitable(
-        f"torchcodec returned frames of shape {tuple(shape)}, expected {coded}"
-    )
 
 
 def _first_line(error: BaseException) -> str:
