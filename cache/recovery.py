@@ -60,12 +60,12 @@ def remove_leftovers(path: Path, relayout_arrays: tuple[str, ...]) -> int:
     return removed
 
 
-def remove_dead_staging(folder: Path, prefix: str) -> int:
-    """Delete ``<folder>/<prefix><pid>`` files and folders whose process is gone (what a
-    killed export or import left); returns the count."""
+def remove_dead_staging(folder: Path, prefix: str, suffix: str = "") -> int:
+    """Delete ``<folder>/<prefix><pid><suffix>`` files and folders whose process is gone
+    (what a killed export or import left); returns the count."""
     removed = 0
-    for staging in folder.glob(f"{prefix}*"):
-        pid = staging.name[len(prefix) :]
+    for staging in folder.glob(f"{prefix}*{suffix}"):
+        pid = staging.name[len(prefix) : len(staging.name) - len(suffix)]
         if pid.isdigit() and not process_alive(int(pid)):
             if staging.is_dir():
                 shutil.rmtree(staging, ignore_errors=True)

@@ -25,6 +25,7 @@ provenance beside it, so it is interchangeable with the store it came from.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -123,12 +124,10 @@ def import_features(cfg: ImportFeaturesConfig) -> ImportResult:
         raise FeatureImportError(f"{source}: no such file or folder")
     if store_path.exists():
         raise FeatureImportError(f"{store_path}: already exists; choose a new store path")
-    from skill.cache.recovery import remove_dead_staging
-
     plan = _plan(cfg, source)
     if not plan.takes:
         raise FeatureImportError(f"{source}: holds no take to import")
-    remove_dead_staging(store_path.parent, f".{store_path.name}.importing-")
+    _remove_dead_imports(store_path)
     staging = store_path.parent / f".{store_path.name}.importing-{os.getpid()}"
     try:
         store = TokenStore.create(
@@ -142,6 +141,19 @@ def import_features(cfg: ImportFeaturesConfig) -> ImportResult:
         _remove_lock_files(staging)
     kind = plan.provenance["imported"]["kind"]
     return ImportResult(store_path, len(plan.takes), len(plan.views), kind)
+
+
+def _remove_dead_imports(store_path: Path) -> None:
+    """What imports into ``store_path`` that were killed left: their staging stores and the
+    lock files beside them (`.<staging name><suffix>`)."""
+    from skill.cache import layout
+    from skill.cache.recovery import remove_dead_staging
+    from skill.cache.store import LOCK_FILE
+
+    prefix = f".{store_path.name}.importing-"
+    remove_dead_staging(store_path.parent, prefix)
+    for suffix in (LOCK_FILE, layout.LAYOUT_LOCK):
+        remove_dead_staging(store_path.parent, "." + prefix, suffix)
 
 
 def _remove_lock_files(store_path: Path) -> None:
@@ -367,6 +379,7 @@ class _FeatureFiles:
 
     def __init__(self, source: Path):
         self.source = source
+        self._hdf5 = None  # the open HDF5 source inside `opened`
         if source.is_dir():
             self.keys = {
                 str(p.relative_to(source))[: -len(".npy")]: p for p in source.rglob("*.npy")
@@ -381,11 +394,25 @@ class _FeatureFiles:
         """How a message names one array: its file, or the HDF5 file and dataset."""
         return str(self.keys[key]) if self.source.is_dir() else f"{self.source}:{key}"
 
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[None]:
+        """Keep an HDF5 source open for the reads inside: one open for all its videos, not
+        one each (2,000 videos by hand: 0.15 s against 0.36 s)."""
+        if self.source.is_dir() or self._hdf5 is not None:
+            yield
+            return
+        with _open_hdf5(self.source) as f:
+            self._hdf5 = f
+            try:
+                yield
+            finally:
+                self._hdf5 = None
+
     def read(self, key: str) -> np.ndarray:
         if self.source.is_dir():
             return _load_2d(self.keys[key], expected_dim=None)
-        with _open_hdf5(self.source) as f:
-            return _checked_2d(f[key][()], self.where(key), expected_dim=None)
+        with self.opened():
+            return _checked_2d(self._hdf5[key][()], self.where(key), expected_dim=None)
 
 
 def _is_dataset(obj) -> bool:
@@ -416,15 +443,16 @@ def _plan_from_videos(cfg: ImportFeaturesConfig, source: Path) -> ImportPlan:
     views = list(dataset.views)
 
     def read() -> Iterator[TakeData]:
-        for take in dataset.takes:
-            tokens = np.zeros((len(views), cfg.clips, n_tokens, agreed.dim), dtype=np.float16)
-            valid = np.zeros(len(views), dtype=bool)
-            for v, view in enumerate(views):
-                key = keys.get((take.take_id, view))
-                if key is not None:  # None: the manifest has no video for this view
-                    tokens[v] = _video_tokens(files, key, cfg, agreed)
-                    valid[v] = True
-            yield TakeData(tokens, valid)
+        with files.opened():
+            for take in dataset.takes:
+                tokens = np.zeros((len(views), cfg.clips, n_tokens, agreed.dim), np.float16)
+                valid = np.zeros(len(views), dtype=bool)
+                for v, view in enumerate(views):
+                    key = keys.get((take.take_id, view))
+                    if key is not None:  # None: the manifest has no video for this view
+                        tokens[v] = _video_tokens(files, key, cfg, agreed)
+                        valid[v] = True
+                yield TakeData(tokens, valid)
 
     layout = {
         "clips": cfg.clips,

@@ -497,6 +497,8 @@ def test_what_a_killed_export_or_import_left_is_removed_by_the_next(synthetic, t
     dead = 2**22 + 12345  # above Linux's pid_max: no such process
     (tmp_path / f".e.h5.exporting-{dead}").write_bytes(b"half")
     (tmp_path / f".i.zarr.importing-{dead}").mkdir()
+    for suffix in (".skill.lock", ".skill.layout.lock"):  # its staging store's lock files
+        (tmp_path / f"..i.zarr.importing-{dead}{suffix}").touch()
     assert invoke_cli("export", str(synthetic.path), str(tmp_path / "e.h5"))[0] == 0
     code, output = invoke_cli("import", "features", str(tmp_path / "e.h5"), "-s",
                               str(tmp_path / "i.zarr"))  # fmt: skip
@@ -505,6 +507,7 @@ def test_what_a_killed_export_or_import_left_is_removed_by_the_next(synthetic, t
         "e.h5",
         "i.zarr",
     ]
+    assert not [p.name for p in tmp_path.iterdir() if "importing-" in p.name]
 
 
 def test_export_of_a_store_without_completed_takes_is_refused(tmp_path):
