@@ -105,15 +105,13 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
     rank = distributed.current_rank()
     dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format, missing_videos="keep")
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
-    missing = check_missing_videos(cfg, rank, takes, dataset.missing_videos)
+    missing, listed = check_missing_videos(cfg, rank, takes, dataset.missing_videos)
     if rank.is_coordinator:
         preflight_store(cfg.store)  # refuse in a second, not after loading the backbone
     backbone = _load_backbone(cfg, rank)
     provenance = build_provenance(cfg, backbone)
     summary = ExtractSummary(store=cfg.store, total=len(takes), rank=rank.rank, world=rank.world)
-    summary.missing_videos = len(missing)
-    listed = missing_list_path(cfg.store)
-    summary.missing_list = listed if missing and listed.is_file() else None
+    summary.missing_videos, summary.missing_list = len(missing), listed
     distributed.init_process_group(rank, backbone.device)
     try:
         with (
@@ -163,8 +161,9 @@ def missing_list_path(store: Path) -> Path:
 
 def check_missing_videos(
     cfg: ExtractConfig, rank: distributed.Rank, takes: list[Take], found: tuple
-) -> dict[tuple[str, str], str]:
-    """The missing videos of this run's `takes`, as (take, view) -> failed-view reason. Rank 0
+) -> tuple[dict[tuple[str, str], str], Path | None]:
+    """The missing videos of this run's `takes`, as (take, view) -> failed-view reason, and
+    the file that lists them (None when none is missing or it could not be written). Rank 0
     writes them all to `missing_list_path`; without `cfg.skip_missing` any of them stops the
     run (`MissingVideosError`: the count, the first 20 and the list file)."""
     from skill.pipeline.manifest import MissingVideosError
@@ -184,7 +183,8 @@ def check_missing_videos(
             hint="nothing was extracted; fix the paths (or --root), or pass --skip-missing to "
             "extract the other views (the missing ones are recorded as failed views)",
         )
-    return {(m.take_id, m.view): m.reason for m in missing}
+    reasons = {(m.take_id, m.view): m.reason for m in missing}
+    return reasons, path if missing and written else None
 
 
 def _write_missing_list(path: Path, text: str | None) -> bool:
