@@ -214,25 +214,23 @@ def check_same(layouts: list[Layout]) -> np.ndarray:
 
 def time_rounds(layouts: list[Layout], rounds: int, cold: bool) -> dict[str, list[float]]:
     """Seconds of each full read, layouts interleaved within every round."""
-    seconds: dict[str, list[float]] = {layout.name: [] for layout in layouts}
-    for _ in range(rounds):
-        for layout in layouts:
-            if cold:
-                drop_from_page_cache(layout.files())
-            tokens, elapsed = timed(layout.read)
-            del tokens
-            seconds[layout.name].append(elapsed)
-    return seconds
+    return _timed_reads([layouts] * rounds, cold)
 
 
 def time_pair(first: Layout, second: Layout, rounds: int, cold: bool) -> dict[str, list[float]]:
     """Seconds of reads of two layouts back to back, the first of each round alternating,
     after one untimed read of each (see the module docstring)."""
-    seconds: dict[str, list[float]] = {first.name: [], second.name: []}
     for layout in (first, second):
         layout.read()  # untimed; the result is dropped at once
-    for round_ in range(rounds):
-        for layout in (first, second) if round_ % 2 == 0 else (second, first):
+    orders = [[first, second] if r % 2 == 0 else [second, first] for r in range(rounds)]
+    return _timed_reads(orders, cold)
+
+
+def _timed_reads(orders: list[list[Layout]], cold: bool) -> dict[str, list[float]]:
+    """Seconds of each read, round by round, each round reading its layouts in order."""
+    seconds: dict[str, list[float]] = {layout.name: [] for layout in orders[0]} if orders else {}
+    for order in orders:
+        for layout in order:
             if cold:
                 drop_from_page_cache(layout.files())
             tokens, elapsed = timed(layout.read)
