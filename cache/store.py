@@ -47,10 +47,17 @@ LOCK_FILE = ".skill.lock"
 # lock (`writer_busy`, used by `skill info`) holds it for an instant and must not make a
 # starting writer fail.
 LOCK_RETRY_S = 0.5
-TAKE_FIELDS = ("id", "scenario", "participant", "split", "uid")
-"""The take table's string columns; the array of `id` is `take` (the xarray dimension)."""
-TAKE_TABLE_ARRAYS = ("take", "scenario", "participant", "split", "uid", "label")
-"""The take table's arrays (format 3), in the order of TAKE_FIELDS, then `label`."""
+TAKE_TEXT_COLUMNS = {
+    "take_id": "take",  # the xarray dimension
+    "scenario": "scenario",
+    "participant": "participant",
+    "split": "split",
+    "uid": "uid",
+}
+"""The take table's text columns: TakeRow field -> array (format 3). The one list of them:
+the arrays, their order and the fields of TakeRow and TakeTable follow it."""
+TAKE_TABLE_ARRAYS = (*TAKE_TEXT_COLUMNS.values(), "label")
+"""The take table's arrays (format 3): the text columns, then `label`."""
 LEGACY_TAKE_TABLE_ARRAYS = (
     *(f"takes/{name}" for name in ("id", "scenario", "participant", "split")),
     "takes/label",
@@ -95,6 +102,10 @@ class TakeTable:
     participant: np.ndarray
     split: np.ndarray
     uid: np.ndarray
+
+    def column(self, field_name: str) -> np.ndarray:
+        """The column of a TakeRow field (TAKE_TEXT_COLUMNS' keys)."""
+        return self.ids if field_name == "take_id" else getattr(self, field_name)
 
 
 @dataclass
@@ -318,17 +329,11 @@ class TokenStore:
         or older has no uid column: its uids are empty)."""
         *strings, label = arrays
         strings = [_strings(values) for values in strings]
-        if len(strings) < len(TAKE_FIELDS):
+        if len(strings) < len(TAKE_TEXT_COLUMNS):
             strings.append(np.full(len(label), "", dtype="U1"))
-        columns = dict(zip(TAKE_FIELDS, strings, strict=True))
-        return TakeTable(
-            ids=columns["id"],
-            label=np.asarray(label).astype(np.int64),
-            scenario=columns["scenario"],
-            participant=columns["participant"],
-            split=columns["split"],
-            uid=columns["uid"],
-        )
+        columns = dict(zip(TAKE_TEXT_COLUMNS, strings, strict=True))
+        return TakeTable(ids=columns.pop("take_id"), label=np.asarray(label).astype(np.int64),
+                         **columns)  # fmt: skip
 
     def read_columns(self, *names: str) -> list[np.ndarray]:
         """The committed rows (``[:n_takes]``) of several arrays. A packed one-chunk array is
@@ -375,14 +380,11 @@ class TokenStore:
         return [index[row.take_id] for row in rows]
 
     def _check_same_take(self, table: TakeTable, i: int, row: TakeRow) -> None:
+        names = ("label", *list(TAKE_TEXT_COLUMNS)[1:])
         stored_label = self.labels[table.label[i]] if table.label[i] >= 0 else None
-        stored = (
-            stored_label,
-            *(str(c[i]) for c in (table.scenario, table.participant, table.split, table.uid)),
-        )
-        given = (row.label, row.scenario, row.participant, row.split, row.uid)
+        stored = (stored_label, *(str(table.column(name)[i]) for name in names[1:]))
+        given = tuple(getattr(row, name) for name in names)
         if stored != given:
-            names = ("label", "scenario", "participant", "split", "uid")
             as_stored = " ".join(f"{n}={v!r}" for n, v in zip(names, stored, strict=True))
             as_given = " ".join(f"{n}={v!r}" for n, v in zip(names, given, strict=True))
             raise StoreError(
@@ -396,16 +398,10 @@ class TokenStore:
             array = self._group[name]
             array.resize((n_new, *array.shape[1:]))
         label_of = {name: i for i, name in enumerate(self.labels)}
-        columns = {
-            "id": [*table.ids, *(r.take_id for r in new_rows)],
-            "scenario": [*table.scenario, *(r.scenario for r in new_rows)],
-            "participant": [*table.participant, *(r.participant for r in new_rows)],
-            "split": [*table.split, *(r.split for r in new_rows)],
-            "uid": [*table.uid, *(r.uid for r in new_rows)],
-        }
+        for field_name, array_name in TAKE_TEXT_COLUMNS.items():
+            values = [*table.column(field_name), *(getattr(r, field_name) for r in new_rows)]
+            self._rewrite_column(array_name, np.asarray(values, dtype=object), str)
         labels = [*table.label, *(label_of[r.label] if r.label else -1 for r in new_rows)]
-        for name, values in zip(TAKE_TABLE_ARRAYS[:-1], columns.values(), strict=True):
-            self._rewrite_column(name, np.asarray(values, dtype=object), str)
         self._rewrite_column("label", np.asarray(labels, dtype=np.int8), np.int8)
         # Rows become visible only now: a coordinator killed above leaves them uncommitted.
         self._group.attrs["n_takes"] = n_new
@@ -823,7 +819,7 @@ def _write_empty_store(path, provenance, views, labels, clips, tokens, dim, fram
     per_take("view_error", (n_views,), (n_views,), str, "", ["view"])
     per_take("view_note", (n_views,), (n_views,), str, "", ["view"])
     per_take("status", (), (), "int8", STATUS_PENDING, [])
-    for name in TAKE_TABLE_ARRAYS[:-1]:
+    for name in TAKE_TEXT_COLUMNS.values():
         group.create_array(name, shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype=str, fill_value="",
                            dimension_names=["take"], compressors=checksummed())  # fmt: skip
     label = group.create_array("label", shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype="int8",
