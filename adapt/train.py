@@ -137,8 +137,9 @@ def writer_lock(out: Path):
 
 def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None], rank: Rank,
                device: str) -> AdaptResult:  # fmt: skip
+    dataset = adapt_dataset(cfg)  # a bad manifest fails before the backbone loads
     backbone = adapt_backbone(cfg, device)
-    frames, built = adapt_frames(cfg, backbone, rank)
+    frames, built = adapt_frames(cfg, backbone, dataset, rank)
     report(
         f"{cfg.frame_store}: {built.decoded} takes decoded, {built.skipped} already there, "
         f"{built.failed} failed, {built.failed_views} views failed"
@@ -156,6 +157,13 @@ def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None], 
     return result
 
 
+def adapt_dataset(cfg: AdaptConfig):
+    """The manifest's takes and views, as `skill adapt` reads them."""
+    from skill.pipeline.manifest import read_takes
+
+    return read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
+
+
 def adapt_backbone(cfg: AdaptConfig, device: str):
     """The backbone `skill adapt` trains, loaded as ``cfg`` says, on ``device``."""
     from skill.pipeline.backbones import load_backbone
@@ -165,13 +173,10 @@ def adapt_backbone(cfg: AdaptConfig, device: str):
                          time_embedding=cfg.time_embedding)  # fmt: skip
 
 
-def adapt_frames(cfg: AdaptConfig, backbone, rank: Rank | None = None):
-    """The frame store of ``cfg``'s takes and chosen views, decoded where it is not already
-    (only the chosen views: the ego preset decodes one view of five); returns (store,
-    what was built)."""
-    from skill.pipeline.manifest import read_takes
-
-    dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
+def adapt_frames(cfg: AdaptConfig, backbone, dataset, rank: Rank | None = None):
+    """The frame store of ``dataset``'s takes (``cfg.limit`` of them) and ``cfg``'s chosen
+    views, decoded where it is not already (only the chosen views: the ego preset decodes
+    one view of five); returns (store, what was built)."""
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
     sampling = cfg.extract_config().sampling
     spec = FrameStoreSpec(backbone.name, dataclasses.asdict(backbone.geometry),

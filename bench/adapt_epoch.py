@@ -115,7 +115,7 @@ def make_trainer(args, manifest: Path, backbone_path: str, out: Path):
     """The objects `skill adapt` builds, up to the first epoch, through the same steps;
     returns (trainer, seconds to decode the frame store)."""
     from skill.adapt.config import AdaptConfig
-    from skill.adapt.train import adapt_backbone, adapt_frames, adapt_trainer
+    from skill.adapt.train import adapt_backbone, adapt_dataset, adapt_frames, adapt_trainer
 
     cfg = AdaptConfig(
         manifest=manifest, out=out, backbone=backbone_path, frames=args.frames,
@@ -124,9 +124,10 @@ def make_trainer(args, manifest: Path, backbone_path: str, out: Path):
         threads=args.threads, workers=args.workers, plots=False, prefetch=args.prefetch,
         timeout_s=600.0,
     )  # fmt: skip
+    dataset = adapt_dataset(cfg)
     backbone = adapt_backbone(cfg, args.device)
     start = time.perf_counter()
-    frames, _ = adapt_frames(cfg, backbone)
+    frames, _ = adapt_frames(cfg, backbone, dataset)
     decode_s = time.perf_counter() - start
     trainer = adapt_trainer(cfg, args.device, backbone, frames)
     trainer.setup()

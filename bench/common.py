@@ -257,7 +257,8 @@ def _records_finite_chunks(path: Path) -> bool:
     from skill.cache import layout
 
     meta = layout.array_metadata(path, "tokens")
-    return not layout.is_packed(meta) or layout.FINITE_CHUNKS in meta.get("attributes", {})
+    recordable = layout.is_packed(meta) and layout.has_checksum(meta)
+    return not recordable or layout.FINITE_CHUNKS in meta.get("attributes", {})
 
 
 def _plan_takes(spec: StoreSpec, rng: np.random.Generator) -> _TakePlan:

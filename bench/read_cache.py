@@ -75,7 +75,10 @@ def parse_args(argv: list[str] | None = None):
         "--pair-rounds", type=int, default=21, help="rounds of the back-to-back goal pair"
     )
     parser.add_argument("--cold", action="store_true", help="drop files from the page cache")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.pair_rounds < 1 or args.rounds < 1:
+        parser.error("--rounds and --pair-rounds must be at least 1")
+    return args
 
 
 # ----------------------------------------------------------------------------- layouts

@@ -471,7 +471,8 @@ def _check_required_files(
     missing = [k for k in wanted if not (folder / names[k]).is_file()]
     if missing:
         slots = np.flatnonzero(required & np.isin(file_of_slot, missing))
-        raise MissingChunks(slots, sorted(str(folder / names[k]) for k in missing))
+        # A take asked for twice names its write-layout file twice: list each file once.
+        raise MissingChunks(slots, sorted({str(folder / names[k]) for k in missing}))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ arrays), the take table (readable, ids present and unique), every chunk of every
 array (decodes; `status` holds known values), and, for each complete take, every valid
 view's token chunk (present, of full length, finite). A chunk file missing for a view that
 was never written (invalid view, pending take) is legitimate; anywhere else it is damage.
+NaN or Inf is damage wherever it is in a chunk that is read, complete take or not: every
+read of that chunk refuses it, so the takes and views that hold it are named.
 
 `repair` marks the damaged takes pending (their status chunk rewritten, their token chunks
 removed), so that the next `skill extract` with the same manifest redoes exactly those

@@ -184,7 +184,8 @@ def check_missing_videos(
             "extract the other views (the missing ones are recorded as failed views)",
         )
     reasons = {(m.take_id, m.view): m.reason for m in missing}
-    return reasons, path if missing and written else None
+    # Other ranks see the file once rank 0 has written it (it may not have been able to).
+    return reasons, path if missing and written and path.is_file() else None
 
 
 def _write_missing_list(path: Path, text: str | None) -> bool:

@@ -225,6 +225,17 @@ def test_missing_and_short_packed_chunks_are_errors_naming_takes_and_files(
         store.read_tokens(rows, [0, 1, 2, 3])
 
 
+def test_a_missing_chunk_of_a_take_asked_for_twice_is_named_once(source, tmp_path):
+    path = copy(source, tmp_path)
+    store = TokenStore.open(path)
+    row = int(np.flatnonzero((store.status() == 1) & store.valid()[:, 0])[0])
+    chunk = path / "tokens" / layout.token_chunk_file(layout.array_metadata(path, "tokens"), row, 0)
+    chunk.unlink()
+    with pytest.raises(StoreError) as raised:
+        store.read_tokens([row, row], [0])
+    assert str(raised.value).count(str(chunk)) == 1, raised.value
+
+
 def test_repacking_after_takes_were_added_keeps_every_take(source, tmp_path, monkeypatch):
     monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 7 * TAKE_BYTES)  # 7 takes
     path = copy(source, tmp_path)
