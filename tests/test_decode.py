@@ -204,6 +204,20 @@ def test_variable_frame_rate_timestamps_are_the_real_ones() -> None:
     np.testing.assert_array_equal(view.timestamps, by_pyav.timestamps)
 
 
+def record_decoded_frames(monkeypatch) -> list[int]:
+    """The pts of every frame PyAV decodes from now on, appended as they are decoded."""
+    decoded: list[int] = []
+    original = decode_module._decoded_frames
+
+    def counting(*args, **kwargs):
+        for frame in original(*args, **kwargs):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(decode_module, "_decoded_frames", counting)
+    return decoded
+
+
 @needs_media
 @pytest.mark.parametrize(
     ("sampling", "expected", "at_most"),
@@ -215,15 +229,7 @@ def test_variable_frame_rate_timestamps_are_the_real_ones() -> None:
 def test_pyav_seeks_instead_of_decoding_the_whole_video(
     monkeypatch, sampling: SamplingConfig, expected: list, at_most: int
 ) -> None:
-    decoded = []
-    original = decode_module._decoded_frames
-
-    def counting(*args, **kwargs):
-        for frame in original(*args, **kwargs):
-            decoded.append(frame.pts)
-            yield frame
-
-    monkeypatch.setattr(decode_module, "_decoded_frames", counting)
+    decoded = record_decoded_frames(monkeypatch)
     # 300 frames, a keyframe every 60: each wanted frame needs at most its own GOP.
     view = decode_view(MEDIA / "mp4parse__white.mp4", sampling, "w", GEOMETRY, backend="pyav")
     assert view.indices.tolist() == expected

@@ -16,6 +16,7 @@ from skill.errors import ConfigError
 from skill.pipeline.decode import FrameGeometry, decode_view, probe
 from skill.pipeline.extract_config import ExtractConfig
 from skill.pipeline.sampling import SamplingConfig, sample_indices, snap_to_keyframes
+from tests.test_decode import record_decoded_frames
 
 GEOMETRY = FrameGeometry(48, 48, 64)
 FRAMES = 150
@@ -118,15 +119,7 @@ def test_exact_mode_is_a_full_sequential_decode_frame_for_frame(
 
 
 def test_exact_mode_skips_non_reference_frames_it_does_not_need(videos, monkeypatch) -> None:
-    decoded: list[int] = []
-    original = decode_module._decoded_frames
-
-    def counting(*args, **kwargs):
-        for frame in original(*args, **kwargs):
-            decoded.append(frame.pts)
-            yield frame
-
-    monkeypatch.setattr(decode_module, "_decoded_frames", counting)
+    decoded = record_decoded_frames(monkeypatch)
     sampling = SamplingConfig("uniform", frames=6)
     view = decode_view(videos["h264"], sampling, "k", GEOMETRY, backend="pyav")
     keys = decode_module._probe(str(videos["h264"]))[1].key_positions
