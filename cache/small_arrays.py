@@ -23,9 +23,12 @@ from skill.cache.layout import array_metadata, chunk_shape, separator
 _NUMERIC = {"bool", "int8", "uint8", "int16", "int32", "int64", "float32", "float64"}
 
 
-def read_whole(store_path: Path, name: str, rows: int) -> np.ndarray | None:
+def read_whole(store_path: Path, name: str, rows: int, unicode: bool = False) -> np.ndarray | None:
     """Rows ``[:rows]`` of array ``name`` as zarr would return them (strings as numpy
-    StringDType), or None where this reader does not apply (see the module docstring)."""
+    StringDType), or None where this reader does not apply (see the module docstring).
+    ``unicode``: strings as fixed-width numpy unicode instead, what the store's take table
+    holds (made straight from the decoded strings: going through StringDType doubles the
+    cost, 0.3 of the 0.45 ms of a 2,370-take column)."""
     try:
         meta = array_metadata(store_path, name)
         shape, chunks = tuple(meta["shape"]), chunk_shape(meta)
@@ -41,27 +44,28 @@ def read_whole(store_path: Path, name: str, rows: int) -> np.ndarray | None:
     except FileNotFoundError:
         # zarr writes no chunk that holds only the fill value (the uid column of a store
         # built from a manifest without uids), and reads one as that value.
-        return _filled(meta, rows)
+        return _filled(meta, rows, unicode)
     except OSError:
         return None
     data = memoryview(stored)[:-4]
     if len(stored) < 4 or crc32c(data) != stored[-4:]:
         return None
-    values = _decode(meta, data, chunks)
+    values = _decode(meta, data, chunks, unicode)
     if values is None:
         return None
     # A chunk holds its whole chunk shape; the array's own shape cuts it.
     return values[(slice(0, rows), *(slice(0, s) for s in shape[1:]))].copy()
 
 
-def _filled(meta: dict, rows: int) -> np.ndarray | None:
+def _filled(meta: dict, rows: int, unicode: bool) -> np.ndarray | None:
     """Rows ``[:rows]`` of an array with no chunk file: its fill value everywhere, as zarr
     reads it; None for a fill value this reader does not decode (NaN, Inf: JSON strings)."""
     shape, fill = (rows, *meta["shape"][1:]), meta.get("fill_value")
     if meta["data_type"] == "string":
         if not isinstance(fill, str):
             return None
-        return np.full(shape, fill, dtype=np.dtypes.StringDType())
+        dtype = f"U{max(len(fill), 1)}" if unicode else np.dtypes.StringDType()
+        return np.full(shape, fill, dtype=dtype)
     if isinstance(fill, str) or fill is None:
         return None
     return np.full(shape, fill, dtype=np.dtype(meta["data_type"]))
@@ -83,7 +87,7 @@ def _plain_codecs(meta: dict) -> bool:
     return first.get("name") == "bytes" and dtype in _NUMERIC and endian == "little"
 
 
-def _decode(meta: dict, compressed, chunks: tuple[int, ...]) -> np.ndarray | None:
+def _decode(meta: dict, compressed, chunks: tuple[int, ...], unicode: bool) -> np.ndarray | None:
     """The chunk's values, ``chunks`` shaped, or None if it does not decode to that many."""
     from numcodecs import VLenUTF8, Zstd
 
@@ -94,7 +98,10 @@ def _decode(meta: dict, compressed, chunks: tuple[int, ...]) -> np.ndarray | Non
             objects = VLenUTF8().decode(raw)
             if objects.size != count:
                 return None
-            return np.asarray(objects, dtype=np.dtypes.StringDType()).reshape(chunks)
+            strings = (
+                objects.astype(str) if unicode else np.asarray(objects, np.dtypes.StringDType())
+            )
+            return strings.reshape(chunks)
         dtype = np.dtype(meta["data_type"]).newbyteorder("<")
         values = np.frombuffer(raw, dtype=dtype)
     except (RuntimeError, ValueError, TypeError):

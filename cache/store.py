@@ -336,8 +336,9 @@ class TokenStore:
                          **columns)  # fmt: skip
 
     def read_columns(self, *names: str) -> list[np.ndarray]:
-        """The committed rows (``[:n_takes]``) of several arrays. A packed one-chunk array is
-        decoded directly (`cache.small_arrays`); the others are read through zarr in one
+        """The committed rows (``[:n_takes]``) of several arrays (strings: numpy unicode, or
+        StringDType where zarr read them). A packed one-chunk array is decoded directly
+        (`cache.small_arrays`); the others are read through zarr in one
         concurrent trip through its event loop instead of one per array (2-3 ms each)."""
         import asyncio
 
@@ -345,7 +346,7 @@ class TokenStore:
         from zarr.core.sync import sync
 
         n, path = self.n_takes, str(self.path)
-        values = {name: small_arrays.read_whole(self.path, name, n) for name in names}
+        values = {name: small_arrays.read_whole(self.path, name, n, unicode=True) for name in names}
         through_zarr = [name for name, value in values.items() if value is None]
 
         async def read(name: str) -> np.ndarray:
@@ -729,6 +730,8 @@ RELAYOUT_ARRAYS = (*PER_TAKE_ARRAYS, *TAKE_TABLE_ARRAYS)
 def _strings(values) -> np.ndarray:
     """zarr returns numpy StringDType arrays; plain unicode arrays are easier to use."""
     values = np.asarray(values)
+    if values.dtype.kind == "U":
+        return values
     if values.dtype.kind == "T":  # StringDType: a fixed width is needed to cast
         width = int(np.strings.str_len(values).max(initial=0))
         return values.astype(f"U{max(width, 1)}")

@@ -50,6 +50,12 @@ def test_every_array_it_reads_equals_zarrs_read(stores, layout):
             want = zarrs_rows(path, name, rows)
             assert got.dtype == want.dtype and got.shape == want.shape, name
             np.testing.assert_array_equal(got, want, err_msg=name)
+            as_unicode = small_arrays.read_whole(path, name, rows, unicode=True)
+            if want.dtype.kind == "T":  # the same strings, fixed-width unicode
+                assert as_unicode.dtype.kind == "U" and as_unicode.shape == want.shape, name
+                assert as_unicode.tolist() == want.tolist(), name
+            else:
+                np.testing.assert_array_equal(as_unicode, want, err_msg=name)
     if layout == "packed":  # everything a load reads first is one chunk there
         assert read == 3 * len(per_take_arrays(path))
 
