@@ -35,6 +35,9 @@ EGOEXO_TAKES, EGOEXO_TRAIN, EGOEXO_VAL = 2370, 1904, 466
 EGOEXO_TRAIN_LABEL_COUNTS = (336, 480, 512, 576)
 # Bumped whenever a builder below changes what it writes (cached data is keyed by it).
 GENERATOR_VERSION = 1
+STORE_LAYOUT_VERSION = 2
+"""Bumped when skill writes the same store differently (2: packed chunks carry the
+`skill_finite_chunks` record): a store built by an earlier skill is rebuilt, not reused."""
 
 
 # ----------------------------------------------------------------------------- CLI helpers
@@ -215,7 +218,7 @@ class StoreSpec:
         return (
             f"egoexo-t{self.takes}-v{self.views}-n{self.tokens}-d{self.dim}"
             f"-p{self.takes_per_participant}-c{self.signal:g}-s{self.seed}"
-            f"-g{GENERATOR_VERSION}-f{FORMAT_VERSION}.zarr"
+            f"-g{GENERATOR_VERSION}-f{FORMAT_VERSION}-l{STORE_LAYOUT_VERSION}.zarr"
         )
 
     @property
@@ -242,23 +245,9 @@ def synthetic_store(
     False: in the write layout (one chunk per take and view), as while extracting.
     Returns (path, build seconds or None when it was already there).
     """
-    from skill.cache.store import TokenStore
 
     path = folder / (spec.name if packed else spec.name.replace(".zarr", "-write.zarr"))
-    if packed and path.exists() and not _records_finite_chunks(path):
-        shutil.rmtree(path)  # packed by a skill that did not record them: reads would scan
-    built = build_once(path, lambda staging: _write_store(staging, spec, packed))
-    if packed and not TokenStore.open(path).is_packed():  # built before stores were packed
-        TokenStore.open(path, "a").pack()
-    return path, built
-
-
-def _records_finite_chunks(path: Path) -> bool:
-    from skill.cache import layout
-
-    meta = layout.array_metadata(path, "tokens")
-    recordable = layout.is_packed(meta) and layout.has_checksum(meta)
-    return not recordable or layout.FINITE_CHUNKS in meta.get("attributes", {})
+    return path, build_once(path, lambda staging: _write_store(staging, spec, packed))
 
 
 def _plan_takes(spec: StoreSpec, rng: np.random.Generator) -> _TakePlan:

@@ -231,7 +231,7 @@ def time_pair(first: Layout, second: Layout, rounds: int, cold: bool) -> dict[st
 
 def _timed_reads(orders: list[list[Layout]], cold: bool) -> dict[str, list[float]]:
     """Seconds of each read, round by round, each round reading its layouts in order."""
-    seconds: dict[str, list[float]] = {layout.name: [] for layout in orders[0]} if orders else {}
+    seconds: dict[str, list[float]] = {layout.name: [] for layout in orders[0]}
     for order in orders:
         for layout in order:
             if cold:
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     report(layouts, seconds, nbytes)
     metadata = time_metadata(store, args.rounds)
     print(f"of which metadata (open, take table, status, valid; median): {metadata * 1e3:.1f} ms")
-    verify_best, verify_median = time_verify(store, rounds=3)
+    verify_best, verify_median = time_verify(store, args.rounds)
     print(f"skill verify of the store (every check; best, median): {verify_best:.2f} s, "
           f"{verify_median:.2f} s")  # fmt: skip
     per_file = best_and_median(seconds[PER_FILE])[1]

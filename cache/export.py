@@ -164,7 +164,7 @@ def _blocks(store, completed: _Completed):
     per_block = layout.chunk_shape(meta)[0] if layout.is_packed(meta) else TAKES_PER_READ
     views = np.arange(len(store.views))
     block_of = completed.rows // per_block
-    starts = np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]]) if len(block_of) else []
+    starts = np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]])  # rows: never empty
     for start, stop in zip(starts, [*starts[1:], len(completed.rows)], strict=True):
         rows = completed.rows[start:stop]
         yield int(start), store.read_tokens(rows, views, records=completed.records)

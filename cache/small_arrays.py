@@ -1,8 +1,9 @@
 """Reading a small one-chunk array of the store without zarr: the take table, status, valid.
 
-Every read of a store starts with these seven arrays. Through zarr each costs 0.3-0.8 ms of
-codec pipeline and the trip through zarr's event loop more (about 10 ms in all, against 65 ms
-for the 291 MB of tokens of benchmark 2). Once packed, the store writes each of them as one
+Every read of a store starts with these eight arrays (six of them the take table). Through
+zarr each costs 0.3-0.8 ms of codec pipeline and the trip through zarr's event loop more
+(session 5, by hand: about 10 ms in all, against 65 ms then for the 291 MB of tokens of
+benchmark 2). Once packed, the store writes each of them as one
 chunk in one form (bytes or vlen-utf8, then zstd, then crc32c), which is decoded here with
 the codecs zarr itself uses (numcodecs). Anything else returns None and the caller reads the
 array through zarr, whose values and error messages stay the reference: another codec chain,

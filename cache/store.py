@@ -381,7 +381,7 @@ class TokenStore:
         return [index[row.take_id] for row in rows]
 
     def _check_same_take(self, table: TakeTable, i: int, row: TakeRow) -> None:
-        names = ("label", *list(TAKE_TEXT_COLUMNS)[1:])
+        names = ("label", *(name for name in TAKE_TEXT_COLUMNS if name != "take_id"))
         stored_label = self.labels[table.label[i]] if table.label[i] >= 0 else None
         stored = (stored_label, *(str(table.column(name)[i]) for name in names[1:]))
         given = tuple(getattr(row, name) for name in names)

@@ -55,12 +55,13 @@ class CrossViewFusionHead(nn.Module):
     pools_tokens = True  # its first step is the mean over each view's tokens
     # Training-side default (FitConfig.view_dropout None, more than one view): the fusion is
     # SkillFormer's as it is; dropping views in training keeps it from leaning on one view
-    # (demo store, all views: test top-1 0.558 over seeds 0-2 against 0.483; benchmark 7).
+    # (demo store, all views, at the earlier lr 1e-3: test top-1 0.558 over seeds 0-2 against
+    # 0.483; benchmark 7).
     multiview_dropout = 0.2
     # Training-side default (FitConfig.lr None), measured on four synthetic stores (benchmark 7):
     # with 3e-3 cvf on all views beats itself at 1e-3 and its best single view set on each of
-    # them, in the mean over seeds 0-2 (demo store: 0.658 against 0.558 at 1e-3). It is the step size, not the decoupled
-    # weight decay that lr scales: 1e-3 with 3x the decay scores 0.517, 3e-3 with a third 0.683.
+    # them, in the mean over seeds 0-2 (demo store: 0.658 against 0.558 at 1e-3). It is the
+    # step size, not the decoupled weight decay that lr scales: 1e-3 with 3x the decay scores 0.517, 3e-3 with a third 0.683.
     default_lr = 3e-3
 
     def __init__(

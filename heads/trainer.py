@@ -205,6 +205,7 @@ def train_neural(cfg: FitConfig, sel: Selection, splits: Splits):
     budget."""
     with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
         state = start_training(cfg, sel, splits)
+        cfg = state.cfg  # the head's defaults filled in, as every epoch uses them
         model, options = state.model, head_options(cfg, sel)
         tracker = BestTracker(cfg.monitor, state.budget.patience)
         history: list[dict] = []

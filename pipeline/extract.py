@@ -184,8 +184,8 @@ def check_missing_videos(
             "extract the other views (the missing ones are recorded as failed views)",
         )
     reasons = {(m.take_id, m.view): m.reason for m in missing}
-    # Other ranks see the file once rank 0 has written it (it may not have been able to).
-    return reasons, path if missing and written and path.is_file() else None
+    # Only rank 0 knows whether it wrote the list (nothing makes the others wait for it).
+    return reasons, path if missing and written and rank.is_coordinator else None
 
 
 def _write_missing_list(path: Path, text: str | None) -> bool:
@@ -335,7 +335,7 @@ def _run_record(cfg: ExtractConfig, rank: distributed.Rank, n_takes: int) -> dic
         "world": rank.world,
         "manifest": str(cfg.manifest),
         "manifest_takes": n_takes,
-        # The run's resolved settings, decoders and decode device included: what the
+        # The run's settings, `auto` decoders written out as their order: what the
         # provenance does not need for comparing tokens but a reader needs to redo the run.
         "config": _resolved_settings(cfg),
     }
