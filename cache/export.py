@@ -9,35 +9,48 @@ names, "" = unlabelled, ``scenario``, ``participant``, ``split``). Root attribut
 strings: ``skill_export`` (format, package version, source store), ``provenance``,
 ``views``, ``labels``, ``geometry``.
 
-*npy*: a folder. ``<take>_<view>.npy`` of shape ``(K * N, D)`` float16 per *valid* view (the
+*npy*: a folder. ``<take>/<view>.npy`` of shape ``(K * N, D)`` float16 per *valid* view (the
 per-video ``(T, D)`` layout of feature extractors such as video_features), ``takes.csv`` (the
-take table, one column per view holding its file name, "" where the view is invalid),
-``frames.npz`` (``frame_index`` and ``timestamp (n, V, K, T)``, ``padded_frames (n, V)``, rows
-in takes.csv's order: which frames every token row came from) and ``skill_export.json``
-(provenance, views, labels, geometry: clips K and tokens N per view).
+take table, one column per view holding its file's path in the export, "" where the view is
+invalid), ``frames.npz`` (``frame_index`` and ``timestamp (n, V, K, T)``, ``padded_frames (n,
+V)``, rows in takes.csv's order: which frames every token row came from) and
+``skill_export.json`` (provenance, views, labels, geometry: clips K and tokens N per view).
+Take and view names become file names through `file_component`, which no two names share
+and which no name can use to leave the folder; no file is ever overwritten.
 
 Nothing half-written: the export is built under a temporary name beside OUT and renamed
-into place; an OUT that exists and is not empty is refused.
+into place; an OUT that exists and is not empty is refused. An HDF5 file that cannot be
+written (a full disk) is closed cleanly and removed (HDF5 itself would crash at exit).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from skill.cache.errors import StoreError
 
+if TYPE_CHECKING:
+    from skill.cache.store import FrameRecords, TakeRecords
+
 EXPORT_FORMATS = ("hdf5", "npy")
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2
+"""2: npy files are ``<take>/<view>.npy`` (names escaped by `file_component`); 1 wrote
+``<take>_<view>.npy`` side by side, which two takes could share."""
 TAKES_CSV = "takes.csv"
 FRAMES_NPZ = "frames.npz"
 EXPORT_JSON = "skill_export.json"
+COMPONENT_MAX_BYTES = 255
+"""The longest file-name component every common file system takes, in bytes."""
 TAKE_COLUMNS = ("take", "uid", "label", "scenario", "participant", "split")
 """The take table's columns in `takes.csv` and under the HDF5 file's ``takes/``, in order
 (``take`` is ``takes/id`` in HDF5)."""
@@ -56,7 +69,7 @@ class ExportConfig:
     """Where to write: a file (hdf5) or a folder (npy); it must not exist, or be empty."""
     format: str = "hdf5"
     """hdf5 (one file: tokens, mask, frames, take table, provenance) or npy (one (K*N, D)
-    file per take and valid view, plus takes.csv and skill_export.json)."""
+    file per take and valid view, <take>/<view>.npy, plus takes.csv and skill_export.json)."""
 
     def __post_init__(self) -> None:
         from skill.errors import ConfigError
@@ -84,12 +97,13 @@ class _Completed:
     rows: np.ndarray  # (n,) rows of the store's take table
     columns: dict[str, list[str]]  # TAKE_COLUMNS -> (n,) text
     valid: np.ndarray  # (n, V) bool
-    records: tuple[np.ndarray, np.ndarray]  # the store's status (N,) and valid (N, V)
+    records: TakeRecords  # the store's take records (status, valid, token_crc)
+    frames: FrameRecords  # the store's frame records, every committed take
 
 
 def export_store(cfg: ExportConfig) -> ExportResult:
     """Write the completed takes of `cfg.store` to `cfg.out` in `cfg.format`."""
-    from skill.cache.recovery import remove_dead_staging
+    from skill.cache.recovery import describe_os_error, remove_dead_staging
     from skill.cache.store import TokenStore
 
     out = Path(cfg.out)
@@ -107,7 +121,7 @@ def export_store(cfg: ExportConfig) -> ExportResult:
                 _write_hdf5(store, completed, staging)
                 files = 1
             else:
-                files = _write_npy(store, completed, staging)
+                files = _write_npy(store, completed, staging, out)
             _check_out_free(out)  # nobody made it meanwhile
             if out.is_dir():
                 out.rmdir()  # empty (checked): replaced by the export
@@ -115,7 +129,9 @@ def export_store(cfg: ExportConfig) -> ExportResult:
                 out.unlink()  # an empty file
             os.rename(staging, out)
         except OSError as err:
-            raise StoreError(f"{out}: could not write the export: {err.strerror or err}") from err
+            raise StoreError(
+                f"{out}: could not write the export: {describe_os_error(err)}; nothing was kept"
+            ) from err
         finally:
             _remove(staging)
     return ExportResult(out=out, takes=len(completed.rows), files=files)
@@ -140,7 +156,8 @@ def _remove(path: Path) -> None:
 def _completed_takes(store) -> _Completed:
     from skill.cache.store import STATUS_COMPLETE
 
-    table, status, valid = store.take_records()
+    records = store.take_records()
+    table, status, valid = records.table, records.status, records.valid
     rows = np.flatnonzero(status == STATUS_COMPLETE)
     labels = [store.labels[i] if i >= 0 else "" for i in table.label[rows].tolist()]
     columns = {
@@ -151,7 +168,10 @@ def _completed_takes(store) -> _Completed:
         "participant": table.participant[rows].tolist(),
         "split": table.split[rows].tolist(),
     }
-    return _Completed(rows=rows, columns=columns, valid=valid[rows], records=(status, valid))
+    return _Completed(
+        rows=rows, columns=columns, valid=valid[rows], records=records,
+        frames=store.frame_records(),
+    )  # fmt: skip
 
 
 def _blocks(store, completed: _Completed):
@@ -192,24 +212,93 @@ def export_metadata(store) -> dict:
     }
 
 
+class _WriteOnce(io.RawIOBase):
+    """The file h5py's ``fileobj`` driver writes the export through. A write that fails (a
+    full disk) is recorded in `error` and reported to HDF5 as done, and later writes are
+    dropped: HDF5 never sees a failure, so it can still close the file; a file HDF5 could not
+    flush stays open in it and crashes the process at exit (SIGSEGV)."""
+
+    def __init__(self, raw: io.FileIO):
+        super().__init__()
+        self.raw, self.error = raw, None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        done = self.raw.readinto(view) or 0
+        view[done:] = bytes(len(view) - done)  # past what was written: zeros, not old memory
+        return len(view)
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        if self.error is None:
+            try:
+                while view:  # a short write (a disk filling up) goes on until it raises
+                    view = view[self.raw.write(view) :]
+            except OSError as err:
+                self.error = err
+        return size
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self.raw.truncate(size)
+            except OSError as err:
+                self.error = err
+        return self.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass
+
+    def check(self) -> None:
+        """Raise the first failed write, if there was one."""
+        if self.error is not None:
+            raise self.error
+
+
 def _write_hdf5(store, completed: _Completed, path: Path) -> None:
+    with open(path, "x+b", buffering=0) as raw:
+        sink = _WriteOnce(raw)
+        try:
+            _fill_hdf5(store, completed, sink)
+        finally:
+            sink.check()  # after h5py closed the file: a failure during its close counts too
+
+
+def _fill_hdf5(store, completed: _Completed, sink: _WriteOnce) -> None:
     import h5py
 
     n, n_views = len(completed.rows), len(store.views)
     text = h5py.string_dtype()
     per_take = (store.clips, store.tokens, store.dim)
-    with h5py.File(path, "w") as f:
+    with h5py.File(sink, "w") as f:
         tokens = f.create_dataset(
             "tokens", shape=(n, n_views, *per_take), dtype="float16",
             chunks=(1, n_views, *per_take) if n else None,
         )  # fmt: skip
         for start, block in _blocks(store, completed):
             tokens[start : start + len(block)] = block
+            sink.check()  # stop at the first failed write, not after the whole store
         rows = completed.rows
         f.create_dataset("valid", data=completed.valid)
-        f.create_dataset("frame_index", data=store.frame_index()[rows])
-        f.create_dataset("timestamp", data=store.timestamps()[rows])
-        f.create_dataset("padded_frames", data=store.padded_frames()[rows])
+        f.create_dataset("frame_index", data=completed.frames.frame_index[rows])
+        f.create_dataset("timestamp", data=completed.frames.timestamp[rows])
+        f.create_dataset("padded_frames", data=completed.frames.padded_frames[rows])
         f.create_dataset("view", data=list(store.views), dtype=text)
         takes = f.create_group("takes")
         for column, values in completed.columns.items():
@@ -219,37 +308,133 @@ def _write_hdf5(store, completed: _Completed, path: Path) -> None:
             f.attrs[key] = json.dumps(value)
 
 
-def _write_npy(store, completed: _Completed, folder: Path) -> int:
+def _write_npy(store, completed: _Completed, folder: Path, out: Path) -> int:
+    """Write the npy export into `folder` (its staging name; messages name `out`)."""
     folder.mkdir()
+    take_folders, names = _npy_names(store, completed)
     files = 0
-    names: list[list[str]] = [[""] * len(store.views) for _ in completed.rows]
     for start, block in _blocks(store, completed):
         for offset, take_tokens in enumerate(block):
             i = start + offset
-            take = completed.columns["take"][i]
-            for v, view in enumerate(store.views):
-                if not completed.valid[i, v]:
-                    continue
-                names[i][v] = npy_name(take, view)
+            if completed.valid[i].any():
+                _new_folder(folder, take_folders[i], out, completed.columns["take"][i])
+            for v in np.flatnonzero(completed.valid[i]):
                 # (K, N, D) -> (K * N, D): the per-video (T, D) layout of feature extractors
-                np.save(folder / names[i][v], take_tokens[v].reshape(-1, store.dim))
+                with _new_file(folder, names[i][v], out) as f:
+                    np.save(f, take_tokens[v].reshape(-1, store.dim))
                 files += 1
-    with open(folder / TAKES_CSV, "w", newline="") as f:
+    with _new_file(folder, TAKES_CSV, out, text=True) as f:
         writer = csv.writer(f)
         writer.writerow([*TAKE_COLUMNS, *store.views])
         for i in range(len(completed.rows)):
             writer.writerow([*(completed.columns[c][i] for c in TAKE_COLUMNS), *names[i]])
     rows = completed.rows
-    np.savez(
-        folder / FRAMES_NPZ,
-        frame_index=store.frame_index()[rows],
-        timestamp=store.timestamps()[rows],
-        padded_frames=store.padded_frames()[rows],
-    )
-    (folder / EXPORT_JSON).write_text(json.dumps(export_metadata(store), indent=2) + "\n")
+    with _new_file(folder, FRAMES_NPZ, out) as f:
+        np.savez(
+            f,
+            frame_index=completed.frames.frame_index[rows],
+            timestamp=completed.frames.timestamp[rows],
+            padded_frames=completed.frames.padded_frames[rows],
+        )
+    with _new_file(folder, EXPORT_JSON, out, text=True) as f:
+        f.write(json.dumps(export_metadata(store), indent=2) + "\n")
     return files
 
 
-def npy_name(take: str, view: str) -> str:
-    """The file of one take and view in an npy export."""
-    return f"{take}_{view}.npy"
+def _npy_names(store, completed: _Completed) -> tuple[list[str], list[list[str]]]:
+    """Each take's folder, and takes.csv's file cells: ``<take>/<view>.npy`` per valid view,
+    "" for the others. Every name is checked before anything is written."""
+    views = [_component(store, "view", view, ".npy", frozenset()) for view in store.views]
+    folders, names = [], []
+    for i, take in enumerate(completed.columns["take"]):
+        folders.append(_component(store, "take", take, "", _TOP_LEVEL))
+        valid = completed.valid[i]
+        names.append([f"{folders[i]}/{views[v]}" if ok else "" for v, ok in enumerate(valid)])
+    return folders, names
+
+
+def npy_file(take: str, view: str) -> str:
+    """Where an npy export keeps one take's view, relative to the export (as takes.csv names
+    it); ValueError for a name no file can have."""
+    return f"{file_component(take, reserved=_TOP_LEVEL)}/{file_component(view, '.npy')}"
+
+
+def _component(store, what: str, name: str, suffix: str, reserved: frozenset[str]) -> str:
+    try:
+        return file_component(name, suffix, reserved)
+    except ValueError as err:
+        raise StoreError(
+            f"{store.path}: {what} {name[:60]!r} cannot name a file: {err}; export it as "
+            "hdf5, which keeps names as text"
+        ) from None
+
+
+def _new_folder(folder: Path, name: str, out: Path, take: str) -> None:
+    """Make the folder of one take's files; refuses one that exists (another take's)."""
+    path = _inside(folder, name, out)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise StoreError(
+            f"{out}: take {take!r} would share the folder {name!r} with another take (names "
+            "that differ only in case, on a file system that ignores case?); nothing was kept"
+        ) from None
+
+
+def _new_file(folder: Path, name: str, out: Path, text: bool = False):
+    """Open `name` inside `folder` for writing; refuses to overwrite a file."""
+    path = _inside(folder, name, out)
+    try:
+        return open(path, "x", newline="") if text else open(path, "xb")
+    except FileExistsError:
+        raise StoreError(
+            f"{out}: {name!r} would be written twice (names that differ only in case, on a "
+            "file system that ignores case?); nothing was kept"
+        ) from None
+
+
+def _inside(folder: Path, name: str, out: Path) -> Path:
+    """`folder / name`, checked to lie inside `folder` (links followed); messages name the
+    export by `out`, the name it will have."""
+    path = folder / name
+    base, real = os.path.realpath(folder), os.path.realpath(path)
+    if real == base or os.path.commonpath([base, real]) != base:
+        raise StoreError(f"{out}: {name!r} would be written outside the export; nothing was kept")
+    return path
+
+
+_TOP_LEVEL = frozenset(name.casefold() for name in (TAKES_CSV, FRAMES_NPZ, EXPORT_JSON))
+_ESCAPED = re.compile(r'[%/\\<>:"|?*\x00-\x1f\x7f-\x9f\ud800-\udfff]')
+_WINDOWS_DEVICE = re.compile(r"(?i)(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?")
+
+
+def file_component(name: str, suffix: str = "", reserved: frozenset[str] = frozenset()) -> str:
+    """`name` + `suffix` as one file-name component that no other name gives and that every
+    common file system takes: ``%``, path separators, control characters and the characters
+    Windows forbids become ``%XX`` (UTF-8 bytes, as in URLs); so do a leading ``.`` (hidden
+    files, ``..``), a trailing ``.`` or space, the first character of a Windows device name
+    (``CON``) or of a name in `reserved` (compared ignoring case). ValueError for an empty
+    name or one longer than `COMPONENT_MAX_BYTES`."""
+    if not name:
+        raise ValueError("the name is empty")
+    encoded = _ESCAPED.sub(lambda m: _percent(m.group()), name)
+    if (
+        encoded.startswith(".")
+        or _WINDOWS_DEVICE.fullmatch(encoded)
+        or (encoded + suffix).casefold() in reserved
+    ):
+        encoded = _percent(encoded[0]) + encoded[1:]
+    if encoded.endswith((".", " ")):
+        encoded = encoded[:-1] + _percent(encoded[-1])
+    component = encoded + suffix
+    size = len(component.encode("utf-8"))
+    if size > COMPONENT_MAX_BYTES:
+        raise ValueError(
+            f"it becomes a file name of {size} bytes, longer than the {COMPONENT_MAX_BYTES} "
+            "file systems take"
+        )
+    return component
+
+
+def _percent(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))

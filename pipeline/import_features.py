@@ -4,7 +4,12 @@ Sources (FEATURES):
 
 * a `skill export` (an HDF5 file with ``skill_export`` attributes, or a folder with
   ``skill_export.json``): takes, views and token layout come from the export, the take table
-  too unless a manifest is given (its takes are then looked up by name);
+  too unless a manifest is given (its takes are then looked up by name). It is checked before
+  anything is written: its metadata (JSON of the expected types), its take table (unique take
+  names fit to be names, labels among its ``labels``, known splits), its HDF5 datasets'
+  shapes, and every file ``takes.csv`` names: the one the export wrote for that take and view
+  (``skill.cache.export.npy_file``; a bare name named once in a version 1 export), there,
+  inside the export;
 * per-video features, matched to the manifest's takes and views by the video's file stem: a
   folder of ``.npy`` files as video_features writes them, ``<video stem>_<feature>.npy`` of
   shape ``(T, D)``, or an HDF5 file with one ``(T, D)`` dataset per video named the same way
@@ -39,6 +44,14 @@ import numpy as np
 
 from skill.cache.store import TakeRow
 from skill.errors import ConfigError, SkillError
+from skill.pipeline.manifest.common import (
+    SPLITS,
+    DuplicateKeyError,
+    loads_unique,
+    shown_name,
+)
+from skill.pipeline.manifest.common import kind as json_kind
+from skill.pipeline.takes import name_problem
 
 
 class FeatureImportError(SkillError, ValueError):
@@ -197,16 +210,106 @@ def _plan(cfg: ImportFeaturesConfig, source: Path) -> ImportPlan:
 
 
 def _export_metadata(source: Path) -> dict | None:
-    """The metadata of a `skill export`, or None when `source` is not one."""
+    """The metadata of a `skill export`, checked (`_check_export_metadata`), or None when
+    `source` is not one."""
     from skill.cache.export import EXPORT_JSON
 
     if source.is_dir():
-        meta = source / EXPORT_JSON
-        return json.loads(meta.read_text()) if meta.is_file() else None
+        path = source / EXPORT_JSON
+        if not path.is_file():
+            return None
+        meta = _json_text(path.read_bytes(), str(path))
+        if not isinstance(meta, dict):
+            raise FeatureImportError(f"{path}: expected a JSON object, got {json_kind(meta)}")
+        _check_export_metadata(str(path), "field", meta)
+        return meta
     with _open_hdf5(source) as f:
         if "skill_export" not in f.attrs:
             return None
-        return {key: json.loads(f.attrs[key]) for key in f.attrs}
+        meta = {
+            key: _json_attribute(source, key, f.attrs[key])
+            for key in EXPORT_METADATA
+            if key in f.attrs
+        }
+    _check_export_metadata(str(source), "attribute", meta)
+    return meta
+
+
+EXPORT_METADATA = {"skill_export": dict, "provenance": dict, "views": list, "labels": list,
+                   "geometry": dict}  # fmt: skip
+"""The metadata a skill export holds (fields of skill_export.json, HDF5 root attributes holding
+JSON text) and the JSON type of each."""
+EXPORT_VERSIONS = (1, 2)
+"""The export format versions this skill reads (`skill.cache.export.EXPORT_FORMAT_VERSION`)."""
+
+
+def _json_attribute(source: Path, key: str, value) -> object:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if not isinstance(value, (str, bytes)):
+        raise FeatureImportError(
+            f"{source}: attribute {key!r} must be JSON text, got {type(value).__name__}"
+        )
+    return _json_text(value, f"{source}: attribute {key!r}")
+
+
+def _json_text(data: str | bytes, where: str) -> object:
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return loads_unique(text)
+    except UnicodeDecodeError as err:
+        raise FeatureImportError(f"{where}: not UTF-8 text ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise FeatureImportError(f"{where}: invalid JSON at line {err.lineno} column "
+                                 f"{err.colno}: {err.msg}") from None  # fmt: skip
+    except DuplicateKeyError as err:
+        raise FeatureImportError(f"{where}: {err.problem()}") from None
+
+
+def _check_export_metadata(where: str, noun: str, meta: dict) -> None:
+    """Every metadata entry is there with its JSON type; versions, names and geometry are
+    sound. `noun`: what `where` calls an entry ("field", "attribute")."""
+    for key, expected in EXPORT_METADATA.items():
+        if key not in meta:
+            raise FeatureImportError(f"{where}: no {noun} {key!r}: not a complete skill export")
+        if not isinstance(meta[key], expected):
+            wanted = "an object" if expected is dict else "a list"
+            raise FeatureImportError(
+                f"{where}: {noun} {key!r} must be {wanted}, got {json_kind(meta[key])}"
+            )
+    version = meta["skill_export"].get("format_version")
+    if isinstance(version, bool) or version not in EXPORT_VERSIONS:
+        raise FeatureImportError(
+            f"{where}: {noun} 'skill_export' has format_version {json_kind(version)}; this skill "
+            f"reads {' and '.join(map(str, EXPORT_VERSIONS))} (was it written by a newer skill?)"
+        )
+    _check_name_list(where, noun, "views", meta["views"], view_names=True)
+    _check_name_list(where, noun, "labels", meta["labels"], view_names=False)
+    for key in ("clips", "tokens", "dim", "frames"):
+        value = meta["geometry"].get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FeatureImportError(
+                f"{where}: {noun} 'geometry' needs {key!r} as a positive integer, got "
+                f"{json_kind(value)}"
+            )
+
+
+def _check_name_list(where: str, noun: str, key: str, names: list, view_names: bool) -> None:
+    if not names:
+        raise FeatureImportError(f"{where}: {noun} {key!r} is empty")
+    seen = set()
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise FeatureImportError(
+                f"{where}: {noun} {key!r} holds {json_kind(name)}, not a non-empty name"
+            )
+        problem = name_problem(name) if view_names else ""
+        if problem:
+            raise FeatureImportError(f"{where}: {noun} {key!r}: view name {shown_name(name)} "
+                                     f"{problem}")  # fmt: skip
+        if name in seen:
+            raise FeatureImportError(f"{where}: {noun} {key!r} names {shown_name(name)} twice")
+        seen.add(name)
 
 
 def _open_hdf5(path: Path):
@@ -254,36 +357,61 @@ def _manifest_takes(cfg: ImportFeaturesConfig):
 # ---- a skill export ----------------------------------------------------------------------
 def _plan_from_export(cfg: ImportFeaturesConfig, source: Path, meta: dict) -> ImportPlan:
     views, labels, geometry = list(meta["views"]), list(meta["labels"]), meta["geometry"]
-    shape = (int(geometry["clips"]), int(geometry["tokens"]), int(geometry["dim"]))
+    shape = (geometry["clips"], geometry["tokens"], geometry["dim"])
     if source.is_dir():
-        exported, read = _npy_export(source, views, shape)
+        version = meta["skill_export"]["format_version"]
+        exported, read = _npy_export(source, views, labels, shape, version)
     else:
-        exported, read = _hdf5_export(source, views, shape)
+        exported, read = _hdf5_export(source, views, labels, (*shape, geometry["frames"]))
     takes = exported
     if cfg.manifest is not None:
-        takes = _manifest_rows_in(cfg, source, exported)
+        takes = _manifest_rows_in(cfg, source, exported, labels)
     row_of = {t.take_id: i for i, t in enumerate(exported)}
     kind = "skill export (npy)" if source.is_dir() else "skill export (hdf5)"
     layout = {"clips": shape[0], "tokens": shape[1], "dim": shape[2], "from": "skill export"}
     provenance = _provenance(source, kind, layout, "skill export", meta["provenance"])
-    return ImportPlan(views, labels, *shape, int(geometry["frames"]), provenance, takes,
+    return ImportPlan(views, labels, *shape, geometry["frames"], provenance, takes,
                       lambda: read([row_of[t.take_id] for t in takes]))  # fmt: skip
 
 
-def _hdf5_export(source: Path, views, shape):
-    """The export's take table, and a reader of the given rows' arrays."""
-    with _open_hdf5(source) as f:
-        table = {name: [_text(v) for v in f["takes"][name][()]] for name in f["takes"]}
-        want = (len(views), *shape)
-        if f["tokens"].ndim != 5 or tuple(f["tokens"].shape[1:]) != want:
+def _check_take_table(takes: list[TakeRow], labels: list[str], place: Callable[[int], str]):
+    """Take names fit to be names (`name_problem`) and unique, labels among the export's
+    `labels`, splits known. `place(i)`: how a message names row i (a csv line...)."""
+    seen: set[str] = set()
+    for i, take in enumerate(takes):
+        problem = name_problem(take.take_id)
+        if problem:
+            raise FeatureImportError(f"{place(i)}: take name {shown_name(take.take_id)} {problem}")
+        if take.take_id in seen:
+            raise FeatureImportError(f"{place(i)}: take {take.take_id} is listed twice")
+        seen.add(take.take_id)
+        if take.label is not None and take.label not in labels:
             raise FeatureImportError(
-                f"{source}: tokens has shape {f['tokens'].shape}, its metadata say (n, {want})"
+                f"{place(i)}: take {take.take_id}: label {take.label!r} is not one of the "
+                f"export's labels ({', '.join(labels)})"
             )
+        if take.split not in SPLITS:
+            raise FeatureImportError(
+                f"{place(i)}: take {take.take_id}: split {take.split!r} is not train, val, test "
+                "or empty"
+            )
+
+
+HDF5_TAKE_COLUMNS = ("id", "uid", "label", "scenario", "participant", "split")
+"""The take table under an HDF5 export's ``takes/``."""
+
+
+def _hdf5_export(source: Path, views, labels, geometry):
+    """The export's take table, checked, and a reader of the given rows' arrays."""
+    with _open_hdf5(source) as f:
+        _check_hdf5_layout(source, f, views, geometry)
+        table = {name: [_text(v) for v in f["takes"][name][()]] for name in HDF5_TAKE_COLUMNS}
     takes = [
         TakeRow(take_id, table["label"][i] or None, table["scenario"][i],
                      table["participant"][i], table["split"][i], table["uid"][i])
         for i, take_id in enumerate(table["id"])
     ]  # fmt: skip
+    _check_take_table(takes, labels, lambda i: f"{source}: takes/id[{i}]")
 
     def read(rows: list[int]) -> Iterator[TakeData]:
         with _open_hdf5(source) as f:
@@ -296,14 +424,58 @@ def _hdf5_export(source: Path, views, shape):
     return takes, read
 
 
-def _npy_export(source: Path, views, shape):
-    """The export's take table (takes.csv), and a reader of the given rows' arrays."""
+def _check_hdf5_layout(source: Path, f, views: list[str], geometry) -> None:
+    """Every dataset an HDF5 export has is there, with the shape its metadata give."""
+    clips, tokens, dim, frames = geometry
+    n = _hdf5_dataset(source, f, "tokens").shape[:1]  # () for a scalar, refused below
+    v = len(views)
+    want = {
+        "tokens": (*n, v, clips, tokens, dim),
+        "valid": (*n, v),
+        "frame_index": (*n, v, clips, frames),
+        "timestamp": (*n, v, clips, frames),
+        "padded_frames": (*n, v),
+        **{f"takes/{name}": n for name in HDF5_TAKE_COLUMNS},
+    }
+    for name, shape in want.items():
+        dataset = _hdf5_dataset(source, f, name)
+        if dataset.shape != shape or not n:
+            shown = ("n", *shape[len(n) :])
+            raise FeatureImportError(
+                f"{source}: {name} has shape {dataset.shape}, its metadata say "
+                f"({', '.join(map(str, shown))})"
+            )
+    if "view" in f:
+        stored = [_text(name) for name in _hdf5_dataset(source, f, "view")[()]]
+        if stored != views:
+            raise FeatureImportError(
+                f"{source}: dataset 'view' names {stored}, attribute 'views' {views}"
+            )
+
+
+def _hdf5_dataset(source: Path, f, name: str):
+    import h5py
+
+    try:
+        dataset = f.get(name)
+    except (KeyError, TypeError, ValueError):  # a path through something not a group
+        dataset = None
+    if not isinstance(dataset, h5py.Dataset):
+        raise FeatureImportError(f"{source}: no dataset {name!r}: not a complete skill export")
+    return dataset
+
+
+def _npy_export(source: Path, views, labels, shape, version: int):
+    """The export's take table (takes.csv), checked with every file it names, and a reader of
+    the given rows' arrays."""
     from skill.cache.export import TAKES_CSV
 
-    with open(source / TAKES_CSV, newline="") as f:
-        rows = list(csv.DictReader(f))
+    csv_path = source / TAKES_CSV
+    rows, lines = _read_takes_csv(csv_path, views)
     takes = [TakeRow(r["take"], r["label"] or None, r["scenario"], r["participant"],
                           r["split"], r["uid"]) for r in rows]  # fmt: skip
+    _check_take_table(takes, labels, lambda i: f"{csv_path}:{lines[i]}")
+    files = _export_files(source, csv_path, rows, lines, views, version)
     clips, tokens, dim = shape
     frames = _export_frames(source, (len(rows), len(views), clips))
 
@@ -311,9 +483,8 @@ def _npy_export(source: Path, views, shape):
         for i in wanted:
             data = np.zeros((len(views), clips, tokens, dim), dtype=np.float16)
             valid = np.zeros(len(views), dtype=bool)
-            for v, view in enumerate(views):
-                if rows[i].get(view):
-                    path = source / rows[i][view]
+            for v, path in enumerate(files[i]):
+                if path is not None:
                     values = _load_2d(path, expected_dim=dim)
                     if values.shape[0] != clips * tokens:
                         raise FeatureImportError(
@@ -328,6 +499,95 @@ def _npy_export(source: Path, views, shape):
                 yield TakeData(data, valid, index[i], times[i], padded[i])
 
     return takes, read
+
+
+def _read_takes_csv(path: Path, views: list[str]) -> tuple[list[dict[str, str]], list[int]]:
+    """takes.csv's rows (column -> text) and the line each starts on; every column of the
+    take table and every view must be in its header, and every row must fill it."""
+    from skill.cache.export import TAKE_COLUMNS
+
+    records, lines = [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for record in reader:
+                if record:
+                    records.append(record)
+                    lines.append(reader.line_num)
+    except FileNotFoundError:
+        raise FeatureImportError(f"{path}: missing; an npy export lists its takes there") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise FeatureImportError(f"{path}: not a readable CSV file ({err})") from None
+    missing = [column for column in (*TAKE_COLUMNS, *views) if column not in header]
+    if missing:
+        raise FeatureImportError(f"{path}:1: the header lacks the column(s) {', '.join(missing)}")
+    if len(set(header)) != len(header):
+        raise FeatureImportError(f"{path}:1: the header names a column twice")
+    for record, line in zip(records, lines, strict=True):
+        if len(record) != len(header):
+            raise FeatureImportError(
+                f"{path}:{line}: {len(record)} fields, the header has {len(header)}"
+            )
+    return [dict(zip(header, record, strict=True)) for record in records], lines
+
+
+def _export_files(source, csv_path, rows, lines, views, version) -> list[list[Path | None]]:
+    """Each row's file per view (None where the view is invalid): named the way the export
+    names it, inside the export, there, and no file named twice."""
+    named: dict[str, int] = {}
+    files = []
+    for row, line in zip(rows, lines, strict=True):
+        where = f"{csv_path}:{line}"
+        paths: list[Path | None] = []
+        for view in views:
+            cell = row[view]
+            if not cell:
+                paths.append(None)
+                continue
+            _check_file_cell(where, row["take"], view, cell, version)
+            if cell in named:
+                raise FeatureImportError(
+                    f"{where}: take {row['take']} view {view}: the file {cell} is named on "
+                    f"line {named[cell]} too"
+                )
+            named[cell] = line
+            paths.append(_file_inside(source, where, row["take"], view, cell))
+        files.append(paths)
+    return files
+
+
+def _check_file_cell(where: str, take: str, view: str, cell: str, version: int) -> None:
+    """A file cell names the file an export of `version` writes for this take and view:
+    ``<take>/<view>.npy`` (escaped) from version 2, a bare file name in version 1."""
+    from skill.cache.export import npy_file
+
+    if version >= 2:
+        expected = npy_file(take, view)
+        if cell != expected:
+            raise FeatureImportError(
+                f"{where}: take {take} view {view} names the file {shown_name(cell)}; the "
+                f"export names it {shown_name(expected)}"
+            )
+        return
+    problem = name_problem(cell)
+    if problem:
+        raise FeatureImportError(
+            f"{where}: take {take} view {view}: the file name {shown_name(cell)} {problem}; "
+            "takes.csv names files of the export folder by bare name"
+        )
+
+
+def _file_inside(source: Path, where: str, take: str, view: str, cell: str) -> Path:
+    path = source / cell
+    base, real = os.path.realpath(source), os.path.realpath(path)
+    if os.path.commonpath([base, real]) != base:
+        raise FeatureImportError(
+            f"{where}: take {take} view {view}: {path} leads outside the export (a link?)"
+        )
+    if not os.path.isfile(real):
+        raise FeatureImportError(f"{where}: take {take} view {view}: {path} is missing")
+    return path
 
 
 def _export_frames(source: Path, rows_views_clips: tuple[int, int, int]):
@@ -358,7 +618,7 @@ def _export_frames(source: Path, rows_views_clips: tuple[int, int, int]):
     return arrays
 
 
-def _manifest_rows_in(cfg, source: Path, exported: list[TakeRow]) -> list[TakeRow]:
+def _manifest_rows_in(cfg, source: Path, exported: list[TakeRow], labels) -> list[TakeRow]:
     """The manifest's takes (their metadata), each of which the export must hold."""
     dataset = _manifest_takes(cfg)
     have = {t.take_id for t in exported}
@@ -368,6 +628,12 @@ def _manifest_rows_in(cfg, source: Path, exported: list[TakeRow]) -> list[TakeRo
             f"{source}: {len(missing)} take(s) of {cfg.manifest} are not in the export: "
             f"{', '.join(missing[:5])}"
         )
+    for take in dataset.takes:
+        if take.label is not None and take.label not in labels:
+            raise FeatureImportError(
+                f"{cfg.manifest}: take {take.take_id}: label {take.label!r} is not one of the "
+                f"export's labels ({', '.join(labels)})"
+            )
     from skill.pipeline.extract import take_row
 
     return [take_row(take) for take in dataset.takes]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from skill.errors import SkillError
 
 # EgoExo4D proficiency labels, in the order the official files and scorer use.
 LABELS: tuple[str, ...] = ("Novice", "Early Expert", "Intermediate Expert", "Late Expert")
+
+NAME_MAX_BYTES = 200
+"""The longest take or view name, in bytes of UTF-8. Names become file-name components (`skill
+export --format npy` writes ``<take>/<view>.npy``); file systems take 255 bytes per component,
+and 200 leaves room for the suffix and the few characters an export escapes."""
+
+_UNFIT_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")  # separators and Unicode's Cc
 
 
 @dataclass(frozen=True)
@@ -37,3 +45,29 @@ class ManifestError(SkillError, ValueError):
         self.path, self.line, self.problem = str(path), line, problem
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {problem}")
+
+
+def name_problem(name: object) -> str:
+    """What makes `name` unfit to be a take or view name, or "" when it is fit.
+
+    A name may become a file-name component: it must be a non-empty string without a path
+    separator (/ or \\), NUL or other control character, not ``.`` or ``..``, and at most
+    `NAME_MAX_BYTES` bytes of UTF-8.
+    """
+    if not isinstance(name, str):
+        return f"is not a string ({type(name).__name__})"
+    if not name:
+        return "is empty"
+    if name in (".", ".."):
+        return f"is {name!r}, which names a folder"
+    bad = _UNFIT_CHARACTER.search(name)
+    if bad:
+        kind = "path separator" if bad.group() in "/\\" else "control character"
+        return f"holds the {kind} {bad.group()!r}"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it holds a lone surrogate)"
+    if size > NAME_MAX_BYTES:
+        return f"is {size} bytes of UTF-8, longer than the {NAME_MAX_BYTES} a name may have"
+    return ""

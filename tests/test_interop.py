@@ -15,10 +15,10 @@ import h5py
 import numpy as np
 import pytest
 
-from skill.cache.store import STATUS_COMPLETE, StoreError, TokenStore
+from skill.cache.store import STATUS_COMPLETE, TokenStore
 from skill.pipeline.takes import LABELS, Take
 from tests.extract_helpers import REPO, extract_config, invoke_cli, make_dataset
-from tests.token_store import build_token_store
+from tests.token_store import build_token_store, recommit_take_table
 
 QUICK_FIT = ["--head", "mean", "--epochs", "2", "--batch-size", "16", "--hidden", "16",
              "--patience", "0", "--no-plots"]  # fmt: skip
@@ -62,7 +62,8 @@ def test_readme_xarray_example_runs_without_warnings_on_both_layouts(
         exec(readme_xarray_snippet(), namespace)
     ds, ego_val = namespace["ds"], namespace["ego_val"]
     skill = TokenStore.open(store)
-    table, status, valid = skill.take_records()
+    records = skill.take_records()
+    table, status = records.table, records.status
     assert list(ds.take.values) == table.ids.tolist()
     assert list(ds.view.values) == skill.views
     for column in ("split", "scenario", "participant", "uid"):
@@ -86,39 +87,6 @@ def test_no_lock_file_inside_the_store(extracted):
 
 
 # ---- format 2 stores ---------------------------------------------------------------------
-def as_format_2(path: Path) -> None:
-    """Rewrite a store as skill wrote format 2: the take table under takes/, no uid, no view."""
-    import zarr
-
-    zarr.open_group(str(path / "takes"), mode="w", zarr_format=3)
-    for name, old in (("take", "id"), ("scenario", "scenario"), ("participant", "participant"),
-                      ("split", "split"), ("label", "label")):  # fmt: skip
-        shutil.move(path / name, path / "takes" / old)
-    shutil.rmtree(path / "uid")
-    shutil.rmtree(path / "view")
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    group.attrs["skill"] = {"format_version": 2, "package_version": "0.1.0"}
-
-
-def test_a_format_2_store_is_read_but_not_written(tmp_path):
-    info = build_token_store(tmp_path / "s.zarr", n_participants=8, takes_per_participant=2)
-    before = TokenStore.open(info.path).take_table()
-    as_format_2(info.path)
-    store = TokenStore.open(info.path)
-    table = store.take_table()
-    assert table.ids.tolist() == before.ids.tolist()
-    assert table.split.tolist() == before.split.tolist()
-    assert table.uid.tolist() == [""] * len(table.ids)
-    with pytest.raises(StoreError, match="store format 2 was written by an older skill"):
-        TokenStore.open(info.path, "a")
-    code, output = invoke_cli("export", str(info.path), str(tmp_path / "e.h5"))
-    assert code == 0, output  # an old store can still leave for a new one
-    code, output = invoke_cli("import", "features", str(tmp_path / "e.h5"), "-s",
-                              str(tmp_path / "new.zarr"))  # fmt: skip
-    assert code == 0, output
-    assert TokenStore.open(tmp_path / "new.zarr").format_version == 3
-
-
 # ---- export -> import --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
@@ -130,13 +98,15 @@ def synthetic(tmp_path_factory):
     )
     uid = zarr.open_array(str(info.path), path="uid", mode="r+", zarr_format=3)
     uid[:] = np.array([f"uid-{i:03d}" for i in range(uid.shape[0])])
+    recommit_take_table(info.path)
     return info
 
 
 def completed_view(path: Path) -> dict:
     """The completed takes of a store: take table, validity, tokens, by take id."""
     store = TokenStore.open(path)
-    table, status, valid = store.take_records()
+    records = store.take_records()
+    table, status, valid = records.table, records.status, records.valid
     rows = np.flatnonzero(status == STATUS_COMPLETE)
     tokens = store.read_tokens(rows, np.arange(len(store.views)))
     frame_index, timestamps, padded = store.frame_index(), store.timestamps(), store.padded_frames()
@@ -195,15 +165,17 @@ def test_npy_export_writes_valid_views_only_and_records_them(synthetic, tmp_path
     with open(out / "takes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     store = TokenStore.open(synthetic.path)
-    table, _, valid = store.take_records()
+    records = store.take_records()
+    table, valid = records.table, records.valid
     row_of = {t: i for i, t in enumerate(table.ids.tolist())}
     for row in rows:
         for v, view in enumerate(store.views):
             assert bool(row[view]) == bool(valid[row_of[row["take"]], v])
             if row[view]:
                 assert np.load(out / row[view]).shape == (2 * 4, 32)  # (K * N, D)
-    files = {p.name for p in out.glob("*.npy")}
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*.npy")}
     assert files == {row[view] for row in rows for view in store.views if row[view]}
+    assert all(row[v] in ("", f"{row['take']}/{v}.npy") for row in rows for v in store.views)
     # which frames each token row came from, rows in takes.csv's order
     with np.load(out / "frames.npz") as frames:
         want = [row_of[row["take"]] for row in rows]

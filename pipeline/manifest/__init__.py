@@ -37,6 +37,11 @@ EgoExo4D-style rules (``egoexo4d`` and ``skillformer``):
 * The split comes from a ``split`` field, else from the file name
   (``proficiency_demonstrator_val.json`` -> "val").
 
+Every format checks what may become a path: take and view names follow
+`skill.pipeline.takes.name_problem` (not empty, ``.`` or ``..``; no ``/``, backslash, NUL or
+other control character; at most 200 bytes of UTF-8), and a JSON object that names a key
+twice is refused, naming the line (json would keep the last value silently).
+
 Every format writes what it reads: ``read_takes(write_manifest(path, takes, root, fmt), root)``
 gives `takes` back. To add a format, write one module with a `ManifestFormat` (format.py) and
 add one `register_format` line below. Shared checks live in common.py.

@@ -8,6 +8,8 @@ format modules compose them and add their own rules.
 from __future__ import annotations
 
 import json
+import json.decoder
+import json.scanner
 import os
 import re
 import stat
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
-from skill.pipeline.takes import LABELS, ManifestError, Take
+from skill.pipeline.takes import LABELS, ManifestError, Take, name_problem
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "")
 
@@ -89,11 +91,13 @@ def jsonl_records(manifest: str, text: str) -> Iterator[tuple[Where, dict]]:
 
 def json_object_line(where: Where, raw: str) -> dict:
     try:
-        value = json.loads(raw)
+        value = loads_unique(raw)
     except json.JSONDecodeError as err:
         hint = " (the line ends early: truncated?)" if ends_early(err, raw) else ""
         problem = f"invalid JSON at column {err.colno}: {err.msg}{hint}"
         raise where.error(problem) from None
+    except DuplicateKeyError as err:
+        raise where.error(err.problem()) from None
     if not isinstance(value, dict):
         raise where.error(f"expected a JSON object, got {kind(value)}")
     return value
@@ -103,6 +107,100 @@ def ends_early(err: json.JSONDecodeError, text: str) -> bool:
     """Whether the JSON stops before it is complete (a cut download, a partial write).
     An unterminated string can only run to the end: JSON strings cannot hold a raw newline."""
     return err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice (json.loads would keep the last value silently).
+    `offset`: where the second occurrence of the key starts in the text parsed."""
+
+    def __init__(self, key: str, offset: int | None = None):
+        super().__init__(key)
+        self.key, self.offset = key, offset
+
+    def problem(self) -> str:
+        return f"duplicate key {self.key!r}: one JSON object names it twice"
+
+
+def loads_unique(text: str) -> Any:
+    """`json.loads` that refuses an object naming a key twice (`DuplicateKeyError`, with the
+    offset of the second occurrence). The fast C parser checks; only a refusal is parsed again,
+    in Python, to find where the key is."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except DuplicateKeyError as err:
+        raise DuplicateKeyError(err.key, _duplicate_offset(text)) from None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return value
+
+
+class _ObjectAt(Exception):
+    """Carries a duplicate key out of the Python parser with the offset of its object."""
+
+    def __init__(self, key: str, start: int):
+        super().__init__(key)
+        self.key, self.start = key, start
+
+
+def _duplicate_offset(text: str) -> int | None:
+    """The offset of the first key named a second time in its object, or None if none is."""
+    decoder = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+
+    def parse_object(s_and_end, *args):  # the innermost object with the duplicate is named
+        try:
+            return json.decoder.JSONObject(s_and_end, *args)
+        except DuplicateKeyError as err:
+            raise _ObjectAt(err.key, s_and_end[1]) from None
+
+    decoder.parse_object = parse_object
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    try:
+        decoder.decode(text)
+    except _ObjectAt as found:
+        return _second_key_offset(text, found.start, found.key)
+    except ValueError:
+        return None
+    return None
+
+
+def _second_key_offset(text: str, index: int, key: str) -> int | None:
+    """Where `key` starts the second time among the keys of the object whose '{' is just
+    before `index`."""
+    decoder, seen = json.JSONDecoder(), False
+    index = skip_blank(text, index)
+    while index < len(text) and text[index] != "}":
+        start = index
+        name, index = decoder.raw_decode(text, index)
+        if name == key:
+            if seen:
+                return start
+            seen = True
+        index = skip_blank(text, skip_blank(text, index) + 1)  # past the ':'
+        _, index = decoder.raw_decode(text, index)
+        index = skip_blank(text, index)
+        if index < len(text) and text[index] == ",":
+            index = skip_blank(text, index + 1)
+    return None
+
+
+def skip_blank(text: str, index: int) -> int:
+    """The first index at or after `index` that is not JSON whitespace."""
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
+
+
+def line_of(text: str, offset: int) -> int:
+    """The 1-based line of `offset` in `text`."""
+    return text.count("\n", 0, offset) + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +361,27 @@ def find_missing_videos(
                 MissingVideo(take.take_id, view, video, problem, where, downscaled_tried)
             )
     return missing
+
+
+def shown_name(name: str) -> str:
+    """A name as a message shows it: quoted with escapes, long ones cut."""
+    return repr(name) if len(name) <= 80 else f"{name[:60]!r}... ({len(name)} characters)"
+
+
+def check_take_name(take_id: str, where: Where) -> None:
+    """The take's name can become a file name (see `name_problem`)."""
+    problem = name_problem(take_id)
+    if problem:
+        raise where.error(f"take name {shown_name(take_id)} {problem}")
+
+
+def check_names(take: Take, where: Where) -> None:
+    """The take's name and its view names can become file names (see `name_problem`)."""
+    check_take_name(take.take_id, where)
+    for view in take.videos:
+        problem = name_problem(view)
+        if problem:
+            raise where.error(f"take {take.take_id}: view name {shown_name(view)} {problem}")
 
 
 def check_has_video(take_id: str, videos: dict[str, str | None], where: Where) -> None:

@@ -15,18 +15,24 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from skill.pipeline.manifest.common import (
+    DuplicateKeyError,
     MissingVideo,
     Where,
     as_text,
     check_has_video,
+    check_names,
+    check_take_name,
     duplicate_error,
     ends_early,
     find_missing_videos,
     kind,
+    line_of,
+    loads_unique,
     optional_str,
     path_value,
     read_label,
     read_split,
+    skip_blank,
     split_from_name,
 )
 from skill.pipeline.manifest.egoexo_layout import (
@@ -57,6 +63,7 @@ def _parse_egoexo4d(manifest: str, text: str, root: Path) -> Parsed:
     for index, (name, record) in enumerate(records):
         where = Where(manifest, lines[index] if index < len(lines) else None, name)
         take = _egoexo_take(record, root, default_split, where)
+        check_names(take, where)
         if take.take_id in seen:
             raise duplicate_error(seen[take.take_id], (where, take))
         missing += find_missing_videos(take, where, downscaled_tried=True)
@@ -67,11 +74,16 @@ def _parse_egoexo4d(manifest: str, text: str, root: Path) -> Parsed:
 
 def _json_document(manifest: str, text: str) -> dict:
     try:
-        document = json.loads(text)
+        document = loads_unique(text)
     except json.JSONDecodeError as err:
         hint = " (the file ends early: truncated?)" if ends_early(err, text) else ""
         problem = f"invalid JSON at column {err.colno}: {err.msg}{hint}"
         raise ManifestError(manifest, err.lineno, problem) from None
+    except DuplicateKeyError as err:
+        if err.offset is None:
+            raise ManifestError(manifest, None, err.problem()) from None
+        where = Where(manifest, line_of(text, err.offset), _record_at(text, err.offset))
+        raise where.error(err.problem()) from None
     if not isinstance(document, dict):
         problem = f"expected a JSON object with an 'annotations' list, got {kind(document)}"
         raise ManifestError(manifest, None, problem)
@@ -123,42 +135,55 @@ def _annotation_lines(text: str) -> list[int]:
         return []
 
 
-def _skip_blank(text: str, index: int) -> int:
-    while index < len(text) and text[index] in " \t\r\n":
-        index += 1
-    return index
+def _record_at(text: str, offset: int) -> str:
+    """The name of the annotation record that holds `offset` ("annotations[3]" or
+    annotations["uid"]), or "" when it is outside every record."""
+    decoder = json.JSONDecoder()
+    try:
+        start = _annotations_value_start(text, decoder)
+        if start is None or not start <= offset < decoder.raw_decode(text, start)[1]:
+            return ""
+        starts = _element_starts(text, start, decoder)
+    except (ValueError, IndexError):
+        return ""
+    index = bisect.bisect_right(starts, offset) - 1
+    if index < 0:
+        return ""
+    if text[start] == "{":
+        return f"annotations[{json.dumps(decoder.raw_decode(text, starts[index])[0])}]"
+    return f"annotations[{index}]"
 
 
 def _annotations_value_start(text: str, decoder: json.JSONDecoder) -> int | None:
-    index = _skip_blank(text, 0)
+    index = skip_blank(text, 0)
     if text[index] != "{":
         return None
-    index = _skip_blank(text, index + 1)
+    index = skip_blank(text, index + 1)
     while text[index] != "}":
         key, index = decoder.raw_decode(text, index)
-        index = _skip_blank(text, _skip_blank(text, index) + 1)  # past the ':'
+        index = skip_blank(text, skip_blank(text, index) + 1)  # past the ':'
         if key == "annotations":
             return index
         _, index = decoder.raw_decode(text, index)
-        index = _skip_blank(text, index)
+        index = skip_blank(text, index)
         if text[index] == ",":
-            index = _skip_blank(text, index + 1)
+            index = skip_blank(text, index + 1)
     return None
 
 
 def _element_starts(text: str, index: int, decoder: json.JSONDecoder) -> list[int]:
     """Offsets of the elements of the list (or the keys of the object) starting at `index`."""
     is_object, starts = text[index] == "{", []
-    index = _skip_blank(text, index + 1)
+    index = skip_blank(text, index + 1)
     while text[index] not in "]}":
         starts.append(index)
         _, index = decoder.raw_decode(text, index)
         if is_object:  # skip the ':' and the value after the key
-            index = _skip_blank(text, _skip_blank(text, index) + 1)
+            index = skip_blank(text, skip_blank(text, index) + 1)
             _, index = decoder.raw_decode(text, index)
-        index = _skip_blank(text, index)
+        index = skip_blank(text, index)
         if text[index] == ",":
-            index = _skip_blank(text, index + 1)
+            index = skip_blank(text, index + 1)
     return starts
 
 
@@ -166,6 +191,8 @@ def _egoexo_take(record: Any, root: Path, default_split: str, where: Where) -> T
     if not isinstance(record, dict):
         raise where.error(f"expected an annotation object, got {kind(record)}")
     take_name = optional_str(record, "take_name", where)
+    if take_name:  # checked before it names a folder to list
+        check_take_name(take_name, where)
     view_paths, unused = _egoexo_view_paths(record, root, take_name, where)
     take_id = _take_id_from_names(take_name, view_paths, where)
     videos = resolved_videos(view_paths, root)

@@ -22,6 +22,7 @@ from skill.pipeline.manifest.common import (
     Where,
     as_text,
     check_has_video,
+    check_names,
     duplicate_error,
     find_missing_videos,
     jsonl_records,
@@ -48,6 +49,7 @@ def _parse_skill(manifest: str, text: str, base: Path) -> Parsed:
     views_line = 0
     for where, record in jsonl_records(manifest, text):
         take = _skill_take(record, base, where)
+        check_names(take, where)
         if not views:
             views, views_line = list(take.videos), where.line or 0
         _check_same_views(take, views, views_line, where)

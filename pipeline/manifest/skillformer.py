@@ -19,6 +19,7 @@ from typing import Any
 from skill.pipeline.manifest.common import (
     MissingVideo,
     Where,
+    check_names,
     duplicate_error,
     find_missing_videos,
     jsonl_records,
@@ -52,6 +53,7 @@ def _parse_skillformer(manifest: str, text: str, root: Path) -> Parsed:
     resolved: dict[tuple[str | None, ...], dict[str, str | None]] = {}  # repeats skip the stats
     for where, record in jsonl_records(manifest, text):
         take = _skillformer_take(record, root, default_split, where, resolved)
+        check_names(take, where)
         if take.take_id in merged:
             _check_same_take(merged[take.take_id], (where, take))
         else:
