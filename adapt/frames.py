@@ -21,7 +21,12 @@ Layout (Zarr format 3, ``<out>/frames.zarr``)::
                  codec), views, labels, takes (id, label, scenario, participant, split)
 
 A take's ``status`` is written after its arrays: a killed build leaves the take pending and
-the next build (same provenance and takes, else refused) decodes only pending takes.
+the next build (same provenance and takes, else refused) decodes only pending takes. The
+store is created in a staging folder ``.frames.zarr.creating-<pid>`` and renamed into place,
+so a create that fails leaves nothing; a resumed build first removes zarr's temporary files
+and the staging folders of dead processes (``cache.recovery``). A write that fails (a full
+disk, a read-only folder) is one line naming the store and the take; the takes written
+before are kept and the same command resumes.
 
 Codec, measured by ``bench/frame_store.py`` (warm page cache, one core, 4 takes x 4 views x
 2 clips x 8 frames at 224x224x3 = 150,528 B per raw frame; zstd level 1, one chunk per
@@ -53,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skill.cache.recovery import remove_dead_staging, store_write_errors, temp_files
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, StoreError
 from skill.pipeline.distributed import Rank
 from skill.pipeline.takes import LABELS, Take
@@ -92,6 +98,25 @@ class FrameStore:
     # ---- creating and opening ----------------------------------------------------------
     @classmethod
     def create(cls, path: Path, spec: FrameStoreSpec, views: list[str], takes: list[Take]):
+        """A new, empty store at ``path``: built in a staging folder beside it, then renamed
+        into place (a create that fails leaves nothing, one line naming the store)."""
+        import os
+        import shutil
+
+        path = Path(path)
+        staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        with store_write_errors(path, "the new frame store"):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cls._create_arrays(staging, spec, views, takes)
+                os.rename(staging, path)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return cls.open(path, mode="a")
+
+    @staticmethod
+    def _create_arrays(path: Path, spec: FrameStoreSpec, views: list[str], takes: list[Take]):
         import zarr
 
         sampling, geometry = spec.sampling, spec.geometry
@@ -120,7 +145,6 @@ class FrameStore:
                 "takes": [take_record(take) for take in takes],
             }
         )
-        return cls(Path(path), group)
 
     @classmethod
     def open(cls, path: Path, mode: str = "r") -> FrameStore:
@@ -140,10 +164,16 @@ class FrameStore:
     def open_or_create(
         cls, path: Path, spec: FrameStoreSpec, views: list[str], takes: list[Take]
     ) -> FrameStore:
-        """Resume a store of the same frames and takes, or create it; refuse anything else."""
-        if not Path(path).exists():
+        """Resume a store of the same frames and takes, or create it; refuse anything else.
+        What killed writers left (zarr's temporary files, staging folders) is removed first:
+        the caller holds the --out folder's lock, so no other writer is running."""
+        path = Path(path)
+        remove_dead_staging(path.parent, f".{path.name}.creating-")
+        if not path.exists():
             return cls.create(path, spec, views, takes)
         store = cls.open(path, mode="a")
+        for temp in temp_files(path):
+            temp.unlink(missing_ok=True)
         stored = FrameStoreSpec(**store.provenance)
         problems = []
         if stored.identity() != spec.identity():
@@ -378,7 +408,8 @@ class _Build:
         state = self.open.pop(row)
         if int(state.valid.sum()) < self.min_views:
             state.status = STATUS_FAILED
-        self.store.write_take(row, state)
+        with store_write_errors(self.store.path, f"take {self.takes[row].take_id} (row {row})"):
+            self.store.write_take(row, state)
         failed = state.status == STATUS_FAILED
         self.summary.failed += int(failed)
         self.summary.decoded += int(not failed)

@@ -22,7 +22,12 @@ epoch's, AdamW moments in safetensors; scalars in JSON; no pickle): a killed ada
 there and, on CPU, ends with the same adapter as an uninterrupted run (the random streams of
 each epoch are seeded by (seed, epoch), so nothing else needs saving). A checkpoint is
 written beside the old one and swapped in; a save killed half way is tidied on resume. One
-adapt per ``--out`` at a time (``.adapt.lock``, an flock).
+adapt per ``--out`` at a time (``.adapt.lock``, an flock; the refusal names the holder).
+A write that fails (a full disk, a read-only folder), of the frame store, a checkpoint or the
+outputs, is one line naming the path; what was written before is kept (the frame store's
+finished takes, the last checkpoint) and the same command resumes. Every file is written
+with the mode the umask gives, and the same run writes the same bytes: ``adapter/`` is
+byte-identical between two runs of one command (``pipeline.backbones.adapter.save_adapter``).
 
 Under torchrun every rank runs the same command: rank 0 holds the lock, creates the frame
 store and writes every output; the frame store is decoded and each batch read by the ranks
@@ -47,9 +52,14 @@ import numpy as np
 from skill.adapt.config import CHECKPOINT, AdaptConfig
 from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store, prefetched
 from skill.adapt.ranks import all_reduce_gradients, barrier, my_share, my_slice, sum_arrays
+from skill.cache.recovery import (
+    exclusive_lock,
+    write_bytes_atomically,
+    write_errors,
+)
 from skill.cache.store import STATUS_COMPLETE
 from skill.devices import resolve_device
-from skill.errors import ConfigError
+from skill.errors import ConfigError, SkillError
 from skill.heads.config import FitConfig
 from skill.heads.data import Selection, Splits, resolve_views, split_takes
 from skill.heads.trainer import (
@@ -60,6 +70,7 @@ from skill.heads.trainer import (
     head_options,
     make_loss,
     make_optimizer,
+    save_tensors,
     schedule_record,
 )
 from skill.pipeline.distributed import Rank
@@ -115,24 +126,22 @@ def coordinated_out(cfg: AdaptConfig, rank: Rank):
                 raise ConfigError(
                     f"{cfg.out}: already holds a finished adapt (run/); use a new --out"
                 )
-            cfg.out.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(writer_lock(cfg.out))
+            with write_errors(cfg.out, "the --out folder", kept="Nothing was changed"):
+                cfg.out.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(writer_lock(cfg.out))
 
-        run_on_coordinator(rank, claim_out, ConfigError)
+        run_on_coordinator(rank, claim_out, SkillError)
         yield
 
 
-@contextlib.contextmanager
 def writer_lock(out: Path):
-    """One adapt per --out at a time (an flock: the kernel drops it even on SIGKILL)."""
-    import fcntl
+    """One adapt per --out at a time (an flock: the kernel drops it even on SIGKILL); a
+    second one is refused naming the holder."""
 
-    with open(out / ".adapt.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"{out}: another skill adapt is writing this folder") from None
-        yield
+    def busy(holder: str) -> ConfigError:
+        return ConfigError(f"{out}: another skill adapt is writing this folder ({holder})")
+
+    return exclusive_lock(out / ".adapt.lock", busy)
 
 
 def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None], rank: Rank,
@@ -384,7 +393,9 @@ class Trainer:
             done = load_checkpoint(self)
             ran = 0
             epochs = self.budget.epochs
-            for epoch in range(done + 1, epochs + 1):
+            # A checkpoint of a run that had stopped early (killed while publishing) trains no more.
+            last = done if done and self.tracker.should_stop(done) else epochs
+            for epoch in range(done + 1, last + 1):
                 torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: seeded per epoch
                 train_loss = self.train_epoch(np.random.default_rng([cfg.seed, epoch]))
                 probs = self.predict(self.splits.val)
@@ -549,17 +560,32 @@ def checkpoint_identity(cfg: AdaptConfig) -> dict:
 
 
 def save_checkpoint(trainer: Trainer, epoch: int) -> None:
-    """The state after ``epoch``, written to a new folder then swapped in (never half written)."""
-    from safetensors.torch import save_file
-
+    """The state after ``epoch``, written to a new folder then swapped in (never half written);
+    a failed write removes the new folder and keeps the previous checkpoint."""
     folder = trainer.cfg.out / CHECKPOINT
     staging = folder.with_name(f"{CHECKPOINT}.partial-{os.getpid()}")
+    kept = f"The checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "Nothing was kept"
+    with write_errors(folder, f"the checkpoint of epoch {epoch}", kept=kept):
+        try:
+            write_checkpoint(trainer, epoch, staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    old = folder.with_name(f"{CHECKPOINT}.old-{os.getpid()}")
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_checkpoint(trainer: Trainer, epoch: int, staging: Path) -> None:
+    """The files of the checkpoint after ``epoch`` in the new folder ``staging``."""
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file(_cpu(trainer.model.trainable()), str(staging / "trainable.safetensors"))
-    save_file(_cpu(trainer.tracker.state), str(staging / "best.safetensors"))
+    save_tensors(staging / "trainable.safetensors", trainer.model.trainable())
+    save_tensors(staging / "best.safetensors", trainer.tracker.state)
     moments, scalars = optimizer_tensors(trainer.optimizer)
-    save_file(moments, str(staging / "optimizer.safetensors"))
+    save_tensors(staging / "optimizer.safetensors", moments)
     scheduler = {k: v for k, v in trainer.scheduler.state_dict().items() if k != "lr_lambdas"}
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -571,12 +597,7 @@ def save_checkpoint(trainer: Trainer, epoch: int) -> None:
         "scheduler": scheduler,
         "optimizer": scalars,
     }
-    (staging / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-    old = folder.with_name(f"{CHECKPOINT}.old-{os.getpid()}")
-    if folder.exists():
-        os.rename(folder, old)
-    os.rename(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    write_bytes_atomically(staging / "state.json", (json.dumps(state, indent=1) + "\n").encode())
 
 
 def load_checkpoint(trainer: Trainer) -> int:
@@ -651,27 +672,18 @@ def optimizer_state(tensors: dict, scalars: dict) -> dict:
     return {"state": state, "param_groups": scalars["param_groups"]}
 
 
-def _cpu(state: dict) -> dict:
-    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-
-
 # ---- outputs --------------------------------------------------------------------------------
 def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -> None:
     """adapter/ (the best epoch's LoRA), then run/ through ``heads.run_folder`` with the
     provenance the adapted token store will have; the checkpoint goes last."""
     from skill.heads import run_folder
     from skill.heads.train import fit_metrics
-    from skill.pipeline.backbones import adapter_sha256, write_training_record
+    from skill.pipeline.backbones import adapter_sha256
     from skill.pipeline.extract import build_provenance
 
     model = trainer.model
     shutil.rmtree(cfg.run_dir, ignore_errors=True)  # left by a publish killed before its end
-    staging = cfg.adapter_dir.with_name(".adapter.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.encoder.save_pretrained(str(staging), safe_serialization=True)
-    write_training_record(staging, backbone.provenance(), made_by="skill adapt")
-    shutil.rmtree(cfg.adapter_dir, ignore_errors=True)
-    os.rename(staging, cfg.adapter_dir)
+    publish_adapter(cfg, model, backbone)
     adapter = {"path": str(cfg.adapter_dir.resolve()), "sha256": adapter_sha256(cfg.adapter_dir)}
     provenance = build_provenance(cfg.extract_config(adapter=cfg.adapter_dir), backbone)
     provenance["backbone"]["adapter"] = adapter
@@ -688,6 +700,24 @@ def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -
     record["adapt"] = {"config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
                        "adapter": adapter, "extract_command": cfg.extract_command(),
                        "world": trainer.rank.world}  # fmt: skip
-    run_folder.write_json(run_dir / "config.json", record)
+    with write_errors(run_dir, "the run record", kept="The last checkpoint is kept"):
+        run_folder.write_json(run_dir / "config.json", record)
     shutil.rmtree(cfg.out / CHECKPOINT, ignore_errors=True)
     result.adapter_dir, result.run_dir, result.metrics = cfg.adapter_dir, run_dir, metrics
+
+
+def publish_adapter(cfg: AdaptConfig, model: AdaptModel, backbone) -> None:
+    """adapter/ (the best epoch's LoRA, already loaded into ``model``), written beside and
+    renamed into place; a failed write leaves no adapter/ and keeps the last checkpoint."""
+    from skill.pipeline.backbones.adapter import save_adapter
+
+    staging = cfg.adapter_dir.with_name(".adapter.partial")
+    with write_errors(cfg.adapter_dir, "the adapter", kept="The last checkpoint is kept"):
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            save_adapter(model.encoder, staging, backbone.provenance(), made_by="skill adapt")
+            shutil.rmtree(cfg.adapter_dir, ignore_errors=True)
+            os.rename(staging, cfg.adapter_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise

@@ -5,31 +5,77 @@ killed in between leaves that file behind. Nothing reads such a file: `skill inf
 them and the next `skill extract` deletes them, both by the one rule here (`temp_files`).
 A killed create leaves a staging folder `.<store>.creating-<pid>` beside the store, and a
 killed relayout leaves stale chunks (`cache.layout.remove_stale_chunks`).
+
+Files skill writes itself go through `write_bytes_atomically`: a temporary name beside the
+file, renamed into place, removed when the write fails (a full disk leaves nothing behind),
+with the mode the umask gives like any other output. `write_errors` turns a failed write
+(a full disk, a read-only folder) into one line naming the path; `exclusive_lock` keeps a
+second command out of a folder another one is writing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from skill.cache.errors import StoreError
 from skill.cache.layout import remove_stale_chunks
+from skill.errors import SkillError
 
 TEMP_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$")
 """zarr's temporary file name: `<name>.<uuid4 hex>.partial`."""
 
 
+class WriteError(SkillError):
+    """A file or folder skill could not write (a full disk, a read-only or vanished folder);
+    the message names the path, what is kept, and that the same command resumes."""
+
+
 def write_text_atomically(path: Path, text: str) -> None:
     """Write a whole file or none: ``text`` goes to ``.<name>.tmp-<pid>`` beside ``path`` and is
     renamed over it, so a reader (or a run killed mid-write) never sees half a file."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write a whole file or none (as :func:`write_text_atomically`); the temporary is removed
+    when the write fails. The file is created 0666 less the umask, as every other output."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp.unlink(missing_ok=True)  # a leftover of this pid keeps its old mode under O_CREAT
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def follow_umask(path: Path) -> None:
+    """Give a file another library created private (0600, e.g. through mkstemp) the mode of
+    every other output: 0666 less the umask."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    """This process's umask (from /proc where there is one: setting it to read it is racy)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def temp_files(path: Path) -> list[Path]:
@@ -86,17 +132,48 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def store_write_errors(path: Path, what: str) -> Iterator[None]:
+def store_write_errors(path: Path, what: str) -> contextlib.AbstractContextManager[None]:
     """An OSError while writing `what` (a full disk, a read-only or vanished location)
     becomes a StoreError naming the store, what was written, and what is kept."""
+    return write_errors(path, what, StoreError)
+
+
+@contextlib.contextmanager
+def write_errors(
+    path: Path,
+    what: str,
+    error: type[SkillError] = WriteError,
+    kept: str = "What was completed before is kept",
+) -> Iterator[None]:
+    """A failed write of `what` at `path` (an OSError, or a library's error that carries one)
+    becomes one line: `error` naming the path, what was written, why, and what is kept."""
     try:
         yield
-    except OSError as err:
-        raise StoreError(
-            f"{path}: could not write {what}: {describe_os_error(err)}. What was completed "
-            "before is kept; fix this and run the same command to resume"
+    except SkillError:
+        raise
+    except Exception as err:
+        cause = as_os_error(err)
+        if cause is None:
+            raise
+        raise error(
+            f"{path}: could not write {what}: {describe_os_error(cause)}. {kept}; fix this and "
+            "run the same command to resume"
         ) from err
+
+
+_OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
+
+
+def as_os_error(err: BaseException) -> OSError | None:
+    """The OSError behind `err`: itself, or the one safetensors only names in its message
+    (`SafetensorError: ... No space left on device (os error 28)`); None for anything else."""
+    if isinstance(err, OSError):
+        return err
+    match = _OS_ERROR_CODE.search(str(err))
+    if type(err).__name__ == "SafetensorError" and match:
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code))
+    return None
 
 
 def describe_os_error(err: OSError) -> str:
@@ -107,6 +184,26 @@ def describe_os_error(err: OSError) -> str:
         errno.EROFS: "the location is read-only",
         errno.EACCES: "permission denied",
         errno.EPERM: "operation not permitted",
+        errno.EFBIG: "the file is too large for this location",
     }
     hint = hints.get(err.errno)
     return f"{hint} ({reason})" if hint else reason
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, refuse: Callable[[str], SkillError]) -> Iterator[None]:
+    """Hold an exclusive flock on `lock_path` (created if needed), recording who holds it;
+    while another process holds it, raise ``refuse(holder)`` at once ("pid N on host since T").
+
+    The kernel releases an flock when its holder dies, even by SIGKILL: no stale lock."""
+    from skill.cache.store import _lock_holder, _read_lock_holder, _try_flock
+
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not _try_flock(fd, fcntl.LOCK_EX, 0.0):
+            raise refuse(_read_lock_holder(lock_path))
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(_lock_holder()).encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

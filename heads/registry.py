@@ -23,6 +23,7 @@ first look-up.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,29 @@ def build_head(name: str, **kwargs):
     if is_trainable(cls):
         raise KeyError(f"head {name!r} is not a neural head (it has no nn.Module to build)")
     return cls(**kwargs)
+
+
+def option_problem(name: str, options: dict) -> str | None:
+    """What keeps ``options`` from rebuilding head ``name`` (unknown or missing option names),
+    or None. A neural head takes its constructor's keyword arguments; a head that implements
+    TrainableHead itself takes the names in its class attribute ``option_names`` (none if unset)."""
+    cls = head_class(name)
+    if is_trainable(cls):
+        accepted, required = set(getattr(cls, "option_names", ())), set()
+    else:
+        params = list(inspect.signature(cls).parameters.values())
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        accepted = {p.name for p in named}
+        required = {p.name for p in named if p.default is p.empty}
+    unknown, missing = sorted(set(options) - accepted), sorted(required - set(options))
+    if unknown:
+        takes = ", ".join(sorted(accepted)) or "none"
+        return f"unknown option {', '.join(unknown)} (head {name!r} takes {takes})"
+    if missing:
+        return f"missing option {', '.join(missing)} of head {name!r}"
+    return None
 
 
 def pools_tokens(name: str) -> bool:

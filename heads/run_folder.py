@@ -19,7 +19,11 @@ folders of owners that are no longer alive (:func:`remove_stale_staging`), never
 live process. An existing run is never overwritten:
 the new run gets the first free suffix ``-2``, ``-3``, ... ``config.json`` is read back
 through one typed record, :class:`RunRecord`, which checks the format version and the fields
-``predict`` needs.
+``predict`` needs, and :func:`check_model`: the head and its options must be ones this skill
+builds, and the model file a plain name that stays inside the run folder (no absolute path,
+``..`` or symlink out of it), so an edited config.json cannot make skill read anything else.
+A write that fails (a full disk, a read-only folder) removes the staging folder and is one
+line naming the run folder.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skill.cache.recovery import write_text_atomically
+from skill.cache.recovery import write_errors, write_text_atomically
 from skill.cache.store import package_version
 from skill.errors import SkillError
 from skill.heads.data import Selection, Splits, take_ids_sha256
@@ -52,6 +56,11 @@ RUN_FORMAT_VERSION = 1
 
 class RunFolderError(SkillError, ValueError):
     """A run folder's config.json is unreadable, too new, or lacks a field (named)."""
+
+
+class RunConfigError(RunFolderError):
+    """A run folder's config.json names a head, head option or file that this skill will not
+    load (unknown, or a file outside the run folder); refused wherever a run is read."""
 
 
 class IncompleteRunError(SkillError, FileNotFoundError):
@@ -88,7 +97,17 @@ class ModelRecord:
         def get(key, kind):
             return _field(data, key, kind, source, "model.")
 
-        return cls(get("kind", str), get("head", str), get("options", dict), get("file", str))
+        file = get("file", str)
+        if not is_plain_file_name(file):
+            raise RunConfigError(
+                f"{source}: model.file {file!r} is not a file name inside the run folder"
+            )
+        return cls(get("kind", str), get("head", str), get("options", dict), file)
+
+
+def is_plain_file_name(name: str) -> bool:
+    """A name of a file directly in a folder: no separator, not empty, ``.``, ``..`` or NUL."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 @dataclass(frozen=True)
@@ -176,7 +195,36 @@ def read_run_record(run_dir: str | Path) -> RunRecord:
     path = run_dir / "config.json"
     if not path.is_file():
         raise IncompleteRunError(f"{run_dir}: not a complete run folder (no config.json)")
-    return RunRecord.from_json(path)
+    record = RunRecord.from_json(path)
+    check_model(run_dir, record.model)
+    return record
+
+
+def check_model(run_dir: str | Path, model: ModelRecord) -> Path:
+    """Refuse (RunConfigError naming config.json) a head this skill does not know, options
+    that head does not take, and a model file outside the run folder; returns the file."""
+    from skill.heads.registry import head_names, option_problem
+
+    source = Path(run_dir) / "config.json"
+    if model.head not in head_names():
+        raise RunConfigError(
+            f"{source}: model.head {model.head!r} is not a head this skill knows "
+            f"(it knows {', '.join(head_names())})"
+        )
+    problem = option_problem(model.head, model.options)
+    if problem:
+        raise RunConfigError(f"{source}: model.options: {problem}")
+    if not is_plain_file_name(model.file):
+        raise RunConfigError(
+            f"{source}: model.file {model.file!r} is not a file name inside the run folder"
+        )
+    folder = Path(run_dir).resolve()
+    path = (folder / model.file).resolve()
+    if path.parent != folder:
+        raise RunConfigError(
+            f"{source}: model.file {model.file!r} leads out of the run folder (to {path})"
+        )
+    return Path(run_dir) / model.file
 
 
 def read_run_metrics(run_dir: str | Path) -> dict:
@@ -197,7 +245,7 @@ def load_head(run_dir: str | Path, model: ModelRecord) -> TrainableHead:
     """The trained head of a run folder, through its registered kind's ``load``."""
     from skill.heads.interface import head_type
 
-    path = Path(run_dir) / model.file
+    path = check_model(run_dir, model)
     if not path.is_file():
         raise IncompleteRunError(f"{run_dir}: model file {path.name} is missing")
     return head_type(model.head).load(model.head, Path(run_dir), model.file, model.options)
@@ -214,23 +262,25 @@ def write_run(
     metrics: dict,
     predictions: dict,
 ) -> Path:
-    """Write the run folder in a staging folder, then rename it into place; returns its path."""
+    """Write the run folder in a staging folder, then rename it into place; returns its path.
+    A failed write (full disk, read-only folder) leaves nothing and is one line (WriteError)."""
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(out_dir)
-    staging = out_dir / f".{cfg.name}.partial-{os.getpid()}-{time.time_ns()}"
-    staging.mkdir()
-    try:
-        head.save(staging)
-        write_json(staging / "metrics.json", metrics)
-        write_predictions_csv(staging / "predictions.csv", predictions, sel.class_names)
-        if cfg.plots:
-            write_plots(staging, sel, head, metrics)
-        write_json(staging / "config.json", run_config(cfg, sel, splits, head))
-        return publish(staging, out_dir, cfg.name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with write_errors(out_dir / cfg.name, "the run folder", kept="Nothing of this run was kept"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out_dir)
+        staging = out_dir / f".{cfg.name}.partial-{os.getpid()}-{time.time_ns()}"
+        staging.mkdir()
+        try:
+            head.save(staging)
+            write_json(staging / "metrics.json", metrics)
+            write_predictions_csv(staging / "predictions.csv", predictions, sel.class_names)
+            if cfg.plots:
+                write_plots(staging, sel, head, metrics)
+            write_json(staging / "config.json", run_config(cfg, sel, splits, head))
+            return publish(staging, out_dir, cfg.name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def run_config(cfg: FitConfig, sel: Selection, splits: Splits, head: TrainableHead) -> dict:

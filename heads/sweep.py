@@ -30,26 +30,36 @@ it is, the others are fitted, and the full table is written. A folder of that na
 *other* settings (another grid, store or fit option) is left alone and the sweep goes to
 the first free or matching ``name-2``, ``name-3``...; a folder without ``sweep.json`` is not a
 sweep folder and is skipped the same way. An unreadable ``sweep.json`` is an error naming it.
+
+One sweep at a time per ``--out-dir`` and ``--sweep-name``: a sweep holds the lock file
+``<out_dir>/.<name>.sweep.lock`` (an flock, which the kernel releases even when the holder is
+killed) from before it picks its folder until its table is written; a second one is refused
+at once, naming the holder (pid, host, since). A write that fails (a full disk, a read-only
+folder) is one line naming the path; the runs completed before are kept, and the same
+command resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from skill.cache.recovery import write_text_atomically
+from skill.cache.recovery import exclusive_lock, write_errors, write_text_atomically
 from skill.errors import SkillError
 from skill.heads.config import FitConfig, SweepConfig
 from skill.heads.data import SPLIT_NAMES, SelectionError, load_selection, resolve_views
 from skill.heads.run_folder import (
+    RunConfigError,
     json_safe,
     publish,
     read_run_metrics,
@@ -66,6 +76,10 @@ SPLITS = ("val", "test")
 class SweepError(SkillError, ValueError):
     """Stores that cannot be swept together (other takes, splits or labels); the message
     names the stores and the difference."""
+
+
+class SweepBusy(SweepError):
+    """Another sweep is writing into the same sweep folder (named with its pid and host)."""
 
 
 @dataclass
@@ -127,8 +141,17 @@ def sweep(
         for s in seeds
     }  # builds (and so validates) every config before the first fit
     labels = check_stores(paths, view_sets)  # refuses stores that differ, before any fit
-    several = len(paths) > 1
     settings = sweep_settings(cfg, paths)
+    with sweep_lock(Path(base.out_dir), cfg.name):
+        return _run_grid(cfg, paths, labels, configs, settings)
+
+
+def _run_grid(cfg: SweepConfig, paths: list[str], labels: dict[str, str], configs: dict,
+              settings: dict) -> SweepResult:  # fmt: skip
+    """The sweep itself, with the sweep lock held: reserve the folder, fit what is missing,
+    write the table."""
+    base, heads, view_sets, seeds = cfg.fit, cfg.heads, cfg.view_sets, cfg.seeds
+    several = len(paths) > 1
     passed_over: list[str] = []
     sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name, settings, passed_over)
     fits: dict[tuple, FitResult] = {}
@@ -146,7 +169,7 @@ def sweep(
                     reused += done is not None
                     if done is None:
                         if selection is None:
-                            selection = load_selection(path, views)
+                            selection = load_selection(path, views, run.allow_unfinished)
                         done = fit(run, selection=selection)
                     fits[(path, head, views, seed)] = done
             del selection  # free this view set's tokens before loading the next
@@ -156,11 +179,12 @@ def sweep(
         for v in view_sets
         for h in heads
     ]
-    write_table(sweep_dir, rows)
-    if base.plots:
-        from skill.heads.plots import plot_sweep
+    with write_errors(sweep_dir, "the sweep table", kept="Every run is kept"):
+        write_table(sweep_dir, rows)
+        if base.plots:
+            from skill.heads.plots import plot_sweep
 
-        plot_sweep(rows, sweep_dir / "sweep.png")
+            plot_sweep(rows, sweep_dir / "sweep.png")
     return SweepResult(
         rows=rows, sweep_dir=sweep_dir, fits=list(fits.values()), reused=reused,
         passed_over=passed_over,
@@ -221,7 +245,8 @@ def _read_takes(path: str) -> _StoreTakes:
 
     store = TokenStore.open(path)  # a missing or unreadable store: its own one-line error
     with store.reading():
-        table, status, _ = store.take_records()
+        records = store.take_records()
+        table, status = records.table, records.status
     names = list(store.labels)
     takes = {}
     for i in np.flatnonzero(status == STATUS_COMPLETE):
@@ -287,8 +312,30 @@ def _difference(a: _StoreTakes, b: _StoreTakes) -> str:
     return ""
 
 
-# ---- the sweep folder: sweep.json, resuming ---------------------------------------------------
+# ---- the sweep folder: its lock, sweep.json, resuming -----------------------------------------
 SWEEP_FORMAT_VERSION = 1
+SWEEP_LOCK = ".sweep.lock"
+
+
+@contextlib.contextmanager
+def sweep_lock(out_dir: Path, name: str):
+    """Hold the lock of sweep ``name`` in ``out_dir`` (creating the folder); SweepBusy naming
+    the holder when another sweep holds it."""
+    from skill.cache.layout import lock_file
+
+    target = out_dir / name
+
+    def busy(holder: str) -> SweepBusy:
+        return SweepBusy(
+            f"{target}: another skill sweep is writing this sweep folder ({holder}); wait for "
+            "it to finish, or pass another --sweep-name or --out-dir"
+        )
+
+    with contextlib.ExitStack() as stack:
+        with write_errors(out_dir, "the sweep's lock file", kept="Nothing was changed"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive_lock(lock_file(target, SWEEP_LOCK), busy))
+        yield
 
 
 def sweep_settings(cfg: SweepConfig, paths: list[str]) -> dict:
@@ -354,8 +401,9 @@ def reserve_sweep_dir(
     """The sweep folder ``name`` (or ``name-2``...) to write into: the first that records
     the same ``settings`` (a resumed sweep), else a new one created with ``sweep.json``.
     Folders of other settings are noted in ``passed_over`` with what differs."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(out_dir)
+    with write_errors(out_dir / name, "the sweep folder", kept="Nothing of it was kept"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out_dir)
     for attempt in range(1, 10_000):
         target = out_dir / (name if attempt == 1 else f"{name}-{attempt}")
         if not target.exists():
@@ -369,10 +417,15 @@ def reserve_sweep_dir(
                 why = difference or "not a sweep folder (no sweep.json)"
                 passed_over.append(f"{target.name}: {why}")
     staging = out_dir / f".{name}.partial-{os.getpid()}"
-    staging.mkdir(exist_ok=True)
-    if settings is not None:
-        write_json(staging / "sweep.json", settings)
-    return publish(staging, out_dir, name)
+    with write_errors(out_dir / name, "the sweep folder", kept="Nothing of it was kept"):
+        try:
+            staging.mkdir(exist_ok=True)
+            if settings is not None:
+                write_json(staging / "sweep.json", settings)
+            return publish(staging, out_dir, name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def finished_run(run: FitConfig) -> FitResult | None:
@@ -384,6 +437,8 @@ def finished_run(run: FitConfig) -> FitResult | None:
     try:
         record = read_run_record(run_dir)
         metrics = read_run_metrics(run_dir)
+    except RunConfigError:  # a head, option or file it must not load: refused, not refitted
+        raise
     except SkillError:
         return None
     if not (run_dir / record.model.file).is_file() or "fit_seconds" not in metrics:

@@ -47,7 +47,11 @@ def fit(cfg: FitConfig, selection: Selection | None = None) -> FitResult:
     come from ``cfg.store`` with the views ``cfg.views`` names.
     """
     start = time.perf_counter()
-    sel = selection if selection is not None else load_selection(cfg.store, cfg.views)
+    sel = (
+        selection
+        if selection is not None
+        else load_selection(cfg.store, cfg.views, cfg.allow_unfinished)
+    )
     _check_selection(cfg, sel)
     cfg = cfg.resolved(sel.num_views)  # what config.json records is what was used
     splits = split_takes(sel, cfg.val_frac, cfg.split_seed)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from skill.cache.recovery import write_bytes_atomically
 from skill.devices import resolve_device
 from skill.errors import SkillError
 from skill.heads.data import Selection, Splits, class_weights
@@ -80,16 +81,19 @@ class NeuralHead:
             self.model.to("cpu")
 
     def save(self, folder: Path) -> None:
-        from safetensors.torch import save_model
-
-        save_model(self.model, str(Path(folder) / self.model_file))
+        save_tensors(Path(folder) / self.model_file, self.model.state_dict())
 
     @classmethod
     def load(cls, name: str, folder: Path, file: str, options: dict) -> NeuralHead:
         from safetensors.torch import load_model
 
-        model = build_head(name, **options)
         path = Path(folder) / file
+        try:
+            model = build_head(name, **options)
+        except (TypeError, ValueError) as exc:  # options of the right names, wrong values
+            raise SkillError(
+                f"{Path(folder) / 'config.json'}: model.options do not build head {name!r} ({exc})"
+            ) from None
         try:
             load_model(model, str(path), strict=True)
         except RuntimeError as exc:  # missing or unexpected keys, other shapes
@@ -101,6 +105,16 @@ class NeuralHead:
                 f"refit the run with this version"
             ) from exc
         return cls(name, model.eval(), options)
+
+
+def save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    """Tensors to a safetensors file, written whole or not at all, with the mode the umask
+    gives (safetensors' own ``save_file`` creates its file 0600)."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+                {"format": "pt", **(metadata or {})})  # fmt: skip
+    write_bytes_atomically(path, data)
 
 
 def head_options(cfg: FitConfig, sel: Selection) -> dict:

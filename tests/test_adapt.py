@@ -4,6 +4,7 @@ predict accept, resume after a stop, and adapters extract refuses."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -539,3 +540,92 @@ def test_prefetched_batches_come_in_order_and_errors_reach_the_loop(depth):
     assert got == [0, 1, 4, 9, 16]  # in order, up to the failing item
     assert list(prefetched(range(4), lambda i: -i, depth=depth)) == [0, -1, -2, -3]
     assert (threads == {threading.current_thread().name}) == (depth == 0)  # a thread reads ahead
+
+
+# ---- reproducible, shareable outputs ---------------------------------------------------------
+def adapt_cli(dataset: Path, out: Path, **env: str):
+    from tests.extract_helpers import run_cli
+
+    done = run_cli(
+        "adapt", str(dataset), "--out", str(out), "--backbone", TINY, "--frames", "4",
+        "--clips", "1", "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--workers",
+        "0", "--no-plots", "--threads", "1", **env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_two_identical_adapt_runs_write_identical_files(dataset, tmp_path):
+    # Two processes with other string hashes: a set written in set order comes out differently.
+    one = adapt_cli(dataset, tmp_path / "one", PYTHONHASHSEED="1")
+    two = adapt_cli(dataset, tmp_path / "two", PYTHONHASHSEED="2")
+    adapter = file_bytes(one / "adapter")
+    assert sorted(adapter) == sorted(file_bytes(two / "adapter"))
+    assert "adapter_config.json" in adapter and "adapter_model.safetensors" in adapter
+    for name, content in file_bytes(two / "adapter").items():
+        assert content == adapter[name], f"adapter/{name} differs between two identical runs"
+    assert file_bytes(one / "frames.zarr") == file_bytes(two / "frames.zarr")
+    for name in ("model.safetensors", "metrics.json", "predictions.csv"):
+        assert (one / "run" / name).read_bytes() == (two / "run" / name).read_bytes(), name
+    records = [json.loads((out / "run" / "config.json").read_text()) for out in (one, two)]
+    for record, out in zip(records, (one, two), strict=True):
+        record.pop("created")  # when the run was made; every other field is the same
+        record["adapt"]["adapter"].pop("path")
+        text = json.dumps(record).replace(str(out), "OUT")
+        record.clear()
+        record.update(json.loads(text))
+    assert records[0] == records[1]
+    targets = json.loads((one / "adapter" / "adapter_config.json").read_text())["target_modules"]
+    assert targets == sorted(targets)
+
+
+def test_adapt_outputs_and_checkpoints_follow_the_umask(dataset, tmp_path):
+    from skill.adapt.train import run_adapt
+
+    out = tmp_path / "out"
+    previous = os.umask(0o027)
+    try:
+        run_adapt(adapt_config(dataset, out, epochs=2, clips=1, stop_after_epochs=1))
+        checkpoint = {p.name: p.stat().st_mode & 0o777 for p in (out / ".checkpoint").iterdir()}
+        assert "trainable.safetensors" in checkpoint and "state.json" in checkpoint
+        assert set(checkpoint.values()) == {0o640}, checkpoint
+        run_adapt(adapt_config(dataset, out, epochs=2, clips=1))
+    finally:
+        os.umask(previous)
+    modes = {
+        str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()
+    }
+    assert "adapter/adapter_model.safetensors" in modes and "run/model.safetensors" in modes
+    assert {name for name, mode in modes.items() if mode != 0o640} == set()
+
+
+def test_an_adapt_that_stopped_early_and_failed_to_publish_publishes_the_same_on_resume(
+    dataset, tmp_path, monkeypatch
+):
+    import errno
+
+    import skill.adapt.train as adapt_train
+    from skill.cache.recovery import WriteError
+
+    settings = {"epochs": 8, "patience": 1, "clips": 1}
+    reference = adapt_train.run_adapt(adapt_config(dataset, tmp_path / "ref", **settings))
+    assert reference.epochs_done < 8  # it stopped early: the case under test
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("skill.pipeline.backbones.adapter.save_adapter", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(WriteError, match=r"adapter: could not write the adapter: the disk is full"):
+        adapt_train.run_adapt(adapt_config(dataset, out, **settings))
+    monkeypatch.undo()
+    assert (out / ".checkpoint" / "state.json").is_file() and not (out / "adapter").exists()
+    resumed = adapt_train.run_adapt(adapt_config(dataset, out, **settings))
+    assert resumed.epochs_done == reference.epochs_done
+    assert resumed.metrics["history"] == reference.metrics["history"]
+    want = (tmp_path / "ref" / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == want

@@ -293,3 +293,33 @@ def test_run_metrics_problems_name_the_file(run_dir, tmp_path):
     (run / "metrics.json").write_text("{")
     with pytest.raises(RunFolderError, match=r"metrics\.json: not readable run metrics"):
         read_run_metrics(run)
+
+
+# ---- one sweep per sweep folder at a time ------------------------------------------------------
+def test_a_second_sweep_into_the_same_folder_is_refused_naming_the_first(store, tmp_path):
+    from tests.stop_at_publish import sweep_config as runner_config
+
+    out = tmp_path / "out"
+    first = start_stopped_fit(store, out, "", sweep_at=1)  # stopped inside, holding the lock
+    try:
+        code, output = invoke_cli(
+            "sweep", str(store.path), "--heads", "mean,lightgbm", "--view-sets", "ego;all",
+            "--out-dir", str(out),
+        )  # fmt: skip
+        assert code == 2 and "Traceback" not in output
+        assert f"{out / 'sweep'}: another skill sweep is writing this sweep folder " in output
+        assert f"(pid {first.pid} on " in output and " since " in output
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["sweep"]
+        assert [p.name for p in (out / "sweep").iterdir() if not p.name.startswith(".")] == [
+            "sweep.json"
+        ]  # the second wrote nothing
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+    result = sweep(runner_config(str(store.path), str(out)))  # the kernel released the lock
+    assert result.sweep_dir == out / "sweep" and len(result.rows) == 4
+    assert not [p for p in out.iterdir() if p.name.startswith("sweep-")]
+    assert not [p for p in result.sweep_dir.iterdir() if p.name.endswith("-2")]

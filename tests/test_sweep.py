@@ -23,9 +23,9 @@ def swept(tmp_path_factory):
     loads = []
     original = skill.heads.sweep.load_selection
 
-    def counting_load(path, views):
+    def counting_load(path, views, *args, **kwargs):
         loads.append(views)
-        return original(path, views)
+        return original(path, views, *args, **kwargs)
 
     skill.heads.sweep.load_selection = counting_load
     try:

@@ -6,13 +6,20 @@ interpolation it was trained with. A LoRA update is only meaningful on those wei
 that interpolation, so a load with other ones is refused naming the file (not silently
 switched: the extract settings stay the ones the command line says). Adapters from elsewhere
 have no record and are checked by their shapes and keys only.
+
+An adapter skill writes (:func:`save_adapter`) is the same bytes for the same training: PEFT
+keeps ``target_modules`` as a set and writes it in the set's order, which changes from one
+process to the next, so the config is rewritten with sorted keys and sorted targets (the
+adapter's hash covers it). Its weights get the mode the umask gives, like every other output.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
+from skill.cache.recovery import follow_umask, write_text_atomically
 from skill.pipeline.backbones.hashing import files_sha256
 from skill.pipeline.backbones.registry import BackboneError
 
@@ -87,8 +94,6 @@ def apply_adapter(model, folder: str | Path):
 def _check_adapter_targets(model, path: Path) -> None:
     """An adapter whose target modules name no module of this backbone was trained on another
     one: refused naming adapter_config.json, its targets and the base model it names."""
-    import json
-
     file = path / _ADAPTER_CONFIG
     try:
         config = json.loads(file.read_text())
@@ -151,11 +156,36 @@ def _check_adapter_keys(peft_model, path: Path) -> None:
         )
 
 
+def save_adapter(peft_model, folder: str | Path, backbone: dict, made_by: str) -> None:
+    """Write ``peft_model``'s adapter to ``folder`` (PEFT's files, the config in a fixed order,
+    the weights readable as the umask allows) and its training record (see the module
+    docstring; ``backbone`` as for :func:`write_training_record`)."""
+    folder = Path(folder)
+    peft_model.save_pretrained(str(folder), safe_serialization=True)
+    follow_umask(folder / _ADAPTER_WEIGHTS)  # safetensors writes it 0600
+    sets = {
+        name
+        for settings in peft_model.peft_config.values()
+        for name, value in vars(settings).items()
+        if isinstance(value, (set, frozenset))
+    }
+    sort_adapter_config(folder / _ADAPTER_CONFIG, {"target_modules", *sets})
+    write_training_record(folder, backbone, made_by)
+
+
+def sort_adapter_config(path: Path, sets: set[str]) -> None:
+    """Rewrite an adapter_config.json with its keys sorted and the lists of ``sets`` (fields
+    PEFT keeps as sets, written in set order) sorted."""
+    config = json.loads(path.read_text())
+    for name in sets:
+        if isinstance(config.get(name), list):
+            config[name] = sorted(config[name], key=str)
+    write_text_atomically(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def write_training_record(folder: str | Path, backbone: dict, made_by: str) -> None:
     """``skill_adapter.json`` in ``folder``: ``backbone`` is the base's provenance
     (``Backbone.provenance()`` of the model the adapter was trained on, before the adapter)."""
-    import json
-
     keys = ("name", "source", "weights_sha256", "dim", "num_frames", "checkpoint_num_frames",
             "token_mode")  # fmt: skip
     record = {
@@ -169,8 +199,6 @@ def write_training_record(folder: str | Path, backbone: dict, made_by: str) -> N
 
 def read_training_record(folder: str | Path) -> dict | None:
     """The adapter's ``skill_adapter.json`` (None when it has none: made elsewhere)."""
-    import json
-
     file = Path(folder) / TRAINING_RECORD
     if not file.is_file():
         return None
