@@ -88,7 +88,8 @@ class AdaptConfig:
     clips: int = 4
     """Windows kept per view (K): a fixed pool decoded once; each epoch draws one per view."""
     strategy: str = "windows"
-    """Frame sampling: windows (SkillFormer's), uniform or segments."""
+    """Frame sampling: windows, skillformer-windows (SkillFormer's placement: steps of 4 and 5
+    for 16 frames at stride 4), uniform or segments (as `skill extract --sampling`)."""
     stride: int | None = None
     """Frame step inside each window or segment; default 4 (SkillFormer's)."""
     jitter: bool = False

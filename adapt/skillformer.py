@@ -11,7 +11,9 @@ read with ``torch.load(weights_only=True)`` only). Written:
 - ``OUT/run/``: a ``cvf`` run folder for ``skill predict``: the projector and classifier mapped
   onto the cvf head's parameters (:data:`PROJECTOR_TO_CVF`), the views in the order of
   SkillFormer's ``video_paths``, and the provenance the adapted store will have (the
-  backbone, the adapter's hash, ``mean_all`` tokens, ``linear`` time embeddings, its frames).
+  backbone, the adapter's hash, ``mean_all`` tokens, ``linear`` time embeddings, its frames,
+  and by default ``skillformer-windows`` sampling: SkillFormer's own frame positions, a
+  ``np.linspace`` over ``T * 4`` frames, not a fixed stride of 4).
 
 Every check runs before anything is written; OUT is filled through a staging folder.
 """
@@ -231,7 +233,7 @@ def import_skillformer(
     out: str | Path,
     *,
     backbone: str | None = None,
-    strategy: str = "windows",
+    strategy: str = "skillformer-windows",
     stride: int | None = DEFAULT_STRIDE,
     clips: int = 1,
     device: str = "cpu",
@@ -241,7 +243,7 @@ def import_skillformer(
     ``backbone``: the base TimeSformer (default: SkillFormer's ``vision_encoder_id``, as a
     registered name when there is one); ``strategy``, ``stride``, ``clips``: the sampling the
     store for the run will be extracted with (recorded in the run's provenance; SkillFormer's
-    is one window of T frames at stride 4)."""
+    is one ``skillformer-windows`` window of T frames at rate 4)."""
     from skill.pipeline.backbones import load_backbone, resolve_backbone
     from skill.pipeline.backbones.registry import BackboneError
     from skill.pipeline.extract import build_provenance
@@ -304,10 +306,9 @@ def extract_command(cfg) -> str:
 
 def _write(out: Path, found, head, options, provenance, clips, command) -> None:
     base_provenance = {**provenance["backbone"], "adapter": None}
-    from safetensors.torch import save_model
-
     from skill.cache.store import package_version
     from skill.heads.run_folder import RUN_FORMAT_VERSION, write_json
+    from skill.heads.trainer import save_tensors
     from skill.pipeline.takes import LABELS
 
     out.mkdir(parents=True, exist_ok=True)
@@ -323,7 +324,7 @@ def _write(out: Path, found, head, options, provenance, clips, command) -> None:
         )
         run = staging / "run"
         run.mkdir()
-        save_model(head, str(run / "model.safetensors"))
+        save_tensors(run / "model.safetensors", head.state_dict())  # mode from the umask
         write_json(run / "metrics.json", {"imported": {"skillformer": str(found.path.resolve())}})
         write_json(run / "config.json", {
             "skill_run_format": RUN_FORMAT_VERSION,

@@ -29,8 +29,12 @@ Outputs:
   with it keeps the mean of the five softmaxes equal to it: the scorer's Ego+Exo is skill's
   prediction of every take, its Ego is the ego classifier where the take has an ego view
   and the fused prediction where not, its Exo the exo classifiers' mean with the same fill.
-  ``PredictResult.benchmark`` holds these three figures computed from the slots by the
-  scorer's own arithmetic, so what skill reports is what the scorer will say.
+  ``PredictResult.benchmark`` holds these three figures computed by the scorer's own
+  arithmetic from exactly the values written into the file, over every labelled take of the
+  file, the uniformly filled ones included (the scorer reads their zero logits as class 0,
+  Novice: numpy's argmax gives ties to the first index), so what skill reports is what the
+  scorer will say. Logits are written with full round-trip precision (Python's ``repr`` of
+  the float64 value), never rounded: a near-tie cannot fall the other way in the file.
 - ``fmt="egoexo4d-labels"``: the challenge's newer file, ``{"videos": [take names],
   "predictions": [class names]}`` (skill's fused prediction per take).
 - A take of the file that cannot be predicted (not completed, or no valid view) is refused
@@ -41,8 +45,9 @@ Outputs:
   the probabilities of its participant's predicted takes (the late head's slots are
   averaged in probability space, so the scorer's Ego+Exo stays skill's prediction). This
   is outside the benchmark's input rules (each take is to be scored on its own videos).
-- Leakage guards: predicted takes that were among the run's training or validation takes,
-  or share participants with its training takes, give ``PredictResult.warnings``.
+- Leakage guards: takes written into the output file (the JSON prediction file when there is
+  one, else the CSV) that the run predicted and that were among its training or validation
+  takes, or share participants with its training takes, give ``PredictResult.warnings``.
 """
 
 from __future__ import annotations
@@ -96,6 +101,8 @@ class PredictResult:
     filled: list[str] = field(default_factory=list)  # takes of the file given the uniform fill
     warnings: list[str] = field(default_factory=list)  # leakage warnings (see leakage_warnings)
     benchmark: dict = field(default_factory=dict)  # egoexo4d: ego, exo, ego+exo top-1 (labelled)
+    benchmark_takes: int = 0  # the labelled takes of the file those figures count
+    benchmark_filled: int = 0  # of them, written with the uniform fill (read as class 0)
     benchmark_majority: float | None = None  # the training majority class's top-1 on them
     aggregate: str = "none"  # "participant": probabilities are participant means
     metrics: dict = field(
@@ -139,7 +146,9 @@ def predict(
     used_views = check_compatible(store, record, cfg.run, cfg.views)
     table = store.take_table()
     in_split = select_split(store, table, cfg.split)
-    sel = expand_to_run_views(load_selection(cfg.store, used_views), record.view_names)
+    sel = expand_to_run_views(
+        load_selection(cfg.store, used_views, cfg.allow_unfinished), record.view_names
+    )
     sel = subset(sel, in_split[sel.store_rows])
     head = load_head(cfg.run, record.model)
     probs = head.predict_proba(sel.x, sel.mask, None, cfg.batch_size, cfg.device)
@@ -148,8 +157,9 @@ def predict(
         probs = participant_mean(probs, sel.participant)
     result = make_result(store, sel, record, probs, used_views, in_split)
     result.split, result.aggregate = cfg.split, cfg.aggregate
-    result.warnings = leakage_warnings(record, sel)
-    if cfg.format != "csv":
+    if cfg.format == "csv":
+        result.warnings = leakage_warnings(record, sel, set(result.take_ids), Path(cfg.out_csv))
+    else:
         ids = [str(t) for t in table.ids[in_split]] if cfg.order is None else cfg.order
         ids = take_names(ids, table)
         check_order(ids, store, table, in_split, cfg.split)
@@ -165,6 +175,8 @@ def predict(
             )
         result.filled = missing
         result.file_takes = len(ids)
+        file_takes = {t for t in ids if t in row_of}
+        result.warnings = leakage_warnings(record, sel, file_takes, Path(cfg.out_json), len(ids))
     if cfg.out_csv is not None:
         result.out_csv = Path(cfg.out_csv)
         write_csv(result.out_csv, result, sel)
@@ -173,10 +185,9 @@ def predict(
         slots = egoexo4d_slots(head, sel, take_probs, cfg.device, cfg.batch_size)
         if cfg.aggregate == "participant":  # in probability space: Ego+Exo stays the fused
             slots = np.log(np.clip(participant_mean(_softmax(slots), sel.participant), 1e-12, None))
-        rows = np.array([row_of[t] for t in ids if t in row_of], dtype=np.int64)
-        result.benchmark = benchmark_scores(slots[rows], sel.labels[rows])
-        result.benchmark_majority = majority_top1(record, sel.labels[rows])
-        write_egoexo4d(result.out_json, ids, row_of, slots, len(record.class_names))
+        payload = egoexo4d_payload(ids, file_slots(ids, row_of, slots))
+        write_json(result.out_json, payload, indent=None)  # compact, as the challenge's files
+        score_file(result, written_slots(payload), file_labels(ids, table), ids, row_of, record)
     elif cfg.format == "egoexo4d-labels":
         result.out_json = Path(cfg.out_json)
         fill = record.class_names[int(np.argmax(record.train_class_counts))]
@@ -251,27 +262,35 @@ def check_order(ids: list[str], store: TokenStore, table, in_split, split) -> No
             )
 
 
-def leakage_warnings(record: RunRecord, sel: Selection) -> list[str]:
-    """Warnings when predicted takes were trained or validated on by the run, or share
-    participants with its training takes (runs fitted before this record say nothing)."""
+def leakage_warnings(
+    record: RunRecord, sel: Selection, written: set[str], path: Path, total: int | None = None
+) -> list[str]:
+    """Warnings when takes of ``sel`` written into the file at ``path`` (their ids:
+    ``written``; the file holds ``total`` takes, default ``len(written)``) were trained or
+    validated on by the run, or share participants with its training takes. Takes the run
+    predicted but the file leaves out are not counted (runs fitted before this record say
+    nothing)."""
     takes = record.takes
-    ids = [str(t) for t in sel.take_ids]
+    rows = [i for i, t in enumerate(sel.take_ids) if str(t) in written]
+    ids = [str(sel.take_ids[i]) for i in rows]
+    participants = [str(sel.participant[i]) for i in rows]
+    of_file = f"of the {len(written) if total is None else total} takes written to {path.name}"
     warnings = []
     for key, what in (("train_ids", "training"), ("val_ids", "validation")):
         seen = set(takes.get(key) or [])
         hits = sum(t in seen for t in ids)
         if hits:
             warnings.append(
-                f"{hits} of the {len(ids)} predicted takes were among the run's {what} takes "
-                f"(scores on them are not held-out figures)"
+                f"{hits} {of_file} were among the run's {what} takes (scores on them are not "
+                "held-out figures)"
             )
     people = set(takes.get("train_participants") or [])
-    shared = sorted({str(p) for p in sel.participant} & people - {""})
+    shared = sorted(set(participants) & people - {""})
     if shared:
-        hits = sum(str(p) in people for p in sel.participant)
+        hits = sum(p in people for p in participants)
         warnings.append(
-            f"{hits} of the {len(ids)} predicted takes share participants with the run's "
-            f"training takes ({len(shared)} participant(s): {', '.join(shared[:5])}"
+            f"{hits} {of_file} share participants with the run's training takes "
+            f"({len(shared)} participant(s): {', '.join(shared[:5])}"
             f"{' ...' if len(shared) > 5 else ''})"
         )
     return warnings
@@ -416,11 +435,13 @@ def write_csv(path: Path, result: PredictResult, sel: Selection) -> None:
 def egoexo4d_slots(
     head: TrainableHead, sel: Selection, probs: np.ndarray, device: str, batch_size: int
 ) -> np.ndarray:
-    """Log-probabilities per take for the 1 ego + 4 exo slots: ``(n, 5, C)``."""
-    fused = np.log(np.clip(probs, 1e-12, None))  # (n, C)
+    """Log-probabilities per take for the 1 ego + 4 exo slots: ``(n, 5, C)`` float64."""
+    # float64 before the log: distinct float32 probabilities keep distinct, ordered logits.
+    fused = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None))  # (n, C)
     per_view = head.per_view_proba(sel.x, sel.mask, batch_size, device)  # (n, V, C) or None
     if per_view is None:  # one output per take: the fused logits in every slot
         return np.repeat(fused[:, None, :], 1 + EXO_SLOTS, axis=1)
+    per_view = np.asarray(per_view, dtype=np.float64)
     return late_slots(np.log(np.clip(per_view, 1e-12, None)), sel.mask, sel.view_names, fused)
 
 
@@ -466,8 +487,9 @@ def slot_predictions(slots: np.ndarray) -> dict[str, np.ndarray]:
 
 def benchmark_scores(slots: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Ego, Exo and Ego+Exo top-1 over the labelled takes, as the scorer computes them from
-    the file (empty when nothing is labelled). ``predict`` passes the predicted takes of the
-    file; takes written with the uniform fill are not counted."""
+    the file (empty when nothing is labelled). ``predict`` passes every take of the file as
+    written (:func:`written_slots`), the uniformly filled ones included: the scorer counts
+    them, and its argmax reads their zero logits as class 0."""
     rows = labels >= 0
     if not len(rows) or not rows.any():
         return {}
@@ -475,6 +497,23 @@ def benchmark_scores(slots: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         name: float((pred[rows] == labels[rows]).mean())
         for name, pred in slot_predictions(slots).items()
     }
+
+
+def score_file(
+    result: PredictResult,
+    written: np.ndarray,
+    labels: np.ndarray,
+    order: list[str],
+    row_of: dict,
+    record: RunRecord,
+) -> None:
+    """Fill ``result``'s benchmark fields from the file's ``(n, 5, C)`` written slots and the
+    ``(n,)`` labels of its takes (the filled takes, outside ``row_of``, counted too)."""
+    filled = np.array([t not in row_of for t in order], dtype=bool)
+    result.benchmark = benchmark_scores(written, labels)
+    result.benchmark_takes = int((labels >= 0).sum())
+    result.benchmark_filled = int((labels[filled] >= 0).sum())
+    result.benchmark_majority = majority_top1(record, labels)
 
 
 def majority_top1(record: RunRecord, labels: np.ndarray) -> float | None:
@@ -486,18 +525,39 @@ def majority_top1(record: RunRecord, labels: np.ndarray) -> float | None:
     return float((labelled == int(np.argmax(record.train_class_counts))).mean())
 
 
-def write_egoexo4d(
-    path: Path, order: list[str], row_of: dict, slots: np.ndarray, num_classes: int
-) -> None:
-    """The official prediction JSON; takes without a prediction get zero (uniform) logits."""
-    uniform = np.zeros((1 + EXO_SLOTS, num_classes))
-    ego, exo = [], []
-    for take in order:
-        take_slots = slots[row_of[take]] if take in row_of else uniform
-        ego.append([round(float(v), 6) for v in take_slots[0]])
-        exo.append([[round(float(v), 6) for v in s] for s in take_slots[1:]])
-    payload = {"videos": list(order), "ego_model_predictions": ego, "exo_model_predictions": exo}
-    write_json(path, payload, indent=None)  # compact, one line, as the challenge's files
+def file_slots(order: list[str], row_of: dict, slots: np.ndarray) -> np.ndarray:
+    """``(len(order), 5, C)`` float64: the slots of each take of the file, in its order; a take
+    without a prediction gets zero logits (a uniform guess)."""
+    out = np.zeros((len(order), *slots.shape[1:]), dtype=np.float64)
+    for i, take in enumerate(order):
+        if take in row_of:
+            out[i] = slots[row_of[take]]
+    return out
+
+
+def egoexo4d_payload(order: list[str], slots: np.ndarray) -> dict:
+    """The official prediction JSON's content. Values are Python floats, which ``json`` writes
+    as their shortest round-trip ``repr``: the file holds exactly these float64 values."""
+    return {
+        "videos": list(order),
+        "ego_model_predictions": [[float(v) for v in s[0]] for s in slots],
+        "exo_model_predictions": [[[float(v) for v in e] for e in s[1:]] for s in slots],
+    }
+
+
+def written_slots(payload: dict) -> np.ndarray:
+    """``(n, 5, C)``: the ego and exo logits of a prediction payload, as the scorer reads them."""
+    ego = np.asarray(payload["ego_model_predictions"], dtype=np.float64)
+    exo = np.asarray(payload["exo_model_predictions"], dtype=np.float64)
+    if not len(ego):  # a file of no takes
+        return np.zeros((0, 1 + EXO_SLOTS, 0))
+    return np.concatenate([ego[:, None, :], exo], axis=1)
+
+
+def file_labels(order: list[str], table) -> np.ndarray:
+    """``(len(order),)`` int: each take's label index in the take table, -1 = unlabelled."""
+    row = {str(t): i for i, t in enumerate(table.ids)}
+    return np.array([int(table.label[row[t]]) for t in order], dtype=np.int64)
 
 
 def write_egoexo4d_labels(

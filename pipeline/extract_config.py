@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skill.errors import ConfigError
-from skill.pipeline.sampling import SNAP_MODES, SamplingConfig
+from skill.pipeline.sampling import SNAP_MODES, STRATEGIES, SamplingConfig
 
 TOKEN_MODES = ("frame", "cls", "patch", "mean_all")
 """Every --tokens value; mean_all is timesformer's only (refused for other families at load)."""
 TIME_EMBEDDINGS = ("nearest", "linear")
 DEFAULT_STRIDE = 4
 """Frame step inside a window or segment when --stride is not given."""
+WINDOW_STRATEGIES = ("windows", "skillformer-windows")
+"""The strategies whose windows --stride sets."""
 
 
 @dataclass
@@ -47,10 +49,14 @@ class ExtractConfig:
     clips: int = 1
     """Clips per view (K)."""
     strategy: str = "uniform"
-    """Frame sampling: uniform, windows or segments."""
+    """Frame sampling: uniform, windows, skillformer-windows or segments. skillformer-windows
+    places a window as SkillFormer does, at int(np.linspace(start, start + T*stride, T)) (steps
+    of 4 and 5 for 16 frames at stride 4), where windows steps by exactly --stride; use it
+    for a model imported from SkillFormer."""
     stride: int | None = None
-    """Frame step inside each window (windows) or each segment (segments); Default 4.
-    Refused with uniform sampling, where frames are spread over the whole video."""
+    """Frame step inside each window (windows; skillformer-windows: a window spans frames x
+    stride frames) or each segment (segments); Default 4. Refused with uniform sampling, where
+    frames are spread over the whole video."""
     segments: int = 4
     """Number of dense segments (segments strategy); frames must be a multiple of it."""
     jitter: bool = False
@@ -116,6 +122,10 @@ class ExtractConfig:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
         if self.workers < 0:
             problems.append("--workers must be 0 or more")
+        if self.strategy not in STRATEGIES:
+            problems.append(
+                f"--sampling must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}"
+            )
         if self.snap not in SNAP_MODES:
             problems.append(f"--snap must be one of {', '.join(SNAP_MODES)}, not {self.snap!r}")
         if self.timeout_s <= 0:
@@ -165,7 +175,8 @@ class ExtractConfig:
         if self.stride is not None and self.strategy == "uniform":
             raise ConfigError(
                 "--stride is the frame step inside a window or segment; uniform sampling has "
-                "neither (use --sampling windows or segments, or leave --stride out)"
+                "neither (use --sampling windows, skillformer-windows or segments, or leave "
+                "--stride out)"
             )
         if segmented and self.frames % self.segments:
             raise ConfigError(
@@ -178,7 +189,7 @@ class ExtractConfig:
                 strategy=self.strategy,
                 frames=self.frames,
                 clips=self.clips,
-                stride=step if self.strategy == "windows" else DEFAULT_STRIDE,
+                stride=step if self.strategy in WINDOW_STRATEGIES else DEFAULT_STRIDE,
                 n_segments=self.segments if segmented else None,
                 segment_len=self.frames // self.segments if segmented else None,
                 segment_stride=step if segmented else 1,

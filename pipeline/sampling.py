@@ -1,6 +1,6 @@
 """Which frames of a video make up each clip.
 
-Three strategies, all deterministic for a given (config, number of frames, key):
+Four strategies, all deterministic for a given (config, number of frames, key):
 
 - ``uniform``: ``T`` frames spread over the whole video. The video is cut into ``T`` equal
   bins and one frame is taken per bin. Clip ``k`` of ``K`` takes the point at fraction
@@ -8,8 +8,17 @@ Three strategies, all deterministic for a given (config, number of frames, key):
   a random point per bin with ``jitter=True`` (TSN-style training sampling).
 - ``windows``: ``K`` windows of ``T`` frames at stride ``s`` (span ``(T - 1) * s + 1``),
   window ``k`` centred in the ``k``-th of ``K`` equal parts of the video (or at a random
-  point of that part with ``jitter=True``; ``K = 1`` with jitter is SkillFormer's one random
-  window), clamped to the video.
+  point of that part with ``jitter=True``), clamped to the video.
+- ``skillformer-windows``: SkillFormer's placement of such windows (EdoWhite/SkillFormer,
+  ``sample_frame_indices`` at rate ``s``): ``np.linspace(start, start + T * s, T)``, clipped
+  to ``start + T * s - 1`` and cast to int, so the steps are ``T * s / (T - 1)`` truncated
+  (4 and 5 for T = 16, s = 4: offsets 0, 4, 8, 12, 17, ..., 59, 63), not exactly ``s``. The
+  window fits the video when ``num_frames > T * s``; window ``k`` starts in the ``k``-th of
+  ``K`` equal parts of the starts that keep it inside (the middle of that part, or a uniformly
+  random start with ``jitter=True``; ``K = 1`` with jitter is SkillFormer's random window).
+  A video of ``T + 1`` to ``T * s`` frames gets SkillFormer's own rule for it, the same
+  formula from frame 0 to the last frame (``np.linspace(0, n - 1, T)`` clipped to ``n - 2``);
+  one of at most ``T`` frames follows the short-video rule below.
 - ``segments`` (PATS-style): ``n_segments`` short dense segments of ``segment_len``
   frames at ``segment_stride``, segment ``j`` inside the ``j``-th of ``n_segments`` equal
   parts of the video, so ``T = n_segments * segment_len``. When the parts are too short
@@ -17,9 +26,9 @@ Three strategies, all deterministic for a given (config, number of frames, key):
   overlap.
 
 Short videos: whenever a clip cannot hold ``T`` distinct frames in the way the strategy
-asks (``num_frames < T``, or a window longer than the video), the clip takes the frames it
-can, in order, and fills the remaining positions at its end with the last frame of the
-video; ``padded`` counts those positions per clip (it is the same for every clip).
+asks (``num_frames < T``, or a ``windows`` window longer than the video), the clip takes the
+frames it can, in order, and fills the remaining positions at its end with the last frame of
+the video; ``padded`` counts those positions per clip (it is the same for every clip).
 
 Keyframe snapping (``snap="keyframe"``, an explicit option; the default ``"exact"`` keeps the
 positions above): every sampled position moves to the nearest keyframe of the video (ties to
@@ -43,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-STRATEGIES: tuple[str, ...] = ("uniform", "windows", "segments")
+STRATEGIES: tuple[str, ...] = ("uniform", "windows", "skillformer-windows", "segments")
 SNAP_MODES: tuple[str, ...] = ("exact", "keyframe")
 
 
@@ -52,13 +61,15 @@ class SamplingConfig:
     """How clips are sampled from one video."""
 
     strategy: str = "uniform"
-    """One of ``uniform``, ``windows``, ``segments`` (see the module docstring)."""
+    """One of ``uniform``, ``windows``, ``skillformer-windows``, ``segments`` (see the module
+    docstring)."""
     frames: int = 16
     """T: frames per clip."""
     clips: int = 1
     """K: clips per video."""
     stride: int = 4
-    """Step between the frames of a window (``windows`` only; ignored otherwise)."""
+    """Step between the frames of a window (``windows``; ``skillformer-windows``: the rate of
+    its linspace, a window of ``T * stride`` frames); ignored otherwise."""
     n_segments: int | None = None
     """Number of dense segments per clip (``segments`` only, required there)."""
     segment_len: int | None = None
@@ -160,6 +171,8 @@ def sample_indices(num_frames: int, cfg: SamplingConfig, key: str) -> SampledInd
         return SampledIndices(np.stack(rows).astype(np.int64), padded=0)
     if cfg.strategy == "windows":
         return _windows(num_frames, cfg, rng)
+    if cfg.strategy == "skillformer-windows":
+        return _skillformer_windows(num_frames, cfg, rng)
     rows = [_segments_clip(num_frames, cfg, k, rng) for k in range(cfg.clips)]
     return SampledIndices(np.stack(rows).astype(np.int64), padded=0)
 
@@ -213,6 +226,31 @@ def _windows(
         start = int(np.clip(round(centre - span / 2), 0, num_frames - span))
         rows.append(start + cfg.stride * np.arange(cfg.frames))
     return SampledIndices(np.stack(rows).astype(np.int64), padded=0)
+
+
+def _skillformer_windows(
+    num_frames: int, cfg: SamplingConfig, rng: np.random.Generator | None
+) -> SampledIndices:
+    """K windows placed as SkillFormer places its one (see the module docstring)."""
+    length = cfg.frames * cfg.stride  # SkillFormer's converted_len
+    if num_frames <= cfg.frames:
+        return _all_frames_then_pad(num_frames, cfg)
+    if num_frames <= length:  # too short for a window: SkillFormer spreads it over the video
+        row = _skillformer_positions(0, num_frames - 1, cfg.frames)
+        return SampledIndices(np.tile(row, (cfg.clips, 1)), padded=0)
+    starts = num_frames - length  # starts 0 .. num_frames - 1 - length keep the window inside
+    rows = []
+    for k in range(cfg.clips):
+        where = 0.5 if rng is None else float(rng.random())
+        start = min(int((k + where) * starts / cfg.clips), starts - 1)
+        rows.append(_skillformer_positions(start, start + length, cfg.frames))
+    return SampledIndices(np.stack(rows), padded=0)
+
+
+def _skillformer_positions(start: int, end: int, frames: int) -> np.ndarray:
+    """SkillFormer's arithmetic, operation for operation (float linspace, clip, truncate), so
+    that its rounding is reproduced: ``(frames,)`` int64."""
+    return np.clip(np.linspace(start, end, num=frames), start, end - 1).astype(np.int64)
 
 
 def _segments_clip(

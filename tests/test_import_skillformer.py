@@ -24,6 +24,7 @@ from skill.pipeline.backbones.timesformer import (
     TIMESFORMER_BASE_PREPROCESSING,
 )
 from tests.extract_helpers import extract_config, invoke_cli, make_dataset
+from tests.test_sampling import skillformer_indices
 
 DIM, HIDDEN, FRAMES, CKPT_FRAMES = 768, 24, 4, 8
 
@@ -208,10 +209,13 @@ def test_import_extract_predict_gives_skillformers_probabilities(setup):
                               "--backbone", str(base))  # fmt: skip
     assert code == 0, output
     assert "--tokens mean_all --time-embedding linear --frames 4" in output
+    assert "--sampling skillformer-windows --stride 4" in " ".join(output.split())
+    run_sampling = json.loads((out / "run" / "config.json").read_text())["store"]["provenance"]
+    assert run_sampling["sampling"]["strategy"] == "skillformer-windows"
     store = root / "tokens.zarr"
     cfg = extract_config(manifest, store, backbone=str(base), adapter=out / "adapter",
-                         tokens="mean_all", time_embedding="linear", strategy="windows",
-                         stride=4)  # fmt: skip
+                         tokens="mean_all", time_embedding="linear",
+                         strategy="skillformer-windows", stride=4)  # fmt: skip
     run_extract(cfg)
     got = predict(store, out / "run", root / "predictions.csv")
     assert got.view_names == ["ego", "exo1", "exo2", "exo3"]
@@ -228,6 +232,9 @@ def test_import_extract_predict_gives_skillformers_probabilities(setup):
         for v, view in enumerate(got.view_names):
             decoded = decode_view(take.videos[view], cfg.sampling, f"{take_id}/{view}", geometry)
             assert np.array_equal(decoded.indices[0], index[row, v, 0])
+            frames, positions = decoded.info.num_frames, decoded.indices[0]
+            end = positions[0] + FRAMES * 4 if frames > FRAMES * 4 else frames - 1
+            assert np.array_equal(positions, skillformer_indices(FRAMES, 4, frames, end))
             views.append(torch.from_numpy(decoded.frames[0]))
         clips.append(torch.stack(views))
     want = torch.softmax(_skillformer_logits(sf, base, torch.stack(clips)), dim=-1).numpy()

@@ -1,6 +1,7 @@
-"""The EgoExo4D prediction files: the scorer agrees with skill on takes with missing views,
+"""The EgoExo4D prediction files: the scorer agrees with skill on takes with missing views and
+on the uniformly filled takes, the file holds skill's logits exactly (no near-tie flips),
 unpredictable takes are refused unless asked, one split only, the labels format, and the
-leakage guards (issue 15)."""
+leakage guards counting the takes of the file (issues 15, 23)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from typer.testing import CliRunner
 
 from skill.cache.store import TokenStore
 from skill.errors import ConfigError, SkillError
-from skill.heads.predict import UnpredictableTakesError, late_slots, predict
+from skill.heads.predict import (
+    UnpredictableTakesError,
+    egoexo4d_payload,
+    file_slots,
+    late_slots,
+    predict,
+    slot_predictions,
+    written_slots,
+)
+from skill.heads.run_folder import write_json
 from tests.test_predict import Runs
 from tests.token_store import LABELS, edit_take
 
@@ -49,7 +59,15 @@ def scorer(payload: dict, truth: dict[str, int]) -> tuple[dict[str, float], dict
 
 
 def labelled(result) -> dict[str, int]:
+    """The labelled takes skill predicted (the filled takes of a file left out)."""
     return {t: int(y) for t, y in zip(result.take_ids, result.labels, strict=True) if y >= 0}
+
+
+def file_truth(store_path, payload: dict) -> dict[str, int]:
+    """Every labelled take of the file, as the ground truth the scorer reads (filled ones too)."""
+    table = TokenStore.open(store_path).take_table()
+    label = {str(t): int(y) for t, y in zip(table.ids, table.label, strict=True)}
+    return {t: label[t] for t in payload["videos"] if label[t] >= 0}
 
 
 def table_splits(store) -> dict[str, str]:
@@ -92,14 +110,14 @@ def test_the_scorer_says_what_skill_reports_on_takes_with_missing_views(
                      unpredictable="uniform")  # fmt: skip
     payload = json.loads(out.read_text())
     assert store.partly_masked  # takes with a missing view are among those scored
-    truth = labelled(result)
-    scores, preds = scorer(payload, truth)
+    scores, preds = scorer(payload, file_truth(store.path, payload))
     assert scores == pytest.approx(result.benchmark, abs=1e-12)
     # Ego+Exo is skill's own prediction of every take, its top-1 skill's top-1
     row = {t: i for i, t in enumerate(payload["videos"])}
     ours = np.array([LABELS.index(p) for p in result.predicted])
     assert (preds["ego+exo"][[row[t] for t in result.take_ids]] == ours).all()
-    assert scores["ego+exo"] == pytest.approx(result.metrics["all"]["top1"])
+    predicted_only, _ = scorer(payload, labelled(result))
+    assert predicted_only["ego+exo"] == pytest.approx(result.metrics["all"]["top1"])
     if head == "mean":  # a fusion head: all three are the fused prediction
         assert scores["ego"] == scores["exo"] == scores["ego+exo"]
 
@@ -108,10 +126,13 @@ def test_ego_figure_with_the_ego_view_masked_is_the_fused_prediction(store, runs
     out = tmp_path / "exo.json"
     result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
                      views="exo1,exo2,exo3", unpredictable="uniform")  # fmt: skip
-    scores, _ = scorer(json.loads(out.read_text()), labelled(result))
+    payload = json.loads(out.read_text())
+    scores, _ = scorer(payload, labelled(result))
     top1 = result.metrics["all"]["top1"]
     assert scores["ego"] == pytest.approx(top1) and scores["exo"] == pytest.approx(top1)
-    assert scores["ego+exo"] == pytest.approx(top1) and result.benchmark["ego"] == scores["ego"]
+    assert scores["ego+exo"] == pytest.approx(top1)
+    whole_file, _ = scorer(payload, file_truth(store.path, payload))
+    assert result.benchmark == pytest.approx(whole_file, abs=1e-12)
 
 
 # ---- 2. unpredictable takes ---------------------------------------------------------------
@@ -147,11 +168,87 @@ def test_cli_refuses_then_counts_the_uniform_takes(store, runs, tmp_path):
             str(tmp_path / "p.csv"), "--format", "egoexo4d"]  # fmt: skip
     refused = runner.invoke(app, args)
     assert refused.exit_code == 2, refused.output
-    assert "cannot be predicted" in refused.output and store.pending[0] in refused.output
+    unpredictable = store.pending + store.failed + store.all_views_invalid
+    assert "cannot be predicted" in refused.output and unpredictable[0] in refused.output
     done = runner.invoke(app, [*args, "--unpredictable", "uniform"])
     assert done.exit_code == 0, done.output
     n = len(store.pending + store.failed + store.all_views_invalid)
-    assert f"{n} takes of the file had nothing to predict from" in " ".join(done.output.split())
+    text = " ".join(done.output.split())
+    assert f"{n} takes of the file had nothing to predict from" in text
+    # the figures printed are the scorer's on the written file, the filled takes counted
+    payload = json.loads((tmp_path / "p.json").read_text())
+    truth = file_truth(store.path, payload)
+    scores, _ = scorer(payload, truth)
+    filled = sum(t in truth for t in store.pending + store.failed + store.all_views_invalid)
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+    assert (f"the scorer's top-1 on the {len(truth)} labelled takes of the file, {filled} of them "
+            f"filled with the uniform guess, which the scorer reads as {LABELS[0]}: {figures}"
+            ) in text  # fmt: skip
+
+
+def test_the_scorer_figures_count_the_filled_takes_as_the_scorer_does(store, runs, tmp_path):
+    out = tmp_path / "ego.json"
+    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
+                     views="ego", unpredictable="uniform")  # fmt: skip
+    payload = json.loads(out.read_text())
+    truth = file_truth(store.path, payload)
+    filled = [t for t in result.filled if t in truth]
+    assert filled and result.benchmark_filled == len(filled)
+    assert result.benchmark_takes == len(truth) == len(payload["videos"]) - len(store.unlabelled)
+    scores, preds = scorer(payload, truth)
+    assert result.benchmark == pytest.approx(scores, abs=1e-12)
+    row = {t: i for i, t in enumerate(payload["videos"])}
+    for name in preds:  # zero logits: numpy's argmax gives the tie to class 0
+        assert all(preds[name][row[t]] == 0 for t in result.filled)
+    without_filled, _ = scorer(payload, {t: y for t, y in truth.items() if t not in filled})
+    assert without_filled != pytest.approx(scores), "the figure that left them out differs"
+    counts = json.loads((runs["late"].run_dir / "config.json").read_text())["takes"]
+    majority = int(np.argmax(counts["train_class_counts"]))
+    assert result.benchmark_majority == pytest.approx(
+        np.mean([y == majority for y in truth.values()])
+    )
+
+
+def near_tie_slots() -> np.ndarray:
+    """(1, 5, 4) log-probabilities whose two best classes differ by 2e-7: rounded to 6
+    decimals both read -1.386294, and the scorer's argmax falls to the first of them."""
+    logits = np.array([-1.3862943, -1.3862941, -2.0, -3.0])
+    assert np.round(logits[0], 6) == np.round(logits[1], 6) and logits[1] > logits[0]
+    return np.repeat(logits[None, None, :], 5, axis=1)
+
+
+def test_a_near_tie_is_written_as_skill_decides_it(tmp_path):
+    slots = near_tie_slots()
+    order, row_of = ["near", "unpredictable"], {"near": 0}
+    write_json(tmp_path / "p.json", egoexo4d_payload(order, file_slots(order, row_of, slots)),
+               indent=None)  # fmt: skip
+    written = json.loads((tmp_path / "p.json").read_text())
+    np.testing.assert_array_equal(written_slots(written)[0], slots[0])  # every bit
+    assert not np.any(written_slots(written)[1])  # the filled take: zero logits
+    skills = slot_predictions(slots)  # what skill reports: class 1 for all three
+    _, preds = scorer(written, {"near": 1})
+    for name in ("ego", "exo", "ego+exo"):
+        assert preds[name][0] == skills[name][0] == 1
+    rounded = {**written}  # the file as it was written before: 6 decimals
+    rounded["ego_model_predictions"] = np.round(written["ego_model_predictions"], 6).tolist()
+    rounded["exo_model_predictions"] = np.round(written["exo_model_predictions"], 6).tolist()
+    _, flipped = scorer(rounded, {"near": 1})
+    assert all(flipped[name][0] == 0 for name in flipped), "the near-tie flips when rounded"
+
+
+def test_the_file_holds_the_fused_logits_exactly(store, runs, tmp_path):
+    out = tmp_path / "mean.json"
+    result = predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d", out_json=out,
+                     unpredictable="uniform")  # fmt: skip
+    written = written_slots(json.loads(out.read_text()))
+    row = {t: i for i, t in enumerate(json.loads(out.read_text())["videos"])}
+    ours = written[[row[t] for t in result.take_ids]]
+    want = np.log(np.clip(result.probs.astype(np.float64), 1e-12, None))
+    np.testing.assert_array_equal(ours, np.repeat(want[:, None], 5, axis=1))
+    _, preds = scorer(json.loads(out.read_text()), labelled(result))
+    skill = result.probs.argmax(axis=1)
+    for name in preds:  # the scorer's class is skill's class, take by take
+        assert (preds[name][[row[t] for t in result.take_ids]] == skill).all()
 
 
 # ---- 3. one split -------------------------------------------------------------------------
@@ -228,8 +325,8 @@ def test_leakage_warnings_name_the_count(store, runs, tmp_path_factory, tmp_path
     splits = table_splits(store)
     train = predict(store.path, run, tmp_path / "a.csv", split="train")
     assert len(train.warnings) == 2  # training takes, and their participants
-    assert f"{len(train.take_ids)} of the {len(train.take_ids)} predicted takes were among " \
-           "the run's training takes" in train.warnings[0]  # fmt: skip
+    assert f"{len(train.take_ids)} of the {len(train.take_ids)} takes written to a.csv were " \
+           "among the run's training takes" in train.warnings[0]  # fmt: skip
     assert "share participants with the run's training takes" in train.warnings[1]
     val = predict(store.path, run, tmp_path / "b.csv", split="val")
     assert len(val.warnings) == 1 and "run's validation takes" in val.warnings[0]
@@ -241,13 +338,36 @@ def test_leakage_warnings_name_the_count(store, runs, tmp_path_factory, tmp_path
     edit_take(copy, test_take, participant="p00")
     leaky = predict(copy, run, tmp_path / "d.csv", split="test")
     assert leaky.warnings == [
-        f"1 of the {len(leaky.take_ids)} predicted takes share participants with the run's "
-        "training takes (1 participant(s): p00)"
+        f"1 of the {len(leaky.take_ids)} takes written to d.csv share participants with the "
+        "run's training takes (1 participant(s): p00)"
     ]
     done = runner.invoke(app, ["predict", str(copy), "--run", str(run), "--out",
                                str(tmp_path / "e.csv"), "--split", "test"])  # fmt: skip
     assert done.exit_code == 0, done.output
     assert "warning: 1 of the" in " ".join(done.output.split())
+
+
+def test_leakage_counts_the_takes_of_the_prediction_file_only(store, runs, tmp_path):
+    from skill.cli import app
+
+    run = runs["mean"].run_dir
+    splits = table_splits(store)
+    val = [t for t in store.take_ids if splits[t] == "val"]
+    result = predict(store.path, run, None, fmt="egoexo4d", out_json=tmp_path / "v.json",
+                     order=val)  # every take predicted, the val takes written  # fmt: skip
+    assert len(result.take_ids) > len(val) == result.file_takes
+    assert result.warnings == [
+        f"{len(val)} of the {len(val)} takes written to v.json were among the run's validation "
+        "takes (scores on them are not held-out figures)"
+    ]  # the training takes the run also predicted are not in the file
+    (tmp_path / "val.txt").write_text("\n".join(val))
+    done = runner.invoke(app, ["predict", str(store.path), "--run", str(run), "--out",
+                               str(tmp_path / "w.csv"), "--format", "egoexo4d", "--order",
+                               str(tmp_path / "val.txt")])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.output.split())
+    assert f"warning: {len(val)} of the {len(val)} takes written to w.json" in text
+    assert "training takes" not in text
 
 
 def test_runs_without_the_record_give_no_warning(store, runs, tmp_path):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from skill.errors import ConfigError
 from skill.pipeline.sampling import SamplingConfig, sample_indices
 
 CONFIGS = {
@@ -15,6 +16,10 @@ CONFIGS = {
     "uniform_jitter": SamplingConfig("uniform", frames=8, clips=2, jitter=True),
     "windows": SamplingConfig("windows", frames=8, clips=3, stride=4),
     "windows_jitter": SamplingConfig("windows", frames=16, clips=1, stride=4, jitter=True),
+    "skillformer": SamplingConfig("skillformer-windows", frames=8, clips=3, stride=4),
+    "skillformer_jitter": SamplingConfig(
+        "skillformer-windows", frames=16, clips=1, stride=4, jitter=True
+    ),
     "segments": SamplingConfig("segments", frames=12, clips=2, n_segments=4, segment_len=3),
     "segments_jitter": SamplingConfig(
         "segments", frames=8, clips=1, n_segments=2, segment_len=4, segment_stride=2, jitter=True
@@ -46,7 +51,9 @@ def test_same_seed_and_key_give_the_same_frames(name: str) -> None:
     np.testing.assert_array_equal(first, again)
 
 
-@pytest.mark.parametrize("name", ["uniform_jitter", "windows_jitter", "segments_jitter"])
+@pytest.mark.parametrize(
+    "name", ["uniform_jitter", "windows_jitter", "skillformer_jitter", "segments_jitter"]
+)
 def test_jitter_depends_on_seed_and_key(name: str) -> None:
     cfg = CONFIGS[name]
     base = sample_indices(5000, cfg, key="a").indices
@@ -161,3 +168,78 @@ def test_to_dict_round_trips_through_json() -> None:
 def test_videos_without_frames_are_refused(num_frames: int) -> None:
     with pytest.raises(ValueError, match="frames"):
         sample_indices(num_frames, SamplingConfig(), key="x")
+
+
+# ---- SkillFormer's placement ---------------------------------------------------------------
+
+
+def skillformer_indices(clip_len: int, rate: int, seg_len: int, end_idx: int) -> np.ndarray:
+    """EdoWhite/SkillFormer's frame choice (``sample_frame_indices``), step by step, with the
+    end index its ``np.random.randint(clip_len * rate, seg_len)`` drew given instead (a video
+    too short for the window always ends at its last frame)."""
+    converted_len = clip_len * rate
+    if seg_len <= converted_len:
+        end_idx = seg_len - 1
+    assert min(converted_len, seg_len - 1) <= end_idx <= seg_len - 1
+    start_idx = max(end_idx - converted_len, 0)
+    positions = np.linspace(start_idx, end_idx, num=clip_len)
+    return np.clip(positions, start_idx, end_idx - 1).astype(np.int64)
+
+
+SKILLFORMER_16 = SamplingConfig("skillformer-windows", frames=16, clips=1, stride=4)
+
+
+@pytest.mark.parametrize("num_frames", [65, 66, 67, 100, 301, 1001, 5400])
+def test_skillformer_windows_are_skillformers_frame_indices(num_frames: int) -> None:
+    row = sample_indices(num_frames, SKILLFORMER_16, key="take/ego").indices[0]
+    start = int(row[0])
+    assert 0 <= start <= num_frames - 1 - 64, "the window fits the video"
+    np.testing.assert_array_equal(row, skillformer_indices(16, 4, num_frames, start + 64))
+    # np.linspace(start, start + 64, 16) cast to int; SkillFormer clips its end to start + 63
+    linspace = np.linspace(start, start + 64, 16).astype(int)
+    np.testing.assert_array_equal(row[:-1], linspace[:-1])
+    assert row[-1] == start + 63
+    assert set(np.diff(row).tolist()) == {4, 5}  # not a fixed stride of 4
+    windows = sample_indices(num_frames, SamplingConfig("windows", frames=16, stride=4), "take/ego")
+    assert set(np.diff(windows.indices[0]).tolist()) == {4}
+
+
+def test_skillformer_windows_are_centred_or_drawn_over_every_start_that_fits() -> None:
+    centred = sample_indices(300, SKILLFORMER_16, key="x").indices[0]
+    assert abs((centred[0] + centred[-1]) / 2 - 300 / 2) <= 2
+    cfg = SamplingConfig(**{**SKILLFORMER_16.to_dict(), "jitter": True})
+    starts = {int(sample_indices(70, cfg, key=f"take{i}/ego").indices[0, 0]) for i in range(300)}
+    assert starts == set(range(70 - 64)), "SkillFormer draws its start from 0 .. n - 1 - T * 4"
+    for key in ("a", "b", "c"):
+        row = sample_indices(70, cfg, key=key).indices[0]
+        np.testing.assert_array_equal(row, skillformer_indices(16, 4, 70, int(row[0]) + 64))
+
+
+@pytest.mark.parametrize("num_frames", [17, 20, 40, 64])
+def test_a_video_too_short_for_the_window_gets_skillformers_own_rule(num_frames: int) -> None:
+    sampled = sample_indices(num_frames, SKILLFORMER_16, key="x")
+    expected = skillformer_indices(16, 4, num_frames, num_frames - 1)
+    assert sampled.indices.tolist() == [expected.tolist()] and sampled.padded == 0
+    assert len(set(expected.tolist())) == 16  # distinct frames, the last one left out
+
+
+def test_skillformer_windows_spread_k_clips_inside_the_video() -> None:
+    sampled = sample_indices(300, CONFIGS["skillformer"], key="x").indices
+    starts = sampled[:, 0]
+    assert np.all(np.diff(starts) > 0) and sampled.max() <= 299
+    for row in sampled:
+        np.testing.assert_array_equal(row, skillformer_indices(8, 4, 300, int(row[0]) + 32))
+
+
+def test_the_two_window_placements_are_different_provenance() -> None:
+    from skill.pipeline.extract_config import ExtractConfig
+
+    def sampling(strategy: str) -> dict:
+        cfg = ExtractConfig(manifest="m.jsonl", store="s.zarr", strategy=strategy, stride=4)
+        return cfg.sampling.to_dict()
+
+    ours, theirs = sampling("windows"), sampling("skillformer-windows")
+    assert ours != theirs and theirs["strategy"] == "skillformer-windows"
+    assert SamplingConfig.from_dict(theirs) == SamplingConfig(**theirs)
+    with pytest.raises(ConfigError, match="--sampling must be one of .*skillformer-windows"):
+        sampling("linspace")
