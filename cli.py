@@ -264,12 +264,13 @@ def import_skillformer_command(
         "vision_encoder_id, as a registered name when there is one).",
     ),
     strategy: str = typer.Option(
-        "windows",
+        "skillformer-windows",
         "--sampling",
-        help="Sampling of the store the run "
-        "will read: uniform, windows or segments (SkillFormer: windows).",
+        help="Sampling of the store the run will read: uniform, windows, skillformer-windows or "
+        "segments (SkillFormer: skillformer-windows, its frame positions int(np.linspace(start, "
+        "start + T*stride, T))).",
     ),
-    stride: int = typer.Option(4, help="Frame step inside each window (SkillFormer: 4)."),
+    stride: int = typer.Option(4, help="Frame step inside each window (SkillFormer's rate: 4)."),
     clips: int = typer.Option(1, help="Clips per view of that store."),
     device: str = typer.Option("cpu", help="Where the backbone is loaded to check the adapter."),
 ) -> None:
@@ -609,9 +610,16 @@ def predict(cfg: PredictConfig) -> None:
     if result.benchmark:
         figures = ", ".join(f"{k} {v:.3f}" for k, v in result.benchmark.items())
         majority = format_number(result.benchmark_majority)
+        filled = (
+            f", {result.benchmark_filled} of them filled with the uniform guess, which the "
+            f"scorer reads as {result.class_names[0]}"
+            if result.benchmark_filled
+            else ""
+        )
         out.print(
-            f"the scorer's top-1 on the labelled takes of the file: {figures} "
-            f"(majority baseline of the training labels {majority})"
+            f"the scorer's top-1 on the {result.benchmark_takes} labelled takes of the file"
+            f"{filled}: {figures} (majority baseline of the training labels {majority})",
+            highlight=False,
         )
     for split, metrics in result.metrics.items():
         out.print(format_metrics(split, metrics), highlight=False)

@@ -287,28 +287,29 @@ def _write_store(path: Path, spec: StoreSpec, packed: bool) -> None:
         for i, p in enumerate(plan.participant)
     ]
     store.add_takes(rows)
-    _write_tokens(path, spec, plan, rng)
-    _write_per_take_arrays(path, spec)
+    _write_takes(store, spec, plan, rng)
     if packed:
         TokenStore.open(path, "a").pack()  # as `skill extract` does when a run finishes
 
 
-def _write_tokens(path: Path, spec: StoreSpec, plan: _TakePlan, rng: np.random.Generator) -> None:
-    """Tokens = per-view class signal + per-participant offset + noise, in blocks of takes.
+def _write_takes(store, spec: StoreSpec, plan: _TakePlan, rng: np.random.Generator) -> None:
+    """Tokens = per-view class signal + per-participant offset + noise, written in blocks of
+    takes through the store (every view valid, frames 0..T-1 at 25 fps, status complete).
 
     The class signal is weak and differs per view, so a head learns over several epochs
     (a realistic stopping point), not in one. Noise comes from a bank of random tensors
     (cheap: generating 145 M normal values per store would dominate the build).
     """
-    import zarr
+    from skill.cache.store import STATUS_COMPLETE, TakeResult
 
-    tokens = zarr.open_group(str(path), mode="r+")["tokens"]
     shape = (spec.tokens, spec.dim)
     class_signal = rng.standard_normal((4, *shape), dtype=np.float32) * spec.signal
     view_strength = np.linspace(1.0, 0.5, spec.views, dtype=np.float32)
     n_people = int(plan.participant.max()) + 1
     person_offset = rng.standard_normal((n_people, 1, spec.dim), dtype=np.float32) * 0.3
     bank = rng.standard_normal((1024, *shape), dtype=np.float32).astype(np.float16)
+    v, t = spec.views, spec.tokens
+    frames = np.broadcast_to(np.arange(t, dtype=np.int32) * 60, (v, 1, t))
     block = 256
     for start in range(0, spec.takes, block):
         stop = min(start + block, spec.takes)
@@ -316,24 +317,19 @@ def _write_tokens(path: Path, spec: StoreSpec, plan: _TakePlan, rng: np.random.G
         signal = class_signal[plan.label[start:stop]][:, None] * view_strength[None, :, None, None]
         signal += person_offset[plan.participant[start:stop]][:, None]
         values = (bank[pick].astype(np.float32) + signal).astype(np.float16)
-        tokens[start:stop] = values[:, :, None]  # (takes, V, K=1, N, D)
-
-
-def _write_per_take_arrays(path: Path, spec: StoreSpec) -> None:
-    """Every view valid, frames 0..T-1 at 25 fps, then status complete (written last)."""
-    import zarr
-
-    from skill.cache.store import STATUS_COMPLETE
-
-    group = zarr.open_group(str(path), mode="r+")
-    n, v, t = spec.takes, spec.views, spec.tokens
-    frames = np.broadcast_to(np.arange(t, dtype=np.int32) * 60, (n, v, 1, t))
-    group["valid"][:] = np.ones((n, v), dtype=bool)
-    group["frame_index"][:] = frames
-    group["timestamp"][:] = (frames / 25.0).astype(np.float32)
-    group["padded_frames"][:] = np.zeros((n, v), dtype=np.int16)
-    group["view_error"][:] = np.full((n, v), "", dtype=object)
-    group["status"][:] = np.full(n, STATUS_COMPLETE, dtype=np.int8)
+        results = [
+            TakeResult(
+                tokens=take[:, None],  # (V, K=1, N, D)
+                valid=np.ones(v, dtype=bool),
+                frame_index=frames,
+                timestamp=(frames / 25.0).astype(np.float32),
+                padded=np.zeros(v, dtype=np.int16),
+                view_error=[""] * v,
+                status=STATUS_COMPLETE,
+            )
+            for take in values
+        ]
+        store.write_takes(start, results)
 
 
 # ----------------------------------------------------------------------------- backbone

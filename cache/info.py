@@ -70,18 +70,12 @@ def store_summary(path: str | Path) -> dict:
 def _run_state(store: TokenStore, pending: int) -> dict:
     """Who writes now, whether the last run stopped before finishing, and how many temporary
     files killed writes left (never read as data; the next extract deletes them)."""
-    writer = store.writer_busy()
-    record = store.attrs.get("extract_run")
-    # A run killed after its last take but before its end (while packing) is unfinished too:
-    # the record says so, and the next run completes it.
-    unfinished = pending > 0 or (isinstance(record, dict) and record.get("state") != "finished")
-    temp_files = len(recovery.temp_files(store.path))
-    state = "in progress" if writer is not None else "interrupted" if unfinished else "finished"
+    state, writer = store.run_state(pending)
     return {
         "state": state,
         "writer": writer,
-        "record": record,
-        "temp_files": temp_files,
+        "record": store.attrs.get("extract_run"),
+        "temp_files": len(recovery.temp_files(store.path)),
     }
 
 

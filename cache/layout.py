@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,19 +45,42 @@ PACKED_CHUNK_BYTES = 32 << 20
 LAYOUT_LOCK = ".skill.layout.lock"
 """Suffix of the layout lock's file name, beside the store (see `lock_file`)."""
 STAGING = ".skill-relayout"
-FINITE_CHUNKS = "skill_finite_chunks"
-"""Attribute of a packed token array: {chunk file name: crc32c} of the chunks skill wrote and
-found finite. A chunk whose stored checksum equals its recorded one (and whose bytes pass the
-checksum) holds exactly the bytes that were checked, so its read skips the NaN/Inf scan (a
-load of 291 MB on two cores, by hand, 21 alternating reads: 38.8 ms median, 47.0 ms with the
-scan; benchmark 2). Any other chunk (rewritten by another writer, or a store without the
-record) is scanned."""
+PACKED_RECORD = "skill_packed"
+"""Attribute of a packed token array, written by the pack: ``{"store_id": ..., "crc32c":
+{chunk file name: crc32c}, "finite": [chunk file names]}``. Every packed chunk must carry its
+recorded checksum (a chunk moved, exchanged or copied in from elsewhere does not), and one
+listed as finite was scanned for NaN/Inf when it was written, so a read skips that scan (a load
+of 291 MB on two cores: 38.8 ms median, 47.0 ms with the scan; benchmark 2)."""
 # Bytes per element assumed for variable-length strings when sizing packed chunks.
 STRING_BYTES = 16
 
 
 class LayoutError(StoreError):
     """A chunk file shorter than its chunk; the message names the file."""
+
+
+@dataclass(frozen=True)
+class TokenPlacement:
+    """What the token chunks of a selection must be: `store_id` must be the packed record's;
+    ``required (n, v)`` marks the slots that must hold data (valid views of complete takes)
+    and ``slot_crc (n, v)`` the crc32c each was written with (checked in the write layout,
+    where a chunk is one slot; a pack checks its chunks against its own record)."""
+
+    store_id: str
+    required: np.ndarray
+    slot_crc: np.ndarray
+
+
+class MisplacedChunk(LayoutError):
+    """A chunk file whose checksum is not the one recorded for its place."""
+
+    def __init__(self, path: Path, found: int, recorded: int | None):
+        self.path = path
+        what = f"the recorded {recorded:08x}" if recorded is not None else "recorded by the pack"
+        super().__init__(
+            f"{path}: token chunk is not the one written here (its checksum {found:08x} is not "
+            f"{what}: moved, exchanged or copied from another store)"
+        )
 
 
 class MissingChunks(LayoutError):
@@ -186,12 +210,20 @@ def packed_chunks(meta: dict, n_takes: int) -> tuple[int, ...] | None:
 
 
 # ---- changing the layout -----------------------------------------------------------------
-def relayout_array(store_path: Path, name: str, chunks: tuple[int, ...], sep: str) -> bool:
+def relayout_array(
+    store_path: Path,
+    name: str,
+    chunks: tuple[int, ...],
+    sep: str,
+    placement: TokenPlacement | None = None,
+) -> bool:
     """Rewrite array ``name`` with chunk shape ``chunks`` and key separator ``sep``.
 
     The new chunks are written to a staging folder first (the old layout stays in use and
     readable), moved in beside the old ones, and made current by one atomic rename of the
-    metadata. Returns False when the array already has this layout."""
+    metadata. ``placement``: for ``tokens``, the store's records over all its rows; every
+    chunk read is checked against them, and a pack records the chunks it writes
+    (PACKED_RECORD). Returns False when the array already has this layout."""
     folder = Path(store_path) / name
     meta = array_metadata(store_path, name)
     if chunk_shape(meta) == tuple(chunks) and separator(meta) == sep:
@@ -203,11 +235,11 @@ def relayout_array(store_path: Path, name: str, chunks: tuple[int, ...], sep: st
     shutil.rmtree(staging, ignore_errors=True)
     new_meta = {
         **meta,
-        "attributes": _without_finite_record(meta),
+        "attributes": _without_packed_record(meta),
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": sep}},
     }
-    _copy_data(folder, staging, new_meta)
+    _copy_data(folder, staging, new_meta, placement)
     with layout_lock(store_path, exclusive=True):
         _remove_chunk_files(folder, sep)  # stale files of a relayout killed earlier
         _move_chunk_files(staging, folder, sep)
@@ -217,13 +249,15 @@ def relayout_array(store_path: Path, name: str, chunks: tuple[int, ...], sep: st
     return True
 
 
-def _without_finite_record(meta: dict) -> dict:
-    """The array's attributes less FINITE_CHUNKS: a relayout writes new chunk files, and only
+def _without_packed_record(meta: dict) -> dict:
+    """The array's attributes less PACKED_RECORD: a relayout writes new chunk files, and only
     the writer of a chunk may record it."""
-    return {k: v for k, v in meta.get("attributes", {}).items() if k != FINITE_CHUNKS}
+    return {k: v for k, v in meta.get("attributes", {}).items() if k != PACKED_RECORD}
 
 
-def _copy_data(source: Path, staging: Path, new_meta: dict) -> None:
+def _copy_data(
+    source: Path, staging: Path, new_meta: dict, placement: TokenPlacement | None
+) -> None:
     """Write every element of the array at ``source`` into a new array at ``staging``,
     a block of whole chunks at a time (bounded memory)."""
     import zarr
@@ -231,8 +265,10 @@ def _copy_data(source: Path, staging: Path, new_meta: dict) -> None:
     staging.mkdir(parents=True)
     (staging / "zarr.json").write_text(json.dumps(new_meta, indent=2))
     old_meta = json.loads((source / "zarr.json").read_text())
-    if source.name == "tokens" and raw_token_chunks(old_meta):
-        _copy_raw_tokens(source, old_meta, staging, new_meta)
+    if source.name == "tokens":
+        if placement is None or not raw_token_chunks(old_meta):
+            raise ValueError(f"{source}: tokens are relaid out only as raw chunks, with placement")
+        _copy_raw_tokens(source, old_meta, staging, new_meta, placement)
         return
     old = zarr.open_array(str(source), mode="r")
     new = zarr.open_array(str(staging), mode="r+")
@@ -243,30 +279,41 @@ def _copy_data(source: Path, staging: Path, new_meta: dict) -> None:
         new[start : start + step] = old[start : start + step]
 
 
-def _copy_raw_tokens(source: Path, old_meta: dict, staging: Path, new_meta: dict) -> None:
+def _copy_raw_tokens(
+    source: Path, old_meta: dict, staging: Path, new_meta: dict, placement: TokenPlacement
+) -> None:
     """``_copy_data`` for raw token chunks, without zarr: its per-chunk cost (milliseconds)
     made a relayout of thousands of (take, view) chunks take minutes."""
     shape = tuple(old_meta["shape"])
     step = math.lcm(chunk_shape(old_meta)[0], chunk_shape(new_meta)[0])
     views = np.arange(shape[1])
-    finite: dict[str, int] = {}
+    crcs: dict[str, int] = {}
+    finite: list[str] = []
     for start in range(0, shape[0], step):
         takes = np.arange(start, min(start + step, shape[0]))
         block = np.zeros((len(takes), *shape[1:]), dtype=np.float16)  # (t, V, K, N, D)
-        read_token_slots(source, old_meta, takes, views, block)
-        finite.update(_write_raw_tokens(staging, new_meta, start, block))
-    if finite:
-        recorded = {**new_meta, "attributes": {**new_meta["attributes"], FINITE_CHUNKS: finite}}
+        rows = slice(start, start + len(takes))
+        part = TokenPlacement(
+            placement.store_id, placement.required[rows], placement.slot_crc[rows]
+        )
+        read_token_slots(source, old_meta, takes, views, block, part)
+        written = _write_raw_tokens(staging, new_meta, start, block)
+        crcs.update({name: crc for name, (crc, _) in written.items()})
+        finite += [name for name, (_, is_finite) in written.items() if is_finite]
+    if is_packed(new_meta):
+        record = {"store_id": placement.store_id, "crc32c": crcs, "finite": finite}
+        recorded = {**new_meta, "attributes": {**new_meta["attributes"], PACKED_RECORD: record}}
         (staging / "zarr.json").write_text(json.dumps(recorded, indent=2))
 
 
-def _write_raw_tokens(folder: Path, meta: dict, start: int, block: np.ndarray) -> dict[str, int]:
+def _write_raw_tokens(
+    folder: Path, meta: dict, start: int, block: np.ndarray
+) -> dict[str, tuple[int, bool]]:
     """Write takes ``start...`` of ``block (t, V, K, N, D)`` as chunk files of ``meta``'s
     layout, as zarr would: full-size edge chunks, no file for a chunk of fill values.
-    Returns {file name: crc32c} of the packed, checksummed chunks written that are finite
-    (for FINITE_CHUNKS)."""
+    Returns {file name: (crc32c, finite)} of the packed chunks written (for PACKED_RECORD)."""
     per_chunk = chunk_shape(meta)[0]
-    finite: dict[str, int] = {}
+    written: dict[str, tuple[int, bool]] = {}
     if is_packed(meta):
         tail = ".0" * (block.ndim - 1)
         for first in range(0, len(block), per_chunk):
@@ -274,16 +321,12 @@ def _write_raw_tokens(folder: Path, meta: dict, start: int, block: np.ndarray) -
             rows = block[first : first + per_chunk]
             chunk[: len(rows)] = rows
             name = f"c.{(start + first) // per_chunk}{tail}"
-            if not has_checksum(meta):
-                (folder / name).write_bytes(chunk.tobytes())
-                continue
             # Scanned here rather than trusted from the caller (whose reads do refuse NaN):
             # the record vouches for these very bytes. One pass gives the checksum too.
             value, non_finite = _scan(chunk, checksum=True)
             (folder / name).write_bytes(chunk.tobytes() + np.uint32(value).tobytes())
-            if not non_finite:
-                finite[name] = value
-        return finite
+            written[name] = (value, not non_finite)
+        return written
     tail = "/".join("0" * (block.ndim - 2))
     for row, take in enumerate(block):
         for view, tokens in enumerate(take):
@@ -291,8 +334,8 @@ def _write_raw_tokens(folder: Path, meta: dict, start: int, block: np.ndarray) -
                 path = folder / "c" / str(start + row) / str(view) / tail
                 path.parent.mkdir(parents=True, exist_ok=True)
                 data = tokens.astype("<f2").tobytes()
-                path.write_bytes(data + crc32c(data) if has_checksum(meta) else data)
-    return finite
+                path.write_bytes(data + crc32c(data))
+    return written
 
 
 def _chunk_files(folder: Path, sep: str) -> list[Path]:
@@ -335,22 +378,15 @@ def remove_stale_chunks(store_path: Path, names: tuple[str, ...]) -> int:
 
 # ---- reading tokens ----------------------------------------------------------------------
 def raw_token_chunks(meta: dict) -> bool:
-    """True when token chunks are plain little-endian bytes with default keys, optionally
-    followed by their crc32c checksum (format 2): then a take and view is a byte range of a
-    known file and can be read without zarr."""
+    """True when token chunks are plain little-endian bytes with default keys followed by
+    their crc32c checksum: then a take and view is a byte range of a known file and can be
+    read without zarr (the store's own token chunks are)."""
     codecs = meta.get("codecs", [])
     return (
         meta["chunk_key_encoding"].get("name") == "default"
-        and 1 <= len(codecs) <= 2
-        and codecs[0].get("name") == "bytes"
+        and [codec.get("name") for codec in codecs] == ["bytes", "crc32c"]
         and codecs[0].get("configuration", {}).get("endian", "little") == "little"
-        and all(codec.get("name") == "crc32c" for codec in codecs[1:])
     )
-
-
-def has_checksum(meta: dict) -> bool:
-    """Whether each chunk file ends with the crc32c of its bytes (4 bytes, little-endian)."""
-    return any(codec.get("name") == "crc32c" for codec in meta.get("codecs", []))
 
 
 def page_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -405,28 +441,27 @@ def read_token_slots(
     take_idx: np.ndarray,
     view_idx: np.ndarray,
     out: np.ndarray,
-    required: np.ndarray | None = None,
+    placement: TokenPlacement,
 ) -> None:
     """Read tokens of (take, view) pairs straight from raw chunk files into ``out``.
 
     ``out (n, v, K, N, D)`` float16, may be uninitialised (see ``page_aligned_empty``):
     every slot is either read or, where there is no chunk file, zeroed (zarr's fill value:
     an invalid view in the write layout, takes added but never written in a packed one).
-    ``required (n, v)`` marks slots that must have a chunk file (valid views of complete
-    takes): a missing one raises ``MissingChunks`` naming them, never zeros. Values that are
-    NaN or Inf raise ``NonFiniteTokens``. Runs of pairs that are contiguous both in a chunk
-    file and in ``out`` are read with one ``preadv`` each: a whole packed chunk is one read.
-    Packed chunk files are read by a few threads at once (the reads release the GIL); the
-    write layout's thousands of small files are read in one thread, where a pool only adds
-    overhead."""
+    ``placement`` says which slots must hold data and what they were written with: a missing
+    chunk of a required slot raises ``MissingChunks`` naming them, never zeros; a chunk whose
+    checksum is not the recorded one raises ``MisplacedChunk``; NaN or Inf raises
+    ``NonFiniteTokens``. Runs of pairs that are contiguous both in a chunk file and in ``out``
+    are read with one ``preadv`` each: a whole packed chunk is one read. Packed chunk files
+    are read by a few threads at once (the reads release the GIL); the write layout's
+    thousands of small files are read in one thread, where a pool only adds overhead."""
     if out.size == 0:
         return  # nothing selected (no take, or no view)
     slot_bytes = out[0, 0].nbytes
     buffer = memoryview(out.reshape(-1)).cast("B")
     names, file_of_slot, offsets = _slot_locations(meta, take_idx, view_idx, slot_bytes)
-    if required is not None:
-        required = np.asarray(required, dtype=bool).reshape(-1)
-        _check_required_files(folder, names, file_of_slot, required)
+    required = np.asarray(placement.required, dtype=bool).reshape(-1)
+    _check_required_files(folder, names, file_of_slot, required)
     starts = np.flatnonzero(
         np.r_[
             True,
@@ -439,28 +474,58 @@ def read_token_slots(
         target = buffer[first * slot_bytes : stop * slot_bytes]
         name = names[file_of_slot[first]]
         runs_by_file.setdefault(name, []).append((target, int(offsets[first])))
-
-    chunk = _ChunkFormat(
-        data_bytes=slot_bytes * math.prod(chunk_shape(meta)[:2]), checksum=has_checksum(meta)
-    )
+    data_bytes = slot_bytes * math.prod(chunk_shape(meta)[:2])
 
     if is_packed(meta):
-        finite = meta.get("attributes", {}).get(FINITE_CHUNKS, {})
-        reads = [(folder / name, runs, finite.get(name)) for name, runs in runs_by_file.items()]
-        _read_packed(reads, chunk)
+        record = packed_record(meta, placement.store_id, folder)
+        finite = set(record["finite"])
+        reads = [
+            (folder / name, runs, _Expected(record["crc32c"].get(name), name in finite))
+            for name, runs in runs_by_file.items()
+        ]
+        _read_packed(reads, data_bytes)
     else:
-        for name, runs in runs_by_file.items():
-            _read_runs(folder / name, runs, chunk)
+        crc = np.asarray(placement.slot_crc).reshape(-1)
+        for slot, name in enumerate(names):
+            if name in runs_by_file:
+                expected = _Expected(int(crc[slot]) if required[slot] else _ANY, False)
+                _read_runs(folder / name, runs_by_file.pop(name), data_bytes, expected)
 
 
-def _read_packed(reads: list[tuple[Path, Runs, int | None]], chunk: _ChunkFormat) -> None:
+def packed_record(meta: dict, store_id: str, folder: Path) -> dict:
+    """The pack's record of a packed token array (PACKED_RECORD), checked to be this store's."""
+    record = meta.get("attributes", {}).get(PACKED_RECORD)
+    if not isinstance(record, dict) or not isinstance(record.get("crc32c"), dict):
+        raise LayoutError(f"{folder}/zarr.json: packed tokens without the pack's chunk record")
+    if record.get("store_id") != store_id:
+        raise LayoutError(
+            f"{folder}: the packed tokens were packed for store {record.get('store_id')}, not "
+            f"this store ({store_id}): copied in from another store"
+        )
+    return record
+
+
+_ANY = -1
+"""An `_Expected` crc that accepts any chunk (a slot that need not hold data)."""
+
+
+@dataclass(frozen=True)
+class _Expected:
+    """What one chunk file must be: its recorded crc32c (None: no record, so no chunk may be
+    there; _ANY: no requirement), and whether it was recorded finite (its scan is skipped)."""
+
+    crc: int | None
+    finite: bool
+
+
+def _read_packed(reads: list[tuple[Path, Runs, _Expected]], data_bytes: int) -> None:
     """Read packed chunk files on the reader pool, one task per file. A file is read front to
     back by one thread: split between threads, a cold read loses the kernel's readahead (291 MB
     from disk, by hand: 0.25-0.27 s in 8 MiB segments, 0.19-0.22 s a file per thread, for
     1-7 ms gained warm). Every task has finished before an error is raised (the first in
     file order)."""
     pool = reader_pool()
-    tasks = [pool.submit(_read_runs, path, runs, chunk, finite) for path, runs, finite in reads]
+    tasks = [pool.submit(_read_runs, path, runs, data_bytes, want) for path, runs, want in reads]
     futures_wait(tasks)
     for task in tasks:
         task.result()
@@ -471,63 +536,66 @@ def _check_required_files(
 ) -> None:
     """Raise MissingChunks for required slots whose chunk file does not exist."""
     wanted = np.unique(file_of_slot[required]).tolist()
-    missing = [k for k in wanted if not (folder / names[k]).is_file()]
+    missing = [k for k in wanted if not (folder / names[k]).exists()]
+    for k in missing:
+        blocking = blocking_file(folder / names[k])
+        if blocking != folder / names[k]:
+            raise LayoutError(f"{folder / names[k]}: {blocking} is a file where a folder belongs")
     if missing:
         slots = np.flatnonzero(required & np.isin(file_of_slot, missing))
         # A take asked for twice names its write-layout file twice: list each file once.
         raise MissingChunks(slots, sorted({str(folder / names[k]) for k in missing}))
 
 
-@dataclass(frozen=True)
-class _ChunkFormat:
-    """How one token chunk file is laid out: its data, then (format 2) a crc32c."""
-
-    data_bytes: int
-    checksum: bool
-
-
-def _read_runs(path: Path, runs: Runs, chunk: _ChunkFormat, finite_crc: int | None = None) -> None:
+def _read_runs(path: Path, runs: Runs, data_bytes: int, expected: _Expected) -> None:
     """Read each ``(target, offset)`` run of one chunk file into its target; no file = zarr's
-    fill value (an invalid view, or takes added but never written in a packed layout). A
-    checksummed chunk is verified whole (see `_read_checksummed`). The values read are
-    checked while they are in the CPU's cache: NaN or Inf is an error, unless the chunk's
-    checksum is ``finite_crc``, the one recorded when skill wrote it finite (FINITE_CHUNKS)."""
+    fill value (an invalid view, or takes added but never written in a packed layout). The
+    chunk is verified whole (see `_read_checksummed`)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         for target, _ in runs:
             np.frombuffer(target, dtype=np.uint8)[:] = 0
         return
+    except NotADirectoryError:
+        raise LayoutError(
+            f"{path}: {blocking_file(path)} is a file where a folder belongs"
+        ) from None
     try:
-        if chunk.checksum:
-            _read_checksummed(fd, path, runs, chunk.data_bytes, finite_crc)
-            return
-        for target, offset in runs:
-            _pread_exactly(fd, path, target, offset)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise LayoutError(f"{path}: a folder where a token chunk file belongs")
+        _read_checksummed(fd, path, runs, data_bytes, expected)
     finally:
         os.close(fd)
-    for target, _ in runs:
-        if has_non_finite_float16(target):
-            raise NonFiniteTokens(path)
+
+
+def blocking_file(path: Path) -> Path:
+    """The nearest ancestor of ``path`` that is a file (what makes it unreachable)."""
+    for parent in path.parents:
+        if parent.is_file():
+            return parent
+    return path
 
 
 def _read_checksummed(
-    fd: int, path: Path, runs: Runs, data_bytes: int, finite_crc: int | None
+    fd: int, path: Path, runs: Runs, data_bytes: int, expected: _Expected
 ) -> None:
-    """Read the runs of a checksummed chunk file and verify its checksum, which covers every
-    byte: the file is read front to back in pieces of at most _READ_PIECE, each checksummed
-    (and, if it is a run's, scanned) while it is in the CPU's cache. Pieces of a run are read
-    straight into its target; bytes no run wants (the rows past the last take of an edge
-    chunk, the views not selected) pass through one small scratch buffer."""
+    """Read the runs of a chunk file and verify its checksum, which covers every byte, and
+    that the checksum is the one recorded for the chunk's place: the file is read front to
+    back in pieces of at most _READ_PIECE, each checksummed (and, if it is a run's, scanned)
+    while it is in the CPU's cache. Pieces of a run are read straight into its target; bytes
+    no run wants (the rows past the last take of an edge chunk, the views not selected) pass
+    through one small scratch buffer."""
     size = os.fstat(fd).st_size
     if size != data_bytes + 4:
         got = max(size - 4, 0)
         raise LayoutError(f"{path}: token chunk short ({got} of {data_bytes} bytes and checksum)")
     stored = bytearray(4)
     _pread_exactly(fd, path, memoryview(stored), data_bytes)
-    # Matching the checksum recorded when the chunk was written finite, the bytes (once they
-    # pass it below) are those that were scanned then.
-    scan = finite_crc != int.from_bytes(stored, "little")
+    found = int.from_bytes(stored, "little")
+    # A chunk recorded finite whose bytes (once they pass the checksum below) are the ones
+    # recorded was scanned when it was written.
+    scan = not (expected.finite and expected.crc == found)
     in_order = sorted(runs, key=lambda run: run[1])
     if any(a[1] + len(a[0]) > b[1] for a, b in zip(in_order[:-1], in_order[1:], strict=True)):
         value, non_finite = _read_whole(fd, path, runs, data_bytes, scan)
@@ -546,10 +614,12 @@ def _read_checksummed(
                 non_finite |= bad
             else:
                 value = crc32c_extend(value, target)
-    if np.uint32(value).tobytes() != bytes(stored):
+    if value != found:
         raise LayoutError(f"{path}: token chunk fails its checksum (its bytes changed on disk)")
     if non_finite:
         raise NonFiniteTokens(path)
+    if expected.crc != _ANY and expected.crc != found:
+        raise MisplacedChunk(path, found, expected.crc)
 
 
 def _file_pieces(

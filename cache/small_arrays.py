@@ -1,6 +1,7 @@
-"""Reading a small one-chunk array of the store without zarr: the take table, status, valid.
+"""Reading a small one-chunk array of the store without zarr: the take table, status, valid,
+the take records.
 
-Every read of a store starts with these eight arrays (six of them the take table). Through
+Every read of a store starts with these small arrays (six of them the take table). Through
 zarr each costs 0.3-0.8 ms of codec pipeline and the trip through zarr's event loop more
 (session 5, by hand: about 10 ms in all, against 65 ms then for the 291 MB of tokens of
 benchmark 2). Once packed, the store writes each of them as one
@@ -21,7 +22,18 @@ from skill.cache.checksum import crc32c
 from skill.cache.layout import array_metadata, chunk_shape, separator
 
 # Numeric types a `bytes` codec chunk may hold here; one-byte types have no byte order.
-_NUMERIC = {"bool", "int8", "uint8", "int16", "int32", "int64", "float32", "float64"}
+_NUMERIC = {
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+}
 
 
 def read_whole(store_path: Path, name: str, rows: int, unicode: bool = False) -> np.ndarray | None:

@@ -31,15 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from skill.cache import layout, small_arrays
+from skill.cache import layout, placement, small_arrays
 from skill.cache.errors import StoreBusy, StoreError
 
-FORMAT_VERSION = 3
-"""3: the take table (`take`, `label`, `scenario`, `participant`, `split`, `uid`) and `view`
-are arrays at the root, coordinates for xarray; 2: every chunk ends with its crc32c checksum
-(zarr's `crc32c` codec), checked on every read. Stores of formats 1 and 2 (the take table in
-`takes/`, no uid) are still read, but no longer written to."""
-APPENDABLE_FORMAT = 3
+FORMAT_VERSION = 4
+"""4: placement records (the store id, the take table's digest, each take's `token_crc`,
+`frames_crc` and `row_digest`, the pack's chunk record; `cache/placement.py`). Stores of
+earlier formats cannot show that their data is in its place and are refused."""
 STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED = 0, 1, 2
 LOCK_FILE = ".skill.lock"
 """Suffix of the writer lock's file name, beside the store (`layout.lock_file`)."""
@@ -54,15 +52,10 @@ TAKE_TEXT_COLUMNS = {
     "split": "split",
     "uid": "uid",
 }
-"""The take table's text columns: TakeRow field -> array (format 3). The one list of them:
-the arrays, their order and the fields of TakeRow and TakeTable follow it."""
+"""The take table's text columns: TakeRow field -> array. The one list of them: the arrays,
+their order and the fields of TakeRow and TakeTable follow it."""
 TAKE_TABLE_ARRAYS = (*TAKE_TEXT_COLUMNS.values(), "label")
-"""The take table's arrays (format 3): the text columns, then `label`."""
-LEGACY_TAKE_TABLE_ARRAYS = (
-    *(f"takes/{name}" for name in ("id", "scenario", "participant", "split")),
-    "takes/label",
-)
-"""The take table of formats 1 and 2 (no uid column)."""
+"""The take table's arrays: the text columns, then `label`."""
 VIEW_ARRAY = "view"
 TAKE_COORDINATES = ("label", "scenario", "participant", "split", "uid")
 """Take-table columns that xarray shows as coordinates along `take`."""
@@ -188,18 +181,48 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+@dataclass(frozen=True)
+class FrameRecords:
+    """Which frames each take's tokens came from, and what was said of each view."""
+
+    frame_index: np.ndarray  # (n, V, K, T) int32, -1 = none
+    timestamp: np.ndarray  # (n, V, K, T) float32 seconds, NaN = none
+    padded_frames: np.ndarray  # (n, V) frames repeated at the end of a short video
+    view_error: np.ndarray  # (n, V) str, "" = fine
+    view_note: np.ndarray  # (n, V) str, "" = none
+
+
+FRAME_ARRAYS = ("frame_index", "timestamp", "padded_frames", "view_error", "view_note")
+"""The arrays `frames_crc` covers, in its order; FrameRecords' fields have their names."""
+FRAMES_PROBLEM = (
+    f"its frame records ({', '.join(FRAME_ARRAYS)}) are not the ones written for it: a chunk "
+    "was moved, exchanged, lost or copied from another store"
+)
+
+
+@dataclass(frozen=True)
+class TakeRecords:
+    """What a reader needs to choose takes and views, read and checked together: the take
+    table, ``status (n,)``, ``valid (n, V)`` and ``token_crc (n, V)`` (the crc32c each valid
+    view's tokens were written with)."""
+
+    table: TakeTable
+    status: np.ndarray
+    valid: np.ndarray
+    token_crc: np.ndarray
+
+
 class TokenStore:
-    """A token store on disk. Use `create`, `open` or `open_or_create`; not the constructor."""
+    """A token store on disk. Use `create` or `open`; not the constructor."""
 
     def __init__(self, path: Path, group, writable: bool):
         self.path, self._group, self.writable = path, group, writable
         self._arrays: dict = {}  # opened array handles: a lookup re-reads metadata each time
+        self._table: TakeTable | None = None  # the checked take table, read once
         attrs = dict(group.attrs)
         self.attrs = attrs
         self.format_version: int = int(attrs["skill"]["format_version"])
-        self.table_arrays = (
-            TAKE_TABLE_ARRAYS if self.format_version >= 3 else LEGACY_TAKE_TABLE_ARRAYS
-        )
+        self.store_id: str = attrs["store_id"]
         self.provenance: dict = attrs["provenance"]
         self.views: list[str] = list(attrs["views"])
         self.labels: list[str] = list(attrs["labels"])
@@ -207,6 +230,9 @@ class TokenStore:
         self.clips, self.tokens, self.dim, self.frames = (
             int(geometry[k]) for k in ("clips", "tokens", "dim", "frames")
         )
+        self.table_arrays = TAKE_TABLE_ARRAYS
+        self.per_take_arrays = PER_TAKE_ARRAYS
+        self.relayout_arrays = RELAYOUT_ARRAYS
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
@@ -233,8 +259,9 @@ class TokenStore:
             raise StoreError(f"{path}: cannot write to {path.parent} (read-only location)")
         staging = path.parent / f".{path.name}.creating-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
+        geometry = {"clips": clips, "tokens": tokens, "dim": dim, "frames": frames}
         try:
-            _write_empty_store(staging, provenance, views, labels, clips, tokens, dim, frames)
+            _write_empty_store(staging, provenance, list(views), list(labels), geometry)
             os.rename(staging, path)
         except OSError as err:
             shutil.rmtree(staging, ignore_errors=True)
@@ -245,7 +272,8 @@ class TokenStore:
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> TokenStore:
-        """Open an existing store read-only (`r`) or for writing (`a`), checking its format."""
+        """Open an existing store read-only (`r`) or for writing (`a`). Checks that its
+        attributes, the arrays' metadata and the take table agree (see `check_metadata`)."""
         path = Path(path)
         _check_is_store(path)
         zarr = _zarr()
@@ -253,85 +281,167 @@ class TokenStore:
             group = zarr.open_group(str(path), mode="r" if mode == "r" else "r+", zarr_format=3)
         except Exception as err:
             raise StoreError(f"{path}: not a readable skill store ({err})") from err
-        _check_format(path, dict(group.attrs))
-        if mode != "r":
-            _check_appendable(path, dict(group.attrs))
+        _check_attributes(path, dict(group.attrs))
         if mode != "r" and not os.access(path, os.W_OK):
             raise StoreError(f"{path}: the store is read-only here; cannot write to it")
         store = cls(path, group, writable=mode != "r")
-        store.check_shapes()
+        store.check_metadata()
+        store.take_table()
         return store
 
-    def check_shapes(self) -> None:
-        """The root attributes agree with the arrays: geometry with the token array's shape,
-        views with every per-take array, `n_takes` within every array's length. Reads only
-        the arrays' metadata files."""
+    def check_metadata(self) -> None:
+        """Every array is what this store's attributes say it is: its data type, dimension
+        names and per-take shape (views, geometry), with at least `n_takes` rows, and the
+        `view` coordinate lists the `views` attribute in order. Reads only metadata files
+        and the one-chunk view coordinate."""
         problems = []
-        want = {
-            "tokens": (len(self.views), self.clips, self.tokens, self.dim),
-            "valid": (len(self.views),),
-            "frame_index": (len(self.views), self.clips, self.frames),
-            "timestamp": (len(self.views), self.clips, self.frames),
-        }
-        for name in (*self.per_take_arrays, *self.table_arrays):
+        specs = array_specs(len(self.views), self.clips, self.tokens, self.dim, self.frames)
+        for name, spec in specs.items():
             try:
-                shape = tuple(layout.array_metadata(self.path, name)["shape"])
-            except (OSError, ValueError, KeyError) as err:
+                meta = layout.array_metadata(self.path, name)
+            except (OSError, ValueError) as err:
                 problems.append(f"{name}/zarr.json cannot be read ({err})")
                 continue
-            if name in want and shape[1:] != want[name]:
+            problems += spec.disagreements(name, meta, self.n_takes)
+        if not problems:
+            problems += self._packed_record_problems()
+            view_names = self._view_coordinate()
+            if view_names != self.views:
                 problems.append(
-                    f"{name} has shape {shape[1:]} per take, the store's attributes (views, "
-                    f"geometry) say {want[name]}"
+                    f"the views attribute {self.views} is not the view coordinate {view_names}"
                 )
-            if shape[0] < self.n_takes:
-                problems.append(f"n_takes is {self.n_takes} but {name} has {shape[0]} rows")
         if problems:
             raise StoreError(
                 f"{self.path}: the store's metadata disagree: {'; '.join(problems)}; "
                 f"{self.damaged_hint()}"
             )
 
+    def _packed_record_problems(self) -> list[str]:
+        """Packed tokens must carry this store's pack record (a tokens folder copied from
+        another store carries that store's)."""
+        meta = layout.array_metadata(self.path, "tokens")
+        if not layout.is_packed(meta):
+            return []
+        try:
+            layout.packed_record(meta, self.store_id, self.path / "tokens")
+        except layout.LayoutError as err:
+            return [str(err).split(": ", 1)[-1]]
+        return []
+
+    def _view_coordinate(self) -> list[str]:
+        values = small_arrays.read_whole(self.path, VIEW_ARRAY, len(self.views), unicode=True)
+        if values is None:
+            with self._read_errors(VIEW_ARRAY):
+                values = self._group[VIEW_ARRAY][:]
+        return [str(v) for v in np.asarray(values).tolist()]
+
     # ---- take table (coordinator only) ---------------------------------------------------
     @property
     def n_takes(self) -> int:
-        return int(self._group.attrs.get("n_takes", 0))
+        return self.attrs["n_takes"]
 
     def take_table(self) -> TakeTable:
-        return self._checked_table(self._table(self.read_columns(*self.table_arrays)))
+        """The committed take table, checked against its digest (read once per open)."""
+        if self._table is None:
+            self._table = self._checked_table(
+                self._table_from(self.read_columns(*TAKE_TABLE_ARRAYS))
+            )
+        return self._table
 
     def _checked_table(self, table: TakeTable) -> TakeTable:
-        """Refuse a take table whose ids are empty or repeated: rows would be matched to the
-        wrong takes (and an extract would append every take again)."""
+        """Refuse a take table that is not the one committed (its digest, seeded with this
+        store's id, differs: a column edited or copied from another store, `labels`
+        reordered, `n_takes` changed), whose ids are empty or repeated (rows would be matched
+        to the wrong takes), or whose labels point past `labels`."""
+        problems = self._table_digest_problems(table)
         empty = int((table.ids == "").sum())
+        if empty:
+            problems.append(f"{empty} rows without a take id")
         unique, counts = np.unique(table.ids[table.ids != ""], return_counts=True)
         repeated = unique[counts > 1].tolist()
-        if empty or repeated:
-            problems = [f"{empty} rows without a take id"] if empty else []
-            if repeated:
-                problems.append(f"take ids given twice: {', '.join(map(str, repeated[:5]))}")
+        if repeated:
+            problems.append(f"take ids given twice: {', '.join(map(str, repeated[:5]))}")
+        bad = np.flatnonzero((table.label < -1) | (table.label >= len(self.labels)))
+        if len(bad):
+            named = ", ".join(f"{table.ids[i]} ({table.label[i]})" for i in bad[:5])
+            problems.append(
+                f"label indexes past the {len(self.labels)} labels: {named}"
+                + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            )
+        if problems:
             raise StoreError(
-                f"{self.path}/{self.table_arrays[0]}: the take table is damaged ({'; '.join(problems)}); "
+                f"{self.path}: the take table is damaged ({'; '.join(problems)}); "
                 f"{self.damaged_hint()}"
             )
         return table
 
-    def take_records(self) -> tuple[TakeTable, np.ndarray, np.ndarray]:
-        """The take table, ``status (n,)`` and ``valid (n, V)``, read in one concurrent trip:
-        everything a reader needs to choose takes and views."""
-        *columns, status, valid = self.read_columns(*self.table_arrays, "status", "valid")
-        table = self._checked_table(self._table(columns))
-        return table, np.asarray(status, dtype=np.int8), np.asarray(valid, dtype=bool)
+    def _table_digest_problems(self, table: TakeTable) -> list[str]:
+        recorded = self.attrs.get("take_table")
+        if recorded["rows"] != self.n_takes:
+            return [f"n_takes is {self.n_takes} but {recorded['rows']} rows were committed"]
+        digests = placement.table_digests(
+            self.store_id, self.labels, self._text_columns(table), table.label
+        )
+        wrong = [name for name, value in digests.items() if recorded["digest"].get(name) != value]
+        if not wrong:
+            return []
+        what = [f"{name} column" for name in wrong if name != "label"]
+        if "label" in wrong:
+            what.append("label column or labels attribute")
+        return [
+            f"the {', '.join(what)} {'is' if len(what) == 1 else 'are'} not what was committed "
+            "(edited, or copied from another store)"
+        ]
 
     @staticmethod
-    def _table(arrays: list[np.ndarray]) -> TakeTable:
-        """A TakeTable from the arrays of `table_arrays`, in that order (a store of format 2
-        or older has no uid column: its uids are empty)."""
+    def _text_columns(table: TakeTable) -> dict[str, np.ndarray]:
+        return {array: table.column(field_name) for field_name, array in TAKE_TEXT_COLUMNS.items()}
+
+    def take_records(self) -> TakeRecords:
+        """The take table, status, valid and token_crc, each complete or failed take's row
+        checked against its digest: everything a reader needs to choose takes and views."""
+        names = ("status", "valid", "token_crc", "frames_crc", "row_digest")
+        status, valid, token_crc, frames_crc, digest = self.read_columns(*names)
+        records = TakeRecords(
+            table=self.take_table(),
+            status=np.asarray(status, dtype=np.int8),
+            valid=np.asarray(valid, dtype=bool),
+            token_crc=np.asarray(token_crc, dtype=np.uint32),
+        )
+        problems = self.record_problems(records, np.asarray(frames_crc), np.asarray(digest))
+        if problems:
+            shown = "; ".join(f"take {take}: {problem}" for _, take, problem in problems[:5])
+            more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise StoreError(f"{self.path}: {shown}{more}; {self.damaged_hint()}")
+        return records
+
+    def record_problems(
+        self, records: TakeRecords, frames_crc: np.ndarray, digest: np.ndarray
+    ) -> list[tuple[int, str, str]]:
+        """(row, take, problem) for every finished take whose records disagree: an unknown
+        status, a complete take without a valid view, a row whose digest is not that of what
+        it holds (a per-take chunk moved, exchanged, lost or copied from another store)."""
+        status, ids = records.status, records.table.ids
+        out = []
+        for i in np.flatnonzero(~np.isin(status, (STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED))):
+            out.append((int(i), str(ids[i]), f"status {status[i]} is not a known status"))
+        no_view = (status == STATUS_COMPLETE) & ~records.valid.any(axis=1)
+        for i in np.flatnonzero(no_view):
+            out.append((int(i), str(ids[i]), "status says complete but no view is valid"))
+        finished = np.flatnonzero(np.isin(status, (STATUS_COMPLETE, STATUS_FAILED)))
+        expected = placement.row_digests(
+            self.store_id, finished, status[finished], records.valid[finished],
+            records.token_crc[finished], frames_crc[finished],
+        )  # fmt: skip
+        for i in finished[expected != digest[finished]]:
+            out.append((int(i), str(ids[i]), ROW_DIGEST_PROBLEM))
+        return sorted(out)
+
+    @staticmethod
+    def _table_from(arrays: list[np.ndarray]) -> TakeTable:
+        """A TakeTable from the arrays of `TAKE_TABLE_ARRAYS`, in that order."""
         *strings, label = arrays
-        strings = [_strings(values) for values in strings]
-        if len(strings) < len(TAKE_TEXT_COLUMNS):
-            strings.append(np.full(len(label), "", dtype="U1"))
-        columns = dict(zip(TAKE_TEXT_COLUMNS, strings, strict=True))
+        columns = dict(zip(TAKE_TEXT_COLUMNS, map(_strings, strings), strict=True))
         return TakeTable(ids=columns.pop("take_id"), label=np.asarray(label).astype(np.int64),
                          **columns)  # fmt: skip
 
@@ -395,18 +505,28 @@ class TokenStore:
 
     def _append_rows(self, table: TakeTable, new_rows: Sequence[TakeRow]) -> None:
         n_new = len(table.ids) + len(new_rows)
-        for name in self.per_take_arrays:
+        for name in PER_TAKE_ARRAYS:
             array = self._group[name]
             array.resize((n_new, *array.shape[1:]))
         label_of = {name: i for i, name in enumerate(self.labels)}
+        columns = {}
         for field_name, array_name in TAKE_TEXT_COLUMNS.items():
             values = [*table.column(field_name), *(getattr(r, field_name) for r in new_rows)]
+            columns[array_name] = np.asarray(values, dtype=str)
             self._rewrite_column(array_name, np.asarray(values, dtype=object), str)
-        labels = [*table.label, *(label_of[r.label] if r.label else -1 for r in new_rows)]
-        self._rewrite_column("label", np.asarray(labels, dtype=np.int8), np.int8)
-        # Rows become visible only now: a coordinator killed above leaves them uncommitted.
-        self._group.attrs["n_takes"] = n_new
+        labels = np.asarray(
+            [*table.label, *(label_of[r.label] if r.label else -1 for r in new_rows)],
+            dtype=np.int8,
+        )
+        self._rewrite_column("label", labels, np.int8)
+        digest = placement.table_digests(self.store_id, self.labels, columns, labels)
+        # Rows become visible only now, with their digest, in one write of the attributes: a
+        # coordinator killed above leaves them uncommitted.
+        committed = {"n_takes": n_new, "take_table": {"rows": n_new, "digest": digest}}
+        self._group.attrs.update(committed)
+        self.attrs.update(committed)
         self._arrays.clear()  # resized: cached handles hold the old shapes
+        self._table = None
 
     def _rewrite_column(self, name: str, values: np.ndarray, dtype) -> None:
         array = self._group[name]
@@ -416,40 +536,75 @@ class TokenStore:
 
     # ---- per-take data (any writer, one take each) ---------------------------------------
     def write_take(self, i: int, result: TakeResult) -> None:
-        """Write one take's arrays, then its status: the status is the completion record."""
+        """Write one take: see `write_takes`."""
+        self.write_takes(i, [result])
+
+    def write_takes(self, start: int, results: Sequence[TakeResult]) -> None:
+        """Write the takes of rows ``start...``: their arrays, then their records
+        (`cache/placement.py`), then their status, the completion record."""
         self._require_writable()
         if layout.is_packed(self._array("status").metadata.to_dict()):
             raise StoreError(f"{self.path}: the store is packed; unpack it before writing takes")
-        g, n_views = self._array, len(self.views)
+        rows = slice(start, start + len(results))
+        block = self._take_block(start, results)
+        g = self._array
         # Rewriting a take (a failed take retried) first withdraws its old record, so that a
         # write cut short is never read as the old record over a mix of old and new arrays.
-        g("status")[i] = np.int8(STATUS_PENDING)
-        tokens = np.asarray(result.tokens, dtype=np.float16)
-        broken = [
-            self.views[v]
-            for v in range(n_views)
-            if result.valid[v] and not np.isfinite(tokens[v]).all()
-        ]
-        if broken:  # the extract loop masks such views; nothing non-finite is ever stored
-            raise StoreError(f"{self.path}: take row {i}: NaN or Inf tokens in views {broken}")
-        for v in range(n_views):
-            # An invalid view is written as the fill value, which removes any stale chunk.
-            g("tokens")[i, v] = tokens[v] if result.valid[v] else 0
-        g("valid")[i] = np.asarray(result.valid, dtype=bool)
-        g("frame_index")[i] = np.asarray(result.frame_index, dtype=np.int32)
-        g("timestamp")[i] = np.asarray(result.timestamp, dtype=np.float32)
-        g("padded_frames")[i] = np.asarray(result.padded, dtype=np.int16)
-        errors = list(result.view_error) or [""] * n_views
-        g("view_error")[i] = np.asarray(errors, dtype=object)
-        notes = list(result.view_note) or [""] * n_views
-        if "view_note" in self.per_take_arrays:
-            g("view_note")[i] = np.asarray(notes, dtype=object)
-        elif any(notes):
-            raise StoreError(
-                f"{self.path}: take row {i}: this store predates view notes and cannot record "
-                f"{notes}"
-            )
-        g("status")[i] = np.int8(result.status)
+        g("status")[rows] = np.int8(STATUS_PENDING)
+        # An invalid view is written as the fill value, which removes any stale chunk.
+        g("tokens")[rows] = np.where(block["valid"][..., None, None, None], block["tokens"], 0)
+        for name in ("valid", *FRAME_ARRAYS):
+            g(name)[rows] = block[name]
+        token_crc = np.stack(
+            [
+                placement.token_crcs(t, v)
+                for t, v in zip(block["tokens"], block["valid"], strict=True)
+            ]
+        )
+        frames_crc = np.array(
+            [
+                placement.frames_crc(*(block[name][k] for name in FRAME_ARRAYS))
+                for k in range(len(results))
+            ],
+            dtype=np.uint32,
+        )
+        g("token_crc")[rows] = token_crc
+        g("frames_crc")[rows] = frames_crc
+        g("row_digest")[rows] = placement.row_digests(
+            self.store_id, np.arange(rows.start, rows.stop), block["status"], block["valid"],
+            token_crc, frames_crc,
+        )  # fmt: skip
+        g("status")[rows] = block["status"]
+
+    def _take_block(self, start: int, results: Sequence[TakeResult]) -> dict[str, np.ndarray]:
+        """The results stacked per array, checked: a complete take has a valid view, and no
+        valid view holds NaN or Inf (the extract loop masks such views)."""
+        n_views = len(self.views)
+        block = {
+            "tokens": np.stack([np.asarray(r.tokens, dtype=np.float16) for r in results]),
+            "valid": np.stack([np.asarray(r.valid, dtype=bool) for r in results]),
+            "frame_index": np.stack([np.asarray(r.frame_index, dtype=np.int32) for r in results]),
+            "timestamp": np.stack([np.asarray(r.timestamp, dtype=np.float32) for r in results]),
+            "padded_frames": np.stack([np.asarray(r.padded, dtype=np.int16) for r in results]),
+            "view_error": np.array([list(r.view_error) or [""] * n_views for r in results], dtype=object),
+            "view_note": np.array([list(r.view_note) or [""] * n_views for r in results], dtype=object),
+            "status": np.array([r.status for r in results], dtype=np.int8),
+        }  # fmt: skip
+        for k, (tokens, valid, status) in enumerate(
+            zip(block["tokens"], block["valid"], block["status"], strict=True)
+        ):
+            if status == STATUS_COMPLETE and not valid.any():
+                raise StoreError(
+                    f"{self.path}: take row {start + k}: complete, but no view is valid"
+                )
+            broken = [
+                self.views[v] for v in np.flatnonzero(valid) if not np.isfinite(tokens[v]).all()
+            ]
+            if broken:
+                raise StoreError(
+                    f"{self.path}: take row {start + k}: NaN or Inf tokens in views {broken}"
+                )
+        return block
 
     def _array(self, name: str):
         if name not in self._arrays:
@@ -457,45 +612,58 @@ class TokenStore:
         return self._arrays[name]
 
     def status(self) -> np.ndarray:
-        return np.asarray(self._committed("status"), dtype=np.int8)
+        """``(n,)`` the completion record of every committed take (checked, `take_records`)."""
+        return self.take_records().status
 
     def valid(self) -> np.ndarray:
-        return np.asarray(self._committed("valid"), dtype=bool)
+        """``(n, V)`` whether each view holds tokens (checked, `take_records`)."""
+        return self.take_records().valid
+
+    def frame_records(self) -> FrameRecords:
+        """The frame records of every committed take, each finished take's checked against
+        its `frames_crc`."""
+        *values, frames_crc, status = self.read_columns(*FRAME_ARRAYS, "frames_crc", "status")
+        frames = FrameRecords(
+            *(np.asarray(v) for v in values[:3]), *(_strings(v) for v in values[3:])
+        )
+        problems = self.frame_problems(frames, np.asarray(frames_crc), np.asarray(status))
+        if problems:
+            shown = "; ".join(f"take {take}: {problem}" for _, take, problem in problems[:5])
+            more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise StoreError(f"{self.path}: {shown}{more}; {self.damaged_hint()}")
+        return frames
+
+    def frame_problems(
+        self, frames: FrameRecords, frames_crc: np.ndarray, status: np.ndarray
+    ) -> list[tuple[int, str, str]]:
+        """(row, take, problem) for each finished take whose frame records are not the ones
+        its writer recorded (`frames_crc`)."""
+        ids = self.take_table().ids
+        out = []
+        for i in np.flatnonzero(np.isin(status, (STATUS_COMPLETE, STATUS_FAILED))):
+            if (
+                placement.frames_crc(*(getattr(frames, f)[i] for f in FRAME_ARRAYS))
+                != frames_crc[i]
+            ):
+                out.append((int(i), str(ids[i]), FRAMES_PROBLEM))
+        return out
 
     def view_errors(self) -> np.ndarray:
-        return _strings(self._committed("view_error"))
+        """``(n, V)`` why each view failed ("" = fine)."""
+        return self.frame_records().view_error
 
     def view_notes(self) -> np.ndarray:
-        """(take, view) notes on views that decoded ("" = none; all "" in older stores)."""
-        if "view_note" not in self.per_take_arrays:
-            return np.full((self.n_takes, len(self.views)), "", dtype="U1")
-        return _strings(self._committed("view_note"))
-
-    @property
-    def per_take_arrays(self) -> tuple[str, ...]:
-        """The per-take arrays this store has (stores older than an optional one lack it)."""
-        if not hasattr(self, "_per_take_arrays"):
-            self._per_take_arrays = tuple(
-                name
-                for name in PER_TAKE_ARRAYS
-                if name not in OPTIONAL_PER_TAKE_ARRAYS
-                or (self.path / name / "zarr.json").is_file()
-            )
-        return self._per_take_arrays
-
-    @property
-    def relayout_arrays(self) -> tuple[str, ...]:
-        """Every array of this store that `pack` and `unpack` may rewrite."""
-        return (*self.per_take_arrays, *self.table_arrays)
+        """``(n, V)`` notes on views that decoded ("" = none)."""
+        return self.frame_records().view_note
 
     def frame_index(self) -> np.ndarray:
-        return np.asarray(self._committed("frame_index"))
+        return self.frame_records().frame_index
 
     def padded_frames(self) -> np.ndarray:
-        return np.asarray(self._committed("padded_frames"))
+        return self.frame_records().padded_frames
 
     def timestamps(self) -> np.ndarray:
-        return np.asarray(self._committed("timestamp"))
+        return self.frame_records().timestamp
 
     def _committed(self, name: str) -> np.ndarray:
         """The committed rows of one array; a chunk that cannot be decoded is a StoreError
@@ -519,42 +687,63 @@ class TokenStore:
         self,
         take_idx: Sequence[int],
         view_idx: Sequence[int],
-        records: tuple[np.ndarray, np.ndarray] | None = None,
+        records: TakeRecords | None = None,
     ) -> np.ndarray:
         """Tokens of the given takes and views: (n, v, K, N, D) float16, zeros where invalid.
 
-        Raw (uncompressed) chunks, the store's own kind, are read straight from their files
-        into the output (see `cache.layout.read_token_slots`); others go through zarr.
-        `records`: the store's (status, valid) when the caller has read them already, so that
-        the check of which chunks must exist costs no second read."""
+        Read straight from the chunk files into the output (`cache.layout.read_token_slots`),
+        each chunk checked against its checksum and against the one recorded for its place.
+        `records`: the store's take records when the caller has read them already
+        (`take_records`), so that they cost no second read."""
         take_idx = np.asarray(take_idx, dtype=np.int64)
         view_idx = np.asarray(view_idx, dtype=np.int64)
         shape = (len(take_idx), len(view_idx), self.clips, self.tokens, self.dim)
         out = layout.page_aligned_empty(shape, np.float16)
-        meta = layout.array_metadata(self.path, "tokens")
+        if not len(take_idx):
+            return out
+        records = records or self.take_records()
         with layout.layout_lock(self.path, exclusive=False):
-            if layout.raw_token_chunks(meta):
-                required = self._written_slots(take_idx, view_idx, records)
-                try:
-                    layout.read_token_slots(
-                        self.path / "tokens", meta, take_idx, view_idx, out, required
-                    )
-                except layout.MissingChunks as err:
-                    raise self._missing_chunks_error(err, take_idx, view_idx) from None
-                except layout.LayoutError as err:
-                    raise StoreError(f"{err}; {self.damaged_hint()}") from err
-            elif len(take_idx):
-                out[:] = self._group["tokens"].get_orthogonal_selection((take_idx, view_idx))
+            meta = layout.array_metadata(self.path, "tokens")
+            rows, views = np.ix_(take_idx, view_idx)
+            try:
+                layout.read_token_slots(
+                    self.path / "tokens", meta, take_idx, view_idx, out,
+                    self._token_placement(records, rows, views),
+                )  # fmt: skip
+            except layout.MissingChunks as err:
+                raise self._missing_chunks_error(err, take_idx, view_idx) from None
+            except layout.LayoutError as err:
+                raise StoreError(f"{self._where(err)}{err}; {self.damaged_hint()}") from err
         return out
 
-    def _written_slots(self, take_idx, view_idx, records=None) -> np.ndarray:
-        """(n, v) True where a token chunk must exist: valid views of complete takes.
-        `records` is (status, valid) when the caller has read them (take_records)."""
-        if not len(take_idx):
-            return np.zeros((0, len(view_idx)), dtype=bool)
-        status, valid = records if records is not None else self.read_columns("status", "valid")
-        complete = np.asarray(status)[take_idx] == STATUS_COMPLETE
-        return complete[:, None] & np.asarray(valid, dtype=bool)[take_idx][:, view_idx]
+    def _token_placement(self, records: TakeRecords, rows, views) -> layout.TokenPlacement:
+        """The placement of token slots ``[rows, views]`` (index arrays) by the records:
+        valid views of complete takes must hold data, written with their `token_crc`."""
+        complete = records.status == STATUS_COMPLETE
+        required = (complete[:, None] & records.valid)[rows, views]
+        return layout.TokenPlacement(self.store_id, required, records.token_crc[rows, views])
+
+    def _where(self, err: layout.LayoutError) -> str:
+        """'take T view V: ' for an error about one write-layout chunk, 'takes A..B: ' for a
+        packed one ('' when the file names no chunk)."""
+        path = getattr(err, "path", None) or Path(str(err).split(":", 1)[0])
+        try:
+            relative = Path(path).relative_to(self.path / "tokens")
+        except ValueError:
+            return ""
+        ids = self.take_table().ids
+        parts = relative.parts
+        if parts[0] == "c" and len(parts) > 2 and parts[1].isdigit() and parts[2].isdigit():
+            row, view = int(parts[1]), int(parts[2])
+            if row < len(ids) and view < len(self.views):
+                return f"take {ids[row]} view {self.views[view]}: "
+        elif parts[0].startswith("c.") and parts[0].split(".")[1].isdigit():
+            per_chunk = layout.chunk_shape(layout.array_metadata(self.path, "tokens"))[0]
+            first = int(parts[0].split(".")[1]) * per_chunk
+            last = min(first + per_chunk, len(ids)) - 1
+            if first <= last:
+                return f"takes {ids[first]}..{ids[last]}: "
+        return ""
 
     def _missing_chunks_error(self, err, take_idx, view_idx) -> StoreError:
         ids = self.take_table().ids
@@ -598,7 +787,7 @@ class TokenStore:
         self._require_writable()
         wanted = {
             name: layout.packed_chunks(layout.array_metadata(self.path, name), self.n_takes)
-            for name in self.per_take_arrays
+            for name in PER_TAKE_ARRAYS
         }
         wanted.update({name: (max(self.n_takes, 1),) for name in TAKE_TABLE_ARRAYS})
         changed = []
@@ -608,13 +797,30 @@ class TokenStore:
                 # Packed for another number of takes (takes added through the API): a new
                 # packing would reuse the chunk file names in use, so go through the write
                 # layout.
-                layout.relayout_array(
-                    self.path, name, self._write_chunks(name), layout.WRITE_SEPARATOR
-                )
-            if chunks and layout.relayout_array(self.path, name, chunks, layout.PACKED_SEPARATOR):
+                self._relayout(name, self._write_chunks(name), layout.WRITE_SEPARATOR)
+            if chunks and self._relayout(name, chunks, layout.PACKED_SEPARATOR):
                 changed.append(name)
         self._arrays.clear()
         return changed
+
+    def _relayout(self, name: str, chunks: tuple[int, ...], sep: str) -> bool:
+        placement = None
+        if name == "tokens":  # its chunks are checked against the take records as they move
+            rows = np.arange(int(layout.array_metadata(self.path, name)["shape"][0]))
+            records = self._all_records(len(rows))
+            placement = self._token_placement(records, *np.ix_(rows, np.arange(len(self.views))))
+        return layout.relayout_array(self.path, name, chunks, sep, placement)
+
+    def _all_records(self, rows: int) -> TakeRecords:
+        """The take records of every row of the per-take arrays (committed or not), unchecked:
+        a relayout moves every row."""
+        arrays = {name: self._group[name][:rows] for name in ("status", "valid", "token_crc")}
+        return TakeRecords(
+            table=self.take_table(),
+            status=np.asarray(arrays["status"], dtype=np.int8),
+            valid=np.asarray(arrays["valid"], dtype=bool),
+            token_crc=np.asarray(arrays["token_crc"], dtype=np.uint32),
+        )
 
     def _write_chunks(self, name: str) -> tuple[int, ...]:
         if name in TAKE_TABLE_ARRAYS:
@@ -627,10 +833,8 @@ class TokenStore:
         self._require_writable()
         changed = [
             name
-            for name in self.relayout_arrays
-            if layout.relayout_array(
-                self.path, name, self._write_chunks(name), layout.WRITE_SEPARATOR
-            )
+            for name in RELAYOUT_ARRAYS
+            if self._relayout(name, self._write_chunks(name), layout.WRITE_SEPARATOR)
         ]
         self._arrays.clear()
         return changed
@@ -690,6 +894,16 @@ class TokenStore:
         finally:
             os.close(fd)  # closing releases the shared lock
 
+    def run_state(self, pending: int) -> tuple[str, str | None]:
+        """(state, writer): "in progress" while a writer holds the lock (writer: who);
+        "interrupted" when work is unfinished without one (``pending`` takes, or a run record
+        that never reached "finished", e.g. killed while packing); "finished" otherwise."""
+        writer = self.writer_busy()
+        record = self.attrs.get("extract_run")
+        unfinished = pending > 0 or (isinstance(record, dict) and record.get("state") != "finished")
+        state = "in progress" if writer is not None else "interrupted" if unfinished else "finished"
+        return state, writer
+
     def busy_error(self, holder: str) -> StoreBusy:
         """The refusal a second writer gets while `holder` writes."""
         return StoreBusy(
@@ -719,12 +933,87 @@ PER_TAKE_ARRAYS = (
     "padded_frames",
     "view_error",
     "view_note",
+    "token_crc",
+    "frames_crc",
+    "row_digest",
     "status",
 )
-# Per-take arrays added after format 2 stores were first written: absent from older stores.
-OPTIONAL_PER_TAKE_ARRAYS = ("view_note",)
-# Every array that `pack` and `unpack` may rewrite.
+"""Arrays with one row per take, written by the take's writer (`status` last)."""
 RELAYOUT_ARRAYS = (*PER_TAKE_ARRAYS, *TAKE_TABLE_ARRAYS)
+"""Every array that `pack` and `unpack` may rewrite."""
+ROW_DIGEST_PROBLEM = (
+    "its records (status, valid, token_crc, frames_crc) are not the ones written for it: "
+    "a per-take chunk was moved, exchanged, lost or copied from another store"
+)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the store: what `create` makes and `check_metadata` expects of it."""
+
+    dtype: str  # zarr's data_type
+    dims: tuple[str, ...]  # dimension names
+    shape: tuple[int, ...]  # past the take dimension (the whole shape for `view`)
+    fill: object
+    compress: bool = True  # zstd before the checksum; tokens are raw (read in bulk)
+
+    @property
+    def per_take(self) -> bool:
+        return self.dims[:1] == ("take",)
+
+    def codecs(self) -> list[str]:
+        first = "vlen-utf8" if self.dtype == "string" else "bytes"
+        return [first, "zstd", "crc32c"] if self.compress else [first, "crc32c"]
+
+    def disagreements(self, name: str, meta: dict, n_takes: int) -> list[str]:
+        """What in the array's metadata is not this spec (plain zarr and xarray read the
+        store by them; skill's readers rely on them)."""
+        out = []
+        if meta.get("data_type") != self.dtype:
+            out.append(f"{name} has data type {meta.get('data_type')}, not {self.dtype}")
+        if tuple(meta.get("dimension_names") or ()) != self.dims:
+            out.append(
+                f"{name} has dimensions {meta.get('dimension_names')}, not {list(self.dims)}"
+            )
+        if [c.get("name") for c in meta.get("codecs", [])] != self.codecs():
+            out.append(f"{name} has codecs {[c.get('name') for c in meta.get('codecs', [])]}")
+        shape = tuple(meta.get("shape", ()))
+        tail = shape[1:] if self.per_take else shape
+        if tail != self.shape:
+            what = "per take" if self.per_take else ""
+            out.append(
+                f"{name} has shape {tail} {what}, the store's attributes (views, geometry) say "
+                f"{self.shape}".replace("  ", " ")
+            )
+        elif self.per_take and shape[0] < n_takes:
+            out.append(f"n_takes is {n_takes} but {name} has {shape[0]} rows")
+        return out
+
+
+def array_specs(views: int, clips: int, tokens: int, dim: int, frames: int) -> dict[str, ArraySpec]:
+    """Every array of a store of this geometry, by name."""
+    frame_dims, frame_shape = ("take", "view", "clip", "frame"), (views, clips, frames)
+    per_view = ("take", "view"), (views,)
+    specs = {
+        "tokens": ArraySpec("float16", ("take", "view", "clip", "token", "dim"),
+                            (views, clips, tokens, dim), 0, compress=False),
+        "valid": ArraySpec("bool", *per_view, False),
+        "frame_index": ArraySpec("int32", frame_dims, frame_shape, -1),
+        "timestamp": ArraySpec("float32", frame_dims, frame_shape, float("nan")),
+        "padded_frames": ArraySpec("int16", *per_view, 0),
+        "view_error": ArraySpec("string", *per_view, ""),
+        "view_note": ArraySpec("string", *per_view, ""),
+        "token_crc": ArraySpec("uint32", *per_view, 0),
+        "frames_crc": ArraySpec("uint32", ("take",), (), 0),
+        "row_digest": ArraySpec("uint64", ("take",), (), 0),
+        "status": ArraySpec("int8", ("take",), (), STATUS_PENDING),
+    }  # fmt: skip
+    specs.update(
+        {name: ArraySpec("string", ("take",), (), "") for name in TAKE_TEXT_COLUMNS.values()}
+    )
+    specs["label"] = ArraySpec("int8", ("take",), (), -1)
+    specs[VIEW_ARRAY] = ArraySpec("string", ("view",), (views,), "")
+    return specs
 
 
 def _strings(values) -> np.ndarray:
@@ -757,7 +1046,8 @@ def _check_is_store(path: Path) -> None:
         raise StoreError(f"{path}: not a skill store (no zarr.json in a folder)")
 
 
-def _check_format(path: Path, attrs: dict) -> None:
+def _check_attributes(path: Path, attrs: dict) -> None:
+    """The root attributes a store is read by: its format, and values of the right types."""
     meta = attrs.get("skill")
     if not isinstance(meta, dict) or "format_version" not in meta:
         raise StoreError(f"{path}: a Zarr group, but not a skill store (no 'skill' attributes)")
@@ -767,21 +1057,49 @@ def _check_format(path: Path, attrs: dict) -> None:
             f"{path}: store format version {version} is newer than this skill "
             f"({package_version()}) can read (up to {FORMAT_VERSION}); upgrade skill"
         )
-    missing = [k for k in ("provenance", "views", "labels", "geometry") if k not in attrs]
+    if version < FORMAT_VERSION:
+        raise StoreError(
+            f"{path}: store format {version} was written by an older skill and records no "
+            f"placement of its data (format {FORMAT_VERSION} does); extract into a new store"
+        )
+    missing = [k for k in _ROOT_ATTRIBUTES if k not in attrs]
     if missing:
         raise StoreError(f"{path}: store attributes are missing {', '.join(missing)}")
-
-
-def _check_appendable(path: Path, attrs: dict) -> None:
-    """Stores older than format 3 are read, not written: their take table lives elsewhere."""
-    version = attrs["skill"]["format_version"]
-    if version < APPENDABLE_FORMAT:
+    wrong = [
+        f"{key} ({_short(attrs[key])})"
+        for key, ok in _ROOT_ATTRIBUTES.items()
+        if not ok(attrs[key])
+    ]
+    if wrong:
         raise StoreError(
-            f"{path}: store format {version} was written by an older skill; it can still be "
-            f"read (fit, predict, export) but not written to: extract into a new store "
-            f"(format {FORMAT_VERSION}), or `skill export` it and `skill import features` the "
-            "export"
+            f"{path}/zarr.json: store attributes of the wrong type or value: {', '.join(wrong)}; "
+            f"the store is damaged: `skill verify {path}` names every damaged take"
         )
+
+
+def _is_names(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_ROOT_ATTRIBUTES = {
+    "store_id": lambda v: isinstance(v, str) and bool(v),
+    "provenance": lambda v: isinstance(v, dict),
+    "views": _is_names,
+    "labels": _is_names,
+    "geometry": lambda v: (
+        isinstance(v, dict)
+        and all(_is_count(v.get(k)) for k in ("clips", "tokens", "dim", "frames"))
+    ),
+    "n_takes": _is_count,
+    "take_table": lambda v: (
+        isinstance(v, dict) and _is_count(v.get("rows")) and isinstance(v.get("digest"), dict)
+    ),
+}
+"""Root attributes every store has, and what each must be."""
 
 
 def checksummed(compress: bool = True) -> list:
@@ -793,60 +1111,48 @@ def checksummed(compress: bool = True) -> list:
     return [ZstdCodec(level=0, checksum=False), Crc32cCodec()] if compress else [Crc32cCodec()]
 
 
-def _write_empty_store(path, provenance, views, labels, clips, tokens, dim, frames) -> None:
+def _write_empty_store(path, provenance, views, labels, geometry: dict) -> None:
     zarr = _zarr()
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    n_views = len(views)
-
-    def per_take(name, shape, chunks, dtype, fill, dims, compress=True):
-        kwargs = {"compressors": checksummed(compress)}
+    specs = array_specs(len(views), **geometry)
+    for name, spec in specs.items():
+        shape = (0, *spec.shape) if spec.per_take else spec.shape
+        if name in TAKE_TABLE_ARRAYS:
+            chunks = (TAKE_TABLE_CHUNK,)
+        elif spec.per_take:
+            chunks = layout.write_chunks(name, shape)
+        else:
+            chunks = (max(shape[0], 1),)
         group.create_array(
-            name,
-            shape=(0, *shape),
-            chunks=(1, *chunks),
-            dtype=dtype,
-            fill_value=fill,
-            dimension_names=["take", *dims],
-            **kwargs,
-        )
-
-    # Tokens compress poorly and are read in bulk: raw chunks keep reads at disk speed.
-    per_take("tokens", (n_views, clips, tokens, dim), (1, clips, tokens, dim), "float16", 0,
-             ["view", "clip", "token", "dim"], compress=False)  # fmt: skip
-    per_take("valid", (n_views,), (n_views,), "bool", False, ["view"])
-    per_take("frame_index", (n_views, clips, frames), (n_views, clips, frames), "int32", -1,
-             ["view", "clip", "frame"])  # fmt: skip
-    per_take("timestamp", (n_views, clips, frames), (n_views, clips, frames), "float32",
-             float("nan"), ["view", "clip", "frame"])  # fmt: skip
-    per_take("padded_frames", (n_views,), (n_views,), "int16", 0, ["view"])
-    per_take("view_error", (n_views,), (n_views,), str, "", ["view"])
-    per_take("view_note", (n_views,), (n_views,), str, "", ["view"])
-    per_take("status", (), (), "int8", STATUS_PENDING, [])
-    for name in TAKE_TEXT_COLUMNS.values():
-        group.create_array(name, shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype=str, fill_value="",
-                           dimension_names=["take"], compressors=checksummed())  # fmt: skip
-    label = group.create_array("label", shape=(0,), chunks=(TAKE_TABLE_CHUNK,), dtype="int8",
-                               fill_value=-1, dimension_names=["take"],
-                               compressors=checksummed())  # fmt: skip
+            name, shape=shape, chunks=chunks, dtype=str if spec.dtype == "string" else spec.dtype,
+            fill_value=spec.fill, dimension_names=list(spec.dims),
+            compressors=checksummed(spec.compress),
+        )  # fmt: skip
     # CF's way to name categories, so that xarray users see what the index means.
-    label.attrs.update(
+    group["label"].attrs.update(
         {"flag_values": list(range(len(labels))), "flag_meanings": " ".join(
             name.replace(" ", "_") for name in labels), "missing": -1}
     )  # fmt: skip
-    view = group.create_array(VIEW_ARRAY, shape=(n_views,), chunks=(max(n_views, 1),), dtype=str,
-                              fill_value="", dimension_names=["view"],
-                              compressors=checksummed())  # fmt: skip
-    if n_views:
-        view[:] = np.asarray(list(views), dtype=object)
+    if views:
+        group[VIEW_ARRAY][:] = np.asarray(list(views), dtype=object)
+    store_id = placement.new_store_id()
+    columns = {name: np.zeros(0, dtype="U1") for name in TAKE_TEXT_COLUMNS.values()}
     group.attrs.update(
         {
             # xarray's CF decoding: these arrays are coordinates, not data variables
             "coordinates": " ".join(TAKE_COORDINATES),
             "skill": {"format_version": FORMAT_VERSION, "package_version": package_version()},
+            "store_id": store_id,
             "provenance": provenance,
             "views": list(views),
             "labels": list(labels),
-            "geometry": {"clips": clips, "tokens": tokens, "dim": dim, "frames": frames},
+            "geometry": dict(geometry),
             "n_takes": 0,
+            "take_table": {
+                "rows": 0,
+                "digest": placement.table_digests(
+                    store_id, list(labels), columns, np.zeros(0, dtype=np.int8)
+                ),
+            },
         }
     )

@@ -128,6 +128,9 @@ class FitConfig:
     plots: bool = True
     """Write confusion.png and curve.png (about a second per fit; off for quick sweeps), and
     a sweep's sweep.png."""
+    allow_unfinished: bool = False
+    """Fit on a store that is still being written or was interrupted (its completed takes
+    only); refused otherwise."""
     lgbm_rounds: int = 500
     """LightGBM: maximum boosting rounds."""
     lgbm_learning_rate: float = 0.05
@@ -313,6 +316,9 @@ class PredictConfig:
     """cpu, cuda, cuda:N, or auto; resolved by a neural head (LightGBM always runs on cpu)."""
     batch_size: int = 64
     """Takes per forward pass of a neural head."""
+    allow_unfinished: bool = False
+    """Predict from a store that is still being written or was interrupted (its completed
+    takes only); refused otherwise."""
 
     def __post_init__(self) -> None:
         self.store, self.run = str(self.store), str(self.run)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skill.cache.store import STATUS_COMPLETE, TokenStore
+from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, TokenStore
 from skill.errors import SkillError
 
 # Values of the store's split column, and the split each one means.
@@ -123,10 +123,14 @@ def resolve_views(spec: str, store_views: list[str]) -> list[str]:
     return [v for v in store_views if v in chosen]
 
 
-def load_selection(store_path: str | Path, views: str | list[str]) -> Selection:
+def load_selection(
+    store_path: str | Path, views: str | list[str], allow_unfinished: bool = False
+) -> Selection:
     """Load the chosen views of every completed take into memory.
 
     ``views``: a spec for :func:`resolve_views`, or an exact list of store view names.
+    A store that is still being written or was interrupted is refused (a fit on its few
+    completed takes would look like a result) unless ``allow_unfinished``.
     """
     store = TokenStore.open(store_path)
     view_names = (
@@ -134,16 +138,19 @@ def load_selection(store_path: str | Path, views: str | list[str]) -> Selection:
     )
     view_idx = [store.views.index(v) for v in view_names]
     with store.reading():  # one chunk layout for all the reads below
-        table, status, all_valid = store.take_records()
+        records = store.take_records()
+        table, all_valid = records.table, records.valid
         valid = all_valid[:, view_idx]
-        complete = status == STATUS_COMPLETE
+        complete = records.status == STATUS_COMPLETE
+        if not allow_unfinished:
+            _require_finished(store, records.status)
         usable = complete & valid.any(axis=1)
         rows = np.flatnonzero(usable)
         if len(rows) == 0:  # never ask the token reader for zero rows
             raise SelectionError(
                 _empty_selection(store_path, store, view_names, complete, all_valid)
             )
-        x = store.read_tokens(rows, view_idx, records=(status, all_valid))
+        x = store.read_tokens(rows, view_idx, records=records)
     return Selection(
         x=x,
         mask=valid[rows],
@@ -161,6 +168,21 @@ def load_selection(store_path: str | Path, views: str | list[str]) -> Selection:
         geometry={"clips": store.clips, "tokens": store.tokens, "dim": store.dim},
         dropped_take_ids=[str(t) for t in table.ids[complete & ~usable]],
         n_incomplete=int((~complete).sum()),
+    )
+
+
+def _require_finished(store: TokenStore, status: np.ndarray) -> None:
+    pending = int((status == STATUS_PENDING).sum())
+    state, writer = store.run_state(pending)
+    if state == "finished":
+        return
+    complete = int((status == STATUS_COMPLETE).sum())
+    by = f" by {writer}" if writer else ""
+    raise SelectionError(
+        f"{store.path}: the store is {state}{by}: {complete} of {len(status)} takes complete, "
+        f"{pending} pending, {int((status == STATUS_FAILED).sum())} failed; let `skill extract` "
+        f"finish (run the same command again to resume it), or pass --allow-unfinished to use "
+        f"the {complete} completed takes"
     )
 
 

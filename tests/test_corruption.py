@@ -36,14 +36,30 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stores(dataset, tmp_path_factory) -> dict[str, Path]:
-    """The same extraction in the write layout (one chunk per take) and packed."""
+    """The same extraction in the write layout (one chunk per take) and packed, and
+    `other`: a store of the same geometry holding the same takes in the reverse order (the
+    store a chunk or column is copied from)."""
     base = tmp_path_factory.mktemp("corrupt-stores")
     out = {}
     for layout_name, pack in (("write", False), ("packed", True)):
         path = base / f"{layout_name}.zarr"
         run_extract(extract_config(dataset, path, pack=pack))
         out[layout_name] = path
+    reversed_manifest = dataset.parent / "reversed.jsonl"  # video paths are relative to it
+    reversed_manifest.write_text("".join(reversed(dataset.read_text().splitlines(True))))
+    run_extract(extract_config(reversed_manifest, base / "other.zarr", pack=False))
+    out["other"] = base / "other.zarr"
     return out
+
+
+@pytest.fixture(scope="module")
+def run_folder(stores, tmp_path_factory) -> Path:
+    """A run fitted on the sound packed store (what `skill predict` is given)."""
+    out = tmp_path_factory.mktemp("corrupt-runs")
+    code, output = invoke_cli("fit", str(stores["packed"]), "--head", "mean", "--epochs", "1",
+                              "--out-dir", str(out), "--no-plots", "--name", "run")  # fmt: skip
+    assert code == 0, output
+    return out / "run"
 
 
 def token_file(store: Path, row: int, view: int) -> Path:
@@ -77,6 +93,49 @@ def edit_root_attrs(store: Path, change: Callable[[dict], None]) -> None:
     (store / "zarr.json").write_text(json.dumps(meta))
 
 
+def other_store(store: Path) -> Path:
+    """The store of the same geometry beside a damaged copy (see the `damaged` fixture)."""
+    return store.parent / "other.zarr"
+
+
+def copy_from(source_store: Path, store: Path, relative: str) -> None:
+    """Replace a file or folder of the store by another store's."""
+    source, target = source_store / relative, store / relative
+    if source.is_dir():
+        shutil.rmtree(target)
+        shutil.copytree(source, target)
+    else:
+        shutil.copyfile(source, target)
+
+
+def exchange(a: Path, b: Path) -> None:
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+def edit_array_meta(store: Path, name: str, change: Callable[[dict], None]) -> None:
+    meta = json.loads((store / name / "zarr.json").read_text())
+    change(meta)
+    (store / name / "zarr.json").write_text(json.dumps(meta))
+
+
+def set_label(store: Path, row: int, index: int) -> None:
+    import zarr
+
+    zarr.open_array(str(store / "label"), mode="r+")[row] = index
+
+
+def replace_by_folder(path: Path) -> None:
+    path.unlink()
+    (path / "x").mkdir(parents=True)
+
+
+def replace_by_file(path: Path) -> None:
+    shutil.rmtree(path)
+    path.write_bytes(b"not a folder")
+
+
 def take_id(store: Path, row: int) -> str:
     return str(TokenStore.open(store).take_table().ids[row])
 
@@ -92,6 +151,12 @@ class Case:
     """What reading commands (`fit`, `predict`, `extract`) say (a part of the line)."""
     rows: tuple[int, ...] | None
     """Takes verify names as damaged (None: damage that names no take)."""
+    export: str | None = None
+    """What `skill export` (which reads every array) says, when it is not `read`."""
+
+    @property
+    def export_says(self) -> str:
+        return self.export or self.read
 
 
 CASES = [
@@ -131,7 +196,7 @@ CASES = [
          "valid cannot be read", "valid", (1,)),
     Case("frame_index chunk flipped", "write",
          lambda s: flip_a_byte(s / "frame_index" / "c" / "5" / "0" / "0" / "0", 5),
-         "frame_index cannot be read", None, (5,)),
+         "frame_index cannot be read", None, (5,), export="frame_index"),
     Case("take id chunk deleted", "write",
          lambda s: shutil.rmtree(s / "take" / "c"),
          "rows without a take id", "the take table is damaged", None),
@@ -147,7 +212,84 @@ CASES = [
     Case("views attribute edited", "write",
          lambda s: edit_root_attrs(s, lambda a: a.update(views=["ego", "exo1"])),
          "valid has shape", "the store's metadata disagree", None),
+    # ---- placement: intact data in the wrong place
+    Case("token chunks of two takes exchanged", "write",
+         lambda s: exchange(token_file(s, 1, 0), token_file(s, 2, 0)),
+         "view ego: token chunk is not the one written here", "is not the one written here",
+         (1, 2)),
+    Case("a view's token chunk copied over another view of its take", "write",
+         lambda s: shutil.copyfile(token_file(s, 3, 2), token_file(s, 3, 1)),
+         "view exo1: token chunk is not the one written here", "is not the one written here",
+         (3,)),
+    Case("a take's token chunk copied from another store", "write",
+         lambda s: shutil.copyfile(token_file(other_store(s), 0, 0), token_file(s, 0, 0)),
+         "view ego: token chunk is not the one written here", "is not the one written here",
+         (0,)),
+    Case("packed token chunk copied from another store", "packed",
+         lambda s: shutil.copyfile(packed_other(s) / "tokens" / "c.0.0.0.0.0",
+                                   s / "tokens" / "c.0.0.0.0.0"),
+         "token chunk is not the one written here", "is not the one written here",
+         tuple(range(TAKES))),
+    Case("packed tokens copied whole from another store", "packed",
+         lambda s: copy_from(packed_other(s), s, "tokens"),
+         "packed for store", "packed for store", None),
+    Case("take column copied from another store", "packed",
+         lambda s: copy_from(packed_other(s), s, "take"),
+         "the take column is not what was committed", "the take table is damaged", None),
+    Case("label column copied from another store", "write",
+         lambda s: copy_from(other_store(s), s, "label"),
+         "label column or labels attribute", "the take table is damaged", None),
+    Case("token_crc chunks of two takes exchanged", "write",
+         lambda s: exchange(s / "token_crc" / "c" / "1" / "0", s / "token_crc" / "c" / "3" / "0"),
+         "are not the ones written for it", "are not the ones written for it", (1, 3)),
+    # ---- metadata that disagrees with the arrays
+    Case("labels attribute reordered", "packed",
+         lambda s: edit_root_attrs(s, lambda a: a["labels"].reverse()),
+         "label column or labels attribute", "the take table is damaged", None),
+    Case("views attribute in another order than the view coordinate", "write",
+         lambda s: edit_root_attrs(s, lambda a: a["views"].reverse()),
+         "is not the view coordinate", "the store's metadata disagree", None),
+    Case("a label index past the labels", "write", lambda s: set_label(s, 2, 9),
+         "label indexes past the 4 labels", "label indexes past the 4 labels", None),
+    Case("n_takes lowered", "packed",
+         lambda s: edit_root_attrs(s, lambda a: a.update(n_takes=TAKES - 2)),
+         f"n_takes is {TAKES - 2} but {TAKES} rows were committed", "the take table is damaged",
+         None),
+    Case("n_takes not an integer", "write",
+         lambda s: edit_root_attrs(s, lambda a: a.update(n_takes="6")),
+         "wrong type or value: n_takes", "wrong type or value: n_takes", None),
+    Case("valid chunk of a complete take deleted", "write",
+         lambda s: (s / "valid" / "c" / "2" / "0").unlink(),
+         "status says complete but no view is valid", "no view is valid", (2,)),
+    Case("frame_index chunk of a complete take deleted", "write",
+         lambda s: (s / "frame_index" / "c" / "4" / "0" / "0" / "0").unlink(),
+         "frame records (frame_index", None, (4,), export="frame records (frame_index"),
+    Case("data type of valid edited", "write",
+         lambda s: edit_array_meta(s, "valid", lambda m: m.update(data_type="int8")),
+         "valid has data type int8, not bool", "the store's metadata disagree", None),
+    Case("dimension names of tokens edited", "packed",
+         lambda s: edit_array_meta(s, "tokens", lambda m: m.update(dimension_names=None)),
+         "tokens has dimensions None", "the store's metadata disagree", None),
+    # ---- things standing where chunks belong
+    Case("a token chunk replaced by a folder", "write",
+         lambda s: replace_by_folder(token_file(s, 2, 1)),
+         "a folder where a token chunk file belongs", "a folder where a token chunk", (2,)),
+    Case("a take's token folder replaced by a file", "write",
+         lambda s: replace_by_file(s / "tokens" / "c" / "3"),
+         "is a file where a folder belongs", "is a file where a folder belongs", (3,)),
+    Case("a valid chunk replaced by a folder", "write",
+         lambda s: replace_by_folder(s / "valid" / "c" / "5" / "0"),
+         "a folder stands where the chunk file", "valid", (5,)),
 ]  # fmt: skip
+
+
+def packed_other(store: Path) -> Path:
+    """The other store, packed (once per test)."""
+    packed = store.parent / "other-packed.zarr"
+    if not packed.exists():
+        shutil.copytree(other_store(store), packed)
+        TokenStore.open(packed, "a").pack()
+    return packed
 
 
 def _set_ids(store: Path, ids: list[str]) -> None:
@@ -161,6 +303,7 @@ def damaged(request, stores, tmp_path) -> tuple[Case, Path]:
     case: Case = request.param
     path = tmp_path / "s.zarr"
     shutil.copytree(stores[case.layout], path)
+    shutil.copytree(stores["other"], other_store(path))
     case.damage(path)
     return case, path
 
@@ -187,6 +330,26 @@ def test_every_reading_command_refuses_with_one_line(damaged, tmp_path):
     assert code == 2, output
     assert output.startswith("error: ") and case.read in output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("damaged", READ_CASES, indirect=True, ids=[c.name for c in READ_CASES])
+def test_predict_refuses_with_one_line(damaged, run_folder, tmp_path):
+    case, path = damaged
+    out = tmp_path / "pred.csv"
+    code, output = invoke_cli("predict", str(path), "--run", str(run_folder), "--out", str(out))
+    assert code == 2, output
+    assert output.startswith("error: ") and case.read in output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damaged", CASES, indirect=True, ids=[c.name for c in CASES])
+def test_export_refuses_with_one_line(damaged, tmp_path):
+    case, path = damaged
+    out = tmp_path / "export.h5"
+    code, output = invoke_cli("export", str(path), str(out))
+    assert code == 2, output
+    assert output.startswith("error: ") and case.export_says in output
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "export" in p.name]
 
 
 @pytest.mark.parametrize(

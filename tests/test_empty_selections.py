@@ -7,20 +7,12 @@ import numpy as np
 import pytest
 import zarr
 
-from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED
 from skill.heads.data import SelectionError, load_selection
 from tests.extract_helpers import invoke_cli
-from tests.token_store import build_token_store
+from tests.token_store import build_token_store, recommit_take_table
 
 QUICK = ["--head", "mean", "--epochs", "1", "--batch-size", "16", "--hidden", "16",
          "--patience", "0", "--no-plots"]  # fmt: skip
-
-
-def _mask_views(path, views: list[int]) -> None:
-    valid = zarr.open_array(str(path), path="valid", mode="r+", zarr_format=3)
-    array = np.asarray(valid[:])
-    array[:, views] = False
-    valid[:] = array
 
 
 def _set_splits(path, old: str, new: str) -> None:
@@ -28,18 +20,19 @@ def _set_splits(path, old: str, new: str) -> None:
     values = np.asarray(split[:]).astype(object)
     values[values == old] = new
     split[:] = values
+    recommit_take_table(path)  # an edit on purpose, not damage
 
 
 @pytest.fixture(scope="module")
 def no_ego(tmp_path_factory):
     """A store whose ego view failed in every take (exo3 too)."""
-    info = build_token_store(tmp_path_factory.mktemp("no-ego") / "s.zarr", n_participants=8)
-    _mask_views(info.path, [0, 3])
-    return info
+    return build_token_store(
+        tmp_path_factory.mktemp("no-ego") / "s.zarr", n_participants=8, failed_views=("ego", "exo3")
+    )
 
 
 def completed(info) -> int:
-    return len(info.take_ids) - len(info.pending) - len(info.failed)
+    return len(info.take_ids) - len(info.pending) - len(info.failed) - len(info.all_views_invalid)
 
 
 def test_fit_on_a_view_that_failed_everywhere(no_ego, tmp_path):
@@ -63,11 +56,9 @@ def test_fit_on_a_view_that_failed_everywhere(no_ego, tmp_path):
 
 
 def test_no_completed_take_at_all(tmp_path):
-    info = build_token_store(tmp_path / "s.zarr", n_participants=4)
-    status = zarr.open_array(str(info.path), path="status", mode="r+", zarr_format=3)
-    values = np.asarray(status[:])
-    values[values == STATUS_COMPLETE] = STATUS_FAILED
-    status[:] = values
+    info = build_token_store(
+        tmp_path / "s.zarr", n_participants=4, failed_views=("ego", "exo1", "exo2", "exo3")
+    )
     with pytest.raises(SelectionError, match=r"no completed take to read \(20 takes in the store"):
         load_selection(info.path, "all")
     code, output = invoke_cli("fit", str(info.path), *QUICK, "--out-dir", str(tmp_path))
@@ -108,8 +99,7 @@ def test_predict_on_a_store_without_the_runs_views(tmp_path):
                               "--out-dir", str(tmp_path / "runs"))  # fmt: skip
     assert code == 0, output
     run = tmp_path / "runs" / "mean-ego-s0"
-    bad = build_token_store(tmp_path / "bad.zarr", n_participants=8)
-    _mask_views(bad.path, [0])
+    bad = build_token_store(tmp_path / "bad.zarr", n_participants=8, failed_views=("ego",))
     code, output = invoke_cli(
         "predict", str(bad.path), "--run", str(run), "--out", str(tmp_path / "p.csv")
     )

@@ -330,20 +330,22 @@ def test_a_changed_byte_past_the_last_take_of_an_edge_chunk_fails_its_checksum(
         store.read_tokens(np.arange(n), [0, 1, 2, 3])
 
 
-def test_a_pack_records_its_finite_chunks_and_their_reads_skip_the_scan(
+def test_a_pack_records_its_chunks_and_reads_of_finite_ones_skip_the_scan(
     source, tmp_path, monkeypatch
 ):
-    """Each chunk a pack writes is recorded with its checksum (FINITE_CHUNKS); reading a
-    chunk whose checksum is the recorded one needs no NaN/Inf scan. A chunk rewritten since
-    (valid checksum, not the recorded one) is scanned again, and a relayout drops the
-    record."""
+    """Each chunk a pack writes is recorded with its checksum and this store's id
+    (PACKED_RECORD); reading a chunk recorded finite whose checksum is the recorded one needs
+    no NaN/Inf scan. A chunk rewritten since (valid checksum, not the recorded one) is
+    refused, naming its takes, and a relayout drops the record."""
     monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", 7 * TAKE_BYTES)
     path = copy(source, tmp_path)
     want = contents(path)["tokens"]
     TokenStore.open(path, "a").pack()
-    record = layout.array_metadata(path, "tokens")["attributes"][layout.FINITE_CHUNKS]
-    assert sorted(record) == sorted(p.name for p in (path / "tokens").glob("c.*"))
-    for name, value in record.items():
+    record = layout.array_metadata(path, "tokens")["attributes"][layout.PACKED_RECORD]
+    assert record["store_id"] == TokenStore.open(path).store_id
+    assert sorted(record["crc32c"]) == sorted(p.name for p in (path / "tokens").glob("c.*"))
+    assert sorted(record["finite"]) == sorted(record["crc32c"])
+    for name, value in record["crc32c"].items():
         assert (path / "tokens" / name).read_bytes()[-4:] == np.uint32(value).tobytes()
 
     scans = []
@@ -362,8 +364,18 @@ def test_a_pack_records_its_finite_chunks_and_their_reads_skip_the_scan(
     data = bytearray(chunk.read_bytes()[:-4])
     data[0:2] = np.float16(0.5).tobytes()  # another writer's finite value
     chunk.write_bytes(bytes(data) + crc32c(bytes(data)))
-    store.read_tokens(rows, views)
-    assert scans
+    ids = store.take_table().ids
+    with pytest.raises(
+        StoreError, match=rf"takes {ids[7]}\.\.{ids[13]}: .*not the one written here"
+    ):
+        store.read_tokens(rows, views)
+    assert scans  # a chunk that is not the recorded one is scanned
 
-    TokenStore.open(path, "a").unpack()
-    assert layout.FINITE_CHUNKS not in layout.array_metadata(path, "tokens")["attributes"]
+    with pytest.raises(StoreError, match="not the one written here"):
+        TokenStore.open(path, "a").unpack()  # a relayout moves no chunk a read would refuse
+
+    fresh = copy(source, tmp_path / "fresh")
+    TokenStore.open(fresh, "a").pack()
+    TokenStore.open(fresh, "a").unpack()
+    assert layout.PACKED_RECORD not in layout.array_metadata(fresh, "tokens")["attributes"]
+    np.testing.assert_array_equal(TokenStore.open(fresh).read_tokens(rows, views), want)

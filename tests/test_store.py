@@ -158,6 +158,23 @@ def test_newer_format_version_is_refused(tmp_path):
         TokenStore.open(tmp_path / "s.zarr")
 
 
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_store_of_an_earlier_format_is_refused_by_every_command(tmp_path, version):
+    import zarr
+
+    from tests.extract_helpers import invoke_cli
+
+    make_store(tmp_path / "s.zarr")
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r+")
+    group.attrs["skill"] = {"format_version": version, "package_version": "0.1.0"}
+    said = f"store format {version} was written by an older skill and records no placement"
+    for args in (["info"], ["fit", "--epochs", "1"], ["export", str(tmp_path / "e.h5")]):
+        code, output = invoke_cli(args[0], str(tmp_path / "s.zarr"), *args[1:])
+        assert code == 2 and output.startswith("error: ") and said in output, output
+    code, output = invoke_cli("verify", str(tmp_path / "s.zarr"))
+    assert code == 1 and said in output, output
+
+
 def test_create_refuses_existing_and_read_only_locations(tmp_path):
     make_store(tmp_path / "s.zarr")
     with pytest.raises(StoreError, match="already exists"):

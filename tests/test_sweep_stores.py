@@ -55,9 +55,9 @@ def swept(two_stores, tmp_path_factory):
     loads = []
     original = skill.heads.sweep.load_selection
 
-    def counting_load(path, views):
+    def counting_load(path, views, allow_unfinished=False):
         loads.append((str(path), views))
-        return original(path, views)
+        return original(path, views, allow_unfinished)
 
     skill.heads.sweep.load_selection = counting_load
     try:
@@ -179,11 +179,10 @@ def refused(a, b, tmp_path, error=SweepError) -> str:
 def test_a_store_with_an_extra_take_is_refused(reference, tmp_path):
     more = build_token_store(tmp_path / "b.zarr", n_participants=21, takes_per_participant=2).path
     message = refused(reference, more, tmp_path)
-    assert f"{more}: 2 completed takes that {reference} lacks (first: p20_take0, p20_take1)" in (
-        message
-    )
+    # of the two extra takes, row 41 is one the builder records as failed
+    assert f"{more}: 1 completed takes that {reference} lacks (first: p20_take0)" in (message)
     message = refused(more, reference, tmp_path)  # the other way round names the same store
-    assert f"{more}: 2 completed takes that {reference} lacks" in message
+    assert f"{more}: 1 completed takes that {reference} lacks" in message
 
 
 def test_a_take_in_another_split_is_refused(reference, tmp_path):

@@ -5,7 +5,7 @@ Classes 0..3 are two bits: ``ego`` carries the high bit, ``exo1`` the low bit, `
 carries the whole class more weakly, ``exo3`` is noise. So ego alone tops out near 50 %,
 while ego + exos can reach ~100 %. Every participant has one label (labels are per person,
 as in EgoExo4D) and a personal offset shared by all their takes, a nuisance a model can
-memorise. Some views are missing (masked), some takes have no valid view, some failed or
+memorise. Some views are missing (masked), some takes failed (some with every view masked) or
 are still pending, and a few are unlabelled.
 """
 
@@ -39,7 +39,7 @@ class SyntheticStore:
 
     path: Path
     take_ids: list[str]
-    all_views_invalid: list[str] = field(default_factory=list)  # complete, every view masked
+    all_views_invalid: list[str] = field(default_factory=list)  # failed: every view masked
     failed: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
@@ -55,9 +55,15 @@ def build_token_store(
     seed: int = 0,
     provenance: dict | None = None,
     views: list[str] | None = None,
+    pending: bool = False,
+    failed_views: tuple[str, ...] = (),
 ) -> SyntheticStore:
     """Write the store at ``path``; participants i = 0..P-1 have label i % 4.
 
+    ``failed_views``: views that failed in every take (a take left without a valid view
+    failed too).
+    ``pending``: leave one take unwritten, as an interrupted extract does (the store is then
+    unfinished); otherwise it is failed.
     ``with_splits``: participants go to train/val/test (60/20/20 %) in the split column;
     otherwise the split column is empty. ``views`` (default ego, exo1..exo3) must be a
     subset of those four names (to build stores that lack a view).
@@ -85,16 +91,18 @@ def build_token_store(
     for i, row in zip(indices, rows, strict=True):
         person = int(row.participant[1:])
         result = _take_result(rng, participant_label[person], offsets[person], views)
-        role = _special_role(i)
-        if role == "pending":
+        result.valid[[views.index(v) for v in failed_views]] = False
+        role = _special_role(i) or ("no_view" if not result.valid.any() else "")
+        if role == "pending" and pending:  # left unwritten: the store is unfinished
             info.pending.append(row.take_id)
             continue
-        if role == "failed":
+        if role in ("failed", "pending"):
             result.valid[:] = False
             result.status = STATUS_FAILED
             info.failed.append(row.take_id)
-        elif role == "no_view":
+        elif role == "no_view":  # as extract records a take none of whose views decoded
             result.valid[:] = False
+            result.status = STATUS_FAILED
             info.all_views_invalid.append(row.take_id)
         elif not result.valid.all():
             info.partly_masked.append(row.take_id)
@@ -190,6 +198,7 @@ def edit_take(
     if label is not None:
         index = store.labels.index(label)
         zarr.open_array(str(path), path="label", mode="r+", zarr_format=3)[row] = index
+    recommit_take_table(path)
 
 
 def rename_label(path: str | Path, old: str, new: str) -> None:
@@ -198,3 +207,23 @@ def rename_label(path: str | Path, old: str, new: str) -> None:
 
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     group.attrs["labels"] = [new if name == old else name for name in group.attrs["labels"]]
+    recommit_take_table(path)
+
+
+def recommit_take_table(path: str | Path) -> None:
+    """Record the digest of a take table edited on purpose, as a coordinator that wrote it
+    would (an edit without it is damage, which is what the store's checks catch)."""
+    import zarr
+
+    from skill.cache import placement
+    from skill.cache.store import TAKE_TEXT_COLUMNS
+
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    n = group.attrs["n_takes"]
+    columns = {
+        name: np.array(group[name][:n].tolist(), dtype=str) for name in TAKE_TEXT_COLUMNS.values()
+    }
+    digest = placement.table_digests(
+        group.attrs["store_id"], group.attrs["labels"], columns, np.asarray(group["label"][:n])
+    )
+    group.attrs["take_table"] = {"rows": n, "digest": digest}
