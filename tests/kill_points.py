@@ -82,7 +82,7 @@ def _status_written(value) -> None:
 
     from skill.cache.store import STATUS_PENDING
 
-    if int(np.asarray(value)) != STATUS_PENDING:  # the completion record, not its withdrawal
+    if (np.asarray(value) != STATUS_PENDING).any():  # the completion record, not its withdrawal
         fire("take")
 
 
