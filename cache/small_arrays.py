@@ -1,19 +1,20 @@
-"""Reading a small one-chunk array of the store without zarr: the take table, status, valid,
-the take records.
+"""Reading the store's small arrays without zarr: the take table, status, valid, the take
+records.
 
-Every read of a store starts with these small arrays (six of them the take table). Through
-zarr each costs 0.3-0.8 ms of codec pipeline and the trip through zarr's event loop more
-(session 5, by hand: about 10 ms in all, against 65 ms then for the 291 MB of tokens of
-benchmark 2). Once packed, the store writes each of them as one
-chunk in one form (bytes or vlen-utf8, then zstd, then crc32c), which is decoded here with
-the codecs zarr itself uses (numcodecs). Anything else returns None and the caller reads the
-array through zarr, whose values and error messages stay the reference: another codec chain,
-more than one chunk, a checksum that does not match, a chunk that does not decode. A missing
-chunk file reads as the fill value, as in zarr.
+Every read of a store starts with these arrays. Through zarr each chunk costs 0.3-0.8 ms of
+codec pipeline and a trip through zarr's event loop: about 10 ms for a packed store's one
+chunk per array, and 0.77 s per array for the write layout's one chunk per take of a 2,370-take
+store. The store writes their chunks in one form (bytes or vlen-utf8, then zstd, then
+crc32c), whole along every dimension but the first, which is decoded here with the codecs
+zarr itself uses (numcodecs). Anything else returns None and the caller reads the array
+through zarr, whose values and error messages stay the reference: another codec chain, chunks
+across the other dimensions, a checksum that does not match, a chunk that does not decode. A
+missing chunk file reads as the fill value, as in zarr.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,9 @@ def read_whole(store_path: Path, name: str, rows: int, unicode: bool = False) ->
     StringDType), or None where this reader does not apply (see the module docstring).
     ``unicode``: strings as fixed-width numpy unicode instead, what the store's take table
     holds (made straight from the decoded strings: going through StringDType doubles the
-    cost, 0.3 of the 0.45 ms of a 2,370-take column)."""
+    cost, 0.3 of the 0.45 ms of a 2,370-take column). Chunks may split the first dimension
+    (the write layout's one chunk per take): each is read directly, which through zarr cost
+    0.3 ms a chunk (0.77 s for a per-take array of 2,370 takes, by hand)."""
     try:
         meta = array_metadata(store_path, name)
         shape, chunks = tuple(meta["shape"]), chunk_shape(meta)
@@ -49,31 +52,41 @@ def read_whole(store_path: Path, name: str, rows: int, unicode: bool = False) ->
         return None
     if not _plain_codecs(meta) or len(chunks) != len(shape) or not shape or rows > shape[0]:
         return None
-    if any(c < s for c, s in zip(chunks, shape, strict=True)):
-        return None  # several chunks: zarr's business
-    key = separator(meta).join(["c", *("0" * len(shape))])
+    if any(c < s for c, s in zip(chunks[1:], shape[1:], strict=True)):
+        return None  # chunks across the other dimensions: zarr's business
+    folder, sep, tail = Path(store_path) / name, separator(meta), ["0"] * (len(shape) - 1)
+    parts = []
+    for k in range(-(-rows // chunks[0]) if rows else 1):
+        part = _chunk(folder / sep.join(["c", str(k), *tail]), meta, chunks, unicode)
+        if part is None:
+            return None
+        parts.append(part)
+    values = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    # A chunk holds its whole chunk shape; the array's own shape cuts it.
+    return values[(slice(0, rows), *(slice(0, s) for s in shape[1:]))].copy()
+
+
+def _chunk(path: Path, meta: dict, chunks: tuple[int, ...], unicode: bool) -> np.ndarray | None:
+    """One chunk's values, ``chunks`` shaped; None where this reader does not apply."""
     try:
-        stored = (Path(store_path) / name / key).read_bytes()
+        stored = path.read_bytes()
     except FileNotFoundError:
         # zarr writes no chunk that holds only the fill value (the uid column of a store
-        # built from a manifest without uids), and reads one as that value.
-        return _filled(meta, rows, unicode)
+        # built from a manifest without uids, a take's padded_frames), and reads one as that
+        # value.
+        return _filled(meta, chunks, unicode)
     except OSError:
         return None
     data = memoryview(stored)[:-4]
     if len(stored) < 4 or crc32c(data) != stored[-4:]:
         return None
-    values = _decode(meta, data, chunks, unicode)
-    if values is None:
-        return None
-    # A chunk holds its whole chunk shape; the array's own shape cuts it.
-    return values[(slice(0, rows), *(slice(0, s) for s in shape[1:]))].copy()
+    return _decode(meta, data, chunks, unicode)
 
 
-def _filled(meta: dict, rows: int, unicode: bool) -> np.ndarray | None:
-    """Rows ``[:rows]`` of an array with no chunk file: its fill value everywhere, as zarr
-    reads it; None for a fill value this reader does not decode (NaN, Inf: JSON strings)."""
-    shape, fill = (rows, *meta["shape"][1:]), meta.get("fill_value")
+def _filled(meta: dict, shape: tuple[int, ...], unicode: bool) -> np.ndarray | None:
+    """A chunk with no file: its fill value everywhere, as zarr reads it; None for a fill
+    value this reader does not decode (NaN, Inf: JSON strings)."""
+    fill = meta.get("fill_value")
     if meta["data_type"] == "string":
         if not isinstance(fill, str):
             return None
@@ -100,15 +113,22 @@ def _plain_codecs(meta: dict) -> bool:
     return first.get("name") == "bytes" and dtype in _NUMERIC and endian == "little"
 
 
-def _decode(meta: dict, compressed, chunks: tuple[int, ...], unicode: bool) -> np.ndarray | None:
-    """The chunk's values, ``chunks`` shaped, or None if it does not decode to that many."""
+@functools.cache
+def _codecs():
+    """(zstd, vlen-utf8) decoders, made once: a write-layout array has a chunk per take."""
     from numcodecs import VLenUTF8, Zstd
 
+    return Zstd(), VLenUTF8()
+
+
+def _decode(meta: dict, compressed, chunks: tuple[int, ...], unicode: bool) -> np.ndarray | None:
+    """The chunk's values, ``chunks`` shaped, or None if it does not decode to that many."""
+    zstd, vlen_utf8 = _codecs()
     count = int(np.prod(chunks))
     try:
-        raw = Zstd().decode(compressed)
+        raw = zstd.decode(compressed)
         if meta["data_type"] == "string":
-            objects = VLenUTF8().decode(raw)
+            objects = vlen_utf8.decode(raw)
             if objects.size != count:
                 return None
             strings = (
