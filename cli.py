@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import sys
 from pathlib import Path
 
 import typer
@@ -17,8 +16,10 @@ from rich.console import Console
 
 from skill.adapt.config import AdaptConfig
 from skill.cache.export import ExportConfig
+from skill.cli_checks import check_fit, check_manifest, check_predict, check_sweep
 from skill.cli_config import (
     CliOption,
+    Typer,
     cli_options,
     config_from_options,
     config_parameters,
@@ -30,15 +31,35 @@ from skill.pipeline.extract_config import ExtractConfig
 from skill.pipeline.import_features import ImportFeaturesConfig
 from skill.synth.config import SynthConfig
 
-app = typer.Typer(
-    help="Skill estimation from multi-view video: extract backbone tokens once into a Zarr "
-    "store (`skill extract`), then train fusion heads on the store in seconds (`skill fit`).",
+app = Typer(
+    help="Skill estimation from multi-view video: decode the videos and extract backbone "
+    "tokens once into a Zarr store (skill extract), then train and compare fusion heads on "
+    "that store as often as you like (skill fit, skill sweep).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()
+
+
+class OutputConsole(Console):
+    """A rich console that, writing to a terminal, fits the terminal's width, and writing to
+    anything else (a log file, a pipe, a test's capture) never cuts or wraps a line: rich
+    would lay tables and long lines out in 80 columns there, cutting cells short."""
+
+    UNBOUNDED = 100_000
+
+    @property
+    def size(self):
+        size = super().size
+        return size if self.is_terminal else size._replace(width=self.UNBOUNDED)
+
+    @size.setter
+    def size(self, new_size) -> None:
+        Console.size.fset(self, new_size)
+
+
+console = OutputConsole(stderr=True)
+out = OutputConsole()
 _debug = {"on": False}
 
 EXIT_BAD_INPUT = 2
@@ -46,9 +67,29 @@ EXIT_BAD_INPUT = 2
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="Show no progress (no bar, no progress lines); results and errors still print. "
+        "Before the command: skill --quiet fit ...",
+    ),
+    progress_every: float = typer.Option(
+        30.0,
+        "--progress-every",
+        min=0,
+        metavar="SECONDS",
+        help="When stderr is not a terminal (a log file, nohup, a batch job), long steps print "
+        "a progress line this often, and at each tenth of the step.",
+    ),
 ) -> None:
+    from skill import progress
+
     _debug["on"] = debug
+    progress.configure(enabled=not quiet, every_s=progress_every)
+    ctx.call_on_close(lambda: progress.configure(enabled=False))
 
 
 def user_errors(fn):
@@ -69,7 +110,9 @@ def user_errors(fn):
             # a file the user named cannot be read or written (missing, permission, full)
             _user_error(f"{err.filename}: {err.strerror or err}")
         except KeyboardInterrupt:
-            console.print("interrupted: completed work is kept; run the same command to resume")
+            from skill.progress import interrupted
+
+            interrupted("interrupted: completed work is kept; run the same command to resume")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -93,13 +136,15 @@ def _user_error(message: str) -> None:
         inspect.Parameter(
             "out_dir",
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Argument(..., help="Folder to write the videos and manifest.jsonl into."),
+            default=typer.Argument(
+                ..., help="Folder to write the videos and manifest.jsonl into.", metavar="OUT"
+            ),
             annotation=Path,
         ),
         inspect.Parameter(
             "workers",
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(None, help="Render processes (default one per CPU)."),
+            default=typer.Option(None, help="Render processes. Default: one per CPU."),
             annotation=int | None,
         ),
     ],
@@ -149,8 +194,7 @@ def backbones() -> None:
         )
     for line in cells:
         table.add_row(*line)
-    # A terminal cuts the hub ids to fit; a pipe or file gets every column whole.
-    (out if out.is_terminal else Console(width=200)).print(table)
+    out.print(table)  # a terminal cuts the hub ids to fit; a pipe or file gets them whole
 
 
 # ---- extract -----------------------------------------------------------------------------
@@ -161,24 +205,15 @@ def backbones() -> None:
     arguments=("manifest",),
     flags={"strategy": "--sampling", "timeout_s": "--timeout"},
     short={"store": "-s"},
+    check=check_manifest,
 )
 def extract(cfg: ExtractConfig) -> None:
     """Decode every take once and write backbone tokens into a Zarr store (resumable)."""
     from skill.pipeline.extract import run_extract
 
-    with _progress_bar("extracting") as progress:
-        summary = run_extract(cfg, progress=progress)
+    summary = run_extract(cfg)  # its progress: skill.progress, set by --quiet
     if summary.rank == 0:  # under torchrun every rank holds the whole run's summary
         _print_extract_summary(summary)
-
-
-def _progress_bar(what: str):
-    import os
-
-    from skill.pipeline.progress import TakeProgress
-
-    first_rank = os.environ.get("RANK", "0") == "0"
-    return TakeProgress(console, what, enabled=first_rank and (sys.stderr.isatty() or _debug["on"]))
 
 
 def _print_extract_summary(summary) -> None:
@@ -215,15 +250,15 @@ def _print_extract_summary(summary) -> None:
     arguments=("manifest",),
     flags={"strategy": "--sampling", "timeout_s": "--timeout"},
     short={"out": "-o"},
+    check=check_manifest,
 )
 def adapt(cfg: AdaptConfig) -> None:
     """Fine-tune a LoRA adapter on the backbone together with a head, end to end, on frames
     decoded once (SkillFormer's recipe; resumable)."""
     from skill.adapt.train import run_adapt
+    from skill.progress import say
 
-    result = run_adapt(
-        cfg, report=lambda line: console.print(line, highlight=False, soft_wrap=True)
-    )
+    result = run_adapt(cfg, report=say)  # epoch lines are progress: --quiet silences them
     if result.rank != 0:  # under torchrun rank 0 speaks for the run
         return
     if not result.finished:
@@ -242,7 +277,7 @@ def adapt(cfg: AdaptConfig) -> None:
 
 
 # ---- import ------------------------------------------------------------------------------
-import_app = typer.Typer(
+import_app = Typer(
     help="Bring what was made elsewhere over: a trained model, or features.",
     no_args_is_help=True,
 )
@@ -253,29 +288,35 @@ app.add_typer(import_app, name="import")
 @user_errors
 def import_skillformer_command(
     folder: Path = typer.Argument(
-        ..., help="SkillFormer's output folder (config.json, vision_encoder/, components.pt)."
+        ...,
+        help="SkillFormer's output folder (config.json, vision_encoder, components.pt).",
+        metavar="FOLDER",
     ),
     out_dir: Path = typer.Option(
-        ..., "--out", "-o", help="Folder to write adapter/ and run/ into."
+        ..., "--out", "-o", help="Folder to write the adapter and run folders into."
     ),
     backbone: str = typer.Option(
         None,
-        help="The base TimeSformer (default: the folder's "
-        "vision_encoder_id, as a registered name when there is one).",
+        help="The base TimeSformer. Default: the one the folder's config.json names, as a "
+        "registered name when there is one.",
     ),
     strategy: str = typer.Option(
         "skillformer-windows",
         "--sampling",
         help="Sampling of the store the run will read: uniform, windows, skillformer-windows or "
-        "segments (SkillFormer: skillformer-windows, its frame positions int(np.linspace(start, "
-        "start + T*stride, T))).",
+        "segments. SkillFormer's own is skillformer-windows: a window's frames evenly over "
+        "frames x stride frames, rounded down.",
     ),
     stride: int = typer.Option(4, help="Frame step inside each window (SkillFormer's rate: 4)."),
     clips: int = typer.Option(1, help="Clips per view of that store."),
-    device: str = typer.Option("cpu", help="Where the backbone is loaded to check the adapter."),
+    device: str = typer.Option(
+        "auto",
+        help="Where the backbone is loaded to check the adapter: cpu, cuda, cuda:N or auto "
+        "(CUDA when available).",
+    ),
 ) -> None:
-    """Import a trained SkillFormer model: OUT/adapter for `skill extract --adapter`, OUT/run
-    (a cvf run folder) for `skill predict`."""
+    """Import a trained SkillFormer model: OUT/adapter for skill extract --adapter, and OUT/run
+    (a cvf run folder) for skill predict."""
     from skill.adapt.skillformer import import_skillformer
 
     result = import_skillformer(folder, out_dir, backbone=backbone, strategy=strategy,
@@ -286,10 +327,15 @@ def import_skillformer_command(
 
 @import_app.command(name="features")
 @user_errors
-@from_config(ImportFeaturesConfig, arguments=("features",), short={"store": "-s"})
+@from_config(
+    ImportFeaturesConfig,
+    arguments=("features",),
+    flags={"tokens": "--tokens-per-clip"},  # --tokens is extract's token mode
+    short={"store": "-s"},
+)
 def import_features_command(cfg: ImportFeaturesConfig) -> None:
-    """Import features extracted elsewhere (a `skill export`, a video_features folder of
-    <stem>_<feature>.npy, or HDF5) into a new store that `skill fit` trains on."""
+    """Import features extracted elsewhere (a skill export, a video_features folder of
+    <stem>_<feature>.npy files, or HDF5) into a new store that skill fit trains on."""
     from skill.pipeline.import_features import import_features
 
     result = import_features(cfg)
@@ -321,7 +367,7 @@ def export(cfg: ExportConfig) -> None:
 @app.command()
 @user_errors
 def info(
-    store: Path = typer.Argument(..., help="A store written by `skill extract`."),
+    store: Path = typer.Argument(..., help="A store written by skill extract.", metavar="STORE"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Show a store: takes by split, label and scenario, completion, failures, provenance."""
@@ -335,70 +381,21 @@ def info(
 
 
 def _print_store_summary(s: dict) -> None:
-    from rich.table import Table
+    from skill.cache.info import summary_lines
 
-    state = {
-        "in progress": f"IN PROGRESS: being written by {s['writer']}",
-        "interrupted": "INTERRUPTED: run the same `skill extract` again to resume",
-        "finished": "all takes processed",
-    }[s["state"]]
-    out.print(
-        f"[bold]{s['store']}[/]  format v{s['format_version']}  {s['size_bytes'] / 1e6:.1f} MB"
-        f"  layout: {s['layout']}"
-    )
-    out.print(
-        f"takes: {s['takes']}  completed: {s['completed']}  failed: {s['failed']}  "
-        f"pending: {s['pending']}  ({state})"
-    )
-    kinds = set(s["layout_per_array"].values())
-    if len(kinds) > 1:  # a pack cut short: say which arrays are which
-        packed = sorted(name for name, kind in s["layout_per_array"].items() if kind == "packed")
-        out.print(f"packed arrays: {', '.join(packed)}; the others are in the write layout")
-    if s["leftover_temp_files"]:
-        out.print(f"{s['leftover_temp_files']} temporary files of a killed write (never read)")
-    geometry = ", ".join(f"{k} {v}" for k, v in s["geometry"].items())
-    out.print(f"views: {', '.join(s['views'])}  per view: {geometry}")
-    for title in ("by_split", "by_label", "by_scenario"):
-        table = Table(title=title.replace("_", " "), show_header=False)
-        for name, count in s[title].items():
-            table.add_row(name, str(count))
-        out.print(table)
-    if s["failures"]:
-        out.print(f"[red]failures ({len(s['failures'])}):[/]")
-        for f in s["failures"][:50]:
-            out.print(f"  take {f['take']} view {f['view']}: {f['reason']}", highlight=False)
-    if s["notes"]:
-        out.print(f"notes ({len(s['notes'])}):")
-        for n in s["notes"][:50]:
-            out.print(f"  take {n['take']} view {n['view']}: {n['note']}", highlight=False)
-    prov = s["provenance"]
-    imported = prov.get("imported")
-    if imported:
-        out.print(
-            f"imported: {imported.get('kind')} from {imported.get('source')} (feature "
-            f"{imported.get('feature')}, sha256 {str(imported.get('sha256'))[:12]}...)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        if "backbone" not in prov:
-            return
-    backbone = prov.get("backbone", {})
-    out.print(
-        f"backbone: {backbone.get('name')} ({backbone.get('source')}), adapter: "
-        f"{(backbone.get('adapter') or {}).get('sha256', 'none')}, tokens: {prov.get('tokens')}, "
-        f"sampling: {prov.get('sampling')}"
-    )
+    for line in summary_lines(s):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 # ---- verify ------------------------------------------------------------------------------
 @app.command()
 @user_errors
 def verify(
-    store: Path = typer.Argument(..., help="A store written by `skill extract`."),
+    store: Path = typer.Argument(..., help="A store written by skill extract.", metavar="STORE"),
     repair: bool = typer.Option(
         False,
         "--repair",
-        help="Mark the damaged takes pending, so that the next `skill extract` redoes them.",
+        help="Mark the damaged takes pending, so that the next skill extract redoes them.",
     ),
 ) -> None:
     """Check every completed take of a store (chunks present, whole and finite, shapes,
@@ -440,6 +437,9 @@ SWEEP_GRID = cli_options(SweepConfig, exclude=("fit", "name"), separators={"view
 @from_config(
     FitConfig,
     arguments=("store",),
+    flags={"out_dir": "--out"},
+    short={"out_dir": "-o"},
+    check=check_fit,
     extra=[
         inspect.Parameter(
             "sweep",
@@ -472,14 +472,16 @@ def fit(cfg: FitConfig, sweep: bool, **grid) -> None:
 @from_config(
     SweepConfig,
     arguments=("store",),
-    flags={"name": "--sweep-name"},
+    flags={"name": "--sweep-name", "out_dir": "--out"},
+    short={"fit.out_dir": "-o"},
+    check=check_sweep,
     # every fit of the grid gets its own head, views, seed and name
     exclude=("fit.head", "fit.views", "fit.seed", "fit.name"),
     separators={"view_sets": ";"},
 )
 def sweep_command(cfg: SweepConfig) -> None:
     """Fit a grid of heads x view sets x seeds on a store (or on several stores, one per
-    backbone, with --stores); one table (CSV, Markdown)."""
+    backbone, with --stores), and write one table of them (CSV and Markdown)."""
     _run_sweep(cfg)
 
 
@@ -520,7 +522,9 @@ def print_sweep_table(rows: list[dict]) -> None:
     backbone = several_backbones(rows)  # one store: no backbone column, as before --stores
     columns = ("head", "views", "val top-1", "val bal.acc", "test top-1", "test bal.acc", "s/fit")
     for column in ("backbone",) * backbone + columns:
-        table.add_column(column, no_wrap=True)
+        # a narrow terminal folds a cell onto two lines rather than cut it; elsewhere
+        # (a log, a pipe) the console is wide enough for every cell whole
+        table.add_column(column, overflow="fold")
 
     def cell(row: dict, key: str) -> str:
         if several_seeds:
@@ -574,8 +578,10 @@ def _read_take_order(path: Path) -> list[str]:
     PredictConfig,
     arguments=("store",),
     flags={"out_csv": "--out"},
+    short={"out_csv": "-o"},
     types={"order": Path | None},  # a file of take ids, read into the list
     convert={"order": _read_take_order},
+    check=check_predict,
 )
 def predict(cfg: PredictConfig) -> None:
     """Apply a trained head to the completed takes of a store."""
@@ -628,7 +634,7 @@ def predict(cfg: PredictConfig) -> None:
 # ---- demo --------------------------------------------------------------------------------
 @app.command()
 @user_errors
-@from_config(DemoConfig, flags={"out": "--out"}, separators={"view_sets": ";"})
+@from_config(DemoConfig, short={"out": "-o"}, separators={"view_sets": ";"})
 def demo(cfg: DemoConfig) -> None:
     """The whole job on built-in synthetic data: synth, extract, sweep, predict (offline)."""
     from skill.demo import run_demo
@@ -639,6 +645,7 @@ def demo(cfg: DemoConfig) -> None:
 
 
 def _print_demo_verdict(result) -> None:
+    from skill.demo import cpu_count
     from skill.heads.sweep import format_number
 
     def mark(ok: bool) -> str:
@@ -656,8 +663,24 @@ def _print_demo_verdict(result) -> None:
         f"{single['test_top1_mean']:.3f} ({single['head']} on {single['views']}) - fusion ahead: "
         f"{mark(result.fusion_beats_single_views)}"
     )
+    score = result.file_score
+    out.print(
+        f"{result.predictions.name}: the {score.takes} held-out {score.split} takes (not trained "
+        f"on, not used to choose the run): top-1 {format_number(score.top1)} read back from the "
+        f"file, majority baseline {format_number(score.majority_top1)} ({score.majority_class} "
+        "for every take)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
-    out.print(f"time: {timing}")
+    out.print(
+        f"time on this machine ({cpu_count()} CPUs): {timing}; total "
+        f"{sum(result.seconds.values()):.0f} s wall, {result.cpu_seconds:.0f} CPU-s",
+        highlight=False,
+        soft_wrap=True,
+    )
     for what, path in (
         ("synthetic videos + manifest", result.manifest),
         ("token store (skill info)", result.store),

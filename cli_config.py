@@ -13,6 +13,14 @@ conflicting settings.
     @from_config(ExtractConfig, arguments=("manifest",), short={"store": "-s"})
     def extract(cfg: ExtractConfig) -> None: ...
 
+Docstrings and ConfigError messages name a setting as `--field-name`; this is the one place
+that turns such a name into what the command calls it (`--out` for `out_csv` in predict,
+`STORE` for a positional `store`), in the help and in the error a user reads. `check`
+runs cheap checks of the parsed values (a path that is no store, a view it lacks) before the
+config is built, which may import torch. Help is click's plain layout (`Typer`): nothing is
+cut, a word never breaks at a hyphen, and a command's summary is its docstring's first
+paragraph, whole.
+
 Nothing here imports torch: config modules are light, so `skill --help` stays instant.
 """
 
@@ -22,12 +30,16 @@ import ast
 import dataclasses
 import functools
 import inspect
+import re
 import textwrap
 import typing
 from collections.abc import Callable
 from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+
+from skill.errors import ConfigError
 
 
 def field_docs(config_cls: type) -> dict[str, str]:
@@ -50,6 +62,31 @@ def field_docs(config_cls: type) -> dict[str, str]:
 def help_text(doc: str) -> str:
     """The first paragraph of a field's docstring, on one line."""
     return " ".join(doc.split("\n\n")[0].split())
+
+
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+"""A setting named in a docstring or message: `--min-steps`."""
+
+
+def field_flag(name: str) -> str:
+    """How docstrings and messages name the field `name`: `--name-with-dashes`."""
+    return "--" + name.replace("_", "-")
+
+
+def flag_names(options: list[CliOption]) -> dict[str, str]:
+    """`--field-name` -> what the command calls that field, where the two differ: its flag
+    (`--out-csv` -> `--out`), or a positional argument's name (`--store` -> `STORE`)."""
+    names = {}
+    for option in options:
+        shown = option.metavar if option.positional else option.flag
+        if shown != field_flag(option.path[-1]):
+            names[field_flag(option.path[-1])] = shown
+    return names
+
+
+def in_flags(text: str, names: dict[str, str]) -> str:
+    """`text` with every `--field-name` written as the command calls it (`flag_names`)."""
+    return _FLAG.sub(lambda match: names.get(match.group(0), match.group(0)), text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +114,11 @@ class CliOption:
     def dotted(self) -> str:
         return ".".join(self.path)
 
+    @property
+    def metavar(self) -> str:
+        """A positional argument's name in the usage line and in messages: `STORE`."""
+        return self.path[-1].upper()
+
 
 def cli_options(
     config_cls: type,
@@ -86,23 +128,40 @@ def cli_options(
     exclude: tuple[str, ...] = (),
     separators: dict[str, str] | None = None,
     types: dict[str, Any] | None = None,
-    _prefix: tuple[str, ...] = (),
 ) -> list[CliOption]:
-    """The options `from_config` gives a command, in field order (arguments first)."""
-    flags, separators, types = flags or {}, separators or {}, types or {}
+    """The options `from_config` gives a command, in field order (arguments first), each help
+    text naming settings as this command does (`in_flags`)."""
+    options = _collect_options(
+        config_cls, arguments=arguments, flags=flags or {}, exclude=exclude,
+        separators=separators or {}, types=types or {}, prefix=(),
+    )  # fmt: skip
+    names = flag_names(options)
+    return [dataclasses.replace(option, help=in_flags(option.help, names)) for option in options]
+
+
+def _collect_options(
+    config_cls: type,
+    *,
+    arguments: tuple[str, ...],
+    flags: dict[str, str],
+    exclude: tuple[str, ...],
+    separators: dict[str, str],
+    types: dict[str, Any],
+    prefix: tuple[str, ...],
+) -> list[CliOption]:
     docs = field_docs(config_cls)
     hints = typing.get_type_hints(config_cls)
     options = []
     for f in dataclasses.fields(config_cls):
-        path = (*_prefix, f.name)
+        path = (*prefix, f.name)
         dotted = ".".join(path)
         if dotted in exclude or not f.init:
             continue
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            options += cli_options(
+            options += _collect_options(
                 hint, arguments=arguments, flags=flags, exclude=exclude,
-                separators=separators, types=types, _prefix=path,
+                separators=separators, types=types, prefix=path,
             )  # fmt: skip
             continue
         if f.name not in docs:
@@ -182,22 +241,35 @@ def from_config(
     types: dict[str, Any] | None = None,
     convert: dict[str, Callable] | None = None,
     extra: list[inspect.Parameter] | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable:
     """Decorator: the command takes `config_cls`'s fields as options and gets the config
     built from them (plus any `extra` typer parameters, passed by keyword). `types` and
     `convert` let a field take another form on the command line (a file of take ids read
-    into a list, say)."""
+    into a list, say). `check` gets the parsed values by dotted field name (and the extras
+    by name) before the config is built, to refuse cheap mistakes before heavy imports. A
+    ConfigError raised while the command runs names the settings by this command's flags."""
     options = cli_options(
         config_cls, arguments=arguments, flags=flags, exclude=exclude,
         separators=separators, types=types,
     )  # fmt: skip
+    names = flag_names(options)
     extra = extra or []
 
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
         def run(**values):
             extras = {p.name: values.pop(p.name) for p in extra}
-            return command(config_from_options(config_cls, options, values, convert), **extras)
+            try:
+                if check is not None:
+                    by_field = {option.dotted: values[option.param] for option in options}
+                    check({**by_field, **extras})
+                cfg = config_from_options(config_cls, options, values, convert)
+                return command(cfg, **extras)
+            except ConfigError as err:
+                if len(err.args) == 1 and isinstance(err.args[0], str):
+                    err.args = (in_flags(err.args[0], names),)
+                raise
 
         run.__signature__ = inspect.Signature([*config_parameters(options, short or {}), *extra])
         run.__annotations__ = {}  # typer reads the generated signature's annotations
@@ -216,7 +288,7 @@ def _parameter(option: CliOption, short: str | None) -> inspect.Parameter:
             option.default,
             help=option.help,
             show_default=False,
-            metavar=option.path[-1].upper(),
+            metavar=option.metavar,
         )
     else:
         names = [option.flag, *([short] if short else [])]
@@ -229,3 +301,58 @@ def _parameter(option: CliOption, short: str | None) -> inspect.Parameter:
         default=default,
         annotation=option.annotation,
     )
+
+
+# ---- help --------------------------------------------------------------------------------
+_NO_BREAK = "\u2011"  # a non-breaking hyphen: the wrapper never breaks a line there
+
+
+class HelpFormatter(TyperCommand.context_class.formatter_class):  # typer's own click
+    """click's help layout, except that a name is never broken at a hyphen: a default such as
+    timesformer-base-k600 or a value such as skillformer-windows stays whole on its line."""
+
+    def write_text(self, text: str) -> None:
+        super().write_text(text.replace("-", _NO_BREAK))
+
+    def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:
+        rows = [(term, text.replace("-", _NO_BREAK)) for term, text in rows]
+        super().write_dl(rows, col_max, col_spacing)
+
+    def getvalue(self) -> str:
+        return super().getvalue().replace(_NO_BREAK, "-")
+
+
+class HelpContext(TyperCommand.context_class):
+    formatter_class = HelpFormatter
+
+
+def summary(help: str | None) -> str:
+    """A command's summary in a list of commands: the first paragraph of its help, whole, on
+    one line (click would cut it at 45 characters, rich keep its line breaks)."""
+    return " ".join(inspect.cleandoc(help or "").split("\n\n")[0].split())
+
+
+class HelpCommand(TyperCommand):
+    context_class = HelpContext
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return self.short_help or summary(self.help)
+
+
+class HelpGroup(TyperGroup):
+    context_class = HelpContext
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return self.short_help or summary(self.help)
+
+
+class Typer(typer.Typer):
+    """A typer app with plain help: click's layout, which a log, a pipe and a narrow terminal
+    all show whole (rich's panels cut defaults and help at 80 columns and show `<bool>` for
+    flags); see HelpFormatter and summary."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(cls=HelpGroup, rich_markup_mode=None, **settings)
+
+    def command(self, name: str | None = None, *, cls: type | None = None, **settings: Any):
+        return super().command(name, cls=cls or HelpCommand, **settings)

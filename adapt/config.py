@@ -1,5 +1,6 @@
 """The configuration of ``skill adapt``: one typed record, one docstring per field, from which
-the CLI's options are derived; SkillFormer's three settings as presets. Imports nothing heavy.
+the CLI's options are derived (each docstring is its option's help, prose that names other
+settings by their option); SkillFormer's three settings as presets. Imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -58,60 +59,66 @@ class AdaptConfig:
     manifest: Path
     """Dataset description: the project's JSONL, an EgoExo4D annotation file or SkillFormer JSONL."""
     out: Path
-    """Output folder: adapter/ (PEFT LoRA adapter), run/ (run folder), frames.zarr (frame store)."""
+    """Output folder: adapter (the PEFT LoRA adapter), run (a run folder) and frames.zarr (the
+    decoded frames)."""
     backbone: str = "timesformer-base-k600"
-    """A registered backbone name, a hub id or a local checkpoint folder."""
+    """A registered backbone name (skill backbones lists them), a hub id or a local
+    checkpoint folder."""
     preset: str = ""
     """skillformer-ego, skillformer-exos or skillformer-egoexo: SkillFormer's frames, LoRA r and
-    alpha, fusion hidden, lr and views (NOTES §1); options given explicitly win."""
+    alpha, fusion hidden width, learning rate and views; options given explicitly win.
+    Default: none."""
     views: str | None = None
-    """Views: all, ego, exo or a comma list; default the preset's, else all."""
+    """Views: all, ego, exo or a comma list. Default: the preset's, else all."""
     root: Path | None = None
-    """Folder that relative video paths start from (EgoExo4D: the dataset root)."""
-    format: str = "auto"
-    """Manifest format: auto, skill, egoexo4d or skillformer."""
+    """Folder that relative video paths start from (EgoExo4D: the dataset root). Default: the
+    manifest's folder (or its parent, when only the parent has a takes folder, as in
+    EgoExo4D's layout)."""
+    manifest_format: str = "auto"
+    """Manifest format: auto (told by the file), skill, egoexo4d or skillformer."""
     head: str = "cvf"
     """The head trained with the adapter: any registered neural head (cvf is SkillFormer's)."""
     hidden: int | None = None
-    """Hidden width of the head; default the preset's, else the head's own."""
+    """Hidden width of the head. Default: the preset's, else the head's own."""
     dropout: float = 0.1
     """Dropout inside the head."""
     tokens: str = "frame"
-    """Token mode fed to the head, as `skill extract --tokens` will store it: frame, cls, patch
+    """Token mode fed to the head, as skill extract --tokens will store it: frame, cls, patch
     or mean_all (timesformer: the mean over all tokens, CLS included: SkillFormer's feature)."""
     time_embedding: str = "nearest"
     """timesformer, at a frame count other than the checkpoint's: nearest (transformers') or
     linear (SkillFormer's) interpolation of the time embeddings. The adapter is trained with it,
-    recorded in adapter/skill_adapter.json, and `skill extract --adapter` must use the same."""
+    recorded in adapter/skill_adapter.json, and skill extract --adapter must use the same."""
     frames: int | None = None
-    """Frames per clip (T); default the preset's, else 16."""
+    """Frames per clip (T). Default: the preset's, else 16."""
     clips: int = 4
     """Windows kept per view (K): a fixed pool decoded once; each epoch draws one per view."""
     strategy: str = "windows"
     """Frame sampling: windows, skillformer-windows (SkillFormer's placement: steps of 4 and 5
-    for 16 frames at stride 4), uniform or segments (as `skill extract --sampling`)."""
+    for 16 frames at stride 4), uniform or segments, as for skill extract --sampling."""
     stride: int | None = None
-    """Frame step inside each window or segment; default 4 (SkillFormer's)."""
+    """Frame step inside each window or segment. Default: 4 (SkillFormer's)."""
     jitter: bool = False
     """Seeded random window positions instead of centred ones (pass the same to extract)."""
     lora_r: int | None = None
-    """LoRA rank; default the preset's, else 64."""
+    """LoRA rank. Default: the preset's, else 64."""
     lora_alpha: int | None = None
-    """LoRA alpha (scale alpha / r); default the preset's, else 128."""
+    """LoRA alpha (the scale is alpha / r). Default: the preset's, else 128."""
     lora_dropout: float = 0.1
     """Dropout on the LoRA branch (SkillFormer's 0.1)."""
     epochs: int | None = None
-    """Training budget in epochs; None = 4 (SkillFormer's) unless ``steps`` is given. Early
-    stopping may end sooner."""
+    """Training budget in epochs; early stopping may end sooner. Refused together with
+    --steps. Default: 4 (SkillFormer's), unless --steps is given."""
     steps: int | None = None
-    """Training budget in optimiser steps instead, rounded up to whole epochs (the rule of
-    ``skill fit --steps``); refused together with ``epochs``."""
+    """Training budget in optimiser steps instead, rounded up to whole epochs (as for skill fit
+    --steps). Refused together with --epochs. Default: the budget is --epochs."""
     batch_size: int = 2
     """Takes per forward pass (each with all its views)."""
     grad_accum: int = 1
-    """Forward passes whose gradients are summed per optimiser step (batch = batch_size x this)."""
+    """Forward passes whose gradients are summed per optimiser step (the batch is --batch-size
+    times this)."""
     lr: float | None = None
-    """Peak AdamW learning rate of LoRA and head; default the preset's, else 2e-5."""
+    """Peak AdamW learning rate of LoRA and head. Default: the preset's, else 2e-5."""
     weight_decay: float = 0.01
     """AdamW weight decay on weight matrices (LoRA and head), not on biases and norms."""
     warmup_frac: float = 0.1
@@ -119,7 +126,7 @@ class AdaptConfig:
     class_balanced: bool = False
     """Weight the cross-entropy by inverse training class frequency."""
     patience: int = 0
-    """Stop after this many epochs without a better validation score; 0 = never stop early.
+    """Stop after this many epochs without a better validation score (0: never stop early).
     The best epoch's adapter and head are kept either way."""
     monitor: str = "balanced_accuracy"
     """Validation score for early stopping and the best epoch: balanced_accuracy or loss."""
@@ -129,15 +136,16 @@ class AdaptConfig:
     seed: int = 0
     """Seed of LoRA and head init, batch order, window choice and dropout."""
     split_seed: int = 0
-    """Seed of the participant-grouped validation split (as `skill fit`'s)."""
+    """Seed of the participant-grouped validation split (as skill fit's)."""
     val_frac: float = 0.2
     """Fraction of participants held out for validation when the manifest has no val split."""
     device: str = "auto"
-    """cpu, cuda, cuda:N or auto (CUDA when available); bf16 autocast on CUDA."""
-    threads: int = 2
-    """CPU threads for torch (CPU training)."""
+    """Where to train: cpu, cuda, cuda:N or auto (CUDA when available); bf16 autocast on CUDA."""
+    threads: int = 1
+    """CPU threads for torch, as for skill fit. Raise it to train on the CPU of an idle
+    machine."""
     workers: int = 2
-    """Decode worker processes for the frame store (0 decodes in this process)."""
+    """Decode worker processes for the frame store (0: decode in this process)."""
     timeout_s: float = 120.0
     """Seconds one video may take to decode before its worker is killed and the view failed."""
     min_views: int = 1
@@ -148,12 +156,12 @@ class AdaptConfig:
     codec: str = "zstd"
     """Frame store compression: zstd (1.7x smaller on real video) or raw (fastest reads)."""
     limit: int | None = None
-    """Only the first N takes of the manifest (for trying things out)."""
+    """Only the first N takes of the manifest, for trying things out. Default: every take."""
     plots: bool = True
     """Write confusion.png and curve.png into the run folder."""
     stop_after_epochs: int | None = None
     """Stop (checkpoint kept, nothing published) after this many epochs of this invocation; the
-    same command then resumes. For tests and time-limited jobs."""
+    same command then resumes. For tests and time-limited jobs. Default: run to the end."""
 
     def __post_init__(self) -> None:
         self.manifest, self.out = Path(self.manifest), Path(self.out)
@@ -172,32 +180,41 @@ class AdaptConfig:
 
         _check_head(self.head, "--head")
         if is_trainable(head_class(self.head)):
-            raise ConfigError(f"--head {self.head} is not a neural head; adapt trains end to end")
+            raise ConfigError(
+                f"--head {self.head} is not a neural head; adapt trains the head and the "
+                "backbone's adapter together, which only a neural head can"
+            )
         self.extract_config()  # conflicting sampling settings are refused now
 
     def _resolve_budget(self) -> None:
         """One budget, in epochs or steps; neither = SkillFormer's epochs."""
         if self.steps is not None and self.epochs is not None:
-            raise ConfigError("--steps, --epochs: give the training budget one way, not both")
+            raise ConfigError("give the training budget one way: --steps or --epochs, not both")
         if self.steps is None and self.epochs is None:
             self.epochs = SKILLFORMER_EPOCHS
         if self.steps is not None and self.steps < 1:
-            raise ConfigError("--steps must be at least 1")
+            raise ConfigError(f"--steps must be at least 1, not {self.steps}")
 
     def _problems(self) -> list[str]:
         problems = []
         if self.tokens not in TOKEN_MODES:
-            problems.append(f"--tokens must be one of {', '.join(TOKEN_MODES)}")
+            problems.append(
+                f"--tokens must be one of {', '.join(TOKEN_MODES)}, not {self.tokens!r}"
+            )
         if self.time_embedding not in TIME_EMBEDDINGS:
-            problems.append(f"--time-embedding must be one of {', '.join(TIME_EMBEDDINGS)}")
+            problems.append(
+                f"--time-embedding must be one of {', '.join(TIME_EMBEDDINGS)}, "
+                f"not {self.time_embedding!r}"
+            )
         for name in ("frames", "clips", "batch_size", "grad_accum", "epochs", "lora_r",
                      "lora_alpha", "min_views"):  # fmt: skip
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1, not {value}")
         if self.lr <= 0:
-            problems.append("--lr must be positive")
+            problems.append(f"--lr must be more than 0, not {self.lr}")
         if not 0 <= self.warmup_frac < 1:
-            problems.append("--warmup-frac must be in [0, 1)")
+            problems.append(f"--warmup-frac must be in [0, 1), not {self.warmup_frac}")
         if self.codec not in ("zstd", "raw"):
             problems.append("--codec must be zstd or raw")
         if self.monitor not in ("balanced_accuracy", "loss"):
@@ -227,7 +244,7 @@ class AdaptConfig:
             manifest=self.manifest,
             store=store or self.out / "tokens.zarr",
             root=self.root,
-            format=self.format,
+            manifest_format=self.manifest_format,
             backbone=self.backbone,
             adapter=adapter,
             tokens=self.tokens,

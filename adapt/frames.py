@@ -62,6 +62,7 @@ from skill.cache.recovery import remove_dead_staging, store_write_errors, temp_f
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, StoreError
 from skill.pipeline.distributed import Rank
 from skill.pipeline.takes import LABELS, Take
+from skill.progress import task
 
 FORMAT_VERSION = 1
 CODECS = ("raw", "zstd")
@@ -329,11 +330,14 @@ def build_frame_store(
     build = _Build(store, views, takes, geometry, sampling, min_views)
     pool = DecodePool(num_workers=workers, timeout_s=timeout_s,
                       max_outstanding=max(2, 2 * workers), job=job or decode_view)  # fmt: skip
-    with pool:
-        for (row, v), decoded, error in pool.imap_unordered(build.jobs(todo)):
-            build.receive(row, v, decoded, error)
-    for row in list(build.open):  # takes without any view in the manifest
-        build.finish(row)
+    with task("decoding frames", total=len(todo), unit="take") as shown:
+        with pool:
+            for (row, v), decoded, error in pool.imap_unordered(build.jobs(todo)):
+                build.receive(row, v, decoded, error)
+                shown.update(build.written, note=f"{build.summary.failed} failed")
+        for row in list(build.open):  # takes without any view in the manifest
+            build.finish(row)
+        shown.update(build.written)
     summary = build.summary
     counts = (summary.decoded, summary.failed, summary.failed_views)
     # A collective: it returns once every rank has written its takes.
@@ -375,6 +379,11 @@ class _Build:
                       geometry.crop_width, 3)  # fmt: skip
         self.open: dict[int, DecodedTake] = {}
         self.summary = BuildSummary()
+
+    @property
+    def written(self) -> int:
+        """Takes written so far (complete or failed)."""
+        return self.summary.decoded + self.summary.failed
 
     def jobs(self, rows: list[int]) -> Iterator[tuple]:
         """One decode job per (take, view) present in the manifest, drawn lazily."""

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,11 +173,14 @@ def read_folder(folder: str | Path) -> SkillFormerFolder:
     if not components_file.is_file():
         raise SkillFormerImportError(f"{components_file}: missing (projector and classifier)")
     try:
-        components = torch.load(components_file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol of a refused file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            components = torch.load(components_file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (any unpickling failure: refused, named)
         raise SkillFormerImportError(
-            f"{components_file}: cannot be read with torch.load(weights_only=True) (plain "
-            f"tensors only; nothing else is ever unpickled): {str(err).splitlines()[0]}"
+            f"{components_file}: refused: {what_torch_refused(err)}; only plain tensors (the "
+            "projector's and classifier's state dicts) are read from it, and nothing in it was "
+            "run or built"
         ) from None
     state = map_components(components, str(components_file))
     return SkillFormerFolder(
@@ -187,6 +192,22 @@ def read_folder(folder: str | Path) -> SkillFormerFolder:
         adapter=adapter,
         state=state,
     )
+
+
+def what_torch_refused(error: Exception) -> str:
+    """What torch's weights-only loader found instead of plain tensors, as a phrase. Its own
+    message is not repeated: it advises loading the file unsafely (and carries ANSI codes)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+    if found:
+        return f"it holds a pickled reference to {found.group(1)} (a Python object, not a tensor)"
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.DOTALL)
+    if detail:
+        return f"not a file of plain tensors ({' '.join(detail.group(1).split())})"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if not first or "weights_only" in first:
+        return f"not a file of plain tensors ({type(error).__name__})"
+    return f"not a file of plain tensors ({first})"
 
 
 def default_backbone(config: dict) -> str:

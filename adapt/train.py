@@ -72,9 +72,11 @@ from skill.heads.trainer import (
     make_optimizer,
     save_tensors,
     schedule_record,
+    validation_note,
 )
 from skill.pipeline.distributed import Rank
 from skill.pipeline.takes import LABELS
+from skill.progress import task
 
 CHECKPOINT_FORMAT = 1
 
@@ -170,7 +172,7 @@ def adapt_dataset(cfg: AdaptConfig):
     """The manifest's takes and views, as `skill adapt` reads them."""
     from skill.pipeline.manifest import read_takes
 
-    return read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format)
+    return read_takes(cfg.manifest, root=cfg.root, fmt=cfg.manifest_format)
 
 
 def adapt_backbone(cfg: AdaptConfig, device: str):
@@ -370,6 +372,7 @@ class Trainer:
         self.tracker = BestTracker(cfg.monitor, self.budget.patience)
         self.model = None
         self.report = report or (lambda line: None)
+        self.shown = task("adapting", total=None, unit="step")  # replaced by run
 
     @property
     def global_batch(self) -> int:
@@ -395,29 +398,40 @@ class Trainer:
             epochs = self.budget.epochs
             # A checkpoint of a run that had stopped early (killed while publishing) trains no more.
             last = done if done and self.tracker.should_stop(done) else epochs
-            for epoch in range(done + 1, last + 1):
-                torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: seeded per epoch
-                train_loss = self.train_epoch(np.random.default_rng([cfg.seed, epoch]))
-                probs = self.predict(self.splits.val)
-                row = validation_row(probs, self.sel.labels[self.splits.val], self.sel)
-                lr = self.scheduler.get_last_lr()[0]
-                self.history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
-                self.tracker.update(epoch, row, _Trainable(self.model))
-                self.report(
-                    f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss "
-                    f"{row['val_loss']:.4f}, top-1 {row['val_top1']:.3f}, balanced accuracy "
-                    f"{row['val_balanced_accuracy']:.3f}"
-                )
-                if self.rank.is_coordinator:
-                    save_checkpoint(self, epoch)
-                barrier(self.rank)  # a rank that goes on finds the checkpoint written
-                done, ran = epoch, ran + 1
-                if self.tracker.should_stop(epoch):
-                    break
-                asked_to_stop = cfg.stop_after_epochs is not None and ran >= cfg.stop_after_epochs
-                if asked_to_stop and epoch < epochs:
-                    return AdaptResult(cfg.out, epochs_done=epoch, finished=False,
-                                       epochs_planned=epochs)  # fmt: skip
+            per_epoch = self.budget.steps_per_epoch
+            self.shown = task("adapting", total=epochs * per_epoch, unit="step",
+                                       done=done * per_epoch)  # fmt: skip
+            with self.shown:
+                for epoch in range(done + 1, last + 1):
+                    torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: seeded per epoch
+                    self.shown.update((epoch - 1) * per_epoch, note=f"epoch {epoch}/{epochs}")
+                    train_loss = self.train_epoch(np.random.default_rng([cfg.seed, epoch]))
+                    probs = self.predict(self.splits.val)
+                    row = validation_row(probs, self.sel.labels[self.splits.val], self.sel)
+                    lr = self.scheduler.get_last_lr()[0]
+                    self.history.append({"epoch": epoch, "train_loss": train_loss, **row,
+                                         "lr": lr})  # fmt: skip
+                    self.tracker.update(epoch, row, _Trainable(self.model))
+                    stop = self.tracker.should_stop(epoch)
+                    note = validation_note(row, self.history, self.tracker, stop)
+                    self.shown.update(epoch * per_epoch, note=f"epoch {epoch}/{epochs}: {note}")
+                    self.report(
+                        f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss "
+                        f"{row['val_loss']:.4f}, top-1 {row['val_top1']:.3f}, balanced accuracy "
+                        f"{row['val_balanced_accuracy']:.3f}"
+                    )
+                    if self.rank.is_coordinator:
+                        save_checkpoint(self, epoch)
+                    barrier(self.rank)  # a rank that goes on finds the checkpoint written
+                    done, ran = epoch, ran + 1
+                    if stop:
+                        break
+                    asked_to_stop = (
+                        cfg.stop_after_epochs is not None and ran >= cfg.stop_after_epochs
+                    )
+                    if asked_to_stop and epoch < epochs:
+                        return AdaptResult(cfg.out, epochs_done=epoch, finished=False,
+                                           epochs_planned=epochs)  # fmt: skip
             load_trainable(self.model, self.tracker.state)
             self.predictions = {
                 name: (self.sel.take_ids[rows], self.predict(rows))
@@ -473,6 +487,7 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                self.shown.advance()
         total, seen = sum_arrays(np.array([total, seen], dtype=np.float64), self.rank)
         return float(total / max(seen, 1))
 

@@ -118,7 +118,7 @@ def decode_alone(cfg, backbone) -> tuple[list[np.ndarray], float, float]:
     from skill.pipeline.extract_loop import key_of
     from skill.pipeline.manifest import read_takes
 
-    takes = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format).takes
+    takes = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.manifest_format).takes
     jobs = [
         ((take.take_id, view), (path, cfg.sampling, key_of(take, view), backbone.geometry))
         for take in takes

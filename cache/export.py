@@ -61,10 +61,10 @@ bounds memory on a large store. A packed store is read a tokens chunk at a time.
 
 @dataclass
 class ExportConfig:
-    """Everything that decides an ``export``."""
+    """Everything that decides an ``export`` (the field docstrings are its options' help)."""
 
     store: str
-    """The token store (``*.zarr``) to export."""
+    """The token store to export (a .zarr folder)."""
     out: str
     """Where to write: a file (hdf5) or a folder (npy); it must not exist, or be empty."""
     format: str = "hdf5"
@@ -77,7 +77,7 @@ class ExportConfig:
         self.store, self.out = str(self.store), str(self.out)
         if self.format not in EXPORT_FORMATS:
             raise ConfigError(
-                f"format: unknown format {self.format!r}; choose from {', '.join(EXPORT_FORMATS)}"
+                f"--format must be {' or '.join(EXPORT_FORMATS)}, not {self.format!r}"
             )
 
 

@@ -100,3 +100,137 @@ def _notes(store: TokenStore) -> list[dict]:
         {"take": str(ids[i]), "view": store.views[v], "note": str(notes[i, v])}
         for i, v in zip(*np.nonzero(notes != ""), strict=True)
     ]
+
+
+# ---- the summary as lines for people -------------------------------------------------------
+_STATE_LINES = {
+    "in progress": "IN PROGRESS: being written by {writer}",
+    "interrupted": "INTERRUPTED: run the same `skill extract` again to resume",
+    "finished": "all takes processed",
+}
+SHOWN_PER_LIST = 50
+"""Failures and notes listed one a line before the rest are only counted."""
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """``store_summary``'s dict as plain lines for `skill info`: counts, problems and the
+    provenance in words, each setting shown only where it applies (no Python reprs)."""
+    s = summary
+    lines = [
+        f"store: {s['store']} (format {s['format_version']}, {s['size_bytes'] / 1e6:.1f} MB, "
+        f"{s['layout']} layout)",
+        f"takes: {s['takes']}  completed: {s['completed']}  failed: {s['failed']}  "
+        f"pending: {s['pending']}  ({_STATE_LINES[s['state']].format(writer=s['writer'])})",
+    ]
+    kinds = set(s["layout_per_array"].values())
+    if len(kinds) > 1:  # a pack cut short: say which arrays are which
+        packed = sorted(name for name, kind in s["layout_per_array"].items() if kind == "packed")
+        lines.append(f"packed arrays: {', '.join(packed)}; the others are in the write layout")
+    if s["leftover_temp_files"]:
+        lines.append(f"{s['leftover_temp_files']} temporary files of a killed write (never read)")
+    lines.append(f"views: {', '.join(s['views'])}")
+    lines.append(f"per take and view: {_geometry(s['geometry'])}")
+    for key in ("split", "label", "scenario"):
+        counts = ", ".join(f"{name} {count}" for name, count in s[f"by_{key}"].items())
+        lines.append(f"takes by {key}: {counts or 'none'}")
+    lines += _listed("failures", s["failures"], "reason")
+    lines += _listed("notes", s["notes"], "note")
+    return lines + provenance_lines(s["provenance"])
+
+
+def _geometry(geometry: dict) -> str:
+    clips, frames = geometry["clips"], geometry["frames"]
+    return (
+        f"{_plural(clips, 'clip')} of {_plural(frames, 'frame')}, "
+        f"{_plural(geometry['tokens'], 'token')} of width {geometry['dim']} per clip"
+    )
+
+
+def _plural(n, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _listed(title: str, items: list[dict], key: str) -> list[str]:
+    if not items:
+        return []
+    lines = [f"{title} ({len(items)}):"]
+    lines += [f"  take {i['take']} view {i['view']}: {i[key]}" for i in items[:SHOWN_PER_LIST]]
+    if len(items) > SHOWN_PER_LIST:
+        lines.append(
+            f"  ... and {len(items) - SHOWN_PER_LIST} more (`skill info --json` lists all)"
+        )
+    return lines
+
+
+def provenance_lines(provenance: dict) -> list[str]:
+    """What made the tokens, in words: the import (if any), backbone, adapter, token mode and
+    sampling."""
+    lines = []
+    imported = provenance.get("imported")
+    if imported:
+        layout = ", ".join(f"{k} {v}" for k, v in (imported.get("token_layout") or {}).items())
+        lines.append(
+            f"imported: {imported.get('kind')} from {imported.get('source')} (feature "
+            f"{imported.get('feature')}, sha256 {str(imported.get('sha256'))[:12]}...)"
+        )
+        if layout:
+            lines.append(f"imported token layout: {layout}")
+    backbone = provenance.get("backbone")
+    if backbone:
+        lines.append(f"backbone: {_backbone(backbone)}")
+        lines.append(f"adapter: {_adapter(backbone.get('adapter'))}")
+        if backbone.get("time_embedding"):
+            lines.append(f"time embedding: {backbone['time_embedding']}")
+    if provenance.get("tokens"):
+        lines.append(f"tokens: {provenance['tokens']}")
+    if provenance.get("sampling"):
+        lines.append(f"sampling: {sampling_line(provenance['sampling'])}")
+    return lines
+
+
+def _adapter(adapter: dict | None) -> str:
+    if not adapter:
+        return "none"
+    where = f" (from {adapter['path']})" if adapter.get("path") else ""
+    return f"sha256 {adapter.get('sha256')}{where}"
+
+
+def _backbone(backbone: dict) -> str:
+    name, source, family = backbone.get("name"), backbone.get("source"), backbone.get("family")
+    if source is None:  # the registry's presets without a checkpoint: random weights
+        details = [f"{family}, a tiny randomly initialised preset, nothing downloaded"]
+    else:
+        details = [family if source == name else f"{family}, from {source}"]
+    if backbone.get("revision"):
+        details.append(f"revision {backbone['revision']}")
+    if backbone.get("weights_sha256"):
+        details.append(f"weights sha256 {backbone['weights_sha256'][:12]}...")
+    return f"{name} ({'; '.join(details)})"
+
+
+def sampling_line(sampling: dict) -> str:
+    """A store's sampling record in words, with only the settings its strategy uses: the
+    stride only for windows, the segment settings only for segments, the seed only with
+    jitter. The record itself keeps every field (``skill info --json``): a store's sampling
+    is compared field by field with other stores and runs, so it is shown, not rewritten."""
+    strategy = sampling.get("strategy")
+    parts = [strategy or "strategy not recorded"]
+    if "frames" in sampling:
+        frames = f"{_plural(sampling['frames'], 'frame')} a clip"
+        if strategy in ("windows", "skillformer-windows") and "stride" in sampling:
+            frames += f" at stride {sampling['stride']}"
+        elif strategy == "segments" and sampling.get("n_segments"):
+            frames += (
+                f" in {_plural(sampling['n_segments'], 'segment')} of "
+                f"{sampling.get('segment_len')} at stride {sampling.get('segment_stride', 1)}"
+            )
+        parts.append(frames)
+    if "clips" in sampling:
+        parts.append(f"{_plural(sampling['clips'], 'clip')} a view")
+    jitter = sampling.get("jitter", False)
+    parts.append(
+        f"random positions (seed {sampling.get('seed', 0)})" if jitter else "fixed positions"
+    )
+    snap = sampling.get("snap", "exact")
+    parts.append("frames moved to the nearest keyframe" if snap == "keyframe" else "exact frames")
+    return ", ".join(parts)

@@ -231,14 +231,21 @@ def relayout_array(
     if separator(meta) == sep:
         # The new chunk files would take the names of the files in use before the swap.
         raise ValueError(f"{folder}: relayout needs the other key separator than {sep!r}")
-    staging = Path(store_path) / STAGING / name
-    shutil.rmtree(staging, ignore_errors=True)
     new_meta = {
         **meta,
         "attributes": _without_packed_record(meta),
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": sep}},
     }
+    if not _chunk_files(folder, separator(meta)):  # nothing written yet: only the metadata
+        if name == "tokens" and sep == PACKED_SEPARATOR and placement is not None:
+            new_meta["attributes"][PACKED_RECORD] = _empty_record(placement.store_id)
+        with layout_lock(store_path, exclusive=True):
+            _remove_chunk_files(folder, sep)  # stale files of a relayout killed earlier
+            _write_metadata(folder, new_meta)
+        return True
+    staging = Path(store_path) / STAGING / name
+    shutil.rmtree(staging, ignore_errors=True)
     _copy_data(folder, staging, new_meta, placement)
     with layout_lock(store_path, exclusive=True):
         _remove_chunk_files(folder, sep)  # stale files of a relayout killed earlier
@@ -247,6 +254,34 @@ def relayout_array(
         _remove_chunk_files(folder, separator(meta))
     shutil.rmtree(Path(store_path) / STAGING, ignore_errors=True)
     return True
+
+
+def _empty_record(store_id: str) -> dict:
+    return {"store_id": store_id, "crc32c": {}, "finite": []}
+
+
+def _write_metadata(folder: Path, meta: dict) -> None:
+    """Replace an array's ``zarr.json`` in one atomic rename."""
+    temporary = folder / f".zarr.json.tmp-{os.getpid()}"
+    temporary.write_text(json.dumps(meta, indent=2))
+    os.replace(temporary, folder / "zarr.json")
+
+
+def record_packed_chunks(folder: Path, names: list[str], store_id: str) -> None:
+    """Add chunk files a single writer wrote into packed tokens (through zarr, finite: the
+    writer refuses NaN and Inf) to the pack's record, with the checksums they end with."""
+    meta = json.loads((folder / "zarr.json").read_text())
+    record = dict(meta.get("attributes", {}).get(PACKED_RECORD) or _empty_record(store_id))
+    crcs, finite = dict(record["crc32c"]), set(record["finite"])
+    for name in names:
+        with open(folder / name, "rb") as chunk:
+            chunk.seek(-4, os.SEEK_END)
+            crcs[name] = int.from_bytes(chunk.read(4), "little")
+        finite.add(name)
+    record.update(crc32c=crcs, finite=sorted(finite))
+    _write_metadata(
+        folder, {**meta, "attributes": {**meta.get("attributes", {}), PACKED_RECORD: record}}
+    )
 
 
 def _without_packed_record(meta: dict) -> dict:

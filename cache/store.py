@@ -541,11 +541,18 @@ class TokenStore:
 
     def write_takes(self, start: int, results: Sequence[TakeResult]) -> None:
         """Write the takes of rows ``start...``: their arrays, then their records
-        (`cache/placement.py`), then their status, the completion record."""
+        (`cache/placement.py`), then their status, the completion record.
+
+        Into the write layout, any number of writers of different takes at once; into a
+        packed store (a single writer holding the writer lock, e.g. `skill import features`
+        filling a store it created, packed while empty), whole packed token chunks only:
+        their checksums join the pack's record."""
         self._require_writable()
-        if layout.is_packed(self._array("status").metadata.to_dict()):
-            raise StoreError(f"{self.path}: the store is packed; unpack it before writing takes")
         rows = slice(start, start + len(results))
+        tokens_meta = layout.array_metadata(self.path, "tokens")
+        packed = layout.is_packed(tokens_meta)
+        if packed:
+            self._check_whole_chunks(tokens_meta, rows)
         block = self._take_block(start, results)
         g = self._array
         # Rewriting a take (a failed take retried) first withdraws its old record, so that a
@@ -575,6 +582,23 @@ class TokenStore:
             token_crc, frames_crc,
         )  # fmt: skip
         g("status")[rows] = block["status"]
+        if packed:
+            per_chunk = layout.chunk_shape(tokens_meta)[0]
+            tail = ".0" * (len(tokens_meta["shape"]) - 1)
+            names = [
+                f"c.{k}{tail}" for k in range(rows.start // per_chunk, -(-rows.stop // per_chunk))
+            ]
+            with layout.layout_lock(self.path, exclusive=True):
+                layout.record_packed_chunks(self.path / "tokens", names, self.store_id)
+            self._arrays.clear()  # the tokens' metadata changed
+
+    def _check_whole_chunks(self, meta: dict, rows: slice) -> None:
+        per_chunk = layout.chunk_shape(meta)[0]
+        if rows.start % per_chunk or (rows.stop % per_chunk and rows.stop != self.n_takes):
+            raise StoreError(
+                f"{self.path}: the store is packed ({per_chunk} takes a chunk); rows "
+                f"{rows.start}..{rows.stop - 1} are not whole chunks: unpack it to write takes"
+            )
 
     def _take_block(self, start: int, results: Sequence[TakeResult]) -> dict[str, np.ndarray]:
         """The results stacked per array, checked: a complete take has a valid view, and no
@@ -804,9 +828,12 @@ class TokenStore:
         return changed
 
     def _relayout(self, name: str, chunks: tuple[int, ...], sep: str) -> bool:
+        meta = layout.array_metadata(self.path, name)
+        if layout.chunk_shape(meta) == tuple(chunks) and layout.separator(meta) == sep:
+            return False
         placement = None
         if name == "tokens":  # its chunks are checked against the take records as they move
-            rows = np.arange(int(layout.array_metadata(self.path, name)["shape"][0]))
+            rows = np.arange(int(meta["shape"][0]))
             records = self._all_records(len(rows))
             placement = self._token_placement(records, *np.ix_(rows, np.arange(len(self.views))))
         return layout.relayout_array(self.path, name, chunks, sep, placement)
@@ -814,7 +841,14 @@ class TokenStore:
     def _all_records(self, rows: int) -> TakeRecords:
         """The take records of every row of the per-take arrays (committed or not), unchecked:
         a relayout moves every row."""
-        arrays = {name: self._group[name][:rows] for name in ("status", "valid", "token_crc")}
+        arrays = {
+            name: small_arrays.read_whole(self.path, name, rows)
+            for name in ("status", "valid", "token_crc")
+        }
+        arrays = {
+            name: self._group[name][:rows] if values is None else values
+            for name, values in arrays.items()
+        }
         return TakeRecords(
             table=self.take_table(),
             status=np.asarray(arrays["status"], dtype=np.int8),

@@ -1,10 +1,13 @@
-"""The settings of ``skill fit``, ``skill predict`` and ``skill fit --sweep``, one dataclass
-each, with one docstring per field (the CLI's help is derived from them).
+"""The settings of ``skill fit``, ``skill predict`` and ``skill sweep``, one dataclass each,
+with one docstring per field: the command's help for that option, so written as prose that
+names other settings by their option (``--min-steps`` for ``min_steps``), without markup.
 
 Torch-free: importing this module imports no torch, lightgbm or zarr (a test checks), so that
 the command line can read these fields cheaply. Each ``__post_init__`` validates and raises
-:class:`skill.errors.ConfigError` whose message names the option; looking up a head name
-imports the heads registry, and so torch, only when a config is built.
+:class:`skill.errors.ConfigError` whose message names the options concerned the same way (the
+command line shows each as its flag); a head name is checked against the registry's declared
+names, without importing the heads (torch). FitConfig resolves ``--device`` last, which
+imports torch when the answer depends on it.
 """
 
 from __future__ import annotations
@@ -23,11 +26,29 @@ UNPREDICTABLE = ("refuse", "uniform")
 AGGREGATES = ("none", "participant")
 
 
-def _check_head(head: str, option: str = "head") -> None:
-    from skill.heads.registry import head_names
+def _check_head(head: str, option: str = "--head") -> None:
+    from skill.heads.registry import declared_head_names
 
-    if head not in head_names():
-        raise ConfigError(f"{option}: unknown head {head!r}; choose from {', '.join(head_names())}")
+    names = declared_head_names()
+    if head not in names:
+        raise ConfigError(f"{option}: {head!r} is not a head; choose from {', '.join(names)}")
+
+
+def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse ``value`` of ``option`` unless it is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{option} must be {_or(choices)}, not {value!r}")
+
+
+def _or(choices: tuple[str, ...]) -> str:
+    return ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+
+
+def _folder_name(option: str, name: str) -> None:
+    if not name or "/" in name or name.startswith(".") or os.sep in name:
+        raise ConfigError(
+            f"{option} {name!r} must be a plain folder name (no /, not starting with a dot)"
+        )
 
 
 # The defaults of the derived training budget and of the patience (see FitConfig).
@@ -63,36 +84,37 @@ class FitConfig:
     """Everything that decides a fit; written resolved to the run's config.json."""
 
     store: str
-    """Path of the token store (``*.zarr``) made by ``skill extract``."""
+    """The token store to train on (a .zarr folder written by skill extract or skill import
+    features)."""
     views: str = "all"
-    """Views to use: ``all``, ``ego``, ``exo`` (every exo view) or a comma list like ``ego,exo2``."""
+    """Views to use: all, ego, exo (every exo view) or a comma list such as ego,exo2."""
     head: str = "cvf"
-    """Head name, one of the registered heads (``skill.heads.head_names()``): mean, concat,
-    late, cvf, temporal or lightgbm."""
+    """The head to train: mean, concat, late, cvf, temporal or lightgbm (any registered head)."""
     hidden: int | None = None
-    """Hidden width of the head; None = the head's own default (resolved in config.json)."""
+    """Hidden width of the head. Default: the head's own (recorded in the run's config.json)."""
     dropout: float = 0.1
     """Dropout inside the head."""
     steps: int | None = None
     """Training budget in optimisation steps (one batch each), rounded up to whole epochs; the
-    warmup and cosine schedule span it and early stopping may end sooner. None (with
-    ``epochs`` None) = derived from the training set: the longer of ``min_steps`` steps and
-    ``min_epochs`` epochs. Refused together with ``epochs``."""
+    warmup and cosine schedule span it and early stopping may end sooner. Refused together
+    with --epochs. Default (neither given): derived from the training set, the longer of
+    --min-steps steps and --min-epochs epochs."""
     epochs: int | None = None
     """Training budget in epochs instead of steps (early stopping may end sooner). Refused
-    together with ``steps``."""
+    together with --steps. Default: see --steps."""
     min_steps: int = DERIVED_MIN_STEPS
-    """Derived budget (neither steps nor epochs given): at least this many steps, so that a
-    small training set (120 takes: 4 steps an epoch) still gets enough updates to learn."""
+    """The derived budget (neither --steps nor --epochs given) is at least this many steps, so
+    that a small training set (120 takes: 4 steps an epoch) still gets enough updates."""
     min_epochs: int = DERIVED_MIN_EPOCHS
-    """Derived budget (neither steps nor epochs given): at least this many epochs, so that a
-    large training set sees every take this often; with ``min_steps`` 1000 and batch 32, a
-    set of 1,057 takes or more gets exactly this many (2,000 takes: 30 x 63 steps)."""
+    """The derived budget (neither --steps nor --epochs given) is at least this many epochs,
+    so that a large training set sees every take this often; with --min-steps 1000 and
+    --batch-size 32, a set of 1,057 takes or more gets exactly this many (2,000 takes: 30 x 63
+    steps)."""
     batch_size: int = 32
     """Takes per optimisation step."""
     lr: float | None = None
-    """Peak learning rate of AdamW (reached after the warmup). None = the head's default
-    (``cvf``: 3e-3, the other heads 1e-3); resolved in config.json."""
+    """Peak learning rate of AdamW, reached after the warmup. Default: the head's own (cvf
+    3e-3, the other heads 1e-3; recorded in the run's config.json)."""
     weight_decay: float = 0.05
     """AdamW weight decay, applied to weight matrices only (not biases or norm weights)."""
     warmup_frac: float = 0.1
@@ -101,30 +123,33 @@ class FitConfig:
     """Weight the cross-entropy (LightGBM: the samples) by inverse training class frequency."""
     patience: int | None = None
     """Early stopping in epochs: stop after this many epochs without a better validation
-    score; 0 = never stop early. None = ``patience_frac`` of the budget's epochs."""
+    score (0: never stop early). Default: --patience-frac of the budget's epochs."""
     patience_frac: float = DEFAULT_PATIENCE_FRAC
-    """Early stopping when ``patience`` is None, as a fraction of the budget: stop after this
-    fraction of its epochs (rounded up, at least 1) without a better validation score, so
-    that a long budget waits as long, relatively, as a short one; 0 = never stop early."""
+    """Early stopping when --patience is not given, as a fraction of the budget: stop after
+    this fraction of its epochs (rounded up, at least 1) without a better validation score,
+    so that a long budget waits as long, relatively, as a short one (0: never stop early)."""
     monitor: str = "balanced_accuracy"
     """Validation score for early stopping and best-epoch choice: balanced_accuracy or loss."""
     seed: int = 0
     """Seed of weight init, batch order, clip choice, view dropout (and LightGBM)."""
     split_seed: int = 0
-    """Seed of the participant-grouped validation split (kept apart from ``seed`` so that
-    runs over several seeds are scored on the same validation takes)."""
+    """Seed of the participant-grouped validation split (apart from --seed, so that runs over
+    several seeds are scored on the same validation takes)."""
     view_dropout: float | None = None
-    """Probability of dropping each valid view of a training take (never all of them). None =
-    the head's default when the fit has more than one view (``cvf``: 0.2; the other heads 0)
-    and 0 with one view; resolved in config.json."""
+    """Probability of dropping each valid view of a training take (never all of them).
+    Default: the head's own when the fit has more than one view (cvf 0.2, the other heads 0),
+    0 with one view (recorded in the run's config.json)."""
     val_frac: float = 0.2
     """Fraction of participants held out for validation when the store has no val split."""
-    device: str = "cpu"
-    """cpu, cuda, cuda:N, or auto (cuda when available); resolved at construction."""
+    device: str = "auto"
+    """Where to train: cpu, cuda, cuda:N or auto (CUDA when available). LightGBM trains on the
+    CPU whatever this says."""
     out_dir: str = "runs"
-    """Folder that receives the run folder."""
+    """Folder that receives the run folder (a sweep: the sweep folder); a relative path starts
+    from the working folder."""
     name: str = ""
-    """Run folder name; empty = ``<head>-<views>-s<seed>``. A taken name gets a suffix -2, -3..."""
+    """Run folder name. Default: the head, views and seed, as in cvf-ego+exo1-s0. A name that
+    is taken gets a suffix -2, -3 and so on."""
     plots: bool = True
     """Write confusion.png and curve.png (about a second per fit; off for quick sweeps), and
     a sweep's sweep.png."""
@@ -138,7 +163,7 @@ class FitConfig:
     lgbm_num_leaves: int = 15
     """LightGBM: maximum leaves per tree."""
     lgbm_early_stopping: int = 50
-    """LightGBM: stop after this many rounds without a better validation log-loss; 0 = off."""
+    """LightGBM: stop after this many rounds without a better validation log-loss (0: off)."""
     lgbm_min_data_in_leaf: int = 10
     """LightGBM: minimum number of takes in a leaf."""
     lgbm_feature_fraction: float = 0.8
@@ -152,9 +177,8 @@ class FitConfig:
     """LightGBM: fixed thread count (part of what makes its result reproducible; one thread
     is as fast on a few thousand takes and cannot thrash on shared cores)."""
     threads: int = 1
-    """CPU threads for torch while training. Heads are small: one thread is as fast as several
-    and cannot thrash when other processes share the cores (measured 10x slower with 2 threads
-    on a loaded 2-core machine). Raise it for large heads on an idle machine."""
+    """CPU threads for torch. Heads are small: one thread is as fast as several and cannot
+    thrash when other processes share the cores. Raise it for large heads on an idle machine."""
 
     def __post_init__(self) -> None:
         self.store = str(self.store)
@@ -162,31 +186,32 @@ class FitConfig:
         self._check_ranges()
         self._check_budget_settings()
         _check_head(self.head)
-        if self.monitor not in MONITORS:
-            raise ConfigError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
-        self.device = resolve_device(self.device)
+        _choice("--monitor", self.monitor, MONITORS)
         if not self.name:
             self.name = f"{self.head}-{self.views.replace(',', '+').replace(' ', '')}-s{self.seed}"
-        if "/" in self.name or self.name.startswith(".") or os.sep in self.name:
-            raise ConfigError(f"name: run name {self.name!r} must be a plain folder name")
+        _folder_name("--name", self.name)
+        try:  # last: it imports torch when the answer depends on it
+            self.device = resolve_device(self.device)
+        except ConfigError as err:
+            raise ConfigError(f"--device: {err}") from None
 
     def _check_budget_settings(self) -> None:
         """Refuse two settings that each decide the same thing (the budget, the patience)."""
         if self.steps is not None and self.epochs is not None:
-            raise ConfigError(
-                "steps, epochs: give the training budget one way, in steps or in epochs"
-            )
+            raise ConfigError("give the training budget one way: --steps or --epochs, not both")
         derived = {"min_steps": DERIVED_MIN_STEPS, "min_epochs": DERIVED_MIN_EPOCHS}
-        changed = [key for key, default in derived.items() if getattr(self, key) != default]
+        changed = [_flag(key) for key, default in derived.items() if getattr(self, key) != default]
         if changed and (self.steps is not None or self.epochs is not None):
-            given = "steps" if self.steps is not None else "epochs"
+            given = "--steps" if self.steps is not None else "--epochs"
             raise ConfigError(
-                f"{', '.join(changed)}: shapes only the derived budget, and {given} is given"
+                f"{' and '.join(changed)} shape{'s' if len(changed) == 1 else ''} only the "
+                f"budget derived when neither --steps nor --epochs is given; leave out "
+                f"{' and '.join(changed)} or {given}"
             )
         if self.patience is not None and self.patience_frac != DEFAULT_PATIENCE_FRAC:
             raise ConfigError(
-                "patience, patience_frac: give early stopping one way, in epochs or as a "
-                "fraction of the budget"
+                "give early stopping one way: --patience (epochs) or --patience-frac (a "
+                "fraction of the budget), not both"
             )
 
     def resolved(self, num_views: int) -> FitConfig:
@@ -230,55 +255,40 @@ class FitConfig:
         )
 
     def _check_ranges(self) -> None:
-        problems = []
-        for key in ("steps", "epochs"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                problems.append(f"{key} must be >= 1, got {value}")
-        if self.min_steps < 0 or self.min_epochs < 1:
-            problems.append(
-                f"min_steps must be >= 0 and min_epochs >= 1, got {self.min_steps} and "
-                f"{self.min_epochs}"
-            )
-        if not 0 <= self.patience_frac <= 1:
-            problems.append(f"patience_frac must be in [0, 1], got {self.patience_frac}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        """Refuse values out of their range, naming every one."""
+        least = {"steps": 1, "epochs": 1, "min_steps": 0, "min_epochs": 1, "batch_size": 1,
+                 "patience": 0, "lgbm_early_stopping": 0, "hidden": 0, "threads": 1,
+                 "lgbm_rounds": 1, "lgbm_num_leaves": 2, "lgbm_threads": 1,
+                 "lgbm_min_data_in_leaf": 1, "weight_decay": 0, "lgbm_lambda_l2": 0}  # fmt: skip
+        problems = [
+            f"{_flag(key)} must be at least {low}, not {getattr(self, key)}"
+            for key, low in least.items()
+            if getattr(self, key) is not None and getattr(self, key) < low
+        ]
         if self.lr is not None and not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.warmup_frac < 1:
-            problems.append(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.view_dropout is not None and not 0 <= self.view_dropout < 1:
-            problems.append(f"view_dropout must be in [0, 1), got {self.view_dropout}")
-        if not 0 < self.val_frac < 1:
-            problems.append(f"val_frac must be in (0, 1), got {self.val_frac}")
-        if self.patience is not None and self.patience < 0:
-            problems.append(f"patience must be >= 0, got {self.patience}")
-        if self.lgbm_early_stopping < 0:
-            problems.append(f"lgbm_early_stopping must be >= 0, got {self.lgbm_early_stopping}")
-        if self.hidden is not None and self.hidden < 0:
-            problems.append(f"hidden must be >= 0, got {self.hidden}")
-        if self.threads < 1:
-            problems.append(f"threads must be >= 1, got {self.threads}")
-        if self.lgbm_rounds < 1:
-            problems.append(f"lgbm_rounds must be >= 1, got {self.lgbm_rounds}")
-        if self.lgbm_num_leaves < 2:
-            problems.append(f"lgbm_num_leaves must be >= 2, got {self.lgbm_num_leaves}")
-        if self.lgbm_threads < 1:
-            problems.append(f"lgbm_threads must be >= 1, got {self.lgbm_threads}")
-        if self.lgbm_min_data_in_leaf < 1:
-            problems.append(f"lgbm_min_data_in_leaf must be >= 1, got {self.lgbm_min_data_in_leaf}")
-        for key in ("lgbm_feature_fraction", "lgbm_bagging_fraction"):
-            if not 0 < getattr(self, key) <= 1:
-                problems.append(f"{key} must be in (0, 1], got {getattr(self, key)}")
-        if self.lgbm_lambda_l2 < 0:
-            problems.append(f"lgbm_lambda_l2 must be >= 0, got {self.lgbm_lambda_l2}")
+            problems.append(f"--lr must be more than 0, not {self.lr}")
+        between = {"patience_frac": "[0, 1]", "warmup_frac": "[0, 1)", "dropout": "[0, 1)",
+                   "view_dropout": "[0, 1)", "val_frac": "(0, 1)",
+                   "lgbm_feature_fraction": "(0, 1]", "lgbm_bagging_fraction": "(0, 1]"}  # fmt: skip
+        for key, interval in between.items():
+            value = getattr(self, key)
+            if value is not None and not _within(value, interval):
+                problems.append(f"{_flag(key)} must be in {interval}, not {value}")
         if problems:
-            raise ConfigError("invalid fit config: " + "; ".join(problems))
+            raise ConfigError("; ".join(problems))
+
+
+def _flag(field_name: str) -> str:
+    """How messages and docstrings name a field: as its option (``min_steps``: --min-steps)."""
+    return "--" + field_name.replace("_", "-")
+
+
+def _within(value: float, interval: str) -> bool:
+    """Whether ``value`` lies in ``interval``, written as [0, 1), (0, 1] and so on."""
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
 
 
 @dataclass
@@ -286,24 +296,29 @@ class PredictConfig:
     """Everything that decides a ``predict``: which run, which store, which outputs."""
 
     store: str
-    """Path of the token store (``*.zarr``) to predict; extracted like the run's store."""
+    """The token store to predict (a .zarr folder), extracted like the run's store."""
     run: str
-    """Run folder written by ``skill fit`` (holds config.json and the model file)."""
+    """Run folder written by skill fit (holds config.json and the model file)."""
     out_csv: str | None = None
-    """CSV of per-take class probabilities; needed for format csv."""
+    """The CSV of per-take class probabilities to write; needed with --format csv. Default
+    with the other formats: no CSV."""
     format: str = "csv"
-    """Output format: csv (``out_csv``); egoexo4d (also the official EgoExo4D JSON of per-view
-    logits); egoexo4d-labels (also the challenge's newer JSON: ``videos``, the take names, and
-    ``predictions``, one class name each)."""
+    """Output format: csv (the CSV only); egoexo4d (also the official EgoExo4D JSON of per-view
+    logits); egoexo4d-labels (also the challenge's newer JSON: the take names and one class
+    name each)."""
     out_json: str | None = None
-    """egoexo4d, egoexo4d-labels: the prediction JSON; default ``out_csv`` with suffix ``.json``."""
+    """With --format egoexo4d or egoexo4d-labels: the prediction JSON to write. Default: the
+    CSV's path with the suffix .json."""
     views: str | None = None
-    """Subset of the run's views to feed (spec as for fit); the others are masked. None = all."""
+    """Views to feed, a subset of the run's (written as for skill fit --views); the others are
+    masked. Default: all the run's views."""
     order: list[str] | None = None
-    """egoexo4d: takes in the order the JSON lists them, by name or by take uid (the file
-    names them by name); None = the store's take order."""
+    """With --format egoexo4d: the takes in the order the JSON is to list them, by name or by
+    take uid; on the command line a file of them: one a line, a JSON list, or a prediction
+    file's JSON object (its videos). Default: the store's take order."""
     split: str | None = None
-    """Predict only the takes of this split of the store (e.g. val or test); None = every take."""
+    """Predict only the takes of this split of the store, such as val or test. Default: every
+    take."""
     unpredictable: str = "refuse"
     """egoexo4d formats: what to do with a take of the file that cannot be predicted (not
     completed, or no valid view among the run's views): refuse (an error listing them) or
@@ -312,8 +327,9 @@ class PredictConfig:
     """none, or participant: each take gets the mean of the probabilities of the predicted
     takes of its participant (every output and metric). Outside the benchmark's input rules,
     which score each take on its own videos."""
-    device: str = "cpu"
-    """cpu, cuda, cuda:N, or auto; resolved by a neural head (LightGBM always runs on cpu)."""
+    device: str = "auto"
+    """Where a neural head runs: cpu, cuda, cuda:N or auto (CUDA when available). LightGBM
+    runs on the CPU whatever this says."""
     batch_size: int = 64
     """Takes per forward pass of a neural head."""
     allow_unfinished: bool = False
@@ -322,33 +338,24 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         self.store, self.run = str(self.store), str(self.run)
-        if self.aggregate not in AGGREGATES:
-            raise ConfigError(
-                f"aggregate: unknown choice {self.aggregate!r}; choose from {', '.join(AGGREGATES)}"
-            )
-        if self.unpredictable not in UNPREDICTABLE:
-            raise ConfigError(
-                f"unpredictable: unknown choice {self.unpredictable!r}; choose from "
-                + ", ".join(UNPREDICTABLE)
-            )
+        _choice("--aggregate", self.aggregate, AGGREGATES)
+        _choice("--unpredictable", self.unpredictable, UNPREDICTABLE)
         if self.split is not None:
             self.split = str(self.split)
         self.out_csv = None if self.out_csv is None else str(self.out_csv)
         self.out_json = None if self.out_json is None else str(self.out_json)
-        if self.format not in FORMATS:
-            raise ConfigError(
-                f"format: unknown format {self.format!r}; choose from {', '.join(FORMATS)}"
-            )
+        _choice("--format", self.format, FORMATS)
         if self.format == "csv" and self.out_csv is None:
-            raise ConfigError("out_csv: csv format needs out_csv")
+            raise ConfigError("--format csv writes a CSV file: give its path with --out-csv")
         if self.format != "csv" and self.out_json is None:
             if self.out_csv is None:
                 raise ConfigError(
-                    f"out_json: {self.format} format needs out_json (or out_csv to derive it from)"
+                    f"--format {self.format} writes a prediction JSON: give its path with "
+                    "--out-json, or a CSV path with --out-csv (the JSON then takes its name)"
                 )
             self.out_json = os.path.splitext(self.out_csv)[0] + ".json"
         if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.order is not None:
             self.order = [str(t) for t in self.order]
 
@@ -362,45 +369,48 @@ class SweepConfig:
     heads: list[str] = field(
         default_factory=lambda: ["mean", "concat", "late", "cvf", "temporal", "lightgbm"]
     )
-    """Heads to fit, each a registered head name."""
+    """Heads to fit, a comma list of registered head names."""
     view_sets: list[str] = field(default_factory=lambda: ["ego", "exo", "all"])
-    """View sets to fit on (each a views spec like ``ego`` or ``ego,exo2``); each loaded once."""
+    """View sets to fit on, separated by semicolons, each written as for skill fit --views
+    (ego, or ego,exo2); each is loaded once."""
     seeds: list[int] = field(default_factory=lambda: [0])
-    """Seeds per (head, view set); the table reports mean and sample std over them."""
+    """Seeds per head and view set; the table reports mean and sample std over them."""
     stores: list[str] = field(default_factory=list)
-    """Token stores to sweep, one per backbone or adapter, extracted from the same takes; the
-    table gets a backbone column. The store argument (``fit.store``) is swept too: it is put
-    first when not listed. Empty = just that store.
+    """More token stores to sweep, one per backbone or adapter, extracted from the same takes;
+    the table gets a backbone column. The store given as the argument is swept too, first
+    when this list does not name it. Default: that store alone.
 
     Stores whose completed takes, splits, labels or participants differ are refused before
     any fit (a comparison is only fair on the same takes)."""
     name: str = "sweep"
-    """Sweep folder name inside ``fit.out_dir``. A folder of that name recording the same
+    """Sweep folder name inside the --out-dir folder. A folder of that name recording the same
     settings (its sweep.json) is resumed: finished runs are kept, the rest fitted; one with
-    other settings is left alone and the sweep gets a suffix -2, -3..."""
+    other settings is left alone and the sweep gets a suffix -2, -3 and so on."""
 
     def __post_init__(self) -> None:
         self.heads, self.view_sets = list(self.heads), list(self.view_sets)
         if not self.heads or not self.view_sets or not self.seeds:
             raise ConfigError(
-                "heads, view_sets, seeds: a sweep needs at least one head, one view set and "
-                "one seed"
+                "a sweep needs at least one head, one view set and one seed (--heads, "
+                "--view-sets, --seeds)"
             )
         for head in self.heads:
-            _check_head(head, "heads")
+            _check_head(head, "--heads")
         try:
             self.seeds = [int(s) for s in self.seeds]
         except (TypeError, ValueError):
-            raise ConfigError(f"seeds must be integers, not {self.seeds!r}") from None
-        if not self.name or "/" in self.name or self.name.startswith(".") or os.sep in self.name:
-            raise ConfigError(f"name: sweep name {self.name!r} must be a plain folder name")
+            bad = [s for s in self.seeds if not str(s).strip().lstrip("-").isdigit()]
+            raise ConfigError(
+                f"--seeds must be integers, not {', '.join(map(repr, bad))}"
+            ) from None
+        _folder_name("--name", self.name)
         self.stores = [str(s) for s in self.stores]
         seen: dict[str, str] = {}
         for store in self.stores:
             where = os.path.realpath(store)
             if where in seen:
                 raise ConfigError(
-                    f"stores: {store} is listed twice"
+                    f"--stores: {store} is listed twice"
                     + (f" (as {seen[where]})" if seen[where] != store else "")
                 )
             seen[where] = store

@@ -17,7 +17,8 @@ may set ``multiview_dropout``, the view dropout it trains with by default when a
 than one view (``FitConfig.view_dropout`` None), and ``default_lr``, its peak learning rate
 when ``FitConfig.lr`` is None (:data:`DEFAULT_LR` where it sets none).
 This module imports nothing heavy itself: importing the head modules (torch) happens on the
-first look-up.
+first look-up. :func:`declared_head_names` reads the names from the modules' source instead,
+so that a command can check a head name before it loads torch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +34,8 @@ HEADS: dict[str, type] = {}
 # Peak AdamW learning rate of a head whose class sets no ``default_lr``.
 DEFAULT_LR = 1e-3
 _MARKER = "@register_head("
+# The name in a registering line: @register_head("name") or @register_head('name').
+_DECLARED = re.compile(r"""^@register_head\(\s*(["'])([^"']+)\1\s*\)""", re.MULTILINE)
 _discovered = False
 
 
@@ -47,19 +51,39 @@ def register_head(name: str) -> Callable[[type], type]:
     return add
 
 
+def _head_modules() -> dict[str, str]:
+    """Module name -> source, for each module of the ``skill.heads`` package that registers a
+    head (a line starting with ``@register_head(``)."""
+    folder = Path(__file__).parent  # the skill.heads package
+    found = {}
+    for module in pkgutil.iter_modules([str(folder)]):
+        path = folder / f"{module.name}.py"
+        if module.ispkg or not path.is_file():
+            continue
+        source = path.read_text()
+        if any(line.startswith(_MARKER) for line in source.splitlines()):
+            found[module.name] = source
+    return found
+
+
 def discover() -> None:
     """Import every module of ``skill.heads`` that registers a head (once)."""
     global _discovered
     if _discovered:
         return
-    folder = Path(__file__).parent  # the skill.heads package
-    for module in pkgutil.iter_modules([str(folder)]):
-        path = folder / f"{module.name}.py"
-        if module.ispkg or not path.is_file():
-            continue
-        if any(line.startswith(_MARKER) for line in path.read_text().splitlines()):
-            importlib.import_module(f"{__package__}.{module.name}")
+    for name in _head_modules():
+        importlib.import_module(f"{__package__}.{name}")
     _discovered = True
+
+
+def declared_head_names() -> list[str]:
+    """The names :func:`head_names` gives, sorted, read from the head modules' source (their
+    ``@register_head("name")`` lines) without importing them, so without torch; heads
+    registered at run time by other code are included."""
+    declared = {
+        m.group(2) for source in _head_modules().values() for m in _DECLARED.finditer(source)
+    }
+    return sorted(declared | set(HEADS))
 
 
 def head_names() -> list[str]:

@@ -275,7 +275,7 @@ def write_run(
             write_json(staging / "metrics.json", metrics)
             write_predictions_csv(staging / "predictions.csv", predictions, sel.class_names)
             if cfg.plots:
-                write_plots(staging, sel, head, metrics)
+                write_plots(staging, sel, head, metrics, cfg)
             write_json(staging / "config.json", run_config(cfg, sel, splits, head))
             return publish(staging, out_dir, cfg.name)
         except BaseException:
@@ -329,16 +329,18 @@ def run_config(cfg: FitConfig, sel: Selection, splits: Splits, head: TrainableHe
     }
 
 
-def write_plots(folder: Path, sel: Selection, head: TrainableHead, metrics: dict) -> None:
-    from skill.heads.plots import plot_confusion, plot_curve
+def write_plots(
+    folder: Path, sel: Selection, head: TrainableHead, metrics: dict, cfg: FitConfig
+) -> None:
+    from skill.heads.plots import plot_confusion, plot_curve, run_title
 
+    title = run_title(cfg.out_dir, cfg.name, cfg.head, cfg.views, cfg.seed)
     panels = [
-        (f"{name} (top-1 {metrics[name]['top1']:.3f})", np.array(metrics[name]["confusion"]))
-        for name in ("val", "test")
-        if name in metrics
+        (name, np.array(metrics[name]["confusion"])) for name in ("val", "test") if name in metrics
     ]
-    plot_confusion(panels, sel.class_names, folder / "confusion.png")
-    plot_curve(head.history, folder / "curve.png", head.step, best=head.best)
+    plot_confusion(panels, sel.class_names, folder / "confusion.png", title=title)
+    takes = {name: metrics[name]["n"] for name in ("train", "val") if name in metrics}
+    plot_curve(head.history, folder / "curve.png", head.step, head.best, title, takes)
 
 
 def write_predictions_csv(path: Path, predictions: dict, class_names: list[str]) -> None:

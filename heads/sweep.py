@@ -4,6 +4,8 @@ Each (store, view set) is loaded once (and only when one of its fits is still to
 reused for all its heads and seeds. Runs are written inside the sweep folder
 ``<out_dir>/<name>/`` (``sweep``, or ``sweep-2``... when taken by other settings) as
 ``<head>-<views>-s<seed>/``; the table is written last as ``sweep.csv`` and ``sweep.md``.
+Its progress (``skill.progress``) is a line ``run 3 of 12: cvf on ego, seed 1`` before each
+run, the runs done with rate and ETA, and each fit's own epochs.
 Standard deviations are sample standard deviations over seeds (ddof = 1), 0 for a single
 seed; a metric missing for a split (no test split) is NaN / empty.
 
@@ -31,7 +33,7 @@ it is, the others are fitted, and the full table is written. A folder of that na
 the first free or matching ``name-2``, ``name-3``...; a folder without ``sweep.json`` is not a
 sweep folder and is skipped the same way. An unreadable ``sweep.json`` is an error naming it.
 
-One sweep at a time per ``--out-dir`` and ``--sweep-name``: a sweep holds the lock file
+One sweep at a time per ``--out`` and ``--sweep-name``: a sweep holds the lock file
 ``<out_dir>/.<name>.sweep.lock`` (an flock, which the kernel releases even when the holder is
 killed) from before it picks its folder until its table is written; a second one is refused
 at once, naming the holder (pid, host, since). A write that fails (a full disk, a read-only
@@ -68,6 +70,7 @@ from skill.heads.run_folder import (
     write_json,
 )
 from skill.heads.train import FitResult, fit
+from skill.progress import say, task
 
 METRICS = ("top1", "balanced_accuracy", "macro_f1")
 SPLITS = ("val", "test")
@@ -156,23 +159,28 @@ def _run_grid(cfg: SweepConfig, paths: list[str], labels: dict[str, str], config
     sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name, settings, passed_over)
     fits: dict[tuple, FitResult] = {}
     reused = 0
-    for path in paths:
-        out_dir = sweep_dir / folder_name(labels[path]) if several else sweep_dir
-        for views in view_sets:
-            selection = None  # loaded when a fit of this view set is still to do
-            for head in heads:
-                for seed in seeds:
-                    run = dataclasses.replace(
-                        configs[(path, head, views, seed)], out_dir=str(out_dir)
-                    )
-                    done = finished_run(run)
-                    reused += done is not None
-                    if done is None:
-                        if selection is None:
-                            selection = load_selection(path, views, run.allow_unfinished)
-                        done = fit(run, selection=selection)
-                    fits[(path, head, views, seed)] = done
-            del selection  # free this view set's tokens before loading the next
+    with task(f"sweep {sweep_dir}", total=len(configs), unit="run") as shown:
+        for path in paths:
+            out_dir = sweep_dir / folder_name(labels[path]) if several else sweep_dir
+            for views in view_sets:
+                selection = None  # loaded when a fit of this view set is still to do
+                for head in heads:
+                    for seed in seeds:
+                        run = dataclasses.replace(
+                            configs[(path, head, views, seed)], out_dir=str(out_dir)
+                        )
+                        done = finished_run(run)
+                        reused += done is not None
+                        backbone = labels[path] if several else ""
+                        title = run_title(len(fits) + 1, len(configs), run, backbone)
+                        say(f"{title}: already complete" if done else title)
+                        if done is None:
+                            if selection is None:
+                                selection = load_selection(path, views, run.allow_unfinished)
+                            done = fit(run, selection=selection)
+                        fits[(path, head, views, seed)] = done
+                        shown.update(len(fits))
+                del selection  # free this view set's tokens before loading the next
     rows = [
         summary_row(h, v, [fits[(p, h, v, s)] for s in seeds], backbone=labels[p])
         for p in paths
@@ -184,11 +192,18 @@ def _run_grid(cfg: SweepConfig, paths: list[str], labels: dict[str, str], config
         if base.plots:
             from skill.heads.plots import plot_sweep
 
-            plot_sweep(rows, sweep_dir / "sweep.png")
+            plot_sweep(rows, sweep_dir / "sweep.png", name=sweep_dir.name)
     return SweepResult(
         rows=rows, sweep_dir=sweep_dir, fits=list(fits.values()), reused=reused,
         passed_over=passed_over,
     )  # fmt: skip
+
+
+def run_title(number: int, runs: int, run: FitConfig, backbone: str = "") -> str:
+    """``run 3 of 12: cvf on ego,exo, seed 1`` (and the backbone's label with several
+    stores): the line a sweep prints before each run."""
+    store = f" ({backbone})" if backbone else ""
+    return f"run {number} of {runs}: {run.head} on {run.views}, seed {run.seed}{store}"
 
 
 # ---- several stores: labels and the same-takes check -----------------------------------------
@@ -328,7 +343,7 @@ def sweep_lock(out_dir: Path, name: str):
     def busy(holder: str) -> SweepBusy:
         return SweepBusy(
             f"{target}: another skill sweep is writing this sweep folder ({holder}); wait for "
-            "it to finish, or pass another --sweep-name or --out-dir"
+            "it to finish, or pass another --sweep-name or --out"
         )
 
     with contextlib.ExitStack() as stack:
@@ -541,7 +556,9 @@ def several_backbones(rows: list[dict]) -> bool:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """A markdown table, one line per ((backbone,) head, views), cells ``mean ± std``."""
+    """A markdown table, one line per ((backbone,) head, views), cells ``mean ± std``; with one
+    seed, the score alone under a line that says so (a std of one value says nothing)."""
+    spread = not one_seed(rows)
     splits = [s for s in SPLITS if any(r[f"n_{s}"] for r in rows)]
     backbone = several_backbones(rows)
     header = ["backbone"] * backbone + ["head", "views", "seeds"]
@@ -551,12 +568,23 @@ def markdown_table(rows: list[dict]) -> str:
     for row in rows:
         cells = [row.get("backbone", "")] * backbone
         cells += [row["head"], row["views"], str(row["seeds"])]
-        cells += [format_mean_std(row, f"{s}_{m}") for s in splits for m in METRICS]
-        cells.append(format_mean_std(row, "fit_seconds", digits=1))
+        cells += [format_mean_std(row, f"{s}_{m}", spread=spread) for s in splits for m in METRICS]
+        cells.append(format_mean_std(row, "fit_seconds", digits=1, spread=spread))
         cells += [format_number(row.get(f"{s}_majority_top1")) for s in splits]
         cells.append(format_number(row.get("chance")))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return ("" if spread else ONE_SEED_NOTE) + "\n".join(lines) + "\n"
+
+
+ONE_SEED_NOTE = (
+    "One seed: each cell is that seed's score; there is no spread over seeds to show "
+    "(`--seeds 0,1,2` gives the mean and std over three).\n\n"
+)
+
+
+def one_seed(rows: list[dict]) -> bool:
+    """Whether every row rests on a single seed (so a std over seeds would be a bare 0)."""
+    return all(row.get("seeds") == 1 for row in rows)
 
 
 def format_number(value, digits: int = 3) -> str:
@@ -569,6 +597,7 @@ def scenario_markdown(rows: list[dict]) -> str:
     seeds), one line per ((backbone,) head, views). A scenario's take count is in its column
     header when every line has the same, else in each cell."""
     backbone = several_backbones(rows)
+    spread = not one_seed(rows)
     text = ""
     for split in SPLITS:
         names = sorted({n for r in rows for n in r.get(f"{split}_per_scenario", {})})
@@ -581,23 +610,25 @@ def scenario_markdown(rows: list[dict]) -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row, score in zip(rows, scores, strict=True):
             cells = [row.get("backbone", "")] * backbone + [row["head"], row["views"]]
-            cells += [_scenario_cell(score.get(n), len(counts[n]) > 1) for n in names]
+            cells += [_scenario_cell(score.get(n), len(counts[n]) > 1, spread) for n in names]
             lines.append("| " + " | ".join(cells) + " |")
-        text += f"\n{split} top1 per scenario (mean ± std over seeds):\n\n" + "\n".join(lines)
+        what = "mean ± std over seeds" if spread else "one seed"
+        text += f"\n{split} top1 per scenario ({what}):\n\n" + "\n".join(lines)
         text += "\n"
     return text
 
 
-def _scenario_cell(score: dict | None, with_count: bool) -> str:
+def _scenario_cell(score: dict | None, with_count: bool, spread: bool = True) -> str:
     if score is None:
         return "-"
-    cell = format_mean_std(score, "top1")
+    cell = format_mean_std(score, "top1", spread=spread)
     return f"{cell} (n={score['n']})" if with_count and cell != "-" else cell
 
 
-def format_mean_std(row: dict, key: str, digits: int = 3) -> str:
-    """``0.612 ± 0.021`` for ``row[key_mean]``, ``row[key_std]``; ``-`` when missing."""
+def format_mean_std(row: dict, key: str, digits: int = 3, spread: bool = True) -> str:
+    """``0.612 ± 0.021`` for ``row[key_mean]``, ``row[key_std]`` (``0.612`` without
+    ``spread``); ``-`` when missing."""
     mean, std = row[f"{key}_mean"], row[f"{key}_std"]
     if mean is None or math.isnan(mean):
         return "-"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if spread else f"{mean:.{digits}f}"

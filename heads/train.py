@@ -26,6 +26,7 @@ from skill.heads.data import (
 )
 from skill.heads.interface import TrainableHead, new_head
 from skill.heads.metrics import evaluate
+from skill.progress import say
 
 __all__ = ["FitConfig", "FitResult", "fit", "fit_metrics"]
 
@@ -56,6 +57,8 @@ def fit(cfg: FitConfig, selection: Selection | None = None) -> FitResult:
     cfg = cfg.resolved(sel.num_views)  # what config.json records is what was used
     splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
     head = new_head(cfg.head)
+    if head.kind != "torch":  # the neural trainer reports its epochs; others say they started
+        say(f"fit {cfg.head} on {cfg.views}: training on {len(splits.train)} takes")
     head.fit(cfg, sel, splits)
     predictions = {
         name: (

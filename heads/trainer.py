@@ -7,7 +7,8 @@ stopping on the validation split (checked once an epoch) with the best epoch's w
 restored. With K > 1 cached clips a random
 clip per take is used each epoch at train time, and class probabilities are the mean over
 clips of the softmax at evaluation time. View dropout drops each valid view of a training
-take with probability ``view_dropout``, never all of them.
+take with probability ``view_dropout``, never all of them. Each epoch is reported to
+``skill.progress`` with its validation loss and balanced accuracy and the best epoch so far.
 
 Determinism: the same config and store give identical metrics and weights on one machine on
 CPU (seeded torch and numpy generators, ``torch.use_deterministic_algorithms`` during the
@@ -32,6 +33,7 @@ from skill.devices import resolve_device
 from skill.errors import SkillError
 from skill.heads.data import Selection, Splits, class_weights
 from skill.heads.registry import build_head, head_class, pools_tokens
+from skill.progress import task
 
 if TYPE_CHECKING:
     from skill.heads.config import FitConfig, TrainingBudget
@@ -223,17 +225,31 @@ def train_neural(cfg: FitConfig, sel: Selection, splits: Splits):
         model, options = state.model, head_options(cfg, sel)
         tracker = BestTracker(cfg.monitor, state.budget.patience)
         history: list[dict] = []
-        for epoch in range(1, state.budget.epochs + 1):
-            train_loss = train_epoch(state, sel.mask, splits.train)
-            row = validation_row(state, sel, splits)
-            lr = state.scheduler.get_last_lr()[0]
-            history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
-            tracker.update(epoch, row, model)
-            if tracker.should_stop(epoch):
-                break
+        what = f"fit {cfg.head} on {cfg.views}"
+        with task(what, total=state.budget.epochs, unit="epoch") as shown:
+            for epoch in range(1, state.budget.epochs + 1):
+                train_loss = train_epoch(state, sel.mask, splits.train)
+                row = validation_row(state, sel, splits)
+                lr = state.scheduler.get_last_lr()[0]
+                history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
+                tracker.update(epoch, row, model)
+                stop = tracker.should_stop(epoch)
+                shown.update(epoch, note=validation_note(row, history, tracker, stop))
+                if stop:
+                    break
         model.load_state_dict(tracker.state)
     model.to("cpu").eval()
     return model, options, history, tracker.epoch, state.budget
+
+
+def validation_note(row: dict, history: list[dict], tracker: BestTracker, stopped: bool) -> str:
+    """What a fit's progress shows after an epoch: its validation scores, the best epoch's
+    and whether early stopping ended the fit."""
+    note = f"val loss {row['val_loss']:.3f}, bal.acc {row['val_balanced_accuracy']:.3f}"
+    best = [h for h in history if h["epoch"] == tracker.epoch]  # none: before a resume
+    if best:
+        note += f"; best epoch {tracker.epoch} ({best[0]['val_balanced_accuracy']:.3f})"
+    return f"{note}; stopped early (patience {tracker.patience})" if stopped else note
 
 
 def schedule_record(budget: TrainingBudget, epochs_run: int) -> dict:

@@ -15,7 +15,8 @@ processes, one task at a time per worker, each worker with its own pipe:
   worker is also replaced after ``max_tasks_per_worker`` tasks (decord leaks memory).
 - **Parent death.** Workers ask Linux to SIGKILL them when the parent dies
   (``prctl(PR_SET_PDEATHSIG)``), and also poll their parent pid once a second, so a
-  SIGKILLed run leaves no orphan decoders behind. They ignore SIGINT: Ctrl-C is the
+  SIGKILLed run leaves no orphan decoders behind. They ignore SIGINT from birth (they
+  inherit SIGINT ignored, so a Ctrl-C while they import prints nothing): Ctrl-C is the
   parent's to handle, and closing the pool stops them.
 - **Bounded memory.** A worker holds one task at a time, so at most ``num_workers``
   results exist besides the ones the caller holds; ``imap_unordered`` / ``map_ordered``
@@ -44,6 +45,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -299,7 +301,10 @@ class DecodePool:
             name=f"skill-decode-{self.stats.spawned}",
             daemon=True,
         )
-        process.start()
+        # Started before the block: starting it would unblock SIGINT inside it.
+        resource_tracker.ensure_running()
+        with _born_ignoring_interrupts():
+            process.start()
         child_end.close()
         self.stats.spawned += 1
         worker = _Worker(process=process, conn=parent_end, spawned_at=time.monotonic())
@@ -423,6 +428,27 @@ def _unpack_job(item: tuple[Any, ...]) -> tuple[Hashable, tuple[Any, ...], dict[
     raise ValueError(f"a job is (job_id, args) or (job_id, args, kwargs), got {item!r}")
 
 
+@contextlib.contextmanager
+def _born_ignoring_interrupts() -> Iterator[None]:
+    """Processes started inside the block begin with SIGINT ignored (a disposition that
+    survives exec, and that Python keeps at start-up), so that a Ctrl-C reaching the whole
+    process group while they import is not a traceback in each. This process keeps its own
+    handler: SIGINT is blocked meanwhile, so one arriving then is delivered after the block,
+    not lost. Only the main thread can change signal handling; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_DFL if handler is None else handler)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _kill(worker: _Worker) -> None:
     """SIGKILL and reap."""
     with contextlib.suppress(OSError):
@@ -463,7 +489,8 @@ def _worker_main(
     ``None`` (or a closed pipe) stops the worker.
     """
     _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored from birth, see _spawn
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while it was born
     if initializer is not None:
         initializer()
     conn.send(("ready", None, None))

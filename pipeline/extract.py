@@ -96,6 +96,8 @@ ProgressFn = Callable[[int, int, int], None]  # (takes done, takes to do, failur
 
 def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> ExtractSummary:
     """Extract every pending take of `cfg.manifest` into `cfg.store` (see the module doc).
+    The takes done are shown by `skill.progress` (when the command turned it on) and passed
+    to `progress`, if given.
 
     Raises ManifestError / StoreError / BackboneError (ValueErrors with a clear message) for
     problems a user can fix, KeyboardInterrupt on Ctrl-C or SIGTERM."""
@@ -103,7 +105,9 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
 
     started = time.perf_counter()
     rank = distributed.current_rank()
-    dataset = read_takes(cfg.manifest, root=cfg.root, fmt=cfg.format, missing_videos="keep")
+    dataset = read_takes(
+        cfg.manifest, root=cfg.root, fmt=cfg.manifest_format, missing_videos="keep"
+    )
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
     missing, listed = check_missing_videos(cfg, rank, takes, dataset.missing_videos)
     if rank.is_coordinator:

@@ -1,5 +1,7 @@
 """The configuration of stage one, `skill extract`: one typed record, one docstring per
-field, from which the CLI's options are derived. Imports nothing heavy (`skill --help`)."""
+field, from which the CLI's options are derived (each docstring is its option's help, so it
+is prose that names other settings by their option, --stride for ``stride``). Imports nothing
+heavy (`skill --help`)."""
 
 from __future__ import annotations
 
@@ -27,16 +29,19 @@ class ExtractConfig:
     manifest: Path
     """Dataset description: the project's JSONL, an EgoExo4D annotation file or SkillFormer JSONL."""
     store: Path
-    """The Zarr store to create, or to append to / resume."""
+    """The Zarr store to create, or to append to or resume."""
     root: Path | None = None
-    """Folder that relative video paths start from (EgoExo4D: the dataset root)."""
-    format: str = "auto"
-    """Manifest format: auto, skill, egoexo4d or skillformer."""
+    """Folder that relative video paths start from (EgoExo4D: the dataset root). Default: the
+    manifest's folder (or its parent, when only the parent has a takes folder, as in
+    EgoExo4D's layout)."""
+    manifest_format: str = "auto"
+    """Manifest format: auto (told by the file), skill, egoexo4d or skillformer."""
     backbone: str = "timesformer-base-k600"
-    """A registered backbone name (`skill backbones` lists them), a hub id or a local
+    """A registered backbone name (skill backbones lists them), a hub id or a local
     checkpoint folder."""
     adapter: Path | None = None
-    """A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)."""
+    """A PEFT LoRA adapter folder (adapter_config.json and adapter_model.safetensors), as skill
+    adapt writes. Default: the backbone as it is."""
     tokens: str = "frame"
     """Token mode: frame (one per sampled frame), cls (one per clip), patch (all) or
     mean_all (timesformer: one per clip, the mean over all tokens, CLS included: SkillFormer's
@@ -49,39 +54,39 @@ class ExtractConfig:
     clips: int = 1
     """Clips per view (K)."""
     strategy: str = "uniform"
-    """Frame sampling: uniform, windows, skillformer-windows or segments. skillformer-windows
-    places a window as SkillFormer does, at int(np.linspace(start, start + T*stride, T)) (steps
-    of 4 and 5 for 16 frames at stride 4), where windows steps by exactly --stride; use it
-    for a model imported from SkillFormer."""
+    """Frame sampling: uniform, windows, skillformer-windows or segments. windows steps by
+    exactly --stride; skillformer-windows places a window's frames as SkillFormer does, evenly
+    over frames x stride frames and rounded down (steps of 4 and 5 for 16 frames at stride 4):
+    use it for a model imported from SkillFormer."""
     stride: int | None = None
-    """Frame step inside each window (windows; skillformer-windows: a window spans frames x
-    stride frames) or each segment (segments); Default 4. Refused with uniform sampling, where
-    frames are spread over the whole video."""
+    """Frame step inside each window (with skillformer-windows a window spans --frames x
+    --stride frames) or each segment. Refused with uniform sampling, where frames are spread
+    over the whole video. Default: 4."""
     segments: int = 4
-    """Number of dense segments (segments strategy); frames must be a multiple of it."""
+    """Number of dense segments with --sampling segments; --frames must be a multiple of it."""
     jitter: bool = False
     """Seeded random clip positions instead of fixed ones (per take and view)."""
     seed: int = 0
     """Seed of the sampling jitter."""
     snap: str = "exact"
     """exact: the sampled frames themselves; keyframe: each sampled position moved to the
-    nearest keyframe, so each frame costs one keyframe decode (about 5x less CPU for 16
-    uniform frames, benchmark 6) but lands up to half a keyframe interval (x264: 250 frames)
-    away. Frames snapping to the same keyframe repeat it (the stored indices show it); a view
-    whose keyframes cannot be trusted is decoded exactly, noted in view_note. Recorded in the
-    provenance: a keyframe store never mixes with an exact one."""
+    nearest keyframe, so each frame costs one keyframe decode (far less CPU; benchmark 6) but
+    lands up to half a keyframe interval (x264: 250 frames) away. Frames snapping to the same
+    keyframe repeat it (the stored frame indices show it); a view whose keyframes cannot be
+    trusted is decoded exactly, and the store notes it. Recorded in the provenance: a keyframe
+    store never mixes with an exact one."""
     batch_size: int = 8
     """Clips per backbone forward pass, gathered across takes and views."""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto (CUDA when available)."""
     workers: int = 2
-    """Decode worker processes (0 decodes in this process, for debugging only)."""
+    """Decode worker processes (0: decode in this process, for debugging only)."""
     timeout_s: float = 120.0
     """Seconds one video may take to decode before its worker is killed and the view failed."""
     decoders: list[str] = field(default_factory=lambda: ["auto"])
-    """Video decoders tried in order, each passing a file it cannot be trusted with to the
-    next: decord, pyav, torchcodec (the optional extra), or auto (PyAV, the fastest in
-    benchmark 3). A decoder alone fails the views it cannot read.
+    """Video decoders tried in order, a comma list, each passing a file it cannot be trusted
+    with to the next: decord, pyav, torchcodec (the optional extra), or auto (PyAV, the
+    fastest in benchmark 3). A decoder alone fails the views it cannot read.
 
     PyAV reads every file it can open, so decoders after it are never tried.
     """
@@ -97,10 +102,10 @@ class ExtractConfig:
     view ("video file missing: PATH"), a take with none of its videos as a failed take.
     Without it the run stops before decoding, listing them all."""
     limit: int | None = None
-    """Only the first N takes of the manifest (for trying things out)."""
+    """Only the first N takes of the manifest, for trying things out. Default: every take."""
     pack: bool = True
     """When the run finishes, rewrite the small per-take chunks into large ones so that
-    `skill fit` reads the store at disk speed (benchmark 2). A later run that writes takes
+    skill fit reads the store at disk speed (benchmark 2). A later run that writes takes
     unpacks the store first (which costs a rewrite), and packs it again at its end."""
 
     def __post_init__(self) -> None:
@@ -117,11 +122,14 @@ class ExtractConfig:
                 f"--time-embedding must be one of {', '.join(TIME_EMBEDDINGS)}, "
                 f"not {self.time_embedding!r}"
             )
-        for name in ("frames", "clips", "batch_size", "min_views"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("frames", "clips", "batch_size", "min_views", "segments", "stride"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1, not {value}")
         if self.workers < 0:
-            problems.append("--workers must be 0 or more")
+            problems.append(f"--workers must be 0 or more, not {self.workers}")
+        if self.seed < 0:
+            problems.append(f"--seed must be 0 or more, not {self.seed}")
         if self.strategy not in STRATEGIES:
             problems.append(
                 f"--sampling must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}"
@@ -197,5 +205,5 @@ class ExtractConfig:
                 seed=self.seed,
                 snap=self.snap,
             )
-        except ValueError as err:
+        except ValueError as err:  # a safety net: the checks above come first
             raise ConfigError(str(err)) from None

@@ -25,6 +25,7 @@ import numpy as np
 from skill.cache.recovery import store_write_errors
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, TakeResult
 from skill.pipeline.takes import Take
+from skill.progress import Task, task
 
 
 @dataclass
@@ -61,19 +62,20 @@ class ExtractLoop:
         # (row, view, clip, frames (T, H, W, 3) uint8) waiting for a backbone batch
         self.clip_queue: deque[tuple[int, int, int, np.ndarray]] = deque()
         self.done = 0
+        self.step: Task | None = None  # the progress the user sees (skill.progress)
 
     def run(self, work: list[tuple[int, Take]]) -> None:
         from skill.pipeline.decode import decode_view
         from skill.pipeline.decode_pool import DecodePool
 
-        self._report(len(work))
         pool = DecodePool(
             num_workers=self.cfg.workers,
             timeout_s=self.cfg.timeout_s,
             max_outstanding=max(2, 2 * self.cfg.workers),
             job=type(self).decode_job or decode_view,
         )
-        with pool:
+        with task("extracting", total=len(work), unit="take") as self.step, pool:
+            self._report(len(work))
             for job_id, decoded, error in pool.imap_unordered(self._decode_jobs(work)):
                 self._receive(job_id, decoded, error)
                 self._encode_ready(flush=False)
@@ -186,6 +188,8 @@ class ExtractLoop:
             self.store.write_take(state.row, state.result)
 
     def _report(self, total: int) -> None:
+        if self.step is not None:
+            self.step.update(self.done, note=f"{self.summary.failed} failed")
         if self.progress is not None:
             self.progress(self.done, total, self.summary.failed)
 

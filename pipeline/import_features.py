@@ -20,8 +20,8 @@ A per-video ``(T, D)`` becomes ``clips`` clips of ``T / clips`` tokens, or, with
 set, ``clips * tokens`` tokens, each the mean of an equal run of rows (videos of different
 lengths then agree). Width D and the token count must agree across videos; a file that
 disagrees, holds NaN/Inf or has another number of dimensions is refused by name. Takes are
-read and written one at a time into a store under a temporary name, renamed into place when
-all are in: a refusal half way leaves nothing behind.
+read one at a time and written in batches (`WRITE_BATCH_BYTES`) into a store under a
+temporary name, renamed into place when all are in: a refusal half way leaves nothing behind.
 
 Provenance: ``imported`` records the source (path, kind, sha256 of its content), the
 feature name and the token layout. An import of a skill export keeps the export's own
@@ -60,34 +60,36 @@ class FeatureImportError(SkillError, ValueError):
 
 @dataclass
 class ImportFeaturesConfig:
-    """Everything that decides an ``import features``."""
+    """Everything that decides an ``import features`` (the field docstrings are its options'
+    help)."""
 
     features: str
-    """An HDF5 file or a folder of .npy files: a `skill export`, or per-video features."""
+    """An HDF5 file or a folder of .npy files: a skill export, or per-video features."""
     store: str
     """The store to create (must not exist)."""
     manifest: str | None = None
     """The takes and their videos (any manifest format); needed for per-video features, which
-    are matched to each take's view videos by file stem."""
+    are matched to each take's view videos by file stem. Default: none (a skill export needs
+    none)."""
     feature: str | None = None
-    """Feature type in the file names (``<stem>_<feature>.npy``, e.g. i3d's rgb); None: the
-    only one found (or ``<stem>.npy``)."""
+    """Feature type in the file names (<stem>_<feature>.npy, such as i3d's rgb). Default: the
+    only one found (or plain <stem>.npy)."""
     clips: int = 1
     """Per-video features: clips per view (T rows are split into this many clips)."""
     tokens: int | None = None
     """Per-video features: tokens per clip, each the mean of an equal run of rows (so videos
-    of any length agree); None: every video must have the same T."""
+    of any length agree). Default: every row a token, and every video must have the same T."""
     manifest_format: str = "auto"
-    """The manifest's format (skill, egoexo4d, skillformer) or auto."""
+    """Manifest format: auto (told by the file), skill, egoexo4d or skillformer."""
 
     def __post_init__(self) -> None:
         self.features, self.store = str(self.features), str(self.store)
         if self.manifest is not None:
             self.manifest = str(self.manifest)
         if self.clips < 1:
-            raise ConfigError(f"clips must be >= 1, got {self.clips}")
+            raise ConfigError(f"--clips must be at least 1, not {self.clips}")
         if self.tokens is not None and self.tokens < 1:
-            raise ConfigError(f"tokens must be >= 1, got {self.tokens}")
+            raise ConfigError(f"--tokens must be at least 1, not {self.tokens}")
 
 
 @dataclass
@@ -105,7 +107,7 @@ class TakeData:
 class ImportPlan:
     """What the store will hold: views, labels, layout, provenance, its takes, and their
     arrays, read one take at a time (`data()` yields them in the order of `takes`) so that
-    memory holds one take, not the dataset."""
+    memory holds one batch of takes, not the dataset."""
 
     views: list[str]
     labels: list[str]
@@ -177,23 +179,54 @@ def _remove_lock_files(store_path: Path) -> None:
         layout.lock_file(store_path, suffix).unlink(missing_ok=True)
 
 
+WRITE_BATCH_BYTES = 64 << 20
+"""Tokens per `TokenStore.write_takes` call: a call costs a round of writes per array, so
+takes go in batches, not one by one; memory holds one batch."""
+
+
 def _write_takes(store, plan: ImportPlan) -> None:
+    """Every take of the plan, a batch of consecutive rows per `write_takes`. The new store is
+    packed while it is empty (a metadata change) and written a packed token chunk at a time:
+    no chunk per take is written, then copied and deleted (which made an import of 480 takes
+    16x as long as their export)."""
+    from skill.cache import layout
+
+    take_bytes = len(plan.views) * plan.clips * plan.tokens * plan.dim * 2  # float16
+    batch = max(1, WRITE_BATCH_BYTES // max(take_bytes, 1))
+    with store.writer_lock():
+        indices = store.add_takes(plan.takes)
+        store.pack()
+        tokens = layout.array_metadata(store.path, "tokens")
+        if layout.is_packed(tokens):
+            batch = layout.chunk_shape(tokens)[0]
+        results = (_take_result(plan, take) for take in plan.data())
+        pending: list = []
+        for i, result in zip(indices, results, strict=True):
+            if pending and (len(pending) == batch or i != pending[-1][0] + 1):
+                store.write_takes(pending[0][0], [r for _, r in pending])
+                pending = []
+            pending.append((i, result))
+        if pending:
+            store.write_takes(pending[0][0], [r for _, r in pending])
+        store.pack()
+
+
+def _take_result(plan: ImportPlan, take: TakeData):
+    """A take's arrays as the store records a complete take; frames unknown where the source
+    has none."""
     from skill.cache.store import STATUS_COMPLETE, TakeResult
 
     n_views = len(plan.views)
-    no_frames = np.full((n_views, plan.clips, plan.frames), -1, dtype=np.int32)
-    with store.writer_lock():
-        indices = store.add_takes(plan.takes)
-        for i, take in zip(indices, plan.data(), strict=True):
-            frames = take.frame_index if take.frame_index is not None else no_frames
-            times = take.timestamp if take.timestamp is not None else np.full(frames.shape, np.nan)
-            store.write_take(i, TakeResult(
-                tokens=take.tokens, valid=take.valid, frame_index=frames, timestamp=times,
-                padded=take.padded if take.padded is not None else np.zeros(n_views, dtype=int),
-                view_error=["" if ok else "no features" for ok in take.valid],
-                status=STATUS_COMPLETE,
-            ))  # fmt: skip
-        store.pack()
+    frames = take.frame_index
+    if frames is None:
+        frames = np.full((n_views, plan.clips, plan.frames), -1, dtype=np.int32)
+    times = take.timestamp if take.timestamp is not None else np.full(frames.shape, np.nan)
+    return TakeResult(
+        tokens=take.tokens, valid=take.valid, frame_index=frames, timestamp=times,
+        padded=take.padded if take.padded is not None else np.zeros(n_views, dtype=int),
+        view_error=["" if ok else "no features" for ok in take.valid],
+        status=STATUS_COMPLETE,
+    )  # fmt: skip
 
 
 # ---- planning: which source, which takes -------------------------------------------------
@@ -399,6 +432,8 @@ def _check_take_table(takes: list[TakeRow], labels: list[str], place: Callable[[
 
 HDF5_TAKE_COLUMNS = ("id", "uid", "label", "scenario", "participant", "split")
 """The take table under an HDF5 export's ``takes/``."""
+HDF5_TAKE_RECORDS = ("valid", "frame_index", "timestamp", "padded_frames")
+"""An HDF5 export's per-take datasets besides the tokens."""
 
 
 def _hdf5_export(source: Path, views, labels, geometry):
@@ -415,11 +450,15 @@ def _hdf5_export(source: Path, views, labels, geometry):
 
     def read(rows: list[int]) -> Iterator[TakeData]:
         with _open_hdf5(source) as f:
+            # the per-take records are small: read whole, once (a lookup per take and dataset
+            # cost more than the tokens' reads)
+            records = {name: f[name][()] for name in HDF5_TAKE_RECORDS}
+            tokens_of = f["tokens"]
             for i in rows:
-                tokens, valid = np.asarray(f["tokens"][i], dtype=np.float16), f["valid"][i]
+                tokens, valid = np.asarray(tokens_of[i], dtype=np.float16), records["valid"][i]
                 _check_finite(tokens[valid], f"{source}:tokens[{i}] (take {takes[i].take_id})")
-                yield TakeData(tokens, valid.astype(bool), f["frame_index"][i],
-                               f["timestamp"][i], f["padded_frames"][i])  # fmt: skip
+                yield TakeData(tokens, valid.astype(bool), records["frame_index"][i],
+                               records["timestamp"][i], records["padded_frames"][i])  # fmt: skip
 
     return takes, read
 
@@ -747,7 +786,7 @@ def _video_tokens(files: _FeatureFiles, key: str, cfg, agreed: _Agreed) -> np.nd
     if cfg.tokens is None and rows.shape[0] != agreed.rows:
         raise FeatureImportError(
             f"{where}: {rows.shape[0]} rows, but {agreed.first} has {agreed.rows}: pass "
-            "--tokens N to pool every video to N tokens per clip"
+            "--tokens-per-clip N to pool every video to N tokens per clip"
         )
     return _to_clips(rows, cfg.clips, cfg.tokens, where)
 

@@ -10,8 +10,10 @@ kills it with SIGKILL at that moment. Decode workers are not frozen: they must n
 parent's death by themselves.
 
 Events (in the main process, which is the only one that writes the store):
+- `import`: the command's modules (`skill.cli`) begin to load, inside the entry point.
 - `manifest`, `backbone`, `store`: start-up steps done (manifest read, backbone loaded, store
   open with the writer lock held and the takes registered).
+- `spawn`: a decode worker process was started (it is still loading its modules).
 - `encode`: a batch of clips went through the backbone (tokens not written yet).
 - `chunk`: one token chunk of a take was written (a take's write is VIEWS of these, then its
   small arrays, then its status).
@@ -86,11 +88,25 @@ def _status_written(value) -> None:
         fire("take")
 
 
+class _ImportEvent:
+    """A meta path finder that fires `event` when `module` begins to load (and finds
+    nothing itself: the import goes on as usual)."""
+
+    def __init__(self, module: str, event: str):
+        self.module, self.event = module, event
+
+    def find_spec(self, name, path=None, target=None):
+        if name == self.module:
+            fire(self.event)
+        return None
+
+
 def install() -> None:
     """Wrap the functions whose end is an event (see the module docstring)."""
     from skill.cache import layout
     from skill.cache.store import TokenStore
     from skill.pipeline import extract, manifest
+    from skill.pipeline.decode_pool import DecodePool
     from skill.pipeline.extract_loop import ExtractLoop
 
     _after(manifest, "read_takes", "manifest")
@@ -98,6 +114,8 @@ def install() -> None:
     _after(extract._CoordinatedStore, "__enter__", "store")
     _after(ExtractLoop, "_encode", "encode")
     _after(layout, "_copy_data", "relayout")
+    _after(DecodePool, "_spawn", "spawn")
+    sys.meta_path.insert(0, _ImportEvent("skill.cli", "import"))
     original_array = TokenStore._array
 
     def array(self, name: str):
@@ -148,10 +166,10 @@ def main(argv: list[str]) -> None:
         name, count = stop_at.split(":")
         _stop_at = (name, int(count))
     install()
-    from skill.cli import app
+    from skill.__main__ import main as skill_main  # the entry point, Ctrl-C guard included
 
     sys.argv = ["skill", *skill_args]
-    app()
+    skill_main()
 
 
 if __name__ == "__main__":

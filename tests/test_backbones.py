@@ -219,7 +219,7 @@ def test_unknown_names_fail_at_once_offline_and_list_the_registry(monkeypatch):
 def test_hub_ids_still_ask_the_hub(monkeypatch):
     asked = []
 
-    def fake_hub(repo_id, filename):
+    def fake_hub(repo_id, filename, label):
         asked.append((repo_id, filename))
         raise BackboneError(f"backbone {repo_id!r}: offline")
 

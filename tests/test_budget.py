@@ -64,12 +64,12 @@ def test_steps_or_epochs_given_set_the_budget():
 @pytest.mark.parametrize(
     "fields, named",
     [
-        ({"steps": 100, "epochs": 3}, "steps, epochs"),
-        ({"epochs": 3, "min_steps": 50}, "min_steps"),
-        ({"steps": 100, "min_epochs": 5}, "min_epochs"),
-        ({"patience": 4, "patience_frac": 0.5}, "patience, patience_frac"),
-        ({"steps": 0}, "steps must be >= 1"),
-        ({"patience_frac": 1.5}, "patience_frac"),
+        ({"steps": 100, "epochs": 3}, "one way: --steps or --epochs"),
+        ({"epochs": 3, "min_steps": 50}, "--min-steps"),
+        ({"steps": 100, "min_epochs": 5}, "--min-epochs"),
+        ({"patience": 4, "patience_frac": 0.5}, "--patience .* or --patience-frac"),
+        ({"steps": 0}, "--steps must be at least 1, not 0"),
+        ({"patience_frac": 1.5}, "--patience-frac"),
     ],
 )
 def test_conflicting_or_bad_budget_settings_are_refused(fields, named):
@@ -106,5 +106,5 @@ def test_adapt_takes_its_budget_the_same_way(tmp_path):
     budget = fit_config(adapt(steps=10), "cpu").budget(train_takes=12, grad_accum=2)
     assert (budget.rule, budget.steps_per_epoch, budget.epochs, budget.steps) == ("steps", 3, 4, 12)
     assert fit_config(adapt(), "cpu").budget(12, 2).patience == 0  # adapt's patience: epochs
-    with pytest.raises(ConfigError, match="--steps, --epochs"):
+    with pytest.raises(ConfigError, match="one way: --steps or --epochs"):
         adapt(steps=10, epochs=2)

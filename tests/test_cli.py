@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +94,7 @@ def pipeline_run(tmp_path_factory):
             "mean",
             "--views",
             "all",
-            "--out-dir",
+            "--out",
             runs,
             "--epochs",
             15,
@@ -187,7 +188,10 @@ def test_info_on_a_store_prints_a_readable_summary(pipeline_run):
         (["info", "/nonexistent/store.zarr"], "no such store"),
         (["extract", "/nonexistent/m.jsonl", "--store", "/tmp/x.zarr"], "m.jsonl"),
         (["fit", "/nonexistent/store.zarr"], "no such store"),
-        (["extract", "m.jsonl", "--store", "s.zarr", "--tokens", "pixels"], "--tokens"),
+        (
+            ["extract", str(ROOT / "pyproject.toml"), "--store", "s.zarr", "--tokens", "pixels"],
+            "--tokens",
+        ),  # settings are refused before the manifest is read
     ],
 )
 def test_expected_errors_are_one_clear_message(args, message):
@@ -218,3 +222,101 @@ def test_predict_refuses_a_store_of_another_backbone(pipeline_run, tmp_path):
     assert result.exit_code == 2
     assert "backbone.name" in result.output and "tiny-clip" in result.output
     assert not (tmp_path / "p.csv").exists()
+
+
+# ---- cheap mistakes are answered before heavy imports --------------------------------------
+HEAVY = ("torch", "transformers", "zarr", "lightgbm", "decord", "av")
+WATCH_IMPORTS = """
+import sys
+from skill.cli import app
+try:
+    app(sys.argv[1:], prog_name="skill")
+except SystemExit as done:
+    code = done.code
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print("heavy imports:", heavy, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fit", "/no/such.zarr"], "/no/such.zarr: no such store"),
+        (["fit", "STORE", "--head", "nosuch"], "--head: 'nosuch' is not a head"),
+        (["fit", "STORE", "--views", "ego,exo9"], "--views: unknown view 'exo9'"),
+        (["fit", "STORE", "--sweep", "--heads", "mean,nosuch"], "--heads: 'nosuch' is not"),
+        (["sweep", "STORE", "--view-sets", "ego;exo9"], "--view-sets: "),
+        (["sweep", "STORE", "--stores", "/no/other.zarr"], "/no/other.zarr: no such store"),
+        (["predict", "/no/such.zarr", "--run", "r", "--out", "p.csv"], "no such store"),
+        (["predict", "STORE", "--run", "r", "--out", "p.csv", "--views", "exo9"], "--views"),
+        (["adapt", "/no/m.jsonl", "--out", "a"], "/no/m.jsonl: manifest not found"),
+        (["extract", "/no/m.jsonl", "--store", "s.zarr"], "/no/m.jsonl: manifest not found"),
+    ],
+)
+def test_a_cheap_mistake_is_refused_before_torch_is_imported(args, message, tmp_path):
+    """A wrong store, view, head or manifest costs a second, not the import of torch."""
+    from tests.token_store import build_token_store
+
+    store = build_token_store(tmp_path / "store.zarr", n_participants=12, takes_per_participant=1)
+    args = [str(store.path) if arg == "STORE" else arg for arg in args]
+    script = WATCH_IMPORTS.format(heavy=HEAVY)
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in " ".join(done.stderr.split()), done.stderr
+    assert "heavy imports: []" in done.stderr, done.stderr
+
+
+def test_the_declared_head_names_are_the_registered_ones_without_importing_a_head():
+    check = (
+        "import sys\n"
+        "from skill.heads.registry import declared_head_names\n"
+        "names = declared_head_names()\n"
+        "assert 'torch' not in sys.modules\n"
+        "from skill.heads.registry import head_names\n"
+        "assert names == head_names(), (names, head_names())\n"
+        "print(names)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cvf" in done.stdout and "lightgbm" in done.stdout
+
+
+# ---- tables and lines in a log are never cut ----------------------------------------------
+def test_a_sweep_table_written_to_a_log_keeps_every_cell_whole(tmp_path):
+    """Output that is not a terminal (here typer's runner; a file or a pipe alike) gets each
+    table row on one line, every cell whole, however wide: rich would fit it to 80 columns."""
+    from tests.token_store import PROVENANCE, build_token_store
+
+    long_name = "a-backbone-whose-name-alone-is-wider-than-half-a-terminal-line"
+    other = {**PROVENANCE, "backbone": {"name": long_name, "adapter": None}}
+    small = {"n_participants": 20, "takes_per_participant": 2}  # train, val and test
+    a = build_token_store(tmp_path / "a.zarr", **small).path
+    b = build_token_store(tmp_path / "b.zarr", **small, seed=1, provenance=other).path
+    result = invoke(
+        "sweep", a, "--stores", b, "--heads", "mean", "--view-sets", "ego", "--seeds", "0,1",
+        "--epochs", "1", "--hidden", "8", "--no-plots", "--out", tmp_path / "runs",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    rows = [line for line in lines if " mean " in line and "±" in line]
+    assert len(rows) == 2, result.output  # one row per backbone, each on one line
+    assert any(long_name in row for row in rows) and "…" not in result.output
+    for row in rows:  # val and test, top-1 and balanced accuracy: mean ± std, all four whole
+        assert len(re.findall(r"\d\.\d{3} ± \d\.\d{3}", row)) == 4, row
+    header = next(line for line in lines if "val top-1" in line)
+    assert "test bal.acc" in header and "s/fit" in header
+    assert max(map(len, rows)) > 80  # wider than the 80 columns rich assumes off a terminal
+
+
+def test_a_long_line_to_a_log_is_not_wrapped():
+    import io
+
+    from skill.cli import OutputConsole
+
+    log = io.StringIO()
+    line = "predicted 48 takes of split test -> " + "/a/rather/deep/folder" * 8 + "/pred.csv"
+    OutputConsole(file=log).print(line)
+    assert log.getvalue() == line + "\n"

@@ -57,7 +57,7 @@ def run_folder(stores, tmp_path_factory) -> Path:
     """A run fitted on the sound packed store (what `skill predict` is given)."""
     out = tmp_path_factory.mktemp("corrupt-runs")
     code, output = invoke_cli("fit", str(stores["packed"]), "--head", "mean", "--epochs", "1",
-                              "--out-dir", str(out), "--no-plots", "--name", "run")  # fmt: skip
+                              "--out", str(out), "--no-plots", "--name", "run")  # fmt: skip
     assert code == 0, output
     return out / "run"
 
@@ -326,7 +326,7 @@ READ_CASES = [c for c in CASES if c.read is not None]  # arrays that fit and pre
 def test_every_reading_command_refuses_with_one_line(damaged, tmp_path):
     case, path = damaged
     code, output = invoke_cli("fit", str(path), "--head", "mean", "--epochs", "1",
-                              "--out-dir", str(tmp_path / "runs"), "--no-plots")  # fmt: skip
+                              "--out", str(tmp_path / "runs"), "--no-plots")  # fmt: skip
     assert code == 2, output
     assert output.startswith("error: ") and case.read in output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

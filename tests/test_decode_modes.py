@@ -243,5 +243,5 @@ def test_extract_help_documents_the_keyframe_mode() -> None:
 
     code, output = invoke_cli("extract", "--help")
     assert code == 0, output
-    output = " ".join(output.replace("│", " ").split())  # rich's table borders off
-    assert "--snap" in output and "nearest keyframe" in output and "view_note" in output
+    output = " ".join(output.split())
+    assert "--snap" in output and "nearest keyframe" in output and "the store notes it" in output

@@ -38,7 +38,7 @@ def completed(info) -> int:
 def test_fit_on_a_view_that_failed_everywhere(no_ego, tmp_path):
     n = completed(no_ego)
     code, output = invoke_cli("fit", str(no_ego.path), "--views", "ego", *QUICK,
-                              "--out-dir", str(tmp_path))  # fmt: skip
+                              "--out", str(tmp_path))  # fmt: skip
     assert code == 2, output
     assert "Traceback" not in output
     assert output.endswith(
@@ -46,7 +46,7 @@ def test_fit_on_a_view_that_failed_everywhere(no_ego, tmp_path):
         "completed takes; views with data: exo1, exo2)"
     )
     code, output = invoke_cli("fit", str(no_ego.path), "--views", "ego,exo3", *QUICK,
-                              "--out-dir", str(tmp_path))  # fmt: skip
+                              "--out", str(tmp_path))  # fmt: skip
     assert code == 2, output
     assert (
         f"no completed take has a valid view among ego, exo3 (ego failed in {n} of {n} "
@@ -61,7 +61,7 @@ def test_no_completed_take_at_all(tmp_path):
     )
     with pytest.raises(SelectionError, match=r"no completed take to read \(20 takes in the store"):
         load_selection(info.path, "all")
-    code, output = invoke_cli("fit", str(info.path), *QUICK, "--out-dir", str(tmp_path))
+    code, output = invoke_cli("fit", str(info.path), *QUICK, "--out", str(tmp_path))
     assert code == 2 and "Traceback" not in output
     assert "all pending or failed); run skill extract to finish them" in output
 
@@ -69,7 +69,7 @@ def test_no_completed_take_at_all(tmp_path):
 def test_empty_train_split_names_the_split_and_the_sizes(tmp_path):
     info = build_token_store(tmp_path / "s.zarr", n_participants=10)
     _set_splits(info.path, "train", "test")
-    code, output = invoke_cli("fit", str(info.path), *QUICK, "--out-dir", str(tmp_path))
+    code, output = invoke_cli("fit", str(info.path), *QUICK, "--out", str(tmp_path))
     assert code == 2, output
     assert "Traceback" not in output
     assert (
@@ -83,7 +83,7 @@ def test_empty_val_split_names_the_split_and_the_sizes(tmp_path):
     # one participant and no split column: the grouped split cannot carve a val set
     info = build_token_store(tmp_path / "s.zarr", n_participants=1, takes_per_participant=9,
                              with_splits=False)  # fmt: skip
-    code, output = invoke_cli("fit", str(info.path), *QUICK, "--out-dir", str(tmp_path))
+    code, output = invoke_cli("fit", str(info.path), *QUICK, "--out", str(tmp_path))
     assert code == 2, output
     assert "Traceback" not in output
     assert (
@@ -96,7 +96,7 @@ def test_empty_val_split_names_the_split_and_the_sizes(tmp_path):
 def test_predict_on_a_store_without_the_runs_views(tmp_path):
     good = build_token_store(tmp_path / "good.zarr", n_participants=8)
     code, output = invoke_cli("fit", str(good.path), "--views", "ego", *QUICK,
-                              "--out-dir", str(tmp_path / "runs"))  # fmt: skip
+                              "--out", str(tmp_path / "runs"))  # fmt: skip
     assert code == 0, output
     run = tmp_path / "runs" / "mean-ego-s0"
     bad = build_token_store(tmp_path / "bad.zarr", n_participants=8, failed_views=("ego",))

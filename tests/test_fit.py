@@ -135,13 +135,13 @@ def test_killed_fit_leaves_no_run_that_looks_complete(store, selection, tmp_path
 
 
 def test_config_rejects_conflicting_settings(store):
-    with pytest.raises(ValueError, match="epochs must be >= 1"):
+    with pytest.raises(ValueError, match="--epochs must be at least 1"):
         FitConfig(store=str(store.path), epochs=0)
-    with pytest.raises(ValueError, match="val_frac"):
+    with pytest.raises(ValueError, match="--val-frac"):
         FitConfig(store=str(store.path), val_frac=1.0)
-    with pytest.raises(ValueError, match="unknown head 'nope'"):
+    with pytest.raises(ValueError, match="'nope' is not a head"):
         FitConfig(store=str(store.path), head="nope")
-    with pytest.raises(ValueError, match="view_dropout"):
+    with pytest.raises(ValueError, match="--view-dropout"):
         FitConfig(store=str(store.path), view_dropout=1.0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
@@ -303,7 +303,7 @@ def test_every_config_field_has_a_docstring_and_fit_defaults_to_cvf(store):
                 described = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
                 assert described, f"{cls.name}.{node.target.id} has no docstring"
     assert FitConfig(store=str(store.path)).head == "cvf"
-    with pytest.raises(ValueError, match="lgbm_feature_fraction must be in"):
+    with pytest.raises(ValueError, match="--lgbm-feature-fraction must be in"):
         FitConfig(store=str(store.path), lgbm_feature_fraction=0.0)
 
 

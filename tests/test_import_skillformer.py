@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -242,12 +243,47 @@ def test_import_extract_predict_gives_skillformers_probabilities(setup):
     np.testing.assert_allclose(got.probs, want, atol=2e-3)
 
 
-def test_pointing_extract_at_the_skillformer_folder_says_what_to_do(setup):
-    from skill.pipeline.backbones import BackboneError, check_adapter_folder
+def _one_take_manifest(folder: Path) -> Path:
+    """A manifest of one take whose (dummy) video exists: extract checks the files before
+    loading the backbone and decodes them only after."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ego.mp4").write_bytes(b"\x00")
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text(json.dumps({"take": "t1", "videos": {"ego": "ego.mp4"}, "label": None}))
+    return manifest
 
-    _, _, sf = setup
-    with pytest.raises(BackboneError, match="skill import skillformer.*vision_encoder"):
-        check_adapter_folder(sf)
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        lambda sf, base: ["--backbone", str(sf)],
+        lambda sf, base: ["--backbone", str(sf / "vision_encoder")],
+        lambda sf, base: ["--backbone", str(base), "--adapter", str(sf)],
+        # The raw adapter alone would extract with nearest time embeddings, without a word.
+        lambda sf, base: ["--backbone", str(base), "--adapter", str(sf / "vision_encoder")],
+    ],
+    ids=["backbone", "backbone-vision-encoder", "adapter", "adapter-vision-encoder"],
+)
+def test_pointing_extract_at_the_skillformer_folder_suggests_only_the_import(
+    setup, tmp_path, flags
+):
+    _, base, sf = setup
+    manifest, store = _one_take_manifest(tmp_path), tmp_path / "tokens.zarr"
+    args = ["extract", str(manifest), "--store", str(store), "--frames", str(FRAMES)]
+    code, output = invoke_cli(*args, *flags(sf, base), "--device", "cpu")
+    assert code == 2, output
+    assert f"SkillFormer model folder {sf}" in output or f"{sf}: a SkillFormer" in output, output
+    assert f"run `skill import skillformer {sf} --out OUT`" in output, output
+    assert "or pass" not in output and not store.exists(), output
+
+
+def test_the_import_still_loads_the_raw_adapter_with_linear_time_embeddings(setup):
+    from skill.pipeline.backbones import load_backbone
+
+    _, base, sf = setup
+    loaded = load_backbone(str(base), adapter=sf / "vision_encoder", num_frames=FRAMES,
+                           token_mode="mean_all", time_embedding="linear")  # fmt: skip
+    assert loaded.adapter is not None
 
 
 def _copy(sf: Path, dest: Path) -> Path:
@@ -264,7 +300,7 @@ def _copy(sf: Path, dest: Path) -> Path:
         (lambda d: __import__("shutil").rmtree(d / "vision_encoder"), "vision_encoder: missing"),
         (lambda d: (d / "components.pt").unlink(), "components.pt: missing"),
         (lambda d: (d / "components.pt").write_bytes(b"not a pickle"),
-         r"components.pt: cannot be read with torch.load\(weights_only=True\)"),
+         r"components.pt: refused: not a file of plain tensors \(Unsupported operand"),
         (lambda d: _edit(d, num_views=6), "config.json: num_views 6"),
         (lambda d: _edit(d, num_views=0), "config.json: num_views must be a positive int"),
         (lambda d: (d / "vision_encoder" / "adapter_model.safetensors").unlink(),
@@ -274,7 +310,8 @@ def _copy(sf: Path, dest: Path) -> Path:
         (lambda d: _narrow_lora(d / "vision_encoder"),
          r"vision_encoder/adapter_model.safetensors: .*lora_A.* has shape \[4, 48\]"),
         (lambda d: torch.save({"projector": _NotATensor(), "classifier": {}}, d / "components.pt"),
-         r"components.pt: cannot be read with torch.load\(weights_only=True\)"),
+         r"components.pt: refused: it holds a pickled reference to "
+         r"tests.test_import_skillformer._NotATensor \(a Python object, not a tensor\)"),
         (lambda d: _edit(d, model_type="other"), "config.json: model_type is 'other'"),
         (lambda d: _edit(d, projector_hidden_dim=7),
          "components.pt: projector.proj1.weight has shape"),
@@ -308,6 +345,27 @@ def test_another_backbone_is_refused(setup, tmp_path):
 
 class _NotATensor:
     """A pickled class: torch.load(weights_only=True) must refuse it, never run it."""
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        lambda: b"not a pickle",
+        lambda: pickle.dumps({"projector": _NotATensor()}),
+        lambda: pickle.dumps({"projector": print}),
+    ],
+    ids=["garbage", "class", "function"],
+)
+def test_the_refusal_of_components_never_advises_unsafe_loading(setup, tmp_path, content):
+    # torch's own message advises weights_only=False (with ANSI codes in one case).
+    _, base, sf = setup
+    folder = _copy(sf, tmp_path / "sf")
+    (folder / "components.pt").write_bytes(content())
+    code, output = invoke_cli("import", "skillformer", str(folder), "--out", str(tmp_path / "o"),
+                              "--backbone", str(base))  # fmt: skip
+    assert code == 2 and f"{folder / 'components.pt'}: refused: " in output, output
+    assert "weights_only" not in output and "\x1b" not in output, output
+    assert not (tmp_path / "o").exists()
 
 
 def _narrow_lora(adapter: Path) -> None:

@@ -146,6 +146,45 @@ def test_export_then_import_gives_identical_tokens_and_take_table(synthetic, fmt
     assert len(imported.provenance["imported"]["sha256"]) == 64
 
 
+@pytest.mark.parametrize("batch_takes", [1, 5, None], ids=["one", "five", "all"])
+def test_an_import_writes_takes_in_batches_and_the_same_store(
+    synthetic, tmp_path, monkeypatch, batch_takes
+):
+    # One write_takes per packed token chunk (a call costs a round of writes per array), a
+    # batch of WRITE_BATCH_BYTES where a chunk would hold one take (the write layout); a
+    # batch that does not divide the takes ends short.
+    from skill.cache import layout
+    from skill.cache.export import ExportConfig, export_store
+    from skill.pipeline import import_features as module
+    from tests.token_store import CLIPS, DIM, TOKENS, VIEWS
+
+    take_bytes = len(VIEWS) * CLIPS * TOKENS * DIM * 2
+    if batch_takes is not None:
+        monkeypatch.setattr(layout, "PACKED_CHUNK_BYTES", batch_takes * take_bytes + 1)
+        monkeypatch.setattr(module, "WRITE_BATCH_BYTES", batch_takes * take_bytes + 1)
+    calls = []
+    write_takes = TokenStore.write_takes
+
+    def counted(store, start, results):
+        calls.append((start, len(results)))
+        write_takes(store, start, results)
+
+    monkeypatch.setattr(TokenStore, "write_takes", counted)
+    export_store(ExportConfig(store=str(synthetic.path), out=str(tmp_path / "e.h5")))
+    store = tmp_path / "i.zarr"
+    module.import_features(module.ImportFeaturesConfig(features=tmp_path / "e.h5", store=store))
+    want = completed_view(synthetic.path)
+    size = batch_takes or len(want)
+    assert calls == [(start, min(size, len(want) - start)) for start in range(0, len(want), size)]
+    got = completed_view(store)
+    assert TokenStore.open(store).layout()["tokens"] == ("write" if batch_takes == 1 else "packed")
+    assert list(got) == list(want)
+    for take, expected in want.items():
+        np.testing.assert_array_equal(got[take]["tokens"], expected["tokens"], err_msg=take)
+        for got_array, want_array in zip(got[take]["frames"], expected["frames"], strict=True):
+            np.testing.assert_array_equal(got_array, want_array, err_msg=take)
+
+
 def test_hdf5_export_layout(synthetic, tmp_path):
     out = tmp_path / "e.h5"
     assert invoke_cli("export", str(synthetic.path), str(out))[0] == 0
@@ -257,7 +296,8 @@ def test_video_features_folder_imports_and_fits(tmp_path):
     features = write_video_features(tmp_path, manifest)
     store = tmp_path / "imported.zarr"
     code, output = invoke_cli("import", "features", str(features), "--manifest", str(manifest),
-                              "--store", str(store), "--feature", "r21d", "--tokens", "4")  # fmt: skip
+                              "--store", str(store), "--feature", "r21d",
+                              "--tokens-per-clip", "4")  # fmt: skip
     assert code == 0, output
     imported = TokenStore.open(store)
     assert (imported.views, imported.clips, imported.tokens, imported.dim) == (
@@ -271,7 +311,7 @@ def test_video_features_folder_imports_and_fits(tmp_path):
     rows = np.load(features / "take00_ego_r21d.npy")
     want = np.stack([p.mean(axis=0) for p in np.array_split(rows, 4)]).astype(np.float16)
     np.testing.assert_array_equal(imported.read_tokens([0], [0])[0, 0, 0], want)
-    code, output = invoke_cli("fit", str(store), *QUICK_FIT, "--out-dir", str(tmp_path / "runs"))
+    code, output = invoke_cli("fit", str(store), *QUICK_FIT, "--out", str(tmp_path / "runs"))
     assert code == 0, output
     metrics = json.loads((tmp_path / "runs" / "mean-all-s0" / "metrics.json").read_text())
     assert metrics  # the run was written
@@ -349,7 +389,8 @@ def test_bad_features_give_one_line_naming_the_file(tmp_path, corrupt, problem):
     bad = corrupt(features)
     store = tmp_path / "s.zarr"
     code, output = invoke_cli("import", "features", str(features), "--manifest", str(manifest),
-                              "-s", str(store), "--feature", "r21d", "--tokens", "4")  # fmt: skip
+                              "-s", str(store), "--feature", "r21d",
+                              "--tokens-per-clip", "4")  # fmt: skip
     assert code == 2, output
     assert output.startswith("error: ") and "Traceback" not in output
     assert problem in output
@@ -373,7 +414,7 @@ def test_predict_refuses_an_extracted_run_on_foreign_features_but_takes_its_own_
     synthetic, tmp_path
 ):
     runs = tmp_path / "runs"
-    code, output = invoke_cli("fit", str(synthetic.path), *QUICK_FIT, "--out-dir", str(runs))
+    code, output = invoke_cli("fit", str(synthetic.path), *QUICK_FIT, "--out", str(runs))
     assert code == 0, output
     run = runs / "mean-all-s0"
     export = tmp_path / "e.h5"
@@ -449,7 +490,7 @@ def test_predict_order_by_uid_writes_take_names(tmp_path):
     table = TokenStore.open(store).take_table()
     assert table.uid.tolist() == [f"{t:08x}-uid" for t in range(16)]
     runs = tmp_path / "runs"
-    assert invoke_cli("fit", str(store), *QUICK_FIT, "--out-dir", str(runs))[0] == 0
+    assert invoke_cli("fit", str(store), *QUICK_FIT, "--out", str(runs))[0] == 0
     test_rows = np.flatnonzero(table.split == "test")
     order = tmp_path / "order.txt"
     # the ground truth lists uids, in its own order; one take named by its name

@@ -102,7 +102,7 @@ def test_packing_twice_changes_nothing_and_big_takes_stay_unpacked(source, tmp_p
     assert_same(contents(other), contents(source))
 
 
-def test_a_packed_store_refuses_take_writes(source, tmp_path):
+def test_a_packed_store_refuses_take_writes_that_are_not_whole_chunks(source, tmp_path):
     path = copy(source, tmp_path)
     store = TokenStore.open(path, "a")
     store.pack()
@@ -113,7 +113,8 @@ def test_a_packed_store_refuses_take_writes(source, tmp_path):
         timestamp=np.zeros((4, 2, 4)),
         padded=np.zeros(4),
     )
-    with pytest.raises(StoreError, match="the store is packed; unpack it before writing"):
+    with pytest.raises(StoreError, match=r"the store is packed \(48 takes a chunk\); rows 0..0 are "
+                       "not whole chunks: unpack it to write takes"):  # fmt: skip
         store.write_take(0, result)
 
 

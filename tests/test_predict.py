@@ -261,9 +261,9 @@ def test_predict_takes_a_predict_config_whose_problems_name_the_option(store, ru
     assert cfg.out_json == str(tmp_path / "p.json")
     result = predict(cfg)
     assert result.out_json.is_file() and result.out_csv.is_file()
-    with pytest.raises(ConfigError, match="format: unknown format 'xml'"):
+    with pytest.raises(ConfigError, match="--format must be .*, not 'xml'"):
         PredictConfig(store="s.zarr", run="run", out_csv="p.csv", format="xml")
-    with pytest.raises(ConfigError, match="out_csv"):
+    with pytest.raises(ConfigError, match="--out-csv"):
         PredictConfig(store="s.zarr", run="run")
-    with pytest.raises(ConfigError, match="batch_size"):
+    with pytest.raises(ConfigError, match="--batch-size"):
         PredictConfig(store="s.zarr", run="run", out_csv="p.csv", batch_size=0)

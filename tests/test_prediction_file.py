@@ -156,7 +156,7 @@ def test_unpredictable_takes_are_refused_by_default(store, runs, tmp_path):
         i = payload["videos"].index(take)
         assert not np.any(payload["ego_model_predictions"][i])
         assert not np.any(payload["exo_model_predictions"][i])
-    with pytest.raises(ConfigError, match="unpredictable: unknown choice 'novice'"):
+    with pytest.raises(ConfigError, match="--unpredictable must be refuse or uniform, not 'nov"):
         predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d",
                 out_json=tmp_path / "p.json", unpredictable="novice")  # fmt: skip
 
@@ -400,7 +400,7 @@ def test_participant_aggregate_is_a_mean_over_the_takes_of_each_person(store, ru
     scores, preds = scorer(json.loads(out.read_text()), labelled(result))
     assert scores == pytest.approx(result.benchmark)
     assert scores["ego+exo"] == pytest.approx(result.metrics["all"]["top1"])
-    with pytest.raises(ConfigError, match="aggregate: unknown choice 'scenario'"):
+    with pytest.raises(ConfigError, match="--aggregate must be none or participant, not 'sc"):
         predict(store.path, runs["late"].run_dir, tmp_path / "p.csv", aggregate="scenario")
     done = runner.invoke(app, ["predict", str(store.path), "--run", str(runs["late"].run_dir),
                                "--out", str(tmp_path / "p.csv"), "--split", "test",

@@ -158,7 +158,7 @@ def test_a_sweep_run_again_fits_only_what_is_missing(store, tmp_path, counted_fi
     code, output = invoke_cli(
         "sweep", str(store.path), "--heads", "mean,lightgbm", "--view-sets", "ego;all",
         "--epochs", "2", "--batch-size", "16", "--hidden", "16", "--patience", "0",
-        "--no-plots", "--lgbm-rounds", "20", "--lgbm-threads", "1", "--out-dir", str(out),
+        "--no-plots", "--lgbm-rounds", "20", "--lgbm-threads", "1", "--out", str(out),
     )  # fmt: skip
     assert code == 0, output
     assert counted_fits == [] and f"sweep folder: {first.sweep_dir} " in output
@@ -218,7 +218,7 @@ def test_an_unreadable_sweep_json_is_one_line(store, tmp_path):
     with pytest.raises(SweepError, match=r"sweep\.json: not a readable sweep record"):
         sweep(sweep_config(store, out, heads=["mean"], view_sets=["ego"]))
     code, output = invoke_cli(
-        "sweep", str(store.path), "--heads", "mean", "--view-sets", "ego", "--out-dir", str(out)
+        "sweep", str(store.path), "--heads", "mean", "--view-sets", "ego", "--out", str(out)
     )
     assert code == 2 and "Traceback" not in output
     assert f"{out / 'sweep' / 'sweep.json'}: not a readable sweep record" in output
@@ -304,7 +304,7 @@ def test_a_second_sweep_into_the_same_folder_is_refused_naming_the_first(store, 
     try:
         code, output = invoke_cli(
             "sweep", str(store.path), "--heads", "mean,lightgbm", "--view-sets", "ego;all",
-            "--out-dir", str(out),
+            "--out", str(out),
         )  # fmt: skip
         assert code == 2 and "Traceback" not in output
         assert f"{out / 'sweep'}: another skill sweep is writing this sweep folder " in output

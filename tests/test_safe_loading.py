@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [
     REPO / "cli.py",
+    REPO / "adapt",
     REPO / "pipeline",
     REPO / "synth",
     REPO / "cache",
@@ -232,3 +233,31 @@ def test_head_weights_load_from_safetensors_only(tmp_path, trap):
         with pytest.raises(Exception):  # noqa: B017 - any refusal will do, as long as it refuses
             load_run_model(tmp_path, config)
     assert not marker.exists()
+
+
+def test_a_pickled_skillformer_components_file_is_refused_unread(tmp_path, trap):
+    # A SkillFormer folder complete up to its components.pt, which holds the trap: framed
+    # (pickle's default protocol) and as torch.save writes it (protocol 2, whose GLOBAL torch's
+    # reader names).
+    import json
+
+    from skill.adapt.skillformer import SkillFormerImportError, read_folder
+
+    payload, marker = trap
+    folder = tmp_path / "sf"
+    (folder / "vision_encoder").mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (folder / "vision_encoder" / name).write_text("{}")
+    config = {"model_type": "video_classifier", "num_frames": 4, "num_views": 2,
+              "projector_hidden_dim": 8}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    protocol_2 = pickle.dumps({"weight": _Trap(marker)}, protocol=2)
+    for content, what in ((payload, "not a file of plain tensors"),
+                          (protocol_2, "it holds a pickled reference to io.open")):  # fmt: skip
+        (folder / "components.pt").write_bytes(content)
+        with pytest.raises(SkillFormerImportError) as refused:
+            read_folder(folder)
+        message = str(refused.value)
+        assert message.startswith(f"{folder / 'components.pt'}: refused: {what}"), message
+        assert "weights_only" not in message, message
+        assert not marker.exists()

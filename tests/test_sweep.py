@@ -102,7 +102,9 @@ def test_mean_std_and_missing_splits():
             row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"] = value, 0.0
     row["fit_seconds_mean"], row["fit_seconds_std"] = 1.0, 0.0
     table = markdown_table([row])
-    assert "test" not in table.splitlines()[0] and "0.500 ± 0.000" in table
+    header = next(line for line in table.splitlines() if line.startswith("| head"))
+    assert "test" not in header and "| 0.500 |" in table
+    assert table.startswith("One seed") and "±" not in table  # no bare "± 0.000"
 
 
 def test_sweep_refuses_an_empty_grid(tmp_path_factory):
@@ -116,10 +118,10 @@ def test_sweep_config_problems_name_the_option(tmp_path_factory):
     from skill.heads.config import SweepConfig
 
     base = FitConfig(store=str(shared_token_store(tmp_path_factory).path))
-    with pytest.raises(ConfigError, match="heads: unknown head 'nope'"):
+    with pytest.raises(ConfigError, match="--heads: 'nope' is not a head"):
         SweepConfig(fit=base, heads=["mean", "nope"])
     with pytest.raises(ConfigError, match="seeds must be integers"):
         SweepConfig(fit=base, seeds=["one"])
-    with pytest.raises(ConfigError, match="name: sweep name"):
+    with pytest.raises(ConfigError, match="--name '.*' must be a plain folder name"):
         SweepConfig(fit=base, name="../up")
     assert SweepConfig(fit=base, seeds=["1", 2]).seeds == [1, 2]

@@ -122,17 +122,17 @@ def test_the_store_argument_is_put_first_unless_listed(two_stores, tmp_path):
     assert SweepConfig(fit=base).store_paths() == [a]
     assert SweepConfig(fit=base, stores=[b]).store_paths() == [a, b]
     assert SweepConfig(fit=base, stores=[b, a]).store_paths() == [b, a]
-    with pytest.raises(ConfigError, match="stores: .*b.zarr is listed twice"):
+    with pytest.raises(ConfigError, match="--stores: .*b.zarr is listed twice"):
         SweepConfig(fit=base, stores=[b, str(tmp_path / ".." / tmp_path.name / ".." / b)])
 
 
 def test_sweep_and_fit_sweep_commands_take_stores(two_stores, tmp_path):
     a, b = map(str, two_stores)
     grid = ["--heads", "mean", "--view-sets", "ego", "--epochs", "1", "--no-plots"]
-    code, output = invoke_cli("sweep", a, "--stores", b, *grid, "--out-dir", str(tmp_path))
+    code, output = invoke_cli("sweep", a, "--stores", b, *grid, "--out", str(tmp_path))
     assert code == 0, output
     code, output = invoke_cli(
-        "fit", a, "--sweep", "--stores", f"{b},{a}", *grid, "--out-dir", str(tmp_path)
+        "fit", a, "--sweep", "--stores", f"{b},{a}", *grid, "--out", str(tmp_path)
     )
     assert code == 0, output
     backbones = []
@@ -150,7 +150,7 @@ def test_fit_sweep_on_one_store_keeps_the_single_store_table(two_stores, tmp_pat
     a, _ = two_stores
     code, output = invoke_cli(
         "fit", str(a), "--sweep", "--heads", "mean", "--view-sets", "ego;all", "--epochs", "1",
-        "--no-plots", "--out-dir", str(tmp_path),
+        "--no-plots", "--out", str(tmp_path),
     )  # fmt: skip
     assert code == 0, output
     assert "backbone" not in output
@@ -244,7 +244,7 @@ def test_a_missing_store_or_a_missing_view_is_refused_naming_the_store(reference
 def test_the_cli_prints_a_refusal_as_one_line(reference, tmp_path):
     other = build_token_store(tmp_path / "b.zarr", **SMALL, provenance=CLIP).path
     edit_take(other, "p00_take0", split="val")
-    code, output = invoke_cli("sweep", str(reference), "--stores", str(other), "--out-dir",
+    code, output = invoke_cli("sweep", str(reference), "--stores", str(other), "--out",
                               str(tmp_path / "runs"))  # fmt: skip
     assert code == 2 and output.startswith("error: ") and "in different splits" in output
     assert not (tmp_path / "runs").exists()

@@ -146,11 +146,11 @@ def test_placement_error_shows_in_the_ego_close_up_only(dataset, records):
 
 
 def test_bad_parameters_are_refused_with_the_parameter_named(tmp_path):
-    with pytest.raises(ValueError, match="size=33"):
+    with pytest.raises(ValueError, match="--size must be even and at least 16 .*, not 33"):
         synthesize(tmp_path, takes=24, size=33)
-    with pytest.raises(ValueError, match="exo_views=5"):
+    with pytest.raises(ValueError, match="--exo-views must be 1 to 4, not 5"):
         synthesize(tmp_path, takes=24, exo_views=5)
-    with pytest.raises(ValueError, match="takes=4"):
+    with pytest.raises(ValueError, match="--takes must be at least 12.*not 4"):
         synthesize(tmp_path, takes=4)
 
 

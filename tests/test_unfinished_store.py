@@ -27,13 +27,13 @@ def run_folder(tmp_path_factory):
     )
     out = tmp_path_factory.mktemp("runs")
     code, output = invoke_cli("fit", str(finished.path), "--head", "mean", "--epochs", "1",
-                              "--out-dir", str(out), "--name", "run", "--no-plots")  # fmt: skip
+                              "--out", str(out), "--name", "run", "--no-plots")  # fmt: skip
     assert code == 0, output
     return out / "run"
 
 
 def fit_args(store, out):
-    return ["fit", str(store), "--head", "mean", "--epochs", "1", "--out-dir", str(out),
+    return ["fit", str(store), "--head", "mean", "--epochs", "1", "--out", str(out),
             "--no-plots"]  # fmt: skip
 
 
@@ -70,7 +70,7 @@ def test_a_store_being_written_is_named_with_its_writer(interrupted, tmp_path):
 
 def test_sweep_refuses_an_interrupted_store(interrupted, tmp_path):
     code, output = invoke_cli("sweep", str(interrupted.path), "--heads", "mean", "--view-sets",
-                              "all", "--epochs", "1", "--out-dir", str(tmp_path / "runs"),
+                              "all", "--epochs", "1", "--out", str(tmp_path / "runs"),
                               "--no-plots")  # fmt: skip
     assert code == 2 and refusal(interrupted, "interrupted") in output, output
     assert not list((tmp_path / "runs").rglob("config.json"))

@@ -79,7 +79,7 @@ def hidden(files: dict) -> list[str]:
 # ---- fit -------------------------------------------------------------------------------------
 def test_fit_on_a_full_disk_writes_nothing_and_the_same_command_works_with_space(store, disk):
     runs = disk / "runs"
-    args = ["fit", str(store.path), "--out-dir", str(runs), "--name", "r", "--head", "mean",
+    args = ["fit", str(store.path), "--out", str(runs), "--name", "r", "--head", "mean",
             *FIT_ARGS]  # fmt: skip
     steps = [{"fill": 0}, {"skill": args}, {"list": True}, {"free": True}, {"skill": args},
              {"list": True}]  # fmt: skip
@@ -102,7 +102,7 @@ def test_fit_into_a_read_only_folder_is_one_line(store, tmp_path):
     source, mount = tmp_path / "source", tmp_path / "mount"
     (source / "runs").mkdir(parents=True)
     mount.mkdir()
-    args = ["fit", str(store.path), "--out-dir", str(mount / "runs"), "--head", "mean", *FIT_ARGS]
+    args = ["fit", str(store.path), "--out", str(mount / "runs"), "--head", "mean", *FIT_ARGS]
     done = run_in_read_only_mount(source, mount, cli_command(*args))
     line = one_error_line({"code": done.returncode, "stderr": done.stderr})
     assert f"{mount / 'runs'}/" in line and "the location is read-only" in line
@@ -121,7 +121,7 @@ def sweep_rows(sweep_dir: Path) -> list[dict]:
 def test_a_sweep_that_fills_the_disk_keeps_its_runs_and_resumes(store, disk, tmp_path):
     def args(out: Path) -> list[str]:
         return ["sweep", str(store.path), "--heads", "mean", "--view-sets", "ego", "--seeds",
-                "0,1", "--out-dir", str(out), *FIT_ARGS]  # fmt: skip
+                "0,1", "--out", str(out), *FIT_ARGS]  # fmt: skip
 
     code, output = invoke_cli(*args(tmp_path / "ref"))
     assert code == 0, output

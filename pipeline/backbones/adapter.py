@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from skill.cache.recovery import follow_umask, write_text_atomically
+from skill.pipeline.backbones.checkpoint import skillformer_folder, skillformer_refusal
 from skill.pipeline.backbones.hashing import files_sha256
 from skill.pipeline.backbones.registry import BackboneError
 
@@ -36,11 +37,7 @@ def check_adapter_folder(folder: str | Path) -> Path:
     if not path.is_dir():
         raise BackboneError(f"adapter {path}: no such folder")
     if not (path / _ADAPTER_CONFIG).is_file() and (path / "vision_encoder").is_dir():
-        raise BackboneError(
-            f"adapter {path}: this looks like a SkillFormer model folder (it has vision_encoder/ "
-            f"and no {_ADAPTER_CONFIG}): run `skill import skillformer {path} --out OUT` and "
-            f"extract with --adapter OUT/adapter, or pass its {path / 'vision_encoder'} subfolder"
-        )
+        raise BackboneError(skillformer_refusal("adapter", path, path))
     if not (path / _ADAPTER_CONFIG).is_file():
         raise BackboneError(f"adapter {path}: {_ADAPTER_CONFIG} is missing")
     if not (path / _ADAPTER_WEIGHTS).is_file():
@@ -219,6 +216,10 @@ def check_training_record(folder: str | Path, *, backbone: str, weights_sha256: 
     interpolation than it was trained with (both named, with what to do)."""
     path = check_adapter_folder(folder)
     record = read_training_record(path)
+    skillformer = skillformer_folder(path) if record is None else None
+    if skillformer is not None and time_embedding != "linear":
+        # SkillFormer's raw vision_encoder/: with nearest time embeddings its tokens are wrong.
+        raise BackboneError(skillformer_refusal("adapter", path, skillformer))
     if record is None:
         return
     file = path / TRAINING_RECORD

@@ -1,12 +1,17 @@
 """Checkpoints: resolving a name (registry, local folder, hub id) and loading its weights.
 
 A local folder's weights load only from safetensors (``use_safetensors=True``), and nothing
-loads with ``trust_remote_code``.
+loads with ``trust_remote_code``. A hub checkpoint is read from the Hugging Face cache when it
+is there (as cached, without asking the hub for a newer revision); the hub is asked only for
+what the cache lacks, and only after one short reachability check, so that an offline node
+(``HF_HUB_OFFLINE``, or a hub that does not answer) fails at once, naming the checkpoint and
+how to fetch it, instead of retrying for half a minute.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -28,6 +33,8 @@ from skill.pipeline.backbones.registry import (
 # that is neither registered nor a folder is refused before the hub is asked (offline, the
 # hub client retries for ~26 s before failing).
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# How long the one reachability check waits for the hub before the node counts as offline.
+HUB_PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,9 @@ def resolve_backbone(name_or_path: str) -> ResolvedBackbone:
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         folder = folder.resolve()
+        skillformer = skillformer_folder(folder)
+        if skillformer is not None:
+            raise BackboneError(skillformer_refusal("backbone", folder, skillformer))
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise BackboneError(f"{folder}: not a checkpoint folder (no config.json)")
@@ -72,9 +82,43 @@ def resolve_backbone(name_or_path: str) -> ResolvedBackbone:
             f"backbone {name_or_path!r}: not a registered name ({', '.join(backbone_names())}), "
             "not a folder, and not a hub id (org/name)"
         )
-    config_path = hub_file(name_or_path, "config.json")
+    label = f"backbone {name_or_path} (not a registered name nor a folder: a hub id)"
+    config_path = hub_file(name_or_path, "config.json", label)
+    if config_path is None:
+        raise BackboneError(f"{label}: the hub repository has no config.json")
     family = _family_of(read_json(config_path), f"{name_or_path}/config.json")
     return ResolvedBackbone(name_or_path, family, name_or_path, None, False)
+
+
+def skillformer_folder(path: Path) -> Path | None:
+    """The SkillFormer model folder ``path`` is, or whose ``vision_encoder/`` it is (its
+    config.json says ``model_type: "video_classifier"``); None for anything else."""
+    for folder in (path, path.parent):
+        if folder is path.parent and path.name != "vision_encoder":
+            continue
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        is_skillformer = isinstance(config, dict) and config.get("model_type") == "video_classifier"
+        if is_skillformer and (folder / "vision_encoder").is_dir():
+            return folder
+    return None
+
+
+def skillformer_refusal(role: str, path: Path, folder: Path) -> str:
+    """The one way to use the SkillFormer model folder ``folder``, for a message about ``path``
+    given as ``role`` (backbone, adapter)."""
+    # Its raw vision_encoder/ alone would run with nearest time embeddings and no head: the
+    # import records the linear ones SkillFormer trained with, and maps its head.
+    what = "a SkillFormer model folder"
+    if path != folder:
+        what = f"the vision_encoder/ of the SkillFormer model folder {folder}"
+    return (
+        f"{role} {path}: {what}; run `skill import skillformer {folder} --out OUT`, which "
+        "checks it, writes OUT/adapter and OUT/run and prints the `skill extract` command that "
+        "reproduces SkillFormer's tokens"
+    )
 
 
 def _family_of(config: dict[str, Any], where: str) -> str:
@@ -104,28 +148,90 @@ def read_json(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def hub_file(repo_id: str, filename: str) -> Path:
-    """Local path of a hub file (downloaded into the cache when the network allows)."""
+def hub_file(repo_id: str, filename: str, label: str) -> Path | None:
+    """Local path of a hub file: the cache's copy, else downloaded when the hub answers; None
+    when the repository has no such file. ``label`` names the backbone in messages."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.file_download import _CACHED_NO_EXIST
+
+    cached = try_to_load_from_cache(repo_id, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    if cached is _CACHED_NO_EXIST:  # the hub said so when the snapshot was downloaded
+        return None
+    snapshot_cached = isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    if filename != "config.json" and snapshot_cached and _hub_unreachable() is not None:
+        return None  # the cached snapshot lacks this (optional) file, and the hub cannot say
+    require_hub(repo_id, label)
     from transformers.utils import cached_file
 
     try:
-        path = cached_file(repo_id, filename)
+        path = cached_file(repo_id, filename, _raise_exceptions_for_missing_entries=False)
     except OSError as error:
-        known = ", ".join(backbone_names())
         raise BackboneError(
-            f"backbone {repo_id!r}: not a registered name ({known}), not a folder, and "
-            f"{filename} could not be fetched from the hub: {error}"
+            f"{label}: {filename} of {repo_id} could not be fetched from the hub: "
+            f"{_first_line(error)}"
         ) from None
-    if path is None:
-        raise BackboneError(f"{repo_id}: the hub repository has no {filename}")
-    return Path(path)
+    return Path(path) if path is not None else None
+
+
+def require_hub(repo_id: str, label: str) -> None:
+    """Refuse at once, saying how to get the checkpoint, when the hub cannot be asked for what
+    the cache lacks (offline mode, or the hub did not answer the reachability check)."""
+    from huggingface_hub import constants
+
+    why = _hub_unreachable()
+    if why is None:
+        return
+    cache, folder = constants.HF_HUB_CACHE, "models--" + repo_id.replace("/", "--")
+    raise BackboneError(
+        f"{label}: checkpoint {repo_id} is not in the Hugging Face cache ({cache}) and cannot "
+        f"be downloaded ({why}); on a machine with network run `hf download {repo_id}` (or "
+        f"`huggingface-cli download {repo_id}`) and copy its cache folder {folder} into "
+        f"{cache}, or point HF_HOME at a cache that holds it, or pass a local checkpoint "
+        "folder to --backbone"
+    )
+
+
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be asked (offline mode, no answer), None when it answers."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    return _probe_hub(constants.ENDPOINT)
+
+
+@functools.cache
+def _probe_hub(endpoint: str) -> str | None:
+    """One HEAD request to the hub with a short timeout and no retries, once per process."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as error:  # any failure to get an answer (the client's errors vary)
+        return f"{endpoint} did not answer: {_first_line(error) or type(error).__name__}"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def checkpoint_folder(resolved: ResolvedBackbone) -> Path:
     """The folder holding config/weights: the given folder, or the hub snapshot in the cache."""
     if resolved.is_folder:
         return Path(str(resolved.source))
-    return hub_file(str(resolved.source), "config.json").parent
+    path = hub_file(str(resolved.source), "config.json", _label(resolved))
+    if path is None:
+        raise BackboneError(f"{_label(resolved)}: the hub repository has no config.json")
+    return path.parent
+
+
+def _label(resolved: ResolvedBackbone) -> str:
+    """The backbone as messages name it: the registered name, or the hub id / folder."""
+    return f"backbone {resolved.name}"
 
 
 def load_preprocessing(resolved: ResolvedBackbone) -> Preprocessing:
@@ -137,7 +243,7 @@ def load_preprocessing(resolved: ResolvedBackbone) -> Preprocessing:
     names = FAMILIES[resolved.family].preprocessor_files
     path = _preprocessor_file(resolved, names)
     if path is None or not path.is_file():
-        where = Path(str(resolved.source)) / names[0] if resolved.is_folder else names[0]
+        where = f"{resolved.source}/{names[0]}"  # the folder's file, or the hub repository's
         also = f" (nor {', '.join(names[1:])})" if len(names) > 1 else ""
         raise BackboneError(
             f"{where}: missing{also}; mean/std/size are read from it, never guessed"
@@ -150,12 +256,10 @@ def _preprocessor_file(resolved: ResolvedBackbone, names: tuple[str, ...]) -> Pa
     if resolved.is_folder:
         folder = Path(str(resolved.source))
         return next((folder / n for n in names if (folder / n).is_file()), folder / names[0])
-    for index, name in enumerate(names):
-        try:
-            return hub_file(str(resolved.source), name)
-        except BackboneError:
-            if index == len(names) - 1:
-                raise
+    for name in names:
+        path = hub_file(str(resolved.source), name, _label(resolved))
+        if path is not None:
+            return path
     return None
 
 
@@ -179,11 +283,7 @@ def quiet_transformers() -> Iterator[None]:
 
 def load_pretrained(resolved: ResolvedBackbone, family: Family):
     """from_pretrained of the family's model; refuses a checkpoint with missing weights."""
-    kwargs = {"use_safetensors": True} if resolved.is_folder else {}
-    with quiet_transformers():
-        model, info = family.transformers_class().from_pretrained(
-            resolved.source, output_loading_info=True, **kwargs
-        )
+    model, info = _from_pretrained(resolved, family)
     missing = sorted(info.get("missing_keys") or [])
     mismatched = sorted(str(k) for k in info.get("mismatched_keys") or [])
     if missing or mismatched:
@@ -192,6 +292,21 @@ def load_pretrained(resolved: ResolvedBackbone, family: Family):
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, mismatched {mismatched[:5]}"
         )
     return model.eval()
+
+
+def _from_pretrained(resolved: ResolvedBackbone, family: Family):
+    """(model, loading info): a folder's safetensors; a hub checkpoint from its snapshot folder
+    in the cache, else downloaded once the hub has answered."""
+    load = functools.partial(family.transformers_class().from_pretrained, output_loading_info=True)
+    with quiet_transformers():
+        if resolved.is_folder:
+            return load(resolved.source, use_safetensors=True)
+        try:
+            # A folder, not the hub id: from_pretrained then asks the hub nothing at all.
+            return load(str(checkpoint_folder(resolved)))
+        except OSError:  # the cache has the config but not (all) the weights
+            require_hub(str(resolved.source), _label(resolved))
+            return load(resolved.source)
 
 
 def check_model_input(model, prep: Preprocessing, family: Family, where: str) -> None:

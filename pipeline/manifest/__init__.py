@@ -203,7 +203,8 @@ def detect_format(manifest: str, text: str) -> str:
     raise ManifestError(
         manifest,
         number,
-        f"cannot tell the manifest format: the first record has {listed}; pass the format",
+        f"cannot tell the manifest format: the first record has {listed}; give it with "
+        "--manifest-format",
     )
 
 

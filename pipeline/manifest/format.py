@@ -36,7 +36,7 @@ class ManifestFormat:
     ValueError for takes the format cannot hold so that reading them back would differ."""
 
     name: str
-    """What ``--format`` and ``read_takes(fmt=...)`` call it."""
+    """What ``--manifest-format`` and ``read_takes(fmt=...)`` call it."""
     marker: str
     """What detection looks for, as the "cannot tell the format" message names it."""
     detect: Callable[[Sample], bool]
