@@ -15,20 +15,13 @@ import typer
 from rich.console import Console
 
 from skill.adapt.config import AdaptConfig
-from skill.cache.export import ExportConfig
 from skill.cli_checks import check_fit, check_manifest, check_predict, check_sweep
-from skill.cli_config import (
-    CliOption,
-    Typer,
-    cli_options,
-    config_from_options,
-    config_parameters,
-    from_config,
-)
+from skill.cli_config import Typer, from_config
 from skill.demo import DemoConfig
 from skill.heads.config import FitConfig, PredictConfig, SweepConfig
+from skill.interop.export import ExportConfig
+from skill.interop.import_features import ImportFeaturesConfig
 from skill.pipeline.extract_config import ExtractConfig
-from skill.pipeline.import_features import ImportFeaturesConfig
 from skill.synth.config import SynthConfig
 
 app = Typer(
@@ -151,14 +144,12 @@ def _user_error(message: str) -> None:
 )
 def synth(cfg: SynthConfig, out_dir: Path, workers: int | None) -> None:
     """Write a synthetic multi-view skill dataset (real encoded videos + a manifest)."""
-    import dataclasses
     import time
 
     from skill.synth import synthesize
 
     started = time.perf_counter()
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "codec"}
-    manifest = synthesize(out_dir, **settings, workers=workers)
+    manifest = synthesize(cfg, out_dir, workers)
     seconds = time.perf_counter() - started
     out.print(f"wrote {cfg.takes} takes to {out_dir} in {seconds:.1f} s; manifest: {manifest}")
 
@@ -267,11 +258,7 @@ def adapt(cfg: AdaptConfig) -> None:
             "run the same command to resume"
         )
         return
-    from skill.heads.metrics import format_metrics
-
-    for split in ("val", "test"):
-        if split in result.metrics:
-            out.print(format_metrics(split, result.metrics[split]), highlight=False)
+    _print_metrics(result.task_name, result.metrics, ("val", "test"))
     out.print(f"adapter: {result.adapter_dir}\nrun folder: {result.run_dir}")
     out.print(f"tokens for the run: {cfg.extract_command()}", highlight=False, soft_wrap=True)
 
@@ -317,7 +304,7 @@ def import_skillformer_command(
 ) -> None:
     """Import a trained SkillFormer model: OUT/adapter for skill extract --adapter, and OUT/run
     (a cvf run folder) for skill predict."""
-    from skill.adapt.skillformer import import_skillformer
+    from skill.interop.skillformer import import_skillformer
 
     result = import_skillformer(folder, out_dir, backbone=backbone, strategy=strategy,
                                 stride=stride, clips=clips, device=device)  # fmt: skip
@@ -336,7 +323,7 @@ def import_skillformer_command(
 def import_features_command(cfg: ImportFeaturesConfig) -> None:
     """Import features extracted elsewhere (a skill export, a video_features folder of
     <stem>_<feature>.npy files, or HDF5) into a new store that skill fit trains on."""
-    from skill.pipeline.import_features import import_features
+    from skill.interop.import_features import import_features
 
     result = import_features(cfg)
     out.print(
@@ -353,7 +340,7 @@ def import_features_command(cfg: ImportFeaturesConfig) -> None:
 @from_config(ExportConfig, arguments=("store", "out"))
 def export(cfg: ExportConfig) -> None:
     """Write a store's completed takes as HDF5 or per-video .npy files (+ takes.csv)."""
-    from skill.cache.export import export_store
+    from skill.interop.export import export_store
 
     result = export_store(cfg)
     out.print(
@@ -428,10 +415,6 @@ def verify(
 
 
 # ---- fit and sweep ---------------------------------------------------------------------
-SWEEP_GRID = cli_options(SweepConfig, exclude=("fit", "name"), separators={"view_sets": ";"})
-"""The grid options of a sweep (heads, view sets, seeds, stores), which `fit --sweep` takes too."""
-
-
 @app.command()
 @user_errors
 @from_config(
@@ -440,30 +423,9 @@ SWEEP_GRID = cli_options(SweepConfig, exclude=("fit", "name"), separators={"view
     flags={"out_dir": "--out"},
     short={"out_dir": "-o"},
     check=check_fit,
-    extra=[
-        inspect.Parameter(
-            "sweep",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(
-                False,
-                "--sweep",
-                help="Fit the grid --heads x --view-sets x --seeds (x --stores) instead.",
-            ),
-            annotation=bool,
-        ),
-        *config_parameters(SWEEP_GRID, {}),
-    ],
 )
-def fit(cfg: FitConfig, sweep: bool, **grid) -> None:
-    """Train a fusion head on a store (or, with --sweep, a whole grid of them)."""
-    if sweep:
-        # the fit settings are the sweep's `fit`, passed as an already built value
-        fit_option = CliOption(("fit",), "", FitConfig, ..., "", positional=False, separator=None)
-        values = {option.param: grid[option.param] for option in SWEEP_GRID}
-        _run_sweep(
-            config_from_options(SweepConfig, [fit_option, *SWEEP_GRID], {**values, "fit": cfg})
-        )
-        return
+def fit(cfg: FitConfig) -> None:
+    """Train a fusion head on a store (a grid of them: skill sweep)."""
     _run_fit(cfg)
 
 
@@ -486,14 +448,21 @@ def sweep_command(cfg: SweepConfig) -> None:
 
 
 def _run_fit(cfg) -> None:
-    from skill.heads.metrics import format_metrics
     from skill.heads.train import fit as fit_head
 
     result = fit_head(cfg)
-    for split in ("val", "test"):
-        if split in result.metrics:
-            out.print(format_metrics(split, result.metrics[split]), highlight=False)
+    _print_metrics(result.task_name, result.metrics, ("val", "test"))
     out.print(f"run folder: {result.run_dir}")
+
+
+def _print_metrics(task_name: str, metrics: dict, splits) -> None:
+    """Each split's metrics as its task describes them, baselines beside them."""
+    from skill.tasks import get_task
+
+    task = get_task(task_name)
+    for split in splits:
+        if split in metrics:
+            out.print(task.describe(split, metrics[split]), highlight=False)
 
 
 def _run_sweep(cfg) -> None:
@@ -515,12 +484,18 @@ def print_sweep_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     from skill.heads.sweep import format_mean_std, several_backbones
+    from skill.heads.sweep_rows import rows_task
 
     several_seeds = any(row["seeds"] > 1 for row in rows)
     title = "mean ± std over seeds" if several_seeds else "one seed"
-    table = Table(title=f"sweep: top-1 and balanced accuracy ({title})")
+    task = rows_task(rows)
+    shown = task.table_metrics[:2]  # the headline and the next
+    name = {m: getattr(task, "metric_labels", {}).get(m, m) for m in shown}
+    table = Table(title=f"sweep: {' and '.join(name.values())} ({title})")
     backbone = several_backbones(rows)  # one store: no backbone column, as before --stores
-    columns = ("head", "views", "val top-1", "val bal.acc", "test top-1", "test bal.acc", "s/fit")
+    metrics = [f"{split}_{m}" for split in ("val", "test") for m in shown]
+    headers = [f"{split} {name[m]}" for split in ("val", "test") for m in shown]
+    columns = ("head", "views", *headers, "s/fit")
     for column in ("backbone",) * backbone + columns:
         # a narrow terminal folds a cell onto two lines rather than cut it; elsewhere
         # (a log, a pipe) the console is wide enough for every cell whole
@@ -532,7 +507,6 @@ def print_sweep_table(rows: list[dict]) -> None:
         value = row.get(f"{key}_mean")
         return "-" if value is None or value != value else f"{value:.3f}"
 
-    metrics = ("val_top1", "val_balanced_accuracy", "test_top1", "test_balanced_accuracy")
     for row in rows:
         cells = [cell(row, key) for key in metrics]
         first = [row.get("backbone", "")] * backbone + [row["head"], row["views"]]
@@ -542,14 +516,15 @@ def print_sweep_table(rows: list[dict]) -> None:
 
 
 def baselines_line(rows: list[dict]) -> str:
-    """The majority baseline (the most common training label predicted for every take of a
-    split) and chance, below the table: one figure per split, or per view set when view sets
-    select different takes (a take with none of the set's views is left out)."""
+    """The task's baseline (classification: the most common training label predicted for
+    every take of a split) and chance, below the table: one figure per split, or per view set
+    when view sets select different takes (a take with none of the set's views is left out)."""
     from skill.heads.sweep import SPLITS, format_number
+    from skill.heads.sweep_rows import baseline_key
 
     def figures(row: dict) -> str:
         return ", ".join(
-            f"{split} {format_number(row.get(f'{split}_majority_top1'))}"
+            f"{split} {format_number(row.get(baseline_key(row, split)))}"
             for split in SPLITS
             if row.get(f"n_{split}")
         )
@@ -562,12 +537,15 @@ def baselines_line(rows: list[dict]) -> str:
     else:
         majority = "; ".join(f"{text} on {views}" for views, text in by_views.items())
     chance = format_number(rows[0].get("chance") if rows else None)
-    return f"majority baseline (most common training label): {majority}; chance {chance}"
+    what = rows[0]["baseline"] if rows else "majority"
+    if what == "majority":
+        what = "majority baseline (most common training label)"
+    return f"{what}: {majority}; chance {chance}"
 
 
 # ---- predict -----------------------------------------------------------------------------
 def _read_take_order(path: Path) -> list[str]:
-    from skill.heads.predict import read_take_order
+    from skill.interop.egoexo4d import read_take_order
 
     return read_take_order(path)
 
@@ -585,11 +563,11 @@ def _read_take_order(path: Path) -> list[str]:
 )
 def predict(cfg: PredictConfig) -> None:
     """Apply a trained head to the completed takes of a store."""
-    from skill.heads.metrics import format_metrics
-    from skill.heads.predict import predict as run_predict
+    from skill.heads.predict import predict as predict_csv
     from skill.heads.sweep import format_number
+    from skill.interop.egoexo4d import predict_egoexo4d
 
-    result = run_predict(cfg)
+    result = (predict_csv if cfg.format == "csv" else predict_egoexo4d)(cfg)
     which = f" of split {result.split}" if result.split else ""
     out.print(f"predicted {len(result.take_ids)} takes{which} -> {result.out_csv}")
     if result.aggregate == "participant":
@@ -618,7 +596,7 @@ def predict(cfg: PredictConfig) -> None:
         majority = format_number(result.benchmark_majority)
         filled = (
             f", {result.benchmark_filled} of them filled with the uniform guess, which the "
-            f"scorer reads as {result.class_names[0]}"
+            f"scorer reads as {result.schema['labels'][0]}"
             if result.benchmark_filled
             else ""
         )
@@ -627,8 +605,7 @@ def predict(cfg: PredictConfig) -> None:
             f"{filled}: {figures} (majority baseline of the training labels {majority})",
             highlight=False,
         )
-    for split, metrics in result.metrics.items():
-        out.print(format_metrics(split, metrics), highlight=False)
+    _print_metrics(result.task_name, result.metrics, list(result.metrics))
 
 
 # ---- demo --------------------------------------------------------------------------------

@@ -50,10 +50,7 @@ def check_views(store: str | Path, spec: str, option: str, label: str = "") -> N
 
 
 def check_fit(values: dict[str, Any]) -> None:
-    """skill fit (and fit --sweep): the store, and the views or view sets it is asked for."""
-    if values.get("sweep"):
-        check_sweep({**values, "fit.store": values["store"]})
-        return
+    """skill fit: the store, and the views it is asked for."""
     store_views(values["store"])
     check_views(values["store"], values["views"], "--views")
 

@@ -157,10 +157,10 @@ def _timed(seconds: dict, name: str, step: Callable):
 
 
 def _synth(cfg: DemoConfig, say) -> Path:
-    from skill.synth import synthesize
+    from skill.synth import SynthConfig, synthesize
 
     say(f"1/4 synthesising {cfg.takes} multi-view takes ({cfg.size} px) ...")
-    return synthesize(cfg.out / "data", takes=cfg.takes, seed=cfg.seed, size=cfg.size)
+    return synthesize(SynthConfig(takes=cfg.takes, seed=cfg.seed, size=cfg.size), cfg.out / "data")
 
 
 def _extract(cfg: DemoConfig, manifest: Path, say) -> Path:
@@ -187,13 +187,13 @@ def _extract(cfg: DemoConfig, manifest: Path, say) -> Path:
 
 
 def _sweep(cfg: DemoConfig, store: Path, say):
-    from skill.heads.config import FitConfig
+    from skill.heads.config import FitConfig, SweepConfig
     from skill.heads.sweep import sweep
 
     n = len(cfg.heads) * len(cfg.view_sets)
     say(f"3/4 fitting {n} heads x view sets on the store ...")
     base = FitConfig(store=str(store), out_dir=str(cfg.out / "runs"), seed=cfg.seed, plots=True)
-    return sweep(base, heads=cfg.heads, view_sets=cfg.view_sets, seeds=[cfg.seed])
+    return sweep(SweepConfig(fit=base, heads=cfg.heads, view_sets=cfg.view_sets, seeds=[cfg.seed]))
 
 
 def _run_dir_of(sweep, row: dict) -> Path:
@@ -204,15 +204,23 @@ def _run_dir_of(sweep, row: dict) -> Path:
 
 
 def _predict(cfg: DemoConfig, store: Path, run_dir: Path, say):
-    from skill.heads.predict import predict
+    from skill.heads.config import PredictConfig
+    from skill.interop.egoexo4d import predict_egoexo4d
 
     say(
         f"4/4 predicting the held-out {PREDICTED_SPLIT} takes with the run chosen on val "
         f"({run_dir.name}) ..."
     )
     csv_path, json_path = cfg.out / "predictions.csv", cfg.out / "predictions_egoexo4d.json"
-    return predict(
-        store, run_dir, csv_path, fmt="egoexo4d", out_json=json_path, split=PREDICTED_SPLIT
+    return predict_egoexo4d(
+        PredictConfig(
+            store=store,
+            run=run_dir,
+            out_csv=csv_path,
+            format="egoexo4d",
+            out_json=json_path,
+            split=PREDICTED_SPLIT,
+        )
     )
 
 
@@ -225,7 +233,8 @@ def score_prediction_csv(path: Path, run_dir: Path) -> FileScore:
 
     record = read_run_record(run_dir)
     # ties go to the first class, as every majority baseline skill prints
-    majority = record.class_names[int(np.argmax(record.train_class_counts))]
+    labels = record.task["schema"]["labels"]  # the demo's task is classification
+    majority = labels[int(np.argmax(record.train_summary["class_counts"]))]
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     labelled = [row for row in rows if row.get("label")]

@@ -18,13 +18,13 @@ Layout (Zarr format 3, ``<out>/frames.zarr``)::
     view_error   (take, view) str, "" = ok
     status       (take,) int8: 0 pending, 1 complete, 2 failed; written LAST per take
     attrs        skill_frames (format version), provenance (backbone geometry, sampling,
-                 codec), views, labels, takes (id, label, scenario, participant, split)
+                 codec), views, takes (id, label, scenario, participant, split)
 
 A take's ``status`` is written after its arrays: a killed build leaves the take pending and
 the next build (same provenance and takes, else refused) decodes only pending takes. The
-store is created in a staging folder ``.frames.zarr.creating-<pid>`` and renamed into place,
-so a create that fails leaves nothing; a resumed build first removes zarr's temporary files
-and the staging folders of dead processes (``cache.recovery``). A write that fails (a full
+store is created in a staging folder beside it (``cache.files.staging_folder``) and renamed
+into place, so a create that fails leaves nothing; a resumed build first removes zarr's
+temporary files and the staging folders of dead processes. A write that fails (a full
 disk, a read-only folder) is one line naming the store and the take; the takes written
 before are kept and the same command resumes.
 
@@ -58,10 +58,11 @@ from pathlib import Path
 
 import numpy as np
 
-from skill.cache.recovery import remove_dead_staging, store_write_errors, temp_files
+from skill.cache.files import publish_folder, remove_dead_staging, staging_folder
+from skill.cache.recovery import store_write_errors, temp_files
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, StoreError
 from skill.pipeline.distributed import Rank
-from skill.pipeline.takes import LABELS, Take
+from skill.pipeline.takes import Take
 from skill.progress import task
 
 FORMAT_VERSION = 1
@@ -91,7 +92,6 @@ class FrameStore:
         self.path, self._group = path, group
         attrs = dict(group.attrs)
         self.views: list[str] = list(attrs["views"])
-        self.labels: list[str] = list(attrs["labels"])
         self.takes: list[dict] = list(attrs["takes"])
         self.provenance: dict = dict(attrs["provenance"])
         self._arrays: dict = {}
@@ -101,19 +101,12 @@ class FrameStore:
     def create(cls, path: Path, spec: FrameStoreSpec, views: list[str], takes: list[Take]):
         """A new, empty store at ``path``: built in a staging folder beside it, then renamed
         into place (a create that fails leaves nothing, one line naming the store)."""
-        import os
-        import shutil
-
         path = Path(path)
-        staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
         with store_write_errors(path, "the new frame store"):
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with staging_folder(path, create=False) as staging:
                 cls._create_arrays(staging, spec, views, takes)
-                os.rename(staging, path)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+                publish_folder(staging, path)
         return cls.open(path, mode="a")
 
     @staticmethod
@@ -142,7 +135,6 @@ class FrameStore:
                 "skill_frames": {"format_version": FORMAT_VERSION},
                 "provenance": asdict(spec),
                 "views": list(views),
-                "labels": list(LABELS),
                 "takes": [take_record(take) for take in takes],
             }
         )
@@ -169,7 +161,7 @@ class FrameStore:
         What killed writers left (zarr's temporary files, staging folders) is removed first:
         the caller holds the --out folder's lock, so no other writer is running."""
         path = Path(path)
-        remove_dead_staging(path.parent, f".{path.name}.creating-")
+        remove_dead_staging(path.parent, path.name)
         if not path.exists():
             return cls.create(path, spec, views, takes)
         store = cls.open(path, mode="a")
@@ -319,8 +311,8 @@ def build_frame_store(
     video bytes, as extract shares them) and writes their chunks, which no other take
     shares; the counts are summed and every rank returns once all takes are written."""
     from skill.pipeline import distributed
-    from skill.pipeline.decode import decode_view
-    from skill.pipeline.decode_pool import DecodePool
+    from skill.pipeline.decode.pool import DecodePool
+    from skill.pipeline.decode.view import decode_view
     from skill.pipeline.extract import take_cost
 
     rank = rank or Rank()

@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -52,11 +51,15 @@ import numpy as np
 from skill.adapt.config import CHECKPOINT, AdaptConfig
 from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store, prefetched
 from skill.adapt.ranks import all_reduce_gradients, barrier, my_share, my_slice, sum_arrays
-from skill.cache.recovery import (
-    exclusive_lock,
+from skill.cache.files import (
+    hold_lock,
+    publish_folder,
+    remove_dead_staging,
+    restore_replaced,
+    staging_folder,
     write_bytes_atomically,
-    write_errors,
 )
+from skill.cache.recovery import write_errors
 from skill.cache.store import STATUS_COMPLETE
 from skill.devices import resolve_device
 from skill.errors import ConfigError, SkillError
@@ -65,18 +68,17 @@ from skill.heads.data import Selection, Splits, resolve_views, split_takes
 from skill.heads.trainer import (
     BestTracker,
     NeuralHead,
-    clip_mean_softmax,
+    clip_mean_scores,
     deterministic_torch,
     head_options,
-    make_loss,
     make_optimizer,
     save_tensors,
     schedule_record,
     validation_note,
 )
 from skill.pipeline.distributed import Rank
-from skill.pipeline.takes import LABELS
 from skill.progress import task
+from skill.tasks import store_target, task_record
 
 CHECKPOINT_FORMAT = 1
 
@@ -93,8 +95,9 @@ class AdaptResult:
     run_dir: Path | None = None
     metrics: dict = field(default_factory=dict)
     frames: dict = field(default_factory=dict)  # frame store build counts
-    predictions: dict = field(default_factory=dict)  # split -> (take ids, probs (n, C))
+    predictions: dict = field(default_factory=dict)  # split -> (take ids, scores (n, O))
     rank: int = 0  # under torchrun: this process's rank (only rank 0 reports)
+    task_name: str = "classification"  # the manifest's task the head learned
 
 
 def run_adapt(cfg: AdaptConfig, report: Callable[[str], None] | None = None) -> AdaptResult:
@@ -143,7 +146,7 @@ def writer_lock(out: Path):
     def busy(holder: str) -> ConfigError:
         return ConfigError(f"{out}: another skill adapt is writing this folder ({holder})")
 
-    return exclusive_lock(out / ".adapt.lock", busy)
+    return hold_lock(out / ".adapt.lock", refuse=busy)
 
 
 def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None], rank: Rank,
@@ -156,9 +159,11 @@ def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None], 
         f"{built.failed} failed, {built.failed_views} views failed"
         + (f" (on {rank.world} ranks)" if rank.distributed else "")
     )
-    trainer = adapt_trainer(cfg, device, backbone, frames, report, rank)
+    task = task_record(dataset.task, dataset.schema)
+    trainer = adapt_trainer(cfg, device, backbone, frames, task, report, rank)
     result = trainer.run()
     result.frames, result.rank = dataclasses.asdict(built), rank.rank
+    result.task_name = dataset.task
     if result.finished:
         if rank.is_coordinator:
             publish(cfg, trainer, result, backbone)
@@ -199,12 +204,12 @@ def adapt_frames(cfg: AdaptConfig, backbone, dataset, rank: Rank | None = None):
     )  # fmt: skip
 
 
-def adapt_trainer(cfg: AdaptConfig, device: str, backbone, frames: FrameStore,
+def adapt_trainer(cfg: AdaptConfig, device: str, backbone, frames: FrameStore, task: dict,
                   report: Callable[[str], None] | None = None,
                   rank: Rank | None = None) -> Trainer:  # fmt: skip
     """The trainer of ``cfg`` over the frame store's usable takes, split as `skill fit`
-    splits them."""
-    sel = frame_selection(frames, cfg.views, backbone)
+    splits them; ``task``: the manifest's task (`tasks.task_record`)."""
+    sel = frame_selection(frames, cfg.views, backbone, task)
     splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
     return Trainer(cfg, fit_config(cfg, device), backbone, frames, sel, splits, report, rank)
 
@@ -222,7 +227,7 @@ def fit_config(cfg: AdaptConfig, device: str) -> FitConfig:
     )  # fmt: skip
 
 
-def frame_selection(frames: FrameStore, views: str, backbone) -> Selection:
+def frame_selection(frames: FrameStore, views: str, backbone, task: dict) -> Selection:
     """The completed takes with a valid chosen view, as a ``heads.data.Selection`` whose
     ``x`` is a zero-cost placeholder of the token shape ``(n, V, K, N, D)`` (the tokens are
     computed from frames in every step); ``store_rows`` index the frame store."""
@@ -237,19 +242,22 @@ def frame_selection(frames: FrameStore, views: str, backbone) -> Selection:
     def column(key: str) -> np.ndarray:
         return np.array([str(table[r][key] or "") for r in rows], dtype=object)
 
-    labels = [LABELS.index(table[r]["label"]) if table[r]["label"] else -1 for r in rows]
+    targets = [store_target(task, table[r]["label"]) for r in rows]
     shape = (len(rows), len(view_idx), frames.clips, backbone.tokens_per_clip(), backbone.dim)
     return Selection(
         x=np.broadcast_to(np.zeros((), dtype=np.float16), shape),
         mask=valid[rows],
-        labels=np.array(labels, dtype=np.int64),
+        targets=np.array(targets, dtype=task["target"]["dtype"]).reshape(
+            len(rows), *task["target"]["shape"]
+        ),
         take_ids=column("id"),
         scenario=column("scenario"),
         participant=column("participant"),
         split=column("split"),
         store_rows=rows.astype(np.int64),
         view_names=view_names,
-        class_names=list(frames.labels),
+        task_name=task["name"],
+        schema=dict(task["schema"]),
         provenance={},  # set when the adapter exists: the adapted token store's provenance
         store_path=str(frames.path.resolve()),
         store_views=list(frames.views),
@@ -369,7 +377,7 @@ class Trainer:
         # The budget of `skill fit` (FitConfig.budget), a step being grad_accum batches of
         # every rank: ceil(ceil(n / b) / (a * w)) = ceil(n / (b * w * a)) steps an epoch.
         self.budget = fit_cfg.budget(len(splits.train), cfg.grad_accum * self.rank.world)
-        self.tracker = BestTracker(cfg.monitor, self.budget.patience)
+        self.tracker = BestTracker(sel.task, cfg.monitor, self.budget.patience)
         self.model = None
         self.report = report or (lambda line: None)
         self.shown = task("adapting", total=None, unit="step")  # replaced by run
@@ -384,8 +392,11 @@ class Trainer:
         cfg = self.cfg
         self.model = build_model(cfg, self.fit_cfg, self.backbone, self.sel)
         self.optimizer, self.scheduler = make_optimizer(self.model, self.fit_cfg, self.budget)
-        self.loss_fn = make_loss(self.fit_cfg, self.sel.labels[self.splits.train],
-                                 self.sel.num_classes)  # fmt: skip
+        self.loss_fn = self.sel.task.make_loss(
+            self.sel.schema, self.sel.targets[self.splits.train], self.fit_cfg.class_balanced,
+            self.device,
+        )  # fmt: skip
+        self.targets = self.sel.task.torch_targets(self.sel.targets)
 
     def run(self) -> AdaptResult:
         import torch
@@ -406,8 +417,8 @@ class Trainer:
                     torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: seeded per epoch
                     self.shown.update((epoch - 1) * per_epoch, note=f"epoch {epoch}/{epochs}")
                     train_loss = self.train_epoch(np.random.default_rng([cfg.seed, epoch]))
-                    probs = self.predict(self.splits.val)
-                    row = validation_row(probs, self.sel.labels[self.splits.val], self.sel)
+                    scores = self.predict(self.splits.val)
+                    row = self.sel.task.validation_row(scores, self.sel.targets[self.splits.val])
                     lr = self.scheduler.get_last_lr()[0]
                     self.history.append({"epoch": epoch, "train_loss": train_loss, **row,
                                          "lr": lr})  # fmt: skip
@@ -474,7 +485,7 @@ class Trainer:
         batches = prefetched(plan, self.batch, depth=cfg.prefetch)
         for i, ((rows, _, step_takes), (clips, mask)) in enumerate(zip(plan, batches, strict=True)):
             if len(rows):
-                target = torch.from_numpy(self.sel.labels[rows]).to(self.device)
+                target = self.targets[torch.from_numpy(rows)].to(self.device)
                 with autocast(self.device):
                     logits = model(clips, mask)
                 loss = self.loss_fn(logits.float(), target)
@@ -515,12 +526,13 @@ class Trainer:
         return clips, torch.from_numpy(self.sel.mask[rows])
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Mean over the K windows of the head's softmax, on float16-rounded tokens as a store
-        holds them: ``(len(rows), C)`` float64 (each rank computes its share, then the sum)."""
+        """Mean over the K windows of the task's scores of the head (classification: its
+        softmax), on float16-rounded tokens as a store holds them: ``(len(rows), O)`` float64
+        (each rank computes its share, then the sum)."""
         import torch
 
         self.model.eval()
-        probs = np.zeros((len(rows), self.sel.num_classes))
+        probs = np.zeros((len(rows), self.sel.outputs))
         share = my_share(np.arange(len(rows)), self.rank)
         for start in range(0, len(share), self.cfg.batch_size):
             at = share[start : start + self.cfg.batch_size]
@@ -533,22 +545,9 @@ class Trainer:
                     per_clip.append(self.model.tokens(clips, mask).half().cpu().numpy())
             x = np.stack(per_clip, axis=2)  # (b, V, K, N, D) float16
             mask = self.sel.mask[part]
-            probs[at] = clip_mean_softmax(self.model.head, x, mask, np.arange(len(part)),
-                                          len(part), self.device)  # fmt: skip
+            probs[at] = clip_mean_scores(self.model.head, self.sel.task, x, mask,
+                                         np.arange(len(part)), len(part), self.device)  # fmt: skip
         return sum_arrays(probs, self.rank)
-
-
-def validation_row(probs: np.ndarray, y_true: np.ndarray, sel: Selection) -> dict:
-    """Validation loss, top-1 and balanced accuracy (the keys ``BestTracker`` reads)."""
-    from skill.heads.metrics import accuracy, balanced_accuracy
-
-    picked = probs[np.arange(len(y_true)), y_true]
-    y_pred = probs.argmax(axis=1)
-    return {
-        "val_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
-        "val_top1": accuracy(y_true, y_pred),
-        "val_balanced_accuracy": balanced_accuracy(y_true, y_pred, sel.num_classes),
-    }
 
 
 def load_trainable(model: AdaptModel, state: dict) -> None:
@@ -578,24 +577,15 @@ def save_checkpoint(trainer: Trainer, epoch: int) -> None:
     """The state after ``epoch``, written to a new folder then swapped in (never half written);
     a failed write removes the new folder and keeps the previous checkpoint."""
     folder = trainer.cfg.out / CHECKPOINT
-    staging = folder.with_name(f"{CHECKPOINT}.partial-{os.getpid()}")
     kept = f"The checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "Nothing was kept"
-    with write_errors(folder, f"the checkpoint of epoch {epoch}", kept=kept):
-        try:
+    with staging_folder(folder, create=False) as staging:
+        with write_errors(folder, f"the checkpoint of epoch {epoch}", kept=kept):
             write_checkpoint(trainer, epoch, staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    old = folder.with_name(f"{CHECKPOINT}.old-{os.getpid()}")
-    if folder.exists():
-        os.rename(folder, old)
-    os.rename(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
+        publish_folder(staging, folder, replace=True)
 
 
 def write_checkpoint(trainer: Trainer, epoch: int, staging: Path) -> None:
     """The files of the checkpoint after ``epoch`` in the new folder ``staging``."""
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     save_tensors(staging / "trainable.safetensors", trainer.model.trainable())
     save_tensors(staging / "best.safetensors", trainer.tracker.state)
@@ -653,13 +643,7 @@ def load_checkpoint(trainer: Trainer) -> int:
 def recover_checkpoint(folder: Path) -> None:
     """Tidy what a save killed half way left: a partial new checkpoint is deleted; if the kill
     fell between the two renames of ``save_checkpoint``, the previous one is put back."""
-    for partial in folder.parent.glob(f"{CHECKPOINT}.partial-*"):
-        shutil.rmtree(partial, ignore_errors=True)
-    for old in sorted(folder.parent.glob(f"{CHECKPOINT}.old-*")):
-        if not folder.exists() and (old / "state.json").is_file():
-            os.rename(old, folder)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
+    restore_replaced(folder, complete=lambda old: (old / "state.json").is_file())
 
 
 def optimizer_tensors(optimizer) -> tuple[dict, dict]:
@@ -726,13 +710,8 @@ def publish_adapter(cfg: AdaptConfig, model: AdaptModel, backbone) -> None:
     renamed into place; a failed write leaves no adapter/ and keeps the last checkpoint."""
     from skill.pipeline.backbones.adapter import save_adapter
 
-    staging = cfg.adapter_dir.with_name(".adapter.partial")
     with write_errors(cfg.adapter_dir, "the adapter", kept="The last checkpoint is kept"):
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
+        remove_dead_staging(cfg.adapter_dir.parent, cfg.adapter_dir.name)  # a killed publish
+        with staging_folder(cfg.adapter_dir, create=False) as staging:
             save_adapter(model.encoder, staging, backbone.provenance(), made_by="skill adapt")
-            shutil.rmtree(cfg.adapter_dir, ignore_errors=True)
-            os.rename(staging, cfg.adapter_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            publish_folder(staging, cfg.adapter_dir, replace=True)

@@ -152,7 +152,7 @@ def step_on_pixels(trainer, pixels, mask, rows, step_takes: int) -> None:
     from skill.adapt.train import autocast
 
     model, device = trainer.model, trainer.device
-    target = torch.from_numpy(trainer.sel.labels[rows]).to(device)
+    target = torch.from_numpy(trainer.sel.targets[rows]).to(device)
     mask = mask.to(device)
     with autocast(device):
         tokens = trainer.backbone.tokens_of(model.encoder, pixels).float()

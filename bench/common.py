@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from skill.pipeline.backbones import TIMESFORMER_BASE_PREPROCESSING
-from skill.pipeline.takes import LABELS, Take
+from skill.pipeline.takes import Take
+from skill.tasks import task_record
+from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VIEWS: tuple[str, ...] = ("ego", "exo1", "exo2", "exo3", "exo4")
@@ -164,22 +165,14 @@ def build_once(target: Path, build: Callable[[Path], None]) -> float | None:
 
     Returns the build seconds, or None when ``target`` was reused.
     """
+    from skill.cache.files import publish_folder, staging_folder
+
     if target.exists():
         return None
-    staging = target.with_name(f".{target.name}.building-{os.getpid()}")
-    if staging.is_dir():
-        shutil.rmtree(staging)
-    staging.unlink(missing_ok=True)
     start = time.perf_counter()
-    try:
+    with staging_folder(target, create=False) as staging:  # removed if the build fails
         build(staging)
-        os.rename(staging, target)
-    except BaseException:
-        if staging.is_dir():
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            staging.unlink(missing_ok=True)
-        raise
+        publish_folder(staging, target)
     return time.perf_counter() - start
 
 
@@ -268,7 +261,7 @@ def _plan_takes(spec: StoreSpec, rng: np.random.Generator) -> _TakePlan:
 
 def _write_store(path: Path, spec: StoreSpec, packed: bool) -> None:
     from skill.cache.store import TakeRow, TokenStore
-    from skill.pipeline.takes import LABELS
+    from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 
     rng = np.random.default_rng(spec.seed)
     plan = _plan_takes(spec, rng)
@@ -276,7 +269,7 @@ def _write_store(path: Path, spec: StoreSpec, packed: bool) -> None:
         path,
         provenance={"backbone": {"name": "synthetic-timesformer-base"}, "tokens": "frame"},
         views=list(VIEWS[: spec.views]),
-        labels=list(LABELS),
+        task=task_record("classification", {"labels": list(LABELS)}),
         clips=1,
         tokens=spec.tokens,
         dim=spec.dim,

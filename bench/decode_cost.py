@@ -11,8 +11,8 @@ run, by:
 - ``today``: ``pipeline/decode.py`` as of ``--baseline`` (a git revision, default the last
   commit before the exact path was made faster), loaded from git as a separate module;
 - ``exact``: the current exact path (``SamplingConfig.snap="exact"``);
-- ``keyframe``: the current keyframe mode (``snap="keyframe"``; PyAV, rule 12 of
-  ``pipeline.decode``); the decord row reads the same snapped positions with decord's
+- ``keyframe``: the current keyframe mode (``snap="keyframe"``; PyAV, ``pipeline.decode``'s
+  ``keyframes.py``); the decord row reads the same snapped positions with decord's
   ``get_batch`` for comparison only (decord cannot verify keyframes; skill never uses it
   for this mode).
 
@@ -44,6 +44,9 @@ if __package__ in (None, ""):  # `python bench/decode_cost.py`
 
 import numpy as np  # noqa: E402
 
+import skill.pipeline.decode.decord_reader as decord_reader  # noqa: E402
+import skill.pipeline.decode.keyframes as keyframes  # noqa: E402
+import skill.pipeline.decode.pyav_reader as pyav_reader  # noqa: E402
 from bench.common import (  # noqa: E402
     REPO_ROOT,
     VideoSpec,
@@ -55,12 +58,15 @@ from bench.common import (  # noqa: E402
     print_machine,
     synthetic_video,
 )
-from skill.pipeline import decode as current  # noqa: E402
-from skill.pipeline.decode import FrameGeometry  # noqa: E402
+from skill.pipeline.decode.geometry import FrameGeometry  # noqa: E402
+from skill.pipeline.decode.index import probe, probe_index  # noqa: E402
+from skill.pipeline.decode.view import decode_view  # noqa: E402
 from skill.pipeline.sampling import SamplingConfig, sample_indices, snap_to_keyframes  # noqa: E402
 
 BASELINE_REV = "b98a0c8"
 """The last commit with the exact path before skipping of non-reference frames."""
+CURRENT = (pyav_reader, keyframes)
+"""The modules holding today's PyAV frame generators, which ``counting_frames`` wraps."""
 GEOMETRY = FrameGeometry(224, 224, 224)  # TimeSformer-base's input
 SAMPLINGS = {
     "16 uniform": SamplingConfig("uniform", frames=16),
@@ -112,10 +118,10 @@ def load_baseline(rev: str) -> ModuleType | None:
 def decord_keyframes(path: Path, sampling: SamplingConfig) -> None:
     """decord's get_batch on the keyframe-snapped positions, converted like decode_view's
     frames (comparison only: decord cannot tell a true keyframe from a mislabelled one)."""
-    info, index = current._probe(str(path))
+    info, index = probe_index(str(path))
     indices = snap_to_keyframes(sample_indices(info.num_frames, sampling, "k").indices,
                                 index.key_positions)  # fmt: skip
-    current._read_decord(str(path), info, index, np.unique(indices), GEOMETRY, 1)
+    decord_reader._read_decord(str(path), info, index, np.unique(indices), GEOMETRY, 1)
 
 
 @dataclass
@@ -151,27 +157,33 @@ def interleaved_cpu_seconds(runs: list, repeats: int) -> list[tuple[float, float
 
 
 @contextlib.contextmanager
-def counting_frames(module: ModuleType, counts: list[int]):
-    """Count the frames out of a decode module's PyAV frame generators."""
-    names = [n for n in ("_decoded_frames", "_decode_one_packet") if hasattr(module, n)]
-    originals = {n: getattr(module, n) for n in names}
+def counting_frames(modules: tuple[ModuleType, ...], counts: list[int]):
+    """Count the frames out of the PyAV frame generators (``_decoded_frames``,
+    ``_decode_one_packet``) of the decode modules that hold them."""
+    names = ("_decoded_frames", "_decode_one_packet")
+    originals = {(m, n): getattr(m, n) for m in modules for n in names if hasattr(m, n)}
 
-    def generator(*args, **kwargs):
-        for frame in originals["_decoded_frames"](*args, **kwargs):
+    def generator(original):
+        def counted(*args, **kwargs):
+            for frame in original(*args, **kwargs):
+                counts[0] += 1
+                yield frame
+
+        return counted
+
+    def one(original):
+        def counted(*args, **kwargs):
             counts[0] += 1
-            yield frame
+            return original(*args, **kwargs)
 
-    def one(*args, **kwargs):
-        counts[0] += 1
-        return originals["_decode_one_packet"](*args, **kwargs)
+        return counted
 
-    module._decoded_frames = generator
-    if "_decode_one_packet" in originals:
-        module._decode_one_packet = one
+    for (module, name), fn in originals.items():
+        setattr(module, name, generator(fn) if name == "_decoded_frames" else one(fn))
     try:
         yield
     finally:
-        for name, fn in originals.items():
+        for (module, name), fn in originals.items():
             setattr(module, name, fn)
 
 
@@ -180,26 +192,28 @@ def measure_cells(path: Path, sampling: SamplingConfig, baseline, repeats: int) 
     plans = []
     if baseline is not None:
         for backend in ("decord", "pyav"):
-            plans.append((backend, "today", baseline, sampling, backend, 1))
+            plans.append(
+                (backend, "today", (baseline,), baseline.decode_view, sampling, backend, 1)
+            )
     for backend in ("decord", "pyav"):
-        plans.append((backend, "exact", current, sampling, backend, 1))
+        plans.append((backend, "exact", CURRENT, decode_view, sampling, backend, 1))
     for backend in ("decord", "pyav"):  # decoder threads cost CPU time, not save it
-        plans.append((backend, "exact, 2 threads", current, sampling, backend, 2))
-    plans.append(("pyav", "keyframe", current, keyframe, "auto", 1))
+        plans.append((backend, "exact, 2 threads", CURRENT, decode_view, sampling, backend, 2))
+    plans.append(("pyav", "keyframe", CURRENT, decode_view, keyframe, "auto", 1))
     runs = [
-        lambda module=module, config=config, backend=backend, threads=threads: module.decode_view(
+        lambda decode=decode, config=config, backend=backend, threads=threads: decode(
             path, config, "k", GEOMETRY, backend=backend, threads=threads
         )
-        for _, _, module, config, backend, threads in plans
+        for _, _, _, decode, config, backend, threads in plans
     ]
     runs.append(lambda: decord_keyframes(path, sampling))
     timings = interleaved_cpu_seconds(runs, repeats)
     cells = []
-    for (decoder, mode, module, *_), run, (best, median, wall) in zip(
+    for (decoder, mode, modules, *_), run, (best, median, wall) in zip(
         plans, runs, timings, strict=False
     ):
         counts = [0]
-        with counting_frames(module, counts):
+        with counting_frames(modules, counts):
             run()
         decoded = counts[0] if decoder == "pyav" else None
         cells.append(Cell(decoder, mode, best, median, wall, decoded))
@@ -242,8 +256,8 @@ def measure_rates(path: Path) -> Rates:
     every, frames = whole_video_rate(path, "DEFAULT")
     reference, reference_frames = whole_video_rate(path, "NONREF")
     keyframe, keyframes = whole_video_rate(path, "NONKEY")
-    probe = min(_cpu(lambda: current.probe(path)) for _ in range(3))
-    return Rates(every, reference, keyframe, probe, frames, reference_frames, keyframes)
+    probe_s = min(_cpu(lambda: probe(path)) for _ in range(3))
+    return Rates(every, reference, keyframe, probe_s, frames, reference_frames, keyframes)
 
 
 def _cpu(fn) -> float:

@@ -38,7 +38,7 @@ def demo_store(folder: Path, takes: int = 200, participants: int = 20, seed: int
     """A store built as `skill demo` builds its own (on first use); the defaults are the
     demo's dataset."""
     from skill.demo import DemoConfig, _extract
-    from skill.synth import synthesize
+    from skill.synth import SynthConfig, synthesize
 
     name = "demo" if (takes, participants, seed) == (200, 20, 0) else (
         f"demo-t{takes}-p{participants}-s{seed}")  # fmt: skip
@@ -51,8 +51,8 @@ def demo_store(folder: Path, takes: int = 200, participants: int = 20, seed: int
         shutil.rmtree(out)
     cfg = DemoConfig(out=out, takes=takes, seed=seed)
     out.mkdir(parents=True)
-    manifest = synthesize(out / "data", takes=takes, seed=seed, size=cfg.size,
-                          participants=participants)  # fmt: skip
+    synth = SynthConfig(takes=takes, seed=seed, size=cfg.size, participants=participants)
+    manifest = synthesize(synth, out / "data")
     _extract(cfg, manifest, say=print)
     (out / "built").write_text("ok\n")
     return out / "store.zarr"

@@ -1,7 +1,7 @@
 """Benchmark 3: the extraction pipeline, and its decode path against SkillFormer's.
 
 Part A, overlap: takes/s of `skill extract` (pipeline.extract.run_extract, what the CLI
-calls) against decoding alone (the same decode jobs through pipeline.decode_pool.DecodePool
+calls) against decoding alone (the same decode jobs through pipeline.decode.pool.DecodePool
 with the same workers) and the backbone alone (Backbone.encode on the already decoded clips,
 same batch size), on the same takes: 448p H.264 videos, 16 uniform frames per view. The
 backbone is TimeSformer-base with random weights (``--backbone base``; a registered name such
@@ -9,7 +9,7 @@ as ``tiny-timesformer`` shows the decode-bound regime). Extract time is counted 
 of its loop (backbone already loaded, decode workers not yet started, as for decode alone).
 
 Part B, decode path: the frames of one random 16-frame window at stride 4 (SkillFormer's
-sampling) of a several-minute 448p video, decoded by pipeline.decode.decode_view (decord,
+sampling) of a several-minute 448p video, decoded by pipeline.decode.view.decode_view (decord,
 then PyAV; seeks to the keyframe before the window) and by SkillFormer's reader (PyAV,
 every frame from the start up to the last sampled one, then its image processor), on the
 same frame indices; plus 16 uniform frames over the whole video.
@@ -21,7 +21,7 @@ uses) and with the decoder's own thread choice (torchcodec ``num_ffmpeg_threads=
 ``num_threads=0``, PyAV one thread per core); rounds interleaved, best round reported, wall
 and CPU seconds (window columns: the mean of the 5 random windows). Every backend must return
 the same frame indices and timestamps as PyAV (checked). The default decoder order
-(``pipeline.decode.DEFAULT_ORDER``) follows from the 1-thread rows.
+(``pipeline.decode.registry.DEFAULT_ORDER``) follows from the 1-thread rows.
 
 Run from the repository root: ``python -m bench.extract_pipeline``.
 """
@@ -114,7 +114,7 @@ def extract_config(manifest: Path, store: Path, backbone: str, args):
 
 def decode_alone(cfg, backbone) -> tuple[list[np.ndarray], float, float]:
     """Every decode job of the manifest through a DecodePool: (clips, seconds, worker CPU s)."""
-    from skill.pipeline.decode_pool import DecodePool
+    from skill.pipeline.decode.pool import DecodePool
     from skill.pipeline.extract_loop import key_of
     from skill.pipeline.manifest import read_takes
 
@@ -257,7 +257,8 @@ class DecodeRow:
 
 
 def project_decode(video: Path, sampling, key: str, backend: str):
-    from skill.pipeline.decode import FrameGeometry, decode_view
+    from skill.pipeline.decode.geometry import FrameGeometry
+    from skill.pipeline.decode.view import decode_view
 
     geometry = FrameGeometry(shortest_edge=224, crop_height=224, crop_width=224)
     return timed(decode_view, video, sampling, key, geometry, backend)
@@ -332,9 +333,9 @@ def decoder_samplings() -> list[tuple[str, object]]:
 
 
 def torchcodec_missing() -> str:
-    from skill.pipeline.decode_torchcodec import available
+    from skill.pipeline.decode.registry import BACKENDS
 
-    return available()
+    return BACKENDS["torchcodec"].available()
 
 
 def measure_decoders(video: Path, runs, rounds: int) -> dict[str, list[float]]:
@@ -368,7 +369,8 @@ def measure_decoders(video: Path, runs, rounds: int) -> dict[str, list[float]]:
 
 
 def _decode(video: Path, sampling, backend: str, threads: int):
-    from skill.pipeline.decode import FrameGeometry, decode_view
+    from skill.pipeline.decode.geometry import FrameGeometry
+    from skill.pipeline.decode.view import decode_view
 
     geometry = FrameGeometry(shortest_edge=224, crop_height=224, crop_width=224)
     return decode_view(video, sampling, "bench/long", geometry, backend, threads)

@@ -185,11 +185,12 @@ def time_train_pass_at(threads: int, store: Path, selection, out_dir: Path) -> f
 
 def time_sweep(store: Path, heads: list[str], out_dir: Path, threads: int):
     """(seconds, SweepResult) of heads x (ego, exo, all) x seed 0, loading included."""
-    from skill.heads.config import FitConfig
+    from skill.heads.config import FitConfig, SweepConfig
     from skill.heads.sweep import sweep
 
     base = FitConfig(store=str(store), plots=False, out_dir=str(out_dir), threads=threads)
-    return timed(sweep, base, heads, list(VIEW_SETS), [0])
+    cfg = SweepConfig(fit=base, heads=heads, view_sets=list(VIEW_SETS), seeds=[0])
+    return timed(sweep, cfg)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -213,7 +214,7 @@ def build_end_to_end(folder: Path, views: int):
     backbone.gradient_checkpointing_enable()  # SkillFormer enables it
     backbone.train()
     tokens = backbone.config.num_frames * (224 // 16) ** 2 + 1
-    head = build_head("cvf", dim=768, num_views=views, num_classes=4, tokens=tokens)
+    head = build_head("cvf", dim=768, num_views=views, outputs=4, tokens=tokens)
     params = [p for p in backbone.parameters() if p.requires_grad] + list(head.parameters())
     return backbone, head, torch.optim.AdamW(params, lr=2e-5)
 

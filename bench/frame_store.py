@@ -25,7 +25,7 @@ def folder_bytes(path: Path) -> int:
 
 def measure(work: Path, manifest: Path, codec: str, size: int, clips: int, frames: int, rounds):
     from skill.adapt.frames import FrameStoreSpec, build_frame_store
-    from skill.pipeline.decode import FrameGeometry
+    from skill.pipeline.decode.geometry import FrameGeometry
     from skill.pipeline.manifest import read_takes
     from skill.pipeline.sampling import SamplingConfig
 
@@ -63,10 +63,10 @@ def make_manifest(work: Path, args) -> Path:
         ]  # fmt: skip
         manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
         return manifest
-    from skill.synth import synthesize
+    from skill.synth import SynthConfig, synthesize
 
-    manifest = synthesize(work / "data", takes=max(args.takes, 12), size=args.size,
-                          frames=32, exo_views=3, workers=1)  # fmt: skip
+    synth = SynthConfig(takes=max(args.takes, 12), size=args.size, frames=32, exo_views=3)
+    manifest = synthesize(synth, work / "data", workers=1)
     lines = manifest.read_text().splitlines(keepends=True)[: args.takes]
     manifest.write_text("".join(lines))
     return manifest

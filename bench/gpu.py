@@ -13,7 +13,7 @@ memory (what `skill extract` runs: copy, normalise, forward, tokens back to the 
 per clip are counted per family with torch.utils.flop_counter.FlopCounterMode over one
 clip's forward (cross-check for TimeSformer-base: ~196 GMACs per 8-frame clip, NOTES §3).
 The fraction of peak uses the dense bf16 peak of the GPU (table below, or
-``--peak-tflops``). Decoding: clips/s of pipeline.decode_pool.DecodePool with one worker per
+``--peak-tflops``). Decoding: clips/s of pipeline.decode.pool.DecodePool with one worker per
 core on 448p H.264 videos, against the GPU's best clips/s.
 
 Needs an NVIDIA GPU (refuses without one); ``--cpu-smoke`` runs one batch of one clip on the
@@ -245,8 +245,8 @@ def measure_batches(backbone, args, device: str) -> list[BatchResult]:
 
 def decode_clips_per_second(folder: Path, args, crop: int) -> tuple[float, int]:
     """(clips/s, workers) of DecodePool decoding --frames uniform frames of 448p videos."""
-    from skill.pipeline.decode import FrameGeometry
-    from skill.pipeline.decode_pool import DecodePool
+    from skill.pipeline.decode.geometry import FrameGeometry
+    from skill.pipeline.decode.pool import DecodePool
     from skill.pipeline.sampling import SamplingConfig
 
     workers = args.decode_workers or len(os.sched_getaffinity(0))

@@ -11,6 +11,7 @@ import numpy as np
 
 from skill.cache import recovery
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, TokenStore
+from skill.tasks import get_task
 
 
 def store_summary(path: str | Path) -> dict:
@@ -18,8 +19,8 @@ def store_summary(path: str | Path) -> dict:
     store = TokenStore.open(path)
     table, status, valid = store.take_table(), store.status(), store.valid()
     errors = store.view_errors()
-    label_names = np.array([*store.labels, "(unlabelled)"])
-    labels = label_names[np.where(table.label >= 0, table.label, len(store.labels))]
+    task = get_task(store.task["name"])
+    targets = task.decode(table.target, store.task["schema"])
     done = status == STATUS_COMPLETE
     run = _run_state(store, pending=int((status == STATUS_PENDING).sum()))
     return {
@@ -44,7 +45,8 @@ def store_summary(path: str | Path) -> dict:
             v: int(valid[done, i].sum()) for i, v in enumerate(store.views)
         },
         "by_split": _count(table.split),
-        "by_label": _count(labels),
+        "task": store.task["name"],
+        "by_label": _count(np.array(["(unlabelled)" if t is None else str(t) for t in targets])),
         "by_scenario": _count(table.scenario),
         "geometry": {
             "clips": store.clips,

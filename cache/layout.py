@@ -22,7 +22,6 @@ in it: zarr reads every file at the root of a hierarchy as a node and warns abou
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -39,11 +38,12 @@ import numpy as np
 
 from skill.cache.checksum import crc32c, crc32c_extend
 from skill.cache.errors import StoreError
+from skill.cache.files import hold_lock, lock_file, write_text_atomically
 
 WRITE_SEPARATOR, PACKED_SEPARATOR = "/", "."
 PACKED_CHUNK_BYTES = 32 << 20
 LAYOUT_LOCK = ".skill.layout.lock"
-"""Suffix of the layout lock's file name, beside the store (see `lock_file`)."""
+"""Suffix of the layout lock's file name, beside the store (`cache.files.lock_file`)."""
 STAGING = ".skill-relayout"
 PACKED_RECORD = "skill_packed"
 """Attribute of a packed token array, written by the pack: ``{"store_id": ..., "crc32c":
@@ -142,36 +142,13 @@ def _scan(data, checksum: bool, crc: int = 0) -> tuple[int, bool]:
 
 
 # ---- locking -----------------------------------------------------------------------------
-def lock_file(store_path: Path, suffix: str) -> Path:
-    """The lock file `suffix` of a store: beside it, ``<parent>/.<store name><suffix>``.
-
-    Outside the hierarchy because zarr (and xarray through it) warns about every file at a
-    group's root that is not a node. The real path is used, so that every name of one store
-    (a symlink, a relative path) locks the same file."""
-    real = Path(store_path).resolve()
-    return real.parent / f".{real.name}{suffix}"
-
-
-@contextlib.contextmanager
-def layout_lock(store_path: Path, exclusive: bool) -> Iterator[None]:
-    """Hold the layout lock: shared to read chunks, exclusive to swap a layout.
+def layout_lock(store_path: Path, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+    """Hold the layout lock: shared to read chunks, exclusive to swap a layout; waits for it.
 
     A store on a read-only location without a lock file is read without it: nothing can
     relayout a store that nobody can write."""
-    lock_path = lock_file(store_path, LAYOUT_LOCK)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        try:
-            fd = os.open(lock_path, os.O_RDONLY)
-        except OSError:
-            yield
-            return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    lock = lock_file(store_path, LAYOUT_LOCK)
+    return hold_lock(lock, shared=not exclusive, patience_s=None, missing_ok=True)
 
 
 # ---- describing an array's layout --------------------------------------------------------
@@ -262,9 +239,7 @@ def _empty_record(store_id: str) -> dict:
 
 def _write_metadata(folder: Path, meta: dict) -> None:
     """Replace an array's ``zarr.json`` in one atomic rename."""
-    temporary = folder / f".zarr.json.tmp-{os.getpid()}"
-    temporary.write_text(json.dumps(meta, indent=2))
-    os.replace(temporary, folder / "zarr.json")
+    write_text_atomically(folder / "zarr.json", json.dumps(meta, indent=2))
 
 
 def record_packed_chunks(folder: Path, names: list[str], store_id: str) -> None:

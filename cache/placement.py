@@ -8,8 +8,8 @@ piece of data is also recorded against its place when it is written:
 
 * the store gets a random ``store_id`` when it is created;
 * each take-table column gets a digest (seeded with the store id and the committed row count;
-  the label column's also covers the ``labels`` list), stored in the root attributes beside
-  ``n_takes`` and written with it;
+  the targets' also covers the store's task: its schema, e.g. the class names, and how it
+  stores targets), stored in the root attributes beside ``n_takes`` and written with it;
 * each take's writer records the crc32c of every valid view's tokens (``token_crc``), one
   crc32c of its frame records (``frames_crc``: frame_index, timestamp, padded_frames,
   view_error, view_note) and a digest of its row (``row_digest``: store id, row number,
@@ -117,16 +117,20 @@ def frames_crc(
 
 
 def table_digests(
-    store_id: str, labels: list[str], columns: dict[str, np.ndarray], label: np.ndarray
-) -> dict[str, str]:
+    store_id: str, task: dict, columns: dict[str, np.ndarray], target_array: str,
+    targets: np.ndarray,
+) -> dict[str, str]:  # fmt: skip
     """{array: digest} of each take-table column over its committed rows: text ``columns``
-    (array name -> (n,) unicode) and ``label (n,)``, an index into ``labels``."""
-    n = len(label)
+    (array name -> (n,) unicode) and the targets ``(n, *shape)`` (whose digest covers the
+    store's ``task``: its schema and how it stores targets)."""
+    n = len(targets)
     out = {}
     for name, values in columns.items():
         out[name] = _digest(store_id, name, n, _text_bytes(values))
-    label_bytes = np.asarray(label, dtype=np.int8).tobytes() + json.dumps(list(labels)).encode()
-    out["label"] = _digest(store_id, "label", n, label_bytes)
+    target_bytes = (
+        np.ascontiguousarray(targets).tobytes() + json.dumps(task, sort_keys=True).encode()
+    )
+    out[target_array] = _digest(store_id, target_array, n, target_bytes)
     return out
 
 

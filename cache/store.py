@@ -19,19 +19,15 @@ coordinates along `take` (the root attribute `coordinates`, xarray's CF conventi
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import shutil
-import socket
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from skill.cache import layout, placement, small_arrays
+from skill.cache import files, layout, placement, small_arrays
 from skill.cache.errors import StoreBusy, StoreError
 
 FORMAT_VERSION = 4
@@ -54,10 +50,11 @@ TAKE_TEXT_COLUMNS = {
 }
 """The take table's text columns: TakeRow field -> array. The one list of them: the arrays,
 their order and the fields of TakeRow and TakeTable follow it."""
-TAKE_TABLE_ARRAYS = (*TAKE_TEXT_COLUMNS.values(), "label")
-"""The take table's arrays: the text columns, then `label`."""
+TEXT_ARRAYS = tuple(TAKE_TEXT_COLUMNS.values())
+"""The take table's text arrays; its last array holds the targets, named by the task
+(classification: `label`)."""
 VIEW_ARRAY = "view"
-TAKE_COORDINATES = ("label", "scenario", "participant", "split", "uid")
+TEXT_COORDINATES = ("scenario", "participant", "split", "uid")
 """Take-table columns that xarray shows as coordinates along `take`."""
 # Take-table chunk while takes are added; packing shrinks it to the table's length (a string
 # chunk is decoded whole, and 65,536 mostly empty strings cost more than the table).
@@ -78,7 +75,9 @@ class TakeRow:
     """One row of the take table."""
 
     take_id: str
-    label: str | None
+    target: object
+    """The take's target as a manifest states it (classification: a label name; None for
+    none); the store's task encodes it (see `tasks`)."""
     scenario: str = ""
     participant: str = ""
     split: str = ""
@@ -87,10 +86,10 @@ class TakeRow:
 
 @dataclass
 class TakeTable:
-    """The committed take table as arrays; `label` indexes `labels`, -1 = unlabelled."""
+    """The committed take table as arrays; ``target (n, *shape)`` as the task stores it."""
 
     ids: np.ndarray
-    label: np.ndarray
+    target: np.ndarray
     scenario: np.ndarray
     participant: np.ndarray
     split: np.ndarray
@@ -225,14 +224,16 @@ class TokenStore:
         self.store_id: str = attrs["store_id"]
         self.provenance: dict = attrs["provenance"]
         self.views: list[str] = list(attrs["views"])
-        self.labels: list[str] = list(attrs["labels"])
+        self.task: dict = attrs["task"]
+        """The store's task: ``name``, ``schema`` and how targets are stored, ``target``."""
+        self.target_array: str = self.task["target"]["array"]
         geometry = attrs["geometry"]
         self.clips, self.tokens, self.dim, self.frames = (
             int(geometry[k]) for k in ("clips", "tokens", "dim", "frames")
         )
-        self.table_arrays = TAKE_TABLE_ARRAYS
+        self.table_arrays = (*TEXT_ARRAYS, self.target_array)
         self.per_take_arrays = PER_TAKE_ARRAYS
-        self.relayout_arrays = RELAYOUT_ARRAYS
+        self.relayout_arrays = (*PER_TAKE_ARRAYS, *self.table_arrays)
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
@@ -242,7 +243,7 @@ class TokenStore:
         *,
         provenance: dict,
         views: Sequence[str],
-        labels: Sequence[str],
+        task: dict,
         clips: int,
         tokens: int,
         dim: int,
@@ -257,14 +258,12 @@ class TokenStore:
             raise StoreError(f"{path}: parent folder {path.parent} does not exist")
         if not os.access(path.parent, os.W_OK):
             raise StoreError(f"{path}: cannot write to {path.parent} (read-only location)")
-        staging = path.parent / f".{path.name}.creating-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
         geometry = {"clips": clips, "tokens": tokens, "dim": dim, "frames": frames}
         try:
-            _write_empty_store(staging, provenance, list(views), list(labels), geometry)
-            os.rename(staging, path)
+            with files.staging_folder(path, create=False) as staging:
+                _write_empty_store(staging, provenance, list(views), task, geometry)
+                files.publish_folder(staging, path)
         except OSError as err:
-            shutil.rmtree(staging, ignore_errors=True)
             raise StoreError(f"{path}: could not create the store: {err.strerror or err}") from err
         with contextlib.suppress(OSError):  # readers lock it even where they cannot create it
             layout.lock_file(path, layout.LAYOUT_LOCK).touch()
@@ -295,7 +294,9 @@ class TokenStore:
         `view` coordinate lists the `views` attribute in order. Reads only metadata files
         and the one-chunk view coordinate."""
         problems = []
-        specs = array_specs(len(self.views), self.clips, self.tokens, self.dim, self.frames)
+        specs = array_specs(
+            len(self.views), self.clips, self.tokens, self.dim, self.frames, self.task["target"]
+        )
         for name, spec in specs.items():
             try:
                 meta = layout.array_metadata(self.path, name)
@@ -344,15 +345,15 @@ class TokenStore:
         """The committed take table, checked against its digest (read once per open)."""
         if self._table is None:
             self._table = self._checked_table(
-                self._table_from(self.read_columns(*TAKE_TABLE_ARRAYS))
+                self._table_from(self.read_columns(*self.table_arrays))
             )
         return self._table
 
     def _checked_table(self, table: TakeTable) -> TakeTable:
         """Refuse a take table that is not the one committed (its digest, seeded with this
-        store's id, differs: a column edited or copied from another store, `labels`
-        reordered, `n_takes` changed), whose ids are empty or repeated (rows would be matched
-        to the wrong takes), or whose labels point past `labels`."""
+        store's id, differs: a column edited or copied from another store, the task's schema
+        changed, `n_takes` changed), whose ids are empty or repeated (rows would be matched
+        to the wrong takes), or whose targets lie outside what the task stores."""
         problems = self._table_digest_problems(table)
         empty = int((table.ids == "").sum())
         if empty:
@@ -361,13 +362,7 @@ class TokenStore:
         repeated = unique[counts > 1].tolist()
         if repeated:
             problems.append(f"take ids given twice: {', '.join(map(str, repeated[:5]))}")
-        bad = np.flatnonzero((table.label < -1) | (table.label >= len(self.labels)))
-        if len(bad):
-            named = ", ".join(f"{table.ids[i]} ({table.label[i]})" for i in bad[:5])
-            problems.append(
-                f"label indexes past the {len(self.labels)} labels: {named}"
-                + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-            )
+        problems += self._target_problems(table)
         if problems:
             raise StoreError(
                 f"{self.path}: the take table is damaged ({'; '.join(problems)}); "
@@ -375,19 +370,38 @@ class TokenStore:
             )
         return table
 
+    def _target_problems(self, table: TakeTable) -> list[str]:
+        """Targets outside the bounds the task recorded (besides its fill value)."""
+        spec = self.task["target"]
+        values = table.target.reshape(len(table.target), int(np.prod(table.target.shape[1:])))
+        present = ~np.all(values == spec["fill"], axis=1)
+        outside = np.zeros(len(values), dtype=bool)
+        if spec["low"] is not None:
+            outside |= np.any(values < spec["low"], axis=1)
+        if spec["high"] is not None:
+            outside |= np.any(values > spec["high"], axis=1)
+        bad = np.flatnonzero(present & outside)
+        if not len(bad):
+            return []
+        named = ", ".join(f"{table.ids[i]} ({values[i].tolist()})" for i in bad[:5])
+        return [
+            f"{spec['array']} values outside {spec['low']}..{spec['high']}: {named}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        ]
+
     def _table_digest_problems(self, table: TakeTable) -> list[str]:
         recorded = self.attrs.get("take_table")
         if recorded["rows"] != self.n_takes:
             return [f"n_takes is {self.n_takes} but {recorded['rows']} rows were committed"]
         digests = placement.table_digests(
-            self.store_id, self.labels, self._text_columns(table), table.label
+            self.store_id, self.task, self._text_columns(table), self.target_array, table.target
         )
         wrong = [name for name, value in digests.items() if recorded["digest"].get(name) != value]
         if not wrong:
             return []
-        what = [f"{name} column" for name in wrong if name != "label"]
-        if "label" in wrong:
-            what.append("label column or labels attribute")
+        what = [f"{name} column" for name in wrong if name != self.target_array]
+        if self.target_array in wrong:
+            what.append(f"{self.target_array} column or the task's schema")
         return [
             f"the {', '.join(what)} {'is' if len(what) == 1 else 'are'} not what was committed "
             "(edited, or copied from another store)"
@@ -439,10 +453,10 @@ class TokenStore:
 
     @staticmethod
     def _table_from(arrays: list[np.ndarray]) -> TakeTable:
-        """A TakeTable from the arrays of `TAKE_TABLE_ARRAYS`, in that order."""
-        *strings, label = arrays
+        """A TakeTable from the arrays of `table_arrays`, in that order."""
+        *strings, target = arrays
         columns = dict(zip(TAKE_TEXT_COLUMNS, map(_strings, strings), strict=True))
-        return TakeTable(ids=columns.pop("take_id"), label=np.asarray(label).astype(np.int64),
+        return TakeTable(ids=columns.pop("take_id"), target=np.asarray(target),
                          **columns)  # fmt: skip
 
     def read_columns(self, *names: str) -> list[np.ndarray]:
@@ -474,7 +488,7 @@ class TokenStore:
     def add_takes(self, rows: Sequence[TakeRow]) -> list[int]:
         """Register takes (coordinator only) and return their row indices.
 
-        Takes already in the table keep their row; a take whose label or metadata differs
+        Takes already in the table keep their row; a take whose target or metadata differs
         from the stored one is refused. New takes are appended in the given order."""
         self._require_writable()
         table = self.take_table()
@@ -491,10 +505,14 @@ class TokenStore:
         return [index[row.take_id] for row in rows]
 
     def _check_same_take(self, table: TakeTable, i: int, row: TakeRow) -> None:
-        names = ("label", *(name for name in TAKE_TEXT_COLUMNS if name != "take_id"))
-        stored_label = self.labels[table.label[i]] if table.label[i] >= 0 else None
-        stored = (stored_label, *(str(table.column(name)[i]) for name in names[1:]))
-        given = tuple(getattr(row, name) for name in names)
+        from skill.tasks import get_task
+
+        names = (self.target_array, *(name for name in TAKE_TEXT_COLUMNS if name != "take_id"))
+        stored_target = get_task(self.task["name"]).decode(
+            table.target[i : i + 1], self.task["schema"]
+        )[0]
+        stored = (stored_target, *(str(table.column(name)[i]) for name in names[1:]))
+        given = (row.target, *(getattr(row, name) for name in names[1:]))
         if stored != given:
             as_stored = " ".join(f"{n}={v!r}" for n, v in zip(names, stored, strict=True))
             as_given = " ".join(f"{n}={v!r}" for n, v in zip(names, given, strict=True))
@@ -503,23 +521,37 @@ class TokenStore:
                 f"but the manifest says {as_given}"
             )
 
+    def _target_values(self, rows: Sequence[TakeRow]) -> np.ndarray:
+        """``(n, *shape)`` the rows' targets as the store's task stores them; a target the task
+        does not take is refused, naming the take."""
+        from skill.tasks import TargetError, get_task
+
+        task, spec = get_task(self.task["name"]), self.task["target"]
+        encoded = []
+        for row in rows:
+            try:
+                encoded.append(task.encode(row.target, self.task["schema"]))
+            except TargetError as err:
+                raise StoreError(f"{self.path}: take {row.take_id}: {err}") from None
+        shape = (len(rows), *spec["shape"])
+        return np.asarray(encoded, dtype=spec["dtype"]).reshape(shape)
+
     def _append_rows(self, table: TakeTable, new_rows: Sequence[TakeRow]) -> None:
         n_new = len(table.ids) + len(new_rows)
         for name in PER_TAKE_ARRAYS:
             array = self._group[name]
             array.resize((n_new, *array.shape[1:]))
-        label_of = {name: i for i, name in enumerate(self.labels)}
         columns = {}
         for field_name, array_name in TAKE_TEXT_COLUMNS.items():
             values = [*table.column(field_name), *(getattr(r, field_name) for r in new_rows)]
             columns[array_name] = np.asarray(values, dtype=str)
             self._rewrite_column(array_name, np.asarray(values, dtype=object), str)
-        labels = np.asarray(
-            [*table.label, *(label_of[r.label] if r.label else -1 for r in new_rows)],
-            dtype=np.int8,
+        targets = np.concatenate([table.target.astype(self.task["target"]["dtype"]),
+                                  self._target_values(new_rows)])  # fmt: skip
+        self._rewrite_column(self.target_array, targets, targets.dtype)
+        digest = placement.table_digests(
+            self.store_id, self.task, columns, self.target_array, targets
         )
-        self._rewrite_column("label", labels, np.int8)
-        digest = placement.table_digests(self.store_id, self.labels, columns, labels)
         # Rows become visible only now, with their digest, in one write of the attributes: a
         # coordinator killed above leaves them uncommitted.
         committed = {"n_takes": n_new, "take_table": {"rows": n_new, "digest": digest}}
@@ -530,7 +562,7 @@ class TokenStore:
 
     def _rewrite_column(self, name: str, values: np.ndarray, dtype) -> None:
         array = self._group[name]
-        array.resize((len(values),))
+        array.resize((len(values), *array.shape[1:]))
         if len(values):
             array[:] = values.astype(dtype) if dtype is not str else values
 
@@ -813,7 +845,9 @@ class TokenStore:
             name: layout.packed_chunks(layout.array_metadata(self.path, name), self.n_takes)
             for name in PER_TAKE_ARRAYS
         }
-        wanted.update({name: (max(self.n_takes, 1),) for name in TAKE_TABLE_ARRAYS})
+        wanted.update(
+            {name: (max(self.n_takes, 1), *self._row_shape(name)) for name in self.table_arrays}
+        )
         changed = []
         for name, chunks in wanted.items():
             meta = layout.array_metadata(self.path, name)
@@ -857,9 +891,12 @@ class TokenStore:
         )
 
     def _write_chunks(self, name: str) -> tuple[int, ...]:
-        if name in TAKE_TABLE_ARRAYS:
-            return (TAKE_TABLE_CHUNK,)
+        if name in self.table_arrays:
+            return (TAKE_TABLE_CHUNK, *self._row_shape(name))
         return layout.write_chunks(name, tuple(layout.array_metadata(self.path, name)["shape"]))
+
+    def _row_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(layout.array_metadata(self.path, name)["shape"][1:])
 
     def unpack(self) -> list[str]:
         """Back to one chunk per take (per take and view for tokens), the layout writers
@@ -867,7 +904,7 @@ class TokenStore:
         self._require_writable()
         changed = [
             name
-            for name in RELAYOUT_ARRAYS
+            for name in self.relayout_arrays
             if self._relayout(name, self._write_chunks(name), layout.WRITE_SEPARATOR)
         ]
         self._arrays.clear()
@@ -894,39 +931,18 @@ class TokenStore:
             raise StoreError(f"{self.path}: opened read-only")
 
     # ---- writer lock ---------------------------------------------------------------------
-    @contextlib.contextmanager
-    def writer_lock(self) -> Iterator[None]:
-        """Hold the exclusive writer lock; a second holder gets StoreBusy at once.
-
-        flock is released by the kernel when the holder dies, even by SIGKILL, so a
-        killed run never leaves a stale lock behind."""
-        lock_path = layout.lock_file(self.path, LOCK_FILE)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if not _try_flock(fd, fcntl.LOCK_EX, LOCK_RETRY_S):
-                raise self.busy_error(_read_lock_holder(lock_path))
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(_lock_holder()).encode())
-            yield
-        finally:
-            os.close(fd)
+    def writer_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the exclusive writer lock; a second holder gets StoreBusy at once (after
+        LOCK_RETRY_S). The kernel releases it when the holder dies, even by SIGKILL."""
+        lock = layout.lock_file(self.path, LOCK_FILE)
+        return files.hold_lock(lock, patience_s=LOCK_RETRY_S, refuse=self.busy_error)
 
     def writer_busy(self) -> str | None:
         """Who holds the writer lock ("pid N on host since T"), or None when nobody does.
 
         Creates and writes nothing (works on a read-only store); it takes a shared lock for
         an instant, which a starting writer waits out (LOCK_RETRY_S)."""
-        lock_path = layout.lock_file(self.path, LOCK_FILE)
-        try:
-            fd = os.open(lock_path, os.O_RDONLY)
-        except OSError:  # no lock file: nobody ever held the lock here
-            return None
-        try:
-            if _try_flock(fd, fcntl.LOCK_SH, 0.0):
-                return None
-            return _read_lock_holder(lock_path)
-        finally:
-            os.close(fd)  # closing releases the shared lock
+        return files.lock_holder(layout.lock_file(self.path, LOCK_FILE))
 
     def run_state(self, pending: int) -> tuple[str, str | None]:
         """(state, writer): "in progress" while a writer holds the lock (writer: who);
@@ -946,19 +962,6 @@ class TokenStore:
         )
 
 
-def _try_flock(fd: int, kind: int, patience_s: float) -> bool:
-    """flock `kind` without blocking, retrying for `patience_s`; False if it stays held."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            fcntl.flock(fd, kind | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
-
-
 PER_TAKE_ARRAYS = (
     "tokens",
     "valid",
@@ -973,8 +976,6 @@ PER_TAKE_ARRAYS = (
     "status",
 )
 """Arrays with one row per take, written by the take's writer (`status` last)."""
-RELAYOUT_ARRAYS = (*PER_TAKE_ARRAYS, *TAKE_TABLE_ARRAYS)
-"""Every array that `pack` and `unpack` may rewrite."""
 ROW_DIGEST_PROBLEM = (
     "its records (status, valid, token_crc, frames_crc) are not the ones written for it: "
     "a per-take chunk was moved, exchanged, lost or copied from another store"
@@ -1024,8 +1025,11 @@ class ArraySpec:
         return out
 
 
-def array_specs(views: int, clips: int, tokens: int, dim: int, frames: int) -> dict[str, ArraySpec]:
-    """Every array of a store of this geometry, by name."""
+def array_specs(
+    views: int, clips: int, tokens: int, dim: int, frames: int, target: dict
+) -> dict[str, ArraySpec]:
+    """Every array of a store of this geometry, by name; ``target``: how the task stores its
+    targets (the store's ``task.target``)."""
     frame_dims, frame_shape = ("take", "view", "clip", "frame"), (views, clips, frames)
     per_view = ("take", "view"), (views,)
     specs = {
@@ -1045,7 +1049,9 @@ def array_specs(views: int, clips: int, tokens: int, dim: int, frames: int) -> d
     specs.update(
         {name: ArraySpec("string", ("take",), (), "") for name in TAKE_TEXT_COLUMNS.values()}
     )
-    specs["label"] = ArraySpec("int8", ("take",), (), -1)
+    target_shape = tuple(target["shape"])
+    target_dims = ("take", *(f"{target['array']}_{i}" for i in range(len(target_shape))))
+    specs[target["array"]] = ArraySpec(target["dtype"], target_dims, target_shape, target["fill"])
     specs[VIEW_ARRAY] = ArraySpec("string", ("view",), (views,), "")
     return specs
 
@@ -1059,18 +1065,6 @@ def _strings(values) -> np.ndarray:
         width = int(np.strings.str_len(values).max(initial=0))
         return values.astype(f"U{max(width, 1)}")
     return np.array(values.tolist(), dtype=str).reshape(values.shape)
-
-
-def _lock_holder() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%FT%T")}
-
-
-def _read_lock_holder(lock_path: Path) -> str:
-    try:
-        holder = json.loads(lock_path.read_text() or "{}")
-        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
-    except (OSError, ValueError, KeyError):
-        return "holder unknown"
 
 
 def _check_is_store(path: Path) -> None:
@@ -1123,7 +1117,12 @@ _ROOT_ATTRIBUTES = {
     "store_id": lambda v: isinstance(v, str) and bool(v),
     "provenance": lambda v: isinstance(v, dict),
     "views": _is_names,
-    "labels": _is_names,
+    "task": lambda v: (
+        isinstance(v, dict)
+        and isinstance(v.get("name"), str)
+        and isinstance(v.get("schema"), dict)
+        and isinstance(v.get("target"), dict)
+    ),
     "geometry": lambda v: (
         isinstance(v, dict)
         and all(_is_count(v.get(k)) for k in ("clips", "tokens", "dim", "frames"))
@@ -1145,14 +1144,15 @@ def checksummed(compress: bool = True) -> list:
     return [ZstdCodec(level=0, checksum=False), Crc32cCodec()] if compress else [Crc32cCodec()]
 
 
-def _write_empty_store(path, provenance, views, labels, geometry: dict) -> None:
+def _write_empty_store(path, provenance, views, task: dict, geometry: dict) -> None:
     zarr = _zarr()
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    specs = array_specs(len(views), **geometry)
+    target = task["target"]
+    specs = array_specs(len(views), **geometry, target=target)
     for name, spec in specs.items():
         shape = (0, *spec.shape) if spec.per_take else spec.shape
-        if name in TAKE_TABLE_ARRAYS:
-            chunks = (TAKE_TABLE_CHUNK,)
+        if name in (*TEXT_ARRAYS, target["array"]):
+            chunks = (TAKE_TABLE_CHUNK, *spec.shape)
         elif spec.per_take:
             chunks = layout.write_chunks(name, shape)
         else:
@@ -1162,31 +1162,26 @@ def _write_empty_store(path, provenance, views, labels, geometry: dict) -> None:
             fill_value=spec.fill, dimension_names=list(spec.dims),
             compressors=checksummed(spec.compress),
         )  # fmt: skip
-    # CF's way to name categories, so that xarray users see what the index means.
-    group["label"].attrs.update(
-        {"flag_values": list(range(len(labels))), "flag_meanings": " ".join(
-            name.replace(" ", "_") for name in labels), "missing": -1}
-    )  # fmt: skip
+    group[target["array"]].attrs.update(target.get("attrs") or {})
     if views:
         group[VIEW_ARRAY][:] = np.asarray(list(views), dtype=object)
     store_id = placement.new_store_id()
-    columns = {name: np.zeros(0, dtype="U1") for name in TAKE_TEXT_COLUMNS.values()}
+    columns = {name: np.zeros(0, dtype="U1") for name in TEXT_ARRAYS}
+    empty = np.zeros((0, *target["shape"]), dtype=target["dtype"])
     group.attrs.update(
         {
             # xarray's CF decoding: these arrays are coordinates, not data variables
-            "coordinates": " ".join(TAKE_COORDINATES),
+            "coordinates": " ".join((target["array"], *TEXT_COORDINATES)),
             "skill": {"format_version": FORMAT_VERSION, "package_version": package_version()},
             "store_id": store_id,
             "provenance": provenance,
             "views": list(views),
-            "labels": list(labels),
+            "task": task,
             "geometry": dict(geometry),
             "n_takes": 0,
             "take_table": {
                 "rows": 0,
-                "digest": placement.table_digests(
-                    store_id, list(labels), columns, np.zeros(0, dtype=np.int8)
-                ),
+                "digest": placement.table_digests(store_id, task, columns, target["array"], empty),
             },
         }
     )

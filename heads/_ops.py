@@ -12,14 +12,14 @@ from torch import Tensor, nn
 from skill.errors import ConfigError
 
 
-def check_sizes(dim: int, num_views: int, num_classes: int, tokens: int, hidden: int) -> None:
+def check_sizes(dim: int, num_views: int, outputs: int, tokens: int, hidden: int) -> None:
     """Reject head sizes that cannot build a working head, naming the bad option."""
     sizes = {"dim": dim, "num_views": num_views, "tokens": tokens}
     for name, value in sizes.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"head option {name} must be a positive int, got {value!r}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"head option num_classes must be an int >= 2, got {num_classes!r}")
+    if not isinstance(outputs, int) or outputs < 1:
+        raise ValueError(f"head option outputs must be a positive int, got {outputs!r}")
     if not isinstance(hidden, int) or hidden < 0:
         raise ConfigError(f"head option hidden must be an int >= 0, got {hidden!r}")
 
@@ -73,20 +73,20 @@ def attention_heads(width: int, max_heads: int) -> int:
     return max(h for h in range(1, max_heads + 1) if width % h == 0)
 
 
-def classifier_mlp(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Module:
-    """``(..., in_features) -> (..., num_classes)``.
+def classifier_mlp(in_features: int, hidden: int, outputs: int, dropout: float) -> nn.Module:
+    """``(..., in_features) -> (..., outputs)``.
 
     ``hidden > 0``: LayerNorm, Linear(in->hidden), GELU, Dropout, Linear(hidden->C).
     ``hidden == 0``: a linear probe, LayerNorm, Dropout, Linear(in->C).
     """
     if hidden == 0:
         return nn.Sequential(
-            nn.LayerNorm(in_features), nn.Dropout(dropout), nn.Linear(in_features, num_classes)
+            nn.LayerNorm(in_features), nn.Dropout(dropout), nn.Linear(in_features, outputs)
         )
     return nn.Sequential(
         nn.LayerNorm(in_features),
         nn.Linear(in_features, hidden),
         nn.GELU(),
         nn.Dropout(dropout),
-        nn.Linear(hidden, num_classes),
+        nn.Linear(hidden, outputs),
     )

@@ -13,7 +13,7 @@ from skill.heads.registry import register_head
 class ConcatHead(nn.Module):
     """Concatenate the views' pooled tokens; a missing view becomes a learned embedding.
 
-    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, C)`` logits.
+    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, O)`` logits.
     Each view is mean-pooled over its tokens and layer-normed (per view, so that one loud view
     does not dominate); a missing view is replaced by its own learned "missing" vector (V, D),
     and the mask itself is appended as V extra 0/1 features, so the MLP sees
@@ -28,23 +28,23 @@ class ConcatHead(nn.Module):
         self,
         dim: int,
         num_views: int,
-        num_classes: int,
+        outputs: int,
         tokens: int,
         hidden: int = 512,
         dropout: float = 0.1,
     ):
         super().__init__()
-        check_sizes(dim, num_views, num_classes, tokens, hidden)
+        check_sizes(dim, num_views, outputs, tokens, hidden)
         self.dim, self.num_views = dim, num_views
         self.view_norm = nn.LayerNorm(dim)
         # Small init: near the normalised features' origin, learned from the missing cases.
         self.missing = nn.Parameter(torch.randn(num_views, dim) * 0.02)  # (V, D)
-        self.classifier = classifier_mlp(num_views * dim + num_views, hidden, num_classes, dropout)
+        self.classifier = classifier_mlp(num_views * dim + num_views, hidden, outputs, dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``(B, V, N, D), (B, V) -> (B, C)``."""
+        """``(B, V, N, D), (B, V) -> (B, O)``."""
         check_inputs(x, mask, self.num_views, self.dim)
         per_view = self.view_norm(pool_tokens(x, mask))  # (B, V, D)
         per_view = torch.where(mask[:, :, None], per_view, self.missing[None])  # (B, V, D)
         features = torch.cat([per_view.flatten(1), mask.to(per_view.dtype)], dim=1)  # (B, V*D + V)
-        return self.classifier(features)  # (B, C)
+        return self.classifier(features)  # (B, O)

@@ -16,11 +16,14 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from skill.devices import resolve_device
 from skill.errors import ConfigError
 
-MONITORS = ("balanced_accuracy", "loss")
+if TYPE_CHECKING:
+    from skill.tasks import Task
+
 FORMATS = ("csv", "egoexo4d", "egoexo4d-labels")
 UNPREDICTABLE = ("refuse", "uniform")
 AGGREGATES = ("none", "participant")
@@ -128,8 +131,10 @@ class FitConfig:
     """Early stopping when --patience is not given, as a fraction of the budget: stop after
     this fraction of its epochs (rounded up, at least 1) without a better validation score,
     so that a long budget waits as long, relatively, as a short one (0: never stop early)."""
-    monitor: str = "balanced_accuracy"
-    """Validation score for early stopping and best-epoch choice: balanced_accuracy or loss."""
+    monitor: str | None = None
+    """Validation score for early stopping and best-epoch choice, one of the store's task's:
+    classification's balanced_accuracy or loss. Default: the task's first (classification:
+    balanced_accuracy)."""
     seed: int = 0
     """Seed of weight init, batch order, clip choice, view dropout (and LightGBM)."""
     split_seed: int = 0
@@ -186,7 +191,10 @@ class FitConfig:
         self._check_ranges()
         self._check_budget_settings()
         _check_head(self.head)
-        _choice("--monitor", self.monitor, MONITORS)
+        if self.monitor is not None:
+            from skill.tasks import all_monitors
+
+            _choice("--monitor", self.monitor, all_monitors())
         if not self.name:
             self.name = f"{self.head}-{self.views.replace(',', '+').replace(' ', '')}-s{self.seed}"
         _folder_name("--name", self.name)
@@ -214,16 +222,19 @@ class FitConfig:
                 "fraction of the budget), not both"
             )
 
-    def resolved(self, num_views: int) -> FitConfig:
-        """This config with the head's defaults filled in for a fit on ``num_views`` views:
-        ``view_dropout`` and ``lr``."""
+    def resolved(self, num_views: int, task: Task) -> FitConfig:
+        """This config with the defaults of its head and of the store's task filled in for a
+        fit on ``num_views`` views: ``view_dropout``, ``lr`` and ``monitor``."""
         from skill.heads.registry import default_lr, multiview_dropout
 
         drop = self.view_dropout
         if drop is None:
             drop = multiview_dropout(self.head) if num_views > 1 else 0.0
         lr = default_lr(self.head) if self.lr is None else self.lr
-        return dataclasses.replace(self, view_dropout=drop, lr=lr)
+        from skill.tasks import resolve_monitor
+
+        monitor = resolve_monitor(task, self.monitor)
+        return dataclasses.replace(self, view_dropout=drop, lr=lr, monitor=monitor)
 
     def budget(self, train_takes: int, grad_accum: int = 1) -> TrainingBudget:
         """The resolved budget for a training split of ``train_takes`` takes, with

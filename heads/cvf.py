@@ -22,7 +22,7 @@ MAX_ATTENTION_HEADS = 16
 class CrossViewFusionHead(nn.Module):
     """SkillFormer's CrossViewFusion on cached tokens, then its Linear classifier.
 
-    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, C)`` logits.
+    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, O)`` logits.
 
     Steps (as in SkillFormer's ``AttentiveProjector`` + ``classifier``):
     1. per view, mean over all tokens -> (B, V, D)
@@ -68,13 +68,13 @@ class CrossViewFusionHead(nn.Module):
         self,
         dim: int,
         num_views: int,
-        num_classes: int,
+        outputs: int,
         tokens: int,
         hidden: int = 1536,
         dropout: float = 0.1,
     ):
         super().__init__()
-        check_sizes(dim, num_views, num_classes, tokens, hidden)
+        check_sizes(dim, num_views, outputs, tokens, hidden)
         if hidden < 1:
             raise ConfigError(f"head option hidden must be >= 1 for cvf, got {hidden}")
         self.dim, self.num_views = dim, num_views
@@ -89,12 +89,12 @@ class CrossViewFusionHead(nn.Module):
         self.down = nn.Sequential(nn.Linear(hidden, dim), nn.LayerNorm(dim))
         self.calibration_scale = nn.Parameter(torch.tensor(CALIBRATION_SCALE_INIT))
         self.calibration_shift = nn.Parameter(torch.tensor(CALIBRATION_SHIFT_INIT))
-        self.classifier = nn.Linear(dim, num_classes)
+        self.classifier = nn.Linear(dim, outputs)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``(B, V, N, D), (B, V) -> (B, C)``."""
+        """``(B, V, N, D), (B, V) -> (B, O)``."""
         check_inputs(x, mask, self.num_views, self.dim)
-        return self.classifier(self.fuse(x, mask))  # (B, C)
+        return self.classifier(self.fuse(x, mask))  # (B, O)
 
     def fuse(self, x: Tensor, mask: Tensor) -> Tensor:
         """Steps 1-8: ``(B, V, N, D), (B, V) -> (B, D)`` calibrated fused feature."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, TokenStore
 from skill.errors import SkillError
+from skill.tasks import Task, get_task
 
 # Values of the store's split column, and the split each one means.
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -41,14 +42,15 @@ class Selection:
 
     x: np.ndarray  # (n, V, K, N, D) float16; zeros where mask is False
     mask: np.ndarray  # (n, V) bool, True = the view holds tokens
-    labels: np.ndarray  # (n,) int64 index into class_names, -1 = unlabelled
+    targets: np.ndarray  # (n, *shape) the task's stored targets (see `tasks`)
     take_ids: np.ndarray  # (n,) str
     scenario: np.ndarray  # (n,) str
     participant: np.ndarray  # (n,) str
     split: np.ndarray  # (n,) str, the store's split column as written
     store_rows: np.ndarray  # (n,) int64 row of each take in the store's take table
     view_names: list[str]
-    class_names: list[str]
+    task_name: str  # the store's task
+    schema: dict  # the task's schema (classification: its labels)
     provenance: dict
     store_path: str
     store_views: list[str]
@@ -77,8 +79,18 @@ class Selection:
         return int(self.x.shape[4])
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+    def task(self) -> Task:
+        return get_task(self.task_name)
+
+    @property
+    def outputs(self) -> int:
+        """The width of a head's output for this selection's task."""
+        return self.task.output_width(self.schema)
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """``(n,)`` bool: takes with a target."""
+        return self.task.labelled(self.targets)
 
 
 @dataclass
@@ -154,14 +166,15 @@ def load_selection(
     return Selection(
         x=x,
         mask=valid[rows],
-        labels=table.label[rows].astype(np.int64),
+        targets=table.target[rows],
         take_ids=table.ids[rows],
         scenario=table.scenario[rows],
         participant=table.participant[rows],
         split=table.split[rows],
         store_rows=rows.astype(np.int64),
         view_names=view_names,
-        class_names=list(store.labels),
+        task_name=store.task["name"],
+        schema=dict(store.task["schema"]),
         provenance=dict(store.provenance),
         store_path=str(Path(store_path).resolve()),
         store_views=list(store.views),
@@ -224,7 +237,7 @@ def _check_views(views: list[str], store: TokenStore) -> list[str]:
 
 def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:
     """Train/val/test rows of the labelled takes (see the module docstring for the rules)."""
-    labelled = np.flatnonzero(sel.labels >= 0)
+    labelled = np.flatnonzero(sel.labelled)
     if len(labelled) == 0:
         raise SelectionError(f"{sel.store_path}: no labelled completed take to fit on")
     named = np.array([SPLIT_NAMES.get(s.strip().lower(), "") for s in sel.split[labelled]])
@@ -280,10 +293,11 @@ def grouped_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``rows`` into (train, val) so that no participant is on both sides.
 
-    Participants are grouped by their most common label and ``round(val_frac * count)`` of
-    each label's participants (at least one when the label has two or more) go to val, so
-    that every class is represented in val when possible. A take without a participant is
-    its own group. Seeded: the same seed gives the same split.
+    Participants are grouped by their most common stratum (the task's grouping of targets:
+    classification's label) and ``round(val_frac * count)`` of each stratum's participants (at
+    least one when the stratum has two or more) go to val, so that every class is represented
+    in val when possible. A take without a participant is its own group. Seeded: the same
+    seed gives the same split.
     """
     groups = np.array(
         [
@@ -292,9 +306,9 @@ def grouped_split(
         ]
     )
     names, inverse = np.unique(groups, return_inverse=True)
-    group_label = np.array(
-        [np.bincount(sel.labels[rows][inverse == g]).argmax() for g in range(len(names))]
-    )
+    strata = sel.task.strata(sel.targets[rows])
+    _, strata = np.unique(strata, return_inverse=True)  # non-negative ints for bincount
+    group_label = np.array([np.bincount(strata[inverse == g]).argmax() for g in range(len(names))])
     rng = np.random.default_rng(seed)
     val_groups: list[int] = []
     for label in np.unique(group_label):
@@ -316,12 +330,3 @@ def take_ids_sha256(take_ids: np.ndarray) -> str:
 
 def _empty() -> np.ndarray:
     return np.zeros(0, dtype=np.int64)
-
-
-def class_weights(train_labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Inverse-frequency weights ``n / (C * count_c)`` (0 for a class absent from training)."""
-    counts = np.bincount(train_labels, minlength=num_classes).astype(np.float64)
-    weights = np.zeros(num_classes)
-    present = counts > 0
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights

@@ -3,7 +3,7 @@
 Two implementations: :class:`heads.trainer.NeuralHead` wraps any registered ``nn.Module``
 head (AdamW training loop), :class:`heads.lgbm.LightGBMHead` is gradient-boosted trees.
 ``fit``, ``predict``, ``sweep`` and the run folder only ever talk to this interface.
-Shapes: n takes, V views, K clips, N tokens, D width, C classes.
+Shapes: n takes, V views, K clips, N tokens, D width, O the task's output width.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import numpy as np
 if TYPE_CHECKING:
     from skill.heads.config import FitConfig
     from skill.heads.data import Selection, Splits
+    from skill.tasks import Task
 
 
 @runtime_checkable
 class TrainableHead(Protocol):
-    """A head kind: trained by ``fit``, applied by ``predict_proba``, kept in a run folder."""
+    """A head kind: trained by ``fit``, applied by ``predict_scores``, kept in a run folder."""
 
     name: str  # the registered head name
     kind: str  # config.json ``model.kind``: "torch" or "lightgbm"
@@ -32,24 +33,31 @@ class TrainableHead(Protocol):
     schedule: dict | None  # after ``fit``: the resolved training budget (config.json
     # ``schedule``: steps, epochs, patience, and how many were run), None where it has none
 
+    def check_task(self, task: Task, schema: dict) -> None:
+        """Refuse a task this head kind cannot learn (ConfigError naming why), before any
+        training starts."""
+
     def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
         """Train on ``splits.train`` of ``sel``, early-stopping on ``splits.val``."""
 
-    def predict_proba(
+    def predict_scores(
         self,
         x: np.ndarray,
         mask: np.ndarray,
+        task: Task,
         rows: np.ndarray | None = None,
         batch_size: int = 64,
         device: str = "cpu",
     ) -> np.ndarray:
-        """Class probabilities ``(len(rows), C)`` (all takes when ``rows`` is None) for tokens
-        ``x (n, V, K, N, D)`` float16 and view mask ``(n, V)`` bool; the mean over clips."""
+        """The task's scores ``(len(rows), O)`` (all takes when ``rows`` is None; classification:
+        class probabilities) for tokens ``x (n, V, K, N, D)`` float16 and view mask ``(n, V)``
+        bool; the mean over clips."""
 
-    def per_view_proba(
-        self, x: np.ndarray, mask: np.ndarray, batch_size: int = 64, device: str = "cpu"
-    ) -> np.ndarray | None:
-        """Per-view class probabilities ``(n, V, C)``, or None for a head with one output."""
+    def per_view_scores(
+        self, x: np.ndarray, mask: np.ndarray, task: Task, batch_size: int = 64,
+        device: str = "cpu",
+    ) -> np.ndarray | None:  # fmt: skip
+        """Per-view scores ``(n, V, O)``, or None for a head with one output."""
 
     def save(self, folder: Path) -> None:
         """Write the model to ``folder / model_file``."""

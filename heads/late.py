@@ -15,7 +15,7 @@ from skill.heads.registry import register_head
 class LateHead(nn.Module):
     """Late fusion: per-view classifiers, output = log of the mean of the valid views' softmaxes.
 
-    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, C)`` log-probabilities.
+    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, O)`` log-probabilities.
     This is the protocol of the official EgoExo4D baselines and scorer (mean of the views'
     softmaxes). Because the output is already a log-probability, ``softmax(out) == exp(out)``
     and cross-entropy on it is the NLL of the averaged probabilities.
@@ -30,29 +30,29 @@ class LateHead(nn.Module):
         self,
         dim: int,
         num_views: int,
-        num_classes: int,
+        outputs: int,
         tokens: int,
         hidden: int = 256,
         dropout: float = 0.1,
     ):
         super().__init__()
-        check_sizes(dim, num_views, num_classes, tokens, hidden)
+        check_sizes(dim, num_views, outputs, tokens, hidden)
         self.dim, self.num_views = dim, num_views
         self.view_classifiers = nn.ModuleList(
-            classifier_mlp(dim, hidden, num_classes, dropout) for _ in range(num_views)
+            classifier_mlp(dim, hidden, outputs, dropout) for _ in range(num_views)
         )
 
     def per_view_logits(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``(B, V, N, D), (B, V) -> (B, V, C)``; rows of missing views are meaningless."""
+        """``(B, V, N, D), (B, V) -> (B, V, O)``; rows of missing views are meaningless."""
         check_inputs(x, mask, self.num_views, self.dim)
         per_view = pool_tokens(x, mask)  # (B, V, D)
         logits = [classify(per_view[:, v]) for v, classify in enumerate(self.view_classifiers)]
-        return torch.stack(logits, dim=1)  # (B, V, C)
+        return torch.stack(logits, dim=1)  # (B, V, O)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``(B, V, N, D), (B, V) -> (B, C)``: ``log(mean over valid v of softmax(logits_v))``."""
-        log_probs = torch.log_softmax(self.per_view_logits(x, mask), dim=-1)  # (B, V, C)
+        """``(B, V, N, D), (B, V) -> (B, O)``: ``log(mean over valid v of softmax(logits_v))``."""
+        log_probs = torch.log_softmax(self.per_view_logits(x, mask), dim=-1)  # (B, V, O)
         # Missing views get log-probability -inf, i.e. probability 0 in the sum.
-        log_probs = log_probs.masked_fill(~mask[:, :, None], -math.inf)  # (B, V, C)
+        log_probs = log_probs.masked_fill(~mask[:, :, None], -math.inf)  # (B, V, O)
         count = mask.sum(dim=1, keepdim=True).to(log_probs.dtype)  # (B, 1)
-        return torch.logsumexp(log_probs, dim=1) - torch.log(count)  # (B, C)
+        return torch.logsumexp(log_probs, dim=1) - torch.log(count)  # (B, O)

@@ -4,9 +4,10 @@ Features: per view, the mean over all clips and tokens, ``(D,)``; the views are 
 in view order, ``(V * D,)``, with NaN for a missing view (LightGBM routes missing values
 natively, so a missing view is never mistaken for an all-zero one).
 
-Reproducibility (field notes §4): ``deterministic=True``, ``force_row_wise=True``, a fixed
-``num_threads`` and ``seed`` give an identical model string between runs on one machine.
-Early stopping watches the validation multi-class log-loss; the model keeps the best round.
+The objective and its metrics are the task's (classification: multiclass, log-loss first).
+Reproducibility: ``deterministic=True``, ``force_row_wise=True``, a fixed ``num_threads`` and
+``seed`` give an identical model string between runs on one machine. Early stopping watches
+the objective's first metric on the validation split; the model keeps the best round.
 The model is saved and loaded as LightGBM's own text format only (never pickle).
 """
 
@@ -17,8 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skill.heads.data import Selection, Splits, class_weights
+from skill.errors import ConfigError
+from skill.heads.data import Selection, Splits
 from skill.heads.registry import register_head
+from skill.tasks import TargetError, Task
 
 if TYPE_CHECKING:
     from skill.heads.config import FitConfig
@@ -30,8 +33,9 @@ POOL_CHUNK = 256
 @register_head("lightgbm")
 class LightGBMHead:
     """:class:`heads.interface.TrainableHead` of gradient-boosted trees: pooled features
-    ``(n, V * D)`` (see :func:`pooled_features`) -> class probabilities ``(n, C)``; saved as
-    LightGBM's text model ``model.txt``. Runs on the cpu whatever ``device`` says."""
+    ``(n, V * D)`` (see :func:`pooled_features`) -> the task's scores ``(n, O)`` (with the
+    task's objective: classification's multiclass gives probabilities); saved as LightGBM's
+    text model ``model.txt``. Runs on the cpu whatever ``device`` says."""
 
     kind = "lightgbm"
     model_file = "model.txt"
@@ -49,15 +53,20 @@ class LightGBMHead:
         """The LightGBM Booster."""
         return self.booster
 
+    def check_task(self, task: Task, schema: dict) -> None:
+        lightgbm_objective(task, schema)
+
     def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
         self.booster, self.history, self.best = train_lightgbm(cfg, sel, splits)
 
-    def predict_proba(self, x, mask, rows=None, batch_size=64, device="cpu") -> np.ndarray:
+    def predict_scores(
+        self, x, mask, task: Task, rows=None, batch_size=64, device="cpu"
+    ) -> np.ndarray:
         if rows is not None:
             x, mask = x[rows], mask[rows]
-        return lightgbm_probabilities(self.booster, x, mask)
+        return lightgbm_scores(self.booster, task, x, mask)
 
-    def per_view_proba(self, x, mask, batch_size=64, device="cpu") -> None:
+    def per_view_scores(self, x, mask, task: Task, batch_size=64, device="cpu") -> None:
         return None  # one output per take
 
     def save(self, folder: Path) -> None:
@@ -79,12 +88,11 @@ def pooled_features(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out.reshape(n, views * dim)
 
 
-def lightgbm_params(cfg: FitConfig, num_classes: int) -> dict:
-    """LightGBM parameters of a config, with the settings that make it deterministic."""
+def lightgbm_params(cfg: FitConfig, task: Task, schema: dict) -> dict:
+    """LightGBM parameters of a config and the task's objective, with the settings that make
+    it deterministic."""
     return {
-        "objective": "multiclass",
-        "num_class": num_classes,
-        "metric": ["multi_logloss", "multi_error"],
+        **lightgbm_objective(task, schema),
         "learning_rate": cfg.lgbm_learning_rate,
         "num_leaves": cfg.lgbm_num_leaves,
         "min_data_in_leaf": cfg.lgbm_min_data_in_leaf,
@@ -100,6 +108,14 @@ def lightgbm_params(cfg: FitConfig, num_classes: int) -> dict:
     }
 
 
+def lightgbm_objective(task: Task, schema: dict) -> dict:
+    """The task's LightGBM objective, or a ConfigError saying the task has none."""
+    try:
+        return task.lightgbm_objective(schema)
+    except TargetError as err:
+        raise ConfigError(f"--head lightgbm: {err}") from None
+
+
 def train_lightgbm(cfg: FitConfig, sel: Selection, splits: Splits):
     """Train on the train split, early-stopping on val; returns (booster, history, best round).
 
@@ -107,13 +123,13 @@ def train_lightgbm(cfg: FitConfig, sel: Selection, splits: Splits):
     """
     import lightgbm as lgb
 
+    task = sel.task
+    params = lightgbm_params(cfg, task, sel.schema)
     features = pooled_features(sel.x, sel.mask)
-    y_train = sel.labels[splits.train]
-    weights = None
-    if cfg.class_balanced:
-        weights = class_weights(y_train, sel.num_classes)[y_train]
+    y_train = sel.targets[splits.train]
+    weights = task.sample_weights(sel.schema, y_train) if cfg.class_balanced else None
     train_set = lgb.Dataset(features[splits.train], y_train, weight=weights, free_raw_data=False)
-    val_set = lgb.Dataset(features[splits.val], sel.labels[splits.val], reference=train_set)
+    val_set = lgb.Dataset(features[splits.val], sel.targets[splits.val], reference=train_set)
     evals: dict = {}
     callbacks = [lgb.record_evaluation(evals)]
     if cfg.lgbm_early_stopping:
@@ -121,7 +137,7 @@ def train_lightgbm(cfg: FitConfig, sel: Selection, splits: Splits):
             lgb.early_stopping(cfg.lgbm_early_stopping, first_metric_only=True, verbose=False)
         )
     booster = lgb.train(
-        lightgbm_params(cfg, sel.num_classes),
+        params,
         train_set,
         num_boost_round=cfg.lgbm_rounds,
         valid_sets=[train_set, val_set],
@@ -131,29 +147,28 @@ def train_lightgbm(cfg: FitConfig, sel: Selection, splits: Splits):
     best = booster.best_iteration or booster.current_iteration()
     # Round-trip through the text format: the in-memory model is then exactly the saved one.
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-    return booster, lightgbm_history(evals), best
+    return booster, lightgbm_history(evals, task, params["metric"][0]), best
 
 
-def lightgbm_history(evals: dict) -> list[dict]:
-    """Per boosting round: train/val log-loss and val top-1 (1 - multi_error)."""
+def lightgbm_history(evals: dict, task: Task, loss: str) -> list[dict]:
+    """Per boosting round: the train loss (the objective's first metric) and the task's
+    validation row."""
     train, val = evals["train"], evals["val"]
     return [
         {
             "round": i + 1,
-            "train_loss": train["multi_logloss"][i],
-            "val_loss": val["multi_logloss"][i],
-            "val_top1": 1.0 - val["multi_error"][i],
+            "train_loss": train[loss][i],
+            **task.lightgbm_row({name: values[i] for name, values in val.items()}),
         }
-        for i in range(len(val["multi_logloss"]))
+        for i in range(len(val[loss]))
     ]
 
 
-def lightgbm_probabilities(booster, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Class probabilities ``(n, C)`` for tokens ``x (n, V, K, N, D)`` and ``mask (n, V)``."""
+def lightgbm_scores(booster, task: Task, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The task's scores ``(n, O)`` for tokens ``x (n, V, K, N, D)`` and ``mask (n, V)``."""
     if len(x) == 0:
         return np.zeros((0, 0))
-    probs = booster.predict(pooled_features(x, mask))
-    return np.asarray(probs, dtype=np.float64).reshape(len(x), -1)
+    return task.lightgbm_scores(booster.predict(pooled_features(x, mask)))
 
 
 def save_lightgbm(booster, path: str | Path) -> None:

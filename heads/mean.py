@@ -13,7 +13,7 @@ from skill.heads.registry import register_head
 class MeanHead(nn.Module):
     """Mean fusion of learned per-view embeddings, then an MLP classifier.
 
-    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, C)`` logits. Each view's tokens
+    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, O)`` logits. Each view's tokens
     are averaged, ``(B, V, D)``, embedded by one projection shared by all views (LayerNorm,
     Linear D -> D, GELU): ``(B, V, D)``, and the embeddings averaged over the valid views,
     ``(B, D)``, before the classifier. The projection is why it learns from several views:
@@ -29,21 +29,21 @@ class MeanHead(nn.Module):
         self,
         dim: int,
         num_views: int,
-        num_classes: int,
+        outputs: int,
         tokens: int,
         hidden: int = 256,
         dropout: float = 0.1,
     ):
         super().__init__()
-        check_sizes(dim, num_views, num_classes, tokens, hidden)
+        check_sizes(dim, num_views, outputs, tokens, hidden)
         self.dim, self.num_views = dim, num_views
         self.view_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
-        self.classifier = classifier_mlp(dim, hidden, num_classes, dropout)
+        self.classifier = classifier_mlp(dim, hidden, outputs, dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``(B, V, N, D), (B, V) -> (B, C)``."""
+        """``(B, V, N, D), (B, V) -> (B, O)``."""
         check_inputs(x, mask, self.num_views, self.dim)
         per_view = pool_tokens(x, mask)  # (B, V, D)
         embedded = self.view_proj(per_view)  # (B, V, D), missing views excluded just below
         pooled = masked_mean(embedded, mask)  # (B, D)
-        return self.classifier(pooled)  # (B, C)
+        return self.classifier(pooled)  # (B, O)

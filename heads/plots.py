@@ -1,5 +1,5 @@
-"""PNG figures: a fit's confusion matrices and training curves, a sweep's results
-(matplotlib, Agg backend).
+"""PNG figures: a fit's training curves, a sweep's results (matplotlib, Agg backend); a
+task's own figures (a confusion matrix) are the task's (`tasks/`).
 
 Every figure names its run or sweep in its title and says how many takes each score rests
 on. Each drawing function builds a matplotlib Figure (``*_figure``) that the ``plot_*``
@@ -15,79 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
+from skill.heads.sweep_rows import baseline_key, seeds_key
+from skill.tasks.figures import pyplot as _pyplot
+from skill.tasks.figures import save as _save
+from skill.tasks.figures import takes as _takes
+
 # (linestyle, marker) per line of a panel: two metrics with the same values stay two lines.
 LINE_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
 MARKED_POINTS = 15
 """About this many markers per line, whatever the number of epochs or rounds."""
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> None:
-    plt = _pyplot()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def run_title(out_dir: str | Path, name: str, head: str, views: str, seed: int) -> str:
     """``runs/cvf-all-s0: cvf on all, seed 0``: the run a figure belongs to."""
     return f"{Path(out_dir).name}/{name}: {head} on {views}, seed {seed}"
-
-
-def _takes(n: int) -> str:
-    return f"{n} take" if n == 1 else f"{n} takes"
-
-
-# ---- confusion matrices ------------------------------------------------------------------
-def plot_confusion(
-    panels: list[tuple[str, np.ndarray]],
-    class_names: list[str],
-    path: str | Path,
-    title: str = "",
-) -> None:
-    """One confusion matrix per (split, (C, C) counts) panel, side by side, rows = true class;
-    each panel's title gives its top-1 and the takes it counts, ``title`` names the run."""
-    _save(confusion_figure(panels, class_names, title), path)
-
-
-def confusion_figure(panels: list[tuple[str, np.ndarray]], class_names: list[str], title: str):
-    """The figure ``plot_confusion`` saves."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.6), squeeze=False)
-    for ax, (split, matrix) in zip(axes[0], panels, strict=True):
-        matrix = np.asarray(matrix)
-        n = int(matrix.sum())
-        top1 = float(np.trace(matrix)) / n if n else float("nan")
-        _draw_confusion(ax, matrix, class_names, f"{split}: top-1 {top1:.3f} on {_takes(n)}")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    # Fixed margins for the rotated class names: tight_layout costs more than the drawing.
-    fig.subplots_adjust(left=0.28 / len(panels), right=0.98, bottom=0.3, top=0.86, wspace=0.6)
-    return fig
-
-
-def _draw_confusion(ax, matrix: np.ndarray, class_names: list[str], title: str) -> None:
-    # Colour by row-normalised recall so that rare classes are readable; print the counts.
-    rows = matrix.sum(axis=1, keepdims=True)
-    recall = np.divide(matrix, rows, out=np.zeros(matrix.shape, float), where=rows > 0)
-    ax.imshow(recall, cmap="Blues", vmin=0, vmax=1)
-    ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(ticks, class_names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            colour = "white" if recall[i, j] > 0.5 else "black"
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=colour, fontsize=8)
 
 
 # ---- training curves ---------------------------------------------------------------------
@@ -155,17 +96,19 @@ def _split_counts(what: str, takes: dict) -> str:
 
 # ---- a sweep -----------------------------------------------------------------------------
 def plot_sweep(rows: list[dict], path: str | Path, name: str = "") -> None:
-    """A sweep's top-1 on test (val when there is no test): one panel per backbone, a group of
-    bars per view set, one bar per head; bar = mean over seeds, error bar = min..max (none,
-    and the title says so, with one seed); dashed line = chance (1 / classes), dotted lines =
-    the majority baseline of the split (the most common training label), per view set; the
-    takes each bar rests on under its view set. ``name`` names the sweep (its folder's name)."""
+    """A sweep's headline metric (the task's; classification: top-1) on test (val when there
+    is no test): one panel per backbone, a group of bars per view set, one bar per head; bar
+    = mean over seeds, error bar = min..max (none, and the title says so, with one seed);
+    dashed line = chance, dotted lines = the task's baseline of the split (classification:
+    the most common training label), per view set; the takes each bar rests on under its
+    view set. ``name`` names the sweep (its folder's name)."""
     _save(sweep_figure(rows, name), path)
 
 
 def sweep_figure(rows: list[dict], name: str = ""):
     """The figure ``plot_sweep`` saves."""
     split = "test" if any(row.get("n_test") for row in rows) else "val"
+    metric = rows[0]["headline"] if rows else "top1"
     backbones = list(dict.fromkeys(row.get("backbone", "") for row in rows))
     heads = list(dict.fromkeys(row["head"] for row in rows))
     view_sets = list(dict.fromkeys(row["views"] for row in rows))
@@ -177,21 +120,22 @@ def sweep_figure(rows: list[dict], name: str = ""):
     for ax, backbone in zip(axes[0], backbones, strict=True):
         mine = [row for row in rows if row.get("backbone", "") == backbone]
         _draw_sweep_panel(ax, mine, heads, view_sets, split)
-        ax.set_title(f"{backbone}: {split} top-1" if backbone else f"{split} top-1", fontsize=10)
+        what = f"{split} {metric}"
+        ax.set_title(f"{backbone}: {what}" if backbone else what, fontsize=10)
     spread = "one seed: no spread to show" if seeds == [1] else "mean over seeds, bars min..max"
-    axes[0][0].set_ylabel(f"{split} top-1 ({spread})")
+    axes[0][0].set_ylabel(f"{split} {metric} ({spread})")
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(_sweep_title(name, split, seeds), fontsize=10)
+    fig.suptitle(_sweep_title(name, f"{split} {metric}", seeds), fontsize=10)
     fig.subplots_adjust(
         left=0.8 / total, right=1 - legend / total, bottom=0.16, top=0.84, wspace=0.08
     )
     return fig
 
 
-def _sweep_title(name: str, split: str, seeds: list[int]) -> str:
+def _sweep_title(name: str, what: str, seeds: list[int]) -> str:
     counts = "one seed" if seeds == [1] else f"{'/'.join(map(str, seeds))} seeds"
     sweep = f"{name}: " if name else ""
-    return f"{sweep}{split} top-1 per head and view set ({counts})"
+    return f"{sweep}{what} per head and view set ({counts})"
 
 
 def _draw_sweep_panel(ax, rows: list[dict], heads: list[str], views: list[str], split: str):
@@ -200,7 +144,7 @@ def _draw_sweep_panel(ax, rows: list[dict], heads: list[str], views: list[str], 
         xs, means, low, high = [], [], [], []
         for v, view_set in enumerate(views):
             row = next((r for r in rows if (r["head"], r["views"]) == (head, view_set)), None)
-            seeds = [x for x in (row or {}).get(f"{split}_top1_seeds", []) if x == x]
+            seeds = [x for x in (row or {}).get(seeds_key(row, split), []) if x == x] if row else []
             if seeds:
                 mean = float(np.mean(seeds))
                 xs.append(v - 0.4 + bar * (h + 0.5))
@@ -222,19 +166,19 @@ def _view_tick(rows: list[dict], view_set: str, split: str) -> str:
 
 
 def _draw_baselines(ax, rows: list[dict], views: list[str], split: str) -> None:
-    """Chance (dashed grey) and the majority baseline per view set (dotted black, drawn
+    """Chance (dashed grey) and the task's baseline per view set (dotted black, drawn
     thicker): where the two are equal both stay visible, and the legend says so."""
     chance = rows[0].get("chance") if rows else None
     majorities = []
     for v, view_set in enumerate(views):
-        row = next((r for r in rows if r["views"] == view_set), {})
-        majority = row.get(f"{split}_majority_top1")
+        row = next((r for r in rows if r["views"] == view_set), None)
+        majority = row.get(baseline_key(row, split)) if row else None
         if majority is not None and majority == majority:
             majorities.append(majority)
-            label = "majority (train labels)" if len(majorities) == 1 else None
+            label = f"{row['baseline']} (train targets)" if len(majorities) == 1 else None
             ax.hlines(majority, v - 0.45, v + 0.45, color="black", linestyle=":", linewidth=2.5,
                       label=label)  # fmt: skip
     if chance is not None and chance == chance:
         same = bool(majorities) and all(abs(m - chance) < 5e-4 for m in majorities)
-        label = f"chance ({chance:.3f})" + (" = majority here" if same else "")
+        label = f"chance ({chance:.3f})" + (f" = {rows[0]['baseline']} here" if same else "")
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=label)

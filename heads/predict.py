@@ -1,83 +1,40 @@
-"""Stage two, ``skill predict``: apply a run folder's head to a token store.
-
-Checks before anything is computed:
-- the store's provenance (backbone and its weights hash, adapter, sampling, token mode,
-  preprocessing, dtype: every field) must equal the one the run was trained on; otherwise
-  the error names each differing field, e.g. ``backbone.weights_sha256: store abc... vs run def...``;
-- the store must hold every view the run uses (or ``views`` must leave the missing one out),
-  with the run's token count and width.
-
-``views`` restricts prediction to a subset of the run's views (e.g. ``ego`` for a run trained
-on all views): the others are masked, exactly like a view that failed to decode.
-
-Outputs:
-- CSV (``out_csv``): one row per predicted take, in the store's take order: ``take``,
-  ``split``, ``scenario``, ``predicted`` (class name), ``p_<class>`` per class, and ``label``
-  (the true class name, empty when unlabelled) when the store has labels.
-- ``fmt="egoexo4d"`` (``out_json``, default: ``out_csv`` with suffix ``.json``): the official
-  EgoExo4D proficiency prediction file, ``{"videos": [take ids], "ego_model_predictions":
-  [[C logits], ...], "exo_model_predictions": [[[C logits] x 4], ...]}``, takes in the order
-  of the store's take table (of ``split`` when set), or of ``order`` (the ground truth's take
-  names). Logits are log-probabilities (their softmax is the predicted distribution).
-  The scorer takes argmax of the ego slot (Ego), of the mean of the exo slots' softmaxes
-  (Exo) and of the mean of all five softmaxes (Ego+Exo). Fill rule: every slot without a
-  view of its own gets the take's fused log-probabilities (the head's output).
-  Fusion heads (one output per take) put the fused logits in every slot, so the scorer's
-  Ego, Exo and Ego+Exo all equal the fused prediction. The ``late`` head puts the ego
-  view's own logits in the ego slot and the i-th exo view's logits in the i-th exo slot; its
-  fused output is the mean of the valid views' probabilities, so filling the missing slots
-  with it keeps the mean of the five softmaxes equal to it: the scorer's Ego+Exo is skill's
-  prediction of every take, its Ego is the ego classifier where the take has an ego view
-  and the fused prediction where not, its Exo the exo classifiers' mean with the same fill.
-  ``PredictResult.benchmark`` holds these three figures computed by the scorer's own
-  arithmetic from exactly the values written into the file, over every labelled take of the
-  file, the uniformly filled ones included (the scorer reads their zero logits as class 0,
-  Novice: numpy's argmax gives ties to the first index), so what skill reports is what the
-  scorer will say. Logits are written with full round-trip precision (Python's ``repr`` of
-  the float64 value), never rounded: a near-tie cannot fall the other way in the file.
-- ``fmt="egoexo4d-labels"``: the challenge's newer file, ``{"videos": [take names],
-  "predictions": [class names]}`` (skill's fused prediction per take).
-- A take of the file that cannot be predicted (not completed, or no valid view) is refused
-  (:class:`UnpredictableTakesError`, listing them) unless ``unpredictable="uniform"``: then
-  it gets all-zero logits (a uniform guess; labels: the run's most frequent training class)
-  and ``PredictResult.filled`` names them.
-- ``aggregate="participant"``: every output and metric uses, for each take, the mean of
-  the probabilities of its participant's predicted takes (the late head's slots are
-  averaged in probability space, so the scorer's Ego+Exo stays skill's prediction). This
-  is outside the benchmark's input rules (each take is to be scored on its own videos).
-- Leakage guards: takes written into the output file (the JSON prediction file when there is
-  one, else the CSV) that the run predicted and that were among its training or validation
-  takes, or share participants with its training takes, give ``PredictResult.warnings``.
-"""
+"""Stage two, ``skill predict``: a run folder's head applied to a token store, giving each
+take's scores (the run's task's: classification's class probabilities; for heads that have
+them, each view's too) and skill's own CSV.
+The store must have been extracted like the run's (every provenance field; a mismatch names
+each differing field), hold the views the run uses (``views`` may mask some, like a view that
+failed to decode) with its token count and width; the CSV has one row per predicted take, in
+the store's take order (``take``, ``split``, ``scenario``, the task's prediction columns
+(classification: ``predicted`` and ``p_<class>`` per class), and the target when the store
+has targets); ``aggregate="participant"`` replaces each take's scores with the mean over its
+participant's predicted takes (outside the
+benchmark's input rules); takes written that the run trained or validated on, or that share
+its training participants, give leakage warnings. The EgoExo4D prediction files are written
+from these by `skill.interop.egoexo4d`."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from skill.cache.recovery import write_text_atomically
-from skill.cache.store import TokenStore, diff_provenance, provenance_identity
+from skill.cache.files import write_text_atomically
+from skill.cache.store import TakeTable, TokenStore, diff_provenance, provenance_identity
 from skill.errors import ConfigError, SkillError
 from skill.heads.config import FORMATS, PredictConfig
 from skill.heads.data import Selection, load_selection, resolve_views
 from skill.heads.interface import TrainableHead
-from skill.heads.metrics import evaluate
 from skill.heads.run_folder import (
     ModelRecord,
     RunRecord,
     load_head,
     read_run_record,
-    write_json,
 )
 
 __all__ = ["FORMATS", "PredictConfig", "PredictResult", "RunMismatchError", "predict"]
-
-EXO_SLOTS = 4  # the official prediction file has four exo slots per take
 
 
 class RunMismatchError(SkillError, ValueError):
@@ -89,10 +46,10 @@ class PredictResult:
     """Predictions of one run on one store; rows follow the store's take order."""
 
     take_ids: list[str]
-    probs: np.ndarray  # (n, C) class probabilities
-    predicted: list[str]  # (n,) class names
-    labels: np.ndarray  # (n,) int, -1 = unlabelled
-    class_names: list[str]
+    scores: np.ndarray  # (n, O) the task's scores (classification: class probabilities)
+    targets: np.ndarray  # (n, *shape) the stored targets (see `tasks`)
+    task_name: str
+    schema: dict  # the task's schema (classification: the labels)
     view_names: list[str]  # the run's views
     used_views: list[str]  # the views that fed the head (others masked)
     skipped: list[str] = field(default_factory=list)  # takes with nothing to predict from
@@ -112,35 +69,44 @@ class PredictResult:
     out_json: Path | None = None
 
 
-def predict(
-    cfg: PredictConfig | str | Path,
-    run_dir: str | Path | None = None,
-    out_csv: str | Path | None = None,
-    fmt: str = "csv",
-    out_json: str | Path | None = None,
-    views: str | None = None,
-    order: list[str] | None = None,
-    device: str = "cpu",
-    batch_size: int = 64,
-    split: str | None = None,
-    unpredictable: str = "refuse",
-    aggregate: str = "none",
-) -> PredictResult:
+def predict(cfg: PredictConfig) -> PredictResult:
     """Predict every completed take of ``cfg.store`` (of ``cfg.split`` when set) with the head
-    in ``cfg.run``.
-
-    ``format``: ``csv`` writes ``out_csv``; ``egoexo4d`` / ``egoexo4d-labels`` also write the
-    official JSON to ``out_json``. ``views``: a subset of the run's views (spec as for
-    ``fit``). ``order``: take ids for the JSON's order (default: the store's take table order,
-    of ``split`` when set). The keyword form ``predict(store, run_dir, out_csv, fmt=..., ...)``
-    builds the PredictConfig.
+    in ``cfg.run`` and write the CSV ``cfg.out_csv`` (``cfg.format`` csv; the EgoExo4D files
+    are written by `skill.interop.egoexo4d.predict_egoexo4d`). ``views``: a subset of the run's
+    views (spec as for ``fit``).
     """
-    if not isinstance(cfg, PredictConfig):
-        cfg = PredictConfig(
-            store=cfg, run=run_dir, out_csv=out_csv, format=fmt, out_json=out_json,
-            views=views, order=order, device=device, batch_size=batch_size, split=split,
-            unpredictable=unpredictable, aggregate=aggregate,
-        )  # fmt: skip
+    if cfg.format != "csv":
+        raise ValueError(
+            f"format {cfg.format!r}: written by skill.interop.egoexo4d.predict_egoexo4d"
+        )
+    prediction = predict_takes(cfg)
+    result = prediction.result
+    result.warnings = leakage_warnings(
+        prediction.record, prediction.sel, set(result.take_ids), Path(cfg.out_csv)
+    )
+    result.out_csv = Path(cfg.out_csv)
+    write_csv(result.out_csv, result, prediction.sel)
+    return result
+
+
+@dataclass
+class StorePrediction:
+    """A run's per-take probabilities on a store, before any file is written: what each output
+    format is made from."""
+
+    record: RunRecord
+    store: TokenStore
+    table: TakeTable  # the store's take table
+    in_split: np.ndarray  # (rows of the table,) bool: the takes of the split asked for
+    sel: Selection  # the predicted takes (others: skipped)
+    head: TrainableHead
+    take_scores: np.ndarray  # (n, O) each take's own scores, before any aggregate
+    result: PredictResult  # its scores aggregated as asked
+
+
+def predict_takes(cfg: PredictConfig) -> StorePrediction:
+    """Load the run, check the store against it, and compute the task's scores of every
+    completed take of ``cfg.store`` (of ``cfg.split`` when set) with ``cfg.views`` fed."""
     record = read_run_record(cfg.run)
     store = TokenStore.open(cfg.store)
     used_views = check_compatible(store, record, cfg.run, cfg.views)
@@ -151,48 +117,20 @@ def predict(
     )
     sel = subset(sel, in_split[sel.store_rows])
     head = load_head(cfg.run, record.model)
-    probs = head.predict_proba(sel.x, sel.mask, None, cfg.batch_size, cfg.device)
-    take_probs = probs
+    scores = head.predict_scores(sel.x, sel.mask, sel.task, None, cfg.batch_size, cfg.device)
+    take_scores = scores
     if cfg.aggregate == "participant":
-        probs = participant_mean(probs, sel.participant)
-    result = make_result(store, sel, record, probs, used_views, in_split)
+        scores = participant_mean(scores, sel.participant)
+    result = make_result(store, sel, record, scores, used_views, in_split)
     result.split, result.aggregate = cfg.split, cfg.aggregate
-    if cfg.format == "csv":
-        result.warnings = leakage_warnings(record, sel, set(result.take_ids), Path(cfg.out_csv))
-    else:
-        ids = [str(t) for t in table.ids[in_split]] if cfg.order is None else cfg.order
-        ids = take_names(ids, table)
-        check_order(ids, store, table, in_split, cfg.split)
-        row_of = {str(t): i for i, t in enumerate(sel.take_ids)}
-        missing = [t for t in ids if t not in row_of]
-        if missing and cfg.unpredictable == "refuse":
-            raise UnpredictableTakesError(
-                f"{len(missing)} take(s) of the prediction file cannot be predicted (not "
-                f"completed, or no valid view among {', '.join(used_views)}): "
-                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; pass "
-                "unpredictable=uniform (--unpredictable uniform) to write them with a uniform "
-                "guess, or leave them out with order"
-            )
-        result.filled = missing
-        result.file_takes = len(ids)
-        file_takes = {t for t in ids if t in row_of}
-        result.warnings = leakage_warnings(record, sel, file_takes, Path(cfg.out_json), len(ids))
-    if cfg.out_csv is not None:
-        result.out_csv = Path(cfg.out_csv)
-        write_csv(result.out_csv, result, sel)
-    if cfg.format == "egoexo4d":
-        result.out_json = Path(cfg.out_json)
-        slots = egoexo4d_slots(head, sel, take_probs, cfg.device, cfg.batch_size)
-        if cfg.aggregate == "participant":  # in probability space: Ego+Exo stays the fused
-            slots = np.log(np.clip(participant_mean(_softmax(slots), sel.participant), 1e-12, None))
-        payload = egoexo4d_payload(ids, file_slots(ids, row_of, slots))
-        write_json(result.out_json, payload, indent=None)  # compact, as the challenge's files
-        score_file(result, written_slots(payload), file_labels(ids, table), ids, row_of, record)
-    elif cfg.format == "egoexo4d-labels":
-        result.out_json = Path(cfg.out_json)
-        fill = record.class_names[int(np.argmax(record.train_class_counts))]
-        write_egoexo4d_labels(result.out_json, ids, row_of, result.predicted, fill)
-    return result
+    return StorePrediction(record, store, table, in_split, sel, head, take_scores, result)
+
+
+def per_view_scores(prediction: StorePrediction, cfg: PredictConfig) -> np.ndarray | None:
+    """``(n, V, O)``: each view's own scores for a head that has them (``late``); None for a
+    head with one output per take."""
+    sel = prediction.sel
+    return prediction.head.per_view_scores(sel.x, sel.mask, sel.task, cfg.batch_size, cfg.device)
 
 
 def participant_mean(values: np.ndarray, participant: np.ndarray) -> np.ndarray:
@@ -204,10 +142,6 @@ def participant_mean(values: np.ndarray, participant: np.ndarray) -> np.ndarray:
         rows = people == person
         out[rows] = values[rows].mean(axis=0)
     return out
-
-
-class UnpredictableTakesError(SkillError, ValueError):
-    """Takes of the prediction file have nothing to predict from (the message lists them)."""
 
 
 def select_split(store: TokenStore, table, split: str | None) -> np.ndarray:
@@ -228,38 +162,10 @@ def subset(sel: Selection, keep: np.ndarray) -> Selection:
     """The takes of ``sel`` where ``keep`` (n,) is True."""
     if keep.all():
         return sel
-    for name in ("x", "mask", "labels", "take_ids", "scenario", "participant", "split",
+    for name in ("x", "mask", "targets", "take_ids", "scenario", "participant", "split",
                  "store_rows"):  # fmt: skip
         setattr(sel, name, getattr(sel, name)[keep])
     return sel
-
-
-def take_names(order: list[str], table) -> list[str]:
-    """``order`` with every take uid (EgoExo4D's ``take_uid``, the table's ``uid`` column)
-    replaced by its take's name: the challenge's files name takes, its ground truth may list
-    uids. An entry that is a take name stays one."""
-    names = {str(t) for t in table.ids}
-    name_of_uid = {str(u): str(t) for t, u in zip(table.ids, table.uid, strict=True) if u}
-    return [t if t in names else name_of_uid.get(t, t) for t in order]
-
-
-def check_order(ids: list[str], store: TokenStore, table, in_split, split) -> None:
-    """Every take of the file's order must be a take of the store (of ``split`` when set)."""
-    known = {str(t) for t in table.ids}
-    unknown = [t for t in ids if t not in known]
-    if unknown:
-        raise ConfigError(
-            f"{len(unknown)} take(s) of the given order are not in {store.path}: "
-            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
-        )
-    if split is not None:
-        ours = {str(t) for t in table.ids[in_split]}
-        other = [t for t in ids if t not in ours]
-        if other:
-            raise ConfigError(
-                f"{len(other)} take(s) of the given order are not of split {split!r}: "
-                f"{', '.join(other[:5])}{' ...' if len(other) > 5 else ''}"
-            )
 
 
 def leakage_warnings(
@@ -327,9 +233,10 @@ def check_compatible(store: TokenStore, record: RunRecord, run_dir, views: str |
             f"(store views: {', '.join(store.views)}); pass views without it to predict "
             "with that view masked"
         )
-    if list(store.labels) != list(record.class_names):
+    stored = {"name": store.task["name"], "schema": store.task["schema"]}
+    if stored != record.task:
         raise RunMismatchError(
-            f"{store.path}: classes {store.labels} differ from the run's {record.class_names}"
+            f"{store.path}: the store's task {stored} differs from the run's {record.task}"
         )
     return used
 
@@ -365,42 +272,39 @@ def make_result(
     store: TokenStore,
     sel: Selection,
     record: RunRecord,
-    probs: np.ndarray,
+    scores: np.ndarray,
     used_views: list[str],
     in_split: np.ndarray,
 ) -> PredictResult:
-    class_names = list(record.class_names)
     table = store.take_table()
     predicted_rows = set(sel.store_rows.tolist())
     skipped = [str(t) for i, t in enumerate(table.ids) if in_split[i] and i not in predicted_rows]
     result = PredictResult(
         take_ids=[str(t) for t in sel.take_ids],
-        probs=probs,
-        predicted=[class_names[int(i)] for i in probs.argmax(axis=1)] if len(probs) else [],
-        labels=sel.labels,
-        class_names=class_names,
+        scores=scores,
+        targets=sel.targets,
+        task_name=sel.task_name,
+        schema=dict(sel.schema),
         view_names=list(record.view_names),
         used_views=used_views,
         skipped=skipped,
     )
-    result.metrics = labelled_metrics(sel, probs, record)
+    result.metrics = labelled_metrics(sel, scores, record)
     return result
 
 
-def labelled_metrics(sel: Selection, probs: np.ndarray, record: RunRecord) -> dict:
-    """Metrics over all labelled takes and per split, with the run's training baselines."""
-    counts = record.train_class_counts
-    train_labels = np.repeat(np.arange(len(counts)), counts)
-    groups = {"all": sel.labels >= 0}
+def labelled_metrics(sel: Selection, scores: np.ndarray, record: RunRecord) -> dict:
+    """The task's metrics over all takes with a target and per split, beside the baselines of
+    the run's training targets."""
+    task = sel.task
+    train_targets = task.summary_targets(record.train_summary, sel.schema)
+    labelled = sel.labelled
+    groups = {"all": labelled}
     for split in sorted(set(sel.split.tolist()) - {""}):
-        groups[split] = (sel.labels >= 0) & (sel.split == split)
+        groups[split] = labelled & (sel.split == split)
     return {
-        name: evaluate(
-            sel.labels[rows],
-            probs[rows],
-            sel.scenario[rows],
-            train_labels,
-            list(record.class_names),
+        name: task.evaluate(
+            sel.schema, sel.targets[rows], scores[rows], sel.scenario[rows], train_targets
         )
         for name, rows in groups.items()
         if rows.any()
@@ -411,174 +315,23 @@ def labelled_metrics(sel: Selection, probs: np.ndarray, record: RunRecord) -> di
 
 
 def write_csv(path: Path, result: PredictResult, sel: Selection) -> None:
-    """One row per predicted take; ``label`` column only when some take is labelled."""
-    with_labels = bool((result.labels >= 0).any())
-    header = ["take", "split", "scenario", "predicted", *(f"p_{c}" for c in result.class_names)]
+    """One row per predicted take: ``take``, ``split``, ``scenario``, the task's prediction
+    columns, and the target as the manifest states it (a column named by the task's target
+    array, classification's ``label``) when some take has one."""
+    task = sel.task
+    columns = task.prediction_columns(result.scores, result.schema) if len(result.scores) else {}
+    truth = task.target_spec(result.schema).array if sel.labelled.any() else None
+    targets = task.decode(result.targets, result.schema) if truth else []
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(header + (["label"] if with_labels else []))
+    writer.writerow(["take", "split", "scenario", *columns, *([truth] if truth else [])])
     for i, take in enumerate(result.take_ids):
-        row = [
-            take,
-            sel.split[i],
-            sel.scenario[i],
-            result.predicted[i],
-            *(f"{p:.6f}" for p in result.probs[i]),
-        ]
-        if with_labels:
-            label = int(result.labels[i])
-            row.append(result.class_names[label] if label >= 0 else "")
+        row = [take, sel.split[i], sel.scenario[i], *(_cell(v[i]) for v in columns.values())]
+        if truth:
+            row.append("" if targets[i] is None else _cell(targets[i]))
         writer.writerow(row)
     write_text_atomically(path, text.getvalue())
 
 
-def egoexo4d_slots(
-    head: TrainableHead, sel: Selection, probs: np.ndarray, device: str, batch_size: int
-) -> np.ndarray:
-    """Log-probabilities per take for the 1 ego + 4 exo slots: ``(n, 5, C)`` float64."""
-    # float64 before the log: distinct float32 probabilities keep distinct, ordered logits.
-    fused = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None))  # (n, C)
-    per_view = head.per_view_proba(sel.x, sel.mask, batch_size, device)  # (n, V, C) or None
-    if per_view is None:  # one output per take: the fused logits in every slot
-        return np.repeat(fused[:, None, :], 1 + EXO_SLOTS, axis=1)
-    per_view = np.asarray(per_view, dtype=np.float64)
-    return late_slots(np.log(np.clip(per_view, 1e-12, None)), sel.mask, sel.view_names, fused)
-
-
-def late_slots(
-    log_probs: np.ndarray, mask: np.ndarray, view_names: list[str], fused: np.ndarray
-) -> np.ndarray:
-    """``(n, V, C)`` per-view log-probabilities, ``(n, V)`` mask, ``(n, C)`` fused
-    log-probabilities (the head's output) -> ``(n, 5, C)`` slots.
-
-    Slot 0 is the view named ``ego``; slots 1..4 are the views named ``exo*`` in order. A
-    slot without a valid view gets the take's fused log-probabilities. The fused output of
-    the late head is the mean of the valid views' probabilities, so the mean of the five
-    slots' softmaxes (the scorer's Ego+Exo) is the fused distribution itself, whatever views
-    are missing: the scorer's Ego+Exo prediction is skill's prediction of every take.
-    """
-    n, _, num_classes = log_probs.shape
-    exos = [i for i, v in enumerate(view_names) if v.startswith("exo")][:EXO_SLOTS]
-    ego = [view_names.index("ego")] if "ego" in view_names else [None]
-    sources = ego + exos + [None] * (EXO_SLOTS - len(exos))
-    slots = np.empty((n, 1 + EXO_SLOTS, num_classes))
-    for s, v in enumerate(sources):
-        slots[:, s] = fused
-        if v is not None:
-            slots[mask[:, v], s] = log_probs[mask[:, v], v]
-    return slots
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def slot_predictions(slots: np.ndarray) -> dict[str, np.ndarray]:
-    """The three per-take predictions of the EgoExo4D scorer's arithmetic on ``(n, 5, C)``
-    slots: argmax of the ego logits, of the mean exo softmax, of the mean of all five."""
-    probs = _softmax(slots)
-    return {
-        "ego": slots[:, 0].argmax(axis=-1),
-        "exo": probs[:, 1:].mean(axis=1).argmax(axis=-1),
-        "ego+exo": probs.mean(axis=1).argmax(axis=-1),
-    }
-
-
-def benchmark_scores(slots: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Ego, Exo and Ego+Exo top-1 over the labelled takes, as the scorer computes them from
-    the file (empty when nothing is labelled). ``predict`` passes every take of the file as
-    written (:func:`written_slots`), the uniformly filled ones included: the scorer counts
-    them, and its argmax reads their zero logits as class 0."""
-    rows = labels >= 0
-    if not len(rows) or not rows.any():
-        return {}
-    return {
-        name: float((pred[rows] == labels[rows]).mean())
-        for name, pred in slot_predictions(slots).items()
-    }
-
-
-def score_file(
-    result: PredictResult,
-    written: np.ndarray,
-    labels: np.ndarray,
-    order: list[str],
-    row_of: dict,
-    record: RunRecord,
-) -> None:
-    """Fill ``result``'s benchmark fields from the file's ``(n, 5, C)`` written slots and the
-    ``(n,)`` labels of its takes (the filled takes, outside ``row_of``, counted too)."""
-    filled = np.array([t not in row_of for t in order], dtype=bool)
-    result.benchmark = benchmark_scores(written, labels)
-    result.benchmark_takes = int((labels >= 0).sum())
-    result.benchmark_filled = int((labels[filled] >= 0).sum())
-    result.benchmark_majority = majority_top1(record, labels)
-
-
-def majority_top1(record: RunRecord, labels: np.ndarray) -> float | None:
-    """Top-1 of predicting the run's most common training label for every labelled take
-    (ties: the lower class index, as `metrics.majority_label`); None when none is labelled."""
-    labelled = labels[labels >= 0]
-    if not len(labelled):
-        return None
-    return float((labelled == int(np.argmax(record.train_class_counts))).mean())
-
-
-def file_slots(order: list[str], row_of: dict, slots: np.ndarray) -> np.ndarray:
-    """``(len(order), 5, C)`` float64: the slots of each take of the file, in its order; a take
-    without a prediction gets zero logits (a uniform guess)."""
-    out = np.zeros((len(order), *slots.shape[1:]), dtype=np.float64)
-    for i, take in enumerate(order):
-        if take in row_of:
-            out[i] = slots[row_of[take]]
-    return out
-
-
-def egoexo4d_payload(order: list[str], slots: np.ndarray) -> dict:
-    """The official prediction JSON's content. Values are Python floats, which ``json`` writes
-    as their shortest round-trip ``repr``: the file holds exactly these float64 values."""
-    return {
-        "videos": list(order),
-        "ego_model_predictions": [[float(v) for v in s[0]] for s in slots],
-        "exo_model_predictions": [[[float(v) for v in e] for e in s[1:]] for s in slots],
-    }
-
-
-def written_slots(payload: dict) -> np.ndarray:
-    """``(n, 5, C)``: the ego and exo logits of a prediction payload, as the scorer reads them."""
-    ego = np.asarray(payload["ego_model_predictions"], dtype=np.float64)
-    exo = np.asarray(payload["exo_model_predictions"], dtype=np.float64)
-    if not len(ego):  # a file of no takes
-        return np.zeros((0, 1 + EXO_SLOTS, 0))
-    return np.concatenate([ego[:, None, :], exo], axis=1)
-
-
-def file_labels(order: list[str], table) -> np.ndarray:
-    """``(len(order),)`` int: each take's label index in the take table, -1 = unlabelled."""
-    row = {str(t): i for i, t in enumerate(table.ids)}
-    return np.array([int(table.label[row[t]]) for t in order], dtype=np.int64)
-
-
-def write_egoexo4d_labels(
-    path: Path, order: list[str], row_of: dict, predicted: list[str], fill: str
-) -> None:
-    """The challenge's newer file: ``{"videos": [...], "predictions": [class names]}``; takes
-    without a prediction get ``fill`` (the run's most frequent training class)."""
-    labels = [predicted[row_of[t]] if t in row_of else fill for t in order]
-    write_json(path, {"videos": list(order), "predictions": labels}, indent=None)
-
-
-def read_take_order(path: str | Path) -> list[str]:
-    """Take ids in ground-truth order from a text file (one per line), a JSON list, or a
-    JSON object with ``videos`` (a prediction or ground-truth file in the official layout)."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix.lower() != ".json":
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
-    if isinstance(data, dict) and isinstance(data.get("videos"), list):
-        data = data["videos"]
-    if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
-        raise ConfigError(f"{path}: expected a JSON list of take ids or an object with 'videos'")
-    return data
+def _cell(value) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)

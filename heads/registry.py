@@ -6,9 +6,9 @@ source has a line starting with ``@register_head(`` (no list of modules to keep 
 
 Two sorts of class are registered:
 - a plain ``nn.Module`` (``mean``, ``concat``, ``late``, ``cvf``, ``temporal``), built as
-  ``HEADS[name](dim=D, num_views=V, num_classes=C, tokens=N, **options)``; its ``forward(x,
+  ``HEADS[name](dim=D, num_views=V, outputs=O, tokens=N, **options)``; its ``forward(x,
   mask)`` maps tokens ``(B, V, N, D)`` float32 and a view mask ``(B, V)`` bool (True = view
-  present) to class logits ``(B, C)``. Training wraps it in :class:`heads.trainer.NeuralHead`.
+  present) to outputs ``(B, O)`` (O: the task's output width). Training wraps it in :class:`heads.trainer.NeuralHead`.
 - a class that itself implements :class:`heads.interface.TrainableHead` (``lightgbm``).
 
 A head whose first step is the mean over each view's tokens says so with the class attribute
@@ -102,7 +102,7 @@ def head_class(name: str) -> type:
 
 def is_trainable(cls: type) -> bool:
     """Whether a registered class implements TrainableHead itself (else it is an nn.Module)."""
-    return all(hasattr(cls, m) for m in ("fit", "predict_proba", "save", "load"))
+    return all(hasattr(cls, m) for m in ("fit", "predict_scores", "save", "load"))
 
 
 def build_head(name: str, **kwargs):

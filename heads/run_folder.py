@@ -13,10 +13,10 @@ Layout of ``<out_dir>/<name>/`` (name default ``<head>-<views>-s<seed>``)::
     confusion.png, curve.png   (when plots are on)
 
 Everything is written in a hidden staging folder that is renamed into place at the end, so
-a killed fit never leaves a run that looks complete. The staging folder's name,
-``.<name>.partial-<pid>-<ns>``, records its owner: every fit first removes the staging
-folders of owners that are no longer alive (:func:`remove_stale_staging`), never one of a
-live process. An existing run is never overwritten:
+a killed fit never leaves a run that looks complete. The staging folder's name records its
+owner (``cache.files.staging_path``): every fit first removes the staging folders of owners
+that are no longer alive (``cache.files.remove_dead_staging``), never one of a live process.
+An existing run is never overwritten:
 the new run gets the first free suffix ``-2``, ``-3``, ... ``config.json`` is read back
 through one typed record, :class:`RunRecord`, which checks the format version and the fields
 ``predict`` needs, and :func:`check_model`: the head and its options must be ones this skill
@@ -33,8 +33,6 @@ import dataclasses
 import json
 import math
 import os
-import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +40,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skill.cache.recovery import write_errors, write_text_atomically
+from skill.cache.files import remove_dead_staging, staging_folder, write_text_atomically
+from skill.cache.recovery import write_errors
 from skill.cache.store import package_version
 from skill.errors import SkillError
 from skill.heads.data import Selection, Splits, take_ids_sha256
@@ -50,8 +49,11 @@ from skill.heads.data import Selection, Splits, take_ids_sha256
 if TYPE_CHECKING:
     from skill.heads.config import FitConfig
     from skill.heads.interface import TrainableHead
+    from skill.tasks import Task
 
-RUN_FORMAT_VERSION = 1
+RUN_FORMAT_VERSION = 2
+"""2: the run records its task (``task``: name and schema) and what it trained on
+(``takes.train_summary``); format 1 assumed four classes (``class_names``)."""
 
 
 class RunFolderError(SkillError, ValueError):
@@ -140,8 +142,8 @@ class RunRecord:
     model: ModelRecord
     store: StoreRecord
     view_names: list[str]
-    class_names: list[str]
-    train_class_counts: list[int]  # takes.train_class_counts: the training baselines
+    task: dict  # name and schema: the store's task the run learned
+    train_summary: dict  # takes.train_summary: what the task records of the training targets
     fit: dict = field(default_factory=dict)  # the resolved FitConfig as written
     takes: dict = field(default_factory=dict)
     package_version: str = ""
@@ -167,10 +169,10 @@ class RunRecord:
                 f"{source}: run format {version} is newer than this skill "
                 f"(reads up to {RUN_FORMAT_VERSION})"
             )
-        if version < 1:
+        if version < RUN_FORMAT_VERSION:
             raise RunFolderError(
-                f"{source}: run format {version} is not a format this skill reads "
-                f"(1 to {RUN_FORMAT_VERSION})"
+                f"{source}: run format {version} was written by an older skill that recorded "
+                f"no task; refit the run with this version"
             )
         takes = _field(data, "takes", dict, source)
         return cls(
@@ -178,13 +180,25 @@ class RunRecord:
             model=ModelRecord.from_dict(_field(data, "model", dict, source), source),
             store=StoreRecord.from_dict(_field(data, "store", dict, source), source),
             view_names=list(_field(data, "view_names", list, source)),
-            class_names=list(_field(data, "class_names", list, source)),
-            train_class_counts=list(_field(takes, "train_class_counts", list, source, "takes.")),
+            task=_task_field(data, source),
+            train_summary=dict(_field(takes, "train_summary", dict, source, "takes.")),
             fit=dict(data.get("fit") or {}),
             takes=takes,
             package_version=str(data.get("package_version", "")),
             created=str(data.get("created", "")),
         )
+
+
+def _task_field(data: dict, source: str) -> dict:
+    """config.json's ``task``: a registered task's name and a schema it accepts."""
+    from skill.tasks import TargetError, UnknownTask, get_task
+
+    task = _field(data, "task", dict, source)
+    try:
+        get_task(str(task.get("name"))).schema(task.get("schema"))
+    except (UnknownTask, TargetError) as err:
+        raise RunFolderError(f"{source}: task: {err}") from None
+    return {"name": task["name"], "schema": dict(task.get("schema") or {})}
 
 
 def read_run_record(run_dir: str | Path) -> RunRecord:
@@ -267,20 +281,15 @@ def write_run(
     out_dir = Path(cfg.out_dir)
     with write_errors(out_dir / cfg.name, "the run folder", kept="Nothing of this run was kept"):
         out_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(out_dir)
-        staging = out_dir / f".{cfg.name}.partial-{os.getpid()}-{time.time_ns()}"
-        staging.mkdir()
-        try:
+        remove_dead_staging(out_dir)
+        with staging_folder(out_dir / cfg.name) as staging:
             head.save(staging)
             write_json(staging / "metrics.json", metrics)
-            write_predictions_csv(staging / "predictions.csv", predictions, sel.class_names)
+            write_predictions_csv(staging / "predictions.csv", predictions, sel.task, sel.schema)
             if cfg.plots:
                 write_plots(staging, sel, head, metrics, cfg)
             write_json(staging / "config.json", run_config(cfg, sel, splits, head))
             return publish(staging, out_dir, cfg.name)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
 
 def run_config(cfg: FitConfig, sel: Selection, splits: Splits, head: TrainableHead) -> dict:
@@ -305,7 +314,7 @@ def run_config(cfg: FitConfig, sel: Selection, splits: Splits, head: TrainableHe
             "geometry": sel.geometry,
         },
         "view_names": sel.view_names,
-        "class_names": sel.class_names,
+        "task": {"name": sel.task_name, "schema": sel.schema},
         "takes": {
             "take_ids_sha256": take_ids_sha256(sel.take_ids[np.sort(used)]),
             "splits_sha256": take_ids_sha256(
@@ -317,9 +326,7 @@ def run_config(cfg: FitConfig, sel: Selection, splits: Splits, head: TrainableHe
             ),
             "n": {name: int(len(rows)) for name, rows in splits.as_dict().items()},
             "split_source": splits.source,
-            "train_class_counts": np.bincount(
-                sel.labels[splits.train], minlength=sel.num_classes
-            ).tolist(),
+            "train_summary": sel.task.train_summary(sel.schema, sel.targets[splits.train]),
             "dropped_no_valid_view": sel.dropped_take_ids,
             # what predict's leakage guards compare against
             "train_ids": [str(t) for t in sel.take_ids[splits.train]],
@@ -332,54 +339,31 @@ def run_config(cfg: FitConfig, sel: Selection, splits: Splits, head: TrainableHe
 def write_plots(
     folder: Path, sel: Selection, head: TrainableHead, metrics: dict, cfg: FitConfig
 ) -> None:
-    from skill.heads.plots import plot_confusion, plot_curve, run_title
+    from skill.heads.plots import plot_curve, run_title
 
     title = run_title(cfg.out_dir, cfg.name, cfg.head, cfg.views, cfg.seed)
-    panels = [
-        (name, np.array(metrics[name]["confusion"])) for name in ("val", "test") if name in metrics
-    ]
-    plot_confusion(panels, sel.class_names, folder / "confusion.png", title=title)
+    sel.task.plot_run(folder, metrics, sel.schema, title)
     takes = {name: metrics[name]["n"] for name in ("train", "val") if name in metrics}
     plot_curve(head.history, folder / "curve.png", head.step, head.best, title, takes)
 
 
-def write_predictions_csv(path: Path, predictions: dict, class_names: list[str]) -> None:
+def write_predictions_csv(path: Path, predictions: dict, task: Task, schema: dict) -> None:
+    """predictions.csv: ``take``, ``split`` and the task's prediction columns (classification:
+    ``predicted`` and ``p_<class>``), numbers to 6 decimals."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["take", "split", "predicted", *(f"p_{c}" for c in class_names)])
-        for split, (take_ids, probs) in predictions.items():
-            for take, row in zip(take_ids, probs, strict=True):
-                writer.writerow(
-                    [take, split, class_names[int(row.argmax())], *(f"{p:.6f}" for p in row)]
-                )
+        header = None
+        for split, (take_ids, scores) in predictions.items():
+            columns = task.prediction_columns(scores, schema)
+            if header is None:
+                header = list(columns)
+                writer.writerow(["take", "split", *header])
+            for i, take in enumerate(take_ids):
+                writer.writerow([take, split, *(_cell(columns[name][i]) for name in header)])
 
 
-_STAGING = re.compile(r"^\..+\.partial-(\d+)(?:-\d+)?$")
-
-
-def staging_owner(path: Path) -> int | None:
-    """The pid recorded in a staging folder's name, or None for any other name."""
-    match = _STAGING.match(path.name)
-    return int(match.group(1)) if match else None
-
-
-def remove_stale_staging(out_dir: Path) -> list[Path]:
-    """Remove the staging folders in ``out_dir`` whose owner process is dead (a killed fit
-    or sweep); a live owner's folder is kept. Returns the removed folders."""
-    from skill.cache.recovery import process_alive
-
-    removed = []
-    try:
-        entries = list(out_dir.iterdir())
-    except OSError:
-        return removed
-    for path in entries:
-        pid = staging_owner(path)
-        if pid is None or pid == os.getpid() or process_alive(pid) or not path.is_dir():
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
+def _cell(value) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
 def publish(staging: Path, out_dir: Path, name: str) -> Path:

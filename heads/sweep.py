@@ -50,13 +50,19 @@ import io
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from skill.cache.recovery import exclusive_lock, write_errors, write_text_atomically
+from skill.cache.files import (
+    hold_lock,
+    lock_file,
+    remove_dead_staging,
+    staging_folder,
+    write_text_atomically,
+)
+from skill.cache.recovery import write_errors
 from skill.errors import SkillError
 from skill.heads.config import FitConfig, SweepConfig
 from skill.heads.data import SPLIT_NAMES, SelectionError, load_selection, resolve_views
@@ -66,13 +72,14 @@ from skill.heads.run_folder import (
     publish,
     read_run_metrics,
     read_run_record,
-    remove_stale_staging,
     write_json,
 )
+from skill.heads.sweep_rows import baseline_key, rows_task, seeds_key
 from skill.heads.train import FitResult, fit
-from skill.progress import say, task
+from skill.progress import say
+from skill.progress import task as progress_task
+from skill.tasks import Task, get_task
 
-METRICS = ("top1", "balanced_accuracy", "macro_f1")
 SPLITS = ("val", "test")
 
 
@@ -97,9 +104,11 @@ class SweepResult:
     """Sweep folders of the same name not resumed, each with what differs (`a: x vs y`)."""
 
 
-def table_columns(backbone: bool = False) -> list[str]:
-    """(backbone,) head, views, seeds, n_val, n_test, ``<split>_<metric>_mean/_std``, fit s."""
-    stats = [f"{s}_{m}_{k}" for s in SPLITS for m in METRICS for k in ("mean", "std")]
+def table_columns(task: Task, backbone: bool = False) -> list[str]:
+    """(backbone,) head, views, seeds, n_val, n_test, ``<split>_<metric>_mean/_std`` of the
+    task's table metrics, fit s, chance and each split's baseline of the headline metric."""
+    metrics = task.table_metrics
+    stats = [f"{s}_{m}_{k}" for s in SPLITS for m in metrics for k in ("mean", "std")]
     return [
         *(["backbone"] if backbone else []),
         "head",
@@ -111,27 +120,13 @@ def table_columns(backbone: bool = False) -> list[str]:
         "fit_seconds_mean",
         "fit_seconds_std",
         "chance",
-        *(f"{s}_majority_top1" for s in SPLITS),
+        *(f"{s}_{task.baseline_name}_{metrics[0]}" for s in SPLITS),
     ]
 
 
-def sweep(
-    cfg: SweepConfig | FitConfig,
-    heads: list[str] | None = None,
-    view_sets: list[str] | None = None,
-    seeds: list[int] | None = None,
-    name: str = "sweep",
-    stores: list[str] | None = None,
-) -> SweepResult:
+def sweep(cfg: SweepConfig) -> SweepResult:
     """Fit every (store, head, view set, seed) with ``cfg.fit``'s other settings; write the
-    table.
-
-    The keyword form ``sweep(base_fit_config, heads=..., view_sets=..., seeds=...)`` builds
-    the SweepConfig.
-    """
-    if not isinstance(cfg, SweepConfig):
-        grid = {"heads": heads, "view_sets": view_sets, "seeds": seeds, "stores": stores}
-        cfg = SweepConfig(fit=cfg, name=name, **{k: v for k, v in grid.items() if v is not None})
+    table."""
     base, heads, view_sets, seeds = cfg.fit, cfg.heads, cfg.view_sets, cfg.seeds
     paths = cfg.store_paths()
     configs = {
@@ -143,14 +138,14 @@ def sweep(
         for h in heads
         for s in seeds
     }  # builds (and so validates) every config before the first fit
-    labels = check_stores(paths, view_sets)  # refuses stores that differ, before any fit
+    labels, task = check_stores(paths, view_sets)  # refuses stores that differ, before any fit
     settings = sweep_settings(cfg, paths)
     with sweep_lock(Path(base.out_dir), cfg.name):
-        return _run_grid(cfg, paths, labels, configs, settings)
+        return _run_grid(cfg, paths, labels, task, configs, settings)
 
 
-def _run_grid(cfg: SweepConfig, paths: list[str], labels: dict[str, str], configs: dict,
-              settings: dict) -> SweepResult:  # fmt: skip
+def _run_grid(cfg: SweepConfig, paths: list[str], labels: dict[str, str], task: dict,
+              configs: dict, settings: dict) -> SweepResult:  # fmt: skip
     """The sweep itself, with the sweep lock held: reserve the folder, fit what is missing,
     write the table."""
     base, heads, view_sets, seeds = cfg.fit, cfg.heads, cfg.view_sets, cfg.seeds
@@ -159,7 +154,7 @@ def _run_grid(cfg: SweepConfig, paths: list[str], labels: dict[str, str], config
     sweep_dir = reserve_sweep_dir(Path(base.out_dir), cfg.name, settings, passed_over)
     fits: dict[tuple, FitResult] = {}
     reused = 0
-    with task(f"sweep {sweep_dir}", total=len(configs), unit="run") as shown:
+    with progress_task(f"sweep {sweep_dir}", total=len(configs), unit="run") as shown:
         for path in paths:
             out_dir = sweep_dir / folder_name(labels[path]) if several else sweep_dir
             for views in view_sets:
@@ -182,7 +177,14 @@ def _run_grid(cfg: SweepConfig, paths: list[str], labels: dict[str, str], config
                         shown.update(len(fits))
                 del selection  # free this view set's tokens before loading the next
     rows = [
-        summary_row(h, v, [fits[(p, h, v, s)] for s in seeds], backbone=labels[p])
+        summary_row(
+            h,
+            v,
+            [fits[(p, h, v, s)] for s in seeds],
+            get_task(task["name"]),
+            task["schema"],
+            backbone=labels[p],
+        )  # fmt: skip
         for p in paths
         for v in view_sets
         for h in heads
@@ -246,11 +248,11 @@ def folder_name(label: str) -> str:
 
 @dataclass
 class _StoreTakes:
-    """The completed takes of one store: id -> (split, label, participant), and the labels."""
+    """The completed takes of one store: id -> (split, target, participant), and its task."""
 
     path: str
     takes: dict[str, tuple[str, str, str]]
-    labels: list[str]
+    task: dict  # name and schema
     views: list[str]
     provenance: dict
 
@@ -262,22 +264,23 @@ def _read_takes(path: str) -> _StoreTakes:
     with store.reading():
         records = store.take_records()
         table, status = records.table, records.status
-    names = list(store.labels)
+    task = {"name": store.task["name"], "schema": store.task["schema"]}
+    targets = get_task(task["name"]).decode(table.target, task["schema"])
     takes = {}
     for i in np.flatnonzero(status == STATUS_COMPLETE):
         split = str(table.split[i]).strip()
-        label = names[table.label[i]] if table.label[i] >= 0 else ""
         takes[str(table.ids[i])] = (
             SPLIT_NAMES.get(split.lower(), split),
-            label,
+            "" if targets[i] is None else str(targets[i]),
             str(table.participant[i]),
         )
-    return _StoreTakes(path, takes, names, list(store.views), dict(store.provenance))
+    return _StoreTakes(path, takes, task, list(store.views), dict(store.provenance))
 
 
-def check_stores(paths: list[str], view_sets: list[str]) -> dict[str, str]:
+def check_stores(paths: list[str], view_sets: list[str]) -> tuple[dict[str, str], dict]:
     """Refuse stores that cannot be compared (:class:`SweepError` naming the difference) or
-    that lack a view of ``view_sets``; return each store's backbone label."""
+    that lack a view of ``view_sets``; return each store's backbone label, and their task
+    (name and schema)."""
     stores = [_read_takes(p) for p in paths]
     for store in stores:
         for views in view_sets:
@@ -293,23 +296,21 @@ def check_stores(paths: list[str], view_sets: list[str]) -> dict[str, str]:
                 f"{problem} (stores swept together must hold the same completed takes, with "
                 "the same splits and labels: extract them from the same annotations)"
             )
-    return backbone_labels(paths, [s.provenance for s in stores])
+    return backbone_labels(paths, [s.provenance for s in stores]), first.task
 
 
 # What differs when a take's (split, label, participant) differs, in that order.
 _TAKE_FIELDS = (
     "put take {} in different splits",
-    "give take {} different labels",
+    "give take {} different targets",
     "give take {} different participants",
 )
 
 
 def _difference(a: _StoreTakes, b: _StoreTakes) -> str:
     """The first difference between the completed takes of two stores, or ``""``."""
-    for one, two in ((a, b), (b, a)):
-        extra = sorted(set(one.labels) - set(two.labels))
-        if extra:
-            return f"{one.path} has labels {', '.join(map(repr, extra))} that {two.path} lacks"
+    if a.task != b.task:
+        return f"{a.path} has task {a.task}, {b.path} has {b.task}"
     for one, two in ((b, a), (a, b)):
         extra = sorted(set(one.takes) - set(two.takes))
         if extra:
@@ -336,8 +337,6 @@ SWEEP_LOCK = ".sweep.lock"
 def sweep_lock(out_dir: Path, name: str):
     """Hold the lock of sweep ``name`` in ``out_dir`` (creating the folder); SweepBusy naming
     the holder when another sweep holds it."""
-    from skill.cache.layout import lock_file
-
     target = out_dir / name
 
     def busy(holder: str) -> SweepBusy:
@@ -349,7 +348,7 @@ def sweep_lock(out_dir: Path, name: str):
     with contextlib.ExitStack() as stack:
         with write_errors(out_dir, "the sweep's lock file", kept="Nothing was changed"):
             out_dir.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(exclusive_lock(lock_file(target, SWEEP_LOCK), busy))
+            stack.enter_context(hold_lock(lock_file(target, SWEEP_LOCK), refuse=busy))
         yield
 
 
@@ -418,7 +417,7 @@ def reserve_sweep_dir(
     Folders of other settings are noted in ``passed_over`` with what differs."""
     with write_errors(out_dir / name, "the sweep folder", kept="Nothing of it was kept"):
         out_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(out_dir)
+        remove_dead_staging(out_dir)
     for attempt in range(1, 10_000):
         target = out_dir / (name if attempt == 1 else f"{name}-{attempt}")
         if not target.exists():
@@ -431,16 +430,13 @@ def reserve_sweep_dir(
             if passed_over is not None:
                 why = difference or "not a sweep folder (no sweep.json)"
                 passed_over.append(f"{target.name}: {why}")
-    staging = out_dir / f".{name}.partial-{os.getpid()}"
-    with write_errors(out_dir / name, "the sweep folder", kept="Nothing of it was kept"):
-        try:
-            staging.mkdir(exist_ok=True)
-            if settings is not None:
-                write_json(staging / "sweep.json", settings)
-            return publish(staging, out_dir, name)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    with (
+        write_errors(out_dir / name, "the sweep folder", kept="Nothing of it was kept"),
+        staging_folder(out_dir / name) as staging,
+    ):
+        if settings is not None:
+            write_json(staging / "sweep.json", settings)
+        return publish(staging, out_dir, name)
 
 
 def finished_run(run: FitConfig) -> FitResult | None:
@@ -461,39 +457,41 @@ def finished_run(run: FitConfig) -> FitResult | None:
     return FitResult(run_dir=run_dir, metrics=metrics, config=run)
 
 
-def summary_row(head: str, views: str, fits: list[FitResult], backbone: str = "") -> dict:
-    """Mean and std over seeds of every metric of one (backbone, head, views), the baselines
-    of each split, the per-seed top-1 (``<split>_top1_seeds``, for the figure) and the
-    per-scenario top-1 (``<split>_per_scenario``: scenario -> n, top1_mean, top1_std)."""
+def summary_row(
+    head: str, views: str, fits: list[FitResult], task: Task, schema: dict, backbone: str = ""
+) -> dict:
+    """Mean and std over seeds of the task's table metrics of one (backbone, head, views),
+    each split's baseline, the headline metric per seed (``seeds_key``, for the figure) and
+    per scenario (``<split>_per_scenario``: scenario -> n, <headline>_mean, <headline>_std)."""
+    headline = task.table_metrics[0]
     row: dict = {"backbone": backbone, "head": head, "views": views, "seeds": len(fits)}
-    row["chance"] = math.nan
+    row.update(task=task.name, headline=headline, baseline=task.baseline_name)
+    chance = task.chance(schema)
+    row["chance"] = math.nan if chance is None else chance
     for split in SPLITS:
         present = [f.metrics[split] for f in fits if split in f.metrics]
         row[f"n_{split}"] = present[0]["n"] if present else 0
-        for metric in METRICS:
+        for metric in task.table_metrics:
             mean, std = mean_std([m[metric] for m in present])
             row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"] = mean, std
-        row[f"{split}_top1_seeds"] = [m["top1"] for m in present]
-        row[f"{split}_per_scenario"] = scenario_summary(present)
-        # The same takes and training labels for every seed: the baselines are the same.
-        baselines = present[0].get("baselines", {}) if present else {}
-        row[f"{split}_majority_top1"] = baselines.get("majority", {}).get("top1", math.nan)
-        if "random_uniform" in baselines:
-            row["chance"] = baselines["random_uniform"]
+        row[seeds_key(row, split)] = [m[headline] for m in present]
+        row[f"{split}_per_scenario"] = scenario_summary(present, headline)
+        # The same takes and training targets for every seed: the baselines are the same.
+        row[baseline_key(row, split)] = task.baseline(present[0]) if present else math.nan
     row["fit_seconds_mean"], row["fit_seconds_std"] = mean_std(
         [f.metrics["fit_seconds"] for f in fits]
     )
     return row
 
 
-def scenario_summary(metrics: list[dict]) -> dict[str, dict]:
-    """Scenario -> {n, top1_mean, top1_std} over the seeds' metrics of one split."""
+def scenario_summary(metrics: list[dict], headline: str) -> dict[str, dict]:
+    """Scenario -> {n, <headline>_mean, <headline>_std} over the seeds' metrics of one split."""
     names = sorted({name for m in metrics for name in m.get("per_scenario", {})})
     out = {}
     for name in names:
         scores = [m["per_scenario"][name] for m in metrics if name in m.get("per_scenario", {})]
-        mean, std = mean_std([score["top1"] for score in scores])
-        out[name] = {"n": scores[0]["n"], "top1_mean": mean, "top1_std": std}
+        mean, std = mean_std([score[headline] for score in scores])
+        out[name] = {"n": scores[0]["n"], f"{headline}_mean": mean, f"{headline}_std": std}
     return out
 
 
@@ -510,9 +508,13 @@ def write_table(sweep_dir: Path, rows: list[dict]) -> None:
     """``sweep.csv`` (numbers), ``sweep_scenarios.csv`` (per-scenario top-1, one line per row,
     split and scenario) and ``sweep.md`` (mean ± std, then the per-scenario tables), each
     written atomically; with a backbone column when the rows come from several backbones."""
-    backbone = several_backbones(rows)
-    _write_csv(sweep_dir / "sweep.csv", table_columns(backbone=backbone), rows)
-    _write_csv(sweep_dir / "sweep_scenarios.csv", scenario_columns(backbone), scenario_lines(rows))
+    backbone, task = several_backbones(rows), rows_task(rows)
+    _write_csv(sweep_dir / "sweep.csv", table_columns(task, backbone=backbone), rows)
+    _write_csv(
+        sweep_dir / "sweep_scenarios.csv",
+        scenario_columns(task, backbone),
+        scenario_lines(rows),
+    )
     write_text_atomically(sweep_dir / "sweep.md", markdown_table(rows) + scenario_markdown(rows))
 
 
@@ -525,10 +527,12 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     write_text_atomically(path, text.getvalue())
 
 
-def scenario_columns(backbone: bool = False) -> list[str]:
+def scenario_columns(task: Task, backbone: bool = False) -> list[str]:
     """Columns of ``sweep_scenarios.csv``."""
     first = ["backbone"] if backbone else []
-    return [*first, "head", "views", "split", "scenario", "n", "top1_mean", "top1_std"]
+    headline = task.table_metrics[0]
+    return [*first, "head", "views", "split", "scenario", "n", f"{headline}_mean",
+            f"{headline}_std"]  # fmt: skip
 
 
 def scenario_lines(rows: list[dict]) -> list[dict]:
@@ -560,17 +564,18 @@ def markdown_table(rows: list[dict]) -> str:
     seed, the score alone under a line that says so (a std of one value says nothing)."""
     spread = not one_seed(rows)
     splits = [s for s in SPLITS if any(r[f"n_{s}"] for r in rows)]
-    backbone = several_backbones(rows)
+    backbone, task = several_backbones(rows), rows_task(rows)
+    metrics = task.table_metrics
     header = ["backbone"] * backbone + ["head", "views", "seeds"]
-    header += [f"{s} {m}" for s in splits for m in METRICS] + ["fit s"]
-    header += [f"{s} majority top1" for s in splits] + ["chance"]
+    header += [f"{s} {m}" for s in splits for m in metrics] + ["fit s"]
+    header += [f"{s} {task.baseline_name} {metrics[0]}" for s in splits] + ["chance"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.get("backbone", "")] * backbone
         cells += [row["head"], row["views"], str(row["seeds"])]
-        cells += [format_mean_std(row, f"{s}_{m}", spread=spread) for s in splits for m in METRICS]
+        cells += [format_mean_std(row, f"{s}_{m}", spread=spread) for s in splits for m in metrics]
         cells.append(format_mean_std(row, "fit_seconds", digits=1, spread=spread))
-        cells += [format_number(row.get(f"{s}_majority_top1")) for s in splits]
+        cells += [format_number(row.get(baseline_key(row, s))) for s in splits]
         cells.append(format_number(row.get("chance")))
         lines.append("| " + " | ".join(cells) + " |")
     return ("" if spread else ONE_SEED_NOTE) + "\n".join(lines) + "\n"
@@ -610,18 +615,22 @@ def scenario_markdown(rows: list[dict]) -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row, score in zip(rows, scores, strict=True):
             cells = [row.get("backbone", "")] * backbone + [row["head"], row["views"]]
-            cells += [_scenario_cell(score.get(n), len(counts[n]) > 1, spread) for n in names]
+            cells += [
+                _scenario_cell(score.get(n), row["headline"], len(counts[n]) > 1, spread)
+                for n in names
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         what = "mean ± std over seeds" if spread else "one seed"
-        text += f"\n{split} top1 per scenario ({what}):\n\n" + "\n".join(lines)
+        headline = rows[0]["headline"]
+        text += f"\n{split} {headline} per scenario ({what}):\n\n" + "\n".join(lines)
         text += "\n"
     return text
 
 
-def _scenario_cell(score: dict | None, with_count: bool, spread: bool = True) -> str:
+def _scenario_cell(score: dict | None, headline: str, with_count: bool, spread: bool) -> str:
     if score is None:
         return "-"
-    cell = format_mean_std(score, "top1", spread=spread)
+    cell = format_mean_std(score, headline, spread=spread)
     return f"{cell} (n={score['n']})" if with_count and cell != "-" else cell
 
 

@@ -16,7 +16,7 @@ MAX_ATTENTION_HEADS = 8
 class TemporalAttentionHead(nn.Module):
     """Attention pooling over all per-frame tokens of all views, with view and time embeddings.
 
-    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, C)`` logits, N == ``tokens``.
+    ``forward``: ``(B, V, N, D) float32, (B, V) bool -> (B, O)`` logits, N == ``tokens``.
 
     Each token is layer-normed and projected D -> ``hidden``; a learned view embedding (V, H)
     and a learned time (token position) embedding (N, H) are added, so the pooled feature
@@ -31,14 +31,14 @@ class TemporalAttentionHead(nn.Module):
         self,
         dim: int,
         num_views: int,
-        num_classes: int,
+        outputs: int,
         tokens: int,
         hidden: int = 256,
         dropout: float = 0.1,
         encoder_layers: int = 0,
     ):
         super().__init__()
-        check_sizes(dim, num_views, num_classes, tokens, hidden)
+        check_sizes(dim, num_views, outputs, tokens, hidden)
         if hidden < 1 or encoder_layers < 0:
             raise ConfigError(
                 f"temporal head needs hidden >= 1 and encoder_layers >= 0, "
@@ -57,10 +57,10 @@ class TemporalAttentionHead(nn.Module):
         )
         self.query = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)  # (1, 1, H)
         self.pool = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
-        self.classifier = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, num_classes))
+        self.classifier = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, outputs))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``(B, V, N, D), (B, V) -> (B, C)``."""
+        """``(B, V, N, D), (B, V) -> (B, O)``."""
         check_inputs(x, mask, self.num_views, self.dim)
         if x.shape[2] != self.tokens:
             raise ValueError(
@@ -76,7 +76,7 @@ class TemporalAttentionHead(nn.Module):
         pooled, _ = self.pool(
             query, sequence, sequence, key_padding_mask=padding, need_weights=False
         )  # (B, 1, H)
-        return self.classifier(pooled[:, 0])  # (B, C)
+        return self.classifier(pooled[:, 0])  # (B, O)
 
     def embed(self, x: Tensor, mask: Tensor) -> Tensor:
         """Project tokens and add view and time embeddings: ``(B, V, N, D) -> (B, V, N, H)``."""

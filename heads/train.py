@@ -25,7 +25,6 @@ from skill.heads.data import (
     split_takes,
 )
 from skill.heads.interface import TrainableHead, new_head
-from skill.heads.metrics import evaluate
 from skill.progress import say
 
 __all__ = ["FitConfig", "FitResult", "fit", "fit_metrics"]
@@ -33,11 +32,12 @@ __all__ = ["FitConfig", "FitResult", "fit", "fit_metrics"]
 
 @dataclass
 class FitResult:
-    """What ``fit`` returns; ``predictions[split] = (take ids (n,), probabilities (n, C))``."""
+    """What ``fit`` returns; ``predictions[split] = (take ids (n,), the task's scores (n, O))``."""
 
     run_dir: Path
     metrics: dict
     config: FitConfig
+    task_name: str = "classification"  # the store's task the run learned
     predictions: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
@@ -54,16 +54,17 @@ def fit(cfg: FitConfig, selection: Selection | None = None) -> FitResult:
         else load_selection(cfg.store, cfg.views, cfg.allow_unfinished)
     )
     _check_selection(cfg, sel)
-    cfg = cfg.resolved(sel.num_views)  # what config.json records is what was used
+    cfg = cfg.resolved(sel.num_views, sel.task)  # what config.json records is what was used
     splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
     head = new_head(cfg.head)
+    head.check_task(sel.task, sel.schema)
     if head.kind != "torch":  # the neural trainer reports its epochs; others say they started
         say(f"fit {cfg.head} on {cfg.views}: training on {len(splits.train)} takes")
     head.fit(cfg, sel, splits)
     predictions = {
         name: (
             sel.take_ids[rows],
-            head.predict_proba(sel.x, sel.mask, rows, cfg.batch_size, cfg.device),
+            head.predict_scores(sel.x, sel.mask, sel.task, rows, cfg.batch_size, cfg.device),
         )
         for name, rows in splits.as_dict().items()
         if name != "train" and len(rows)
@@ -71,7 +72,8 @@ def fit(cfg: FitConfig, selection: Selection | None = None) -> FitResult:
     metrics = fit_metrics(sel, splits, head, predictions)
     metrics["fit_seconds"] = round(time.perf_counter() - start, 3)
     run_dir = run_folder.write_run(cfg, sel, splits, head, metrics, predictions)
-    return FitResult(run_dir=run_dir, metrics=metrics, config=cfg, predictions=predictions)
+    return FitResult(run_dir=run_dir, metrics=metrics, config=cfg, predictions=predictions,
+                     task_name=sel.task_name)  # fmt: skip
 
 
 def _check_selection(cfg: FitConfig, sel: Selection) -> None:
@@ -86,17 +88,17 @@ def _check_selection(cfg: FitConfig, sel: Selection) -> None:
 
 def fit_metrics(sel: Selection, splits: Splits, head: TrainableHead, predictions: dict) -> dict:
     """metrics.json content: per-split metrics with baselines, split facts, history."""
-    train_labels = sel.labels[splits.train]
+    train_targets = sel.targets[splits.train]
     metrics: dict = {
         "train": {
             "n": len(splits.train),
-            "class_counts": np.bincount(train_labels, minlength=sel.num_classes).tolist(),
+            **sel.task.train_summary(sel.schema, train_targets),
         },
     }
-    for name, (_, probs) in predictions.items():
+    for name, (_, scores) in predictions.items():
         rows = splits.as_dict()[name]
-        metrics[name] = evaluate(
-            sel.labels[rows], probs, sel.scenario[rows], train_labels, sel.class_names
+        metrics[name] = sel.task.evaluate(
+            sel.schema, sel.targets[rows], scores, sel.scenario[rows], train_targets
         )
     metrics["splits"] = {
         "source": splits.source,

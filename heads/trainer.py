@@ -2,11 +2,11 @@
 
 Training: AdamW (no weight decay on biases and norm weights), a linear warmup then a cosine
 learning-rate schedule per step over the budget (:meth:`FitConfig.budget`: a number of
-optimisation steps, rounded up to whole epochs), optional class-balanced cross-entropy, early
-stopping on the validation split (checked once an epoch) with the best epoch's weights
-restored. With K > 1 cached clips a random
-clip per take is used each epoch at train time, and class probabilities are the mean over
-clips of the softmax at evaluation time. View dropout drops each valid view of a training
+optimisation steps, rounded up to whole epochs), the task's loss (optionally balanced), early
+stopping on the validation split (checked once an epoch, scored by the task) with the best
+epoch's weights restored. With K > 1 cached clips a random clip per take is used each epoch
+at train time, and at evaluation the scores are the mean over clips of the task's scores of
+the head's outputs (classification: softmax probabilities). View dropout drops each valid view of a training
 take with probability ``view_dropout``, never all of them. Each epoch is reported to
 ``skill.progress`` with its validation loss and balanced accuracy and the best epoch so far.
 
@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skill.cache.recovery import write_bytes_atomically
+from skill.cache.files import write_bytes_atomically
 from skill.devices import resolve_device
 from skill.errors import SkillError
-from skill.heads.data import Selection, Splits, class_weights
+from skill.heads.data import Selection, Splits
 from skill.heads.registry import build_head, head_class, pools_tokens
-from skill.progress import task
+from skill.progress import task as progress_task
+from skill.tasks import Task
 
 if TYPE_CHECKING:
     from skill.heads.config import FitConfig, TrainingBudget
@@ -57,22 +58,31 @@ class NeuralHead:
         self.best = 0
         self.schedule: dict | None = None
 
+    def check_task(self, task: Task, schema: dict) -> None:
+        """Any task: a neural head learns whatever loss the task gives."""
+
     def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
         self.model, self.options, self.history, self.best, budget = train_neural(cfg, sel, splits)
         self.schedule = schedule_record(budget, len(self.history))
 
-    def predict_proba(self, x, mask, rows=None, batch_size=64, device="cpu") -> np.ndarray:
+    def predict_scores(
+        self, x, mask, task: Task, rows=None, batch_size=64, device="cpu"
+    ) -> np.ndarray:
         rows = np.arange(len(x)) if rows is None else rows
         return self._on(
-            device, lambda d: clip_mean_softmax(self.model, x, mask, rows, batch_size, d)
+            device, lambda d: clip_mean_scores(self.model, task, x, mask, rows, batch_size, d)
         )
 
-    def per_view_proba(self, x, mask, batch_size=64, device="cpu") -> np.ndarray | None:
-        per_view = getattr(self.model, "per_view_logits", None)  # (B, V, N, D) -> (B, V, C)
+    def per_view_scores(
+        self, x, mask, task: Task, batch_size=64, device="cpu"
+    ) -> np.ndarray | None:
+        per_view = getattr(self.model, "per_view_logits", None)  # (B, V, N, D) -> (B, V, O)
         if per_view is None:
             return None
         rows = np.arange(len(x))
-        return self._on(device, lambda d: clip_mean_softmax(per_view, x, mask, rows, batch_size, d))
+        return self._on(
+            device, lambda d: clip_mean_scores(per_view, task, x, mask, rows, batch_size, d)
+        )
 
     def _on(self, device: str, compute):
         device = resolve_device(device)
@@ -127,7 +137,7 @@ def head_options(cfg: FitConfig, sel: Selection) -> dict:
     return {
         "dim": sel.dim,
         "num_views": sel.num_views,
-        "num_classes": sel.num_classes,
+        "outputs": sel.outputs,
         "tokens": sel.tokens,
         "hidden": int(hidden),
         "dropout": cfg.dropout,
@@ -168,7 +178,8 @@ class TrainingState:
     loss_fn: object
     rng: np.random.Generator  # batch order, clip choice, view dropout
     tokens: object  # (n, V, K, N', D) torch tensor: the head's input, see `head_input`
-    labels: object  # (n,) int64 torch tensor
+    targets: object  # (n, ...) torch tensor: the task's targets as its loss takes them
+    task: Task
     budget: TrainingBudget
 
 
@@ -178,7 +189,7 @@ def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingSt
     here, and the state's ``cfg`` is what training uses."""
     import torch
 
-    cfg = cfg.resolved(sel.num_views)
+    cfg = cfg.resolved(sel.num_views, sel.task)
     model = build_head(cfg.head, **head_options(cfg, sel)).to(cfg.device)
     budget = cfg.budget(len(splits.train))
     optimizer, scheduler = make_optimizer(model, cfg, budget)
@@ -187,10 +198,13 @@ def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingSt
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        loss_fn=make_loss(cfg, sel.labels[splits.train], sel.num_classes),
+        loss_fn=sel.task.make_loss(
+            sel.schema, sel.targets[splits.train], cfg.class_balanced, cfg.device
+        ),
         rng=np.random.default_rng(cfg.seed),
         tokens=torch.from_numpy(head_input(cfg.head, sel.x)),
-        labels=torch.from_numpy(sel.labels),
+        targets=sel.task.torch_targets(sel.targets),
+        task=sel.task,
         budget=budget,
     )
 
@@ -223,10 +237,10 @@ def train_neural(cfg: FitConfig, sel: Selection, splits: Splits):
         state = start_training(cfg, sel, splits)
         cfg = state.cfg  # the head's defaults filled in, as every epoch uses them
         model, options = state.model, head_options(cfg, sel)
-        tracker = BestTracker(cfg.monitor, state.budget.patience)
+        tracker = BestTracker(sel.task, cfg.monitor, state.budget.patience)
         history: list[dict] = []
         what = f"fit {cfg.head} on {cfg.views}"
-        with task(what, total=state.budget.epochs, unit="epoch") as shown:
+        with progress_task(what, total=state.budget.epochs, unit="epoch") as shown:
             for epoch in range(1, state.budget.epochs + 1):
                 train_loss = train_epoch(state, sel.mask, splits.train)
                 row = validation_row(state, sel, splits)
@@ -245,10 +259,13 @@ def train_neural(cfg: FitConfig, sel: Selection, splits: Splits):
 def validation_note(row: dict, history: list[dict], tracker: BestTracker, stopped: bool) -> str:
     """What a fit's progress shows after an epoch: its validation scores, the best epoch's
     and whether early stopping ended the fit."""
-    note = f"val loss {row['val_loss']:.3f}, bal.acc {row['val_balanced_accuracy']:.3f}"
+    key = f"val_{tracker.monitor}"
+    note = ", ".join(
+        f"{k.removeprefix('val_')} {v:.3f}" for k, v in row.items() if k.startswith("val_")
+    )
     best = [h for h in history if h["epoch"] == tracker.epoch]  # none: before a resume
     if best:
-        note += f"; best epoch {tracker.epoch} ({best[0]['val_balanced_accuracy']:.3f})"
+        note += f"; best epoch {tracker.epoch} ({tracker.monitor} {best[0][key]:.3f})"
     return f"{note}; stopped early (patience {tracker.patience})" if stopped else note
 
 
@@ -261,16 +278,6 @@ def schedule_record(budget: TrainingBudget, epochs_run: int) -> dict:
         "epochs_run": epochs_run,
         "steps_run": epochs_run * budget.steps_per_epoch,
     }
-
-
-def make_loss(cfg: FitConfig, train_labels: np.ndarray, num_classes: int):
-    """Cross-entropy, weighted by inverse class frequency when ``cfg.class_balanced``."""
-    import torch
-
-    if not cfg.class_balanced:
-        return torch.nn.CrossEntropyLoss()
-    weights = torch.tensor(class_weights(train_labels, num_classes), dtype=torch.float32)
-    return torch.nn.CrossEntropyLoss(weight=weights.to(cfg.device))
 
 
 def make_optimizer(model, cfg: FitConfig, budget: TrainingBudget):
@@ -324,7 +331,7 @@ def train_epoch(state: TrainingState, mask: np.ndarray, train_rows: np.ndarray) 
         clip = state.rng.integers(state.tokens.shape[2], size=len(rows))
         keep = drop_views(mask[rows], cfg.view_dropout, state.rng)
         x, m = training_batch(state.tokens, rows, clip, keep, cfg.device)
-        target = state.labels[torch.from_numpy(rows)].to(cfg.device)
+        target = state.targets[torch.from_numpy(rows)].to(cfg.device)
         loss = state.loss_fn(state.model(x, m), target)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -359,37 +366,26 @@ def training_batch(tokens, rows: np.ndarray, clip: np.ndarray, keep: np.ndarray,
 
 
 def validation_row(state: TrainingState, sel: Selection, splits: Splits) -> dict:
-    """Validation loss, top-1 and balanced accuracy of the current model."""
-    from skill.heads.metrics import accuracy, balanced_accuracy
-
+    """The task's validation scores of the current model (``val_loss`` among them)."""
     cfg = state.cfg
     x = state.tokens.numpy()
-    probs = clip_mean_softmax(state.model, x, sel.mask, splits.val, cfg.batch_size, cfg.device)
-    y_true = sel.labels[splits.val]
-    picked = probs[np.arange(len(y_true)), y_true]
-    y_pred = probs.argmax(axis=1)
-    return {
-        "val_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
-        "val_top1": accuracy(y_true, y_pred),
-        "val_balanced_accuracy": balanced_accuracy(y_true, y_pred, sel.num_classes),
-    }
+    scores = clip_mean_scores(
+        state.model, sel.task, x, sel.mask, splits.val, cfg.batch_size, cfg.device
+    )
+    return sel.task.validation_row(scores, sel.targets[splits.val])
 
 
 class BestTracker:
     """Remembers the best epoch's score and weights; says when patience has run out."""
 
-    def __init__(self, monitor: str, patience: int):
-        self.monitor, self.patience = monitor, patience
-        self.score: tuple[float, float] | None = None
+    def __init__(self, task: Task, monitor: str, patience: int):
+        self.task, self.monitor, self.patience = task, monitor, patience
+        self.score: tuple | None = None
         self.epoch, self.state = 0, None
 
     def update(self, epoch: int, row: dict, model) -> None:
         """Keep the model's weights when this epoch's validation score is the best so far."""
-        # Higher is better; ties in balanced accuracy are broken by the lower loss.
-        if self.monitor == "loss":
-            score = (-row["val_loss"], row["val_balanced_accuracy"])
-        else:
-            score = (row["val_balanced_accuracy"], -row["val_loss"])
+        score = self.task.monitor_key(row, self.monitor)  # higher is better
         if self.score is None or score > self.score:
             self.score, self.epoch = score, epoch
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -398,13 +394,15 @@ class BestTracker:
         return self.patience > 0 and epoch - self.epoch >= self.patience
 
 
-def clip_mean_softmax(
-    forward, x: np.ndarray, mask: np.ndarray, rows: np.ndarray, batch_size: int, device: str
-) -> np.ndarray:
-    """Mean over the K clips of ``softmax(forward(tokens, mask))`` for the given takes.
+def clip_mean_scores(
+    forward, task: Task, x: np.ndarray, mask: np.ndarray, rows: np.ndarray, batch_size: int,
+    device: str,
+) -> np.ndarray:  # fmt: skip
+    """Mean over the K clips of the task's scores of ``forward(tokens, mask)`` (classification:
+    its softmax) for the given takes.
 
     ``x (n, V, K, N, D)`` float16, ``mask (n, V)``; ``forward`` maps ``(B, V, N, D), (B, V)``
-    to ``(B, C)`` (or ``(B, V, C)`` for per-view logits); returns ``(len(rows), ...)``.
+    to ``(B, O)`` (or ``(B, V, O)`` for per-view outputs); returns ``(len(rows), ...)``.
     """
     import torch
 
@@ -415,11 +413,11 @@ def clip_mean_softmax(
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
             m = torch.from_numpy(mask[batch]).to(device)
-            probs = 0
+            total = 0
             for k in range(x.shape[2]):
                 tokens = torch.from_numpy(x[batch, :, k]).to(device=device, dtype=torch.float32)
-                probs = probs + torch.softmax(forward(tokens, m).float(), dim=-1)
-            outputs.append((probs / x.shape[2]).cpu().numpy())
+                total = total + task.to_scores(forward(tokens, m))
+            outputs.append((total / x.shape[2]).cpu().numpy())
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float64)

@@ -44,7 +44,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skill.cache.recovery import remove_leftovers, store_write_errors, write_text_atomically
+from skill.cache.files import write_text_atomically
+from skill.cache.recovery import remove_leftovers, store_write_errors
 from skill.cache.store import (
     STATUS_FAILED,
     STATUS_PENDING,
@@ -57,7 +58,8 @@ from skill.cache.store import (
 from skill.devices import resolve_device
 from skill.pipeline import distributed
 from skill.pipeline.extract_config import ExtractConfig
-from skill.pipeline.takes import LABELS, Take
+from skill.pipeline.takes import Take
+from skill.tasks import task_record
 
 RUN_RECORD = "extract_run"
 """Root attribute the coordinator keeps about the last run: state running/finished, etc."""
@@ -106,7 +108,7 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
     started = time.perf_counter()
     rank = distributed.current_rank()
     dataset = read_takes(
-        cfg.manifest, root=cfg.root, fmt=cfg.manifest_format, missing_videos="keep"
+        cfg.manifest, root=cfg.root, fmt=cfg.manifest_format, missing_videos="keep", task=cfg.task
     )
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
     missing, listed = check_missing_videos(cfg, rank, takes, dataset.missing_videos)
@@ -120,7 +122,7 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
     try:
         with (
             terminate_as_interrupt(),
-            _CoordinatedStore(cfg, rank, provenance, dataset.views, takes) as coordinated,
+            _CoordinatedStore(cfg, rank, provenance, dataset, takes) as coordinated,
         ):
             _run_share(cfg, coordinated, backbone, takes, summary, progress, missing)
     finally:
@@ -256,9 +258,10 @@ class _CoordinatedStore:
     leftovers of killed runs and registers the takes; the other ranks open the store once
     rank 0 says it is ready. On exit rank 0 releases the lock."""
 
-    def __init__(self, cfg, rank, provenance, views, takes):
+    def __init__(self, cfg, rank, provenance, dataset, takes):
         self.cfg, self.rank, self.provenance = cfg, rank, provenance
-        self.views, self.takes = views, takes
+        self.views, self.takes = dataset.views, takes
+        self.task = task_record(dataset.task, dataset.schema)
         self.store: TokenStore | None = None
         self.rows: list[int] = []
         self.removed_temp_files = 0
@@ -277,7 +280,7 @@ class _CoordinatedStore:
 
     def _prepare(self) -> dict:
         try:
-            store = open_store_for_extract(self.cfg.store, self.provenance, self.views)
+            store = open_store_for_extract(self.cfg.store, self.provenance, self.views, self.task)
             lock = store.writer_lock()
             lock.__enter__()  # StoreBusy when another command writes
             self._lock, self.store = lock, store
@@ -356,11 +359,14 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def open_store_for_extract(path: Path, provenance: dict, views: list[str]) -> TokenStore:
-    """Open the store to append or resume, or create it; refuse a different provenance."""
+def open_store_for_extract(
+    path: Path, provenance: dict, views: list[str], task: dict
+) -> TokenStore:
+    """Open the store to append or resume, or create it; refuse a different provenance,
+    other views or another task (``task``: what the store records, `tasks.task_record`)."""
     if not path.exists():
         try:
-            return _create_store(path, provenance, views)
+            return _create_store(path, provenance, views, task)
         except StoreError:
             if not (path / "zarr.json").is_file():
                 raise
@@ -380,16 +386,21 @@ def open_store_for_extract(path: Path, provenance: dict, views: list[str]) -> To
         raise StoreError(
             f"{path}: cannot append: the store has views {store.views}, the manifest {views}"
         )
+    if (store.task["name"], store.task["schema"]) != (task["name"], task["schema"]):
+        raise StoreError(
+            f"{path}: cannot append: the store's task is {store.task['name']} with "
+            f"{store.task['schema']}, the run's {task['name']} with {task['schema']}"
+        )
     return store
 
 
-def _create_store(path: Path, provenance: dict, views: list[str]) -> TokenStore:
+def _create_store(path: Path, provenance: dict, views: list[str], task: dict) -> TokenStore:
     geometry, sampling = provenance["backbone"], provenance["sampling"]
     return TokenStore.create(
         path,
         provenance=provenance,
         views=views,
-        labels=list(LABELS),
+        task=task,
         clips=sampling["clips"],
         tokens=geometry["tokens_per_clip"],
         dim=geometry["dim"],
@@ -405,6 +416,7 @@ def _writes_takes(cfg: ExtractConfig, store: TokenStore, takes: list[Take]) -> b
 
 
 def take_row(take: Take) -> TakeRow:
+    """A take as the store's take table is given it (the store's task encodes its target)."""
     return TakeRow(take.take_id, take.label, take.scenario, take.participant, take.split, take.uid)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from skill.errors import ConfigError
 from skill.pipeline.sampling import SNAP_MODES, STRATEGIES, SamplingConfig
+from skill.tasks import task_names
 
 TOKEN_MODES = ("frame", "cls", "patch", "mean_all")
 """Every --tokens value; mean_all is timesformer's only (refused for other families at load)."""
@@ -36,6 +37,9 @@ class ExtractConfig:
     EgoExo4D's layout)."""
     manifest_format: str = "auto"
     """Manifest format: auto (told by the file), skill, egoexo4d or skillformer."""
+    task: str = "classification"
+    """What is learned from a take, which the store records: classification (each take one of
+    the manifest's levels)."""
     backbone: str = "timesformer-base-k600"
     """A registered backbone name (skill backbones lists them), a hub id or a local
     checkpoint folder."""
@@ -113,6 +117,8 @@ class ExtractConfig:
         self.root = Path(self.root) if self.root else None
         self.adapter = Path(self.adapter) if self.adapter else None
         problems = []
+        if self.task not in task_names():
+            problems.append(f"--task must be one of {', '.join(task_names())}, not {self.task!r}")
         if self.tokens not in TOKEN_MODES:
             problems.append(
                 f"--tokens must be one of {', '.join(TOKEN_MODES)}, not {self.tokens!r}"
@@ -169,13 +175,13 @@ class ExtractConfig:
     def decoder_order(self) -> tuple[str, ...]:
         """The decoders tried, in order: ``decoders`` with ``auto`` written out (ValueError
         for names that are not decoders)."""
-        from skill.pipeline.decode import backend_order  # numpy: only when a config is built
+        from skill.pipeline.decode.registry import backend_order  # numpy: when a config is built
 
         return backend_order(self.decoders)
 
     @property
     def decode_options(self) -> dict[str, object]:
-        """The keyword arguments of `pipeline.decode.decode_view` these settings give."""
+        """The keyword arguments of `pipeline.decode.view.decode_view` these settings give."""
         return {"backend": self.decoder_order, "device": self.decode_device}
 
     def _derive_sampling(self) -> SamplingConfig:

@@ -48,7 +48,7 @@ class ExtractLoop:
 
     decode_job: Callable | None = None
     """The function decode workers run per (take, view), a top-level function; None means
-    `pipeline.decode.decode_view`. Tests replace it to simulate a decoder that hangs."""
+    `pipeline.decode.view.decode_view`. Tests replace it to simulate a decoder that hangs."""
 
     def __init__(self, cfg, store, backbone, summary, progress=None, missing=None):
         self.cfg, self.store, self.backbone = cfg, store, backbone
@@ -65,8 +65,8 @@ class ExtractLoop:
         self.step: Task | None = None  # the progress the user sees (skill.progress)
 
     def run(self, work: list[tuple[int, Take]]) -> None:
-        from skill.pipeline.decode import decode_view
-        from skill.pipeline.decode_pool import DecodePool
+        from skill.pipeline.decode.pool import DecodePool
+        from skill.pipeline.decode.view import decode_view
 
         pool = DecodePool(
             num_workers=self.cfg.workers,

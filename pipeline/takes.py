@@ -7,9 +7,6 @@ from dataclasses import dataclass, field
 
 from skill.errors import SkillError
 
-# EgoExo4D proficiency labels, in the order the official files and scorer use.
-LABELS: tuple[str, ...] = ("Novice", "Early Expert", "Intermediate Expert", "Late Expert")
-
 NAME_MAX_BYTES = 200
 """The longest take or view name, in bytes of UTF-8. Names become file-name components (`skill
 export --format npy` writes ``<take>/<view>.npy``); file systems take 255 bytes per component,
@@ -24,8 +21,10 @@ class Take:
 
     `videos` maps a view name (``ego``, ``exo1`` ...) to an absolute video path, or to None
     when that view is missing for this take (it is then masked, never filled with zeros).
-    `label` is one of LABELS or None for an unlabelled take. `uid` is the dataset's own id of
-    the take where it has one besides the name (EgoExo4D's ``take_uid``), else "".
+    `label` is the take's target as the manifest states it (a level's name for
+    classification; checked by the dataset's task, see `tasks`), None for an unlabelled take.
+    `uid` is the dataset's own id of the take where it has one besides the name (EgoExo4D's
+    ``take_uid``), else "". `source` is where the manifest states it: (line, record name).
     """
 
     take_id: str
@@ -36,6 +35,7 @@ class Take:
     split: str = ""
     uid: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    source: tuple[int | None, str] = field(default=(None, ""), compare=False)
 
 
 class ManifestError(SkillError, ValueError):

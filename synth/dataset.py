@@ -3,6 +3,7 @@ manifest (through the manifest registry) and synth_info.json."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -17,41 +18,30 @@ import av
 import numpy as np
 
 from skill.pipeline.manifest import write_manifest
-from skill.pipeline.takes import LABELS, Take
+from skill.pipeline.takes import Take
 from skill.synth.config import (
     GENERATOR_VERSION,
     INFO_NAME,
     MANIFEST_NAME,
     SynthConfig,
-    validate_config,
 )
 from skill.synth.motion import take_scene
 from skill.synth.plan import TakeSpec, plan_takes
 from skill.synth.render import render_view
 from skill.synth.video import encode_video, pick_codec
 from skill.synth.world import ELBOW_RAISE_M, PLACEMENT_ERROR_M, SCENARIOS, SPEED, TREMOR_M
+from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 
 
-def synthesize(
-    out_dir: Path,
-    *,
-    takes: int = 200,
-    seed: int = 0,
-    size: int = 64,
-    frames: int = 48,
-    fps: int = 15,
-    exo_views: int = 4,
-    participants: int = 20,
-    workers: int | None = None,
-) -> Path:
-    """Write a synthetic dataset under `out_dir` and return the manifest path.
+def synthesize(cfg: SynthConfig, out_dir: Path, workers: int | None = None) -> Path:
+    """Write the synthetic dataset `cfg` under `out_dir` and return the manifest path.
 
     Writes ``<take>/<view>.mp4`` for every take and view, ``manifest.jsonl`` (paths relative to
     `out_dir`) and ``synth_info.json``. `workers` processes render in parallel (default: one per
-    CPU, 1 = in this process); the output does not depend on it.
+    CPU, 1 = in this process); the output does not depend on it. An empty ``cfg.codec`` is
+    the one this machine's encoder offers (``pick_codec``).
     """
-    config = SynthConfig(takes, seed, size, frames, fps, exo_views, participants, pick_codec())
-    validate_config(config)
+    config = cfg if cfg.codec else dataclasses.replace(cfg, codec=pick_codec())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_takes(config)

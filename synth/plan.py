@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from skill.pipeline.takes import LABELS
 from skill.synth.config import SPLITS, SynthConfig
 from skill.synth.world import SCENARIOS, SLEEVE_COLOUR, Scenario
+from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ SMALL = {"size": 32, "frames": 16, "exo_views": 3}
 def make_dataset(folder: Path, takes: int, seed: int = 0) -> Path:
     """A synthetic dataset of real encoded videos (ego + 3 exo views); returns the manifest,
     which lists the first `takes` takes (synthesize writes at least 12)."""
-    from skill.synth import synthesize
+    from skill.synth import SynthConfig, synthesize
 
-    manifest = synthesize(folder, takes=max(takes, 12), seed=seed, workers=1, **SMALL)
+    manifest = synthesize(SynthConfig(takes=max(takes, 12), seed=seed, **SMALL), folder, workers=1)
     lines = manifest.read_text().splitlines(keepends=True)
     manifest.write_text("".join(lines[:takes]))
     return manifest
@@ -97,7 +97,7 @@ def snapshot(path: Path) -> dict[str, np.ndarray]:
     group = store._group
     return {
         "ids": store.take_table().ids,
-        "label": store.take_table().label,
+        "label": store.take_table().target,
         "status": store.status(),
         "valid": store.valid(),
         "view_error": store.view_errors(),
@@ -123,7 +123,7 @@ def assert_same_stores(got: Path, want: Path) -> None:
 
     a, b = TokenStore.open(got), TokenStore.open(want)
     assert provenance_identity(a.provenance) == provenance_identity(b.provenance)
-    assert (a.views, a.labels, a.n_takes) == (b.views, b.labels, b.n_takes)
+    assert (a.views, a.task, a.n_takes) == (b.views, b.task, b.n_takes)
     got_takes, want_takes = by_take(snapshot(got)), by_take(snapshot(want))
     assert sorted(got_takes) == sorted(want_takes)
     for take, want_arrays in want_takes.items():
@@ -195,7 +195,7 @@ HANG_MARKER = "hang"
 def hanging_decode(path: str, *args, **kwargs):
     """decode_view, except that a file whose name starts with "hang" blocks forever, like a
     decoder stuck on a bad file. A top-level function: decode workers import it by name."""
-    from skill.pipeline.decode import decode_view
+    from skill.pipeline.decode.view import decode_view
 
     if Path(path).name.startswith(HANG_MARKER):
         time.sleep(3600)

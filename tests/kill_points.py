@@ -106,7 +106,7 @@ def install() -> None:
     from skill.cache import layout
     from skill.cache.store import TokenStore
     from skill.pipeline import extract, manifest
-    from skill.pipeline.decode_pool import DecodePool
+    from skill.pipeline.decode.pool import DecodePool
     from skill.pipeline.extract_loop import ExtractLoop
 
     _after(manifest, "read_takes", "manifest")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skill.pipeline.takes import LABELS
 from skill.synth import MANIFEST_NAME, decode_luma, read_manifest
+from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 
 PROXY_GRID = 4  # thumbnail side of the proxy check; coarse, like one mean-pooled token per frame
 PROXY_L2_GRID: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from skill.cache.files import NEW, OLD, staging_name
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, TokenStore
 from tests.extract_helpers import TINY, extract_config, invoke_cli, make_dataset
 
@@ -104,7 +105,7 @@ def test_extract_with_the_adapter_changes_tokens_and_predict_reproduces_val(adap
     out = predict(
         PredictConfig(store=str(tuned), run=str(cfg.run_dir), out_csv=str(tmp_path / "p.csv"))
     )
-    by_id = dict(zip(out.take_ids, out.probs, strict=True))
+    by_id = dict(zip(out.take_ids, out.scores, strict=True))
     val_ids, val_probs = result.predictions["val"]
     got = np.stack([by_id[str(t)] for t in val_ids])
     np.testing.assert_allclose(got, val_probs, atol=2e-3)
@@ -148,7 +149,7 @@ def test_resume_with_other_settings_is_refused(dataset, tmp_path):
 
 def test_a_bad_view_is_masked_and_a_take_below_min_views_fails(dataset, tmp_path):
     from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store
-    from skill.pipeline.decode import FrameGeometry
+    from skill.pipeline.decode.geometry import FrameGeometry
     from skill.pipeline.manifest import read_takes
     from skill.pipeline.sampling import SamplingConfig
 
@@ -271,7 +272,7 @@ def test_adapt_with_linear_time_embedding_extracts_and_predicts_with_it(adapted_
     run_extract(cfg.extract_config(store=store, adapter=cfg.adapter_dir))
     out = predict(PredictConfig(store=str(store), run=str(cfg.run_dir),
                                 out_csv=str(tmp_path / "p.csv")))  # fmt: skip
-    by_id = dict(zip(out.take_ids, out.probs, strict=True))
+    by_id = dict(zip(out.take_ids, out.scores, strict=True))
     val_ids, val_probs = result.predictions["val"]
     np.testing.assert_allclose(np.stack([by_id[str(t)] for t in val_ids]), val_probs, atol=2e-3)
 
@@ -343,7 +344,7 @@ def test_only_the_chosen_views_are_decoded_and_trained(dataset, tmp_path):
 
 def test_a_killed_frame_store_build_resumes_with_the_pending_takes(dataset, tmp_path, monkeypatch):
     from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store
-    from skill.pipeline.decode import FrameGeometry
+    from skill.pipeline.decode.geometry import FrameGeometry
     from skill.pipeline.manifest import read_takes
     from skill.pipeline.sampling import SamplingConfig
 
@@ -412,7 +413,7 @@ def test_adapt_on_cuda_with_bf16_autocast_then_extract_and_predict_agree(dataset
     out = predict(
         PredictConfig(store=str(tuned), run=str(cfg.run_dir), out_csv=str(tmp_path / "p.csv"))
     )
-    by_id = dict(zip(out.take_ids, out.probs, strict=True))
+    by_id = dict(zip(out.take_ids, out.scores, strict=True))
     val_ids, val_probs = result.predictions["val"]
     got = np.stack([by_id[str(t)] for t in val_ids])
     np.testing.assert_allclose(got, val_probs, atol=2e-2)  # bf16 in adapt, extract's autocast
@@ -441,10 +442,11 @@ def test_a_checkpoint_save_killed_between_its_renames_is_recovered(adapted, data
     cfg, _ = adapted
     out = tmp_path / "out"
     run_adapt(adapt_config(dataset, out, stop_after_epochs=1))
-    (out / ".checkpoint").rename(out / ".checkpoint.old-123")  # killed after the first rename
-    (out / ".checkpoint.partial-456").mkdir()  # and a partial new one beside it
+    # killed after the first rename of a replace, with the new checkpoint beside the old one
+    (out / ".checkpoint").rename(out / staging_name(".checkpoint", OLD, pid=123))
+    (out / staging_name(".checkpoint", NEW, pid=456)).mkdir()
     assert run_adapt(adapt_config(dataset, out)).finished
-    assert not list(out.glob(".checkpoint*"))
+    assert not list(out.glob("*.checkpoint*"))
     want = load_file(str(cfg.adapter_dir / "adapter_model.safetensors"))
     got = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     for key, value in want.items():
@@ -480,7 +482,7 @@ def test_skillformer_ego_preset_trains_its_reported_14m_parameters():
         lora = get_peft_model(
             TimesformerModel(TimesformerConfig()), lora_config(cfg, "timesformer")
         )
-        head = build_head("cvf", dim=768, num_views=1, num_classes=4, tokens=32, hidden=cfg.hidden)
+        head = build_head("cvf", dim=768, num_views=1, outputs=4, tokens=32, hidden=cfg.hidden)
     lora_params = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     head_params = sum(p.numel() for p in head.parameters())
     assert lora_params == 7_077_888  # 12 layers x 32 x (in + out) of the seven Linears

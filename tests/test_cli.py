@@ -135,7 +135,7 @@ def _majority_top1(store: Path, train_ids: list[str], scored: list[str]) -> floa
     from skill.cache.store import TokenStore
 
     table = TokenStore.open(store).take_table()
-    label = {str(t): int(y) for t, y in zip(table.ids, table.label, strict=True)}
+    label = {str(t): int(y) for t, y in zip(table.ids, table.target, strict=True)}
     counts = [0] * 4
     for take in train_ids:
         counts[label[take]] += 1
@@ -245,7 +245,8 @@ sys.exit(code)
         (["fit", "/no/such.zarr"], "/no/such.zarr: no such store"),
         (["fit", "STORE", "--head", "nosuch"], "--head: 'nosuch' is not a head"),
         (["fit", "STORE", "--views", "ego,exo9"], "--views: unknown view 'exo9'"),
-        (["fit", "STORE", "--sweep", "--heads", "mean,nosuch"], "--heads: 'nosuch' is not"),
+        (["fit", "STORE", "--sweep"], "No such option: --sweep"),  # a grid: skill sweep
+        (["sweep", "STORE", "--heads", "mean,nosuch"], "--heads: 'nosuch' is not"),
         (["sweep", "STORE", "--view-sets", "ego;exo9"], "--view-sets: "),
         (["sweep", "STORE", "--stores", "/no/other.zarr"], "/no/other.zarr: no such store"),
         (["predict", "/no/such.zarr", "--run", "r", "--out", "p.csv"], "no such store"),

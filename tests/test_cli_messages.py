@@ -176,6 +176,7 @@ REFUSALS: dict[str, list[list[str]]] = {
         ["M", "--store", "D/x.zarr", "--decode-device", "cuda", "--decoders", "pyav"],
         ["M", "--store", "D/x.zarr", "--stride", "2"],
         ["M", "--store", "D/x.zarr", "--sampling", "segments", "--frames", "6"],
+        ["M", "--store", "D/x.zarr", "--task", "ranking"],
     ],
     "adapt": [
         ["M", "--out", "D/a", "--preset", "skillformer-huge"],
@@ -206,8 +207,8 @@ CONFIGS = {
     "pipeline/extract_config.py": ("ExtractConfig",),
     "adapt/config.py": ("AdaptConfig",),
     "synth/config.py": ("SynthConfig", "validate_config"),
-    "cache/export.py": ("ExportConfig",),
-    "pipeline/import_features.py": ("ImportFeaturesConfig",),
+    "interop/export.py": ("ExportConfig",),
+    "interop/import_features.py": ("ImportFeaturesConfig",),
     "demo.py": ("DemoConfig",),
 }
 SAFETY_NETS = {("pipeline/extract_config.py", "_derive_sampling", "str(err)")}

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skill.pipeline.decode import DecodeError, FrameGeometry, decode_view, probe
+from skill.pipeline.decode.errors import DecodeError
+from skill.pipeline.decode.geometry import FrameGeometry
+from skill.pipeline.decode.index import probe
+from skill.pipeline.decode.view import decode_view
 from skill.pipeline.sampling import SamplingConfig
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
@@ -150,11 +153,11 @@ def test_undecodable_leading_frames_fail_the_view_with_true_positions(videos) ->
 
 def test_a_late_seek_is_redone_from_the_start(videos, monkeypatch) -> None:
     """A seek that lands after its target must not let later frames be counted from it."""
-    import skill.pipeline.decode as decode_module
+    import skill.pipeline.decode.pyav_reader as pyav_reader
 
-    original = decode_module._keyframe_before
+    original = pyav_reader._keyframe_before
     monkeypatch.setattr(  # claim a keyframe after the target: the seek lands late
-        decode_module, "_keyframe_before", lambda p, keys: min(original(p, keys) + 13, FRAMES - 1)
+        pyav_reader, "_keyframe_before", lambda p, keys: min(original(p, keys) + 13, FRAMES - 1)
     )
     sampling = SamplingConfig("uniform", frames=6)
     view = decode_view(videos["h264"], sampling, "s", GEOMETRY, backend="pyav")
@@ -184,16 +187,16 @@ def test_avi_without_its_first_keyframe_fails_instead_of_counting(
 
 def test_a_dropped_frame_in_avi_fails_the_view(videos, monkeypatch) -> None:
     """The decoder losing a frame shows as a packet without a frame: the view fails."""
-    import skill.pipeline.decode as decode_module
+    import skill.pipeline.decode.pyav_reader as pyav_reader
 
-    original = decode_module._frames_with_packet_count
+    original = pyav_reader._frames_with_packet_count
 
     def dropping(*args, **kwargs):
         for number, item in enumerate(original(*args, **kwargs)):
             if number != 20:
                 yield item
 
-    monkeypatch.setattr(decode_module, "_frames_with_packet_count", dropping)
+    monkeypatch.setattr(pyav_reader, "_frames_with_packet_count", dropping)
     with pytest.raises(DecodeError, match="frame positions cannot be verified"):
         decode_view(videos["avi"], SamplingConfig("uniform", frames=16), "a", GEOMETRY)
 
@@ -202,7 +205,9 @@ def test_a_dropped_frame_in_avi_fails_the_view(videos, monkeypatch) -> None:
 def test_decoder_log_stays_off_the_terminal_and_goes_into_the_reason() -> None:
     # decord first: its C++ code and its FFmpeg log to the terminal (PyAV silences FFmpeg's).
     script = (
-        "from skill.pipeline.decode import DecodeError, FrameGeometry, decode_view\n"
+        "from skill.pipeline.decode.errors import DecodeError\n"
+        "from skill.pipeline.decode.geometry import FrameGeometry\n"
+        "from skill.pipeline.decode.view import decode_view\n"
         "from skill.pipeline.sampling import SamplingConfig\n"
         "try:\n"
         f"    decode_view({str(MEDIA / 'decord__corrupted.mp4')!r}, SamplingConfig(frames=8),"

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import skill.pipeline.decode as decode_module
 from skill.errors import ConfigError
-from skill.pipeline.decode import FrameGeometry, decode_view, probe
+from skill.pipeline.decode.frames import to_clip_frame
+from skill.pipeline.decode.geometry import FrameGeometry
+from skill.pipeline.decode.index import probe, probe_index
+from skill.pipeline.decode.view import decode_view
 from skill.pipeline.extract_config import ExtractConfig
 from skill.pipeline.sampling import SamplingConfig, sample_indices, snap_to_keyframes
 from tests.test_decode import record_decoded_frames
@@ -72,7 +74,7 @@ def _every_frame_in_order(path: Path) -> np.ndarray:
     size = GEOMETRY.resized_size(info.width, info.height)
     with av.open(str(path)) as container:
         frames = [
-            decode_module._to_clip_frame(f.to_ndarray(format="rgb24"), 0, size, GEOMETRY)
+            to_clip_frame(f.to_ndarray(format="rgb24"), 0, size, GEOMETRY)
             for f in container.decode(video=0)
         ]
     return np.stack(frames)
@@ -122,7 +124,7 @@ def test_exact_mode_skips_non_reference_frames_it_does_not_need(videos, monkeypa
     decoded = record_decoded_frames(monkeypatch)
     sampling = SamplingConfig("uniform", frames=6)
     view = decode_view(videos["h264"], sampling, "k", GEOMETRY, backend="pyav")
-    keys = decode_module._probe(str(videos["h264"]))[1].key_positions
+    keys = probe_index(str(videos["h264"]))[1].key_positions
     # Without skipping, each wanted frame costs the frames from its keyframe up to it.
     from_keyframes = sum(int(i) - int(keys[keys <= i].max()) + 1 for i in view.indices[0])
     assert len(decoded) < from_keyframes
@@ -134,7 +136,7 @@ def test_keyframe_mode_gives_the_frames_at_the_nearest_keyframes(
 ) -> None:
     snapping = SamplingConfig(**{**sampling.to_dict(), "snap": "keyframe"})
     view = decode_view(videos["h264"], snapping, "k", GEOMETRY)
-    keys = decode_module._probe(str(videos["h264"]))[1].key_positions
+    keys = probe_index(str(videos["h264"]))[1].key_positions
     assert len(keys) == FRAMES // KEYINT
     exact = sample_indices(FRAMES, sampling, "k").indices
     np.testing.assert_array_equal(view.indices, snap_to_keyframes(exact, keys))
@@ -148,7 +150,7 @@ def test_keyframe_mode_gives_the_frames_at_the_nearest_keyframes(
 
 
 def test_keyframe_flags_on_every_frame_fall_back_to_exact_decoding(videos) -> None:
-    keys = decode_module._probe(str(videos["all_key"]))[1].key_positions
+    keys = probe_index(str(videos["all_key"]))[1].key_positions
     assert len(keys) == FRAMES  # the index the container gives is wrong
     sampling = SamplingConfig("uniform", frames=8, snap="keyframe")
     view = decode_view(videos["all_key"], sampling, "k", GEOMETRY)
@@ -210,7 +212,7 @@ def test_a_keyframe_store_refuses_exact_settings_and_keeps_its_notes(videos, tmp
     assert (summary.completed, summary.failed, summary.failed_views) == (2, 0, 0)
     opened = TokenStore.open(store)
     assert opened.provenance["sampling"]["snap"] == "keyframe"
-    keys = decode_module._probe(str(videos["h264"]))[1].key_positions
+    keys = probe_index(str(videos["h264"]))[1].key_positions
     index, notes = opened.frame_index(), opened.view_notes()
     assert np.isin(index[:, 0], keys).all() and np.isin(index[1, 1], keys).all()
     assert notes[0, 1].startswith("keyframe sampling fell back to exact decoding")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from skill.pipeline.decode import DecodeError
-from skill.pipeline.decode_pool import DecodePool
+from skill.pipeline.decode.errors import DecodeError
+from skill.pipeline.decode.pool import DecodePool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,7 +135,7 @@ def test_workers_die_when_the_parent_is_killed() -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from skill.pipeline.decode_pool import DecodePool
+        from skill.pipeline.decode.pool import DecodePool
         pool = DecodePool(num_workers=1, timeout_s=600, job=time.sleep, initializer=None)
         pool.submit("sleep", 600)
         pool.start()  # the worker is ready and sleeping in its task

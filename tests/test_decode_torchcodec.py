@@ -16,16 +16,13 @@ import numpy as np
 import pytest
 
 from skill.errors import ConfigError
-from skill.pipeline.decode import (
-    DEFAULT_ORDER,
-    DecodeError,
-    FrameGeometry,
-    _probe,
-    backend_order,
-    decode_view,
-)
-from skill.pipeline.decode_pool import DecodePool
-from skill.pipeline.decode_torchcodec import TorchcodecUnsuitable, available, read_frames
+from skill.pipeline.decode.errors import DecodeError
+from skill.pipeline.decode.geometry import FrameGeometry
+from skill.pipeline.decode.index import probe_index
+from skill.pipeline.decode.pool import DecodePool
+from skill.pipeline.decode.registry import DEFAULT_ORDER, backend_order
+from skill.pipeline.decode.torchcodec_reader import TorchcodecUnsuitable, available, read_frames
+from skill.pipeline.decode.view import decode_view
 from skill.pipeline.sampling import SamplingConfig
 from tests.test_decode import (
     EXPECTED_FAILURES,
@@ -111,7 +108,7 @@ def test_a_refused_file_goes_to_the_next_decoder_with_the_reason() -> None:
      "mp4parse__video_rotation_90.mp4"],
 )  # fmt: skip
 def test_rotation_is_applied_like_pyav(name: str) -> None:
-    info = _probe(str(MEDIA / name))[0]
+    info = probe_index(str(MEDIA / name))[0]
     width, height = FrameGeometry(48, 1, 1).resized_size(info.width, info.height)
     geometry = FrameGeometry(48, height, width)  # the whole display frame: orientation shows
     by_torchcodec = decode_view(MEDIA / name, SamplingConfig(frames=3), "r", geometry, "torchcodec")
@@ -129,9 +126,11 @@ def test_the_stream_with_most_pixels_vfr_and_short_videos() -> None:
     assert (nasa.info.stream_index, nasa.info.num_frames) == (3, 390)  # not torchcodec's "best"
     vfr_path = MEDIA / "torchcodec__var_fps_video.mp4"
     vfr = decode_view(vfr_path, SAMPLING, "v", GEOMETRY, "torchcodec")
-    steps = np.diff(_probe(str(vfr_path))[1].times_s)
+    steps = np.diff(probe_index(str(vfr_path))[1].times_s)
     assert steps.max() - steps.min() > 1e-3  # the file's frame rate really varies
-    np.testing.assert_array_equal(vfr.timestamps, _probe(str(vfr_path))[1].times_s[vfr.indices])
+    np.testing.assert_array_equal(
+        vfr.timestamps, probe_index(str(vfr_path))[1].times_s[vfr.indices]
+    )
     short = decode_view(MEDIA / "sleap__small_robot_3_frame.mp4", SAMPLING, "s", GEOMETRY,
                         "torchcodec")  # fmt: skip
     assert short.padded > 0 and short.indices.max() == 2
@@ -153,9 +152,9 @@ def test_each_frame_is_the_frame_at_its_index(tmp_path, threads: int) -> None:
 def test_frames_that_are_not_the_indexs_are_refused() -> None:
     """torchcodec's frames carry their timestamps; an index that disagrees refuses them."""
     path = str(MEDIA / "mmaction2__demo.mp4")
-    info, index = _probe(path)
+    info, index = probe_index(path)
     index.times_s = index.times_s + 1.0 / info.fps  # every frame one position off
-    frames = read_frames(path, info, index, np.array([0, 5]), 1, "cpu", lambda _: False)
+    frames = read_frames(path, info, index, np.array([0, 5]), 1, "cpu")
     with pytest.raises(TorchcodecUnsuitable, match="numbers frames differently"):
         list(frames)
 

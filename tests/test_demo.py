@@ -18,9 +18,9 @@ def _truth(store_path) -> dict[str, str]:
     from skill.cache.store import TokenStore
 
     store = TokenStore.open(store_path)
-    table, names = store.take_table(), list(store.labels)
+    table, names = store.take_table(), list(store.task["schema"]["labels"])
     return {
-        str(t): names[int(lab)] for t, lab in zip(table.ids, table.label, strict=True) if lab >= 0
+        str(t): names[int(lab)] for t, lab in zip(table.ids, table.target, strict=True) if lab >= 0
     }
 
 
@@ -57,7 +57,7 @@ def test_demo_predicts_the_held_out_split_and_prints_the_file_s_accuracy(tmp_pat
 
 def test_the_prediction_file_is_scored_as_written(tmp_path_factory, tmp_path):
     from skill.demo import score_prediction_csv
-    from skill.heads.config import FitConfig
+    from skill.heads.config import FitConfig, PredictConfig
     from skill.heads.predict import predict
     from skill.heads.train import fit
 
@@ -65,19 +65,23 @@ def test_the_prediction_file_is_scored_as_written(tmp_path_factory, tmp_path):
     run = fit(FitConfig(store=str(store.path), head="mean", views="all", epochs=3, batch_size=16,
                         hidden=16, patience=0, plots=False, out_dir=str(tmp_path)))  # fmt: skip
     path = tmp_path / "pred.csv"
-    predicted = predict(store.path, run.run_dir, path, split="test")
+    predicted = predict(
+        PredictConfig(store=store.path, run=run.run_dir, out_csv=path, split="test")
+    )
     score = score_prediction_csv(path, run.run_dir)
     truth = _truth(store.path)
     top1, splits = _file_top1(path, truth)
     assert splits == {"test"} and score.split == "test" and score.takes == len(predicted.take_ids)
     assert score.top1 == pytest.approx(top1) == pytest.approx(predicted.metrics["test"]["top1"])
-    counts = json.loads((run.run_dir / "config.json").read_text())["takes"]["train_class_counts"]
+    counts = json.loads((run.run_dir / "config.json").read_text())["takes"]["train_summary"][
+        "class_counts"
+    ]
     majority = max(range(len(counts)), key=lambda c: (counts[c], -c))
-    assert score.majority_class == predicted.class_names[majority]
+    assert score.majority_class == predicted.schema["labels"][majority]
     # Another prediction written into the file changes the score: it is read from the file.
     rows = list(csv.DictReader(path.open(newline="")))
     wrong = next(row for row in rows if row["predicted"] == truth.get(row["take"]))
-    wrong["predicted"] = next(c for c in predicted.class_names if c != wrong["predicted"])
+    wrong["predicted"] = next(c for c in predicted.schema["labels"] if c != wrong["predicted"])
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from skill.cache.files import staging_name
 from skill.cache.info import store_summary
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, StoreError, TokenStore
 from skill.pipeline.extract import run_extract, terminate_as_interrupt
@@ -68,7 +69,7 @@ def take_ids(manifest: Path) -> list[str]:
 def test_the_run_record_holds_the_resolved_settings(dataset, reference):
     """Beside the provenance (what makes tokens comparable), the store keeps how its last run
     was made: decoders as the order `auto` stood for, the decode device, workers, batch."""
-    from skill.pipeline.decode import DEFAULT_ORDER
+    from skill.pipeline.decode.registry import DEFAULT_ORDER
 
     record = TokenStore.open(reference).attrs["extract_run"]
     settings = record["config"]
@@ -361,7 +362,7 @@ def test_temporary_files_of_killed_writes_are_never_read_and_are_deleted(
     }
     for path, data in planted.items():
         path.write_bytes(data)
-    staging = tmp_path / ".ref.zarr.creating-999999999"  # a killed create (dead pid)
+    staging = tmp_path / staging_name("ref.zarr", pid=2**22 + 1)  # a killed create: no such pid
     staging.mkdir()
     expected = snapshot(reference)
     expected["status"][3] = STATUS_PENDING

@@ -27,6 +27,7 @@ import numpy as np
 import psutil
 import pytest
 
+from skill.cache.files import staging_leftovers
 from skill.cache.info import store_summary
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, TokenStore
 from skill.pipeline.extract import run_extract
@@ -252,7 +253,7 @@ def test_sigkill_at_random_moments_gives_the_store_of_an_uninterrupted_run(tmp_p
     assert soak.planted > 0 and soak.workers_seen > 0
     assert_same_stores(soak.store, reference)
     assert temp_files(soak.store) == []
-    assert not list(tmp_path.glob(".store.zarr.creating-*"))
+    assert not staging_leftovers(tmp_path, "store.zarr")
     info = store_summary(soak.store)
     assert (info["state"], info["completed"], info["leftover_temp_files"]) == ("finished", TAKES, 0)
     assert TokenStore.open(soak.store).n_takes == TAKES

@@ -14,17 +14,17 @@ import torch
 from skill.heads import HEADS, head_names
 from skill.heads.config import FitConfig
 from skill.heads.data import load_selection, resolve_views, split_takes
-from skill.heads.metrics import (
+from skill.heads.registry import is_trainable
+from skill.heads.train import fit
+from skill.heads.trainer import drop_views
+from skill.tasks import get_task
+from skill.tasks.metrics import (
     balanced_accuracy,
     confusion_matrix,
-    evaluate,
     macro_f1,
     majority_baseline,
     random_baseline,
 )
-from skill.heads.registry import is_trainable
-from skill.heads.train import fit
-from skill.heads.trainer import drop_views
 from tests.token_store import LABELS, PROVENANCE, VIEWS, shared_token_store
 
 # Small and quick: the synthetic signal is strong, so a few epochs suffice.
@@ -108,7 +108,7 @@ def test_run_folder_contents(store, selection, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["store"]["provenance"] == json.loads(json.dumps(PROVENANCE))
     assert config["store"]["path"] == str(Path(store.path).resolve())
-    assert config["view_names"] == VIEWS and config["class_names"] == LABELS
+    assert config["view_names"] == VIEWS and config["task"]["schema"]["labels"] == LABELS
     assert config["fit"]["head"] == "late" and config["fit"]["seed"] == 0
     assert config["model"]["options"]["hidden"] == 64
     assert len(config["takes"]["take_ids_sha256"]) == 64
@@ -187,7 +187,7 @@ def test_store_splits_and_unlabelled_takes(store, selection):
         (selection.split == "test").sum(),
     )
     used = np.concatenate([splits.train, splits.val, splits.test])
-    assert (selection.labels[used] >= 0).all()
+    assert (selection.targets[used] >= 0).all()
     assert not set(selection.take_ids[used]) & set(store.unlabelled)
 
 
@@ -216,7 +216,7 @@ def test_grouped_split_has_no_participant_on_both_sides(tmp_path_factory, tmp_pa
     train_people = set(sel.participant[splits.train])
     val_people = set(sel.participant[splits.val])
     assert train_people and val_people and not train_people & val_people
-    assert set(sel.labels[splits.val]) == {0, 1, 2, 3}  # stratified by the participants' labels
+    assert set(sel.targets[splits.val]) == {0, 1, 2, 3}  # stratified by the participants' labels
     assert len(val_people) == 4  # 25 % of the 5 participants of each label, rounded
     again = split_takes(sel, val_frac=0.25, seed=3)
     assert np.array_equal(again.val, splits.val)
@@ -255,7 +255,9 @@ def test_metrics_and_baselines():
     # train prior (1/6, 3/6, 1/6, 1/6) . eval prior (4/8, 2/8, 1/8, 1/8)
     assert rand["random_prior"] == pytest.approx((4 + 6 + 1 + 1) / 48)
     probs = np.eye(4)[y_pred] * 0.7 + 0.075
-    metrics = evaluate(y_true, probs, np.array(["a"] * 4 + ["b"] * 4), train, list("wxyz"))
+    metrics = get_task("classification").evaluate(
+        {"labels": list("wxyz")}, y_true, probs, np.array(["a"] * 4 + ["b"] * 4), train
+    )
     assert metrics["top1"] == pytest.approx(5 / 8)
     assert metrics["per_scenario"] == {"a": {"n": 4, "top1": 0.75}, "b": {"n": 4, "top1": 0.5}}
 
@@ -270,7 +272,7 @@ def test_tokens_pooled_once_give_the_same_logits_as_raw_tokens(selection, name):
     torch.manual_seed(0)
     x = selection.x[:12]  # (12, V, K, N, D) float16
     head = build_head(name, dim=selection.dim, num_views=selection.num_views,
-                      num_classes=4, tokens=selection.tokens, hidden=16).eval()  # fmt: skip
+                      outputs=4, tokens=selection.tokens, hidden=16).eval()  # fmt: skip
     fed = head_input(name, x)
     mask = torch.from_numpy(selection.mask[:12])
     with torch.no_grad():

@@ -48,7 +48,7 @@ def one_torch_thread():
 
 
 def small_head(name: str, **options) -> nn.Module:
-    return build_head(name, dim=D, num_views=V, num_classes=C, tokens=N, hidden=64, **options)
+    return build_head(name, dim=D, num_views=V, outputs=C, tokens=N, hidden=64, **options)
 
 
 def mixed_mask() -> torch.Tensor:
@@ -74,13 +74,13 @@ def test_neural_head_is_a_plain_module_whose_docstring_states_its_shapes(name):
     cls = HEADS[name]
     assert issubclass(cls, nn.Module)
     doc = (inspect.getdoc(cls) or "") + (inspect.getdoc(cls.forward) or "")
-    assert "(B, V, N, D)" in doc and "(B, C)" in doc, name
+    assert "(B, V, N, D)" in doc and "(B, O)" in doc, name
 
 
 @pytest.mark.parametrize("name", NEURAL_HEADS)
 def test_builds_at_real_size_and_gives_logits(name):
     torch.manual_seed(0)
-    head = build_head(name, dim=768, num_views=5, num_classes=4, tokens=16)
+    head = build_head(name, dim=768, num_views=5, outputs=4, tokens=16)
     head.eval()
     x = torch.randn(2, 5, 16, 768)
     mask = torch.tensor([[1, 0, 1, 1, 0], [0, 0, 0, 0, 1]], dtype=torch.bool)
@@ -92,7 +92,7 @@ def test_builds_at_real_size_and_gives_logits(name):
 @pytest.mark.parametrize("name", NEURAL_HEADS)
 def test_unknown_option_is_a_type_error(name):
     with pytest.raises(TypeError):
-        build_head(name, dim=D, num_views=V, num_classes=C, tokens=N, hiden=64)
+        build_head(name, dim=D, num_views=V, outputs=C, tokens=N, hiden=64)
 
 
 @pytest.mark.parametrize(("name", "options"), CONFIGS, ids=CONFIG_IDS)
@@ -136,7 +136,7 @@ def test_missing_view_is_left_out_not_counted_as_zero_tokens(name, options):
     unchanged when each member is duplicated, but changes if missing views enter as zeros or
     as extra attention queries."""
     torch.manual_seed(0)
-    head = build_head(name, dim=D, num_views=4, num_classes=C, tokens=N, hidden=64, **options)
+    head = build_head(name, dim=D, num_views=4, outputs=C, tokens=N, hidden=64, **options)
     head.eval()
     # Make the views interchangeable, otherwise the duplicate is a different view.
     if name == "temporal":
@@ -170,7 +170,7 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(name, options):
 
 
 def test_cvf_parameter_count_matches_skillformer():
-    head = build_head("cvf", dim=768, num_views=5, num_classes=4, tokens=16, hidden=1536)
+    head = build_head("cvf", dim=768, num_views=5, outputs=4, tokens=16, hidden=1536)
     count = sum(p.numel() for p in head.parameters())
     # LayerNorm(768) 1,536 + MultiheadAttention(768) 2,362,368 + Linear(768->1536) 1,181,184
     # + LayerNorm(1536) 3,072 + gate Linear(1536->1536) 2,360,832 + Linear(1536->768) 1,180,416
@@ -183,7 +183,7 @@ def test_cvf_parameter_count_matches_skillformer():
 
 @pytest.mark.parametrize(("dim", "heads"), [(768, 16), (32, 16), (40, 10), (24, 12), (7, 7)])
 def test_cvf_attention_heads_divide_the_width(dim, heads):
-    head = build_head("cvf", dim=dim, num_views=2, num_classes=3, tokens=2, hidden=16).eval()
+    head = build_head("cvf", dim=dim, num_views=2, outputs=3, tokens=2, hidden=16).eval()
     assert head.view_attention.num_heads == heads
     logits = head(torch.randn(2, 2, 2, dim), torch.tensor([[1, 1], [0, 1]], dtype=torch.bool))
     assert logits.shape == (2, 3)
@@ -366,8 +366,8 @@ def test_bad_inputs_get_clear_errors():
         head(torch.randn(2, V + 1, N, D), torch.ones(2, V + 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="tokens per view"):
         head(torch.randn(2, V, N + 1, D), torch.ones(2, V, dtype=torch.bool))
-    with pytest.raises(ValueError, match="num_classes"):
-        build_head("mean", dim=D, num_views=V, num_classes=1, tokens=N)
+    with pytest.raises(ValueError, match="outputs"):
+        build_head("mean", dim=D, num_views=V, outputs=0, tokens=N)
 
 
 def toy_problem(samples: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -426,8 +426,8 @@ def test_every_head_fits_predicts_and_reloads_identically(name, store, tmp_path)
 
     sel = load_selection(store.path, "all")
     rows = split_takes(sel, 0.2, 0).val
-    probs = head.predict_proba(sel.x, sel.mask, rows, batch_size=16)
-    assert probs.shape == (len(rows), len(record.class_names))
+    probs = head.predict_scores(sel.x, sel.mask, sel.task, rows, batch_size=16)
+    assert probs.shape == (len(rows), len(record.task["schema"]["labels"]))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     # The reloaded head gives exactly the probabilities the fit wrote.
     assert np.array_equal(probs, result.predictions["val"][1])
@@ -439,8 +439,8 @@ def test_every_head_fits_predicts_and_reloads_identically(name, store, tmp_path)
     noisy[~mask] = np.random.default_rng(0).normal(0, 50, noisy[~mask].shape)
     clean = np.where(mask[:, :, None, None, None], sel.x, 0).astype(sel.x.dtype)
     assert np.array_equal(
-        head.predict_proba(noisy, mask, rows, batch_size=16),
-        head.predict_proba(clean, mask, rows, batch_size=16),
+        head.predict_scores(noisy, mask, sel.task, rows, batch_size=16),
+        head.predict_scores(clean, mask, sel.task, rows, batch_size=16),
     )
 
 

@@ -30,7 +30,7 @@ from skill.pipeline.backbones import (
     parse_preprocessor_config,
     save_tiny_checkpoint,
 )
-from skill.pipeline.decode import _to_clip_frame
+from skill.pipeline.decode.frames import to_clip_frame
 from skill.pipeline.extract import run_extract
 from tests.extract_helpers import extract_config, invoke_cli, make_dataset
 
@@ -143,7 +143,7 @@ def pipeline_clips(backbone, raw: np.ndarray) -> torch.Tensor:
     """Raw frames through the decode workers' resize + centre crop -> uint8 clips."""
     geometry = backbone.geometry
     size = geometry.resized_size(raw.shape[3], raw.shape[2])
-    clips = [[_to_clip_frame(frame, 0, size, geometry) for frame in clip] for clip in raw]
+    clips = [[to_clip_frame(frame, 0, size, geometry) for frame in clip] for clip in raw]
     return torch.from_numpy(np.asarray(clips))
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from skill.adapt.skillformer import (
+from skill.interop.skillformer import (
     CLASSIFIER_TO_CVF,
     PROJECTOR_TO_CVF,
     SkillFormerImportError,
@@ -101,7 +101,8 @@ def setup(tmp_path_factory):
 
 
 def _linear(old: torch.Tensor, frames: int) -> torch.Tensor:
-    """NOTES §6, written out."""
+    """SkillFormer's resize of the ``(1, count, D)`` time embeddings to ``frames``, written
+    out: frame t reads position t * count / frames, linearly between its two neighbours."""
     count, new = old.shape[1], []
     for t in range(frames):
         s = min(t * count / frames, count - 1)
@@ -151,7 +152,7 @@ def _skillformer_logits(sf: Path, base: Path, clips: torch.Tensor) -> torch.Tens
 def test_mapping_covers_every_cvf_parameter():
     from skill.heads.registry import build_head
 
-    head = build_head("cvf", dim=DIM, num_views=4, num_classes=4, tokens=1, hidden=HIDDEN)
+    head = build_head("cvf", dim=DIM, num_views=4, outputs=4, tokens=1, hidden=HIDDEN)
     mapped = set(PROJECTOR_TO_CVF.values()) | set(CLASSIFIER_TO_CVF.values())
     assert mapped == set(head.state_dict())
     state = map_components(_components(4), "components.pt")
@@ -198,8 +199,10 @@ def test_time_embedding_is_refused_for_families_without_one():
 
 def test_import_extract_predict_gives_skillformers_probabilities(setup):
     from skill.cache.store import TokenStore
+    from skill.heads.config import PredictConfig
     from skill.heads.predict import predict
-    from skill.pipeline.decode import decode_view
+    from skill.pipeline.decode.geometry import FrameGeometry
+    from skill.pipeline.decode.view import decode_view
     from skill.pipeline.extract import run_extract
     from skill.pipeline.manifest import read_takes
 
@@ -218,14 +221,12 @@ def test_import_extract_predict_gives_skillformers_probabilities(setup):
                          tokens="mean_all", time_embedding="linear",
                          strategy="skillformer-windows", stride=4)  # fmt: skip
     run_extract(cfg)
-    got = predict(store, out / "run", root / "predictions.csv")
+    got = predict(PredictConfig(store=store, run=out / "run", out_csv=root / "predictions.csv"))
     assert got.view_names == ["ego", "exo1", "exo2", "exo3"]
 
     opened = TokenStore.open(store)
     takes = {t.take_id: t for t in read_takes(manifest).takes}
-    geometry = __import__("skill.pipeline.decode", fromlist=["FrameGeometry"]).FrameGeometry(
-        shortest_edge=32, crop_height=32, crop_width=32, resample="bilinear"
-    )
+    geometry = FrameGeometry(shortest_edge=32, crop_height=32, crop_width=32, resample="bilinear")
     index = opened.frame_index()
     clips = []
     for row, take_id in enumerate(got.take_ids):
@@ -240,7 +241,7 @@ def test_import_extract_predict_gives_skillformers_probabilities(setup):
         clips.append(torch.stack(views))
     want = torch.softmax(_skillformer_logits(sf, base, torch.stack(clips)), dim=-1).numpy()
     assert not np.allclose(want, want[:1])  # the takes differ
-    np.testing.assert_allclose(got.probs, want, atol=2e-3)
+    np.testing.assert_allclose(got.scores, want, atol=2e-3)
 
 
 def _one_take_manifest(folder: Path) -> Path:

@@ -15,8 +15,11 @@ import h5py
 import numpy as np
 import pytest
 
+from skill.cache.files import staging_name
 from skill.cache.store import STATUS_COMPLETE, TokenStore
-from skill.pipeline.takes import LABELS, Take
+from skill.pipeline.takes import Take
+from skill.tasks import task_record
+from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 from tests.extract_helpers import REPO, extract_config, invoke_cli, make_dataset
 from tests.token_store import build_token_store, recommit_take_table
 
@@ -69,7 +72,7 @@ def test_readme_xarray_example_runs_without_warnings_on_both_layouts(
     for column in ("split", "scenario", "participant", "uid"):
         assert column in ds.coords and ds[column].dims == ("take",)
         assert list(ds[column].values) == getattr(table, column).tolist()
-    assert list(ds.label.values) == table.label.tolist()
+    assert list(ds.label.values) == table.target.tolist()
     for name in ("tokens", "valid", "frame_index", "timestamp", "status"):
         assert ds[name].dims[0] == "take"
     want = (table.split == "val") & (status == STATUS_COMPLETE)
@@ -78,7 +81,7 @@ def test_readme_xarray_example_runs_without_warnings_on_both_layouts(
     ego = skill.views.index("ego")
     tokens = skill.read_tokens(np.flatnonzero(want), [ego])[:, 0]
     np.testing.assert_array_equal(ego_val.values, tokens)
-    assert namespace["names"] == [skill.labels[i] for i in table.label[want]]
+    assert namespace["names"] == [skill.task["schema"]["labels"][i] for i in table.target[want]]
 
 
 def test_no_lock_file_inside_the_store(extracted):
@@ -113,7 +116,7 @@ def completed_view(path: Path) -> dict:
     return {
         str(table.ids[r]): {
             "meta": (
-                store.labels[table.label[r]] if table.label[r] >= 0 else None,
+                store.task["schema"]["labels"][table.target[r]] if table.target[r] >= 0 else None,
                 str(table.scenario[r]), str(table.participant[r]), str(table.split[r]),
                 str(table.uid[r]),
             ),
@@ -154,8 +157,8 @@ def test_an_import_writes_takes_in_batches_and_the_same_store(
     # batch of WRITE_BATCH_BYTES where a chunk would hold one take (the write layout); a
     # batch that does not divide the takes ends short.
     from skill.cache import layout
-    from skill.cache.export import ExportConfig, export_store
-    from skill.pipeline import import_features as module
+    from skill.interop import import_features as module
+    from skill.interop.export import ExportConfig, export_store
     from tests.token_store import CLIPS, DIM, TOKENS, VIEWS
 
     take_bytes = len(VIEWS) * CLIPS * TOKENS * DIM * 2
@@ -508,10 +511,11 @@ def test_predict_order_by_uid_writes_take_names(tmp_path):
 
 def test_what_a_killed_export_or_import_left_is_removed_by_the_next(synthetic, tmp_path):
     dead = 2**22 + 12345  # above Linux's pid_max: no such process
-    (tmp_path / f".e.h5.exporting-{dead}").write_bytes(b"half")
-    (tmp_path / f".i.zarr.importing-{dead}").mkdir()
+    (tmp_path / staging_name("e.h5", pid=dead)).write_bytes(b"half")
+    staging_store = staging_name("i.zarr", pid=dead)
+    (tmp_path / staging_store).mkdir()
     for suffix in (".skill.lock", ".skill.layout.lock"):  # its staging store's lock files
-        (tmp_path / f"..i.zarr.importing-{dead}{suffix}").touch()
+        (tmp_path / f".{staging_store}{suffix}").touch()
     assert invoke_cli("export", str(synthetic.path), str(tmp_path / "e.h5"))[0] == 0
     code, output = invoke_cli("import", "features", str(tmp_path / "e.h5"), "-s",
                               str(tmp_path / "i.zarr"))  # fmt: skip
@@ -520,12 +524,12 @@ def test_what_a_killed_export_or_import_left_is_removed_by_the_next(synthetic, t
         "e.h5",
         "i.zarr",
     ]
-    assert not [p.name for p in tmp_path.iterdir() if "importing-" in p.name]
+    assert not [p.name for p in tmp_path.iterdir() if staging_store in p.name]
 
 
 def test_export_of_a_store_without_completed_takes_is_refused(tmp_path):
     TokenStore.create(tmp_path / "s.zarr", provenance={"backbone": {"name": "x"}}, views=["ego"],
-                      labels=list(LABELS), clips=1, tokens=2, dim=4, frames=2)  # fmt: skip
+                      task=task_record("classification", {"labels": list(LABELS)}), clips=1, tokens=2, dim=4, frames=2)  # fmt: skip
     code, output = invoke_cli("export", str(tmp_path / "s.zarr"), str(tmp_path / "e.h5"))
     assert code == 2 and output.endswith("s.zarr: no completed take to export"), output
     assert not (tmp_path / "e.h5").exists()

@@ -12,7 +12,7 @@ import pytest
 
 from skill.cache import layout
 from skill.cache.checksum import crc32c
-from skill.cache.store import RELAYOUT_ARRAYS, StoreError, TakeResult, TakeRow, TokenStore
+from skill.cache.store import StoreError, TakeResult, TakeRow, TokenStore
 from tests.token_store import build_token_store
 
 VIEW_SUBSETS = [[0, 1, 2, 3], [1, 2, 3], [0], [3, 0], [2]]
@@ -71,7 +71,7 @@ def test_pack_and_unpack_keep_every_array_and_every_read(
     n = len(want["status"])
 
     packed = TokenStore.open(path, "a").pack()
-    assert sorted(packed) == sorted(RELAYOUT_ARRAYS)
+    assert sorted(packed) == sorted(TokenStore.open(path).relayout_arrays)
     store = TokenStore.open(path)
     assert store.is_packed() and set(store.layout().values()) == {"packed"}
     expected_chunks = -(-n // chunk_takes) if chunk_takes else 1
@@ -83,7 +83,9 @@ def test_pack_and_unpack_keep_every_array_and_every_read(
             got = store.read_tokens(subset, views)
             np.testing.assert_array_equal(got, want["tokens"][subset][:, views])
 
-    assert sorted(TokenStore.open(path, "a").unpack()) == sorted(RELAYOUT_ARRAYS)
+    assert sorted(TokenStore.open(path, "a").unpack()) == sorted(
+        TokenStore.open(path).relayout_arrays
+    )
     assert set(TokenStore.open(path).layout().values()) == {"write"}
     assert chunk_files(path, "tokens") == (True, 0)
     assert_same(contents(path), want)
@@ -158,7 +160,7 @@ def test_a_relayout_killed_at_any_step_leaves_a_store_that_reads_the_same(
             TokenStore.open(path, "a").pack()
     assert TokenStore.open(path).layout()["tokens"] == active
     assert_same(contents(path), want)
-    assert layout.remove_stale_chunks(path, RELAYOUT_ARRAYS) >= 1
+    assert layout.remove_stale_chunks(path, TokenStore.open(path).relayout_arrays) >= 1
     assert not (path / layout.STAGING).exists()
     write_folder, packed_files = chunk_files(path, "tokens")
     assert (write_folder, packed_files > 0) == (

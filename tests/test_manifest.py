@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from skill.pipeline.manifest import EGOEXO_VIEWS, read_takes, write_manifest
-from skill.pipeline.takes import LABELS, ManifestError, Take
+from skill.pipeline.takes import ManifestError, Take
+from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 
 
 def touch(root: Path, *relative: str) -> None:

@@ -17,10 +17,13 @@ import h5py
 import numpy as np
 import pytest
 
-from skill.cache.export import npy_file
+from skill.cache.files import staging_leftovers
 from skill.cache.store import STATUS_COMPLETE, TakeResult, TakeRow, TokenStore
+from skill.interop.export import npy_file
 from skill.pipeline.manifest import read_takes
-from skill.pipeline.takes import LABELS, NAME_MAX_BYTES, ManifestError
+from skill.pipeline.takes import NAME_MAX_BYTES, ManifestError
+from skill.tasks import task_record
+from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 from tests.extract_helpers import invoke_cli
 from tests.full_disk import PAGE, on_small_disk, small_disk_problem
 
@@ -32,7 +35,7 @@ def named_store(path: Path, take_ids: list[str], views: list[str], dim: int = DI
     """A complete store: take i's view v holds tokens all equal to 10 * i + v + 1 (so every
     file is told apart), every view valid."""
     store = TokenStore.create(
-        path, provenance={"backbone": {"name": "names"}}, views=views, labels=list(LABELS),
+        path, provenance={"backbone": {"name": "names"}}, views=views, task=task_record("classification", {"labels": list(LABELS)}),
         clips=CLIPS, tokens=TOKENS, dim=dim, frames=FRAMES,
     )  # fmt: skip
     rows = [TakeRow(take_id, LABELS[i % 4], "Cooking", f"p{i}", "train")
@@ -333,7 +336,7 @@ def test_a_name_too_long_for_a_file_is_refused_before_anything_is_written(tmp_pa
 def test_an_export_never_overwrites_a_file(tmp_path, monkeypatch):
     """Two names that one file system takes for one (here made so: names folded to lower
     case, as on a file system that ignores case) stop the export; nothing is kept."""
-    import skill.cache.export as export
+    import skill.interop.export as export
 
     real = export.file_component
     monkeypatch.setattr(export, "file_component", lambda name, *a: real(name.lower(), *a))
@@ -342,7 +345,7 @@ def test_an_export_never_overwrites_a_file(tmp_path, monkeypatch):
     code, output = invoke_cli("export", str(store), str(out), "--format", "npy")
     assert_one_line_error(code, output, f"{out}: take 'take' would share the folder 'take' with "
                           "another take", "nothing was kept")  # fmt: skip
-    assert not out.exists() and not list(tmp_path.glob(".out.exporting-*"))
+    assert not out.exists() and not staging_leftovers(tmp_path, "out")
 
 
 @pytest.mark.parametrize("absolute", [False, True], ids=["parent", "absolute"])
@@ -351,7 +354,7 @@ def test_a_path_that_would_leave_the_export_is_refused_even_unescaped(
 ):
     """The check behind the escaping: were names written as they are (as skill once did), a
     path outside OUT is still refused and nothing is written anywhere."""
-    import skill.cache.export as export
+    import skill.interop.export as export
 
     unescaped = lambda name, suffix="", reserved=(): name + suffix  # noqa: E731
     monkeypatch.setattr(export, "file_component", unescaped)

@@ -11,6 +11,7 @@ import pytest
 from skill.heads import plots
 from skill.heads.config import FitConfig
 from skill.heads.train import fit
+from skill.tasks import figures
 from tests.token_store import shared_token_store
 
 CLASSES = ["Novice", "Early Expert", "Intermediate Expert", "Late Expert"]
@@ -54,7 +55,7 @@ def test_curve_has_labels_distinct_lines_best_epoch_and_integer_epochs():
 
 def test_confusion_panels_give_top1_and_the_takes_counted():
     val = np.array([[7, 2, 1, 0], [1, 5, 4, 0], [1, 0, 9, 0], [0, 0, 0, 10]])
-    fig = plots.confusion_figure([("val", val), ("test", val[::-1])], CLASSES, "runs/x: mean")
+    fig = figures.confusion_figure([("val", val), ("test", val[::-1])], CLASSES, "runs/x: mean")
     assert fig._suptitle.get_text() == "runs/x: mean"
     assert fig.axes[0].get_title() == "val: top-1 0.775 on 40 takes"
     assert fig.axes[1].get_title().startswith("test: top-1 ") and "on 40 takes" in (
@@ -64,6 +65,7 @@ def test_confusion_panels_give_top1_and_the_takes_counted():
 
 def _row(head: str, views: str, seeds: list[float], majority: float, n: int = 40) -> dict:
     return {"backbone": "", "head": head, "views": views, "seeds": len(seeds), "n_test": n,
+            "task": "classification", "headline": "top1", "baseline": "majority",
             "test_top1_seeds": seeds, "test_majority_top1": majority, "chance": 0.25}  # fmt: skip
 
 
@@ -76,13 +78,13 @@ def test_one_seed_sweep_says_so_and_draws_no_error_bars():
             _row("mean", "all", [0.55], 0.25, n=38), _row("cvf", "all", [0.7], 0.25, n=38)]  # fmt: skip
     fig = plots.sweep_figure(rows, "sweep-2")
     ax = fig.axes[0]
-    assert fig._suptitle.get_text() == "sweep-2: test top-1 per head and view set (one seed)"
+    assert fig._suptitle.get_text() == "sweep-2: test top1 per head and view set (one seed)"
     assert "one seed" in ax.get_ylabel() and not _error_bars(ax)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["ego\n(40 takes)", "all\n(38 takes)"]
     legend = _legend(ax)
-    assert "chance (0.250) = majority here" in legend and "majority (train labels)" in legend
+    assert "chance (0.250) = majority here" in legend and "majority (train targets)" in legend
     chance = next(line for line in ax.lines if line.get_label().startswith("chance"))
-    majority = next(c for c in ax.collections if c.get_label() == "majority (train labels)")
+    majority = next(c for c in ax.collections if c.get_label() == "majority (train targets)")
     assert chance.get_linestyle() != majority.get_linestyle()[0]
     assert majority.get_linewidth()[0] > chance.get_linewidth()
 
@@ -99,15 +101,16 @@ def test_several_seeds_draw_min_max_bars_and_name_the_count():
 @pytest.fixture
 def saved_figures(monkeypatch):
     """The figures a fit saves, kept for reading (they are saved as usual)."""
-    figures = []
-    save = plots._save
+    kept = []
+    save = figures.save
 
     def keep(fig, path):
-        figures.append((str(path), fig._suptitle.get_text(), [ax.get_title() for ax in fig.axes]))
+        kept.append((str(path), fig._suptitle.get_text(), [ax.get_title() for ax in fig.axes]))
         save(fig, path)
 
     monkeypatch.setattr(plots, "_save", keep)
-    return figures
+    monkeypatch.setattr(figures, "save", keep)
+    return kept
 
 
 def test_a_fit_names_its_run_in_both_figures(tmp_path_factory, tmp_path, saved_figures):

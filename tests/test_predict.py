@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from skill.heads import head_names
-from skill.heads.config import FitConfig
-from skill.heads.predict import RunMismatchError, late_slots, predict, read_take_order
+from skill.heads.config import FitConfig, PredictConfig
+from skill.heads.predict import RunMismatchError, predict
 from skill.heads.train import fit
+from skill.interop.egoexo4d import late_slots, predict_egoexo4d, read_take_order
 from tests.token_store import LABELS, PROVENANCE, shared_token_store
 
 QUICK = dict(epochs=10, batch_size=16, lr=3e-3, hidden=64, patience=0, plots=False,
@@ -50,7 +51,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def official_scores(payload: dict, truth: dict[str, int]) -> dict[str, float]:
     """The EgoExo4D scorer's three numbers: argmax of the ego logits, of the mean exo
-    softmax, and of the mean of all five softmaxes (field notes §2)."""
+    softmax, and of the mean of all five softmaxes."""
     rows = [i for i, t in enumerate(payload["videos"]) if t in truth]
     ego = np.array(payload["ego_model_predictions"])[rows]  # (n, C)
     exo = np.array(payload["exo_model_predictions"])[rows]  # (n, 4, C)
@@ -66,7 +67,9 @@ def official_scores(payload: dict, truth: dict[str, int]) -> dict[str, float]:
 @pytest.mark.parametrize("head", head_names())
 def test_csv_round_trip_matches_the_fit(head, store, runs, tmp_path):
     run = runs[head]
-    result = predict(store.path, run.run_dir, tmp_path / "pred.csv")
+    result = predict(
+        PredictConfig(store=store.path, run=run.run_dir, out_csv=tmp_path / "pred.csv")
+    )
     rows = read_csv(tmp_path / "pred.csv")
     expected = set(store.take_ids) - set(store.pending + store.failed + store.all_views_invalid)
     assert {r["take"] for r in rows} == expected
@@ -81,25 +84,39 @@ def test_csv_round_trip_matches_the_fit(head, store, runs, tmp_path):
     # weights (safetensors / LightGBM text) load back and give the fit's own predictions
     fit_ids, fit_probs = run.predictions["val"]
     index = {t: i for i, t in enumerate(result.take_ids)}
-    np.testing.assert_allclose(result.probs[[index[t] for t in fit_ids]], fit_probs, atol=1e-6)
+    np.testing.assert_allclose(result.scores[[index[t] for t in fit_ids]], fit_probs, atol=1e-6)
     assert result.metrics["val"]["top1"] == pytest.approx(run.metrics["val"]["top1"])
     assert result.metrics["test"]["top1"] == pytest.approx(run.metrics["test"]["top1"])
 
 
 def test_partly_masked_takes_are_still_predicted(store, runs, tmp_path):
-    result = predict(store.path, runs["mean"].run_dir, tmp_path / "p.csv")
+    result = predict(
+        PredictConfig(store=store.path, run=runs["mean"].run_dir, out_csv=tmp_path / "p.csv")
+    )
     assert store.partly_masked and set(store.partly_masked) <= set(result.take_ids)
-    only_ego = predict(store.path, runs["mean"].run_dir, tmp_path / "ego.csv", views="ego")
+    only_ego = predict(
+        PredictConfig(
+            store=store.path, run=runs["mean"].run_dir, out_csv=tmp_path / "ego.csv", views="ego"
+        )
+    )
     assert only_ego.used_views == ["ego"]
     # takes without an ego view now have nothing to predict from
     assert len(only_ego.take_ids) < len(result.take_ids)
-    assert not np.allclose(only_ego.probs[:5], result.probs[:5])
+    assert not np.allclose(only_ego.scores[:5], result.scores[:5])
 
 
 def test_egoexo4d_file_for_a_fusion_head(store, runs, tmp_path):
     out = tmp_path / "pred.json"
-    result = predict(store.path, runs["mean"].run_dir, tmp_path / "p.csv", fmt="egoexo4d",
-                     out_json=out, unpredictable="uniform")  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["mean"].run_dir,
+            out_csv=tmp_path / "p.csv",
+            format="egoexo4d",
+            out_json=out,
+            unpredictable="uniform",
+        )
+    )
     payload = json.loads(out.read_text())
     assert set(payload) == {"videos", "ego_model_predictions", "exo_model_predictions"}
     assert payload["videos"] == store.take_ids  # the store's take order, every take
@@ -119,22 +136,29 @@ def test_egoexo4d_file_for_a_fusion_head(store, runs, tmp_path):
 
 
 def _labelled_truth(result) -> tuple[list[str], list[str]]:
-    rows = [i for i, t in enumerate(result.take_ids) if result.labels[i] >= 0]
-    return [result.take_ids[i] for i in rows], [LABELS[result.labels[i]] for i in rows]
+    rows = [i for i, t in enumerate(result.take_ids) if result.targets[i] >= 0]
+    return [result.take_ids[i] for i in rows], [LABELS[result.targets[i]] for i in rows]
 
 
 def test_egoexo4d_file_for_the_late_head_uses_per_view_logits(store, runs, tmp_path):
     from skill.heads.data import load_selection
-    from skill.heads.trainer import clip_mean_softmax
+    from skill.heads.trainer import clip_mean_scores
 
     out = tmp_path / "late.json"
-    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
-                     unpredictable="uniform")  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["late"].run_dir,
+            format="egoexo4d",
+            out_json=out,
+            unpredictable="uniform",
+        )
+    )
     payload = json.loads(out.read_text())
     model = _load_model(runs["late"].run_dir)
     sel = load_selection(store.path, "all")
-    per_view = np.log(clip_mean_softmax(model.per_view_logits, sel.x, sel.mask,
-                                        np.arange(sel.n), 64, "cpu"))  # fmt: skip
+    per_view = np.log(clip_mean_scores(model.per_view_logits, sel.task, sel.x, sel.mask,
+                                       np.arange(sel.n), 64, "cpu"))  # fmt: skip
     row = {t: i for i, t in enumerate(payload["videos"])}
     ego, exo = (
         np.array(payload["ego_model_predictions"]),
@@ -179,14 +203,29 @@ def test_given_order_is_followed_and_checked(store, runs, tmp_path):
     (tmp_path / "order.txt").write_text("\n".join(order) + "\n")
     assert read_take_order(tmp_path / "order.txt") == order
     out = tmp_path / "o.json"
-    predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d", out_json=out, order=order,
-            unpredictable="uniform")  # fmt: skip
+    predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["mean"].run_dir,
+            format="egoexo4d",
+            out_json=out,
+            order=order,
+            unpredictable="uniform",
+        )
+    )
     assert json.loads(out.read_text())["videos"] == order
     (tmp_path / "gt.json").write_text(json.dumps({"videos": order}))
     assert read_take_order(tmp_path / "gt.json") == order
     with pytest.raises(ValueError, match="not in .*: nope_take"):
-        predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d", out_json=out,
-                order=["nope_take"])  # fmt: skip
+        predict_egoexo4d(
+            PredictConfig(
+                store=store.path,
+                run=runs["mean"].run_dir,
+                format="egoexo4d",
+                out_json=out,
+                order=["nope_take"],
+            )
+        )
 
 
 def test_store_with_other_provenance_is_refused(store, runs, tmp_path_factory, tmp_path):
@@ -196,7 +235,9 @@ def test_store_with_other_provenance_is_refused(store, runs, tmp_path_factory, t
     changed = shared_token_store(tmp_path_factory, name="other-backbone", n_participants=4,
                                  takes_per_participant=3, provenance=other)  # fmt: skip
     with pytest.raises(RunMismatchError) as err:
-        predict(changed.path, runs["mean"].run_dir, tmp_path / "p.csv")
+        predict(
+            PredictConfig(store=changed.path, run=runs["mean"].run_dir, out_csv=tmp_path / "p.csv")
+        )
     message = str(err.value)
     assert 'backbone.weights_sha256: store "def456def456' in message
     assert 'vs run "abc123abc123' in message
@@ -213,7 +254,9 @@ def test_a_keyframe_store_is_refused_for_a_run_fitted_on_exact_frames(
     snapped = shared_token_store(tmp_path_factory, name="keyframe-sampling", n_participants=4,
                                  takes_per_participant=3, provenance=keyframe)  # fmt: skip
     with pytest.raises(RunMismatchError, match='sampling.snap: store "keyframe" vs run null'):
-        predict(snapped.path, runs["mean"].run_dir, tmp_path / "p.csv")
+        predict(
+            PredictConfig(store=snapped.path, run=runs["mean"].run_dir, out_csv=tmp_path / "p.csv")
+        )
     assert not (tmp_path / "p.csv").exists()
 
 
@@ -221,15 +264,24 @@ def test_store_missing_a_view_is_refused_unless_left_out(runs, tmp_path_factory,
     three = shared_token_store(tmp_path_factory, name="no-exo3", n_participants=4,
                                takes_per_participant=3, views=["ego", "exo1", "exo2"])  # fmt: skip
     with pytest.raises(RunMismatchError, match="has no view exo3 that run"):
-        predict(three.path, runs["late"].run_dir, tmp_path / "p.csv")
-    result = predict(three.path, runs["late"].run_dir, tmp_path / "p.csv", views="ego,exo1,exo2")
+        predict(
+            PredictConfig(store=three.path, run=runs["late"].run_dir, out_csv=tmp_path / "p.csv")
+        )
+    result = predict(
+        PredictConfig(
+            store=three.path,
+            run=runs["late"].run_dir,
+            out_csv=tmp_path / "p.csv",
+            views="ego,exo1,exo2",
+        )
+    )
     assert result.used_views == ["ego", "exo1", "exo2"] and len(result.take_ids) > 0
 
 
 def test_incomplete_run_folder_is_refused(store, tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(FileNotFoundError, match="not a complete run folder"):
-        predict(store.path, tmp_path / "half", tmp_path / "p.csv")
+        predict(PredictConfig(store=store.path, run=tmp_path / "half", out_csv=tmp_path / "p.csv"))
 
 
 def test_run_config_problems_name_the_file_and_the_field(store, runs, tmp_path):
@@ -242,24 +294,23 @@ def test_run_config_problems_name_the_file_and_the_field(store, runs, tmp_path):
     broken = {**config, "model": {k: v for k, v in config["model"].items() if k != "file"}}
     (run / "config.json").write_text(json.dumps(broken))
     with pytest.raises(RunFolderError, match=r"config\.json: missing field model\.file"):
-        predict(store.path, run, tmp_path / "p.csv")
+        predict(PredictConfig(store=store.path, run=run, out_csv=tmp_path / "p.csv"))
     (run / "config.json").write_text(json.dumps({**config, "view_names": "ego"}))
     with pytest.raises(RunFolderError, match="field view_names has type str, expected list"):
-        predict(store.path, run, tmp_path / "p.csv")
+        predict(PredictConfig(store=store.path, run=run, out_csv=tmp_path / "p.csv"))
     (run / "config.json").write_text(json.dumps({**config, "skill_run_format": 99}))
     with pytest.raises(RunFolderError, match="run format 99 is newer than this skill"):
-        predict(store.path, run, tmp_path / "p.csv")
+        predict(PredictConfig(store=store.path, run=run, out_csv=tmp_path / "p.csv"))
     assert issubclass(RunFolderError, SkillError) and issubclass(RunMismatchError, SkillError)
 
 
 def test_predict_takes_a_predict_config_whose_problems_name_the_option(store, runs, tmp_path):
     from skill.errors import ConfigError
-    from skill.heads.config import PredictConfig
 
     cfg = PredictConfig(store=store.path, run=runs["mean"].run_dir, out_csv=tmp_path / "p.csv",
                         format="egoexo4d", unpredictable="uniform")  # fmt: skip
     assert cfg.out_json == str(tmp_path / "p.json")
-    result = predict(cfg)
+    result = predict_egoexo4d(cfg)
     assert result.out_json.is_file() and result.out_csv.is_file()
     with pytest.raises(ConfigError, match="--format must be .*, not 'xml'"):
         PredictConfig(store="s.zarr", run="run", out_csv="p.csv", format="xml")

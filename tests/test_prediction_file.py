@@ -14,16 +14,18 @@ from typer.testing import CliRunner
 
 from skill.cache.store import TokenStore
 from skill.errors import ConfigError, SkillError
-from skill.heads.predict import (
+from skill.heads.config import PredictConfig
+from skill.heads.predict import predict
+from skill.heads.run_folder import write_json
+from skill.interop.egoexo4d import (
     UnpredictableTakesError,
     egoexo4d_payload,
     file_slots,
     late_slots,
-    predict,
+    predict_egoexo4d,
     slot_predictions,
     written_slots,
 )
-from skill.heads.run_folder import write_json
 from tests.test_predict import Runs
 from tests.token_store import LABELS, edit_take
 
@@ -41,7 +43,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def scorer(payload: dict, truth: dict[str, int]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The official scorer's arithmetic (field notes §2), written here independently of skill:
+    """The official EgoExo4D scorer's arithmetic, written here independently of skill:
     Ego = argmax of the ego logits, Exo = argmax of the mean of the four exo softmaxes,
     Ego+Exo = argmax of the mean of all five softmaxes. Returns the three top-1 figures over
     the takes in ``truth`` and the per-take predictions of every take of the file."""
@@ -60,13 +62,13 @@ def scorer(payload: dict, truth: dict[str, int]) -> tuple[dict[str, float], dict
 
 def labelled(result) -> dict[str, int]:
     """The labelled takes skill predicted (the filled takes of a file left out)."""
-    return {t: int(y) for t, y in zip(result.take_ids, result.labels, strict=True) if y >= 0}
+    return {t: int(y) for t, y in zip(result.take_ids, result.targets, strict=True) if y >= 0}
 
 
 def file_truth(store_path, payload: dict) -> dict[str, int]:
     """Every labelled take of the file, as the ground truth the scorer reads (filled ones too)."""
     table = TokenStore.open(store_path).take_table()
-    label = {str(t): int(y) for t, y in zip(table.ids, table.label, strict=True)}
+    label = {str(t): int(y) for t, y in zip(table.ids, table.target, strict=True)}
     return {t: label[t] for t in payload["videos"] if label[t] >= 0}
 
 
@@ -106,15 +108,22 @@ def test_the_scorer_says_what_skill_reports_on_takes_with_missing_views(
     head, store, runs, tmp_path
 ):
     out = tmp_path / "pred.json"
-    result = predict(store.path, runs[head].run_dir, None, fmt="egoexo4d", out_json=out,
-                     unpredictable="uniform")  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs[head].run_dir,
+            format="egoexo4d",
+            out_json=out,
+            unpredictable="uniform",
+        )
+    )
     payload = json.loads(out.read_text())
     assert store.partly_masked  # takes with a missing view are among those scored
     scores, preds = scorer(payload, file_truth(store.path, payload))
     assert scores == pytest.approx(result.benchmark, abs=1e-12)
     # Ego+Exo is skill's own prediction of every take, its top-1 skill's top-1
     row = {t: i for i, t in enumerate(payload["videos"])}
-    ours = np.array([LABELS.index(p) for p in result.predicted])
+    ours = result.scores.argmax(axis=1)
     assert (preds["ego+exo"][[row[t] for t in result.take_ids]] == ours).all()
     predicted_only, _ = scorer(payload, labelled(result))
     assert predicted_only["ego+exo"] == pytest.approx(result.metrics["all"]["top1"])
@@ -124,8 +133,16 @@ def test_the_scorer_says_what_skill_reports_on_takes_with_missing_views(
 
 def test_ego_figure_with_the_ego_view_masked_is_the_fused_prediction(store, runs, tmp_path):
     out = tmp_path / "exo.json"
-    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
-                     views="exo1,exo2,exo3", unpredictable="uniform")  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["late"].run_dir,
+            format="egoexo4d",
+            out_json=out,
+            views="exo1,exo2,exo3",
+            unpredictable="uniform",
+        )
+    )
     payload = json.loads(out.read_text())
     scores, _ = scorer(payload, labelled(result))
     top1 = result.metrics["all"]["top1"]
@@ -141,15 +158,27 @@ def test_ego_figure_with_the_ego_view_masked_is_the_fused_prediction(store, runs
 def test_unpredictable_takes_are_refused_by_default(store, runs, tmp_path):
     unpredictable = store.pending + store.failed + store.all_views_invalid
     with pytest.raises(UnpredictableTakesError) as err:
-        predict(
-            store.path, runs["mean"].run_dir, None, fmt="egoexo4d", out_json=tmp_path / "p.json"
+        predict_egoexo4d(
+            PredictConfig(
+                store=store.path,
+                run=runs["mean"].run_dir,
+                format="egoexo4d",
+                out_json=tmp_path / "p.json",
+            )
         )
     assert isinstance(err.value, SkillError)
     assert f"{len(unpredictable)} take(s)" in str(err.value)
     assert all(t in str(err.value) for t in unpredictable)
     assert not (tmp_path / "p.json").exists()
-    result = predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d",
-                     out_json=tmp_path / "p.json", unpredictable="uniform")  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["mean"].run_dir,
+            format="egoexo4d",
+            out_json=tmp_path / "p.json",
+            unpredictable="uniform",
+        )
+    )
     assert sorted(result.filled) == sorted(unpredictable)
     payload = json.loads((tmp_path / "p.json").read_text())
     for take in unpredictable:
@@ -157,8 +186,15 @@ def test_unpredictable_takes_are_refused_by_default(store, runs, tmp_path):
         assert not np.any(payload["ego_model_predictions"][i])
         assert not np.any(payload["exo_model_predictions"][i])
     with pytest.raises(ConfigError, match="--unpredictable must be refuse or uniform, not 'nov"):
-        predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d",
-                out_json=tmp_path / "p.json", unpredictable="novice")  # fmt: skip
+        predict_egoexo4d(
+            PredictConfig(
+                store=store.path,
+                run=runs["mean"].run_dir,
+                format="egoexo4d",
+                out_json=tmp_path / "p.json",
+                unpredictable="novice",
+            )
+        )
 
 
 def test_cli_refuses_then_counts_the_uniform_takes(store, runs, tmp_path):
@@ -188,8 +224,16 @@ def test_cli_refuses_then_counts_the_uniform_takes(store, runs, tmp_path):
 
 def test_the_scorer_figures_count_the_filled_takes_as_the_scorer_does(store, runs, tmp_path):
     out = tmp_path / "ego.json"
-    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
-                     views="ego", unpredictable="uniform")  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["late"].run_dir,
+            format="egoexo4d",
+            out_json=out,
+            views="ego",
+            unpredictable="uniform",
+        )
+    )
     payload = json.loads(out.read_text())
     truth = file_truth(store.path, payload)
     filled = [t for t in result.filled if t in truth]
@@ -203,7 +247,7 @@ def test_the_scorer_figures_count_the_filled_takes_as_the_scorer_does(store, run
     without_filled, _ = scorer(payload, {t: y for t, y in truth.items() if t not in filled})
     assert without_filled != pytest.approx(scores), "the figure that left them out differs"
     counts = json.loads((runs["late"].run_dir / "config.json").read_text())["takes"]
-    majority = int(np.argmax(counts["train_class_counts"]))
+    majority = int(np.argmax(counts["train_summary"]["class_counts"]))
     assert result.benchmark_majority == pytest.approx(
         np.mean([y == majority for y in truth.values()])
     )
@@ -238,15 +282,22 @@ def test_a_near_tie_is_written_as_skill_decides_it(tmp_path):
 
 def test_the_file_holds_the_fused_logits_exactly(store, runs, tmp_path):
     out = tmp_path / "mean.json"
-    result = predict(store.path, runs["mean"].run_dir, None, fmt="egoexo4d", out_json=out,
-                     unpredictable="uniform")  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["mean"].run_dir,
+            format="egoexo4d",
+            out_json=out,
+            unpredictable="uniform",
+        )
+    )
     written = written_slots(json.loads(out.read_text()))
     row = {t: i for i, t in enumerate(json.loads(out.read_text())["videos"])}
     ours = written[[row[t] for t in result.take_ids]]
-    want = np.log(np.clip(result.probs.astype(np.float64), 1e-12, None))
+    want = np.log(np.clip(result.scores.astype(np.float64), 1e-12, None))
     np.testing.assert_array_equal(ours, np.repeat(want[:, None], 5, axis=1))
     _, preds = scorer(json.loads(out.read_text()), labelled(result))
-    skill = result.probs.argmax(axis=1)
+    skill = result.scores.argmax(axis=1)
     for name in preds:  # the scorer's class is skill's class, take by take
         assert (preds[name][[row[t] for t in result.take_ids]] == skill).all()
 
@@ -257,8 +308,11 @@ def test_the_file_holds_the_fused_logits_exactly(store, runs, tmp_path):
 def test_split_predicts_one_split_only(store, runs, tmp_path):
     splits = table_splits(store)
     out = tmp_path / "val.json"
-    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
-                     split="val")  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path, run=runs["late"].run_dir, format="egoexo4d", out_json=out, split="val"
+        )
+    )
     want = [t for t in store.take_ids if splits[t] == "val"]
     payload = json.loads(out.read_text())
     assert payload["videos"] == want and result.file_takes == len(want) and result.split == "val"
@@ -266,11 +320,26 @@ def test_split_predicts_one_split_only(store, runs, tmp_path):
     scores, _ = scorer(payload, labelled(result))
     assert scores == pytest.approx(result.benchmark)
     with pytest.raises(ConfigError, match="split: .* has no take of split 'holdout'"):
-        predict(store.path, runs["late"].run_dir, tmp_path / "p.csv", split="holdout")
+        predict(
+            PredictConfig(
+                store=store.path,
+                run=runs["late"].run_dir,
+                out_csv=tmp_path / "p.csv",
+                split="holdout",
+            )
+        )
     test_take = next(t for t in store.take_ids if splits[t] == "test")
     with pytest.raises(ConfigError, match="not of split 'val'"):
-        predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
-                split="val", order=[want[0], test_take])  # fmt: skip
+        predict_egoexo4d(
+            PredictConfig(
+                store=store.path,
+                run=runs["late"].run_dir,
+                format="egoexo4d",
+                out_json=out,
+                split="val",
+                order=[want[0], test_take],
+            )
+        )
 
 
 def test_cli_says_how_many_takes_of_which_split(store, runs, tmp_path):
@@ -291,18 +360,31 @@ def test_cli_says_how_many_takes_of_which_split(store, runs, tmp_path):
 
 def test_labels_format_lists_class_names_by_take_name(store, runs, tmp_path):
     out = tmp_path / "labels.json"
-    result = predict(store.path, runs["cvf"].run_dir, tmp_path / "p.csv", fmt="egoexo4d-labels",
-                     out_json=out, unpredictable="uniform")  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["cvf"].run_dir,
+            out_csv=tmp_path / "p.csv",
+            format="egoexo4d-labels",
+            out_json=out,
+            unpredictable="uniform",
+        )
+    )
     payload = json.loads(out.read_text())
     assert set(payload) == {"videos", "predictions"} and payload["videos"] == store.take_ids
     assert set(payload["predictions"]) <= set(LABELS)
     by_take = dict(zip(payload["videos"], payload["predictions"], strict=True))
-    assert all(by_take[t] == p for t, p in zip(result.take_ids, result.predicted, strict=True))
+    predicted = [LABELS[i] for i in result.scores.argmax(axis=1)]
+    assert all(by_take[t] == p for t, p in zip(result.take_ids, predicted, strict=True))
     counts = json.loads((runs["cvf"].run_dir / "config.json").read_text())["takes"]
-    majority = LABELS[int(np.argmax(counts["train_class_counts"]))]
+    majority = LABELS[int(np.argmax(counts["train_summary"]["class_counts"]))]
     assert all(by_take[t] == majority for t in result.filled) and result.filled
     with pytest.raises(UnpredictableTakesError):
-        predict(store.path, runs["cvf"].run_dir, None, fmt="egoexo4d-labels", out_json=out)
+        predict_egoexo4d(
+            PredictConfig(
+                store=store.path, run=runs["cvf"].run_dir, format="egoexo4d-labels", out_json=out
+            )
+        )
 
 
 # ---- 5. leakage guards --------------------------------------------------------------------
@@ -323,20 +405,27 @@ def test_leakage_warnings_name_the_count(store, runs, tmp_path_factory, tmp_path
 
     run = runs["mean"].run_dir
     splits = table_splits(store)
-    train = predict(store.path, run, tmp_path / "a.csv", split="train")
+    train = predict(
+        PredictConfig(store=store.path, run=run, out_csv=tmp_path / "a.csv", split="train")
+    )
     assert len(train.warnings) == 2  # training takes, and their participants
     assert f"{len(train.take_ids)} of the {len(train.take_ids)} takes written to a.csv were " \
            "among the run's training takes" in train.warnings[0]  # fmt: skip
     assert "share participants with the run's training takes" in train.warnings[1]
-    val = predict(store.path, run, tmp_path / "b.csv", split="val")
+    val = predict(PredictConfig(store=store.path, run=run, out_csv=tmp_path / "b.csv", split="val"))
     assert len(val.warnings) == 1 and "run's validation takes" in val.warnings[0]
-    assert predict(store.path, run, tmp_path / "c.csv", split="test").warnings == []
+    assert (
+        predict(
+            PredictConfig(store=store.path, run=run, out_csv=tmp_path / "c.csv", split="test")
+        ).warnings
+        == []
+    )
     # a test take of a training participant
     copy = tmp_path_factory.mktemp("leaky") / "leaky.zarr"
     shutil.copytree(store.path, copy)
     test_take = next(t for t in store.take_ids if splits[t] == "test")
     edit_take(copy, test_take, participant="p00")
-    leaky = predict(copy, run, tmp_path / "d.csv", split="test")
+    leaky = predict(PredictConfig(store=copy, run=run, out_csv=tmp_path / "d.csv", split="test"))
     assert leaky.warnings == [
         f"1 of the {len(leaky.take_ids)} takes written to d.csv share participants with the "
         "run's training takes (1 participant(s): p00)"
@@ -353,8 +442,11 @@ def test_leakage_counts_the_takes_of_the_prediction_file_only(store, runs, tmp_p
     run = runs["mean"].run_dir
     splits = table_splits(store)
     val = [t for t in store.take_ids if splits[t] == "val"]
-    result = predict(store.path, run, None, fmt="egoexo4d", out_json=tmp_path / "v.json",
-                     order=val)  # every take predicted, the val takes written  # fmt: skip
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path, run=run, format="egoexo4d", out_json=tmp_path / "v.json", order=val
+        )
+    )  # every take predicted, the val takes written
     assert len(result.take_ids) > len(val) == result.file_takes
     assert result.warnings == [
         f"{len(val)} of the {len(val)} takes written to v.json were among the run's validation "
@@ -377,7 +469,12 @@ def test_runs_without_the_record_give_no_warning(store, runs, tmp_path):
     for key in ("train_ids", "val_ids", "train_participants"):
         del config["takes"][key]
     (run / "config.json").write_text(json.dumps(config))
-    assert predict(store.path, run, tmp_path / "p.csv", split="train").warnings == []
+    assert (
+        predict(
+            PredictConfig(store=store.path, run=run, out_csv=tmp_path / "p.csv", split="train")
+        ).warnings
+        == []
+    )
 
 
 # ---- 6. participant aggregation -----------------------------------------------------------
@@ -387,23 +484,64 @@ def test_participant_aggregate_is_a_mean_over_the_takes_of_each_person(store, ru
     from skill.cli import app
 
     out = tmp_path / "agg.json"
-    single = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
-                     split="test")  # fmt: skip
-    result = predict(store.path, runs["late"].run_dir, None, fmt="egoexo4d", out_json=out,
-                     split="test", aggregate="participant")  # fmt: skip
+    single = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["late"].run_dir,
+            format="egoexo4d",
+            out_json=out,
+            split="test",
+        )
+    )
+    result = predict_egoexo4d(
+        PredictConfig(
+            store=store.path,
+            run=runs["late"].run_dir,
+            format="egoexo4d",
+            out_json=out,
+            split="test",
+            aggregate="participant",
+        )
+    )
     assert result.aggregate == "participant" and result.take_ids == single.take_ids
     person = np.array([t.split("_")[0] for t in result.take_ids])
     for p in set(person):
         rows = person == p
-        want = np.broadcast_to(single.probs[rows].mean(0), result.probs[rows].shape)
-        np.testing.assert_allclose(result.probs[rows], want, atol=1e-6)
+        want = np.broadcast_to(single.scores[rows].mean(0), result.scores[rows].shape)
+        np.testing.assert_allclose(result.scores[rows], want, atol=1e-6)
     scores, preds = scorer(json.loads(out.read_text()), labelled(result))
     assert scores == pytest.approx(result.benchmark)
     assert scores["ego+exo"] == pytest.approx(result.metrics["all"]["top1"])
     with pytest.raises(ConfigError, match="--aggregate must be none or participant, not 'sc"):
-        predict(store.path, runs["late"].run_dir, tmp_path / "p.csv", aggregate="scenario")
+        predict(
+            PredictConfig(
+                store=store.path,
+                run=runs["late"].run_dir,
+                out_csv=tmp_path / "p.csv",
+                aggregate="scenario",
+            )
+        )
     done = runner.invoke(app, ["predict", str(store.path), "--run", str(runs["late"].run_dir),
                                "--out", str(tmp_path / "p.csv"), "--split", "test",
                                "--aggregate", "participant"])  # fmt: skip
     assert done.exit_code == 0, done.output
     assert "outside the benchmark's input rules" in " ".join(done.output.split())
+
+
+def test_each_format_is_written_by_its_own_room(store, runs, tmp_path):
+    """skill's CSV comes from heads.predict, the EgoExo4D files from interop.egoexo4d: each
+    refuses the other's format before anything is computed or written."""
+    with pytest.raises(ValueError, match="predict_egoexo4d"):
+        predict(
+            PredictConfig(
+                store=store.path,
+                run=runs["mean"].run_dir,
+                format="egoexo4d",
+                out_json=tmp_path / "p.json",
+            )
+        )
+    with pytest.raises(ValueError, match="not an EgoExo4D file"):
+        predict_egoexo4d(
+            PredictConfig(store=store.path, run=runs["mean"].run_dir, out_csv=tmp_path / "p.csv")
+        )
+    assert not any(tmp_path.iterdir())

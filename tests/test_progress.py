@@ -175,7 +175,12 @@ def test_fit_reports_epochs_with_the_validation_score(store, tmp_path):
     assert [int(m["done"]) for m in matches] == [1, 2, 3, 4]
     assert all(m["total"] == "4" and m["unit"] == "epochs" for m in matches)
     assert all(
-        re.match(r"val loss [\d.]+, bal.acc [\d.]+; best epoch \d", m["note"]) for m in matches
+        re.match(
+            r"loss [\d.]+, top1 [\d.]+, balanced_accuracy [\d.]+; best epoch \d "
+            r"\(balanced_accuracy [\d.]+\)",
+            m["note"],
+        )
+        for m in matches
     )
     quiet = invoke("-q", *args, "--name", "b")
     assert quiet.stderr == ""

@@ -17,14 +17,9 @@ import psutil
 import pytest
 
 import skill.heads.sweep
+from skill.cache.files import parse_staging, remove_dead_staging, staging_name
 from skill.heads.config import FitConfig, SweepConfig
-from skill.heads.run_folder import (
-    RunFolderError,
-    read_run_metrics,
-    read_run_record,
-    remove_stale_staging,
-    staging_owner,
-)
+from skill.heads.run_folder import RunFolderError, read_run_metrics, read_run_record
 from skill.heads.sweep import SweepError, sweep
 from skill.heads.train import fit
 from tests.extract_helpers import invoke_cli
@@ -67,7 +62,7 @@ def start_stopped_fit(store, out_dir: Path, name: str, *, sweep_at: int = 0) -> 
 
 
 def staging_of(out_dir: Path, pid: int) -> list[Path]:
-    return [p for p in out_dir.iterdir() if staging_owner(p) == pid]
+    return [p for p in out_dir.iterdir() if getattr(parse_staging(p.name), "pid", None) == pid]
 
 
 def test_next_fit_removes_a_killed_fits_staging_and_keeps_a_live_ones(store, tmp_path):
@@ -97,18 +92,15 @@ def test_next_fit_removes_a_killed_fits_staging_and_keeps_a_live_ones(store, tmp
 def test_staging_cleanup_leaves_other_names_alone(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / f".run.partial-{dead.pid}-123").mkdir()
-    (tmp_path / f".sweep.partial-{dead.pid}").mkdir()
-    (tmp_path / f".run.partial-{os.getpid()}-1").mkdir()  # this process: alive
-    (tmp_path / "run.partial-1-2").mkdir()  # not hidden: not a staging folder
+    stale = [staging_name("run", pid=dead.pid), staging_name("sweep", pid=dead.pid)]
+    live = staging_name("run", pid=os.getpid())  # this process: alive
+    for name in (*stale, live):
+        (tmp_path / name).mkdir()
+    (tmp_path / live[1:]).mkdir()  # not hidden: not a staging folder
     (tmp_path / ".notes").mkdir()
-    removed = remove_stale_staging(tmp_path)
-    assert sorted(p.name for p in removed) == sorted(
-        [f".run.partial-{dead.pid}-123", f".sweep.partial-{dead.pid}"]
-    )
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f".run.partial-{os.getpid()}-1", "run.partial-1-2", ".notes"]
-    )
+    removed = remove_dead_staging(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live, live[1:], ".notes"])
 
 
 # ---- a killed sweep resumes ------------------------------------------------------------------
@@ -250,11 +242,11 @@ def predict_output(store, run: Path, tmp_path) -> tuple[int, str]:
         (lambda run: (run / "config.json").write_text("{oops"), "not a readable run config"),
         (
             lambda run: _edit_config(run, skill_run_format=7),
-            "run format 7 is newer than this skill (reads up to 1)",
+            "run format 7 is newer than this skill (reads up to 2)",
         ),
         (
             lambda run: _edit_config(run, skill_run_format=0),
-            "run format 0 is not a format this skill reads",
+            "run format 0 was written by an older skill that recorded no task",
         ),
         (lambda run: _edit_config(run, model=None), "missing field model"),
         (

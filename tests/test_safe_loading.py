@@ -215,7 +215,7 @@ def test_head_weights_load_from_safetensors_only(tmp_path, trap):
     from skill.heads.predict import load_run_model
 
     payload, marker = trap
-    options = {"dim": 8, "num_views": 2, "num_classes": 4, "tokens": 3}
+    options = {"dim": 8, "num_views": 2, "outputs": 4, "tokens": 3}
     head = build_head("mean", **options)
     save_model(head, str(tmp_path / "model.safetensors"))
     config = {"model": {"kind": "mean", "head": "mean", "options": options}}
@@ -241,7 +241,7 @@ def test_a_pickled_skillformer_components_file_is_refused_unread(tmp_path, trap)
     # reader names).
     import json
 
-    from skill.adapt.skillformer import SkillFormerImportError, read_folder
+    from skill.interop.skillformer import SkillFormerImportError, read_folder
 
     payload, marker = trap
     folder = tmp_path / "sf"

@@ -35,7 +35,8 @@ def test_the_adapt_frame_store_decodes_skillformers_frames(dataset, tmp_path):
     import zarr
 
     from skill.adapt.frames import FrameStoreSpec, build_frame_store
-    from skill.pipeline.decode import FrameGeometry, probe
+    from skill.pipeline.decode.geometry import FrameGeometry
+    from skill.pipeline.decode.index import probe
     from skill.pipeline.manifest import read_takes
 
     sampling = adapt_config(dataset, tmp_path / "o", strategy="skillformer-windows")

@@ -22,6 +22,7 @@ from skill.cache.store import (
     TokenStore,
     diff_provenance,
 )
+from skill.tasks import task_record
 from tests.extract_helpers import read_only_mount_problem, run_in_read_only_mount
 
 VIEWS = ["ego", "exo1", "exo2"]
@@ -34,7 +35,7 @@ def make_store(path, provenance=None):
         path,
         provenance=provenance or {"backbone": {"name": "tiny"}, "tokens": "frame"},
         views=VIEWS,
-        labels=LABELS,
+        task=task_record("classification", {"labels": list(LABELS)}),
         clips=K,
         tokens=N,
         dim=D,
@@ -66,11 +67,11 @@ def test_round_trip(tmp_path):
     store.write_take(0, written)
 
     reread = TokenStore.open(tmp_path / "s.zarr")
-    assert reread.views == VIEWS and reread.labels == LABELS
+    assert reread.views == VIEWS and reread.task["schema"]["labels"] == LABELS
     assert (reread.clips, reread.tokens, reread.dim, reread.frames) == (K, N, D, T)
     table = reread.take_table()
     assert list(table.ids) == ["a", "b"]
-    assert list(table.label) == [0, -1]
+    assert list(table.target) == [0, -1]
     assert list(table.scenario) == ["dance", "cook"]
     assert list(reread.status()) == [STATUS_COMPLETE, STATUS_PENDING]
     assert reread.valid()[0].tolist() == [True, False, True]

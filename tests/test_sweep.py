@@ -1,4 +1,4 @@
-"""`skill fit --sweep` logic: every combination, one load per view set, a mean ± std table."""
+"""`skill sweep` logic: every combination, one load per view set, a mean ± std table."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import skill.heads.sweep
-from skill.heads.config import FitConfig
+from skill.heads.config import FitConfig, SweepConfig
 from skill.heads.sweep import markdown_table, mean_std, sweep, table_columns
+from skill.tasks import get_task
 from tests.token_store import shared_token_store
 
 QUICK = dict(epochs=8, batch_size=16, lr=3e-3, hidden=32, patience=0, plots=False,
@@ -30,7 +31,8 @@ def swept(tmp_path_factory):
     skill.heads.sweep.load_selection = counting_load
     try:
         base = FitConfig(store=str(store.path), out_dir=str(out), **QUICK)
-        result = sweep(base, heads=["mean", "lightgbm"], view_sets=["ego", "all"], seeds=[0, 1])
+        grid = dict(heads=["mean", "lightgbm"], view_sets=["ego", "all"], seeds=[0, 1])
+        result = sweep(SweepConfig(fit=base, **grid))
     finally:
         skill.heads.sweep.load_selection = original
     return result, loads
@@ -80,7 +82,7 @@ def test_sweep_files(swept):
     result, _ = swept
     with open(result.sweep_dir / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and list(rows[0]) == table_columns()
+    assert len(rows) == 4 and list(rows[0]) == table_columns(get_task("classification"))
     assert float(rows[0]["val_top1_mean"]) == pytest.approx(
         result.rows[0]["val_top1_mean"], abs=1e-5
     )
@@ -95,7 +97,8 @@ def test_mean_std_and_missing_splits():
     assert mean_std([0.5]) == (0.5, 0.0)
     mean, std = mean_std([0.4, 0.6])
     assert mean == pytest.approx(0.5) and std == pytest.approx(np.std([0.4, 0.6], ddof=1))
-    row = {"head": "mean", "views": "ego", "seeds": 1, "n_val": 10, "n_test": 0}
+    row = {"head": "mean", "views": "ego", "seeds": 1, "n_val": 10, "n_test": 0,
+           "task": "classification", "headline": "top1", "baseline": "majority"}  # fmt: skip
     for split in ("val", "test"):
         for metric in ("top1", "balanced_accuracy", "macro_f1"):
             value = 0.5 if split == "val" else float("nan")
@@ -110,12 +113,11 @@ def test_mean_std_and_missing_splits():
 def test_sweep_refuses_an_empty_grid(tmp_path_factory):
     store = shared_token_store(tmp_path_factory)
     with pytest.raises(ValueError, match="at least one head"):
-        sweep(FitConfig(store=str(store.path)), heads=[], view_sets=["all"], seeds=[0])
+        SweepConfig(fit=FitConfig(store=str(store.path)), heads=[], view_sets=["all"], seeds=[0])
 
 
 def test_sweep_config_problems_name_the_option(tmp_path_factory):
     from skill.errors import ConfigError
-    from skill.heads.config import SweepConfig
 
     base = FitConfig(store=str(shared_token_store(tmp_path_factory).path))
     with pytest.raises(ConfigError, match="--heads: 'nope' is not a head"):

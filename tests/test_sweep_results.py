@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from skill.cache.store import TokenStore
-from skill.heads.config import FitConfig
+from skill.heads.config import FitConfig, SweepConfig
 from skill.heads.sweep import sweep
 from tests.token_store import SCENARIOS, shared_token_store
 
@@ -24,7 +24,7 @@ HEADS, VIEW_SETS, SEEDS = ["mean", "concat"], ["ego", "all"], [0, 1]
 def swept(tmp_path_factory):
     store = shared_token_store(tmp_path_factory)
     base = FitConfig(store=str(store.path), out_dir=str(tmp_path_factory.mktemp("sw")), **QUICK)
-    return store, sweep(base, heads=HEADS, view_sets=VIEW_SETS, seeds=SEEDS)
+    return store, sweep(SweepConfig(fit=base, heads=HEADS, view_sets=VIEW_SETS, seeds=SEEDS))
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -57,10 +57,10 @@ def test_several_backbones_get_one_panel_each(swept, tmp_path):
 def _truth(store_path: Path) -> dict[str, tuple[str, str]]:
     """take id -> (label name, scenario) from the store."""
     store = TokenStore.open(store_path)
-    table, names = store.take_table(), list(store.labels)
+    table, names = store.take_table(), list(store.task["schema"]["labels"])
     return {
         str(t): (names[int(label)] if label >= 0 else "", str(scenario))
-        for t, label, scenario in zip(table.ids, table.label, table.scenario, strict=True)
+        for t, label, scenario in zip(table.ids, table.target, table.scenario, strict=True)
     }
 
 
@@ -112,7 +112,7 @@ def test_the_markdown_has_top1_per_scenario_recomputed_from_the_predictions(swep
 
 def test_the_table_has_the_majority_baseline_of_the_training_labels(swept):
     store, result = swept
-    truth, classes = _truth(store.path), list(TokenStore.open(store.path).labels)
+    truth, classes = _truth(store.path), list(TokenStore.open(store.path).task["schema"]["labels"])
     run = result.sweep_dir / "mean-all-s0"
     record = json.loads((run / "config.json").read_text())
     train = [classes.index(truth[t][0]) for t in record["takes"]["train_ids"]]

@@ -25,6 +25,7 @@ from skill.heads.sweep import (
     sweep,
     table_columns,
 )
+from skill.tasks import get_task
 from tests.extract_helpers import invoke_cli
 from tests.token_store import PROVENANCE, build_token_store, edit_take, rename_label
 
@@ -62,9 +63,8 @@ def swept(two_stores, tmp_path_factory):
     skill.heads.sweep.load_selection = counting_load
     try:
         base = FitConfig(store=str(a), out_dir=str(tmp_path_factory.mktemp("runs")), **QUICK)
-        result = sweep(
-            base, heads=["mean", "concat"], view_sets=["ego", "all"], seeds=[0, 1], stores=[str(b)]
-        )
+        grid = dict(heads=["mean", "concat"], view_sets=["ego", "all"], seeds=[0, 1])
+        result = sweep(SweepConfig(fit=base, **grid, stores=[str(b)]))
     finally:
         skill.heads.sweep.load_selection = original
     return result, loads
@@ -84,7 +84,9 @@ def test_two_stores_give_one_table_with_a_backbone_column(swept, two_stores):
     assert all(row["seeds"] == 2 for row in result.rows)
     with open(result.sweep_dir / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == table_columns(backbone=True) and len(rows) == 8
+    assert (
+        list(rows[0]) == table_columns(get_task("classification"), backbone=True) and len(rows) == 8
+    )
     assert {row["backbone"] for row in rows} == {"synthetic", "clip-vit-b16+deadbeef"}
     markdown = (result.sweep_dir / "sweep.md").read_text().split("\n\n")[0].splitlines()
     assert markdown[0].startswith("| backbone | head | views | seeds |") and len(markdown) == 10
@@ -126,14 +128,12 @@ def test_the_store_argument_is_put_first_unless_listed(two_stores, tmp_path):
         SweepConfig(fit=base, stores=[b, str(tmp_path / ".." / tmp_path.name / ".." / b)])
 
 
-def test_sweep_and_fit_sweep_commands_take_stores(two_stores, tmp_path):
+def test_the_sweep_command_takes_stores(two_stores, tmp_path):
     a, b = map(str, two_stores)
     grid = ["--heads", "mean", "--view-sets", "ego", "--epochs", "1", "--no-plots"]
     code, output = invoke_cli("sweep", a, "--stores", b, *grid, "--out", str(tmp_path))
     assert code == 0, output
-    code, output = invoke_cli(
-        "fit", a, "--sweep", "--stores", f"{b},{a}", *grid, "--out", str(tmp_path)
-    )
+    code, output = invoke_cli("sweep", a, "--stores", f"{b},{a}", *grid, "--out", str(tmp_path))
     assert code == 0, output
     backbones = []
     for name in ("sweep", "sweep-2"):
@@ -146,16 +146,16 @@ def test_sweep_and_fit_sweep_commands_take_stores(two_stores, tmp_path):
     ]
 
 
-def test_fit_sweep_on_one_store_keeps_the_single_store_table(two_stores, tmp_path):
+def test_a_sweep_of_one_store_keeps_the_single_store_table(two_stores, tmp_path):
     a, _ = two_stores
     code, output = invoke_cli(
-        "fit", str(a), "--sweep", "--heads", "mean", "--view-sets", "ego;all", "--epochs", "1",
+        "sweep", str(a), "--heads", "mean", "--view-sets", "ego;all", "--epochs", "1",
         "--no-plots", "--out", str(tmp_path),
     )  # fmt: skip
     assert code == 0, output
     assert "backbone" not in output
     with open(tmp_path / "sweep" / "sweep.csv", newline="") as f:
-        assert list(csv.DictReader(f))[0].keys() == set(table_columns())
+        assert list(csv.DictReader(f))[0].keys() == set(table_columns(get_task("classification")))
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == [
         "mean-all-s0", "mean-ego-s0"
     ]  # fmt: skip
@@ -170,7 +170,8 @@ def reference(tmp_path_factory):
 def refused(a, b, tmp_path, error=SweepError) -> str:
     out = tmp_path / "runs"
     with pytest.raises(error) as caught:
-        sweep(FitConfig(store=str(a), out_dir=str(out), **QUICK), heads=["mean"], stores=[str(b)])
+        base = FitConfig(store=str(a), out_dir=str(out), **QUICK)
+        sweep(SweepConfig(fit=base, heads=["mean"], stores=[str(b)]))
     assert not out.exists() or not any(out.iterdir())  # refused before any fit
     assert isinstance(caught.value, SkillError)  # the CLI prints it as one line
     return str(caught.value)
@@ -200,7 +201,7 @@ def test_split_spellings_that_mean_the_same_split_are_not_a_difference(reference
     edit_take(other, "p12_take0", split="validation")  # participants 12..15 are val
     out = tmp_path / "runs"
     base = FitConfig(store=str(reference), out_dir=str(out), **QUICK)
-    result = sweep(base, heads=["mean"], view_sets=["ego"], stores=[str(other)])
+    result = sweep(SweepConfig(fit=base, heads=["mean"], view_sets=["ego"], stores=[str(other)]))
     assert len(result.rows) == 2
 
 
@@ -209,8 +210,8 @@ def test_a_take_with_another_label_is_refused(reference, tmp_path):
     edit_take(other, "p02_take0", label="Novice")
     message = refused(reference, other, tmp_path)
     assert (
-        f"{reference} and {other} give take p02_take0 different labels (Intermediate Expert vs Novice)"
-        in message
+        f"{reference} and {other} give take p02_take0 different targets (Intermediate Expert vs "
+        "Novice)" in message
     )
 
 
@@ -225,7 +226,7 @@ def test_another_label_set_is_refused(reference, tmp_path):
     other = build_token_store(tmp_path / "b.zarr", **SMALL, provenance=CLIP).path
     rename_label(other, "Novice", "Beginner")
     message = refused(reference, other, tmp_path)
-    assert f"{reference} has labels 'Novice' that {other} lacks" in message
+    assert f"{reference} has task" in message and "'Novice'" in message
 
 
 def test_a_missing_store_or_a_missing_view_is_refused_naming_the_store(reference, tmp_path):
@@ -236,8 +237,8 @@ def test_a_missing_store_or_a_missing_view_is_refused_naming_the_store(reference
     with pytest.raises(
         SelectionError, match=re.escape(f"{fewer}: view set 'ego,exo2': unknown view 'exo2'")
     ):
-        sweep(FitConfig(store=str(reference), out_dir=str(out)), heads=["mean"],
-              view_sets=["all", "ego,exo2"], stores=[str(fewer)])  # fmt: skip
+        sweep(SweepConfig(fit=FitConfig(store=str(reference), out_dir=str(out)), heads=["mean"],
+                          view_sets=["all", "ego,exo2"], stores=[str(fewer)]))  # fmt: skip
     assert not out.exists()
 
 

@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skill.pipeline.takes import LABELS
 from skill.synth import (
     INFO_NAME,
     MANIFEST_NAME,
     SCENARIOS,
+    SynthConfig,
     decode_luma,
     decode_video,
     read_manifest,
     synthesize,
 )
+from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 from tests.synth_proxy import proxy_view_accuracy
 
 SMALL = {"takes": 24, "size": 32, "frames": 48}
@@ -29,7 +30,7 @@ VIEWS = ["ego", "exo1", "exo2", "exo3", "exo4"]
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 takes at 32 px, rendered in this process."""
     out = tmp_path_factory.mktemp("synth")
-    synthesize(out, seed=0, workers=1, **SMALL)
+    synthesize(SynthConfig(seed=0, **SMALL), out, workers=1)
     return out
 
 
@@ -72,12 +73,12 @@ def test_every_video_decodes_to_the_requested_frames_and_size(dataset, records):
 
 
 def test_same_seed_gives_identical_bytes_whatever_the_worker_count(dataset, tmp_path):
-    synthesize(tmp_path / "again", seed=0, workers=2, **SMALL)
+    synthesize(SynthConfig(seed=0, **SMALL), tmp_path / "again", workers=2)
     assert all_bytes(tmp_path / "again") == all_bytes(dataset)
 
 
 def test_another_seed_gives_other_videos(dataset, records, tmp_path):
-    synthesize(tmp_path / "other", seed=1, workers=1, **SMALL)
+    synthesize(SynthConfig(seed=1, **SMALL), tmp_path / "other", workers=1)
     other = read_manifest(tmp_path / "other" / MANIFEST_NAME)
     assert [r["take"] for r in other] == [r["take"] for r in records]
     for view in VIEWS:
@@ -145,24 +146,24 @@ def test_placement_error_shows_in_the_ego_close_up_only(dataset, records):
         assert mean_share("Early Expert", view) < 0.01, view
 
 
-def test_bad_parameters_are_refused_with_the_parameter_named(tmp_path):
+def test_bad_parameters_are_refused_with_the_parameter_named():
     with pytest.raises(ValueError, match="--size must be even and at least 16 .*, not 33"):
-        synthesize(tmp_path, takes=24, size=33)
+        SynthConfig(takes=24, size=33)
     with pytest.raises(ValueError, match="--exo-views must be 1 to 4, not 5"):
-        synthesize(tmp_path, takes=24, exo_views=5)
+        SynthConfig(takes=24, exo_views=5)
     with pytest.raises(ValueError, match="--takes must be at least 12.*not 4"):
-        synthesize(tmp_path, takes=4)
+        SynthConfig(takes=4)
 
 
 def test_fewer_exo_views_are_written_when_asked(tmp_path):
-    synthesize(tmp_path, takes=12, size=16, frames=8, exo_views=3, workers=1)
+    synthesize(SynthConfig(takes=12, size=16, frames=8, exo_views=3), tmp_path, workers=1)
     first = read_manifest(tmp_path / MANIFEST_NAME)[0]
     assert list(first["videos"]) == ["ego", "exo1", "exo2", "exo3"]
 
 
 @pytest.mark.slow
 def test_proxy_fusion_beats_every_single_view(tmp_path):
-    synthesize(tmp_path, takes=200, seed=0)
+    synthesize(SynthConfig(takes=200, seed=0), tmp_path)
     accuracy = proxy_view_accuracy(tmp_path)
     single = max(v for k, v in accuracy.items() if k != "all")
     assert accuracy["all"] >= 0.6, accuracy

@@ -190,7 +190,7 @@ def test_odd_clip_lengths_are_refused_before_loading(family, folders, monkeypatc
 
 
 def test_odd_frames_stop_extract_before_any_video_is_decoded(dataset, tmp_path, monkeypatch):
-    import skill.pipeline.decode as decode
+    import skill.pipeline.decode.view as decode
 
     def no_decode(*args, **kwargs):
         raise AssertionError("a video was decoded")

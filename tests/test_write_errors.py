@@ -15,12 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from skill.cache.recovery import (
-    WriteError,
-    as_os_error,
-    write_bytes_atomically,
-    write_errors,
-)
+from skill.cache.files import parse_staging, write_bytes_atomically
+from skill.cache.recovery import WriteError, as_os_error, write_errors
 from tests.extract_helpers import (
     TINY,
     cli_command,
@@ -74,6 +70,11 @@ def hidden(files: dict) -> list[str]:
         for name in files
         if any(part.startswith(".") for part in Path(name).parts) and not name.endswith(".lock")
     ]
+
+
+def staging_files(files: dict) -> list[str]:
+    """Files of a listing inside or under a staging name (cache.files), at any depth."""
+    return [n for n in files if any(parse_staging(part) for part in Path(n).parts)]
 
 
 # ---- fit -------------------------------------------------------------------------------------
@@ -191,8 +192,8 @@ def test_adapt_checkpoint_on_a_full_disk_keeps_the_last_one_and_resumes(
     assert "The checkpoint of epoch 1 is kept" in line
     files = after_full["files"]
     assert "out/.checkpoint/state.json" in files
-    assert not [n for n in files if n.startswith(("out/.checkpoint.", "out/adapter", "out/run"))]
-    assert not [n for n in files if ".tmp-" in n or n.endswith(".partial")]
+    assert not [n for n in files if n.startswith(("out/adapter", "out/run"))]
+    assert not staging_files(files) and not [n for n in files if n.endswith(".partial")]
     assert again["code"] == 0, again["stderr"]
     assert not [n for n in after["files"] if n.startswith("out/.checkpoint")]
     assert same_adapter(tmp_path / "kept" / "out", adapted)
@@ -218,7 +219,7 @@ def test_adapt_frame_store_on_a_full_disk_keeps_written_takes_and_resumes(
     assert f"{out / 'frames.zarr'}: could not write take " in line
     assert "(row 1): the disk is full" in line
     files = after_full["files"]
-    assert not [n for n in files if n.endswith(".partial") or ".creating-" in n]
+    assert not staging_files(files) and not [n for n in files if n.endswith(".partial")]
     assert again["code"] == 0, again["stderr"]
     assert "1 already there" in flat(again["stderr"])  # the first take was not decoded again
     assert same_adapter(tmp_path / "kept" / "out", adapted)

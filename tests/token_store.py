@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, TakeResult, TakeRow, TokenStore
+from skill.tasks import task_record
 
 VIEWS = ["ego", "exo1", "exo2", "exo3"]
 LABELS = ["Novice", "Early Expert", "Intermediate Expert", "Late Expert"]
@@ -74,7 +75,7 @@ def build_token_store(
         path,
         provenance=provenance or PROVENANCE,
         views=views,
-        labels=LABELS,
+        task=task_record("classification", {"labels": list(LABELS)}),
         clips=CLIPS,
         tokens=TOKENS,
         dim=DIM,
@@ -122,7 +123,7 @@ def _take_rows(n_participants: int, per: int, with_splits: bool) -> tuple[list[T
             rows.append(
                 TakeRow(
                     take_id=f"p{p:02d}_take{t}",
-                    label=LABELS[participant_label[p]],
+                    target=LABELS[participant_label[p]],
                     scenario=SCENARIOS[p % len(SCENARIOS)],
                     participant=f"p{p:02d}",
                     split=split,
@@ -196,7 +197,7 @@ def edit_take(
         if value is not None:
             zarr.open_array(str(path), path=name, mode="r+", zarr_format=3)[row] = value
     if label is not None:
-        index = store.labels.index(label)
+        index = store.task["schema"]["labels"].index(label)
         zarr.open_array(str(path), path="label", mode="r+", zarr_format=3)[row] = index
     recommit_take_table(path)
 
@@ -206,7 +207,9 @@ def rename_label(path: str | Path, old: str, new: str) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    group.attrs["labels"] = [new if name == old else name for name in group.attrs["labels"]]
+    task = group.attrs["task"]
+    task["schema"]["labels"] = [new if name == old else name for name in task["schema"]["labels"]]
+    group.attrs["task"] = task
     recommit_take_table(path)
 
 
@@ -223,7 +226,9 @@ def recommit_take_table(path: str | Path) -> None:
     columns = {
         name: np.array(group[name][:n].tolist(), dtype=str) for name in TAKE_TEXT_COLUMNS.values()
     }
+    task = group.attrs["task"]
+    array = task["target"]["array"]
     digest = placement.table_digests(
-        group.attrs["store_id"], group.attrs["labels"], columns, np.asarray(group["label"][:n])
+        group.attrs["store_id"], task, columns, array, np.asarray(group[array][:n])
     )
     group.attrs["take_table"] = {"rows": n, "digest": digest}

@@ -19,7 +19,7 @@ import json
 import warnings
 from pathlib import Path
 
-from skill.cache.recovery import follow_umask, write_text_atomically
+from skill.cache.files import follow_umask, write_text_atomically
 from skill.pipeline.backbones.checkpoint import skillformer_folder, skillformer_refusal
 from skill.pipeline.backbones.hashing import files_sha256
 from skill.pipeline.backbones.registry import BackboneError

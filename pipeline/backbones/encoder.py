@@ -78,9 +78,9 @@ class Backbone:
 
     @property
     def geometry(self):
-        """``pipeline.decode.FrameGeometry``: resize + centre crop done by decode workers."""
-        # Imported here: decode's decoders have no business in a process that only lists names.
-        from skill.pipeline.decode import FrameGeometry
+        """The ``FrameGeometry`` (resize + centre crop) decode workers apply to every frame."""
+        # Imported here: the decode package registers its decoders when first imported.
+        from skill.pipeline.decode.geometry import FrameGeometry
 
         prep = self.preprocessing
         return FrameGeometry(

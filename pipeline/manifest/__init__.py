@@ -55,11 +55,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from skill.cache.recovery import write_text_atomically
+from skill.cache.files import write_text_atomically
 from skill.pipeline.manifest.common import (
     MissingVideo,
     MissingVideosError,
     Where,
+    check_targets,
     check_writable,
     first_nonblank_line,
     json_object_line,
@@ -72,6 +73,7 @@ from skill.pipeline.manifest.format import ManifestFormat, Sample
 from skill.pipeline.manifest.skill_jsonl import SKILL
 from skill.pipeline.manifest.skillformer import SKILLFORMER
 from skill.pipeline.takes import ManifestError, Take
+from skill.tasks import DEFAULT_TASK, TargetError, get_task
 
 _REGISTRY: dict[str, ManifestFormat] = {}
 
@@ -116,6 +118,11 @@ class Dataset:
     missing_videos: tuple[MissingVideo, ...] = ()
     """Video files the manifest names that are missing (only with ``missing_videos="keep"``;
     by default `read_takes` refuses them). Their takes are in `takes` with the paths given."""
+    task: str = DEFAULT_TASK
+    """The task the takes' targets were checked for (see `tasks`)."""
+    schema: dict | None = None
+    """That task's schema (classification: the labels), as the format declares it or the
+    task's default."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,10 +134,13 @@ def read_takes(
     root: str | Path | None = None,
     fmt: str = "auto",
     missing_videos: str = "refuse",
+    task: str = DEFAULT_TASK,
 ) -> Dataset:
     """Read a manifest into a `Dataset`, checking every field and that every video file exists.
 
-    `fmt` is a registered format's name, or "auto" to detect it from the content.
+    `fmt` is a registered format's name, or "auto" to detect it from the content; every
+    take's target is checked by `task` (its schema: what the format declares, else the
+    task's default).
     Raises `ManifestError` (file, line, problem) for anything a user can get wrong. Missing
     video files are all found before anything is refused: with ``missing_videos="refuse"``
     they raise one `MissingVideosError` (their count and the first 20; ``.missing`` holds
@@ -149,15 +159,25 @@ def read_takes(
         fmt = detect_format(manifest, text)
     base = _root_dir(Path(path), root, _REGISTRY[fmt])
     takes, views, missing = _REGISTRY[fmt].read(manifest, text, base)
+    try:
+        schema = get_task(task).schema(_REGISTRY[fmt].schema)
+    except TargetError as err:
+        raise ManifestError(manifest, None, str(err)) from None
+    check_targets(manifest, takes, task, schema)
     if missing and missing_videos == "refuse":
         raise MissingVideosError(manifest, missing)
     return Dataset(
-        takes=takes, views=views, format=fmt, source=manifest, missing_videos=tuple(missing)
-    )
+        takes=takes, views=views, format=fmt, source=manifest, missing_videos=tuple(missing),
+        task=task, schema=schema,
+    )  # fmt: skip
 
 
 def write_manifest(
-    path: str | Path, takes: Iterable[Take], root: str | Path | None = None, fmt: str = "skill"
+    path: str | Path,
+    takes: Iterable[Take],
+    root: str | Path | None = None,
+    fmt: str = "skill",
+    task: str = DEFAULT_TASK,
 ) -> Path:
     """Write takes as a `fmt` manifest (atomically: a reader never sees half a file).
 
@@ -171,10 +191,22 @@ def write_manifest(
     base = Path(os.path.abspath(root if root is not None else _default_root(out, writer)))
     takes = list(takes)
     check_writable(takes)
+    _check_targets_writable(takes, writer, task)
     text = writer.write(takes, base)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(out, text)
     return out
+
+
+def _check_targets_writable(takes: list[Take], writer: ManifestFormat, task: str) -> None:
+    """Every take's target is one ``task`` takes (what reading the file back checks)."""
+    checker = get_task(task)
+    schema = checker.schema(writer.schema)
+    for take in takes:
+        try:
+            checker.encode(take.label, schema)
+        except TargetError as err:
+            raise ValueError(f"write_manifest: take {take.take_id}: {err}") from None
 
 
 def detect_format(manifest: str, text: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
-from skill.pipeline.takes import LABELS, ManifestError, Take, name_problem
+from skill.pipeline.takes import ManifestError, Take, name_problem
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "")
 
@@ -239,7 +239,8 @@ def optional_str(record: dict, key: str, where: Where) -> str:
 
 
 def read_label(record: dict, key: str, take_id: str, where: Where, required: bool) -> str | None:
-    """The label in `key`: one of LABELS or None; never mapped to a default."""
+    """The label in `key`: a string or None, never mapped to a default (the dataset's task
+    checks its value, `check_targets`)."""
     if key not in record:
         if required:
             problem = f"missing required field {key!r} (null for an unlabelled take)"
@@ -251,12 +252,20 @@ def read_label(record: dict, key: str, take_id: str, where: Where, required: boo
     if not isinstance(value, str):
         problem = f"field {key!r} must be a label string or null, got {kind(value)}"
         raise where.error(f"take {take_id}: {problem}")
-    if value not in LABELS:
-        raise where.error(
-            f"take {take_id}: unknown label {value!r} in field {key!r}; allowed labels: "
-            f"{', '.join(LABELS)} (or null for an unlabelled take)"
-        )
     return value
+
+
+def check_targets(manifest: str, takes: list[Take], task: str, schema: dict) -> None:
+    """Every take's target is one the task takes (classification: one of the schema's labels),
+    else a ManifestError naming the manifest's line and the take."""
+    from skill.tasks import TargetError, get_task
+
+    checker = get_task(task)
+    for take in takes:
+        try:
+            checker.encode(take.label, schema)
+        except TargetError as err:
+            raise Where(manifest, *take.source).error(f"take {take.take_id}: {err}") from None
 
 
 def read_split(record: dict, key: str, where: Where, default: str) -> str:
@@ -475,10 +484,6 @@ def check_writable(takes: list[Take]) -> None:
             )
         if take.take_id in seen:
             raise ValueError(f"write_manifest: take {take.take_id} given twice")
-        if take.label is not None and take.label not in LABELS:
-            raise ValueError(
-                f"write_manifest: take {take.take_id} has unknown label {take.label!r}"
-            )
         if all(video is None for video in take.videos.values()):
             raise ValueError(f"write_manifest: take {take.take_id} has no video")
         seen.add(take.take_id)

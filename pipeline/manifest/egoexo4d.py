@@ -45,6 +45,7 @@ from skill.pipeline.manifest.egoexo_layout import (
 )
 from skill.pipeline.manifest.format import ManifestFormat, Parsed, Sample
 from skill.pipeline.takes import ManifestError, Take
+from skill.tasks.classification import EGOEXO4D_LEVELS
 
 _EGOEXO_CONSUMED = frozenset(
     {"take_name", "take_uid", "video_paths", "scenario_name", "proficiency_score", "split"}
@@ -208,6 +209,7 @@ def _egoexo_take(record: Any, root: Path, default_split: str, where: Where) -> T
         take_id=take_id,
         videos=videos,
         label=read_label(record, "proficiency_score", take_id, where, required=False),
+        source=(where.line, where.record),
         scenario=optional_str(record, "scenario_name", where),
         participant=_egoexo_participant(record, where),
         split=read_split(record, "split", where, default_split),
@@ -343,4 +345,5 @@ EGOEXO4D = ManifestFormat(
     write=_write_egoexo4d,
     precedence=2,
     root_beside_takes=True,
+    schema={"labels": list(EGOEXO4D_LEVELS)},
 )

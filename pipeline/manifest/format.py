@@ -48,6 +48,9 @@ class ManifestFormat:
     precedence: int = 0
     """Detection asks formats with a higher precedence first: a more specific marker wins
     ('annotations' over a 'video_paths' list over 'take'/'videos')."""
+    schema: dict | None = None
+    """The task schema the format's targets follow (EgoExo4D: its four levels, in order);
+    None: the task's default."""
     root_beside_takes: bool = False
     """With no root given, the root may be the manifest folder's parent: the EgoExo4D layout
     keeps manifests in <root>/annotations/, beside <root>/takes/."""

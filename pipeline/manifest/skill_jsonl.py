@@ -67,6 +67,7 @@ def _skill_take(record: dict, base: Path, where: Where) -> Take:
         take_id=take_id,
         videos=_skill_videos(record, base, take_id, where),
         label=read_label(record, "label", take_id, where, required=True),
+        source=(where.line, where.record),
         scenario=optional_str(record, "scenario", where),
         participant=optional_str(record, "participant", where),
         split=read_split(record, "split", where, default=""),

@@ -40,6 +40,7 @@ from skill.pipeline.manifest.egoexo_layout import (
 )
 from skill.pipeline.manifest.format import ManifestFormat, Parsed, Sample
 from skill.pipeline.takes import Take
+from skill.tasks.classification import EGOEXO4D_LEVELS
 
 # Folders of the EgoExo4D layout that never name a take (used when no takes/<name>/ is found).
 _LAYOUT_FOLDERS = frozenset({"frame_aligned_videos", "downscaled"})
@@ -87,6 +88,7 @@ def _skillformer_take(
         take_id=take_id,
         videos=dict(resolved[key]),
         label=read_label(record, "proficiency_level", take_id, where, required=True),
+        source=(where.line, where.record),
         scenario=optional_str(record, "scenario", where),
         participant=optional_str(record, "participant", where),
         split=read_split(record, "split", where, default_split),
@@ -185,4 +187,5 @@ SKILLFORMER = ManifestFormat(
     write=_write_skillformer,
     precedence=1,
     root_beside_takes=True,
+    schema={"labels": list(EGOEXO4D_LEVELS)},
 )

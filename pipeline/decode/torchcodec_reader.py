@@ -1,46 +1,24 @@
-"""torchcodec as a decode backend: the frames ``pipeline.decode`` asks for, read by torchcodec
-on the CPU or on an NVIDIA GPU (NVDEC), and checked against the packet index ``probe`` built.
-
-An optional extra (``pip install -e ".[torchcodec]"``, plus FFmpeg's shared libraries
-4-7: Debian ``libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4
-libavfilter8 libavdevice59``). ``pipeline.decode`` calls ``read_frames`` through its
-backend registry and turns each frame into a clip frame; the rules of ``pipeline.decode``
-hold unchanged:
-
-- **Stream.** torchcodec is told the stream ``probe`` chose (rule 2); unlike decord it can
-  read any stream.
-- **Frame positions.** ``VideoDecoder(seek_mode="exact")`` scans the file and numbers frames
-  in presentation order, as rule 3 does. This is checked, never assumed: torchcodec must count
-  the same frames, and every frame it returns must carry the presentation time the index has
-  for its position (within half a time-base tick), otherwise torchcodec is unsuitable for the
-  file and the next backend reads it. Files whose timestamps cannot identify frames (AVI) or
-  whose stream does not start with a decodable keyframe are refused before opening
-  (``pipeline.decode._seek_refused``, shared with decord).
-- **Reading.** ``get_frames_at`` on the sorted unique positions, a few at a time (bounded
-  full-resolution memory), ``num_ffmpeg_threads`` = the ``threads`` of ``decode_view``
-  (0 = FFmpeg picks; 1 suits one decode per worker process).
-- **Corrupt data.** A torchcodec error while reading makes torchcodec unsuitable, so the next
-  backend (PyAV, which reports corruption exactly: rule 5) decides; forced alone it fails the
-  view with torchcodec's message. torchcodec exposes no per-frame "corrupt" flag, so a frame
-  FFmpeg conceals without an error is not detected by this backend alone (PyAV's is).
-- **Orientation.** torchcodec applies the display rotation itself (0.13); its output is
-  checked like decord's (frame shape for 90/270, frame 0 for 180) and rotated where it is not.
-- **Device.** ``device="cuda"`` / ``"cuda:N"`` decodes with NVDEC; frames come back to the
-  CPU for the resize and crop. Written, not tested here (no GPU on this machine).
-
-Imports nothing of skill (``pipeline.decode`` imports this module lazily, never the other way
-round); torchcodec and torch are imported on first use, so in a decode worker (which starts
-without torch) the first torchcodec video also pays torch's import, a few seconds of its
-timeout.
-"""
+"""torchcodec as a decoder, an optional extra (``pip install -e ".[torchcodec]"`` plus FFmpeg
+4-7's shared libraries), on the CPU or on an NVIDIA GPU (NVDEC, ``--decode-device cuda``).
+torchcodec numbers frames itself, so nothing it returns is assumed: it is told the stream the
+index chose, must count the same frames, and every frame must carry the presentation time the
+packet index has for its position; otherwise, or on any error of its own, it passes the file to
+the next decoder of the order. torchcodec and torch are imported on first use, so a decode
+worker (which starts without torch) pays torch's import with its first torchcodec video
+(docs/decoding.md, "torchcodec")."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from skill.pipeline.decode.errors import BackendUnsuitable
+from skill.pipeline.decode.frames import to_clip_frame
+from skill.pipeline.decode.index import StreamIndex, VideoInfo, missing_turns, seek_refused
+from skill.pipeline.decode.registry import Backend, register
 
 # Frames per get_frames_at call: bounds the full-resolution frames held at once.
 TORCHCODEC_BATCH = 8
@@ -48,8 +26,8 @@ TORCHCODEC_BATCH = 8
 _CPP_PREFIX = re.compile(r"^\w+, \S+\.(?:cpp|h):\d+, ")
 
 
-class TorchcodecUnsuitable(Exception):
-    """torchcodec cannot give the frames the rules ask for; the next backend should read."""
+class TorchcodecUnsuitable(BackendUnsuitable):
+    """torchcodec cannot be trusted with this file; the next backend of the order should read it."""
 
 
 def available() -> str:
@@ -78,20 +56,15 @@ def _import_decoder() -> Any:
 
 def read_frames(
     path: str,
-    info: Any,
-    index: Any,
+    info: VideoInfo,
+    index: StreamIndex,
     wanted: np.ndarray,
     threads: int,
     device: str,
-    missing_turns: Callable[[tuple[int, ...], Callable[[], np.ndarray]], int | None],
 ) -> Iterator[tuple[int, np.ndarray, int]]:
     """(position, (H, W, 3) uint8 RGB frame, counter-clockwise quarter-turns still needed)
-    for each of the sorted unique positions ``wanted``, in order.
-
-    ``info`` / ``index``: the ``VideoInfo`` and ``_StreamIndex`` of ``pipeline.decode``;
-    ``missing_turns(shape, frame 0)``: ``pipeline.decode.missing_turns`` for this video, the
-    turns still needed on frames of that shape (None: a shape it does not expect). Raises
-    TorchcodecUnsuitable.
+    for each of the sorted unique positions ``wanted``, in order, each frame checked against
+    the packet index. Raises TorchcodecUnsuitable.
     """
     decoder = _open(path, info, threads, device)
     turns: int | None = None
@@ -100,7 +73,9 @@ def read_frames(
         frames, pts_s = _get_frames(decoder, chunk)
         _check_times(chunk, pts_s, index)
         if turns is None:
-            turns = missing_turns(frames.shape[1:], lambda: _get_frames(decoder, [0])[0][0])
+            turns = missing_turns(
+                frames.shape[1:], info, index, lambda: _get_frames(decoder, [0])[0][0]
+            )
             if turns is None:
                 coded = (index.coded_height, index.coded_width, 3)
                 raise TorchcodecUnsuitable(
@@ -111,7 +86,7 @@ def read_frames(
             yield position, rgb, turns
 
 
-def _open(path: str, info: Any, threads: int, device: str) -> Any:
+def _open(path: str, info: VideoInfo, threads: int, device: str) -> Any:
     """A VideoDecoder on the chosen stream, frames in NHWC; checks it counts the same frames."""
     video_decoder = _import_decoder()
     try:
@@ -146,7 +121,7 @@ def _get_frames(decoder: Any, positions: list[int]) -> tuple[np.ndarray, np.ndar
     return batch.data.cpu().numpy(), batch.pts_seconds.double().cpu().numpy()
 
 
-def _check_times(positions: list[int], pts_s: np.ndarray, index: Any) -> None:
+def _check_times(positions: list[int], pts_s: np.ndarray, index: StreamIndex) -> None:
     """Each frame torchcodec returned is the one at its position: same presentation time."""
     expected = index.times_s[positions]
     tolerance = 0.5 * float(index.time_base) + 1e-9
@@ -164,3 +139,17 @@ def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = _CPP_PREFIX.sub("", lines[0] if lines else "")
     return text[:200] or type(error).__name__
+
+
+def _read(path, info, index, wanted, geometry, threads, device) -> dict[int, np.ndarray]:
+    """The registry's reader: refusals known from the packet index first, then each frame
+    turned into a clip frame as it comes."""
+    unsuitable = seek_refused(index, "torchcodec")
+    if unsuitable:
+        raise TorchcodecUnsuitable(unsuitable)
+    size = geometry.resized_size(info.width, info.height)
+    frames = read_frames(path, info, index, wanted, threads, device)
+    return {p: to_clip_frame(rgb, turns, size, geometry) for p, rgb, turns in frames}
+
+
+register(Backend(name="torchcodec", read=_read, available=available))

@@ -1,4 +1,4 @@
-"""Classification metrics and the baselines printed beside them (numpy only).
+"""Metrics of predicted classes and the baselines printed beside them (numpy only).
 
 Conventions (they match scikit-learn's defaults):
 - ``balanced_accuracy``: mean recall over the classes that occur in ``y_true``.
@@ -98,50 +98,3 @@ def random_baseline(train_labels: np.ndarray, y_true: np.ndarray, num_classes: i
     else:
         prior = float((train_prior / train_prior.sum()) @ (eval_prior / eval_prior.sum()))
     return {"random_uniform": 1.0 / num_classes, "random_prior": prior}
-
-
-def evaluate(
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    scenario: np.ndarray,
-    train_labels: np.ndarray,
-    class_names: list[str],
-) -> dict:
-    """All metrics of predicted class probabilities ``probs (n, C)`` against ``y_true (n,)``.
-
-    Returns n, top1, balanced_accuracy, macro_f1, loss (mean negative log-likelihood),
-    per_scenario, confusion (nested lists) and the baselines.
-    """
-    num_classes = len(class_names)
-    y_true = np.asarray(y_true, int)
-    y_pred = np.asarray(probs).argmax(axis=1) if len(y_true) else np.zeros(0, int)
-    picked = np.asarray(probs)[np.arange(len(y_true)), y_true] if len(y_true) else np.ones(0)
-    return {
-        "n": int(len(y_true)),
-        "top1": accuracy(y_true, y_pred),
-        "balanced_accuracy": balanced_accuracy(y_true, y_pred, num_classes),
-        "macro_f1": macro_f1(y_true, y_pred, num_classes),
-        "loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()) if len(y_true) else math.nan,
-        "per_scenario": per_scenario_accuracy(y_true, y_pred, scenario),
-        "confusion": confusion_matrix(y_true, y_pred, num_classes).tolist(),
-        "baselines": {
-            "majority": majority_baseline(train_labels, y_true, num_classes),
-            **random_baseline(train_labels, y_true, num_classes),
-        },
-    }
-
-
-def format_metrics(split: str, metrics: dict) -> str:
-    """One line per metric with the baselines beside it, for printing."""
-    base = metrics["baselines"]
-    major = base["majority"]
-    return "\n".join(
-        [
-            f"{split} (n={metrics['n']}):",
-            f"  top-1             {metrics['top1']:.3f}   majority {major['top1']:.3f}"
-            f"   random {base['random_uniform']:.3f} (by train prior {base['random_prior']:.3f})",
-            f"  balanced accuracy {metrics['balanced_accuracy']:.3f}"
-            f"   majority {major['balanced_accuracy']:.3f}",
-            f"  macro-F1          {metrics['macro_f1']:.3f}   majority {major['macro_f1']:.3f}",
-        ]
-    )

@@ -1,36 +1,13 @@
-"""Decoding in worker processes, so that a video that hangs or crashes its decoder costs
-that video only, never the run.
-
-``DecodePool`` runs one top-level function (``decode_view`` by default) in its own worker
-processes, one task at a time per worker, each worker with its own pipe:
-
-- **Timeout.** The parent records when it handed each worker its task; a task still
-  running after ``timeout_s`` gets its worker SIGKILLed (a hung decoder cannot be
-  interrupted any other way) and is reported ``"timed out after N s"``.
-- **Crash.** A worker that dies during a task (segfault in the decoder, abort, OOM kill)
-  has the task reported ``"decoder crashed (killed by signal SIGSEGV)"`` or
-  ``"(exit code N)"``. Exceptions raised by the job are not crashes: they are reported with
-  the exception's ``reason`` attribute (``DecodeError``) or ``"<Type>: <message>"``.
-- **Respawn and recycling.** Dead or killed workers are replaced when there is work; a
-  worker is also replaced after ``max_tasks_per_worker`` tasks (decord leaks memory).
-- **Parent death.** Workers ask Linux to SIGKILL them when the parent dies
-  (``prctl(PR_SET_PDEATHSIG)``), and also poll their parent pid once a second, so a
-  SIGKILLed run leaves no orphan decoders behind. They ignore SIGINT from birth (they
-  inherit SIGINT ignored, so a Ctrl-C while they import prints nothing): Ctrl-C is the
-  parent's to handle, and closing the pool stops them.
-- **Bounded memory.** A worker holds one task at a time, so at most ``num_workers``
-  results exist besides the ones the caller holds; ``imap_unordered`` / ``map_ordered``
-  draw jobs lazily from an iterable and keep at most ``max_outstanding`` jobs submitted
-  but not yet yielded. ``submit`` + ``results`` queue everything submitted (job
-  arguments are small: paths and configs).
-- **Inline mode.** ``num_workers=0`` runs jobs in the calling process, in order, without
-  timeouts: for debugging with a plain traceback-friendly call stack.
-
-Workers are started with the ``spawn`` method by default (no inherited decoder state,
-threads or locks; NOTES §4), ``forkserver`` is accepted. Jobs and results cross process
-boundaries by pickle between our own processes only; no user data is unpickled.
-The pool is not thread-safe: use it from one thread.
-"""
+"""Decoding in worker processes, so that a video that hangs or crashes its decoder costs that
+video only, never the run. ``DecodePool`` runs one top-level function (``decode_view`` by
+default) in its own processes, one task at a time per worker: a task past its timeout has its
+worker SIGKILLed (a hung decoder cannot be interrupted any other way), a worker that dies under
+a task has the task reported as a crash, workers are replaced when dead and recycled after a
+number of tasks (decord leaks memory), die with their parent, leave Ctrl-C to it, and hold at
+most a bounded number of results. Workers are started with ``spawn`` (a forked worker would
+inherit the parent's decoder state, threads and locks); jobs and results cross between our own
+processes only, so nothing a user supplies is unpickled (docs/decoding.md, "Worker
+processes"). The pool is not thread-safe: use it from one thread."""
 
 from __future__ import annotations
 
@@ -49,8 +26,9 @@ from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from skill.cache.recovery import process_alive
-from skill.pipeline.decode import decode_view, preload_decoders
+from skill.cache.files import process_alive
+from skill.pipeline.decode.registry import preload_decoders
+from skill.pipeline.decode.view import decode_view
 
 Result = tuple[Hashable, Any, "str | None"]
 """(job id, the job's return value or None, the error reason or None)."""
@@ -108,7 +86,8 @@ class _Task:
 
 
 class DecodePool:
-    """Worker processes running ``job`` with a per-task timeout (see the module docstring).
+    """Worker processes running ``job`` with a per-task timeout (docs/decoding.md, "Worker
+    processes").
 
     Use as a context manager; ``submit`` + ``results``, or ``imap_unordered`` / ``map_ordered``.
     ``job`` and ``initializer`` must be top-level functions (workers import them by name).

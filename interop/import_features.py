@@ -1,32 +1,11 @@
-"""`skill import features`: tokens made elsewhere become a store that `skill fit` reads.
-
-Sources (FEATURES):
-
-* a `skill export` (an HDF5 file with ``skill_export`` attributes, or a folder with
-  ``skill_export.json``): takes, views and token layout come from the export, the take table
-  too unless a manifest is given (its takes are then looked up by name). It is checked before
-  anything is written: its metadata (JSON of the expected types), its take table (unique take
-  names fit to be names, labels among its ``labels``, known splits), its HDF5 datasets'
-  shapes, and every file ``takes.csv`` names: the one the export wrote for that take and view
-  (``skill.cache.export.npy_file``; a bare name named once in a version 1 export), there,
-  inside the export;
-* per-video features, matched to the manifest's takes and views by the video's file stem: a
-  folder of ``.npy`` files as video_features writes them, ``<video stem>_<feature>.npy`` of
-  shape ``(T, D)``, or an HDF5 file with one ``(T, D)`` dataset per video named the same way
-  (without ``.npy``). ``<take>/<stem>_<feature>`` is looked for first, so that videos of
-  different takes may share a stem (EgoExo4D's ``cam01.mp4``).
-
-A per-video ``(T, D)`` becomes ``clips`` clips of ``T / clips`` tokens, or, with ``tokens``
-set, ``clips * tokens`` tokens, each the mean of an equal run of rows (videos of different
-lengths then agree). Width D and the token count must agree across videos; a file that
-disagrees, holds NaN/Inf or has another number of dimensions is refused by name. Takes are
-read one at a time and written in batches (`WRITE_BATCH_BYTES`) into a store under a
-temporary name, renamed into place when all are in: a refusal half way leaves nothing behind.
-
-Provenance: ``imported`` records the source (path, kind, sha256 of its content), the
-feature name and the token layout. An import of a skill export keeps the export's own
-provenance beside it, so it is interchangeable with the store it came from.
-"""
+"""`skill import features`: tokens made elsewhere become a store that `skill fit` reads. The
+source is a `skill export` (HDF5 or npy; its take table and provenance come with it, checked
+before anything is written) or per-video ``(T, D)`` features (video_features ``.npy`` files or
+HDF5 datasets named ``<video stem>_<feature>``) matched to a manifest's takes and views by file
+stem and cut into ``clips`` clips of equal runs of rows. Every file that disagrees is refused
+by name, the store is written under a staging name and renamed into place once every take is
+in, and its provenance records what was imported (``imported``), so that stores of the same
+features are comparable. The sources and rules are in docs/interop.md."""
 
 from __future__ import annotations
 
@@ -52,6 +31,7 @@ from skill.pipeline.manifest.common import (
 )
 from skill.pipeline.manifest.common import kind as json_kind
 from skill.pipeline.takes import name_problem
+from skill.tasks import task_record
 
 
 class FeatureImportError(SkillError, ValueError):
@@ -105,12 +85,13 @@ class TakeData:
 
 @dataclass
 class ImportPlan:
-    """What the store will hold: views, labels, layout, provenance, its takes, and their
-    arrays, read one take at a time (`data()` yields them in the order of `takes`) so that
-    memory holds one batch of takes, not the dataset."""
+    """What the store will hold: views, its task (`tasks.task_record`), layout, provenance, its
+    takes (targets as the store holds them), and their arrays, read one take at a time
+    (`data()` yields them in the order of `takes`) so that memory holds one batch of takes,
+    not the dataset."""
 
     views: list[str]
-    labels: list[str]
+    task: dict
     clips: int
     tokens: int
     dim: int
@@ -132,6 +113,7 @@ def import_features(cfg: ImportFeaturesConfig) -> ImportResult:
     """Build the store `cfg.store` from `cfg.features` (see the module docstring). The store
     is written under a temporary name, renamed into place once every take is in: a file
     refused half way leaves nothing."""
+    from skill.cache.files import staging_path
     from skill.cache.store import TokenStore
 
     source, store_path = Path(cfg.features), Path(cfg.store)
@@ -143,10 +125,10 @@ def import_features(cfg: ImportFeaturesConfig) -> ImportResult:
     if not plan.takes:
         raise FeatureImportError(f"{source}: holds no take to import")
     _remove_dead_imports(store_path)
-    staging = store_path.parent / f".{store_path.name}.importing-{os.getpid()}"
+    staging = staging_path(store_path)
     try:
         store = TokenStore.create(
-            staging, provenance=plan.provenance, views=plan.views, labels=plan.labels,
+            staging, provenance=plan.provenance, views=plan.views, task=plan.task,
             clips=plan.clips, tokens=plan.tokens, dim=plan.dim, frames=plan.frames,
         )  # fmt: skip
         _write_takes(store, plan)
@@ -162,13 +144,11 @@ def _remove_dead_imports(store_path: Path) -> None:
     """What imports into ``store_path`` that were killed left: their staging stores and the
     lock files beside them (`.<staging name><suffix>`)."""
     from skill.cache import layout
-    from skill.cache.recovery import remove_dead_staging
+    from skill.cache.files import remove_dead_staging
     from skill.cache.store import LOCK_FILE
 
-    prefix = f".{store_path.name}.importing-"
-    remove_dead_staging(store_path.parent, prefix)
-    for suffix in (LOCK_FILE, layout.LAYOUT_LOCK):
-        remove_dead_staging(store_path.parent, "." + prefix, suffix)
+    companions = (LOCK_FILE, layout.LAYOUT_LOCK)
+    remove_dead_staging(store_path.parent, store_path.name, companions)
 
 
 def _remove_lock_files(store_path: Path) -> None:
@@ -187,8 +167,7 @@ takes go in batches, not one by one; memory holds one batch."""
 def _write_takes(store, plan: ImportPlan) -> None:
     """Every take of the plan, a batch of consecutive rows per `write_takes`. The new store is
     packed while it is empty (a metadata change) and written a packed token chunk at a time:
-    no chunk per take is written, then copied and deleted (which made an import of 480 takes
-    16x as long as their export)."""
+    no chunk per take is written, then copied and deleted."""
     from skill.cache import layout
 
     take_bytes = len(plan.views) * plan.clips * plan.tokens * plan.dim * 2  # float16
@@ -245,7 +224,7 @@ def _plan(cfg: ImportFeaturesConfig, source: Path) -> ImportPlan:
 def _export_metadata(source: Path) -> dict | None:
     """The metadata of a `skill export`, checked (`_check_export_metadata`), or None when
     `source` is not one."""
-    from skill.cache.export import EXPORT_JSON
+    from skill.interop.export import EXPORT_JSON
 
     if source.is_dir():
         path = source / EXPORT_JSON
@@ -273,7 +252,7 @@ EXPORT_METADATA = {"skill_export": dict, "provenance": dict, "views": list, "lab
 """The metadata a skill export holds (fields of skill_export.json, HDF5 root attributes holding
 JSON text) and the JSON type of each."""
 EXPORT_VERSIONS = (1, 2)
-"""The export format versions this skill reads (`skill.cache.export.EXPORT_FORMAT_VERSION`)."""
+"""The export format versions this skill reads (`skill.interop.export.EXPORT_FORMAT_VERSION`)."""
 
 
 def _json_attribute(source: Path, key: str, value) -> object:
@@ -396,6 +375,7 @@ def _plan_from_export(cfg: ImportFeaturesConfig, source: Path, meta: dict) -> Im
         exported, read = _npy_export(source, views, labels, shape, version)
     else:
         exported, read = _hdf5_export(source, views, labels, (*shape, geometry["frames"]))
+    task = task_record("classification", {"labels": labels})  # what exports hold
     takes = exported
     if cfg.manifest is not None:
         takes = _manifest_rows_in(cfg, source, exported, labels)
@@ -403,7 +383,7 @@ def _plan_from_export(cfg: ImportFeaturesConfig, source: Path, meta: dict) -> Im
     kind = "skill export (npy)" if source.is_dir() else "skill export (hdf5)"
     layout = {"clips": shape[0], "tokens": shape[1], "dim": shape[2], "from": "skill export"}
     provenance = _provenance(source, kind, layout, "skill export", meta["provenance"])
-    return ImportPlan(views, labels, *shape, geometry["frames"], provenance, takes,
+    return ImportPlan(views, task, *shape, geometry["frames"], provenance, takes,
                       lambda: read([row_of[t.take_id] for t in takes]))  # fmt: skip
 
 
@@ -418,9 +398,9 @@ def _check_take_table(takes: list[TakeRow], labels: list[str], place: Callable[[
         if take.take_id in seen:
             raise FeatureImportError(f"{place(i)}: take {take.take_id} is listed twice")
         seen.add(take.take_id)
-        if take.label is not None and take.label not in labels:
+        if take.target is not None and take.target not in labels:
             raise FeatureImportError(
-                f"{place(i)}: take {take.take_id}: label {take.label!r} is not one of the "
+                f"{place(i)}: take {take.take_id}: label {take.target!r} is not one of the "
                 f"export's labels ({', '.join(labels)})"
             )
         if take.split not in SPLITS:
@@ -507,7 +487,7 @@ def _hdf5_dataset(source: Path, f, name: str):
 def _npy_export(source: Path, views, labels, shape, version: int):
     """The export's take table (takes.csv), checked with every file it names, and a reader of
     the given rows' arrays."""
-    from skill.cache.export import TAKES_CSV
+    from skill.interop.export import TAKES_CSV
 
     csv_path = source / TAKES_CSV
     rows, lines = _read_takes_csv(csv_path, views)
@@ -543,7 +523,7 @@ def _npy_export(source: Path, views, labels, shape, version: int):
 def _read_takes_csv(path: Path, views: list[str]) -> tuple[list[dict[str, str]], list[int]]:
     """takes.csv's rows (column -> text) and the line each starts on; every column of the
     take table and every view must be in its header, and every row must fill it."""
-    from skill.cache.export import TAKE_COLUMNS
+    from skill.interop.export import TAKE_COLUMNS
 
     records, lines = [], []
     try:
@@ -599,7 +579,7 @@ def _export_files(source, csv_path, rows, lines, views, version) -> list[list[Pa
 def _check_file_cell(where: str, take: str, view: str, cell: str, version: int) -> None:
     """A file cell names the file an export of `version` writes for this take and view:
     ``<take>/<view>.npy`` (escaped) from version 2, a bare file name in version 1."""
-    from skill.cache.export import npy_file
+    from skill.interop.export import npy_file
 
     if version >= 2:
         expected = npy_file(take, view)
@@ -633,7 +613,7 @@ def _export_frames(source: Path, rows_views_clips: tuple[int, int, int]):
     """(frame_index, timestamp, padded_frames) of an npy export's frames.npz, or None for an
     export written before it had one (its frames are then unknown, as for foreign features).
     Arrays of other shapes than takes.csv and the metadata say are refused."""
-    from skill.cache.export import FRAMES_NPZ
+    from skill.interop.export import FRAMES_NPZ
 
     path = source / FRAMES_NPZ
     if not path.is_file():
@@ -736,8 +716,6 @@ class _Agreed:
 
 
 def _plan_from_videos(cfg: ImportFeaturesConfig, source: Path) -> ImportPlan:
-    from skill.pipeline.takes import LABELS
-
     dataset = _manifest_takes(cfg)
     files = _FeatureFiles(source)
     keys, feature = _match_videos(cfg, dataset, files)
@@ -770,8 +748,9 @@ def _plan_from_videos(cfg: ImportFeaturesConfig, source: Path) -> ImportPlan:
     provenance = _provenance(source, kind, layout, feature, None)
     from skill.pipeline.extract import take_row
 
+    task = task_record(dataset.task, dataset.schema)
     takes = [take_row(take) for take in dataset.takes]
-    return ImportPlan(views, list(LABELS), cfg.clips, n_tokens, agreed.dim, 1, provenance,
+    return ImportPlan(views, task, cfg.clips, n_tokens, agreed.dim, 1, provenance,
                       takes, read)  # fmt: skip
 
 

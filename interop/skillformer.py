@@ -1,22 +1,11 @@
 """`skill import skillformer DIR --out OUT`: a trained SkillFormer model (EdoWhite/SkillFormer's
-``save_complete_model`` folder) brought over exactly.
-
-SkillFormer's folder: ``config.json`` (``model_type: "video_classifier"``, ``num_frames``,
-``num_views``, ``projector_hidden_dim``, ...), ``vision_encoder/`` (a PEFT LoRA adapter of the
-TimeSformer) and ``components.pt`` (``{"projector": state_dict, "classifier": state_dict}``,
-read with ``torch.load(weights_only=True)`` only). Written:
-
-- ``OUT/adapter/``: the PEFT adapter, copied and checked against the backbone (for
-  ``skill extract --adapter``);
-- ``OUT/run/``: a ``cvf`` run folder for ``skill predict``: the projector and classifier mapped
-  onto the cvf head's parameters (:data:`PROJECTOR_TO_CVF`), the views in the order of
-  SkillFormer's ``video_paths``, and the provenance the adapted store will have (the
-  backbone, the adapter's hash, ``mean_all`` tokens, ``linear`` time embeddings, its frames,
-  and by default ``skillformer-windows`` sampling: SkillFormer's own frame positions, a
-  ``np.linspace`` over ``T * 4`` frames, not a fixed stride of 4).
-
-Every check runs before anything is written; OUT is filled through a staging folder.
-"""
+``save_complete_model`` folder: ``config.json``, the PEFT adapter ``vision_encoder/`` and
+``components.pt``, read with ``torch.load(weights_only=True)`` only) brought over exactly, as
+``OUT/adapter/`` for ``skill extract --adapter`` and ``OUT/run/``, a ``cvf`` run folder whose
+head holds SkillFormer's projector and classifier (:data:`PROJECTOR_TO_CVF`) and whose
+provenance is that of the store extracted with the adapter and SkillFormer's own sampling.
+Every check runs before anything is written; OUT is filled through a staging folder. The
+folder's layout and the mapping are in docs/interop.md."""
 
 from __future__ import annotations
 
@@ -225,7 +214,7 @@ def build_head(found: SkillFormerFolder, dim: int):
     """The cvf head with SkillFormer's weights (shapes checked against the folder)."""
     from skill.heads.registry import build_head as build
 
-    options = {"dim": dim, "num_views": len(found.views), "num_classes": 4, "tokens": 1,
+    options = {"dim": dim, "num_views": len(found.views), "outputs": 4, "tokens": 1,
                "hidden": found.hidden, "dropout": 0.1}  # fmt: skip
     head = build("cvf", **options)
     own = head.state_dict()
@@ -327,13 +316,14 @@ def extract_command(cfg) -> str:
 
 def _write(out: Path, found, head, options, provenance, clips, command) -> None:
     base_provenance = {**provenance["backbone"], "adapter": None}
+    from skill.cache.files import staging_path
     from skill.cache.store import package_version
     from skill.heads.run_folder import RUN_FORMAT_VERSION, write_json
     from skill.heads.trainer import save_tensors
-    from skill.pipeline.takes import LABELS
+    from skill.tasks.classification import EGOEXO4D_LEVELS
 
     out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".import.partial-{os.getpid()}-{time.time_ns()}"
+    staging = staging_path(out / "import")
     staging.mkdir()
     try:
         from skill.pipeline.backbones import write_training_record
@@ -357,8 +347,8 @@ def _write(out: Path, found, head, options, provenance, clips, command) -> None:
             "store": {"path": "", "provenance": provenance, "views": list(found.views),
                       "geometry": {"clips": clips, "tokens": 1, "dim": options["dim"]}},
             "view_names": list(found.views),
-            "class_names": list(LABELS),
-            "takes": {"train_class_counts": [0] * len(LABELS)},
+            "task": {"name": "classification", "schema": {"labels": list(EGOEXO4D_LEVELS)}},
+            "takes": {"train_summary": {"class_counts": [0] * len(EGOEXO4D_LEVELS)}},
             "imported": {"skillformer": str(found.path.resolve()), "config": found.config,
                          "extract_command": command},
         })  # fmt: skip

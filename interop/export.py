@@ -1,27 +1,10 @@
-"""`skill export`: a store's completed takes as HDF5 or as per-video `.npy` files.
-
-For tools that read neither Zarr nor skill. Only completed takes are written.
-
-*hdf5*: one file. ``tokens (n, V, K, N, D)`` float16, chunked one take per chunk;
-``valid (n, V)``; ``frame_index``, ``timestamp (n, V, K, T)``; ``padded_frames (n, V)``;
-``view`` (names) and the take table under ``takes/`` (``id``, ``uid``, ``label`` as class
-names, "" = unlabelled, ``scenario``, ``participant``, ``split``). Root attributes, JSON
-strings: ``skill_export`` (format, package version, source store), ``provenance``,
-``views``, ``labels``, ``geometry``.
-
-*npy*: a folder. ``<take>/<view>.npy`` of shape ``(K * N, D)`` float16 per *valid* view (the
-per-video ``(T, D)`` layout of feature extractors such as video_features), ``takes.csv`` (the
-take table, one column per view holding its file's path in the export, "" where the view is
-invalid), ``frames.npz`` (``frame_index`` and ``timestamp (n, V, K, T)``, ``padded_frames (n,
-V)``, rows in takes.csv's order: which frames every token row came from) and
-``skill_export.json`` (provenance, views, labels, geometry: clips K and tokens N per view).
-Take and view names become file names through `file_component`, which no two names share
-and which no name can use to leave the folder; no file is ever overwritten.
-
-Nothing half-written: the export is built under a temporary name beside OUT and renamed
-into place; an OUT that exists and is not empty is refused. An HDF5 file that cannot be
-written (a full disk) is closed cleanly and removed (HDF5 itself would crash at exit).
-"""
+"""`skill export`: a store's completed takes as one HDF5 file, or as a folder of per-video
+``(K * N, D)`` ``.npy`` files (the layout of feature extractors such as video_features) with
+``takes.csv``, ``frames.npz`` and ``skill_export.json``, for tools that read neither Zarr nor
+skill. Take and view names become file names through `file_component`, which no two names
+share and no name can use to leave the folder; the export is built under a staging name
+beside OUT and renamed into place, so nothing is half-written, even when HDF5 cannot write (a
+full disk). The layouts are in docs/interop.md."""
 
 from __future__ import annotations
 
@@ -103,19 +86,24 @@ class _Completed:
 
 def export_store(cfg: ExportConfig) -> ExportResult:
     """Write the completed takes of `cfg.store` to `cfg.out` in `cfg.format`."""
-    from skill.cache.recovery import describe_os_error, remove_dead_staging
+    from skill.cache.files import remove_dead_staging, staging_path
+    from skill.cache.recovery import describe_os_error
     from skill.cache.store import TokenStore
 
     out = Path(cfg.out)
     _check_out_free(out)
-    remove_dead_staging(out.parent, f".{out.name}.exporting-")
+    remove_dead_staging(out.parent, out.name)
     store = TokenStore.open(cfg.store)
+    if store.task["name"] != "classification":
+        raise StoreError(
+            f"{store.path}: an export holds class labels, and this store's task is "
+            f"{store.task['name']}"
+        )
     with store.reading():
         completed = _completed_takes(store)
         if not len(completed.rows):
             raise StoreError(f"{store.path}: no completed take to export")
-        staging = out.parent / f".{out.name}.exporting-{os.getpid()}"
-        _remove(staging)
+        staging = staging_path(out)
         try:
             if cfg.format == "hdf5":
                 _write_hdf5(store, completed, staging)
@@ -159,7 +147,8 @@ def _completed_takes(store) -> _Completed:
     records = store.take_records()
     table, status, valid = records.table, records.status, records.valid
     rows = np.flatnonzero(status == STATUS_COMPLETE)
-    labels = [store.labels[i] if i >= 0 else "" for i in table.label[rows].tolist()]
+    names = store.task["schema"]["labels"]
+    labels = [names[i] if i >= 0 else "" for i in table.target[rows].tolist()]
     columns = {
         "take": table.ids[rows].tolist(),
         "uid": table.uid[rows].tolist(),
@@ -202,7 +191,7 @@ def export_metadata(store) -> dict:
         },
         "provenance": store.provenance,
         "views": list(store.views),
-        "labels": list(store.labels),
+        "labels": list(store.task["schema"]["labels"]),
         "geometry": {
             "clips": store.clips,
             "tokens": store.tokens,

@@ -1,0 +1,24 @@
+"""Tasks: what is learned from a take, one registered object per kind (`tasks/base.py`).
+
+Add a task: one file in this package ending in ``register_task(...)``, plus one import line
+below; every stage then finds it by the name a store records.
+"""
+
+from skill.tasks import classification  # noqa: F401  (registers itself)
+from skill.tasks.base import TargetError, TargetSpec, Task, encode_all
+from skill.tasks.registry import (
+    DEFAULT_TASK,
+    UnknownTask,
+    all_monitors,
+    get_task,
+    register_task,
+    resolve_monitor,
+    store_target,
+    task_names,
+    task_record,
+)
+
+__all__ = [
+    "DEFAULT_TASK", "Task", "all_monitors", "resolve_monitor", "TargetError", "TargetSpec", "UnknownTask", "encode_all", "get_task",
+    "register_task", "store_target", "task_names", "task_record",
+]  # fmt: skip
