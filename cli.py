@@ -14,8 +14,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from skill.adapt.config import AdaptConfig
-from skill.cli_checks import check_fit, check_manifest, check_predict, check_sweep
+from skill.adapt.config import AdaptConfig, cli_exclude
+from skill.cli_checks import check_adapt, check_fit, check_manifest, check_predict, check_sweep
 from skill.cli_config import Typer, from_config
 from skill.demo import DemoConfig
 from skill.heads.config import FitConfig, PredictConfig, SweepConfig
@@ -241,7 +241,8 @@ def _print_extract_summary(summary) -> None:
     arguments=("manifest",),
     flags={"strategy": "--sampling", "timeout_s": "--timeout"},
     short={"out": "-o"},
-    check=check_manifest,
+    check=check_adapt,
+    exclude=cli_exclude(),  # the stage settings adapt has no option for
 )
 def adapt(cfg: AdaptConfig) -> None:
     """Fine-tune a LoRA adapter on the backbone together with a head, end to end, on frames

@@ -88,6 +88,11 @@ def check_manifest(values: dict[str, Any]) -> None:
         raise ManifestError(str(path), None, "manifest not found")
 
 
+def check_adapt(values: dict[str, Any]) -> None:
+    """skill adapt: the manifest exists (named by its decoding settings, ``extract``)."""
+    check_manifest({"manifest": values["extract.manifest"]})
+
+
 def _items(value: str | list | None, separator: str) -> list[str]:
     """A list option's items, whether still the typed text or already a list."""
     if value is None:

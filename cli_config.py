@@ -1,27 +1,18 @@
 """CLI options derived from a stage's config dataclass, so the two cannot drift.
 
 Each field becomes one option: `--field-name` (or the flag given in `flags`), the field's
-type, its default, and the first paragraph of its docstring as the help text. Fields named
-in `arguments` are positional; fields without a default are required. A list field is one
-option holding the items joined by its separator (`,` unless `separators` says otherwise).
-A field whose type is itself a config dataclass (a sweep's `fit`) contributes its own fields,
-named by their own names (dotted names like `fit.name` address them in `flags` and
-`exclude`). The command receives the built config, whose `__post_init__` refuses bad or
-conflicting settings.
+type, its default, and the first paragraph of its docstring as the help text. Fields named in
+`arguments` are positional, a list field is one option of joined items, and a field whose type
+is itself a config dataclass (a sweep's `fit`) contributes its own fields (dotted names like
+`fit.name` address them in `flags` and `exclude`). The command receives the built config,
+whose `__post_init__` refuses bad settings, after `check` has run the cheap checks. This is the
+one place that turns a setting's `--field-name` into what the command calls it (`--out` for
+`out_csv` in predict), in help and errors. Help is click's plain layout, never cut; nothing
+here imports torch, so `skill --help` stays instant::
 
     @app.command()
     @from_config(ExtractConfig, arguments=("manifest",), short={"store": "-s"})
     def extract(cfg: ExtractConfig) -> None: ...
-
-Docstrings and ConfigError messages name a setting as `--field-name`; this is the one place
-that turns such a name into what the command calls it (`--out` for `out_csv` in predict,
-`STORE` for a positional `store`), in the help and in the error a user reads. `check`
-runs cheap checks of the parsed values (a path that is no store, a view it lacks) before the
-config is built, which may import torch. Help is click's plain layout (`Typer`): nothing is
-cut, a word never breaks at a hyphen, and a command's summary is its docstring's first
-paragraph, whole.
-
-Nothing here imports torch: config modules are light, so `skill --help` stays instant.
 """
 
 from __future__ import annotations
@@ -43,7 +34,17 @@ from skill.errors import ConfigError
 
 
 def field_docs(config_cls: type) -> dict[str, str]:
-    """Field name -> its docstring (the string literal right after the field)."""
+    """Field name -> its docstring (the string literal right after the field); a config that
+    extends another keeps the docstrings of the fields it does not declare again."""
+    docs: dict[str, str] = {}
+    for cls in reversed(config_cls.__mro__):
+        if "__dataclass_fields__" in vars(cls):
+            docs.update(_own_field_docs(cls))
+    return docs
+
+
+def _own_field_docs(config_cls: type) -> dict[str, str]:
+    """The docstrings of the fields declared in ``config_cls``'s own body."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(config_cls)))
     body = tree.body[0].body
     docs = {}

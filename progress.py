@@ -1,19 +1,13 @@
 """Progress of long steps on stderr: a bar on a terminal, a line every so often elsewhere.
 
 Every long step (extract's takes, adapt's frames and training steps, a fit's epochs, a
-sweep's runs) reports through ``task``. Nothing is shown until ``configure`` turns reporting
-on, as the ``skill`` command does unless ``--quiet``: library calls and tests stay silent.
-Where it goes is decided when a step starts. When stderr is a terminal, each step is a rich
-bar (a step inside another, a sweep's fit, shares the display, and its bar goes when it
-ends). Otherwise (a log file, nohup, a batch scheduler, a pipe) a step prints a line when it
-starts, whenever ``every_s`` seconds (30 by default) have passed or another tenth of it is
-done since its last line, and when it ends::
-
-    extracting: 12/48 takes (25%), 1.9 s/take, ETA 1:09; 0 failed
-
-``say`` prints a line of a step's story (a sweep's ``run 3 of 12: ...``) the same way. Under
-torchrun only rank 0 reports. ``interrupted`` prints the one line of a command stopped by
-Ctrl-C. This module imports nothing heavy (rich only for a bar), so every room may use it.
+sweep's runs) reports through ``task``, and nothing is shown until ``configure`` turns
+reporting on (the ``skill`` command does, unless ``--quiet``), so library calls and tests stay
+silent. On a terminal each step is a rich bar; elsewhere (a log file, a batch scheduler, a
+pipe) it prints a line when it starts, every ``every_s`` seconds or tenth of the work, and when
+it ends (``extracting: 12/48 takes (25%), 1.9 s/take, ETA 1:09; 0 failed``). Under torchrun
+only rank 0 reports. This module imports nothing heavy (rich only for a bar), so every room may
+use it.
 """
 
 from __future__ import annotations

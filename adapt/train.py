@@ -1,38 +1,17 @@
 """``skill adapt``: SkillFormer's recipe, a LoRA adapter on the backbone trained end to end with a
-head, on frames decoded once (``adapt.frames``).
+head, on frames decoded once, composed of the two stages: stage one's decode loop writes the
+frame store (``adapt.frames``), stage two's epoch loop (``heads.trainer.run_epochs``) trains
+on it, fed by the frame store's batches through the adapted backbone (`FrameBatches`).
 
-Recipe (NOTES §1): PEFT LoRA on the family's target modules (TimeSformer: SkillFormer's seven
-suffixes, r / alpha / dropout 0.1, ``bias="none"``), the frozen base loaded exactly as
-``skill extract`` loads it; AdamW (decay on weight matrices only), linear warmup + cosine per
-optimiser step, gradient accumulation, gradient checkpointing, bf16 autocast on CUDA and
-float32 on CPU, participant-grouped validation split (``heads.data.split_takes``, as
-``skill fit``), early stopping with the best epoch's adapter and head kept.
-
-The head's input per view is the backbone's tokens in the chosen token mode, computed like
-``Backbone.encode`` computes them; validation casts them to float16 as the store does, so
-``skill extract --adapter DIR/adapter`` gives the head exactly its input, and ``skill
-predict DIR/run`` on that store reproduces the validation predictions (to fp16 rounding).
-Each epoch draws one of the K stored windows per (take, view), seeded by (seed, epoch);
-evaluation is the mean of the softmaxes over the K windows, as ``skill predict`` does.
-
-Outputs under ``--out``: ``adapter/`` (PEFT folder: adapter_config.json +
-adapter_model.safetensors), ``run/`` (a run folder written by ``heads.run_folder``),
-``frames.zarr``. ``.checkpoint/`` holds the last completed epoch (trainable weights, the best
-epoch's, AdamW moments in safetensors; scalars in JSON; no pickle): a killed adapt resumes
-there and, on CPU, ends with the same adapter as an uninterrupted run (the random streams of
-each epoch are seeded by (seed, epoch), so nothing else needs saving). A checkpoint is
-written beside the old one and swapped in; a save killed half way is tidied on resume. One
-adapt per ``--out`` at a time (``.adapt.lock``, an flock; the refusal names the holder).
-A write that fails (a full disk, a read-only folder), of the frame store, a checkpoint or the
-outputs, is one line naming the path; what was written before is kept (the frame store's
-finished takes, the last checkpoint) and the same command resumes. Every file is written
-with the mode the umask gives, and the same run writes the same bytes: ``adapter/`` is
-byte-identical between two runs of one command (``pipeline.backbones.adapter.save_adapter``).
-
-Under torchrun every rank runs the same command: rank 0 holds the lock, creates the frame
-store and writes every output; the frame store is decoded and each batch read by the ranks
-sharing the work, the gradients all-reduced (``adapt.ranks``). The next batches are read from
-the frame store in a thread while one trains (``--prefetch``).
+The frozen base is loaded exactly as ``skill extract`` loads it, LoRA goes on the family's
+target modules, and the head's input is computed as ``Backbone.encode`` computes it (cast to
+float16 in validation, as the store holds it), so ``skill extract --adapter DIR/adapter``
+gives the head exactly its input and ``skill predict DIR/run`` on that store reproduces the
+validation predictions. Outputs under ``--out``: ``adapter/`` (PEFT, the same bytes for the
+same run), ``run/`` (a run folder) and ``frames.zarr``; ``.checkpoint/`` holds the last
+completed epoch (safetensors and JSON), from which a killed adapt resumes. One adapt per
+``--out`` at a time (``.adapt.lock``); under torchrun rank 0 holds the lock and writes every
+output, and the ranks share decoding and each batch (``adapt.ranks``).
 """
 
 from __future__ import annotations
@@ -42,14 +21,14 @@ import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from skill.adapt.config import CHECKPOINT, AdaptConfig
-from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store, prefetched
+from skill.adapt.frames import FrameStore, build_frame_store, prefetched
 from skill.adapt.ranks import all_reduce_gradients, barrier, my_share, my_slice, sum_arrays
 from skill.cache.files import (
     hold_lock,
@@ -59,26 +38,29 @@ from skill.cache.files import (
     staging_folder,
     write_bytes_atomically,
 )
+from skill.cache.per_take import STATUS_COMPLETE
 from skill.cache.recovery import write_errors
-from skill.cache.store import STATUS_COMPLETE
 from skill.devices import resolve_device
 from skill.errors import ConfigError, SkillError
 from skill.heads.config import FitConfig
 from skill.heads.data import Selection, Splits, resolve_views, split_takes
 from skill.heads.trainer import (
+    Batch,
+    BatchSource,
     BestTracker,
     NeuralHead,
+    TrainingState,
     clip_mean_scores,
     deterministic_torch,
     head_options,
     make_optimizer,
+    run_epochs,
     save_tensors,
     schedule_record,
-    validation_note,
 )
 from skill.pipeline.distributed import Rank
-from skill.progress import task
-from skill.tasks import store_target, task_record
+from skill.progress import Task, task
+from skill.tasks import resolve_monitor, store_target, task_record
 
 CHECKPOINT_FORMAT = 1
 
@@ -108,7 +90,7 @@ def run_adapt(cfg: AdaptConfig, report: Callable[[str], None] | None = None) -> 
 
     started = time.perf_counter()
     rank = distributed.current_rank()
-    device = resolve_device(cfg.device, rank.local_rank)
+    device = resolve_device(cfg.extract.device, rank.local_rank)
     distributed.init_process_group(rank, device)
     try:
         with coordinated_out(cfg, rank):
@@ -155,15 +137,14 @@ def _run_adapt(cfg: AdaptConfig, started: float, report: Callable[[str], None], 
     backbone = adapt_backbone(cfg, device)
     frames, built = adapt_frames(cfg, backbone, dataset, rank)
     report(
-        f"{cfg.frame_store}: {built.decoded} takes decoded, {built.skipped} already there, "
+        f"{cfg.frame_store}: {built.completed} takes decoded, {built.skipped} already there, "
         f"{built.failed} failed, {built.failed_views} views failed"
         + (f" (on {rank.world} ranks)" if rank.distributed else "")
     )
-    task = task_record(dataset.task, dataset.schema)
-    trainer = adapt_trainer(cfg, device, backbone, frames, task, report, rank)
+    trainer = adapt_trainer(cfg, device, backbone, frames, report, rank)
     result = trainer.run()
-    result.frames, result.rank = dataclasses.asdict(built), rank.rank
-    result.task_name = dataset.task
+    result.frames, result.rank = built.record(), rank.rank
+    result.task_name = frames.task["name"]
     if result.finished:
         if rank.is_coordinator:
             publish(cfg, trainer, result, backbone)
@@ -177,60 +158,55 @@ def adapt_dataset(cfg: AdaptConfig):
     """The manifest's takes and views, as `skill adapt` reads them."""
     from skill.pipeline.manifest import read_takes
 
-    return read_takes(cfg.manifest, root=cfg.root, fmt=cfg.manifest_format)
+    e = cfg.extract
+    return read_takes(e.manifest, root=e.root, fmt=e.manifest_format, task=e.task)
 
 
 def adapt_backbone(cfg: AdaptConfig, device: str):
-    """The backbone `skill adapt` trains, loaded as ``cfg`` says, on ``device``."""
-    from skill.pipeline.backbones import load_backbone
+    """The backbone `skill adapt` trains, loaded as `skill extract` loads it, on ``device``."""
+    from skill.pipeline.extract import backbone_of
 
-    return load_backbone(cfg.backbone, device=device, token_mode=cfg.tokens,
-                         num_frames=cfg.frames, batch_size=cfg.batch_size,
-                         time_embedding=cfg.time_embedding)  # fmt: skip
+    return backbone_of(cfg.extract, device)
 
 
 def adapt_frames(cfg: AdaptConfig, backbone, dataset, rank: Rank | None = None):
-    """The frame store of ``dataset``'s takes (``cfg.limit`` of them) and ``cfg``'s chosen
-    views, decoded where it is not already (only the chosen views: the ego preset decodes
-    one view of five); returns (store, what was built)."""
-    takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
-    sampling = cfg.extract_config().sampling
-    spec = FrameStoreSpec(backbone.name, dataclasses.asdict(backbone.geometry),
-                          sampling.to_dict(), cfg.codec)  # fmt: skip
+    """The frame store of ``dataset``'s takes (``--limit`` of them) and the chosen views,
+    decoded where it is not already (only the chosen views: the ego preset decodes one view
+    of five); returns (store, what was built)."""
+    takes = dataset.takes[: cfg.extract.limit] if cfg.extract.limit else dataset.takes
     return build_frame_store(
-        cfg.frame_store, spec, resolve_views(cfg.views, dataset.views), takes,
-        geometry=backbone.geometry, sampling=sampling, workers=cfg.workers,
-        timeout_s=cfg.timeout_s, min_views=cfg.min_views, rank=rank or Rank(),
+        cfg.frame_store, cfg.extract, resolve_views(cfg.fit.views, dataset.views), takes,
+        backbone=backbone.name, geometry=backbone.geometry,
+        task=task_record(dataset.task, dataset.schema), codec=cfg.codec, rank=rank or Rank(),
     )  # fmt: skip
 
 
-def adapt_trainer(cfg: AdaptConfig, device: str, backbone, frames: FrameStore, task: dict,
+def adapt_trainer(cfg: AdaptConfig, device: str, backbone, frames: FrameStore,
                   report: Callable[[str], None] | None = None,
                   rank: Rank | None = None) -> Trainer:  # fmt: skip
     """The trainer of ``cfg`` over the frame store's usable takes, split as `skill fit`
-    splits them; ``task``: the manifest's task (`tasks.task_record`)."""
-    sel = frame_selection(frames, cfg.views, backbone, task)
-    splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
-    return Trainer(cfg, fit_config(cfg, device), backbone, frames, sel, splits, report, rank)
+    splits them."""
+    sel = frame_selection(frames, cfg.fit.views, backbone)
+    splits = split_takes(sel, cfg.fit.val_frac, cfg.fit.split_seed)
+    fit_cfg = fit_config(cfg, device, sel.task)
+    return Trainer(cfg, fit_cfg, backbone, frames, sel, splits, report, rank)
 
 
-def fit_config(cfg: AdaptConfig, device: str) -> FitConfig:
-    """The head's side of the settings, as ``skill fit`` records them in a run folder."""
-    return FitConfig(
-        store=str(cfg.frame_store), views=cfg.views, head=cfg.head, hidden=cfg.hidden,
-        dropout=cfg.dropout, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size,
-        lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac,
-        class_balanced=cfg.class_balanced, patience=cfg.patience, monitor=cfg.monitor,
-        seed=cfg.seed, split_seed=cfg.split_seed, val_frac=cfg.val_frac, device=device,
-        out_dir=str(cfg.out), name="run", plots=cfg.plots, threads=cfg.threads,
-        view_dropout=0.0,  # adapt drops no views
-    )  # fmt: skip
+def fit_config(cfg: AdaptConfig, device: str, task=None) -> FitConfig:
+    """The training settings as this run uses them and its run folder records them:
+    ``cfg.fit`` on ``device`` and, given the ``task``, with its validation monitor."""
+    fit = dataclasses.replace(cfg.fit, device=device)
+    if task is None:
+        return fit
+    return dataclasses.replace(fit, monitor=resolve_monitor(task, fit.monitor))
 
 
-def frame_selection(frames: FrameStore, views: str, backbone, task: dict) -> Selection:
-    """The completed takes with a valid chosen view, as a ``heads.data.Selection`` whose
-    ``x`` is a zero-cost placeholder of the token shape ``(n, V, K, N, D)`` (the tokens are
-    computed from frames in every step); ``store_rows`` index the frame store."""
+def frame_selection(frames: FrameStore, views: str, backbone) -> Selection:
+    """The completed takes with a valid chosen view, as a ``heads.data.Selection`` of the
+    frame store's task, whose ``x`` is a zero-cost placeholder of the token shape ``(n, V,
+    K, N, D)`` (the tokens are computed from frames in every step); ``store_rows`` index the
+    frame store."""
+    task = frames.task
     view_names = resolve_views(views, frames.views)
     view_idx = [frames.views.index(v) for v in view_names]
     valid = frames.valid()[:, view_idx]
@@ -281,8 +257,8 @@ def build_model(cfg: AdaptConfig, fit_cfg: FitConfig, backbone, sel: Selection):
         backbone.model, "supports_gradient_checkpointing", False
     ):
         enable_checkpointing(backbone.model)
-    head = build_head(cfg.head, **head_options(fit_cfg, sel))
-    return AdaptModel(backbone, encoder, head).to(backbone.device)
+    head = build_head(fit_cfg.head, **head_options(fit_cfg, sel))
+    return AdaptModel(backbone, encoder, head, fit_cfg.device).to(backbone.device)
 
 
 def lora_config(cfg: AdaptConfig, family: str):
@@ -314,12 +290,14 @@ def _module_base():
 
 
 class AdaptModel(_module_base()):
-    """LoRA backbone + head: uint8 clips ``(B, V, T, H, W, 3)`` and mask ``(B, V)`` -> logits."""
+    """LoRA backbone + head: uint8 clips ``(B, V, T, H, W, 3)`` and mask ``(B, V)`` -> logits,
+    under bf16 autocast on CUDA."""
 
-    def __init__(self, backbone, encoder, head):
+    def __init__(self, backbone, encoder, head, device: str):
         super().__init__()
         self.encoder, self.head = encoder, head
         self._backbone = [backbone]  # not a submodule: its model is the encoder's base
+        self.device_name = device
 
     def tokens(self, clips, mask):
         """``(B, V, T, H, W, 3)`` uint8, ``(B, V)`` bool -> ``(B, V, N, D)`` float32 tokens
@@ -333,7 +311,8 @@ class AdaptModel(_module_base()):
         return out
 
     def forward(self, clips, mask):
-        return self.head(self.tokens(clips, mask), mask.to(self._backbone[0].device))
+        with autocast(self.device_name):
+            return self.head(self.tokens(clips, mask), mask.to(self._backbone[0].device))
 
     def trainable(self) -> dict:
         """name -> parameter of every trainable weight (LoRA and head)."""
@@ -349,6 +328,9 @@ class _Trainable:
     def state_dict(self) -> dict:
         return self.model.trainable()
 
+    def load_state_dict(self, state: dict) -> None:
+        load_trainable(self.model, state)
+
 
 def autocast(device: str):
     import torch
@@ -359,105 +341,52 @@ def autocast(device: str):
 
 
 # ---- training -----------------------------------------------------------------------------
-class Trainer:
-    """Epochs of end-to-end training with per-epoch checkpoints (see the module docstring).
+class FrameBatches(BatchSource):
+    """`skill adapt`'s batch source for the epoch loop of ``heads.trainer``: the frame store's
+    clips of the training takes, which the model encodes with the adapted backbone. Each
+    epoch's order and window per (take, view) are drawn for the whole training split by a
+    generator seeded by (seed, epoch), and dropout is seeded by them too, so a resumed run
+    draws what an uninterrupted one would. Under torchrun (``rank``) every rank trains on its
+    slice of each global batch of ``batch_size * world`` takes, the gradients are summed
+    before each step, and each rank scores its share of the takes (``adapt.ranks``). The next
+    batches are read in a thread while one trains (``--prefetch``). ``progress`` shows the
+    optimiser steps."""
 
-    Under torchrun (``rank``) every rank trains on its slice of each global batch of
-    ``batch_size * world`` takes and evaluates its share of the validation takes
-    (``adapt.ranks``); only rank 0 writes checkpoints."""
-
-    def __init__(self, cfg, fit_cfg, backbone, frames, sel, splits: Splits, report=None,
-                 rank: Rank | None = None):  # fmt: skip
-        self.cfg, self.fit_cfg, self.backbone = cfg, fit_cfg, backbone
-        self.frames, self.sel, self.splits = frames, sel, splits
+    def __init__(self, cfg: AdaptConfig, frames: FrameStore, sel: Selection,
+                 train_rows: np.ndarray, rank: Rank, device: str):  # fmt: skip
+        self.cfg, self.frames, self.sel, self.rank, self.device = cfg, frames, sel, rank, device
+        self.train_rows = train_rows
         self.view_idx = [frames.views.index(v) for v in sel.view_names]
-        self.device = fit_cfg.device
-        self.rank = rank or Rank()
-        self.history: list[dict] = []
-        # The budget of `skill fit` (FitConfig.budget), a step being grad_accum batches of
-        # every rank: ceil(ceil(n / b) / (a * w)) = ceil(n / (b * w * a)) steps an epoch.
-        self.budget = fit_cfg.budget(len(splits.train), cfg.grad_accum * self.rank.world)
-        self.tracker = BestTracker(sel.task, cfg.monitor, self.budget.patience)
-        self.model = None
-        self.report = report or (lambda line: None)
-        self.shown = task("adapting", total=None, unit="step")  # replaced by run
+        self.progress: Task | None = None
+        self.epochs = self.steps_per_epoch = 0  # the budget's, for the progress notes
 
     @property
     def global_batch(self) -> int:
         """Takes per forward pass over all ranks."""
-        return self.cfg.batch_size * self.rank.world
+        return self.cfg.fit.batch_size * self.rank.world
 
-    def setup(self) -> None:
-        """The model (LoRA + fresh head), AdamW + schedule over the budget's steps, the loss."""
-        cfg = self.cfg
-        self.model = build_model(cfg, self.fit_cfg, self.backbone, self.sel)
-        self.optimizer, self.scheduler = make_optimizer(self.model, self.fit_cfg, self.budget)
-        self.loss_fn = self.sel.task.make_loss(
-            self.sel.schema, self.sel.targets[self.splits.train], self.fit_cfg.class_balanced,
-            self.device,
-        )  # fmt: skip
-        self.targets = self.sel.task.torch_targets(self.sel.targets)
-
-    def run(self) -> AdaptResult:
+    def batches(self, epoch: int) -> Iterator[Batch]:
         import torch
 
         cfg = self.cfg
-        with deterministic_torch(cfg.seed, self.device, cfg.threads):
-            self.setup()
-            done = load_checkpoint(self)
-            ran = 0
-            epochs = self.budget.epochs
-            # A checkpoint of a run that had stopped early (killed while publishing) trains no more.
-            last = done if done and self.tracker.should_stop(done) else epochs
-            per_epoch = self.budget.steps_per_epoch
-            self.shown = task("adapting", total=epochs * per_epoch, unit="step",
-                                       done=done * per_epoch)  # fmt: skip
-            with self.shown:
-                for epoch in range(done + 1, last + 1):
-                    torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: seeded per epoch
-                    self.shown.update((epoch - 1) * per_epoch, note=f"epoch {epoch}/{epochs}")
-                    train_loss = self.train_epoch(np.random.default_rng([cfg.seed, epoch]))
-                    scores = self.predict(self.splits.val)
-                    row = self.sel.task.validation_row(scores, self.sel.targets[self.splits.val])
-                    lr = self.scheduler.get_last_lr()[0]
-                    self.history.append({"epoch": epoch, "train_loss": train_loss, **row,
-                                         "lr": lr})  # fmt: skip
-                    self.tracker.update(epoch, row, _Trainable(self.model))
-                    stop = self.tracker.should_stop(epoch)
-                    note = validation_note(row, self.history, self.tracker, stop)
-                    self.shown.update(epoch * per_epoch, note=f"epoch {epoch}/{epochs}: {note}")
-                    self.report(
-                        f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val loss "
-                        f"{row['val_loss']:.4f}, top-1 {row['val_top1']:.3f}, balanced accuracy "
-                        f"{row['val_balanced_accuracy']:.3f}"
-                    )
-                    if self.rank.is_coordinator:
-                        save_checkpoint(self, epoch)
-                    barrier(self.rank)  # a rank that goes on finds the checkpoint written
-                    done, ran = epoch, ran + 1
-                    if stop:
-                        break
-                    asked_to_stop = (
-                        cfg.stop_after_epochs is not None and ran >= cfg.stop_after_epochs
-                    )
-                    if asked_to_stop and epoch < epochs:
-                        return AdaptResult(cfg.out, epochs_done=epoch, finished=False,
-                                           epochs_planned=epochs)  # fmt: skip
-            load_trainable(self.model, self.tracker.state)
-            self.predictions = {
-                name: (self.sel.take_ids[rows], self.predict(rows))
-                for name, rows in self.splits.as_dict().items()
-                if name != "train" and len(rows)
-            }
-        return AdaptResult(cfg.out, epochs_done=done, finished=True, epochs_planned=epochs,
-                           predictions=self.predictions)  # fmt: skip
+        torch.manual_seed(cfg.fit.seed * 100_003 + epoch)  # dropout: seeded per epoch
+        if self.progress is not None:
+            done = (epoch - 1) * self.steps_per_epoch
+            self.progress.update(done, note=f"epoch {epoch}/{self.epochs}")
+        plan = self.epoch_plan(np.random.default_rng([cfg.fit.seed, epoch]))
+        loaded = prefetched(plan, self.batch, depth=cfg.prefetch)
+        for i, ((rows, _, step_takes), inputs) in enumerate(zip(plan, loaded, strict=True)):
+            ends_step = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan)
+            yield Batch(inputs, rows, step_takes, ends_step)
+            if ends_step and self.progress is not None:
+                self.progress.advance()
 
     def epoch_plan(self, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """This rank's batches of one epoch: (rows, windows (rows, V), takes in the global
         optimiser step the batch belongs to). The same plan on every rank: order and windows
         are drawn for the whole training split."""
         cfg = self.cfg
-        order = rng.permutation(self.splits.train)
+        order = rng.permutation(self.train_rows)
         windows = rng.integers(self.frames.clips, size=(len(order), len(self.view_idx)))
         size = self.global_batch
         starts = list(range(0, len(order), size))
@@ -466,41 +395,9 @@ class Trainer:
             first = starts[i - i % cfg.grad_accum]  # the step's first global batch
             step_end = min(first + size * cfg.grad_accum, len(order))
             mine = my_slice(np.arange(start, min(start + size, len(order))), self.rank,
-                            cfg.batch_size)  # fmt: skip
+                            cfg.fit.batch_size)  # fmt: skip
             plan.append((order[mine], windows[mine], step_end - first))
         return plan
-
-    def train_epoch(self, rng: np.random.Generator) -> float:
-        """One pass over the training takes: seeded order and window choice; returns the mean
-        loss. Gradients of ``grad_accum`` global batches are summed (over ranks too) per
-        optimiser step; the next batch is read from the frame store while this one trains."""
-        import torch
-
-        cfg, model = self.cfg, self.model
-        model.train()
-        plan = self.epoch_plan(rng)
-        params = [p for p in model.parameters() if p.requires_grad]
-        total, seen = 0.0, 0
-        self.optimizer.zero_grad(set_to_none=True)
-        batches = prefetched(plan, self.batch, depth=cfg.prefetch)
-        for i, ((rows, _, step_takes), (clips, mask)) in enumerate(zip(plan, batches, strict=True)):
-            if len(rows):
-                target = self.targets[torch.from_numpy(rows)].to(self.device)
-                with autocast(self.device):
-                    logits = model(clips, mask)
-                loss = self.loss_fn(logits.float(), target)
-                # Each take weighs the same in a step, whatever the size of its batch or rank.
-                (loss * (len(rows) / step_takes)).backward()
-                total += float(loss.detach()) * len(rows)
-                seen += len(rows)
-            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan):
-                all_reduce_gradients(params, self.rank)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.shown.advance()
-        total, seen = sum_arrays(np.array([total, seen], dtype=np.float64), self.rank)
-        return float(total / max(seen, 1))
 
     def batch(self, item) -> tuple:
         """Uint8 clips ``(B, V, T, H, W, 3)`` (window ``windows[b, v]``) and mask ``(B, V)`` of
@@ -525,29 +422,140 @@ class Trainer:
             clips = clips.pin_memory()
         return clips, torch.from_numpy(self.sel.mask[rows])
 
-    def predict(self, rows: np.ndarray) -> np.ndarray:
+    def scores(self, model: AdaptModel, rows: np.ndarray) -> np.ndarray:
         """Mean over the K windows of the task's scores of the head (classification: its
         softmax), on float16-rounded tokens as a store holds them: ``(len(rows), O)`` float64
         (each rank computes its share, then the sum)."""
         import torch
 
-        self.model.eval()
+        model.eval()
         probs = np.zeros((len(rows), self.sel.outputs))
         share = my_share(np.arange(len(rows)), self.rank)
-        for start in range(0, len(share), self.cfg.batch_size):
-            at = share[start : start + self.cfg.batch_size]
+        batch_size = self.cfg.fit.batch_size
+        for start in range(0, len(share), batch_size):
+            at = share[start : start + batch_size]
             part = rows[at]
             per_clip = []
             with torch.no_grad(), autocast(self.device):
                 for k in range(self.frames.clips):
                     windows = np.full((len(part), len(self.view_idx)), k)
                     clips, mask = self.batch((part, windows))
-                    per_clip.append(self.model.tokens(clips, mask).half().cpu().numpy())
+                    per_clip.append(model.tokens(clips, mask).half().cpu().numpy())
             x = np.stack(per_clip, axis=2)  # (b, V, K, N, D) float16
             mask = self.sel.mask[part]
-            probs[at] = clip_mean_scores(self.model.head, self.sel.task, x, mask,
+            probs[at] = clip_mean_scores(model.head, self.sel.task, x, mask,
                                          np.arange(len(part)), len(part), self.device)  # fmt: skip
         return sum_arrays(probs, self.rank)
+
+    def all_reduce(self, params: list) -> None:
+        all_reduce_gradients(params, self.rank)
+
+    def sum_over_ranks(self, total: float, seen: int) -> tuple[float, float]:
+        total, seen = sum_arrays(np.array([total, seen], dtype=np.float64), self.rank)
+        return total, seen
+
+
+class Trainer:
+    """LoRA + head trained end to end by ``heads.trainer``'s epoch loop on the frame store's
+    batches (`FrameBatches`), with a checkpoint after every epoch (see the module docstring);
+    only rank 0 writes checkpoints."""
+
+    def __init__(self, cfg, fit_cfg, backbone, frames, sel, splits: Splits, report=None,
+                 rank: Rank | None = None):  # fmt: skip
+        self.cfg, self.fit_cfg, self.backbone = cfg, fit_cfg, backbone
+        self.frames, self.sel, self.splits = frames, sel, splits
+        self.device = fit_cfg.device
+        self.rank = rank or Rank()
+        self.history: list[dict] = []
+        # The budget of `skill fit` (FitConfig.budget), a step being grad_accum batches of
+        # every rank: ceil(ceil(n / b) / (a * w)) = ceil(n / (b * w * a)) steps an epoch.
+        self.budget = fit_cfg.budget(len(splits.train), cfg.grad_accum * self.rank.world)
+        self.tracker = BestTracker(sel.task, fit_cfg.monitor, self.budget.patience)
+        self.source = FrameBatches(cfg, frames, sel, splits.train, self.rank, self.device)
+        self.state: TrainingState | None = None
+        self.report = report or (lambda line: None)
+        self.done = self.ran = 0  # epochs done (checkpointed), and by this invocation
+
+    @property
+    def model(self) -> AdaptModel:
+        return self.state.model
+
+    @property
+    def optimizer(self):
+        return self.state.optimizer
+
+    @property
+    def scheduler(self):
+        return self.state.scheduler
+
+    def setup(self) -> None:
+        """The model (LoRA + fresh head), AdamW + schedule over the budget's steps, the loss."""
+        sel, fit_cfg = self.sel, self.fit_cfg
+        model = build_model(self.cfg, fit_cfg, self.backbone, sel)
+        optimizer, scheduler = make_optimizer(model, fit_cfg, self.budget)
+        self.state = TrainingState(
+            cfg=fit_cfg,
+            model=model,
+            options=head_options(fit_cfg, sel),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loss_fn=sel.task.make_loss(
+                sel.schema, sel.targets[self.splits.train], fit_cfg.class_balanced, self.device
+            ),
+            targets=sel.task.torch_targets(sel.targets),
+            task=sel.task,
+            budget=self.budget,
+        )
+
+    def run(self) -> AdaptResult:
+        fit_cfg = self.fit_cfg
+        with deterministic_torch(fit_cfg.seed, self.device, fit_cfg.threads):
+            self.setup()
+            self.done = load_checkpoint(self)
+            epochs = self.budget.epochs
+            # A checkpoint of a run that had stopped early (killed while publishing) trains no more.
+            last = self.done if self.done and self.tracker.should_stop(self.done) else epochs
+            per_epoch = self.budget.steps_per_epoch
+            source = self.source
+            source.epochs, source.steps_per_epoch = epochs, per_epoch
+            source.progress = task("adapting", total=epochs * per_epoch, unit="step",
+                                   done=self.done * per_epoch)  # fmt: skip
+            with source.progress:
+                finished = run_epochs(
+                    self.state, source, self.sel, self.splits, self.tracker, self.history,
+                    range(self.done + 1, last + 1), kept=_Trainable(self.model),
+                    after_epoch=self.after_epoch,
+                )  # fmt: skip
+            if not finished:
+                return AdaptResult(self.cfg.out, epochs_done=self.done, finished=False,
+                                   epochs_planned=epochs)  # fmt: skip
+            predictions = {
+                name: (self.sel.take_ids[rows], source.scores(self.model, rows))
+                for name, rows in self.splits.as_dict().items()
+                if name != "train" and len(rows)
+            }
+        return AdaptResult(self.cfg.out, epochs_done=self.done, finished=True,
+                           epochs_planned=epochs, predictions=predictions)  # fmt: skip
+
+    def after_epoch(self, epoch: int, row: dict, note: str, stop: bool) -> bool:
+        """Show and report the epoch, checkpoint it; False when --stop-after-epochs pauses
+        the run here."""
+        epochs, per_epoch = self.budget.epochs, self.budget.steps_per_epoch
+        self.source.progress.update(epoch * per_epoch, note=f"epoch {epoch}/{epochs}: {note}")
+        scores = ", ".join(
+            f"{key.removeprefix('val_').replace('_', ' ')} {value:.4f}"
+            for key, value in row.items()
+            if key.startswith("val_")
+        )  # the task's validation scores, val_loss first
+        self.report(
+            f"epoch {epoch}/{epochs}: train loss {self.history[-1]['train_loss']:.4f}, val {scores}"
+        )
+        if self.rank.is_coordinator:
+            save_checkpoint(self, epoch)
+        barrier(self.rank)  # a rank that goes on finds the checkpoint written
+        self.done, self.ran = epoch, self.ran + 1
+        paused = self.cfg.stop_after_epochs is not None and self.ran >= self.cfg.stop_after_epochs
+        return not (paused and epoch < epochs)
 
 
 def load_trainable(model: AdaptModel, state: dict) -> None:
@@ -567,10 +575,10 @@ RESUME_IGNORES = ("stop_after_epochs", "workers", "timeout_s", "threads", "plots
                   "prefetch")  # fmt: skip
 
 
-def checkpoint_identity(cfg: AdaptConfig) -> dict:
-    """The settings a checkpoint is only valid for."""
-    data = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    return {k: v for k, v in data.items() if k not in RESUME_IGNORES}
+def checkpoint_identity(trainer: Trainer) -> dict:
+    """The settings a checkpoint is only valid for (`AdaptConfig.settings`, as run)."""
+    settings = trainer.cfg.settings(fit=trainer.fit_cfg)
+    return {k: v for k, v in settings.items() if k not in RESUME_IGNORES}
 
 
 def save_checkpoint(trainer: Trainer, epoch: int) -> None:
@@ -595,7 +603,7 @@ def write_checkpoint(trainer: Trainer, epoch: int, staging: Path) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
-        "config": checkpoint_identity(trainer.cfg),
+        "config": checkpoint_identity(trainer),
         "world": trainer.rank.world,  # ranks: the global batch is batch_size x this
         "history": trainer.history,
         "best": {"epoch": trainer.tracker.epoch, "score": list(trainer.tracker.score)},
@@ -616,7 +624,7 @@ def load_checkpoint(trainer: Trainer) -> int:
     if not (folder / "state.json").is_file():
         return 0
     state = json.loads((folder / "state.json").read_text())
-    if state.get("config") != checkpoint_identity(trainer.cfg):
+    if state.get("config") != checkpoint_identity(trainer):
         raise ConfigError(
             f"{folder}: the checkpoint was made with other settings; run adapt with the same "
             "options to resume, or use a new --out"
@@ -688,7 +696,7 @@ def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -
     provenance["backbone"]["adapter"] = adapter
     sel = trainer.sel
     sel.provenance = provenance
-    head = NeuralHead(cfg.head, model.head.to("cpu").eval(), head_options(trainer.fit_cfg, sel))
+    head = NeuralHead(cfg.fit.head, model.head.to("cpu").eval(), head_options(trainer.fit_cfg, sel))
     head.history, head.best = trainer.history, trainer.tracker.epoch
     head.schedule = schedule_record(trainer.budget, len(trainer.history))
     metrics = fit_metrics(sel, trainer.splits, head, result.predictions)
@@ -696,8 +704,8 @@ def publish(cfg: AdaptConfig, trainer: Trainer, result: AdaptResult, backbone) -
     run_dir = run_folder.write_run(trainer.fit_cfg, sel, trainer.splits, head, metrics,
                                    result.predictions)  # fmt: skip
     record = json.loads((run_dir / "config.json").read_text())
-    record["adapt"] = {"config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
-                       "adapter": adapter, "extract_command": cfg.extract_command(),
+    record["adapt"] = {"config": cfg.settings(fit=trainer.fit_cfg), "adapter": adapter,
+                       "extract_command": cfg.extract_command(),
                        "world": trainer.rank.world}  # fmt: skip
     with write_errors(run_dir, "the run record", kept="The last checkpoint is kept"):
         run_folder.write_json(run_dir / "config.json", record)

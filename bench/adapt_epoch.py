@@ -8,7 +8,8 @@ in one run, each a full training pass over the training split:
 
 - ``compute alone``: forward + backward + AdamW on pixels already normalised and on the
   device (nothing is read or decoded in the loop);
-- ``adapt epoch``: ``adapt.train.Trainer.train_epoch`` itself, reading one stored window per
+- ``adapt epoch``: ``heads.trainer.train_epoch`` fed by ``adapt.train.FrameBatches``, as
+  ``skill adapt`` trains, reading one stored window per
   (take, view) from ``frames.zarr`` (zstd), prefetching ``--prefetch`` batches in a thread,
   uint8 -> float and normalisation on the device; also with ``--prefetch 0`` (read inline);
 - ``frame store reads alone``: the same batches read and copied to the device, no training;
@@ -117,8 +118,8 @@ def make_trainer(args, manifest: Path, backbone_path: str, out: Path):
     from skill.adapt.config import AdaptConfig
     from skill.adapt.train import adapt_backbone, adapt_dataset, adapt_frames, adapt_trainer
 
-    cfg = AdaptConfig(
-        manifest=manifest, out=out, backbone=backbone_path, frames=args.frames,
+    cfg = AdaptConfig.from_settings(
+        manifest, out, backbone=backbone_path, frames=args.frames,
         clips=args.clips, batch_size=args.batch, epochs=1, lora_r=args.lora_r,
         lora_alpha=2 * args.lora_r, hidden=args.hidden, device=args.device,
         threads=args.threads, workers=args.workers, plots=False, prefetch=args.prefetch,
@@ -152,14 +153,14 @@ def step_on_pixels(trainer, pixels, mask, rows, step_takes: int) -> None:
     from skill.adapt.train import autocast
 
     model, device = trainer.model, trainer.device
-    target = torch.from_numpy(trainer.sel.targets[rows]).to(device)
+    target = trainer.state.targets[torch.from_numpy(rows)].to(device)  # as the loss takes them
     mask = mask.to(device)
     with autocast(device):
         tokens = trainer.backbone.tokens_of(model.encoder, pixels).float()
         full = tokens.new_zeros((*mask.shape, *tokens.shape[1:]))
         full[mask] = tokens
         logits = model.head(full, mask)
-    loss = trainer.loss_fn(logits.float(), target)
+    loss = trainer.state.loss_fn(logits.float(), target)
     (loss * (len(rows) / step_takes)).backward()
 
 
@@ -173,7 +174,7 @@ def compute_alone(trainer, plan) -> float:
     """Seconds of a training pass on pixels prepared beforehand (outside the timing)."""
     prepared = []
     for item in plan:
-        clips, mask = trainer.batch(item)
+        clips, mask = trainer.source.batch(item)
         prepared.append(trainer.backbone.pixels(clips.to(trainer.device)[mask]))
     sync(trainer.device)
     trainer.model.train()
@@ -192,23 +193,27 @@ def _mask(trainer, rows):
 
 
 def reads_alone(trainer, plan) -> float:
-    """Seconds to read every batch of the plan from the frame store (``Trainer.batch``) and
-    copy it to the device, with no training: the part of the adapt epoch that is not compute."""
+    """Seconds to read every batch of the plan from the frame store (``FrameBatches.batch``)
+    and copy it to the device, with no training: the part of the adapt epoch that is not
+    compute."""
     sync(trainer.device)
     start = time.perf_counter()
     for item in plan:
-        clips, _ = trainer.batch(item)
+        clips, _ = trainer.source.batch(item)
         clips.to(trainer.device, non_blocking=True)
     sync(trainer.device)
     return time.perf_counter() - start
 
 
-def adapt_epoch(trainer, rng_seed: int, prefetch: int) -> float:
-    """Seconds of ``Trainer.train_epoch`` itself, reading the frame store."""
+def adapt_epoch(trainer, epoch: int, prefetch: int) -> float:
+    """Seconds of the training pass of ``skill adapt`` (``heads.trainer.train_epoch`` on the
+    frame store's batches of ``epoch``)."""
+    from skill.heads.trainer import train_epoch
+
     trainer.cfg.prefetch = prefetch
     sync(trainer.device)
     start = time.perf_counter()
-    trainer.train_epoch(np.random.default_rng(rng_seed))
+    train_epoch(trainer.state, trainer.source, epoch)
     sync(trainer.device)
     return time.perf_counter() - start
 
@@ -295,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{n_train} training takes x {len(trainer.sel.view_names)} views, T="
               f"{args.frames}, batch {args.batch}, K={args.clips}, {args.device}; frame store "
               f"decoded once in {decode_once_s:.1f} s ({frames_store.path})")  # fmt: skip
-        plan = trainer.epoch_plan(np.random.default_rng(1))
+        plan = trainer.source.epoch_plan(np.random.default_rng([0, 1]))  # epoch 1's
         compute_alone(trainer, plan[:1])  # warm-up: first-call allocations
         timings: dict[str, list[float]] = {}
         loops = {

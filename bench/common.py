@@ -31,7 +31,7 @@ from skill.tasks.classification import EGOEXO4D_LEVELS as LABELS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VIEWS: tuple[str, ...] = ("ego", "exo1", "exo2", "exo3", "exo4")
 SCENARIOS: tuple[str, ...] = ("Cooking", "Basketball", "Dance", "Music", "Bouldering", "Soccer")
-# EgoExo4D demonstrator proficiency, Dec-2023 release (shared/NOTES.md §1).
+# EgoExo4D demonstrator proficiency, Dec-2023 release: takes, train/val split, train labels.
 EGOEXO_TAKES, EGOEXO_TRAIN, EGOEXO_VAL = 2370, 1904, 466
 EGOEXO_TRAIN_LABEL_COUNTS = (336, 480, 512, 576)
 # Bumped whenever a builder below changes what it writes (cached data is keyed by it).

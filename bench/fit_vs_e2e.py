@@ -58,7 +58,7 @@ from bench.common import (  # noqa: E402
 
 VIEW_SETS = ("ego", "exo", "all")
 SWEEP_HEADS = ("mean", "concat", "late", "cvf")
-SKILLFORMER_EPOCHS = 4  # SkillFormer trains 4 epochs (shared/NOTES.md §1)
+SKILLFORMER_EPOCHS = 4  # SkillFormer trains 4 epochs (arXiv 2505.08665)
 
 
 def parse_args(argv: list[str] | None = None):
@@ -131,12 +131,22 @@ def time_cvf_epochs(
 
 def _one_epoch(selection, splits, cfg) -> tuple[float, float]:
     """Seconds of one train pass and one validation pass, as `fit` runs them."""
-    from skill.heads.trainer import deterministic_torch, start_training, train_epoch, validation_row
+    from skill.heads.registry import resolve_head
+    from skill.heads.trainer import (
+        TokenBatches,
+        deterministic_torch,
+        start_training,
+        train_epoch,
+        validation_row,
+    )
 
+    spec = resolve_head(cfg.head)
+    cfg = cfg.resolved(spec, selection.num_views, selection.task)  # the head's defaults, as fit
     with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
-        state = start_training(cfg, selection, splits)  # fills in the head's defaults
-        _, train_s = timed(train_epoch, state, selection.mask, splits.train)
-        _, val_s = timed(validation_row, state, selection, splits)
+        state = start_training(cfg, selection, splits, spec)
+        batches = TokenBatches(state.cfg, selection, splits.train, spec)
+        _, train_s = timed(train_epoch, state, batches)
+        _, val_s = timed(validation_row, state, batches, selection, splits)
     return train_s, val_s
 
 

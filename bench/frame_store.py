@@ -24,18 +24,20 @@ def folder_bytes(path: Path) -> int:
 
 
 def measure(work: Path, manifest: Path, codec: str, size: int, clips: int, frames: int, rounds):
-    from skill.adapt.frames import FrameStoreSpec, build_frame_store
+    from skill.adapt.frames import build_frame_store
     from skill.pipeline.decode.geometry import FrameGeometry
+    from skill.pipeline.extract_config import ExtractConfig
     from skill.pipeline.manifest import read_takes
-    from skill.pipeline.sampling import SamplingConfig
+    from skill.tasks import task_record
 
     dataset = read_takes(manifest)
     geometry = FrameGeometry(shortest_edge=size, crop_height=size, crop_width=size)
-    sampling = SamplingConfig(strategy="windows", frames=frames, clips=clips, stride=1)
-    spec = FrameStoreSpec("bench", vars(geometry), sampling.to_dict(), codec)
     path = work / f"frames-{codec}.zarr"
-    store, _ = build_frame_store(path, spec, dataset.views, dataset.takes, geometry=geometry,
-                                 sampling=sampling, workers=0)  # fmt: skip
+    decoding = ExtractConfig(manifest=manifest, store=path, strategy="windows", frames=frames,
+                             clips=clips, stride=1, workers=0)  # fmt: skip
+    store, _ = build_frame_store(path, decoding, dataset.views, dataset.takes, backbone="bench",
+                                 geometry=geometry, task=task_record(dataset.task, dataset.schema),
+                                 codec=codec)  # fmt: skip
     n = len(dataset.takes)
     stored_frames = n * len(dataset.views) * clips * frames
     disk = folder_bytes(path / "frames")

@@ -11,10 +11,10 @@ For each batch size: clips/s of the backbone's forward pass under bf16 autocast 
 already on the GPU (the model alone), and of ``Backbone.encode`` on uint8 clips in host
 memory (what `skill extract` runs: copy, normalise, forward, tokens back to the host). FLOPs
 per clip are counted per family with torch.utils.flop_counter.FlopCounterMode over one
-clip's forward (cross-check for TimeSformer-base: ~196 GMACs per 8-frame clip, NOTES §3).
-The fraction of peak uses the dense bf16 peak of the GPU (table below, or
-``--peak-tflops``). Decoding: clips/s of pipeline.decode.pool.DecodePool with one worker per
-core on 448p H.264 videos, against the GPU's best clips/s.
+clip's forward (cross-check for TimeSformer-base: about 196 GMACs per 8-frame clip at
+224 px, the published figure). The fraction of peak uses the dense bf16 peak of the GPU
+(table below, or ``--peak-tflops``). Decoding: clips/s of pipeline.decode.pool.DecodePool
+with one worker per core on 448p H.264 videos, against the GPU's best clips/s.
 
 Needs an NVIDIA GPU (refuses without one); ``--cpu-smoke`` runs one batch of one clip on the
 CPU through the same code, at the backbone's real dimensions, to check the script. Run from the repository root:

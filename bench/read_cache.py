@@ -23,12 +23,9 @@ and median rounds are reported. ``--cold`` drops each layout's files from the pa
 (``posix_fadvise(DONTNEED)`` after ``sync``) before every timed read.
 
 The goal (load_selection >= 0.8 of np.load) is then measured on its own: the two reads
-back to back, alternating which goes first, for ``--pair-rounds`` rounds. In the table, the
-read that follows a slow layout (seconds of one-threaded reading) or a pause is slowed for
-reasons outside the reader, whichever reader it is: on the 2-core VM of BENCHMARKS.md,
-after one idle or busy second np.load took 0.04-0.39 s and load_selection 0.05-0.65 s,
-against 0.04-0.05 s back to back (the freed 291 MB is, it seems, handed back and faulted
-in again).
+back to back, alternating which goes first, for ``--pair-rounds`` rounds: in the table, the
+read that follows a slow layout or a pause is slowed for reasons outside the reader, whichever
+reader it is (BENCHMARKS.md, benchmark 2).
 
 Run from the repository root: ``python -m bench.read_cache``.
 """

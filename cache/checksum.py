@@ -1,14 +1,11 @@
 """crc32c, the checksum of zarr's `crc32c` codec, computed outside the GIL where possible.
 
-The store's token reader checks every chunk it reads from two threads at once (one copies
-from the page cache while the other checksums). `google_crc32c.extend`, which zarr itself
-uses, holds the GIL while it runs, so the two threads would take turns. The same wheel ships
-the C library it wraps (`libcrc32c`, hardware CRC32C); called through ctypes, which releases
-the GIL for the duration of a foreign call, the checksums of two threads run in parallel
-(256 MB in 1 MiB pieces on two threads, by hand on 2 idle cores: 0.014-0.020 s through
-ctypes, 0.023-0.026 s through the binding, 0.018-0.022 s on one thread either way).
-Where that library cannot be found (another platform's wheel layout), the Python binding is
-used: same values, one thread at a time.
+The store's token reader checksums chunks from two threads at once, but
+`google_crc32c.extend`, which zarr itself uses, holds the GIL while it runs. The same wheel
+ships the C library it wraps (`libcrc32c`, hardware CRC32C); called through ctypes, which
+releases the GIL, two threads checksum in parallel. Where that library cannot be found
+(another platform's wheel layout), the Python binding is used: same values, one thread at a
+time.
 """
 
 from __future__ import annotations

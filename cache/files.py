@@ -1,19 +1,12 @@
 """Files written whole or not at all, folders built aside and renamed into place, the one name
 every staging file or folder takes, and the one file lock.
 
-A staging file or folder sits beside what it becomes, named ``.<name>.<kind>-<pid>-<nonce>``
-(:func:`staging_path`): hidden, so no listing takes it for an output; ``kind`` says what it
-is for (``tmp``: a file being written, ``new``: a file or folder being built, ``old``: a
-published folder moved aside while its replacement is renamed in); ``pid`` names its owner,
-so that cleanup removes only what a dead process left (:func:`remove_dead_staging`); the
-nonce keeps two stagings of one process apart. :func:`parse_staging` reads such a name back,
-and also the names earlier versions used (no nonce, other kinds), so that their leftovers
-are removed too. Every file is created with the mode the umask gives, like any other output.
-
-Locks are ``flock`` s (:func:`hold_lock`): the kernel releases one when its holder dies, even
-by SIGKILL, so no lock is ever stale. An exclusive holder writes who it is into the lock
-file, which a process refused the lock reports ("pid N on host since T"); a lock taken
-with no patience limit waits instead of refusing.
+A staging file or folder sits beside what it becomes, hidden, named
+``.<name>.<kind>-<pid>-<nonce>`` (:func:`staging_path`), so that no listing takes it for an
+output and cleanup removes only what a dead process left (:func:`remove_dead_staging`). Locks
+are ``flock`` s (:func:`hold_lock`), which the kernel releases when their holder dies, even by
+SIGKILL, so no lock is ever stale; a process refused a lock names its holder (docs/store.md,
+"Staging names and locks").
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
 """Chunk layouts of the store's per-take arrays: the write layout and the packed layout.
 
-*Write layout* (while extracting): one chunk per take (per take and view for ``tokens``),
-chunk keys ``c/<take>/...``. Writers of different takes never touch the same file, so any
-number of them can write at once and a killed writer loses at most its own take.
-
-*Packed layout* (once a run has finished): many takes per chunk (about
-``PACKED_CHUNK_BYTES`` each), chunk keys ``c.<chunk>...``. Thousands of small files cost
-thousands of opens and zarr calls to read; a few large files read at disk speed (benchmark
-2). Arrays whose single take already fills a chunk keep the write layout.
-
-The two layouts use different chunk-key separators, so both sets of chunk files can sit in
-an array's folder at once and the switch is one atomic rename of the array's ``zarr.json``:
-a process killed at any point leaves an array whose metadata and chunk files agree (the
-other set is unused and deleted by the next relayout or by ``remove_stale_chunks``).
-Readers hold a shared lock on the layout lock file while they read; a relayout holds it
-exclusively only to swap the metadata and delete the old chunks, so no reader ever sees a
-chunk vanish under it. Lock files sit beside the store (``.<store>.skill.layout.lock``), not
-in it: zarr reads every file at the root of a hierarchy as a node and warns about any other.
+While extracting, one chunk per take (per take and view for ``tokens``, keys
+``c/<take>/...``), so that writers of different takes never share a file; once a run has
+finished, many takes per chunk (about ``PACKED_CHUNK_BYTES``, keys ``c.<chunk>...``), because a
+few large files read at disk speed where thousands of small ones cost an open each. The
+separators differ, so both key sets can sit in an array's folder and a relayout switches with
+one atomic rename of ``zarr.json``; readers hold a shared lock beside the store that a relayout
+takes exclusively only to swap and delete (docs/store.md, "Chunk layouts").
 """
 
 from __future__ import annotations
@@ -49,8 +39,8 @@ PACKED_RECORD = "skill_packed"
 """Attribute of a packed token array, written by the pack: ``{"store_id": ..., "crc32c":
 {chunk file name: crc32c}, "finite": [chunk file names]}``. Every packed chunk must carry its
 recorded checksum (a chunk moved, exchanged or copied in from elsewhere does not), and one
-listed as finite was scanned for NaN/Inf when it was written, so a read skips that scan (a load
-of 291 MB on two cores: 38.8 ms median, 47.0 ms with the scan; benchmark 2)."""
+listed as finite was scanned for NaN/Inf when it was written, so a read skips that scan (a
+fifth of a warm load, benchmark 2)."""
 # Bytes per element assumed for variable-length strings when sizing packed chunks.
 STRING_BYTES = 16
 
@@ -109,8 +99,7 @@ _POSITIVE_NON_FINITE = np.int16(0x7C00)
 _SCAN_BLOCK = 1 << 19
 """float16 values scanned at a time (1 MiB, one read piece): checksum and finiteness of a block
 are computed while it is in the CPU's cache, one pass over memory for both. Smaller blocks
-were slower (per-call overhead under the GIL: 256 KiB blocks 0.040 s against 0.032 s for
-291 MB on two threads, benchmark 2)."""
+are slower (per-call overhead under the GIL, benchmark 2)."""
 
 
 _READ_PIECE = 1 << 20
@@ -402,11 +391,11 @@ def raw_token_chunks(meta: dict) -> bool:
 def page_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised array whose data starts on a 4 KiB page boundary.
 
-    Reading a file into memory is a kernel copy from page-aligned page-cache pages. On the
-    AMD EPYC of benchmark 2 that copy runs 3-4x slower when the destination sits 8-16 bytes
-    past a page boundary relative to the source (4K aliasing), which is exactly where glibc
-    puts the data of a large fresh allocation (a 16-byte header). Page-aligned output keeps
-    chunk reads at memory-copy speed."""
+    Reading a file into memory is a kernel copy from page-aligned page-cache pages, several
+    times slower when the destination sits 8-16 bytes past a page boundary relative to the
+    source (4K aliasing, benchmark 2), which is exactly where glibc puts the data of a large
+    fresh allocation (a 16-byte header). Page-aligned output keeps chunk reads at memory-copy
+    speed."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     raw = np.empty(nbytes + 4096, dtype=np.uint8)
     start = -raw.ctypes.data % 4096
@@ -422,17 +411,15 @@ def _usable_cores() -> int:
 
 # Threads reading packed chunk files at once: up to 4, never more than the cores this process
 # may run on. Two cores copy from the page cache faster than one, and cold reads keep several
-# in flight; more threads than cores only take turns (291 MB of fresh chunk files on 2 cores,
-# by hand: 18 ms with 2 threads, 23 ms with 4, 30 ms with one; BENCHMARKS.md, benchmark 2).
+# in flight; more threads than cores only take turns (benchmark 2).
 READ_THREADS = max(1, min(4, _usable_cores()))
 _reader_pool_lock = threading.Lock()
 _reader_pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def reader_pool() -> ThreadPoolExecutor:
-    """The process's pool of chunk-reading threads, started once: starting READ_THREADS
-    threads for every read cost 4 ms of a 60 ms load (benchmark 2). A forked child (it has
-    none of its parent's threads) starts its own."""
+    """The process's pool of chunk-reading threads, started once, not on every read
+    (benchmark 2). A forked child (it has none of its parent's threads) starts its own."""
     global _reader_pool
     with _reader_pool_lock:
         if _reader_pool is None or _reader_pool[0] != os.getpid():
@@ -530,10 +517,9 @@ class _Expected:
 
 def _read_packed(reads: list[tuple[Path, Runs, _Expected]], data_bytes: int) -> None:
     """Read packed chunk files on the reader pool, one task per file. A file is read front to
-    back by one thread: split between threads, a cold read loses the kernel's readahead (291 MB
-    from disk, by hand: 0.25-0.27 s in 8 MiB segments, 0.19-0.22 s a file per thread, for
-    1-7 ms gained warm). Every task has finished before an error is raised (the first in
-    file order)."""
+    back by one thread: split between threads, a cold read loses the kernel's readahead
+    (benchmark 2). Every task has finished before an error is raised (the first in file
+    order)."""
     pool = reader_pool()
     tasks = [pool.submit(_read_runs, path, runs, data_bytes, want) for path, runs, want in reads]
     futures_wait(tasks)

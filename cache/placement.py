@@ -2,23 +2,13 @@
 take's records.
 
 A chunk checksum proves that a chunk's bytes are the bytes written, not that they are where
-they were written: two takes' token chunks exchanged, a chunk copied in from another store of
-the same geometry, or a take-table column taken from another store all pass it. So every
-piece of data is also recorded against its place when it is written:
-
-* the store gets a random ``store_id`` when it is created;
-* each take-table column gets a digest (seeded with the store id and the committed row count;
-  the targets' also covers the store's task: its schema, e.g. the class names, and how it
-  stores targets), stored in the root attributes beside ``n_takes`` and written with it;
-* each take's writer records the crc32c of every valid view's tokens (``token_crc``), one
-  crc32c of its frame records (``frames_crc``: frame_index, timestamp, padded_frames,
-  view_error, view_note) and a digest of its row (``row_digest``: store id, row number,
-  status, valid, token_crc, frames_crc), all before its status;
-* a pack records the crc32c of every token chunk it writes, with the store id.
-
-Readers compare what they read against these records: a token chunk's stored checksum must
-be the recorded one, a row's digest must match what the row holds. Digests here guard
-against data in the wrong place, not against edits crafted to match them.
+they were written (two takes' token chunks exchanged, a chunk copied in from another store of
+the same geometry, a take-table column taken from another store all pass it). So every piece
+of data is also recorded against its place when it is written: the store's random
+``store_id``, a digest of each take-table column, each take's ``token_crc``, ``frames_crc``
+and ``row_digest`` (before its status), and the crc32c of each chunk a pack writes. Readers
+compare what they read against these records, which guard against data in the wrong place, not
+against edits crafted to match them (docs/store.md, "Placement records").
 """
 
 from __future__ import annotations
@@ -32,7 +22,7 @@ import numpy as np
 from skill.cache.checksum import crc32c_extend
 
 # FNV-1a over 32-bit words, vectorised over rows, then splitmix64's finaliser: fast enough
-# to check every row of a 2,370-take store on each load (about 0.1 ms).
+# to check every row of a store on each load.
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 

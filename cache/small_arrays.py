@@ -1,15 +1,13 @@
 """Reading the store's small arrays without zarr: the take table, status, valid, the take
 records.
 
-Every read of a store starts with these arrays. Through zarr each chunk costs 0.3-0.8 ms of
-codec pipeline and a trip through zarr's event loop: about 10 ms for a packed store's one
-chunk per array, and 0.77 s per array for the write layout's one chunk per take of a 2,370-take
-store. The store writes their chunks in one form (bytes or vlen-utf8, then zstd, then
-crc32c), whole along every dimension but the first, which is decoded here with the codecs
-zarr itself uses (numcodecs). Anything else returns None and the caller reads the array
-through zarr, whose values and error messages stay the reference: another codec chain, chunks
-across the other dimensions, a checksum that does not match, a chunk that does not decode. A
-missing chunk file reads as the fill value, as in zarr.
+Every read of a store starts with these arrays, and through zarr each chunk costs a trip
+through its codec pipeline and event loop, which adds up over the write layout's one chunk per
+take (benchmark 2). The store writes their chunks in one form (bytes or vlen-utf8, then zstd,
+then crc32c), whole along every dimension but the first, which is decoded here with the codecs
+zarr itself uses (numcodecs). Anything else returns None and the caller reads the array through
+zarr, whose values and error messages stay the reference. A missing chunk file reads as the
+fill value, as in zarr.
 """
 
 from __future__ import annotations
@@ -42,9 +40,8 @@ def read_whole(store_path: Path, name: str, rows: int, unicode: bool = False) ->
     StringDType), or None where this reader does not apply (see the module docstring).
     ``unicode``: strings as fixed-width numpy unicode instead, what the store's take table
     holds (made straight from the decoded strings: going through StringDType doubles the
-    cost, 0.3 of the 0.45 ms of a 2,370-take column). Chunks may split the first dimension
-    (the write layout's one chunk per take): each is read directly, which through zarr cost
-    0.3 ms a chunk (0.77 s for a per-take array of 2,370 takes, by hand)."""
+    cost). Chunks may split the first dimension (the write layout's one chunk per take): each
+    is read directly, which through zarr cost 0.3 ms a chunk."""
     try:
         meta = array_metadata(store_path, name)
         shape, chunks = tuple(meta["shape"]), chunk_shape(meta)

@@ -1,24 +1,18 @@
 """The token store: a Zarr (format 3) group that holds backbone tokens of many takes.
 
-Layout (see ARCHITECTURE.md): per-take arrays (`tokens`, `status`, `valid`, ...), a take
-table written only by the coordinator, and an explicit per-take `status` written last. A
-chunk on disk is never taken as proof that a take is done. While takes are written the
-per-take arrays have one chunk per take (per take and view for `tokens`); a finished run
-packs them into large chunks, which read at disk speed (`cache/layout.py`).
-
-Concurrency rules: one coordinator (a single process, or rank 0 under torchrun) creates the
-store and appends takes; any number of writers then write *different* takes. An `flock` on
-`.<store>.skill.lock`, beside the store, keeps a second independent command out while one is
-writing.
-
-Plain zarr and xarray read the store as a labelled dataset: every array names its dimensions,
-`take` and `view` are coordinate arrays at the root and the take table's other columns are
-coordinates along `take` (the root attribute `coordinates`, xarray's CF convention).
+Per-take arrays (`tokens`, `status`, `valid`, ...) and a take table written only by the
+coordinator (the layout is in ARCHITECTURE.md); a take is done when its `status`, written last,
+says so, never because a chunk is on disk. One coordinator (a process, or rank 0 under
+torchrun) creates the store and appends takes, holding an `flock` beside the store that keeps
+a second command out; any number of writers then write *different* takes. Plain zarr and xarray
+read the store as a labelled dataset: every array names its dimensions, `take` and `view` are
+coordinates and the root attribute `coordinates` names the take table's other columns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -29,12 +23,18 @@ import numpy as np
 
 from skill.cache import files, layout, placement, small_arrays
 from skill.cache.errors import StoreBusy, StoreError
+from skill.cache.per_take import (
+    STATUS_COMPLETE,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    create_aside,
+    write_status_last,
+)
 
 FORMAT_VERSION = 4
 """4: placement records (the store id, the take table's digest, each take's `token_crc`,
 `frames_crc` and `row_digest`, the pack's chunk record; `cache/placement.py`). Stores of
 earlier formats cannot show that their data is in its place and are refused."""
-STATUS_PENDING, STATUS_COMPLETE, STATUS_FAILED = 0, 1, 2
 LOCK_FILE = ".skill.lock"
 """Suffix of the writer lock's file name, beside the store (`layout.lock_file`)."""
 # Seconds a writer keeps trying a lock that is held before it refuses: a reader probing the
@@ -114,6 +114,11 @@ class TakeResult:
     # (V,) what the store says about a view that decoded ("" = nothing; e.g. keyframe sampling
     # that fell back to exact decoding); stores made before view_note existed keep none
     view_note: list[str] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> np.ndarray:
+        """What the clips gave, as the extract loop fills it in: ``(V, K, N, D)`` tokens."""
+        return self.tokens
 
 
 def _zarr():
@@ -260,9 +265,9 @@ class TokenStore:
             raise StoreError(f"{path}: cannot write to {path.parent} (read-only location)")
         geometry = {"clips": clips, "tokens": tokens, "dim": dim, "frames": frames}
         try:
-            with files.staging_folder(path, create=False) as staging:
-                _write_empty_store(staging, provenance, list(views), task, geometry)
-                files.publish_folder(staging, path)
+            create_aside(path, functools.partial(_write_empty_store, provenance=provenance,
+                                                 views=list(views), task=task,
+                                                 geometry=geometry))  # fmt: skip
         except OSError as err:
             raise StoreError(f"{path}: could not create the store: {err.strerror or err}") from err
         with contextlib.suppress(OSError):  # readers lock it even where they cannot create it
@@ -287,6 +292,16 @@ class TokenStore:
         store.check_metadata()
         store.take_table()
         return store
+
+    def is_current(self) -> bool:
+        """Whether the store's root attributes are still those it was opened with: a writer
+        that opened it before taking the writer lock checks this once it holds the lock
+        (another command may have appended takes or recorded a run in between)."""
+        try:
+            on_disk = json.loads((self.path / "zarr.json").read_text())["attributes"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return _jsonish(on_disk) == _jsonish(self.attrs)
 
     def check_metadata(self) -> None:
         """Every array is what this store's attributes say it is: its data type, dimension
@@ -463,7 +478,7 @@ class TokenStore:
         """The committed rows (``[:n_takes]``) of several arrays (strings: numpy unicode, or
         StringDType where zarr read them). A packed one-chunk array is decoded directly
         (`cache.small_arrays`); the others are read through zarr in one
-        concurrent trip through its event loop instead of one per array (2-3 ms each)."""
+        concurrent trip through its event loop instead of one per array."""
         import asyncio
 
         import zarr.api.asynchronous as zarr_async
@@ -567,13 +582,28 @@ class TokenStore:
             array[:] = values.astype(dtype) if dtype is not str else values
 
     # ---- per-take data (any writer, one take each) ---------------------------------------
+    def empty_take(self) -> TakeResult:
+        """A take of this store's geometry with every view invalid, for a writer to fill in."""
+        n_views, clips, frames = len(self.views), self.clips, self.frames
+        return TakeResult(
+            tokens=np.zeros((n_views, clips, self.tokens, self.dim), dtype=np.float16),
+            valid=np.zeros(n_views, dtype=bool),
+            frame_index=np.full((n_views, clips, frames), -1, dtype=np.int32),
+            timestamp=np.full((n_views, clips, frames), np.nan, dtype=np.float32),
+            padded=np.zeros(n_views, dtype=np.int16),
+            view_error=[""] * n_views,
+            status=STATUS_COMPLETE,
+            view_note=[""] * n_views,
+        )
+
     def write_take(self, i: int, result: TakeResult) -> None:
         """Write one take: see `write_takes`."""
         self.write_takes(i, [result])
 
     def write_takes(self, start: int, results: Sequence[TakeResult]) -> None:
         """Write the takes of rows ``start...``: their arrays, then their records
-        (`cache/placement.py`), then their status, the completion record.
+        (`cache/placement.py`), then their status, the completion record
+        (`cache.per_take.write_status_last`).
 
         Into the write layout, any number of writers of different takes at once; into a
         packed store (a single writer holding the writer lock, e.g. `skill import features`
@@ -586,14 +616,6 @@ class TokenStore:
         if packed:
             self._check_whole_chunks(tokens_meta, rows)
         block = self._take_block(start, results)
-        g = self._array
-        # Rewriting a take (a failed take retried) first withdraws its old record, so that a
-        # write cut short is never read as the old record over a mix of old and new arrays.
-        g("status")[rows] = np.int8(STATUS_PENDING)
-        # An invalid view is written as the fill value, which removes any stale chunk.
-        g("tokens")[rows] = np.where(block["valid"][..., None, None, None], block["tokens"], 0)
-        for name in ("valid", *FRAME_ARRAYS):
-            g(name)[rows] = block[name]
         token_crc = np.stack(
             [
                 placement.token_crcs(t, v)
@@ -607,13 +629,16 @@ class TokenStore:
             ],
             dtype=np.uint32,
         )
-        g("token_crc")[rows] = token_crc
-        g("frames_crc")[rows] = frames_crc
-        g("row_digest")[rows] = placement.row_digests(
+        row_digest = placement.row_digests(
             self.store_id, np.arange(rows.start, rows.stop), block["status"], block["valid"],
             token_crc, frames_crc,
         )  # fmt: skip
-        g("status")[rows] = block["status"]
+        # An invalid view is written as the fill value, which removes any stale chunk.
+        tokens = np.where(block["valid"][..., None, None, None], block["tokens"], 0)
+        arrays = [("tokens", tokens), *((name, block[name]) for name in ("valid", *FRAME_ARRAYS)),
+                  ("token_crc", token_crc), ("frames_crc", frames_crc),
+                  ("row_digest", row_digest)]  # fmt: skip
+        write_status_last(self._array, rows, arrays, block["status"])
         if packed:
             per_chunk = layout.chunk_shape(tokens_meta)[0]
             tail = ".0" * (len(tokens_meta["shape"]) - 1)

@@ -1,21 +1,12 @@
 """`skill verify`: check every completed take of a store, name what is damaged, and mark it
 to be extracted again.
 
-Checked: the metadata (attributes, every array's data type, dimensions and shape, the view
-coordinate), the take table (against its digest; ids present and unique; labels within
-`labels`), every chunk of every per-take array (decodes; `status` holds known values), each
-finished take's records (its row digest, its frame records against `frames_crc`, a complete
-take has a valid view), and each valid view of each complete take: its token chunk present,
-of full length, finite, and the one recorded for its place (`token_crc`; a packed chunk the
-one the pack recorded). A chunk file missing for a view that was never written (invalid view,
-pending take) is legitimate; anywhere else it is damage. NaN or Inf is damage wherever it is
-in a chunk that is read, complete take or not: every read of that chunk refuses it, so the
-takes and views that hold it are named.
-
-`repair` marks the damaged takes pending (their status chunk rewritten, their damaged chunks
-removed, or whatever stands in a chunk's place), so that the next `skill extract` with the
-same manifest redoes exactly those takes. It never touches the take table (rows keep their
-takes: nothing is appended again), and refuses a store whose take table or metadata is
+Checked: the metadata, the take table against its digest, every chunk of every per-take
+array, each finished take's records, and each valid view of each complete take (its token chunk
+present, of full length, finite, and the one recorded for its place); docs/store.md,
+"Verification", lists the checks and which missing chunks are legitimate. `repair` marks the
+damaged takes pending, so that the next `skill extract` with the same manifest redoes exactly
+those; it never touches the take table, and refuses a store whose take table or metadata is
 damaged: those name no take to redo.
 """
 

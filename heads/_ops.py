@@ -12,9 +12,12 @@ from torch import Tensor, nn
 from skill.errors import ConfigError
 
 
-def check_sizes(dim: int, num_views: int, outputs: int, tokens: int, hidden: int) -> None:
-    """Reject head sizes that cannot build a working head, naming the bad option."""
-    sizes = {"dim": dim, "num_views": num_views, "tokens": tokens}
+def check_sizes(
+    dim: int, num_views: int, outputs: int, hidden: int, tokens: int | None = None
+) -> None:
+    """Reject head sizes that cannot build a working head, naming the bad option (``tokens``:
+    only for a head that takes it)."""
+    sizes = {"dim": dim, "num_views": num_views, **({} if tokens is None else {"tokens": tokens})}
     for name, value in sizes.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"head option {name} must be a positive int, got {value!r}")

@@ -19,7 +19,7 @@ class ConcatHead(nn.Module):
     and the mask itself is appended as V extra 0/1 features, so the MLP sees
     ``(B, V*D + V)``. Unlike the other heads, the position in the concatenation identifies the
     view, so the view order must be the same at fit and predict time.
-    ``tokens`` is accepted for a uniform signature and unused. ``hidden`` = 0 gives a linear probe.
+    ``hidden`` = 0 gives a linear probe.
     """
 
     pools_tokens = True  # its first step is the mean over each view's tokens
@@ -29,12 +29,11 @@ class ConcatHead(nn.Module):
         dim: int,
         num_views: int,
         outputs: int,
-        tokens: int,
         hidden: int = 512,
         dropout: float = 0.1,
     ):
         super().__init__()
-        check_sizes(dim, num_views, outputs, tokens, hidden)
+        check_sizes(dim, num_views, outputs, hidden)
         self.dim, self.num_views = dim, num_views
         self.view_norm = nn.LayerNorm(dim)
         # Small init: near the normalised features' origin, learned from the missing cases.

@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING
 
 from skill.devices import resolve_device
 from skill.errors import ConfigError
+from skill.heads.lgbm import LightGBMSettings
+from skill.heads.registry import declared_head_names, heads_in_order
 
 if TYPE_CHECKING:
+    from skill.heads.registry import HeadSpec
     from skill.tasks import Task
 
 FORMATS = ("csv", "egoexo4d", "egoexo4d-labels")
@@ -30,8 +33,6 @@ AGGREGATES = ("none", "participant")
 
 
 def _check_head(head: str, option: str = "--head") -> None:
-    from skill.heads.registry import declared_head_names
-
     names = declared_head_names()
     if head not in names:
         raise ConfigError(f"{option}: {head!r} is not a head; choose from {', '.join(names)}")
@@ -161,26 +162,8 @@ class FitConfig:
     allow_unfinished: bool = False
     """Fit on a store that is still being written or was interrupted (its completed takes
     only); refused otherwise."""
-    lgbm_rounds: int = 500
-    """LightGBM: maximum boosting rounds."""
-    lgbm_learning_rate: float = 0.05
-    """LightGBM: shrinkage rate."""
-    lgbm_num_leaves: int = 15
-    """LightGBM: maximum leaves per tree."""
-    lgbm_early_stopping: int = 50
-    """LightGBM: stop after this many rounds without a better validation log-loss (0: off)."""
-    lgbm_min_data_in_leaf: int = 10
-    """LightGBM: minimum number of takes in a leaf."""
-    lgbm_feature_fraction: float = 0.8
-    """LightGBM: fraction of the features each tree samples, in (0, 1]."""
-    lgbm_bagging_fraction: float = 0.8
-    """LightGBM: fraction of the training takes each tree samples (bagging every round), in
-    (0, 1]."""
-    lgbm_lambda_l2: float = 1.0
-    """LightGBM: L2 regularisation of the leaf values."""
-    lgbm_threads: int = 1
-    """LightGBM: fixed thread count (part of what makes its result reproducible; one thread
-    is as fast on a few thousand takes and cannot thrash on shared cores)."""
+    lightgbm: LightGBMSettings = field(default_factory=LightGBMSettings)
+    """The lightgbm head's own settings (the --lgbm-* options)."""
     threads: int = 1
     """CPU threads for torch. Heads are small: one thread is as fast as several and cannot
     thrash when other processes share the cores. Raise it for large heads on an idle machine."""
@@ -222,17 +205,18 @@ class FitConfig:
                 "fraction of the budget), not both"
             )
 
-    def resolved(self, num_views: int, task: Task) -> FitConfig:
-        """This config with the defaults of its head and of the store's task filled in for a
-        fit on ``num_views`` views: ``view_dropout``, ``lr`` and ``monitor``."""
-        from skill.heads.registry import default_lr, multiview_dropout
-
-        drop = self.view_dropout
-        if drop is None:
-            drop = multiview_dropout(self.head) if num_views > 1 else 0.0
-        lr = default_lr(self.head) if self.lr is None else self.lr
+    def resolved(self, head: HeadSpec, num_views: int, task: Task) -> FitConfig:
+        """This config with the defaults of its head (``head``: ``self.head`` resolved) and of
+        the store's task filled in for a fit on ``num_views`` views: ``view_dropout``, ``lr``
+        and ``monitor``."""
         from skill.tasks import resolve_monitor
 
+        if head.name != self.head:
+            raise ValueError(f"head {head.name!r} resolves a config of head {self.head!r}")
+        drop = self.view_dropout
+        if drop is None:
+            drop = head.multiview_dropout if num_views > 1 else 0.0
+        lr = head.default_lr if self.lr is None else self.lr
         monitor = resolve_monitor(task, self.monitor)
         return dataclasses.replace(self, view_dropout=drop, lr=lr, monitor=monitor)
 
@@ -266,27 +250,33 @@ class FitConfig:
         )
 
     def _check_ranges(self) -> None:
-        """Refuse values out of their range, naming every one."""
+        """Refuse values out of their range, naming every one (the lightgbm head's settings
+        declare their own ranges)."""
         least = {"steps": 1, "epochs": 1, "min_steps": 0, "min_epochs": 1, "batch_size": 1,
-                 "patience": 0, "lgbm_early_stopping": 0, "hidden": 0, "threads": 1,
-                 "lgbm_rounds": 1, "lgbm_num_leaves": 2, "lgbm_threads": 1,
-                 "lgbm_min_data_in_leaf": 1, "weight_decay": 0, "lgbm_lambda_l2": 0}  # fmt: skip
-        problems = [
-            f"{_flag(key)} must be at least {low}, not {getattr(self, key)}"
-            for key, low in least.items()
-            if getattr(self, key) is not None and getattr(self, key) < low
-        ]
+                 "patience": 0, "hidden": 0, "threads": 1, "weight_decay": 0}  # fmt: skip
+        between = {"patience_frac": "[0, 1]", "warmup_frac": "[0, 1)", "dropout": "[0, 1)",
+                   "view_dropout": "[0, 1)", "val_frac": "(0, 1)"}  # fmt: skip
+        problems = _range_problems(self, least, between)
         if self.lr is not None and not self.lr > 0:
             problems.append(f"--lr must be more than 0, not {self.lr}")
-        between = {"patience_frac": "[0, 1]", "warmup_frac": "[0, 1)", "dropout": "[0, 1)",
-                   "view_dropout": "[0, 1)", "val_frac": "(0, 1)",
-                   "lgbm_feature_fraction": "(0, 1]", "lgbm_bagging_fraction": "(0, 1]"}  # fmt: skip
-        for key, interval in between.items():
-            value = getattr(self, key)
-            if value is not None and not _within(value, interval):
-                problems.append(f"{_flag(key)} must be in {interval}, not {value}")
+        problems += _range_problems(self.lightgbm, self.lightgbm.least, self.lightgbm.within)
         if problems:
             raise ConfigError("; ".join(problems))
+
+
+def _range_problems(settings: object, least: dict[str, float], between: dict[str, str]) -> list:
+    """What is out of range among ``settings``' fields: each field of ``least`` below its least
+    value, each field of ``between`` outside its interval (a None field is never out)."""
+    problems = [
+        f"{_flag(key)} must be at least {low}, not {getattr(settings, key)}"
+        for key, low in least.items()
+        if getattr(settings, key) is not None and getattr(settings, key) < low
+    ]
+    for key, interval in between.items():
+        value = getattr(settings, key)
+        if value is not None and not _within(value, interval):
+            problems.append(f"{_flag(key)} must be in {interval}, not {value}")
+    return problems
 
 
 def _flag(field_name: str) -> str:
@@ -377,10 +367,8 @@ class SweepConfig:
 
     fit: FitConfig
     """The settings shared by every fit (its head, views, seed and name are replaced)."""
-    heads: list[str] = field(
-        default_factory=lambda: ["mean", "concat", "late", "cvf", "temporal", "lightgbm"]
-    )
-    """Heads to fit, a comma list of registered head names."""
+    heads: list[str] = field(default_factory=heads_in_order)
+    """Heads to fit, a comma list of registered head names. Default: every registered head."""
     view_sets: list[str] = field(default_factory=lambda: ["ego", "exo", "all"])
     """View sets to fit on, separated by semicolons, each written as for skill fit --views
     (ego, or ego,exo2); each is loaded once."""

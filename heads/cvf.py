@@ -49,7 +49,6 @@ class CrossViewFusionHead(nn.Module):
     Attention heads: 16 as in SkillFormer when 16 divides D, otherwise the largest divisor of
     D below 16 (nn.MultiheadAttention needs D % heads == 0; e.g. D=40 -> 10, D=24 -> 12).
     The attention has dropout ``dropout`` as in SkillFormer's code (0.1).
-    ``tokens`` is accepted for a uniform signature and unused.
     """
 
     pools_tokens = True  # its first step is the mean over each view's tokens
@@ -69,12 +68,11 @@ class CrossViewFusionHead(nn.Module):
         dim: int,
         num_views: int,
         outputs: int,
-        tokens: int,
         hidden: int = 1536,
         dropout: float = 0.1,
     ):
         super().__init__()
-        check_sizes(dim, num_views, outputs, tokens, hidden)
+        check_sizes(dim, num_views, outputs, hidden)
         if hidden < 1:
             raise ConfigError(f"head option hidden must be >= 1 for cvf, got {hidden}")
         self.dim, self.num_views = dim, num_views

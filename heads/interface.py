@@ -16,6 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from skill.heads.config import FitConfig
     from skill.heads.data import Selection, Splits
+    from skill.heads.registry import HeadSpec
     from skill.tasks import Task
 
 
@@ -70,13 +71,17 @@ class TrainableHead(Protocol):
 def head_type(name: str) -> type[TrainableHead]:
     """The TrainableHead class of a registered head: the class itself when it implements the
     interface, :class:`heads.trainer.NeuralHead` for an ``nn.Module`` head."""
-    from skill.heads.registry import head_class, is_trainable
+    from skill.heads.registry import resolve_head
     from skill.heads.trainer import NeuralHead
 
-    cls = head_class(name)
-    return cls if is_trainable(cls) else NeuralHead
+    spec = resolve_head(name)
+    return spec.cls if spec.trainable else NeuralHead
 
 
-def new_head(name: str) -> TrainableHead:
-    """An untrained head of registered kind ``name``, ready for ``fit``."""
-    return head_type(name)(name)
+def new_head(spec: HeadSpec) -> TrainableHead:
+    """An untrained head of the resolved kind ``spec``, ready for ``fit``."""
+    if spec.trainable:
+        return spec.cls(spec.name)
+    from skill.heads.trainer import NeuralHead
+
+    return NeuralHead(spec.name, spec=spec)

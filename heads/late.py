@@ -20,7 +20,7 @@ class LateHead(nn.Module):
     softmaxes). Because the output is already a log-probability, ``softmax(out) == exp(out)``
     and cross-entropy on it is the NLL of the averaged probabilities.
     ``per_view_logits`` gives each view's own logits for the per-view slots of the EgoExo4D
-    prediction file. ``tokens`` is accepted for a uniform signature and unused.
+    prediction file.
     ``hidden`` = 0 makes each per-view classifier LayerNorm + Linear.
     """
 
@@ -31,12 +31,11 @@ class LateHead(nn.Module):
         dim: int,
         num_views: int,
         outputs: int,
-        tokens: int,
         hidden: int = 256,
         dropout: float = 0.1,
     ):
         super().__init__()
-        check_sizes(dim, num_views, outputs, tokens, hidden)
+        check_sizes(dim, num_views, outputs, hidden)
         self.dim, self.num_views = dim, num_views
         self.view_classifiers = nn.ModuleList(
             classifier_mlp(dim, hidden, outputs, dropout) for _ in range(num_views)

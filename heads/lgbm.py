@@ -8,26 +8,66 @@ The objective and its metrics are the task's (classification: multiclass, log-lo
 Reproducibility: ``deterministic=True``, ``force_row_wise=True``, a fixed ``num_threads`` and
 ``seed`` give an identical model string between runs on one machine. Early stopping watches
 the objective's first metric on the validation split; the model keeps the best round.
-The model is saved and loaded as LightGBM's own text format only (never pickle).
+The model is saved and loaded as LightGBM's own text format only (never pickle). The head's
+own settings are :class:`LightGBMSettings`, nested in ``FitConfig.lightgbm`` (the --lgbm-*
+options).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from skill.errors import ConfigError
-from skill.heads.data import Selection, Splits
 from skill.heads.registry import register_head
 from skill.tasks import TargetError, Task
 
 if TYPE_CHECKING:
-    from skill.heads.config import FitConfig
+    from skill.heads.data import Selection, Splits
 
 # Rows per chunk when pooling: bounds the float32 temporary of the pooling.
 POOL_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class LightGBMSettings:
+    """The ``lightgbm`` head's own settings, nested in ``FitConfig.lightgbm``; one docstring per
+    field, the command's help for its option (``--lgbm-rounds`` for ``lgbm_rounds``). The
+    ranges are checked with the fit's other settings (``FitConfig``)."""
+
+    lgbm_rounds: int = 500
+    """LightGBM: maximum boosting rounds."""
+    lgbm_learning_rate: float = 0.05
+    """LightGBM: shrinkage rate."""
+    lgbm_num_leaves: int = 15
+    """LightGBM: maximum leaves per tree."""
+    lgbm_early_stopping: int = 50
+    """LightGBM: stop after this many rounds without a better validation log-loss (0: off)."""
+    lgbm_min_data_in_leaf: int = 10
+    """LightGBM: minimum number of takes in a leaf."""
+    lgbm_feature_fraction: float = 0.8
+    """LightGBM: fraction of the features each tree samples, in (0, 1]."""
+    lgbm_bagging_fraction: float = 0.8
+    """LightGBM: fraction of the training takes each tree samples (bagging every round), in
+    (0, 1]."""
+    lgbm_lambda_l2: float = 1.0
+    """LightGBM: L2 regularisation of the leaf values."""
+    lgbm_threads: int = 1
+    """LightGBM: fixed thread count (part of what makes its result reproducible; one thread
+    is as fast on a few thousand takes and cannot thrash on shared cores)."""
+
+    least: ClassVar[dict[str, float]] = {
+        "lgbm_rounds": 1, "lgbm_num_leaves": 2, "lgbm_early_stopping": 0,
+        "lgbm_min_data_in_leaf": 1, "lgbm_lambda_l2": 0, "lgbm_threads": 1,
+    }  # fmt: skip
+    """The least value of each field that has one."""
+    within: ClassVar[dict[str, str]] = {
+        "lgbm_feature_fraction": "(0, 1]", "lgbm_bagging_fraction": "(0, 1]",
+    }  # fmt: skip
+    """The interval of each field that has one."""
 
 
 @register_head("lightgbm")
@@ -45,7 +85,7 @@ class LightGBMHead:
         self.name, self.booster = name, booster
         self.options = dict(options or {})  # nothing rebuilds a booster: {}
         self.history: list[dict] = []
-        self.schedule: dict | None = None  # rounds and early stopping are lgbm_* settings
+        self.schedule: dict | None = None  # rounds and early stopping are its settings
         self.best = 0
 
     @property
@@ -56,8 +96,11 @@ class LightGBMHead:
     def check_task(self, task: Task, schema: dict) -> None:
         lightgbm_objective(task, schema)
 
-    def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
-        self.booster, self.history, self.best = train_lightgbm(cfg, sel, splits)
+    def fit(self, cfg, sel: Selection, splits: Splits) -> None:
+        """Train with ``cfg.lightgbm`` (``cfg``: the fit's FitConfig), its seed and balancing."""
+        self.booster, self.history, self.best = train_lightgbm(
+            cfg.lightgbm, cfg.seed, cfg.class_balanced, sel, splits
+        )
 
     def predict_scores(
         self, x, mask, task: Task, rows=None, batch_size=64, device="cpu"
@@ -88,22 +131,22 @@ def pooled_features(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out.reshape(n, views * dim)
 
 
-def lightgbm_params(cfg: FitConfig, task: Task, schema: dict) -> dict:
-    """LightGBM parameters of a config and the task's objective, with the settings that make
-    it deterministic."""
+def lightgbm_params(settings: LightGBMSettings, seed: int, task: Task, schema: dict) -> dict:
+    """LightGBM parameters of the head's settings, a seed and the task's objective, with the
+    settings that make it deterministic."""
     return {
         **lightgbm_objective(task, schema),
-        "learning_rate": cfg.lgbm_learning_rate,
-        "num_leaves": cfg.lgbm_num_leaves,
-        "min_data_in_leaf": cfg.lgbm_min_data_in_leaf,
-        "feature_fraction": cfg.lgbm_feature_fraction,
-        "bagging_fraction": cfg.lgbm_bagging_fraction,
+        "learning_rate": settings.lgbm_learning_rate,
+        "num_leaves": settings.lgbm_num_leaves,
+        "min_data_in_leaf": settings.lgbm_min_data_in_leaf,
+        "feature_fraction": settings.lgbm_feature_fraction,
+        "bagging_fraction": settings.lgbm_bagging_fraction,
         "bagging_freq": 1,
-        "lambda_l2": cfg.lgbm_lambda_l2,
-        "seed": cfg.seed,
+        "lambda_l2": settings.lgbm_lambda_l2,
+        "seed": seed,
         "deterministic": True,
         "force_row_wise": True,
-        "num_threads": cfg.lgbm_threads,
+        "num_threads": settings.lgbm_threads,
         "verbose": -1,
     }
 
@@ -116,30 +159,33 @@ def lightgbm_objective(task: Task, schema: dict) -> dict:
         raise ConfigError(f"--head lightgbm: {err}") from None
 
 
-def train_lightgbm(cfg: FitConfig, sel: Selection, splits: Splits):
+def train_lightgbm(
+    settings: LightGBMSettings, seed: int, balanced: bool, sel: Selection, splits: Splits
+):
     """Train on the train split, early-stopping on val; returns (booster, history, best round).
+    ``balanced``: weight the samples by inverse training class frequency (--class-balanced).
 
     The returned booster holds only the trees up to the best round, exactly as saved.
     """
     import lightgbm as lgb
 
     task = sel.task
-    params = lightgbm_params(cfg, task, sel.schema)
+    params = lightgbm_params(settings, seed, task, sel.schema)
     features = pooled_features(sel.x, sel.mask)
     y_train = sel.targets[splits.train]
-    weights = task.sample_weights(sel.schema, y_train) if cfg.class_balanced else None
+    weights = task.sample_weights(sel.schema, y_train) if balanced else None
     train_set = lgb.Dataset(features[splits.train], y_train, weight=weights, free_raw_data=False)
     val_set = lgb.Dataset(features[splits.val], sel.targets[splits.val], reference=train_set)
     evals: dict = {}
     callbacks = [lgb.record_evaluation(evals)]
-    if cfg.lgbm_early_stopping:
+    if settings.lgbm_early_stopping:
         callbacks.append(
-            lgb.early_stopping(cfg.lgbm_early_stopping, first_metric_only=True, verbose=False)
+            lgb.early_stopping(settings.lgbm_early_stopping, first_metric_only=True, verbose=False)
         )
     booster = lgb.train(
         params,
         train_set,
-        num_boost_round=cfg.lgbm_rounds,
+        num_boost_round=settings.lgbm_rounds,
         valid_sets=[train_set, val_set],
         valid_names=["train", "val"],
         callbacks=callbacks,

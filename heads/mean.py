@@ -19,8 +19,8 @@ class MeanHead(nn.Module):
     ``(B, D)``, before the classifier. The projection is why it learns from several views:
     the mean of the raw tokens of five views loses what tells the levels apart (BENCHMARKS.md,
     benchmark 7), the mean of their embeddings keeps it. Sharing it keeps the head
-    independent of view order and count, as a mean is. ``tokens`` is accepted for a uniform
-    signature and unused. ``hidden`` = 0 gives a linear classifier after the projection.
+    independent of view order and count, as a mean is. ``hidden`` = 0 gives a linear
+    classifier after the projection.
     """
 
     pools_tokens = True  # its first step is the mean over each view's tokens
@@ -30,12 +30,11 @@ class MeanHead(nn.Module):
         dim: int,
         num_views: int,
         outputs: int,
-        tokens: int,
         hidden: int = 256,
         dropout: float = 0.1,
     ):
         super().__init__()
-        check_sizes(dim, num_views, outputs, tokens, hidden)
+        check_sizes(dim, num_views, outputs, hidden)
         self.dim, self.num_views = dim, num_views
         self.view_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
         self.classifier = classifier_mlp(dim, hidden, outputs, dropout)

@@ -1,41 +1,43 @@
 """The head registry: every head kind ``skill fit`` can train, found by name.
 
-A head is registered by one decorator on its class, ``@register_head("name")``, in any module
-of the ``skill.heads`` package: :func:`discover` imports each module of the package whose
-source has a line starting with ``@register_head(`` (no list of modules to keep in step).
+A head file registers its class with one decorator, ``@register_head("name")``, and
+``heads/__init__.py`` lists each head file beside the name it registers (``HEAD_FILES``). The
+files import torch, so the registry imports them on its first look-up (:func:`discover`);
+the list alone answers :func:`declared_head_names` and :func:`heads_in_order`, so that a
+command can check a head name before it loads torch.
 
 Two sorts of class are registered:
-- a plain ``nn.Module`` (``mean``, ``concat``, ``late``, ``cvf``, ``temporal``), built as
-  ``HEADS[name](dim=D, num_views=V, outputs=O, tokens=N, **options)``; its ``forward(x,
-  mask)`` maps tokens ``(B, V, N, D)`` float32 and a view mask ``(B, V)`` bool (True = view
-  present) to outputs ``(B, O)`` (O: the task's output width). Training wraps it in :class:`heads.trainer.NeuralHead`.
+- a plain ``nn.Module`` (``mean``, ``concat``, ``late``, ``cvf``, ``temporal``). Its
+  constructor declares the sizes of the store it uses, among :data:`SIZES` (``dim`` D,
+  ``num_views`` V, ``outputs`` O: the task's output width, ``tokens`` N), and its options
+  (``hidden``, ``dropout``, ...); it is built with those it declares (:meth:`HeadSpec.build`).
+  Its ``forward(x, mask)`` maps tokens ``(B, V, N, D)`` float32 and a view mask ``(B, V)``
+  bool (True = view present) to outputs ``(B, O)``. Training wraps it in
+  :class:`heads.trainer.NeuralHead`.
 - a class that itself implements :class:`heads.interface.TrainableHead` (``lightgbm``).
 
 A head whose first step is the mean over each view's tokens says so with the class attribute
 ``pools_tokens = True``; training then feeds it tokens pooled once, ``(B, V, 1, D)``. A head
 may set ``multiview_dropout``, the view dropout it trains with by default when a fit has more
 than one view (``FitConfig.view_dropout`` None), and ``default_lr``, its peak learning rate
-when ``FitConfig.lr`` is None (:data:`DEFAULT_LR` where it sets none).
-This module imports nothing heavy itself: importing the head modules (torch) happens on the
-first look-up. :func:`declared_head_names` reads the names from the modules' source instead,
-so that a command can check a head name before it loads torch.
+when ``FitConfig.lr`` is None (:data:`DEFAULT_LR` where it sets none). A fit looks its head
+up once (:func:`resolve_head`) and passes the :class:`HeadSpec` to whatever builds or trains
+it.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import pkgutil
-import re
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 
 HEADS: dict[str, type] = {}
 # Peak AdamW learning rate of a head whose class sets no ``default_lr``.
 DEFAULT_LR = 1e-3
-_MARKER = "@register_head("
-# The name in a registering line: @register_head("name") or @register_head('name').
-_DECLARED = re.compile(r"""^@register_head\(\s*(["'])([^"']+)\1\s*\)""", re.MULTILINE)
+SIZES = ("dim", "num_views", "outputs", "tokens")
+"""The store's sizes a neural head may declare: token width, views, output width, tokens per
+view. Each head takes those it uses."""
 _discovered = False
 
 
@@ -51,39 +53,30 @@ def register_head(name: str) -> Callable[[type], type]:
     return add
 
 
-def _head_modules() -> dict[str, str]:
-    """Module name -> source, for each module of the ``skill.heads`` package that registers a
-    head (a line starting with ``@register_head(``)."""
-    folder = Path(__file__).parent  # the skill.heads package
-    found = {}
-    for module in pkgutil.iter_modules([str(folder)]):
-        path = folder / f"{module.name}.py"
-        if module.ispkg or not path.is_file():
-            continue
-        source = path.read_text()
-        if any(line.startswith(_MARKER) for line in source.splitlines()):
-            found[module.name] = source
-    return found
-
-
 def discover() -> None:
-    """Import every module of ``skill.heads`` that registers a head (once)."""
+    """Import every head file ``heads/__init__.py`` lists (once)."""
     global _discovered
     if _discovered:
         return
-    for name in _head_modules():
-        importlib.import_module(f"{__package__}.{name}")
+    from skill.heads import HEAD_FILES
+
+    for module in dict.fromkeys(HEAD_FILES.values()):
+        importlib.import_module(f"{__package__}.{module}")
     _discovered = True
 
 
+def heads_in_order() -> list[str]:
+    """Every head, in the order of ``HEAD_FILES`` and then of registration (heads registered
+    at run time by other code), without importing a head file: the default head lists."""
+    from skill.heads import HEAD_FILES
+
+    return list(dict.fromkeys([*HEAD_FILES, *HEADS]))
+
+
 def declared_head_names() -> list[str]:
-    """The names :func:`head_names` gives, sorted, read from the head modules' source (their
-    ``@register_head("name")`` lines) without importing them, so without torch; heads
-    registered at run time by other code are included."""
-    declared = {
-        m.group(2) for source in _head_modules().values() for m in _DECLARED.finditer(source)
-    }
-    return sorted(declared | set(HEADS))
+    """The names :func:`head_names` gives, sorted, without importing a head file (so without
+    torch); heads registered at run time by other code are included."""
+    return sorted(heads_in_order())
 
 
 def head_names() -> list[str]:
@@ -105,53 +98,100 @@ def is_trainable(cls: type) -> bool:
     return all(hasattr(cls, m) for m in ("fit", "predict_scores", "save", "load"))
 
 
-def build_head(name: str, **kwargs):
-    """Build the ``nn.Module`` of a registered neural head (``HEADS[name](**kwargs)``)."""
-    cls = head_class(name)
-    if is_trainable(cls):
-        raise KeyError(f"head {name!r} is not a neural head (it has no nn.Module to build)")
-    return cls(**kwargs)
+@dataclass(frozen=True)
+class HeadSpec:
+    """A registered head, looked up once: its name, its class and the defaults the class
+    declares. A fit resolves it from ``FitConfig.head`` and hands it down."""
+
+    name: str
+    cls: type
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the class implements TrainableHead itself (else it is an nn.Module)."""
+        return is_trainable(self.cls)
+
+    @property
+    def pools_tokens(self) -> bool:
+        """Whether its first step is the mean over each view's N tokens: training may then feed
+        it that mean, computed once."""
+        return bool(getattr(self.cls, "pools_tokens", False))
+
+    @property
+    def multiview_dropout(self) -> float:
+        """The view dropout it trains with by default when a fit has more than one view."""
+        return float(getattr(self.cls, "multiview_dropout", 0.0))
+
+    @property
+    def default_lr(self) -> float:
+        """The peak learning rate it trains with when none is given."""
+        return float(getattr(self.cls, "default_lr", DEFAULT_LR))
+
+    @property
+    def default_hidden(self) -> int | None:
+        """Its constructor's default ``hidden`` width; None where it has none."""
+        hidden = self._parameters().get("hidden")
+        return None if hidden is None or hidden.default is hidden.empty else hidden.default
+
+    def arguments(self, offered: dict) -> dict:
+        """Of ``offered`` (what a fit can give every head: the store's sizes, ``hidden``,
+        ``dropout``), the keyword arguments its constructor declares."""
+        return {key: value for key, value in offered.items() if self._declares(key)}
+
+    def build(self, **options):
+        """The ``nn.Module`` of a neural head: the sizes of :data:`SIZES` among ``options`` that
+        its constructor does not declare are left out, every other option is passed (so a
+        misspelt one is a TypeError)."""
+        if self.trainable:
+            raise KeyError(
+                f"head {self.name!r} is not a neural head (it has no nn.Module to build)"
+            )
+        return self.cls(**{k: v for k, v in options.items() if k not in SIZES or self._declares(k)})
+
+    def option_problem(self, options: dict) -> str | None:
+        """What keeps ``options`` from rebuilding this head (unknown or missing option names),
+        or None. A neural head takes its constructor's keyword arguments (a size it does not
+        declare is ignored); a head that implements TrainableHead itself takes the names in
+        its class attribute ``option_names`` (none if unset)."""
+        ignored: set[str] = set()
+        if self.trainable:
+            accepted, required = set(getattr(self.cls, "option_names", ())), set()
+        else:
+            params = list(self._parameters().values())
+            if any(p.kind is p.VAR_KEYWORD for p in params):
+                return None
+            named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            accepted = {p.name for p in named}
+            required = {p.name for p in named if p.default is p.empty}
+            ignored = set(SIZES)
+        unknown = sorted(set(options) - accepted - ignored)
+        missing = sorted(required - set(options))
+        if unknown:
+            takes = ", ".join(sorted(accepted)) or "none"
+            return f"unknown option {', '.join(unknown)} (head {self.name!r} takes {takes})"
+        if missing:
+            return f"missing option {', '.join(missing)} of head {self.name!r}"
+        return None
+
+    def _parameters(self) -> dict[str, inspect.Parameter]:
+        return dict(inspect.signature(self.cls).parameters)
+
+    def _declares(self, key: str) -> bool:
+        params = self._parameters()
+        return key in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def resolve_head(name: str) -> HeadSpec:
+    """The registered head ``name``, looked up once; KeyError naming the choices for another
+    name."""
+    return HeadSpec(name, head_class(name))
+
+
+def build_head(name: str, **options):
+    """Build the ``nn.Module`` of a registered neural head (:meth:`HeadSpec.build`)."""
+    return resolve_head(name).build(**options)
 
 
 def option_problem(name: str, options: dict) -> str | None:
-    """What keeps ``options`` from rebuilding head ``name`` (unknown or missing option names),
-    or None. A neural head takes its constructor's keyword arguments; a head that implements
-    TrainableHead itself takes the names in its class attribute ``option_names`` (none if unset)."""
-    cls = head_class(name)
-    if is_trainable(cls):
-        accepted, required = set(getattr(cls, "option_names", ())), set()
-    else:
-        params = list(inspect.signature(cls).parameters.values())
-        if any(p.kind is p.VAR_KEYWORD for p in params):
-            return None
-        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        accepted = {p.name for p in named}
-        required = {p.name for p in named if p.default is p.empty}
-    unknown, missing = sorted(set(options) - accepted), sorted(required - set(options))
-    if unknown:
-        takes = ", ".join(sorted(accepted)) or "none"
-        return f"unknown option {', '.join(unknown)} (head {name!r} takes {takes})"
-    if missing:
-        return f"missing option {', '.join(missing)} of head {name!r}"
-    return None
-
-
-def pools_tokens(name: str) -> bool:
-    """Whether head ``name`` starts with the mean over each view's N tokens (its class sets
-    ``pools_tokens = True``): then training may feed it that mean, computed once."""
-    discover()
-    return bool(getattr(HEADS.get(name), "pools_tokens", False))
-
-
-def multiview_dropout(name: str) -> float:
-    """The view dropout head ``name`` trains with by default when a fit has more than one
-    view (its class attribute ``multiview_dropout``; 0 where it sets none)."""
-    discover()
-    return float(getattr(HEADS.get(name), "multiview_dropout", 0.0))
-
-
-def default_lr(name: str) -> float:
-    """The peak learning rate head ``name`` trains with when none is given (its class
-    attribute ``default_lr``; :data:`DEFAULT_LR` where it sets none)."""
-    discover()
-    return float(getattr(HEADS.get(name), "default_lr", DEFAULT_LR))
+    """What keeps ``options`` from rebuilding head ``name`` (:meth:`HeadSpec.option_problem`)."""
+    return resolve_head(name).option_problem(options)

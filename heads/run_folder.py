@@ -2,28 +2,21 @@
 
 Layout of ``<out_dir>/<name>/`` (name default ``<head>-<views>-s<seed>``)::
 
-    config.json        resolved FitConfig, the training budget used (``schedule``: steps,
-                       epochs, patience, how many were run), store provenance and path, views,
-                       classes, head options, package version, take-id hash, split sizes, the
-                       training and
-                       validation take ids and the training participants (RunRecord)
+    config.json        the RunRecord: resolved FitConfig, the training budget used
+                       (``schedule``), store provenance and path, views, classes, head
+                       options, package version, take-id hash, split sizes, the training and
+                       validation take ids and the training participants
     model.safetensors  the weights of a neural head (model.txt: a LightGBM text model)
     metrics.json       per-split metrics with baselines, split facts, history
     predictions.csv    val/test probabilities
     confusion.png, curve.png   (when plots are on)
 
-Everything is written in a hidden staging folder that is renamed into place at the end, so
-a killed fit never leaves a run that looks complete. The staging folder's name records its
-owner (``cache.files.staging_path``): every fit first removes the staging folders of owners
-that are no longer alive (``cache.files.remove_dead_staging``), never one of a live process.
-An existing run is never overwritten:
-the new run gets the first free suffix ``-2``, ``-3``, ... ``config.json`` is read back
-through one typed record, :class:`RunRecord`, which checks the format version and the fields
-``predict`` needs, and :func:`check_model`: the head and its options must be ones this skill
-builds, and the model file a plain name that stays inside the run folder (no absolute path,
-``..`` or symlink out of it), so an edited config.json cannot make skill read anything else.
-A write that fails (a full disk, a read-only folder) removes the staging folder and is one
-line naming the run folder.
+The folder is built in a hidden staging folder (``cache.files``) renamed into place at the
+end, so a killed fit never leaves a run that looks complete, and an existing run is never
+overwritten (the new one gets the first free suffix ``-2``, ``-3``...). ``config.json`` is
+read back through :class:`RunRecord` and :func:`check_model`, so an edited file cannot make
+skill build an unknown head or read a model file outside the run folder. A write that fails
+removes the staging folder and is one line naming the run folder.
 """
 
 from __future__ import annotations

@@ -1,44 +1,18 @@
 """``skill sweep``: every store x head x view set x seed, and a table of mean ± std over seeds.
 
-Each (store, view set) is loaded once (and only when one of its fits is still to do) and
-reused for all its heads and seeds. Runs are written inside the sweep folder
-``<out_dir>/<name>/`` (``sweep``, or ``sweep-2``... when taken by other settings) as
-``<head>-<views>-s<seed>/``; the table is written last as ``sweep.csv`` and ``sweep.md``.
-Its progress (``skill.progress``) is a line ``run 3 of 12: cvf on ego, seed 1`` before each
-run, the runs done with rate and ETA, and each fit's own epochs.
-Standard deviations are sample standard deviations over seeds (ddof = 1), 0 for a single
-seed; a metric missing for a split (no test split) is NaN / empty.
-
-Beside every result, its baselines: ``chance`` (1 / number of classes) and the majority
-baseline of each split (the most common *training* label predicted for every take of that
-split; on the official EgoExo4D val split it is 0.311, not 0.25). Per-scenario top-1 (mean ±
-std over seeds) is a second table of ``sweep.md`` per split and ``sweep_scenarios.csv``: an
-overall figure hides a spread that runs from 13.7 to 77.9 across scenarios for SkillFormer.
-With ``plots`` on, ``sweep.png`` draws top-1 of every head x view set (one panel per
-backbone), bars the mean over seeds and error bars the min..max, with the chance and
-majority lines.
-
-Several stores (``SweepConfig.stores``, one per backbone or adapter) make the backbone a
-sweep axis: every store is checked against the first before any fit (same completed takes,
-with the same split, label and participant, and the same label set: a comparison is only
-fair on the same takes), the runs of each go to ``<sweep>/<backbone>/``, and the table gains
-a ``backbone`` column (:func:`backbone_labels`). A single store's table has no such column.
-
-Resuming: the sweep folder holds ``sweep.json`` (the resolved SweepConfig and every store's
-path and provenance), written before the first fit. A sweep run again with the same
-settings and name finds that folder and resumes it: every (store, head, views, seed) whose
-run folder is complete (config.json, metrics.json and the model file readable) is taken as
-it is, the others are fitted, and the full table is written. A folder of that name with
-*other* settings (another grid, store or fit option) is left alone and the sweep goes to
-the first free or matching ``name-2``, ``name-3``...; a folder without ``sweep.json`` is not a
-sweep folder and is skipped the same way. An unreadable ``sweep.json`` is an error naming it.
-
-One sweep at a time per ``--out`` and ``--sweep-name``: a sweep holds the lock file
-``<out_dir>/.<name>.sweep.lock`` (an flock, which the kernel releases even when the holder is
-killed) from before it picks its folder until its table is written; a second one is refused
-at once, naming the holder (pid, host, since). A write that fails (a full disk, a read-only
-folder) is one line naming the path; the runs completed before are kept, and the same
-command resumes.
+Each (store, view set) is loaded once, only when one of its fits is still to do, and reused
+for all its heads and seeds. Runs go inside the sweep folder ``<out_dir>/<name>/`` as
+``<head>-<views>-s<seed>/`` (under ``<backbone>/`` when several stores make the backbone a
+sweep axis; every store is first checked against the first, since a comparison is only fair
+on the same takes, labels and splits). The table is written last: ``sweep.csv`` and
+``sweep.md`` (sample standard deviations over seeds, with chance and each split's majority
+baseline beside every result, and top-1 per scenario, also in ``sweep_scenarios.csv``), and
+``sweep.png`` when plots are on. ``sweep.json`` (the resolved SweepConfig and every store's
+provenance), written before the first fit, lets the same command resume: complete runs are
+kept, the others fitted; a folder of that name with other settings is left alone and the sweep
+goes to ``name-2``, ``name-3``... One sweep at a time per ``--out`` and ``--sweep-name``
+(``<out_dir>/.<name>.sweep.lock``, an flock; the refusal names the holder), and a write that
+fails is one line naming the path, with the completed runs kept.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class TemporalAttentionHead(nn.Module):
         encoder_layers: int = 0,
     ):
         super().__init__()
-        check_sizes(dim, num_views, outputs, tokens, hidden)
+        check_sizes(dim, num_views, outputs, hidden, tokens)
         if hidden < 1 or encoder_layers < 0:
             raise ConfigError(
                 f"temporal head needs hidden >= 1 and encoder_layers >= 0, "

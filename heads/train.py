@@ -1,6 +1,7 @@
 """Stage two, ``skill fit``: train one head on a token store and write a run folder.
 
-``fit`` is the recipe: load the views, split, build the configured head kind
+``fit`` is the recipe: load the views, look the head up once
+(:func:`heads.registry.resolve_head`) and fill in its defaults, split, build the head kind
 (:func:`heads.interface.new_head`), ``fit`` it, predict val/test, score, write the run folder
 (:mod:`heads.run_folder`). The neural training loop is :mod:`heads.trainer`, LightGBM is
 :mod:`heads.lgbm`; both behind :class:`heads.interface.TrainableHead`.
@@ -25,6 +26,7 @@ from skill.heads.data import (
     split_takes,
 )
 from skill.heads.interface import TrainableHead, new_head
+from skill.heads.registry import resolve_head
 from skill.progress import say
 
 __all__ = ["FitConfig", "FitResult", "fit", "fit_metrics"]
@@ -54,9 +56,10 @@ def fit(cfg: FitConfig, selection: Selection | None = None) -> FitResult:
         else load_selection(cfg.store, cfg.views, cfg.allow_unfinished)
     )
     _check_selection(cfg, sel)
-    cfg = cfg.resolved(sel.num_views, sel.task)  # what config.json records is what was used
+    spec = resolve_head(cfg.head)  # the fit's one look-up of its head, handed down from here
+    cfg = cfg.resolved(spec, sel.num_views, sel.task)  # what config.json records is what was used
     splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
-    head = new_head(cfg.head)
+    head = new_head(spec)
     head.check_task(sel.task, sel.schema)
     if head.kind != "torch":  # the neural trainer reports its epochs; others say they started
         say(f"fit {cfg.head} on {cfg.views}: training on {len(splits.train)} takes")

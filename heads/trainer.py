@@ -5,23 +5,23 @@ learning-rate schedule per step over the budget (:meth:`FitConfig.budget`: a num
 optimisation steps, rounded up to whole epochs), the task's loss (optionally balanced), early
 stopping on the validation split (checked once an epoch, scored by the task) with the best
 epoch's weights restored. With K > 1 cached clips a random clip per take is used each epoch
-at train time, and at evaluation the scores are the mean over clips of the task's scores of
-the head's outputs (classification: softmax probabilities). View dropout drops each valid view of a training
-take with probability ``view_dropout``, never all of them. Each epoch is reported to
-``skill.progress`` with its validation loss and balanced accuracy and the best epoch so far.
+at train time, and evaluation averages the task's scores (classification: softmax
+probabilities) over clips. View dropout drops each valid view of a training take with
+probability ``view_dropout``, never all of them. Each epoch is reported to ``skill.progress``.
 
-Determinism: the same config and store give identical metrics and weights on one machine on
-CPU (seeded torch and numpy generators, ``torch.use_deterministic_algorithms`` during the
-fit; the global torch RNG state is restored afterwards). CUDA runs are seeded but not
-guaranteed bitwise identical.
+The epoch loop (:func:`run_epochs`) is the one of ``skill fit`` and ``skill adapt``: it is fed
+by a :class:`BatchSource`, the cached tokens of a store here (:class:`TokenBatches`), the
+frames of adapt's frame store through the adapted backbone there
+(``adapt.train.FrameBatches``). The same config and store give identical metrics and weights
+on one machine on CPU (seeded generators, deterministic torch algorithms during the fit, the
+global torch RNG state restored afterwards); CUDA runs are seeded but not bitwise identical.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +32,7 @@ from skill.cache.files import write_bytes_atomically
 from skill.devices import resolve_device
 from skill.errors import SkillError
 from skill.heads.data import Selection, Splits
-from skill.heads.registry import build_head, head_class, pools_tokens
+from skill.heads.registry import HeadSpec, resolve_head
 from skill.progress import task as progress_task
 from skill.tasks import Task
 
@@ -45,14 +45,19 @@ class NeuralHead:
 
     The module maps tokens ``(B, V, N, D)`` float32 and a view mask ``(B, V)`` bool to logits
     ``(B, C)``; it is saved as ``model.safetensors`` and rebuilt from its ``options``.
+    ``spec``: the head ``name`` resolved (:func:`heads.registry.resolve_head`), looked up here
+    when not given.
     """
 
     kind = "torch"
     model_file = "model.safetensors"
     step = "epoch"
 
-    def __init__(self, name: str, model=None, options: dict | None = None):
+    def __init__(
+        self, name: str, model=None, options: dict | None = None, spec: HeadSpec | None = None
+    ):
         self.name, self.model = name, model  # model: nn.Module, on the cpu between calls
+        self.spec = spec if spec is not None else resolve_head(name)
         self.options = dict(options or {})
         self.history: list[dict] = []
         self.best = 0
@@ -62,7 +67,9 @@ class NeuralHead:
         """Any task: a neural head learns whatever loss the task gives."""
 
     def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
-        self.model, self.options, self.history, self.best, budget = train_neural(cfg, sel, splits)
+        self.model, self.options, self.history, self.best, budget = train_neural(
+            cfg, sel, splits, self.spec
+        )
         self.schedule = schedule_record(budget, len(self.history))
 
     def predict_scores(
@@ -100,8 +107,9 @@ class NeuralHead:
         from safetensors.torch import load_model
 
         path = Path(folder) / file
+        spec = resolve_head(name)
         try:
-            model = build_head(name, **options)
+            model = spec.build(**options)
         except (TypeError, ValueError) as exc:  # options of the right names, wrong values
             raise SkillError(
                 f"{Path(folder) / 'config.json'}: model.options do not build head {name!r} ({exc})"
@@ -116,7 +124,7 @@ class NeuralHead:
                 f"{path}: weights do not fit this version's {name!r} head ({first}); "
                 f"refit the run with this version"
             ) from exc
-        return cls(name, model.eval(), options)
+        return cls(name, model.eval(), options, spec=spec)
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
@@ -129,19 +137,21 @@ def save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> Non
     write_bytes_atomically(path, data)
 
 
-def head_options(cfg: FitConfig, sel: Selection) -> dict:
-    """Keyword arguments of ``build_head`` for this config and selection, hidden resolved."""
-    hidden = cfg.hidden
-    if hidden is None:
-        hidden = inspect.signature(head_class(cfg.head)).parameters["hidden"].default
-    return {
+def head_options(cfg: FitConfig, sel: Selection, spec: HeadSpec | None = None) -> dict:
+    """The keyword arguments that build head ``spec`` (``cfg.head`` resolved; looked up when
+    not given) for this config and selection: of the store's sizes, ``hidden`` (the head's
+    own when ``cfg.hidden`` is None) and ``dropout``, those its constructor declares."""
+    spec = spec if spec is not None else resolve_head(cfg.head)
+    hidden = spec.default_hidden if cfg.hidden is None else cfg.hidden
+    offered = {
         "dim": sel.dim,
         "num_views": sel.num_views,
         "outputs": sel.outputs,
         "tokens": sel.tokens,
-        "hidden": int(hidden),
+        "hidden": None if hidden is None else int(hidden),
         "dropout": cfg.dropout,
     }
+    return spec.arguments(offered)
 
 
 @contextlib.contextmanager
@@ -171,38 +181,35 @@ class TrainingState:
 
     cfg: FitConfig
     """The fit's config with the head's defaults filled in (``FitConfig.resolved``): the rate
-    and view dropout every epoch uses, whatever the caller passed."""
+    and view dropout every epoch uses."""
     model: object  # nn.Module
+    options: dict  # the keyword arguments the model was built with (config.json model.options)
     optimizer: object
     scheduler: object
     loss_fn: object
-    rng: np.random.Generator  # batch order, clip choice, view dropout
-    tokens: object  # (n, V, K, N', D) torch tensor: the head's input, see `head_input`
     targets: object  # (n, ...) torch tensor: the task's targets as its loss takes them
     task: Task
     budget: TrainingBudget
 
 
-def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingState:
-    """A fresh head with its optimizer, schedule and loss; call under `deterministic_torch`.
-    ``cfg`` may leave the head's defaults unset (``lr``, ``view_dropout``): they are resolved
-    here, and the state's ``cfg`` is what training uses."""
-    import torch
-
-    cfg = cfg.resolved(sel.num_views, sel.task)
-    model = build_head(cfg.head, **head_options(cfg, sel)).to(cfg.device)
+def start_training(cfg: FitConfig, sel: Selection, splits: Splits, spec: HeadSpec) -> TrainingState:
+    """A fresh head ``spec`` (``cfg.head`` resolved) with its optimizer, schedule and loss;
+    call under `deterministic_torch`. ``cfg`` is resolved (``FitConfig.resolved``)."""
+    if cfg.lr is None or cfg.view_dropout is None or cfg.monitor is None:
+        raise ValueError("start_training takes a resolved config (FitConfig.resolved)")
+    options = head_options(cfg, sel, spec)
+    model = spec.build(**options).to(cfg.device)
     budget = cfg.budget(len(splits.train))
     optimizer, scheduler = make_optimizer(model, cfg, budget)
     return TrainingState(
         cfg=cfg,
         model=model,
+        options=options,
         optimizer=optimizer,
         scheduler=scheduler,
         loss_fn=sel.task.make_loss(
             sel.schema, sel.targets[splits.train], cfg.class_balanced, cfg.device
         ),
-        rng=np.random.default_rng(cfg.seed),
-        tokens=torch.from_numpy(head_input(cfg.head, sel.x)),
         targets=sel.task.torch_targets(sel.targets),
         task=sel.task,
         budget=budget,
@@ -213,13 +220,13 @@ def start_training(cfg: FitConfig, sel: Selection, splits: Splits) -> TrainingSt
 POOL_BLOCK = 256
 
 
-def head_input(head: str, x: np.ndarray) -> np.ndarray:
-    """What training feeds the head, for every take: ``x (n, V, K, N, D)`` float16 as it is,
-    or, for a head whose first step is the mean over each view's N tokens (``pools_tokens``),
-    that mean computed once for all epochs: ``(n, V, K, 1, D)`` float32. The head's own mean
-    over one token is then the identity: the same function, without converting and averaging
-    N tokens of every take in every epoch."""
-    if not pools_tokens(head):
+def head_input(spec: HeadSpec, x: np.ndarray) -> np.ndarray:
+    """What training feeds head ``spec``, for every take: ``x (n, V, K, N, D)`` float16 as it
+    is, or, for a head whose first step is the mean over each view's N tokens
+    (``pools_tokens``), that mean computed once for all epochs: ``(n, V, K, 1, D)`` float32.
+    The head's own mean over one token is then the identity: the same function, without
+    converting and averaging N tokens of every take in every epoch."""
+    if not spec.pools_tokens:
         return x
     pooled = np.empty((*x.shape[:3], 1, x.shape[4]), dtype=np.float32)
     for start in range(0, len(x), POOL_BLOCK):
@@ -229,29 +236,25 @@ def head_input(head: str, x: np.ndarray) -> np.ndarray:
     return pooled
 
 
-def train_neural(cfg: FitConfig, sel: Selection, splits: Splits):
-    """AdamW + warmup/cosine training with early stopping; returns the best epoch's model
-    (on the cpu, in eval mode), its head options, the history, the best epoch and the
-    budget."""
+def train_neural(cfg: FitConfig, sel: Selection, splits: Splits, spec: HeadSpec):
+    """AdamW + warmup/cosine training of head ``spec`` (``cfg.head`` resolved; ``cfg``
+    resolved) with early stopping; returns the best epoch's model (on the cpu, in eval mode),
+    its head options, the history, the best epoch and the budget."""
     with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
-        state = start_training(cfg, sel, splits)
-        cfg = state.cfg  # the head's defaults filled in, as every epoch uses them
-        model, options = state.model, head_options(cfg, sel)
+        state = start_training(cfg, sel, splits, spec)
+        model, options = state.model, state.options
+        source = TokenBatches(state.cfg, sel, splits.train, spec)
         tracker = BestTracker(sel.task, cfg.monitor, state.budget.patience)
         history: list[dict] = []
         what = f"fit {cfg.head} on {cfg.views}"
         with progress_task(what, total=state.budget.epochs, unit="epoch") as shown:
-            for epoch in range(1, state.budget.epochs + 1):
-                train_loss = train_epoch(state, sel.mask, splits.train)
-                row = validation_row(state, sel, splits)
-                lr = state.scheduler.get_last_lr()[0]
-                history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
-                tracker.update(epoch, row, model)
-                stop = tracker.should_stop(epoch)
-                shown.update(epoch, note=validation_note(row, history, tracker, stop))
-                if stop:
-                    break
-        model.load_state_dict(tracker.state)
+
+            def show(epoch: int, row: dict, note: str, stop: bool) -> bool:
+                shown.update(epoch, note=note)
+                return True
+
+            epochs = range(1, state.budget.epochs + 1)
+            run_epochs(state, source, sel, splits, tracker, history, epochs, after_epoch=show)
     model.to("cpu").eval()
     return model, options, history, tracker.epoch, state.budget
 
@@ -315,31 +318,127 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def train_epoch(state: TrainingState, mask: np.ndarray, train_rows: np.ndarray) -> float:
-    """One pass over the training takes in a seeded random order; returns the mean loss.
+# ---- the epoch loop, fed by a batch source ---------------------------------------------------
+@dataclass
+class Batch:
+    """One forward pass of a training epoch."""
 
-    ``mask (n, V)`` numpy bool of the whole selection; ``train_rows`` index it.
-    """
+    inputs: tuple
+    """What the model takes: ``(tokens (B, V, N, D) float32, mask (B, V))`` of a store, or
+    adapt's ``(clips (B, V, T, H, W, 3) uint8, mask (B, V))``."""
+    rows: np.ndarray
+    """The batch's takes (selection rows: their targets); empty for a rank left none."""
+    step_takes: int
+    """Takes of the optimiser step the batch belongs to, over every rank: each take weighs
+    the same in a step, whatever the size of its batch."""
+    ends_step: bool = True
+    """Whether the optimiser steps after this batch (gradients of the batches before it in
+    the step are summed)."""
+
+
+class BatchSource:
+    """Where the epoch loop's batches come from, and how it scores takes: what `skill fit`
+    (:class:`TokenBatches`) and `skill adapt` (``adapt.train.FrameBatches``) differ in. The
+    two hooks serve a source whose batches several processes share (no-ops here)."""
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        """The training batches of ``epoch`` (from 1), in order."""
+        raise NotImplementedError
+
+    def scores(self, model, rows: np.ndarray) -> np.ndarray:
+        """The task's scores of ``model`` for takes ``rows``, the mean over their clips:
+        ``(len(rows), O)``."""
+        raise NotImplementedError
+
+    def all_reduce(self, params: list) -> None:
+        """Before each optimiser step: the gradients of ``params`` summed over processes."""
+
+    def sum_over_ranks(self, total: float, seen: int) -> tuple[float, float]:
+        """An epoch's summed loss and takes, over processes."""
+        return total, seen
+
+
+class TokenBatches(BatchSource):
+    """`skill fit`'s batch source: a selection's cached tokens, the head's input
+    (:func:`head_input`), in a seeded random order of the training takes, one random clip per
+    take and its views dropped with ``cfg.view_dropout``. ``cfg`` is resolved."""
+
+    def __init__(self, cfg: FitConfig, sel: Selection, train_rows: np.ndarray, spec: HeadSpec):
+        import torch
+
+        self.cfg, self.sel, self.train_rows = cfg, sel, train_rows
+        self.tokens = torch.from_numpy(head_input(spec, sel.x))  # (n, V, K, N', D)
+        self.rng = np.random.default_rng(cfg.seed)  # batch order, clip choice, view dropout
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        cfg, mask = self.cfg, self.sel.mask
+        order = self.rng.permutation(self.train_rows)
+        for start in range(0, len(order), cfg.batch_size):
+            rows = order[start : start + cfg.batch_size]
+            clip = self.rng.integers(self.tokens.shape[2], size=len(rows))
+            keep = drop_views(mask[rows], cfg.view_dropout, self.rng)
+            yield Batch(training_batch(self.tokens, rows, clip, keep, cfg.device), rows, len(rows))
+
+    def scores(self, model, rows: np.ndarray) -> np.ndarray:
+        cfg, x = self.cfg, self.tokens.numpy()
+        return clip_mean_scores(model, self.sel.task, x, self.sel.mask, rows, cfg.batch_size,
+                                cfg.device)  # fmt: skip
+
+
+def train_epoch(state: TrainingState, source: BatchSource, epoch: int = 1) -> float:
+    """One pass over the training takes, the batches ``source`` gives for ``epoch``: each
+    batch's loss, weighted by its share of its optimiser step, is backpropagated, and AdamW
+    and the schedule step after the last batch of each step. Returns the mean loss per take."""
     import torch
 
-    cfg = state.cfg
-    state.model.train()
-    order = state.rng.permutation(train_rows)
-    total, count = 0.0, 0
-    for start in range(0, len(order), cfg.batch_size):
-        rows = order[start : start + cfg.batch_size]
-        clip = state.rng.integers(state.tokens.shape[2], size=len(rows))
-        keep = drop_views(mask[rows], cfg.view_dropout, state.rng)
-        x, m = training_batch(state.tokens, rows, clip, keep, cfg.device)
-        target = state.targets[torch.from_numpy(rows)].to(cfg.device)
-        loss = state.loss_fn(state.model(x, m), target)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
-        state.scheduler.step()
-        total += float(loss.detach()) * len(rows)
-        count += len(rows)
-    return total / max(count, 1)
+    model = state.model
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    total, seen = 0.0, 0
+    state.optimizer.zero_grad(set_to_none=True)
+    for batch in source.batches(epoch):
+        if len(batch.rows):
+            target = state.targets[torch.from_numpy(batch.rows)].to(state.cfg.device)
+            loss = state.loss_fn(model(*batch.inputs).float(), target)
+            (loss * (len(batch.rows) / batch.step_takes)).backward()
+            total += float(loss.detach()) * len(batch.rows)
+            seen += len(batch.rows)
+        if batch.ends_step:
+            source.all_reduce(params)
+            state.optimizer.step()
+            state.scheduler.step()
+            state.optimizer.zero_grad(set_to_none=True)
+    total, seen = source.sum_over_ranks(total, seen)
+    return float(total / max(seen, 1))
+
+
+def run_epochs(
+    state: TrainingState, source: BatchSource, sel: Selection, splits: Splits,
+    tracker: BestTracker, history: list[dict], epochs: Iterable[int], kept=None,
+    after_epoch: Callable[[int, dict, str, bool], bool] | None = None,
+) -> bool:  # fmt: skip
+    """The epoch loop: for each of ``epochs``, a training pass (:func:`train_epoch`), the
+    task's validation row, a line of ``history``, the best epoch's weights kept by
+    ``tracker`` (of ``kept``: the model, or what of it trains) and early stopping.
+    ``after_epoch(epoch, row, note, stop)`` reports the epoch (``note``: its validation, the
+    best epoch, the stop); False from it pauses the run: True is returned once the loop ran
+    to its end or stopped early, the best epoch's weights restored into ``kept``, and False
+    when it paused, the weights left as the last epoch made them."""
+    kept = state.model if kept is None else kept
+    for epoch in epochs:
+        train_loss = train_epoch(state, source, epoch)
+        row = validation_row(state, source, sel, splits)
+        lr = state.scheduler.get_last_lr()[0]
+        history.append({"epoch": epoch, "train_loss": train_loss, **row, "lr": lr})
+        tracker.update(epoch, row, kept)
+        stop = tracker.should_stop(epoch)
+        note = validation_note(row, history, tracker, stop)
+        if after_epoch is not None and not after_epoch(epoch, row, note, stop) and not stop:
+            return False
+        if stop:
+            break
+    kept.load_state_dict(tracker.state)
+    return True
 
 
 def drop_views(mask: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
@@ -365,13 +464,12 @@ def training_batch(tokens, rows: np.ndarray, clip: np.ndarray, keep: np.ndarray,
     return x * keep_t[:, :, None, None], keep_t
 
 
-def validation_row(state: TrainingState, sel: Selection, splits: Splits) -> dict:
-    """The task's validation scores of the current model (``val_loss`` among them)."""
-    cfg = state.cfg
-    x = state.tokens.numpy()
-    scores = clip_mean_scores(
-        state.model, sel.task, x, sel.mask, splits.val, cfg.batch_size, cfg.device
-    )
+def validation_row(
+    state: TrainingState, source: BatchSource, sel: Selection, splits: Splits
+) -> dict:
+    """The task's validation scores of the current model (``val_loss`` among them), the
+    takes scored by ``source``."""
+    scores = source.scores(state.model, splits.val)
     return sel.task.validation_row(scores, sel.targets[splits.val])
 
 

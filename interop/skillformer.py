@@ -268,7 +268,7 @@ def import_skillformer(
     name = backbone or default_backbone(found.config)
     where = found.path / "config.json" if backbone is None else f"--backbone {backbone}"
     try:
-        family = resolve_backbone(name).family
+        family = resolve_backbone(name).family.name
     except BackboneError as err:
         raise SkillFormerImportError(f"{where}: {err}") from None
     if family != "timesformer":

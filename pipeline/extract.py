@@ -2,32 +2,20 @@
 
 Flow: manifest -> takes -> one decode job per (take, view) in worker processes (the
 `decoders` order, PyAV by default; per-video timeout) -> clips batched across takes and views
--> `Backbone.encode` -> one write per take, then that take's completion record.
+-> `Backbone.encode` -> one write per take, then that take's completion record. The decode
+loop and the sharing of the takes between ranks (`write_pending`) also write `skill adapt`'s
+frame store, with the identity as the encode step.
 
-Rules a user can rely on:
-- A view that cannot be decoded is masked (`valid` False) with its reason in `view_error`;
-  the take stays usable with the other views. A take with fewer than `min_views` decodable
-  views is recorded as failed. A view missing from the manifest is masked, not a failure.
-- Video files the manifest names but that are not there stop the run before the store is
-  touched or the backbone loads, listing them all: their count and the first 20 in the
-  message, every one in ``<store>.missing_videos.txt`` beside the store (or in the working
-  folder when the store's folder cannot be written). With `skip_missing` they become failed
-  views ("video file missing: PATH") and the run goes on; a take none of whose videos is
-  there is a failed take. Under torchrun every rank finds the same files (one manifest, one
-  file system), and only rank 0 writes the list.
-- Completed (and failed) takes are skipped when the same command runs again, so a killed run
-  (SIGKILL included, at any moment) resumes where it stopped; `retry_failed` extracts failed
-  takes again. A take's `status` is written after all its arrays, so a take cut short stays
-  pending; temporary files a killed write left behind are deleted by the next run.
-- Ctrl-C or SIGTERM lets the take being written finish, then stops with KeyboardInterrupt.
-- Appending to an existing store is allowed only when the provenance (backbone, weights,
-  adapter, preprocessing, sampling, token mode, dtype) is the same.
-- One writer at a time: a second `skill extract` on a store that is being written refuses
-  (writer lock). Under torchrun the ranks of one run share the work instead (see
-  `pipeline.distributed`).
-- Store problems (not a store, newer format, read-only, busy) are refused before the backbone
-  loads; a write that fails (full disk) stops the run with a message naming the store and
-  take, and leaves that take pending.
+Rules a user can rely on: a view that cannot be decoded is masked with its reason and a take
+with fewer than `min_views` decodable views is recorded as failed; video files the manifest
+names but that are not there stop the run before the store is touched or the backbone loads,
+listed in ``<store>.missing_videos.txt`` (with `skip_missing` they become failed views);
+completed and failed takes are skipped when the same command runs again, so a killed run
+resumes where it stopped (`retry_failed` redoes failed takes); Ctrl-C or SIGTERM lets the
+take being written finish; appending is allowed only with the same provenance; one writer at
+a time (under torchrun the ranks of one run share the work, `pipeline.distributed`); store
+problems are refused before the backbone loads, and a write that fails names the store and
+take and leaves that take pending.
 """
 
 from __future__ import annotations
@@ -45,10 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skill.cache.files import write_text_atomically
+from skill.cache.per_take import rows_to_write
 from skill.cache.recovery import remove_leftovers, store_write_errors
 from skill.cache.store import (
-    STATUS_FAILED,
-    STATUS_PENDING,
     StoreError,
     TakeRow,
     TokenStore,
@@ -58,6 +45,7 @@ from skill.cache.store import (
 from skill.devices import resolve_device
 from skill.pipeline import distributed
 from skill.pipeline.extract_config import ExtractConfig
+from skill.pipeline.extract_loop import BackboneEncoder, ExtractLoop
 from skill.pipeline.takes import Take
 from skill.tasks import task_record
 
@@ -112,8 +100,8 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
     )
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
     missing, listed = check_missing_videos(cfg, rank, takes, dataset.missing_videos)
-    if rank.is_coordinator:
-        preflight_store(cfg.store)  # refuse in a second, not after loading the backbone
+    # Refused in a second, not after loading the backbone; opened once, here.
+    opened = preflight_store(cfg.store) if rank.is_coordinator else None
     backbone = _load_backbone(cfg, rank)
     provenance = build_provenance(cfg, backbone)
     summary = ExtractSummary(store=cfg.store, total=len(takes), rank=rank.rank, world=rank.world)
@@ -122,29 +110,23 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
     try:
         with (
             terminate_as_interrupt(),
-            _CoordinatedStore(cfg, rank, provenance, dataset, takes) as coordinated,
+            _CoordinatedStore(cfg, rank, provenance, dataset, takes, opened) as coordinated,
         ):
-            _run_share(cfg, coordinated, backbone, takes, summary, progress, missing)
+            _run_share(cfg, coordinated, BackboneEncoder(backbone), summary, progress, missing)
     finally:
         distributed.shutdown(rank)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _run_share(cfg, coordinated, backbone, takes, summary, progress, missing) -> None:
+def _run_share(cfg, coordinated, encoder, summary, progress, missing) -> None:
     """Extract this rank's share of the pending takes, then sum the counts of all ranks."""
     rank, store = coordinated.rank, coordinated.store
-    work = _my_pending_takes(cfg, store, coordinated.rows, takes, rank)
-    summary.skipped = len(takes) - sum(len(share) for share in work["all"])
+    summary.skipped = len(coordinated.takes) - len(coordinated.pending)
     summary.removed_temp_files = coordinated.removed_temp_files
     summary.relayout = list(coordinated.relayout)
-    _extract_takes(cfg, store, backbone, work["mine"], summary, progress, missing)
-    # Collectives: they return once every rank has written all of its takes.
-    shares = distributed.gather_from_ranks(rank, summary.completed + summary.failed)
-    counts = (summary.completed, summary.failed, summary.failed_views)
-    summary.completed, summary.failed, summary.failed_views = distributed.sum_over_ranks(
-        rank, counts
-    )
+    shares = write_pending(cfg, store, encoder, coordinated.pending, rank, summary, progress,
+                           missing)  # fmt: skip
     if rank.is_coordinator:
         coordinated.finish(takes_per_rank=shares)
         summary.failures = store.failures()
@@ -209,12 +191,18 @@ def _write_missing_list(path: Path, text: str | None) -> bool:
 
 
 def _load_backbone(cfg: ExtractConfig, rank: distributed.Rank):
+    return backbone_of(cfg, resolve_device(cfg.device, rank.local_rank))
+
+
+def backbone_of(cfg: ExtractConfig, device: str):
+    """The backbone ``cfg`` names, loaded as it says (adapter, token mode, frames, time
+    embedding), on ``device``: what extract encodes with and what adapt trains."""
     from skill.pipeline.backbones import load_backbone
 
     return load_backbone(
         cfg.backbone,
         adapter=str(cfg.adapter) if cfg.adapter else None,
-        device=resolve_device(cfg.device, rank.local_rank),
+        device=device,
         token_mode=cfg.tokens,
         num_frames=cfg.frames,
         batch_size=cfg.batch_size,
@@ -236,34 +224,41 @@ def build_provenance(cfg: ExtractConfig, backbone) -> dict:
 
 
 # ---- the store: checks, coordination, leftovers -------------------------------------------
-def preflight_store(path: Path) -> None:
+def preflight_store(path: Path) -> TokenStore | None:
     """Refuse a store this run could not write, without writing anything: not a store, a
-    newer format, a read-only location, another writer busy. Provenance is checked later
-    (it needs the loaded backbone)."""
+    newer format, a read-only location, another writer busy. Returns the store, opened to
+    write (None when it is to be created). Provenance is checked later (it needs the loaded
+    backbone)."""
     if not path.exists() and not path.is_symlink():
         parent = path.parent
         if not parent.is_dir():
             raise StoreError(f"{path}: cannot create the store: folder {parent} does not exist")
         if not os.access(parent, os.W_OK):
             raise StoreError(f"{path}: cannot create the store: {parent} is read-only")
-        return
+        return None
     store = TokenStore.open(path, mode="a")  # not a store / newer format / read-only
     holder = store.writer_busy()
     if holder is not None:
         raise store.busy_error(holder)
+    return store
 
 
 class _CoordinatedStore:
-    """Context manager: rank 0 opens or creates the store, takes the writer lock, deletes
-    leftovers of killed runs and registers the takes; the other ranks open the store once
-    rank 0 says it is ready. On exit rank 0 releases the lock."""
+    """Context manager: rank 0 opens or creates the store (``opened``: the store preflight
+    opened, None when there was none), takes the writer lock, deletes leftovers of killed
+    runs, registers the takes and lists those still to write; the other ranks open the store
+    once rank 0 says it is ready, and take rank 0's list (not their own reading of `status`,
+    which may already show takes rank 0 has written). On exit rank 0 releases the lock."""
 
-    def __init__(self, cfg, rank, provenance, dataset, takes):
+    def __init__(self, cfg, rank, provenance, dataset, takes, opened: TokenStore | None = None):
         self.cfg, self.rank, self.provenance = cfg, rank, provenance
         self.views, self.takes = dataset.views, takes
         self.task = task_record(dataset.task, dataset.schema)
+        self.opened = opened
         self.store: TokenStore | None = None
         self.rows: list[int] = []
+        self.pending: list[tuple[int, Take]] = []
+        """(row, take) of the takes still to write, the same list on every rank."""
         self.removed_temp_files = 0
         self.relayout: list[str] = []
         self._lock = None
@@ -274,16 +269,20 @@ class _CoordinatedStore:
         if not self.rank.is_coordinator:
             self.store = _open_as_worker(self.cfg.store)
         self.rows = outcome["rows"]
+        self.pending = [(self.rows[i], self.takes[i]) for i in outcome["pending"]]
         self.removed_temp_files = outcome["removed"]
         self.relayout = outcome["relayout"]
         return self
 
     def _prepare(self) -> dict:
         try:
-            store = open_store_for_extract(self.cfg.store, self.provenance, self.views, self.task)
+            store = self._open(self.opened)
             lock = store.writer_lock()
             lock.__enter__()  # StoreBusy when another command writes
-            self._lock, self.store = lock, store
+            self._lock = lock
+            if not store.is_current():  # another command wrote it while the backbone loaded
+                store = self._open(None)
+            self.store = store
             with store_write_errors(store.path, "the take table"):
                 removed = remove_leftovers(store.path, store.relayout_arrays)
                 self._record = _run_record(self.cfg, self.rank, len(self.takes))
@@ -292,10 +291,17 @@ class _CoordinatedStore:
                     store.unpack()  # writers of different takes need one chunk per take
                     self.relayout.append("unpacked")
                 rows = store.add_takes([take_row(t) for t in self.takes])
-            return {"rows": rows, "removed": removed, "relayout": self.relayout}
+            pending = rows_to_write(store.status(), rows, self.cfg.retry_failed)
+            return {"rows": rows, "pending": pending, "removed": removed,
+                    "relayout": self.relayout}  # fmt: skip
         except BaseException:  # a StoreError, or Ctrl-C while preparing: no __exit__ runs
             self._release()
             raise
+
+    def _open(self, opened: TokenStore | None) -> TokenStore:
+        return open_store_for_extract(
+            self.cfg.store, self.provenance, self.views, self.task, opened=opened
+        )
 
     def finish(self, takes_per_rank: list[int]) -> None:
         """Rank 0, after every rank wrote its takes: the store is packed (no writer is left,
@@ -360,11 +366,12 @@ def _now() -> str:
 
 
 def open_store_for_extract(
-    path: Path, provenance: dict, views: list[str], task: dict
+    path: Path, provenance: dict, views: list[str], task: dict, opened: TokenStore | None = None
 ) -> TokenStore:
-    """Open the store to append or resume, or create it; refuse a different provenance,
-    other views or another task (``task``: what the store records, `tasks.task_record`)."""
-    if not path.exists():
+    """Open the store to append or resume (``opened``: the store, when it is open already),
+    or create it; refuse a different provenance, other views or another task (``task``:
+    what the store records, `tasks.task_record`)."""
+    if opened is None and not path.exists():
         try:
             return _create_store(path, provenance, views, task)
         except StoreError:
@@ -372,7 +379,7 @@ def open_store_for_extract(
                 raise
             # Another command created it at the same moment: treat it as an existing store
             # (its writer lock decides which of the two goes on).
-    store = TokenStore.open(path, mode="a")
+    store = opened if opened is not None else TokenStore.open(path, mode="a")
     differences = diff_provenance(
         provenance_identity(store.provenance), provenance_identity(provenance)
     )
@@ -410,9 +417,11 @@ def _create_store(path: Path, provenance: dict, views: list[str], task: dict) ->
 
 def _writes_takes(cfg: ExtractConfig, store: TokenStore, takes: list[Take]) -> bool:
     """Whether this run will write any take: a take new to the store, or one still to do."""
-    todo = {STATUS_PENDING, STATUS_FAILED} if cfg.retry_failed else {STATUS_PENDING}
-    status_of = dict(zip(store.take_table().ids.tolist(), store.status().tolist(), strict=True))
-    return any(status_of.get(take.take_id, STATUS_PENDING) in todo for take in takes)
+    row_of = {take_id: row for row, take_id in enumerate(store.take_table().ids.tolist())}
+    if any(take.take_id not in row_of for take in takes):
+        return True
+    rows = [row_of[take.take_id] for take in takes]
+    return bool(rows_to_write(store.status(), rows, cfg.retry_failed))
 
 
 def take_row(take: Take) -> TakeRow:
@@ -421,17 +430,23 @@ def take_row(take: Take) -> TakeRow:
 
 
 # ---- sharing the work ----------------------------------------------------------------------
-def _my_pending_takes(cfg, store, rows, takes, rank) -> dict:
-    """The takes still to extract, split between ranks by cost (see `take_cost`). Every rank
-    computes the same plan from the same status."""
-    status = store.status()
-    todo_status = {STATUS_PENDING, STATUS_FAILED} if cfg.retry_failed else {STATUS_PENDING}
-    pending = [
-        (row, take) for row, take in zip(rows, takes, strict=True) if status[row] in todo_status
-    ]
-    costs = [take_cost(take) for _, take in pending]
-    shares = distributed.balance_by_cost(costs, rank.world)
-    return {"all": shares, "mine": [pending[i] for i in shares[rank.rank]]}
+def write_pending(cfg: ExtractConfig, store, encoder, work: list[tuple[int, Take]], rank,
+                  summary, progress: ProgressFn | None = None, missing=None,
+                  what: str = "extracting") -> list[int]:  # fmt: skip
+    """Write this rank's share of ``work`` (the (row, take) pairs still to write, the same
+    list on every rank) into the per-take ``store`` through the decode loop with ``encoder``
+    (`pipeline.extract_loop`), then sum every rank's counts into ``summary`` (``completed``,
+    ``failed``, ``failed_views``). Shares are balanced by `take_cost`. Returns the takes each
+    rank wrote; a collective: it returns once every rank has written all of its takes."""
+    shares = distributed.balance_by_cost([take_cost(take) for _, take in work], rank.world)
+    mine = [work[i] for i in shares[rank.rank]]
+    ExtractLoop(cfg, store, encoder, summary, progress, missing=missing, what=what).run(mine)
+    written = distributed.gather_from_ranks(rank, summary.completed + summary.failed)
+    counts = (summary.completed, summary.failed, summary.failed_views)
+    summary.completed, summary.failed, summary.failed_views = distributed.sum_over_ranks(
+        rank, counts
+    )
+    return written
 
 
 # Cost of a view beyond its length (opening the file, seeking, K clips through the backbone),
@@ -451,13 +466,6 @@ def take_cost(take: Take) -> float:
             except OSError:
                 total += VIEW_OVERHEAD_BYTES
     return total
-
-
-def _extract_takes(cfg, store, backbone, work, summary, progress, missing) -> None:
-    from skill.pipeline.extract_loop import ExtractLoop
-
-    loop = ExtractLoop(cfg, store, backbone, summary, progress, missing=missing)
-    loop.run(work)
 
 
 # ---- interrupts ------------------------------------------------------------------------------

@@ -1,13 +1,20 @@
-"""The extraction loop: decode jobs in, clips batched through the backbone, takes written out.
+"""The decode loop of every per-take store: decode jobs in, clips batched through an encode
+step, takes written out.
 
-Decoding runs in worker processes while this process runs the backbone, so the two overlap.
-Memory is bounded: the pool holds a few decode jobs at a time, and a take's frames live only
-until its clips are encoded.
+Stage one's encode step is the backbone (`BackboneEncoder`: clips in, float16 tokens out, into
+a token store); `skill adapt`'s is the identity (`KeepFrames`: each clip kept as its uint8
+frames, into its frame store). Everything else is one loop: the sampling keys, the decode
+jobs and their failures, the take rule, the write.
+
+Decoding runs in worker processes while this process encodes, so the two overlap. Memory is
+bounded: the pool holds a few decode jobs at a time, and a take's frames live only until its
+clips are encoded.
 
 A take is written once all its views are decoded (or failed) and all its clips encoded, in
-one `TokenStore.write_take` whose completion record (`status`) goes last. Ctrl-C / SIGTERM
-arriving during that write are held until it ends, so an interrupt never cuts a take in half
-(SIGKILL can: the take then stays pending and is extracted again by the next run).
+one `write_take` of its store, whose completion record (`status`) goes last
+(`cache.per_take`). Ctrl-C / SIGTERM arriving during that write are held until it ends, so an
+interrupt never cuts a take in half (SIGKILL can: the take then stays pending and is written
+again by the next run).
 """
 
 from __future__ import annotations
@@ -19,13 +26,65 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from skill.cache.per_take import STATUS_COMPLETE, take_status
 from skill.cache.recovery import store_write_errors
-from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, TakeResult
 from skill.pipeline.takes import Take
 from skill.progress import Task, task
+
+
+class ClipEncoder(Protocol):
+    """The encode step: what becomes of each decoded clip before its take is written."""
+
+    geometry: Any
+    """The frames it takes (`pipeline.decode.geometry.FrameGeometry`): what decoding gives."""
+
+    def encode(self, clips: list[np.ndarray]) -> np.ndarray:
+        """``B`` clips ``(T, H, W, 3)`` uint8 -> ``(B, ...)``, one output per clip."""
+        ...
+
+    def problem(self, output: np.ndarray) -> str | None:
+        """Why one clip's output must not be stored (its view is then failed), or None."""
+        ...
+
+
+class BackboneEncoder:
+    """Stage one's encode step: the backbone's float16 tokens of each clip."""
+
+    def __init__(self, backbone):
+        self.backbone, self.geometry = backbone, backbone.geometry
+
+    def encode(self, clips: list[np.ndarray]) -> np.ndarray:
+        """(B, T, H, W, 3) uint8 clips -> (B, N, D) float16 tokens (values beyond float16's
+        range become Inf, and fail their view like NaN)."""
+        import torch
+
+        stacked = torch.from_numpy(np.stack(clips))  # (B, T, H, W, 3) uint8
+        with torch.inference_mode():
+            tokens = self.backbone.encode(stacked)  # (B, N, D) float32
+        return tokens.float().cpu().numpy().astype(np.float16)
+
+    @staticmethod
+    def problem(tokens: np.ndarray) -> str | None:
+        return None if np.isfinite(tokens).all() else "the backbone gave NaN or Inf tokens"
+
+
+class KeepFrames:
+    """`skill adapt`'s encode step, the identity: each clip kept as its frames."""
+
+    def __init__(self, geometry):
+        self.geometry = geometry
+
+    @staticmethod
+    def encode(clips: list[np.ndarray]) -> np.ndarray:
+        return np.stack(clips)  # (B, T, H, W, 3) uint8
+
+    @staticmethod
+    def problem(frames: np.ndarray) -> str | None:
+        return None
 
 
 @dataclass
@@ -34,7 +93,7 @@ class _OpenTake:
 
     row: int
     take: Take
-    result: TakeResult
+    result: Any  # the store's record of one take (`empty_take`), filled in as jobs come back
     views_waiting: set[int] = field(default_factory=set)
     clips_waiting: int = 0
 
@@ -44,22 +103,29 @@ class _OpenTake:
 
 
 class ExtractLoop:
-    """Runs one rank's share of takes: see the module docstring."""
+    """Runs one rank's share of takes into a per-take store: see the module docstring.
+
+    ``cfg`` is an `ExtractConfig` (workers, timeout, decoders, sampling, batch size, the take
+    rule's --min-views); ``store`` the per-take store written (``views``, ``path``,
+    ``empty_take()``, ``write_take(row, take)``); ``encoder`` the encode step; ``summary``
+    counts the takes written (``completed``, ``failed``, ``failed_views``); ``what`` names
+    the step the user sees."""
 
     decode_job: Callable | None = None
     """The function decode workers run per (take, view), a top-level function; None means
     `pipeline.decode.view.decode_view`. Tests replace it to simulate a decoder that hangs."""
 
-    def __init__(self, cfg, store, backbone, summary, progress=None, missing=None):
-        self.cfg, self.store, self.backbone = cfg, store, backbone
+    def __init__(self, cfg, store, encoder: ClipEncoder, summary, progress=None, missing=None,
+                 what: str = "extracting"):  # fmt: skip
+        self.cfg, self.store, self.encoder = cfg, store, encoder
         # (take, view) -> reason of video files known to be missing (extract --skip-missing):
         # failed views that are never sent to a decoder
         self.missing: dict[tuple[str, str], str] = dict(missing or {})
-        self.summary, self.progress = summary, progress
+        self.summary, self.progress, self.what = summary, progress, what
         self.views = list(store.views)
         self.sampling = cfg.sampling
         self.open: dict[int, _OpenTake] = {}
-        # (row, view, clip, frames (T, H, W, 3) uint8) waiting for a backbone batch
+        # (row, view, clip, frames (T, H, W, 3) uint8) waiting for an encode batch
         self.clip_queue: deque[tuple[int, int, int, np.ndarray]] = deque()
         self.done = 0
         self.step: Task | None = None  # the progress the user sees (skill.progress)
@@ -74,7 +140,7 @@ class ExtractLoop:
             max_outstanding=max(2, 2 * self.cfg.workers),
             job=type(self).decode_job or decode_view,
         )
-        with task("extracting", total=len(work), unit="take") as self.step, pool:
+        with task(self.what, total=len(work), unit="take") as self.step, pool:
             self._report(len(work))
             for job_id, decoded, error in pool.imap_unordered(self._decode_jobs(work)):
                 self._receive(job_id, decoded, error)
@@ -87,14 +153,8 @@ class ExtractLoop:
     def _decode_jobs(self, work: list[tuple[int, Take]]) -> Iterator[tuple]:
         """Decode jobs, opening takes lazily: the pool draws as many as it can hold."""
         for row, take in work:
-            result = assemble_take(
-                len(self.views),
-                self.store.clips,
-                self.store.frames,
-                self.store.tokens,
-                self.store.dim,
-            )
-            state = _OpenTake(row=row, take=take, result=result)
+            state = _OpenTake(row=row, take=take, result=self.store.empty_take())
+            result = state.result
             self.open[row] = state
             for v, view in enumerate(self.views):
                 path = take.videos.get(view)
@@ -108,7 +168,7 @@ class ExtractLoop:
             for v in sorted(state.views_waiting):
                 key = key_of(take, self.views[v])
                 path = take.videos[self.views[v]]
-                args = (path, self.sampling, key, self.backbone.geometry)
+                args = (path, self.sampling, key, self.encoder.geometry)
                 yield ((row, v), args, self.cfg.decode_options)
 
     def _receive(self, job_id, decoded, error: str | None) -> None:
@@ -129,37 +189,32 @@ class ExtractLoop:
             self.clip_queue.append((row, v, k, decoded.frames[k]))
             state.clips_waiting += 1
 
-    # ---- backbone side -------------------------------------------------------------------
+    # ---- encode side ---------------------------------------------------------------------
     def _encode_ready(self, flush: bool) -> None:
         batch_size = self.cfg.batch_size
         while len(self.clip_queue) >= batch_size or (flush and self.clip_queue):
             batch = [
                 self.clip_queue.popleft() for _ in range(min(batch_size, len(self.clip_queue)))
             ]
-            tokens = self._encode([clip for *_, clip in batch])
-            for (row, v, k, _), clip_tokens in zip(batch, tokens, strict=True):
+            outputs = self._encode([clip for *_, clip in batch])
+            for (row, v, k, _), output in zip(batch, outputs, strict=True):
                 state = self.open[row]
-                state.result.tokens[v, k] = clip_tokens
+                state.result.outputs[v, k] = output
                 state.clips_waiting -= 1
-                if not np.isfinite(clip_tokens).all():
-                    self._fail_view(state, v, f"the backbone gave NaN or Inf tokens (clip {k})")
+                problem = self.encoder.problem(output)
+                if problem:
+                    self._fail_view(state, v, f"{problem} (clip {k})")
 
     def _fail_view(self, state: _OpenTake, v: int, reason: str) -> None:
-        """Mask view v of an open take with its reason: its tokens are never written."""
+        """Mask view v of an open take with its reason: its outputs are never written."""
         if state.result.valid[v]:
             name = Path(state.take.videos[self.views[v]] or "").name
             state.result.valid[v] = False
             state.result.view_error[v] = f"{name}: {reason}"
 
     def _encode(self, clips: list[np.ndarray]) -> np.ndarray:
-        """(B, T, H, W, 3) uint8 clips -> (B, N, D) float16 tokens (values beyond float16's
-        range become Inf, and fail their view like NaN)."""
-        import torch
-
-        stacked = torch.from_numpy(np.stack(clips))  # (B, T, H, W, 3) uint8
-        with torch.inference_mode():
-            tokens = self.backbone.encode(stacked)  # (B, N, D) float32
-        return tokens.float().cpu().numpy().astype(np.float16)
+        """The encode step of one batch of clips (`ClipEncoder.encode`)."""
+        return self.encoder.encode(clips)
 
     # ---- store side ----------------------------------------------------------------------
     def _write_finished(self, total: int) -> None:
@@ -174,13 +229,11 @@ class ExtractLoop:
             self.done += 1
             self._report(total)
 
-    def _decide_status(self, result: TakeResult) -> bool:
-        """The take rule: fewer than --min-views decodable views fails the take; otherwise it
-        is complete, its failed views masked. Returns True for a failed take."""
-        if int(result.valid.sum()) < self.cfg.min_views:
-            result.status = STATUS_FAILED
-            return True
-        return False
+    def _decide_status(self, result) -> bool:
+        """The take rule (`cache.per_take.take_status`, with --min-views); True for a take
+        that failed."""
+        result.status = take_status(result.valid, self.cfg.min_views)
+        return result.status != STATUS_COMPLETE
 
     def _write(self, state: _OpenTake) -> None:
         what = f"take {state.take.take_id} (row {state.row})"
@@ -223,19 +276,3 @@ def interrupts_held() -> Iterator[None]:
 def key_of(take: Take, view: str) -> str:
     """Sampling key: the same take and view always get the same frames."""
     return f"{take.take_id}/{view}"
-
-
-def assemble_take(
-    n_views: int, clips: int, frames: int, tokens_per_clip: int, dim: int
-) -> TakeResult:
-    """An empty result for one take: every view invalid until it is filled in."""
-    return TakeResult(
-        tokens=np.zeros((n_views, clips, tokens_per_clip, dim), dtype=np.float16),
-        valid=np.zeros(n_views, dtype=bool),
-        frame_index=np.full((n_views, clips, frames), -1, dtype=np.int32),
-        timestamp=np.full((n_views, clips, frames), np.nan, dtype=np.float32),
-        padded=np.zeros(n_views, dtype=np.int16),
-        view_error=[""] * n_views,
-        status=STATUS_COMPLETE,
-        view_note=[""] * n_views,
-    )

@@ -1,17 +1,11 @@
 """Metrics of predicted classes and the baselines printed beside them (numpy only).
 
-Conventions (they match scikit-learn's defaults):
-- ``balanced_accuracy``: mean recall over the classes that occur in ``y_true``.
-- ``macro_f1``: mean F1 over the classes that occur in ``y_true`` or ``y_pred``; a class
-  never predicted has precision 0 and F1 0.
-- confusion matrix: rows are true classes, columns predicted classes.
-
-Baselines, computed for the same evaluation labels:
-- ``majority``: the most common label of the *training* split predicted for every take
-  (ties go to the lower class index); its top-1, balanced accuracy and macro-F1.
-- ``random_uniform``: expected top-1 of guessing uniformly at random, ``1 / C``.
-- ``random_prior``: expected top-1 of guessing at random with the training label
-  frequencies, ``sum_c p_train(c) * p_eval(c)``.
+They follow scikit-learn's defaults: ``balanced_accuracy`` is the mean recall over the
+classes that occur in ``y_true``; ``macro_f1`` the mean F1 over the classes in ``y_true`` or
+``y_pred`` (a class never predicted scores 0); a confusion matrix's rows are true classes.
+Baselines, on the same evaluation labels: ``majority`` (the most common *training* label
+predicted for every take, ties to the lower index), ``random_uniform`` (``1 / C``) and
+``random_prior`` (guessing with the training frequencies: ``sum_c p_train(c) * p_eval(c)``).
 """
 
 from __future__ import annotations

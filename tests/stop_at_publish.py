@@ -14,10 +14,11 @@ import sys
 
 import skill.heads.run_folder as run_folder
 from skill.heads.config import FitConfig
+from skill.heads.lgbm import LightGBMSettings
 from skill.heads.train import fit
 
 SWEEP_QUICK = dict(epochs=2, batch_size=16, hidden=16, patience=0, plots=False,
-                   lgbm_rounds=20, lgbm_threads=1)  # fmt: skip
+                   lightgbm=LightGBMSettings(lgbm_rounds=20, lgbm_threads=1))  # fmt: skip
 
 
 def sweep_config(store: str, out_dir: str):

@@ -24,7 +24,24 @@ def adapt_config(manifest: Path, out: Path, **overrides):
     settings = {"backbone": TINY, "frames": 4, "clips": 2, "epochs": EPOCHS, "batch_size": 2,
                 "lr": 1e-2, "device": "cpu", "workers": 0, "plots": False, "threads": 1}  # fmt: skip
     settings.update(overrides)
-    return AdaptConfig(manifest=manifest, out=out, **settings)
+    return AdaptConfig.from_settings(manifest, out, **settings)
+
+
+def frame_build(manifest: Path, path: Path, takes, views, codec: str = "zstd", **decoding):
+    """`build_frame_store` of ``takes`` into ``path`` with extract's settings ``decoding``
+    (inline decoding, the tiny backbone's 32 px crop)."""
+    from skill.adapt.frames import build_frame_store
+    from skill.pipeline.decode.geometry import FrameGeometry
+    from skill.pipeline.extract_config import ExtractConfig
+    from skill.pipeline.manifest import read_takes
+    from skill.tasks import task_record
+
+    data = read_takes(manifest)
+    settings = {"strategy": "windows", "frames": 4, "workers": 0, **decoding}
+    cfg = ExtractConfig(manifest=manifest, store=path, **settings)
+    geometry = FrameGeometry(shortest_edge=32, crop_height=32, crop_width=32)
+    return build_frame_store(path, cfg, views, takes, backbone=TINY, geometry=geometry,
+                             task=task_record(data.task, data.schema), codec=codec)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -148,28 +165,22 @@ def test_resume_with_other_settings_is_refused(dataset, tmp_path):
 
 
 def test_a_bad_view_is_masked_and_a_take_below_min_views_fails(dataset, tmp_path):
-    from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store
-    from skill.pipeline.decode.geometry import FrameGeometry
+    from skill.adapt.frames import FrameStore
     from skill.pipeline.manifest import read_takes
-    from skill.pipeline.sampling import SamplingConfig
 
     data = read_takes(dataset)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     takes = [data.takes[0].__class__(**{**data.takes[0].__dict__,
              "videos": {**data.takes[0].videos, "exo1": str(broken)}}), *data.takes[1:3]]  # fmt: skip
-    geometry = FrameGeometry(shortest_edge=32, crop_height=32, crop_width=32)
-    sampling = SamplingConfig(strategy="windows", frames=4, clips=2)
-    spec = FrameStoreSpec(TINY, vars(geometry), sampling.to_dict())
     path = tmp_path / "frames.zarr"
-    store, summary = build_frame_store(path, spec, data.views, takes, geometry=geometry,
-                                       sampling=sampling, workers=0, min_views=4)  # fmt: skip
+    store, summary = frame_build(dataset, path, takes, data.views, clips=2, min_views=4)
     assert summary.failed == 1 and summary.failed_views == 1
     assert store.status()[0] == STATUS_FAILED and not store.valid()[0, 1]
     assert "broken.mp4" in store.view_errors()[0, 1]
-    _, again = build_frame_store(path, spec, data.views, takes, geometry=geometry,
-                                 sampling=sampling, workers=0, min_views=4)  # fmt: skip
-    assert again.skipped == 3 and again.decoded == 0  # resumed: nothing decoded twice
+    assert not store.read_take(0)[1].any()  # the failed view stores no frames
+    _, again = frame_build(dataset, path, takes, data.views, clips=2, min_views=4)
+    assert again.skipped == 3 and again.completed == 0  # resumed: nothing decoded twice
     assert FrameStore.open(path).status().tolist() == [STATUS_FAILED, 1, 1]
 
 
@@ -302,11 +313,39 @@ def test_extract_with_another_time_embedding_than_adapt_is_refused(adapted_linea
 def test_presets_set_skillformer_settings_and_options_win():
     from skill.adapt.config import AdaptConfig
 
-    ego = AdaptConfig(manifest="m.jsonl", out="o", preset="skillformer-ego")
-    assert (ego.frames, ego.lora_r, ego.lora_alpha, ego.hidden, ego.lr, ego.views) == (
-        32, 32, 64, 1536, 5e-5, "ego")  # fmt: skip
-    both = AdaptConfig(manifest="m.jsonl", out="o", preset="skillformer-egoexo", lr=1e-4)
-    assert (both.frames, both.lora_r, both.hidden, both.lr) == (16, 64, 2560, 1e-4)
+    ego = AdaptConfig.from_settings("m.jsonl", "o", preset="skillformer-ego")
+    got = (ego.extract.frames, ego.lora_r, ego.lora_alpha, ego.fit.hidden, ego.fit.lr,
+           ego.fit.views)  # fmt: skip
+    assert got == (32, 32, 64, 1536, 5e-5, "ego")
+    both = AdaptConfig.from_settings("m.jsonl", "o", preset="skillformer-egoexo", lr=1e-4,
+                                     frames=8)  # fmt: skip
+    assert (both.extract.frames, both.lora_r, both.fit.hidden, both.fit.lr) == (8, 64, 2560, 1e-4)
+
+
+def test_adapt_settings_are_the_stages_settings_with_skillformers_defaults(tmp_path):
+    """adapt's config nests skill extract's and skill fit's: their checks and what they
+    derive apply, SkillFormer's recipe where its defaults differ, one value per setting."""
+    from skill.adapt.config import SETTINGS, AdaptConfig
+    from skill.errors import ConfigError
+    from skill.heads.config import FitConfig
+    from skill.pipeline.extract_config import ExtractConfig
+
+    cfg = AdaptConfig.from_settings(tmp_path / "m.jsonl", tmp_path / "o", seed=3, jitter=True,
+                                    device="cpu")  # fmt: skip
+    assert isinstance(cfg.extract, ExtractConfig) and isinstance(cfg.fit, FitConfig)
+    assert cfg.extract.sampling.strategy == "windows" and cfg.extract.sampling.clips == 4
+    assert (cfg.extract.seed, cfg.fit.seed) == (3, 3)  # the sampling seed follows --seed
+    assert (cfg.fit.batch_size, cfg.fit.weight_decay, cfg.fit.patience) == (2, 0.01, 0)
+    assert (cfg.fit.epochs, cfg.fit.view_dropout, cfg.fit.device) == (4, 0.0, "cpu")
+    assert cfg.run_dir == tmp_path / "o" / cfg.fit.name and cfg.extract.store == cfg.frame_store
+    assert list(cfg.settings()) == list(SETTINGS)
+    given = {k: v for k, v in cfg.settings().items() if k not in ("manifest", "out")}
+    again = AdaptConfig.from_settings(cfg.manifest, cfg.out, **given)
+    assert again.settings() == cfg.settings()
+    with pytest.raises(ConfigError, match="--frames must be at least 1"):
+        AdaptConfig.from_settings(tmp_path / "m.jsonl", tmp_path / "o", frames=0)
+    with pytest.raises(TypeError, match="snap"):
+        AdaptConfig.from_settings(tmp_path / "m.jsonl", tmp_path / "o", snap="keyframe")
 
 
 def test_cli_adapt_options_come_from_the_config():
@@ -343,16 +382,11 @@ def test_only_the_chosen_views_are_decoded_and_trained(dataset, tmp_path):
 
 
 def test_a_killed_frame_store_build_resumes_with_the_pending_takes(dataset, tmp_path, monkeypatch):
-    from skill.adapt.frames import FrameStore, FrameStoreSpec, build_frame_store
-    from skill.pipeline.decode.geometry import FrameGeometry
+    from skill.adapt.frames import FrameStore
     from skill.pipeline.manifest import read_takes
-    from skill.pipeline.sampling import SamplingConfig
 
     takes = read_takes(dataset).takes[:4]
     views = ["ego", "exo1"]
-    geometry = FrameGeometry(shortest_edge=32, crop_height=32, crop_width=32)
-    sampling = SamplingConfig(strategy="windows", frames=4, clips=1)
-    spec = FrameStoreSpec(TINY, vars(geometry), sampling.to_dict(), codec="raw")
     write, written = FrameStore.write_take, []
 
     def dies_on_the_third(self, row, take):
@@ -363,17 +397,35 @@ def test_a_killed_frame_store_build_resumes_with_the_pending_takes(dataset, tmp_
 
     monkeypatch.setattr(FrameStore, "write_take", dies_on_the_third)
     path = tmp_path / "frames.zarr"
-    kwargs = {"geometry": geometry, "sampling": sampling, "workers": 0}
     with pytest.raises(KeyboardInterrupt):
-        build_frame_store(path, spec, views, takes, **kwargs)
+        frame_build(dataset, path, takes, views, codec="raw", clips=1)
     monkeypatch.setattr(FrameStore, "write_take", write)
-    store, summary = build_frame_store(path, spec, views, takes, **kwargs)
-    assert (summary.skipped, summary.decoded) == (2, 2)
+    store, summary = frame_build(dataset, path, takes, views, codec="raw", clips=1)
+    assert (summary.skipped, summary.completed) == (2, 2)
     assert (store.status() == STATUS_COMPLETE).all()
     with pytest.raises(Exception, match="cannot resume"):
-        other = SamplingConfig(strategy="windows", frames=4, clips=2)
-        build_frame_store(path, FrameStoreSpec(TINY, vars(geometry), other.to_dict()), views,
-                          takes, geometry=geometry, sampling=other, workers=0)  # fmt: skip
+        frame_build(dataset, path, takes, views, clips=2)
+
+
+def test_a_frame_store_of_another_task_or_an_older_format_is_refused(dataset, tmp_path):
+    import zarr
+
+    from skill.adapt.frames import FrameStore, FrameStoreSpec
+    from skill.errors import SkillError
+    from skill.pipeline.manifest import read_takes
+    from skill.tasks import task_record
+
+    takes, views = read_takes(dataset).takes[:2], ["ego"]
+    path = tmp_path / "frames.zarr"
+    store, _ = frame_build(dataset, path, takes, views, clips=1)
+    assert store.task == task_record("classification", read_takes(dataset).schema)
+    spec = FrameStoreSpec(**store.provenance)
+    other = task_record("classification", {"labels": ["Novice", "Expert"]})
+    with pytest.raises(SkillError, match="cannot resume this frame store: task classification"):
+        FrameStore.open_or_create(path, spec, views, takes, other)
+    zarr.open_group(str(path), mode="r+").attrs["skill_frames"] = {"format_version": 1}
+    with pytest.raises(SkillError, match="frame store format 1 was written by an older skill"):
+        FrameStore.open(path)
 
 
 def neural_heads() -> list[str]:
@@ -468,7 +520,8 @@ def test_a_second_adapt_on_the_same_folder_is_refused(dataset, tmp_path):
 
 
 def test_skillformer_ego_preset_trains_its_reported_14m_parameters():
-    # NOTES §1: with r=32 the LoRA weights are about 7.1M and the fusion module about 7.1M.
+    # SkillFormer (arXiv 2505.08665): with r=32 the LoRA weights are about 7.1M and the fusion
+    # module about 7.1M, its reported 14M trainable parameters.
     import torch
     from peft import get_peft_model
     from transformers import TimesformerConfig, TimesformerModel
@@ -477,12 +530,13 @@ def test_skillformer_ego_preset_trains_its_reported_14m_parameters():
     from skill.adapt.train import lora_config
     from skill.heads.registry import build_head
 
-    cfg = AdaptConfig(manifest="m.jsonl", out="o", preset="skillformer-ego")
+    cfg = AdaptConfig.from_settings("m.jsonl", "o", preset="skillformer-ego")
     with torch.device("meta"):  # TimeSformer-base's shapes, no memory
         lora = get_peft_model(
             TimesformerModel(TimesformerConfig()), lora_config(cfg, "timesformer")
         )
-        head = build_head("cvf", dim=768, num_views=1, outputs=4, tokens=32, hidden=cfg.hidden)
+        head = build_head("cvf", dim=768, num_views=1, outputs=4, tokens=32,
+                          hidden=cfg.fit.hidden)  # fmt: skip
     lora_params = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     head_params = sum(p.numel() for p in head.parameters())
     assert lora_params == 7_077_888  # 12 layers x 32 x (in + out) of the seven Linears
@@ -561,6 +615,8 @@ def file_bytes(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+# Two adapt processes; the default run compares adapters in test_stopped_adapt_resumes_...
+@pytest.mark.slow
 def test_two_identical_adapt_runs_write_identical_files(dataset, tmp_path):
     # Two processes with other string hashes: a set written in set order comes out differently.
     one = adapt_cli(dataset, tmp_path / "one", PYTHONHASHSEED="1")

@@ -17,27 +17,25 @@ import pytest
 from tests.extract_helpers import REPO, TINY, cli_env, flat, make_dataset
 
 
-def _plan(trainer_class, rank, world: int, per_rank: int, n_train: int, accum: int):
-    """``Trainer.epoch_plan`` of a trainer with only what the plan reads."""
+def _plan(rank, world: int, per_rank: int, n_train: int, accum: int):
+    """``FrameBatches.epoch_plan`` of a batch source with only what the plan reads."""
     from types import SimpleNamespace
 
+    from skill.adapt.train import FrameBatches
     from skill.pipeline.distributed import Rank
 
-    trainer = trainer_class.__new__(trainer_class)
-    trainer.cfg = SimpleNamespace(batch_size=per_rank, grad_accum=accum)
-    trainer.rank = Rank(rank=rank, world=world)
-    trainer.splits = SimpleNamespace(train=np.arange(n_train) * 10)
-    trainer.frames = SimpleNamespace(clips=3)
-    trainer.view_idx = [0, 1]
-    return trainer.epoch_plan(np.random.default_rng(7))
+    cfg = SimpleNamespace(fit=SimpleNamespace(batch_size=per_rank), grad_accum=accum)
+    frames = SimpleNamespace(clips=3, views=["ego", "exo1"])
+    sel = SimpleNamespace(view_names=["ego", "exo1"])
+    source = FrameBatches(cfg, frames, sel, np.arange(n_train) * 10, Rank(rank=rank, world=world),
+                          "cpu")  # fmt: skip
+    return source.epoch_plan(np.random.default_rng(7))
 
 
 @pytest.mark.parametrize("n_train, accum", [(7, 1), (8, 2), (5, 3)])
 def test_rank_batches_partition_the_global_batches_of_one_process(n_train, accum):
-    from skill.adapt.train import Trainer
-
-    single = _plan(Trainer, 0, 1, 4, n_train, accum)
-    ranks = [_plan(Trainer, r, 2, 2, n_train, accum) for r in range(2)]
+    single = _plan(0, 1, 4, n_train, accum)
+    ranks = [_plan(r, 2, 2, n_train, accum) for r in range(2)]
     assert all(len(plan) == len(single) for plan in ranks)
     for i, (rows, windows, step_takes) in enumerate(single):
         got = np.concatenate([ranks[r][i][0] for r in range(2)])
@@ -100,7 +98,7 @@ def test_two_gloo_ranks_stopped_and_resumed_end_with_the_adapter_of_one_process(
     settings = {"backbone": TINY, "frames": 4, "clips": 2, "epochs": 2, "lr": 1e-2,
                 "dropout": 0.0, "lora_dropout": 0.0, "device": "cpu", "workers": 0,
                 "threads": 1, "plots": False, "batch_size": 2}  # fmt: skip
-    reference = run_adapt(AdaptConfig(manifest=manifest, out=one, **settings))
+    reference = run_adapt(AdaptConfig.from_settings(manifest, one, **settings))
     assert reference.finished
 
     two = tmp_path / "two"
@@ -138,10 +136,10 @@ def test_a_checkpoint_of_another_rank_count_is_refused(tmp_path):
     settings = {"backbone": TINY, "frames": 4, "clips": 1, "epochs": 2, "device": "cpu",
                 "workers": 0, "threads": 1, "plots": False, "stop_after_epochs": 1}  # fmt: skip
     out = tmp_path / "out"
-    assert not run_adapt(AdaptConfig(manifest=manifest, out=out, **settings)).finished
+    assert not run_adapt(AdaptConfig.from_settings(manifest, out, **settings)).finished
     state_file = out / ".checkpoint" / "state.json"
     state = json.loads(state_file.read_text())
     assert state["world"] == 1
     state_file.write_text(json.dumps({**state, "world": 2}))
     with pytest.raises(ConfigError, match=r"\.checkpoint: the checkpoint was made on 2 ranks"):
-        run_adapt(AdaptConfig(manifest=manifest, out=out, **settings))
+        run_adapt(AdaptConfig.from_settings(manifest, out, **settings))

@@ -430,19 +430,21 @@ def test_parse_old_and_new_style_preprocessor_configs():
         "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711],
     }
-    prep = parse_preprocessor_config(old_clip, family="clip", where="x.json")
+    prep = parse_preprocessor_config(old_clip, family=FAMILIES["clip"], where="x.json")
     assert (prep.shortest_edge, prep.crop_height, prep.crop_width) == (224, 224, 224)
     assert (prep.resample, prep.rescale_factor) == ("bicubic", 1 / 255)
     exact = {"size": {"height": 224, "width": 224}, "image_mean": 0.5, "image_std": 0.5}
     exact["do_center_crop"] = False
-    prep = parse_preprocessor_config(exact, family="timesformer", where="x.json")
+    prep = parse_preprocessor_config(exact, family=FAMILIES["timesformer"], where="x.json")
     assert (prep.shortest_edge, prep.crop_height, prep.image_mean) == (224, 224, (0.5,) * 3)
     assert prep.resample == "bilinear"  # VideoMAEImageProcessor's default
     with pytest.raises(BackboneError, match=r"x\.json: image_mean is missing"):
-        parse_preprocessor_config({"size": 224, "crop_size": 224}, family="clip", where="x.json")
+        parse_preprocessor_config(
+            {"size": 224, "crop_size": 224}, family=FAMILIES["clip"], where="x.json"
+        )
     with pytest.raises(BackboneError, match="larger than"):
         bad = {**old_clip, "size": 200}
-        parse_preprocessor_config(bad, family="clip", where="x.json")
+        parse_preprocessor_config(bad, family=FAMILIES["clip"], where="x.json")
 
 
 def test_checkpoint_folder_errors(timesformer_dir, tmp_path):

@@ -99,10 +99,11 @@ def test_adapt_takes_its_budget_the_same_way(tmp_path):
     from skill.adapt.train import fit_config
 
     def adapt(**fields) -> AdaptConfig:
-        return AdaptConfig(manifest=tmp_path / "takes.jsonl", out=tmp_path / "out",
-                           backbone="tiny-timesformer", batch_size=2, grad_accum=2, **fields)  # fmt: skip
+        return AdaptConfig.from_settings(tmp_path / "takes.jsonl", tmp_path / "out",
+                                         backbone="tiny-timesformer", batch_size=2,
+                                         grad_accum=2, **fields)  # fmt: skip
 
-    assert adapt().epochs == 4  # SkillFormer's, when neither is given
+    assert adapt().fit.epochs == 4  # SkillFormer's, when neither is given
     budget = fit_config(adapt(steps=10), "cpu").budget(train_takes=12, grad_accum=2)
     assert (budget.rule, budget.steps_per_epoch, budget.epochs, budget.steps) == ("steps", 3, 4, 12)
     assert fit_config(adapt(), "cpu").budget(12, 2).patience == 0  # adapt's patience: epochs

@@ -239,28 +239,40 @@ sys.exit(code)
 """
 
 
+def slow(*values):
+    """A parameter set that only `-m slow` runs."""
+    return pytest.param(*values, marks=pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory) -> Path:
+    """A store every cheap mistake below names and none writes to: built once."""
+    from tests.token_store import build_token_store
+
+    folder = tmp_path_factory.mktemp("cheap")
+    return build_token_store(folder / "store.zarr", n_participants=12, takes_per_participant=1).path
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
+        # a process each: the default run checks each command once or twice, -m slow all
         (["fit", "/no/such.zarr"], "/no/such.zarr: no such store"),
-        (["fit", "STORE", "--head", "nosuch"], "--head: 'nosuch' is not a head"),
+        slow(["fit", "STORE", "--head", "nosuch"], "--head: 'nosuch' is not a head"),
         (["fit", "STORE", "--views", "ego,exo9"], "--views: unknown view 'exo9'"),
-        (["fit", "STORE", "--sweep"], "No such option: --sweep"),  # a grid: skill sweep
-        (["sweep", "STORE", "--heads", "mean,nosuch"], "--heads: 'nosuch' is not"),
-        (["sweep", "STORE", "--view-sets", "ego;exo9"], "--view-sets: "),
+        slow(["fit", "STORE", "--sweep"], "No such option: --sweep"),  # a grid: skill sweep
+        slow(["sweep", "STORE", "--heads", "mean,nosuch"], "--heads: 'nosuch' is not"),
+        slow(["sweep", "STORE", "--view-sets", "ego;exo9"], "--view-sets: "),
         (["sweep", "STORE", "--stores", "/no/other.zarr"], "/no/other.zarr: no such store"),
-        (["predict", "/no/such.zarr", "--run", "r", "--out", "p.csv"], "no such store"),
+        slow(["predict", "/no/such.zarr", "--run", "r", "--out", "p.csv"], "no such store"),
         (["predict", "STORE", "--run", "r", "--out", "p.csv", "--views", "exo9"], "--views"),
         (["adapt", "/no/m.jsonl", "--out", "a"], "/no/m.jsonl: manifest not found"),
         (["extract", "/no/m.jsonl", "--store", "s.zarr"], "/no/m.jsonl: manifest not found"),
     ],
 )
-def test_a_cheap_mistake_is_refused_before_torch_is_imported(args, message, tmp_path):
+def test_a_cheap_mistake_is_refused_before_torch_is_imported(args, message, small_store, tmp_path):
     """A wrong store, view, head or manifest costs a second, not the import of torch."""
-    from tests.token_store import build_token_store
-
-    store = build_token_store(tmp_path / "store.zarr", n_participants=12, takes_per_participant=1)
-    args = [str(store.path) if arg == "STORE" else arg for arg in args]
+    args = [str(small_store) if arg == "STORE" else arg for arg in args]
     script = WATCH_IMPORTS.format(heavy=HEAVY)
     done = subprocess.run(
         [sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True

@@ -186,6 +186,8 @@ REFUSALS: dict[str, list[list[str]]] = {
         ["M", "--out", "D/a", "--lr", "0", "--warmup-frac", "1", "--codec", "lz4"],
         ["M", "--out", "D/a", "--monitor", "accuracy", "--prefetch", "-1"],
         ["M", "--out", "D/a", "--stop-after-epochs", "0"],
+        ["M", "--out", "D/a", "--lora-r", "0", "--grad-accum", "0", "--codec", "lz4"],
+        ["M", "--out", "D/a", "--prefetch", "-1"],
         ["M", "--out", "D/a", "--head", "nosuch"],
         ["M", "--out", "D/a", "--head", "lightgbm"],
         ["M", "--out", "D/a", "--sampling", "uniform", "--stride", "2"],
@@ -279,6 +281,8 @@ def refusal_sites() -> list[tuple[str, str, int, int, str]]:
     return sites
 
 
+# Traces every case to prove REFUSALS complete; the default run checks each message (above).
+@pytest.mark.slow
 def test_every_refusal_of_every_config_is_reached_by_a_case(places):
     """REFUSALS is complete: running its cases executes every refusal the configs make (so
     the test above checks the message of each)."""

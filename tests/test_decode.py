@@ -71,7 +71,8 @@ def test_every_file_gives_a_valid_clip_or_the_expected_reason(corpus_results, sn
     expected_failures = dict(EXPECTED_FAILURES)
     if snap == "keyframe":
         # Its damage lies after its only keyframe, frame 0, the one frame keyframe mode reads
-        # (frames not decoded are not checked, rule 5): every position snaps to frame 0.
+        # (frames not decoded are not checked: docs/decoding.md, "Corrupt data"): every
+        # position snaps to frame 0.
         del expected_failures["decord__corrupted.mp4"]
         assert (corpus_results["decord__corrupted.mp4"][0].indices == 0).all()
     for name, (view, error) in corpus_results.items():
@@ -128,7 +129,7 @@ def test_av1_decodes_through_the_pyav_fallback() -> None:
     path = MEDIA / "torchcodec__av1_video.mkv"
     view = decode_view(path, SAMPLING, path.name, GEOMETRY, backend=("decord", "pyav"))
     assert view.backend == "pyav"
-    if snap == "exact":  # keyframe mode reads with PyAV first (rule 12)
+    if snap == "exact":  # keyframe mode reads with PyAV first (docs/decoding.md)
         assert view.fallback_reason.startswith("decord: cannot open")
     assert view.info.num_frames == 125
 

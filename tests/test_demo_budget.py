@@ -1,12 +1,9 @@
 """The default training settings on the demo's store (120 training takes, 4 steps an epoch):
-every neural head learns on all views, and cvf on all views reaches 0.5 (issue 15: with the
-old 30-epoch budget it scored 0.225, below chance). Whether it also beats ego alone and exo
-alone is a benchmark figure, not a test: on 40 test takes it moves with the library versions
-that build the tiny backbone (BENCHMARKS.md, benchmark 7). The
-budget in steps, the mean head's per-view projection (before it, mean stayed at 0.275 on all
-views), cvf's default view dropout on multi-view fits (0.2) and its default learning rate
-(3e-3; at 1e-3 cvf on all views tied ego at 0.575) are what get there; BENCHMARKS.md,
-benchmark 7."""
+every neural head learns on all views, and cvf on all views reaches 0.5. Whether it also
+beats ego alone and exo alone is a benchmark figure, not a test: on 40 test takes it moves with
+the library versions that build the tiny backbone. BENCHMARKS.md, benchmark 7, measures the
+settings that get there (the budget in steps, the mean head's per-view projection, cvf's view
+dropout and learning rate)."""
 
 from __future__ import annotations
 

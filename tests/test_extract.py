@@ -109,6 +109,35 @@ def test_a_finished_run_packs_the_store_and_an_append_unpacks_it_first(
     assert_same_stores(unpacked, reference)
 
 
+def test_a_store_another_command_wrote_while_the_backbone_loaded_is_opened_again(
+    dataset, reference, tmp_path, monkeypatch
+):
+    """The store is opened once, before the backbone loads. When another command writes it
+    in between (here takes 0 and 3, in that order), the run opens it again once it holds the
+    writer lock: it appends to what is there, and ends with the store of one run."""
+    from skill.pipeline import extract
+
+    lines = dataset.read_text().splitlines()
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join([lines[0], lines[3]]) + "\n")
+    store = tmp_path / "s.zarr"
+    run_extract(extract_config(dataset, store, limit=1))
+    preflight, runs = extract.preflight_store, []
+
+    def another_command_writes_meanwhile(path):
+        opened = preflight(path)
+        runs.append(path)
+        if len(runs) == 1:  # the other command's own preflight is the second
+            assert run_extract(extract_config(other, store, root=dataset.parent)).completed == 1
+        return opened
+
+    monkeypatch.setattr(extract, "preflight_store", another_command_writes_meanwhile)
+    summary = run_extract(extract_config(dataset, store))
+    assert len(runs) == 2 and (summary.skipped, summary.completed) == (2, 2)
+    assert take_ids(dataset) != list(TokenStore.open(store).take_table().ids)  # other rows
+    assert_same_stores(store, reference)
+
+
 def test_a_pack_cut_short_is_completed_by_the_next_run(dataset, reference, tmp_path):
     from skill.cache import layout
 
@@ -447,6 +476,8 @@ def _media_manifest(dataset: Path, folder: Path) -> tuple[Path, list[Path]]:
     return manifest, files
 
 
+# Extracts the whole media corpus; the default run decodes each file (test_decode).
+@pytest.mark.slow
 @pytest.mark.skipif(not MEDIA.is_dir(), reason=f"real media corpus not found at {MEDIA}")
 def test_every_real_media_file_in_a_dataset_run(dataset, tmp_path):
     """Each view is extracted or failed with a readable reason, nothing crashes; a take keeps
@@ -500,6 +531,8 @@ def test_a_backbone_output_with_nan_fails_that_view_and_never_enters_the_store(
     assert np.isfinite(tokens).all() and not tokens[take, view].any()
 
 
+# Waits out a decode timeout; test_decode_pool kills hung workers in the default run.
+@pytest.mark.slow
 def test_a_hanging_decoder_costs_its_view_only(dataset, tmp_path, monkeypatch):
     """The per-video timeout kills the stuck worker; the take keeps its other views."""
     records = [json.loads(line) for line in dataset.read_text().splitlines()[:2]]

@@ -14,7 +14,8 @@ import torch
 from skill.heads import HEADS, head_names
 from skill.heads.config import FitConfig
 from skill.heads.data import load_selection, resolve_views, split_takes
-from skill.heads.registry import is_trainable
+from skill.heads.lgbm import LightGBMSettings
+from skill.heads.registry import is_trainable, resolve_head
 from skill.heads.train import fit
 from skill.heads.trainer import drop_views
 from skill.tasks import get_task
@@ -29,7 +30,8 @@ from tests.token_store import LABELS, PROVENANCE, VIEWS, shared_token_store
 
 # Small and quick: the synthetic signal is strong, so a few epochs suffice.
 QUICK = dict(epochs=12, batch_size=16, lr=3e-3, hidden=64, patience=0, plots=False,
-             lgbm_rounds=100, lgbm_learning_rate=0.1, lgbm_threads=1)  # fmt: skip
+             lightgbm=LightGBMSettings(lgbm_rounds=100, lgbm_learning_rate=0.1,
+                                       lgbm_threads=1))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -266,19 +268,19 @@ def test_metrics_and_baselines():
 def test_tokens_pooled_once_give_the_same_logits_as_raw_tokens(selection, name):
     """A head flagged ``pools_tokens`` is trained on ``head_input`` (the per-view token mean
     computed once); the flag is only right if that input changes nothing."""
-    from skill.heads import build_head, pools_tokens
     from skill.heads.trainer import head_input
 
     torch.manual_seed(0)
     x = selection.x[:12]  # (12, V, K, N, D) float16
-    head = build_head(name, dim=selection.dim, num_views=selection.num_views,
+    spec = resolve_head(name)
+    head = spec.build(dim=selection.dim, num_views=selection.num_views,
                       outputs=4, tokens=selection.tokens, hidden=16).eval()  # fmt: skip
-    fed = head_input(name, x)
+    fed = head_input(spec, x)
     mask = torch.from_numpy(selection.mask[:12])
     with torch.no_grad():
         raw = head(torch.from_numpy(x[:, :, 0]).float(), mask)
         pooled = head(torch.from_numpy(fed[:, :, 0]).float(), mask)
-    if pools_tokens(name):
+    if spec.pools_tokens:
         assert fed.shape == (*x.shape[:3], 1, x.shape[4]) and fed.dtype == np.float32
         torch.testing.assert_close(pooled, raw, atol=1e-5, rtol=1e-5)
     else:
@@ -306,7 +308,7 @@ def test_every_config_field_has_a_docstring_and_fit_defaults_to_cvf(store):
                 assert described, f"{cls.name}.{node.target.id} has no docstring"
     assert FitConfig(store=str(store.path)).head == "cvf"
     with pytest.raises(ValueError, match="--lgbm-feature-fraction must be in"):
-        FitConfig(store=str(store.path), lgbm_feature_fraction=0.0)
+        FitConfig(store=str(store.path), lightgbm=LightGBMSettings(lgbm_feature_fraction=0.0))
 
 
 def test_view_dropout_default_is_the_heads_and_only_with_several_views(store, tmp_path):
@@ -327,9 +329,9 @@ def test_view_dropout_default_is_the_heads_and_only_with_several_views(store, tm
 def test_lr_default_is_the_heads_and_recorded(store, tmp_path):
     # None = the head's default (cvf 3e-3, the others 1e-3), written resolved to
     # config.json; training with it equals training given it, and another rate differs.
-    from skill.heads.registry import DEFAULT_LR, default_lr, head_names
+    from skill.heads.registry import DEFAULT_LR, head_names
 
-    defaults = {head: default_lr(head) for head in head_names()}
+    defaults = {head: resolve_head(head).default_lr for head in head_names()}
     assert defaults["cvf"] == 3e-3 and defaults["concat"] == DEFAULT_LR == 1e-3
     ran = {}
     for head in ("cvf", "concat"):
@@ -344,22 +346,45 @@ def test_lr_default_is_the_heads_and_recorded(store, tmp_path):
     assert other.metrics["history"] != ran["cvf"][1]
 
 
-def test_training_started_from_an_unresolved_config_uses_the_heads_defaults(
-    store, selection, tmp_path
-):
-    # A caller of the trainer's steps (a benchmark, a notebook) that passes lr and
-    # view_dropout unset trains exactly as with them given.
-    from skill.heads.trainer import deterministic_torch, start_training, train_epoch
+def test_the_trainers_steps_take_a_config_resolved_once_with_the_head(store, selection, tmp_path):
+    # A caller of the trainer's steps (a benchmark, a notebook) resolves its config once with
+    # the head it looked up: lr and view_dropout left unset then train exactly as the head's
+    # defaults given; a config left unresolved is refused, not trained with None.
+    from skill.heads.trainer import TokenBatches, deterministic_torch, start_training, train_epoch
 
     splits = split_takes(selection, 0.25, 0)
+    spec = resolve_head("cvf")
+    unresolved = quick(store, tmp_path, head="cvf", epochs=1, lr=None, view_dropout=None)
+    with pytest.raises(ValueError, match="resolved config"):
+        start_training(unresolved, selection, splits, spec)
     losses = {}
     for lr, drop in ((None, None), (3e-3, 0.2), (1e-3, 0.2)):
         cfg = quick(store, tmp_path, head="cvf", epochs=1, lr=lr, view_dropout=drop)
+        cfg = cfg.resolved(spec, selection.num_views, selection.task)
         with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
-            state = start_training(cfg, selection, splits)
-            losses[lr, drop] = train_epoch(state, selection.mask, splits.train)
+            state = start_training(cfg, selection, splits, spec)
+            batches = TokenBatches(state.cfg, selection, splits.train, spec)
+            losses[lr, drop] = train_epoch(state, batches)
         assert (state.cfg.lr, state.cfg.view_dropout) == (lr or 3e-3, drop or 0.2)
     assert losses[None, None] == losses[3e-3, 0.2] != losses[1e-3, 0.2]
+
+
+@pytest.mark.parametrize("head", ["mean", "lightgbm"])
+def test_a_fit_looks_its_head_up_once_and_resolves_its_config_once(
+    head, store, selection, tmp_path, monkeypatch
+):
+    import skill.heads.registry as registry
+
+    lookups, resolutions = [], []
+    head_class, resolved = registry.head_class, FitConfig.resolved
+    monkeypatch.setattr(
+        registry, "head_class", lambda name: lookups.append(name) or head_class(name)
+    )
+    monkeypatch.setattr(
+        FitConfig, "resolved", lambda cfg, *args: resolutions.append(args) or resolved(cfg, *args)
+    )
+    fit(quick(store, tmp_path, head=head, epochs=1), selection=selection)
+    assert lookups == [head] and len(resolutions) == 1
 
 
 def test_weights_of_an_older_head_version_are_refused_in_one_line(store, selection, tmp_path):

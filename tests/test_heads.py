@@ -19,6 +19,7 @@ from torch import nn
 from skill.heads import HEADS, build_head, head_names
 from skill.heads._ops import masked_mean, pool_tokens
 from skill.heads.cvf import ViewAttentionPool
+from skill.heads.lgbm import LightGBMSettings
 from skill.heads.registry import is_trainable
 
 ALL_HEADS = head_names()
@@ -40,7 +41,7 @@ B, V, N, D, C = 6, 3, 4, 32, 4
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     # These tensors are tiny: with two threads on a busy 2-core machine each op waits for a
-    # core, which made a 0.5 s training loop take 12 s. One thread is as fast when idle.
+    # core. One thread is as fast when idle.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -58,15 +59,34 @@ def mixed_mask() -> torch.Tensor:
     )
 
 
-def test_registry_finds_every_head_module_by_its_decorator():
+def test_the_head_list_names_every_head_file_and_the_head_it_registers():
+    # HEAD_FILES is what a command checks a head name against without torch: it must name
+    # every file that registers a head, beside the name that file registers.
+    from skill.heads import HEAD_FILES
+
     registering = {
         path.stem
         for path in HEADS_DIR.glob("*.py")
         if any(line.startswith("@register_head(") for line in path.read_text().splitlines())
     }
-    assert {HEADS[name].__module__.rsplit(".", 1)[1] for name in ALL_HEADS} == registering
+    assert set(HEAD_FILES.values()) == registering
+    assert {name: HEADS[name].__module__.rsplit(".", 1)[1] for name in ALL_HEADS} == HEAD_FILES
     assert {"mean", "concat", "late", "cvf", "temporal", "lightgbm"} <= set(ALL_HEADS)
     assert NEURAL_HEADS and "lightgbm" not in NEURAL_HEADS
+
+
+@pytest.mark.parametrize("name", NEURAL_HEADS)
+def test_a_head_declares_only_the_sizes_it_uses(name):
+    # Built with every size of the store offered, a head receives the ones it declares;
+    # tokens only where the token count shapes its weights (temporal's time embedding).
+    from skill.heads.registry import resolve_head
+
+    spec = resolve_head(name)
+    declared = set(inspect.signature(spec.cls).parameters)
+    assert {"dim", "num_views", "outputs"} <= declared
+    assert ("tokens" in declared) == (name == "temporal")
+    offered = {"dim": D, "num_views": V, "outputs": C, "tokens": N, "hidden": 16, "dropout": 0.0}
+    assert set(spec.arguments(offered)) == declared & set(offered)
 
 
 @pytest.mark.parametrize("name", NEURAL_HEADS)
@@ -277,8 +297,8 @@ def test_view_attention_pool_dropout_matches_multihead_attention_draw_for_draw(v
     """Training mode: nn.MultiheadAttention's need_weights=True path applies torch's dropout to
     its (B*H, Vq, Vk) probabilities, and the pool to its (B, H, Vq, Vk) ones (same layout), so
     from the same seed both drop the same probabilities and must agree exactly, which tests the
-    1/(1-p) scaling and the bias term whose weights no longer sum to 1. (The old head called
-    need_weights=False, whose fused kernel draws its dropout differently: same distribution.)"""
+    1/(1-p) scaling and the bias term whose weights no longer sum to 1. (need_weights=False's
+    fused kernel draws its dropout differently: same distribution, other draws.)"""
     torch.manual_seed(0)
     dim, heads = 40, 10
     pool = randomised_view_pool(dim, heads, dropout=0.3).train()
@@ -407,7 +427,7 @@ def test_can_overfit_a_tiny_separable_problem(name, options):
 # ---- every head kind through the TrainableHead interface and the run folder ---------------
 
 QUICK = dict(epochs=3, batch_size=16, lr=3e-3, hidden=16, patience=0, plots=False,
-             lgbm_rounds=20, lgbm_learning_rate=0.1)  # fmt: skip
+             lightgbm=LightGBMSettings(lgbm_rounds=20, lgbm_learning_rate=0.1))  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ALL_HEADS)
@@ -492,7 +512,7 @@ def test_heads_modules_import_no_cycle_and_nothing_of_the_pipeline():
 
 def test_mean_head_averages_learned_view_embeddings_not_raw_tokens():
     """Two takes whose views have the same raw mean but differ view by view: a mean of the
-    raw tokens (the old head) cannot tell them apart; the mean of per-view embeddings can.
+    raw tokens cannot tell them apart; the mean of per-view embeddings can.
     Swapping the views of one take leaves its output as it is (a mean has no view order)."""
     head = small_head("mean").eval()
     a, b = torch.randn(N, D), torch.randn(N, D)

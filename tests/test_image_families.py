@@ -288,11 +288,11 @@ def test_siglip_vision_only_checkpoint_loads_and_one_without_its_head_is_refused
 
 
 def test_the_hub_processor_configs_parse():
-    dinov2 = parse_preprocessor_config(HUB_DINOV2, family="dinov2", where="dinov2.json")
+    dinov2 = parse_preprocessor_config(HUB_DINOV2, family=FAMILIES["dinov2"], where="dinov2.json")
     assert (dinov2.shortest_edge, dinov2.crop_height, dinov2.crop_width) == (256, 224, 224)
     assert (dinov2.image_mean, dinov2.image_std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert dinov2.resample == "bicubic"
-    siglip = parse_preprocessor_config(HUB_SIGLIP, family="siglip", where="siglip.json")
+    siglip = parse_preprocessor_config(HUB_SIGLIP, family=FAMILIES["siglip"], where="siglip.json")
     assert (siglip.shortest_edge, siglip.crop_height, siglip.crop_width) == (224, 224, 224)
     assert (siglip.image_mean, siglip.image_std) == ((0.5,) * 3, (0.5,) * 3)
     assert siglip.resample == "bicubic"

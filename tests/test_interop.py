@@ -149,7 +149,14 @@ def test_export_then_import_gives_identical_tokens_and_take_table(synthetic, fmt
     assert len(imported.provenance["imported"]["sha256"]) == 64
 
 
-@pytest.mark.parametrize("batch_takes", [1, 5, None], ids=["one", "five", "all"])
+@pytest.mark.parametrize(
+    "batch_takes",
+    [
+        pytest.param(1, id="one"),
+        pytest.param(5, id="five", marks=pytest.mark.slow),  # between the two the default runs
+        pytest.param(None, id="all"),
+    ],
+)
 def test_an_import_writes_takes_in_batches_and_the_same_store(
     synthetic, tmp_path, monkeypatch, batch_takes
 ):

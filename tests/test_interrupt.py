@@ -78,6 +78,8 @@ def assert_all_gone(processes: list) -> None:
     assert wait_for(gone, 30.0, interval=0.1), [p.pid for p in processes if p.is_running()]
 
 
+# Every stop point of a whole run; the default run interrupts one (the test below).
+@pytest.mark.slow
 def test_ctrl_c_at_any_moment_is_one_line_and_the_store_resumes(tmp_path):
     manifest = make_dataset(tmp_path / "data", takes=TAKES)
     reference = tmp_path / "reference.zarr"
@@ -108,6 +110,8 @@ def test_ctrl_c_at_any_moment_is_one_line_and_the_store_resumes(tmp_path):
     assert store_summary(store)["state"] == "finished"
 
 
+# A whole extract process stopped by SIGINT; the tests below meet the one line in-process.
+@pytest.mark.slow
 def test_progress_lines_then_the_one_line_of_the_interrupt(tmp_path):
     """Without --quiet, on a log: the progress lines come first, the interrupt's line last,
     and nothing else (the other moments are checked with --quiet above)."""

@@ -59,8 +59,9 @@ def chunk_files(path: Path, name: str) -> tuple[bool, int]:
     return (folder / "c").is_dir(), len(list(folder.glob("c.*")))
 
 
-# Small packed chunks give several chunks and a partial last one; the default gives one.
-@pytest.mark.parametrize("chunk_takes", [7, None])
+# Small packed chunks give several chunks and a partial last one (the default run); the default
+# chunk size gives one (-m slow).
+@pytest.mark.parametrize("chunk_takes", [7, pytest.param(None, marks=pytest.mark.slow)])
 def test_pack_and_unpack_keep_every_array_and_every_read(
     source, tmp_path, monkeypatch, chunk_takes
 ):
@@ -140,11 +141,14 @@ def _kill_at(monkeypatch, target: str, after_calls: int = 0) -> None:
         monkeypatch.setattr(layout.os, target, dying)
 
 
+# The default run kills a relayout on each side of the swap; -m slow also before it.
 @pytest.mark.parametrize(
     ("step", "after_calls", "active"),
     [
-        ("_copy_raw_tokens", 0, "write"),  # while writing the new chunks to staging
-        ("_move_chunk_files", 0, "write"),  # before any new chunk file is in place
+        # while writing the new chunks to staging
+        pytest.param("_copy_raw_tokens", 0, "write", marks=pytest.mark.slow),
+        # before any new chunk file is in place
+        pytest.param("_move_chunk_files", 0, "write", marks=pytest.mark.slow),
         ("replace", 0, "write"),  # new chunks in place, metadata not yet swapped
         ("_remove_chunk_files", 1, "packed"),  # swapped, old chunks not yet deleted
     ],
@@ -266,8 +270,18 @@ def test_a_relayout_never_reuses_the_file_names_in_use(source, tmp_path):
         layout.relayout_array(path, "status", (3,), layout.PACKED_SEPARATOR)
 
 
-@pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("bits", [0x7E00, 0x7C00, 0xFC00])  # NaN, +Inf, -Inf
+# The default run reads NaN packed and -Inf in the write layout; -m slow: every pair.
+@pytest.mark.parametrize(
+    ("packed", "bits"),
+    [
+        (True, 0x7E00),  # NaN
+        pytest.param(True, 0x7C00, marks=pytest.mark.slow),  # +Inf
+        pytest.param(True, 0xFC00, marks=pytest.mark.slow),  # -Inf
+        pytest.param(False, 0x7E00, marks=pytest.mark.slow),
+        pytest.param(False, 0x7C00, marks=pytest.mark.slow),
+        (False, 0xFC00),
+    ],
+)
 def test_non_finite_tokens_on_disk_are_an_error_naming_the_file(source, tmp_path, packed, bits):
     path = copy(source, tmp_path)
     if packed:

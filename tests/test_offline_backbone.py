@@ -110,6 +110,9 @@ def test_uncached_registered_backbone_fails_after_one_try_when_the_hub_is_unreac
     assert not (tmp_path / "hub.zarr").exists()
 
 
+# A checkpoint loaded in a fresh process each; the default run meets the offline and the
+# unreachable hub with the uncached tests above.
+@pytest.mark.slow
 @pytest.mark.parametrize("offline", [True, False], ids=["offline", "hub-unreachable"])
 def test_cached_registered_backbone_loads_without_a_connection(tmp_path, offline):
     # A tiny TimeSformer saved where huggingface_hub's cache keeps the registered checkpoint.

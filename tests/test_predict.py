@@ -11,13 +11,15 @@ import pytest
 
 from skill.heads import head_names
 from skill.heads.config import FitConfig, PredictConfig
+from skill.heads.lgbm import LightGBMSettings
 from skill.heads.predict import RunMismatchError, predict
 from skill.heads.train import fit
 from skill.interop.egoexo4d import late_slots, predict_egoexo4d, read_take_order
 from tests.token_store import LABELS, PROVENANCE, shared_token_store
 
 QUICK = dict(epochs=10, batch_size=16, lr=3e-3, hidden=64, patience=0, plots=False,
-             lgbm_rounds=60, lgbm_learning_rate=0.1, lgbm_threads=1)  # fmt: skip
+             lightgbm=LightGBMSettings(lgbm_rounds=60, lgbm_learning_rate=0.1,
+                                       lgbm_threads=1))  # fmt: skip
 
 
 class Runs(dict):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from skill import progress
 from skill.cli import app
 from tests.extract_helpers import REPO, TINY, cli_command, cli_env, extract_args, make_dataset
-from tests.token_store import build_token_store
+from tests.token_store import shared_token_store
 
 # `what: 3/12 takes (25%), 4.1 takes/s, ETA 0:02; 0 failed` (or `2.0 s/take`, `in 0:05`)
 LINE = re.compile(
@@ -164,7 +164,7 @@ def test_extract_lines_on_a_log_and_none_with_quiet(tmp_path):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return build_token_store(tmp_path_factory.mktemp("progress") / "tokens.zarr").path
+    return shared_token_store(tmp_path_factory).path  # read only: the session's store
 
 
 def test_fit_reports_epochs_with_the_validation_score(store, tmp_path):
@@ -238,6 +238,8 @@ def test_adapt_with_quiet_says_nothing_on_stderr(tmp_path):
 
 
 # ---- a terminal -------------------------------------------------------------------------------
+# A fit process on a pseudo-terminal; the default run checks the line form (tests above).
+@pytest.mark.slow
 def test_on_a_terminal_a_bar_instead_of_lines(store, tmp_path):
     """stderr a pseudo-terminal: rich draws a bar (redrawn in place), no progress lines."""
     controller, terminal = pty.openpty()

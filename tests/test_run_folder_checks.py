@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from skill.heads.config import FitConfig, SweepConfig
+from skill.heads.lgbm import LightGBMSettings
 from skill.heads.run_folder import RunConfigError, load_head, read_run_record
 from skill.heads.sweep import sweep
 from skill.heads.train import fit
 from tests.extract_helpers import invoke_cli
 from tests.token_store import shared_token_store
 
-QUICK = dict(epochs=1, batch_size=16, hidden=16, patience=0, plots=False, lgbm_rounds=5,
-             lgbm_threads=1)  # fmt: skip
+QUICK = dict(epochs=1, batch_size=16, hidden=16, patience=0, plots=False,
+             lightgbm=LightGBMSettings(lgbm_rounds=5, lgbm_threads=1))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 import skill.heads.sweep
 from skill.cache.files import parse_staging, remove_dead_staging, staging_name
 from skill.heads.config import FitConfig, SweepConfig
+from skill.heads.lgbm import LightGBMSettings
 from skill.heads.run_folder import RunFolderError, read_run_metrics, read_run_record
 from skill.heads.sweep import SweepError, sweep
 from skill.heads.train import fit
@@ -26,8 +27,8 @@ from tests.extract_helpers import invoke_cli
 from tests.token_store import shared_token_store
 
 REPO = Path(__file__).resolve().parent.parent
-QUICK = dict(epochs=2, batch_size=16, hidden=16, patience=0, plots=False, lgbm_rounds=20,
-             lgbm_threads=1)  # fmt: skip
+QUICK = dict(epochs=2, batch_size=16, hidden=16, patience=0, plots=False,
+             lightgbm=LightGBMSettings(lgbm_rounds=20, lgbm_threads=1))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,8 @@ def staging_of(out_dir: Path, pid: int) -> list[Path]:
     return [p for p in out_dir.iterdir() if getattr(parse_staging(p.name), "pid", None) == pid]
 
 
+# Kills fit processes; the default run checks the staging rule itself (test below).
+@pytest.mark.slow
 def test_next_fit_removes_a_killed_fits_staging_and_keeps_a_live_ones(store, tmp_path):
     out = tmp_path / "runs"
     killed = start_stopped_fit(store, out, "killed")
@@ -157,6 +160,8 @@ def test_a_sweep_run_again_fits_only_what_is_missing(store, tmp_path, counted_fi
     assert "resumed: 4 of 4 runs were already complete" in output
 
 
+# Kills a sweep process; the default run resumes a sweep run again (test above).
+@pytest.mark.slow
 def test_a_killed_sweep_resumes(store, tmp_path, counted_fits):
     from tests.stop_at_publish import sweep_config as runner_config
 
@@ -288,6 +293,8 @@ def test_run_metrics_problems_name_the_file(run_dir, tmp_path):
 
 
 # ---- one sweep per sweep folder at a time ------------------------------------------------------
+# Holds the lock from a stopped process; the default run meets the lock in test_store.
+@pytest.mark.slow
 def test_a_second_sweep_into_the_same_folder_is_refused_naming_the_first(store, tmp_path):
     from tests.stop_at_publish import sweep_config as runner_config
 

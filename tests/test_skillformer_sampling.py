@@ -20,7 +20,7 @@ def adapt_config(manifest, out, **overrides):
     from skill.adapt.config import AdaptConfig
 
     settings = {"backbone": TINY, "frames": 3, "clips": 1, "device": "cpu", "workers": 0}
-    return AdaptConfig(manifest=manifest, out=out, **{**settings, **overrides})
+    return AdaptConfig.from_settings(manifest, out, **{**settings, **overrides})
 
 
 def test_adapt_passes_the_placement_to_extract_and_prints_it(tmp_path):
@@ -34,18 +34,20 @@ def test_adapt_passes_the_placement_to_extract_and_prints_it(tmp_path):
 def test_the_adapt_frame_store_decodes_skillformers_frames(dataset, tmp_path):
     import zarr
 
-    from skill.adapt.frames import FrameStoreSpec, build_frame_store
+    from skill.adapt.frames import build_frame_store
     from skill.pipeline.decode.geometry import FrameGeometry
     from skill.pipeline.decode.index import probe
     from skill.pipeline.manifest import read_takes
+    from skill.tasks import task_record
 
-    sampling = adapt_config(dataset, tmp_path / "o", strategy="skillformer-windows")
-    sampling = sampling.extract_config().sampling
-    takes, views = read_takes(dataset).takes, ["ego", "exo1"]
+    decoding = adapt_config(dataset, tmp_path / "o", strategy="skillformer-windows").extract
+    data = read_takes(dataset)
+    takes, views = data.takes, ["ego", "exo1"]
     geometry = FrameGeometry(shortest_edge=32, crop_height=32, crop_width=32)
-    spec = FrameStoreSpec(TINY, vars(geometry), sampling.to_dict(), codec="raw")
+    task = task_record(data.task, data.schema)
     path = tmp_path / "frames.zarr"
-    build_frame_store(path, spec, views, takes, geometry=geometry, sampling=sampling, workers=0)
+    build_frame_store(path, decoding, views, takes, backbone=TINY, geometry=geometry, task=task,
+                      codec="raw")  # fmt: skip
     index = zarr.open_group(str(path), mode="r")["frame_index"][:]  # (takes, views, K, T)
     for row, take in enumerate(takes):
         for v, view in enumerate(views):
@@ -54,7 +56,7 @@ def test_the_adapt_frame_store_decodes_skillformers_frames(dataset, tmp_path):
             got = index[row, v, 0]
             np.testing.assert_array_equal(got, skillformer_indices(3, 4, frames, got[0] + 12))
             assert set(np.diff(got).tolist()) != {4}  # not windows' fixed stride
-    other = adapt_config(dataset, tmp_path / "o", strategy="windows").extract_config().sampling
+    other = adapt_config(dataset, tmp_path / "o", strategy="windows").extract
     with pytest.raises(Exception, match="cannot resume"):
-        build_frame_store(path, FrameStoreSpec(TINY, vars(geometry), other.to_dict(), "raw"),
-                          views, takes, geometry=geometry, sampling=other, workers=0)  # fmt: skip
+        build_frame_store(path, other, views, takes, backbone=TINY, geometry=geometry, task=task,
+                          codec="raw")  # fmt: skip

@@ -9,12 +9,14 @@ import pytest
 
 import skill.heads.sweep
 from skill.heads.config import FitConfig, SweepConfig
+from skill.heads.lgbm import LightGBMSettings
 from skill.heads.sweep import markdown_table, mean_std, sweep, table_columns
 from skill.tasks import get_task
 from tests.token_store import shared_token_store
 
 QUICK = dict(epochs=8, batch_size=16, lr=3e-3, hidden=32, patience=0, plots=False,
-             lgbm_rounds=60, lgbm_learning_rate=0.1, lgbm_threads=1)  # fmt: skip
+             lightgbm=LightGBMSettings(lgbm_rounds=60, lgbm_learning_rate=0.1,
+                                       lgbm_threads=1))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

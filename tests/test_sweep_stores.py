@@ -8,6 +8,7 @@ import copy
 import csv
 import io
 import re
+import shutil
 
 import pytest
 from rich.console import Console
@@ -27,7 +28,13 @@ from skill.heads.sweep import (
 )
 from skill.tasks import get_task
 from tests.extract_helpers import invoke_cli
-from tests.token_store import PROVENANCE, build_token_store, edit_take, rename_label
+from tests.token_store import (
+    PROVENANCE,
+    build_token_store,
+    edit_take,
+    rename_label,
+    shared_token_store,
+)
 
 QUICK = dict(epochs=2, batch_size=16, hidden=16, patience=0, plots=False)
 SMALL = dict(n_participants=20, takes_per_participant=2)  # 40 takes in train, val, test
@@ -45,7 +52,7 @@ def provenance(name: str, adapter_sha: str | None = None) -> dict:
 def two_stores(tmp_path_factory):
     """The same takes through two backbones (other tokens, same take table)."""
     folder = tmp_path_factory.mktemp("stores")
-    a = build_token_store(folder / "a.zarr", **SMALL).path
+    a = shared_token_store(tmp_path_factory, "small", **SMALL).path
     b = build_token_store(folder / "b.zarr", **SMALL, seed=1, provenance=CLIP).path
     return a, b
 
@@ -162,9 +169,25 @@ def test_a_sweep_of_one_store_keeps_the_single_store_table(two_stores, tmp_path)
 
 
 # ---- refusals --------------------------------------------------------------------------------
-@pytest.fixture
+@pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    return build_token_store(tmp_path_factory.mktemp("ref") / "a.zarr", **SMALL).path
+    """Read by every refusal, never written: the store of `two_stores`' first backbone."""
+    return shared_token_store(tmp_path_factory, "small", **SMALL).path
+
+
+@pytest.fixture(scope="module")
+def clip_store(tmp_path_factory):
+    """The reference's takes through another backbone, built once; tests edit copies."""
+    return build_token_store(tmp_path_factory.mktemp("clip") / "b.zarr", **SMALL,
+                             provenance=CLIP).path  # fmt: skip
+
+
+@pytest.fixture
+def other(clip_store, tmp_path):
+    """A copy of `clip_store` for one test to edit."""
+    path = tmp_path / "b.zarr"
+    shutil.copytree(clip_store, path)
+    return path
 
 
 def refused(a, b, tmp_path, error=SweepError) -> str:
@@ -186,8 +209,7 @@ def test_a_store_with_an_extra_take_is_refused(reference, tmp_path):
     assert f"{more}: 1 completed takes that {reference} lacks" in message
 
 
-def test_a_take_in_another_split_is_refused(reference, tmp_path):
-    other = build_token_store(tmp_path / "b.zarr", **SMALL, provenance=CLIP).path
+def test_a_take_in_another_split_is_refused(reference, other, tmp_path):
     edit_take(other, "p00_take0", split="val")
     message = refused(reference, other, tmp_path)
     assert f"{reference} and {other} put take p00_take0 in different splits (train vs val)" in (
@@ -195,8 +217,7 @@ def test_a_take_in_another_split_is_refused(reference, tmp_path):
     )
 
 
-def test_split_spellings_that_mean_the_same_split_are_not_a_difference(reference, tmp_path):
-    other = build_token_store(tmp_path / "b.zarr", **SMALL, provenance=CLIP).path
+def test_split_spellings_that_mean_the_same_split_are_not_a_difference(reference, other, tmp_path):
     edit_take(other, "p00_take0", split="Train")
     edit_take(other, "p12_take0", split="validation")  # participants 12..15 are val
     out = tmp_path / "runs"
@@ -205,8 +226,7 @@ def test_split_spellings_that_mean_the_same_split_are_not_a_difference(reference
     assert len(result.rows) == 2
 
 
-def test_a_take_with_another_label_is_refused(reference, tmp_path):
-    other = build_token_store(tmp_path / "b.zarr", **SMALL, provenance=CLIP).path
+def test_a_take_with_another_label_is_refused(reference, other, tmp_path):
     edit_take(other, "p02_take0", label="Novice")
     message = refused(reference, other, tmp_path)
     assert (
@@ -215,15 +235,13 @@ def test_a_take_with_another_label_is_refused(reference, tmp_path):
     )
 
 
-def test_a_take_of_another_participant_is_refused(reference, tmp_path):
-    other = build_token_store(tmp_path / "b.zarr", **SMALL, provenance=CLIP).path
+def test_a_take_of_another_participant_is_refused(reference, other, tmp_path):
     edit_take(other, "p02_take0", participant="p99")
     message = refused(reference, other, tmp_path)
     assert "give take p02_take0 different participants (p02 vs p99)" in message
 
 
-def test_another_label_set_is_refused(reference, tmp_path):
-    other = build_token_store(tmp_path / "b.zarr", **SMALL, provenance=CLIP).path
+def test_another_label_set_is_refused(reference, other, tmp_path):
     rename_label(other, "Novice", "Beginner")
     message = refused(reference, other, tmp_path)
     assert f"{reference} has task" in message and "'Novice'" in message
@@ -242,8 +260,7 @@ def test_a_missing_store_or_a_missing_view_is_refused_naming_the_store(reference
     assert not out.exists()
 
 
-def test_the_cli_prints_a_refusal_as_one_line(reference, tmp_path):
-    other = build_token_store(tmp_path / "b.zarr", **SMALL, provenance=CLIP).path
+def test_the_cli_prints_a_refusal_as_one_line(reference, other, tmp_path):
     edit_take(other, "p00_take0", split="val")
     code, output = invoke_cli("sweep", str(reference), "--stores", str(other), "--out",
                               str(tmp_path / "runs"))  # fmt: skip

@@ -241,16 +241,16 @@ def test_preprocessing_rules_of_the_two_processors(folders, tmp_path):
     # VideoMAEImageProcessor then crops to its default 224.
     old = {"size": 224, "resample": 2, "image_mean": [0.485, 0.456, 0.406]}
     old["image_std"] = [0.229, 0.224, 0.225]
-    prep = parse_preprocessor_config(old, family="videomae", where="x.json")
+    prep = parse_preprocessor_config(old, family=FAMILIES["videomae"], where="x.json")
     assert (prep.shortest_edge, prep.crop_height, prep.crop_width) == (224, 224, 224)
     with pytest.raises(BackboneError, match="x.json: no crop_size"):  # other families: refused
-        parse_preprocessor_config(old, family="timesformer", where="x.json")
+        parse_preprocessor_config(old, family=FAMILIES["timesformer"], where="x.json")
     # VJEPA2VideoProcessor resizes to int(crop * 256 / 224) whatever size says.
     vjepa = {**old, "size": {"shortest_edge": 300}, "crop_size": {"height": 256, "width": 256}}
-    prep = parse_preprocessor_config(vjepa, family="vjepa2", where="x.json")
+    prep = parse_preprocessor_config(vjepa, family=FAMILIES["vjepa2"], where="x.json")
     assert (prep.shortest_edge, prep.crop_height) == (292, 256)
     with pytest.raises(BackboneError, match=r"x\.json: crop_size is missing"):
-        parse_preprocessor_config(old, family="vjepa2", where="x.json")
+        parse_preprocessor_config(old, family=FAMILIES["vjepa2"], where="x.json")
     # The V-JEPA 2 folder reads video_preprocessor_config.json, else preprocessor_config.json.
     folder = tmp_path / "vjepa2"
     shutil.copytree(folders["vjepa2"], folder)

@@ -78,6 +78,9 @@ def staging_files(files: dict) -> list[str]:
 
 
 # ---- fit -------------------------------------------------------------------------------------
+# A fit on a small mounted disk; the default run meets a full disk under an extract
+# (test_extract, ENOSPC raised by a patch) and a read-only mount under adapt (below).
+@pytest.mark.slow
 def test_fit_on_a_full_disk_writes_nothing_and_the_same_command_works_with_space(store, disk):
     runs = disk / "runs"
     args = ["fit", str(store.path), "--out", str(runs), "--name", "r", "--head", "mean",
@@ -96,6 +99,8 @@ def test_fit_on_a_full_disk_writes_nothing_and_the_same_command_works_with_space
     assert hidden(after["files"]) == []
 
 
+# The default run meets read-only folders with adapt (below) and extract (test_extract).
+@pytest.mark.slow
 def test_fit_into_a_read_only_folder_is_one_line(store, tmp_path):
     problem = read_only_mount_problem(tmp_path)
     if problem:
@@ -119,6 +124,8 @@ def sweep_rows(sweep_dir: Path) -> list[dict]:
         ]
 
 
+# A sweep to a full disk and back; the default run fills the disk under one fit.
+@pytest.mark.slow
 def test_a_sweep_that_fills_the_disk_keeps_its_runs_and_resumes(store, disk, tmp_path):
     def args(out: Path) -> list[str]:
         return ["sweep", str(store.path), "--heads", "mean", "--view-sets", "ego", "--seeds",
@@ -175,6 +182,8 @@ def same_adapter(kept: Path, reference: Path) -> bool:
     )
 
 
+# Adapt runs to a full disk and back; the default run refuses a read-only adapt folder.
+@pytest.mark.slow
 def test_adapt_checkpoint_on_a_full_disk_keeps_the_last_one_and_resumes(
     dataset, adapted, disk, tmp_path
 ):
@@ -199,6 +208,8 @@ def test_adapt_checkpoint_on_a_full_disk_keeps_the_last_one_and_resumes(
     assert same_adapter(tmp_path / "kept" / "out", adapted)
 
 
+# Adapt runs to a full disk and back; the default run refuses a read-only adapt folder.
+@pytest.mark.slow
 def test_adapt_frame_store_on_a_full_disk_keeps_written_takes_and_resumes(
     dataset, adapted, disk, tmp_path
 ):

@@ -16,6 +16,8 @@ machinery has one file per job:
 To add a family: write ``<family>.py`` like ``clip.py`` (``register_family(Family(...))`` and
 ``register(BackboneSpec(...))`` for its checkpoints and one tiny preset), then import it
 below. The tests iterate over the registry, so its tiny preset is tested without editing one.
+A backbone is resolved once (``resolve_backbone``: its source and its ``Family``) and that
+``ResolvedBackbone`` is what loading passes along.
 
 Importing this package is cheap (plain data); torch, transformers and peft load on first use.
 """
@@ -59,6 +61,7 @@ from skill.pipeline.backbones.registry import (
     register,
     register_family,
     tiny_names,
+    token_mode_names,
 )
 from skill.pipeline.backbones.timesformer import (
     SKILLFORMER_LORA_TARGETS,
@@ -98,5 +101,6 @@ __all__ = [
     "save_tiny_checkpoint",
     "state_dict_sha256",
     "tiny_names",
+    "token_mode_names",
     "write_training_record",
 ]

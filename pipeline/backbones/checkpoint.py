@@ -39,12 +39,13 @@ HUB_PROBE_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class ResolvedBackbone:
-    """Where a backbone's weights and preprocessing come from."""
+    """A backbone resolved once (:func:`resolve_backbone`): where its weights and preprocessing
+    come from, and its family, which everything that loads or runs it is handed."""
 
     name: str
     """Registry name, or the folder/hub id as given."""
-    family: str
-    """A registered family's name."""
+    family: Family
+    """The registered family that loads and runs it."""
     source: str | None
     """Hub id or absolute folder; None for a tiny preset."""
     spec: BackboneSpec | None
@@ -63,7 +64,7 @@ def resolve_backbone(name_or_path: str) -> ResolvedBackbone:
     name_or_path = str(name_or_path)
     spec = BACKBONES.get(name_or_path)
     if spec is not None:
-        return ResolvedBackbone(spec.name, spec.family, spec.source, spec, False)
+        return ResolvedBackbone(spec.name, FAMILIES[spec.family], spec.source, spec, False)
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         folder = folder.resolve()
@@ -121,7 +122,7 @@ def skillformer_refusal(role: str, path: Path, folder: Path) -> str:
     )
 
 
-def _family_of(config: dict[str, Any], where: str) -> str:
+def _family_of(config: dict[str, Any], where: str) -> Family:
     if "auto_map" in config:
         # The checkpoint ships its own modelling code: loading it would need trust_remote_code.
         raise BackboneError(
@@ -131,7 +132,7 @@ def _family_of(config: dict[str, Any], where: str) -> str:
     model_type = config.get("model_type")
     for family in FAMILIES.values():
         if model_type in family.model_types:
-            return family.name
+            return family
     accepted = [t for family in FAMILIES.values() for t in family.model_types]
     listed = ", ".join(accepted[:-1]) + " or " + accepted[-1] if len(accepted) > 1 else accepted[0]
     raise BackboneError(f"{where}: model_type {model_type!r} is not supported ({listed})")
@@ -240,7 +241,7 @@ def load_preprocessing(resolved: ResolvedBackbone) -> Preprocessing:
         where = f"tiny preset {resolved.name}"
         raw = dict(resolved.spec.tiny_preprocessing or {})  # type: ignore[union-attr]
         return parse_preprocessor_config(raw, family=resolved.family, where=where)
-    names = FAMILIES[resolved.family].preprocessor_files
+    names = resolved.family.preprocessor_files
     path = _preprocessor_file(resolved, names)
     if path is None or not path.is_file():
         where = f"{resolved.source}/{names[0]}"  # the folder's file, or the hub repository's
@@ -281,9 +282,9 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_pretrained(resolved: ResolvedBackbone, family: Family):
+def load_pretrained(resolved: ResolvedBackbone):
     """from_pretrained of the family's model; refuses a checkpoint with missing weights."""
-    model, info = _from_pretrained(resolved, family)
+    model, info = _from_pretrained(resolved)
     missing = sorted(info.get("missing_keys") or [])
     mismatched = sorted(str(k) for k in info.get("mismatched_keys") or [])
     if missing or mismatched:
@@ -294,10 +295,12 @@ def load_pretrained(resolved: ResolvedBackbone, family: Family):
     return model.eval()
 
 
-def _from_pretrained(resolved: ResolvedBackbone, family: Family):
+def _from_pretrained(resolved: ResolvedBackbone):
     """(model, loading info): a folder's safetensors; a hub checkpoint from its snapshot folder
     in the cache, else downloaded once the hub has answered."""
-    load = functools.partial(family.transformers_class().from_pretrained, output_loading_info=True)
+    load = functools.partial(
+        resolved.family.transformers_class().from_pretrained, output_loading_info=True
+    )
     with quiet_transformers():
         if resolved.is_folder:
             return load(resolved.source, use_safetensors=True)

@@ -23,7 +23,7 @@ from skill.pipeline.backbones.checkpoint import (
 )
 from skill.pipeline.backbones.hashing import weights_identity
 from skill.pipeline.backbones.preprocessing import Preprocessing
-from skill.pipeline.backbones.registry import TIME_EMBEDDINGS, BackboneError, get_family
+from skill.pipeline.backbones.registry import TIME_EMBEDDINGS, BackboneError
 from skill.pipeline.backbones.tiny import build_tiny_model
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ class Backbone:
     ):
         import torch
 
-        self.name, self.family, self.source = resolved.name, resolved.family, resolved.source
-        self._mode = get_family(resolved.family).token_modes[token_mode]
+        self.name, self.family, self.source = resolved.name, resolved.family.name, resolved.source
+        self._mode = resolved.family.token_modes[token_mode]
         self.model = model
         self.preprocessing = preprocessing
         self.token_mode = token_mode
@@ -223,8 +223,8 @@ def load_backbone(
     ``nearest`` (transformers' interpolation when T differs from the checkpoint) or ``linear``
     (SkillFormer's, applied once before the adapter; timesformer only).
     """
-    resolved = resolve_backbone(name_or_path)
-    family = get_family(resolved.family)
+    resolved = resolve_backbone(name_or_path)  # the one look-up, with its family
+    family = resolved.family
     _check_load_options(family, token_mode, time_embedding, num_frames, batch_size)
     where = resolved.source or resolved.name
     if num_frames % family.frames_multiple:
@@ -234,10 +234,7 @@ def load_backbone(
             "(config tubelet_size); any other T would drop its last frames"
         )
     preprocessing = load_preprocessing(resolved)
-    if resolved.is_tiny:
-        model = build_tiny_model(resolved.spec)
-    else:
-        model = load_pretrained(resolved, family)
+    model = build_tiny_model(resolved.spec) if resolved.is_tiny else load_pretrained(resolved)
     check_model_input(model, preprocessing, family, where)
     weights = weights_identity(resolved, model)
     checkpoint_frames = None

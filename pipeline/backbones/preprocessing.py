@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from skill.pipeline.backbones.registry import BackboneError, get_family
+from skill.pipeline.backbones.registry import BackboneError, Family
 
 # PIL resampling codes, as image processors store them in preprocessor_config.json.
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -47,7 +47,7 @@ class Preprocessing:
         }
 
 
-def parse_preprocessor_config(raw: dict[str, Any], *, family: str, where: str) -> Preprocessing:
+def parse_preprocessor_config(raw: dict[str, Any], *, family: Family, where: str) -> Preprocessing:
     """Read an image processor's config (VideoMAE/CLIP style, old or new) into Preprocessing.
 
     ``size`` may be an int or ``{"shortest_edge": s}`` (aspect-preserving resize) or
@@ -56,7 +56,7 @@ def parse_preprocessor_config(raw: dict[str, Any], *, family: str, where: str) -
     which keeps the aspect ratio where the processor would squash (identical for square
     frames; a non-square frame loses its edges instead of being squashed). DINOv2's
     ``{"shortest_edge": 256}`` then ``crop_size`` 224 is read as it is.
-    ``family`` (a registered family's name) gives the resample used when ``resample`` is
+    ``family`` (the checkpoint's registered family) gives the resample used when ``resample`` is
     absent, that family's processor default, and two more of its processor's rules: a default
     crop when ``crop_size`` is absent (``Family.default_crop_size``; VideoMAE's 224 for the
     old feature-extractor configs that name only ``size``), and a resize derived from the crop
@@ -69,19 +69,18 @@ def parse_preprocessor_config(raw: dict[str, Any], *, family: str, where: str) -
     if any(s <= 0 for s in std):
         raise BackboneError(f"{where}: image_std must be positive, got {list(std)}")
     rescale = float(raw.get("rescale_factor", 1 / 255)) if raw.get("do_rescale", True) else 1.0
-    spec = get_family(family)
-    if spec.resize_from_crop is not None:
+    if family.resize_from_crop is not None:
         # The processor derives the resize from the crop and ignores ``size`` (VJEPA2's).
         if raw.get("crop_size") is None:
             raise BackboneError(
-                f"{where}: crop_size is missing ({family}'s processor resizes from it)"
+                f"{where}: crop_size is missing ({family.name}'s processor resizes from it)"
             )
         crop_height, crop_width = _crop_size(raw, None, where)
-        shortest_edge = int(crop_height * spec.resize_from_crop)
+        shortest_edge = int(crop_height * family.resize_from_crop)
     else:
         shortest_edge, exact_size = _resize_target(raw, where)
-        if raw.get("crop_size") is None and spec.default_crop_size is not None:
-            raw = {**raw, "crop_size": spec.default_crop_size}  # the processor's class default
+        if raw.get("crop_size") is None and family.default_crop_size is not None:
+            raw = {**raw, "crop_size": family.default_crop_size}  # the processor's class default
         crop_height, crop_width = _crop_size(raw, exact_size, where)
     if max(crop_height, crop_width) > shortest_edge:
         raise BackboneError(
@@ -139,9 +138,9 @@ def _crop_size(
     raise BackboneError(f"{where}: crop_size must be an int or {{height, width}}, got {crop!r}")
 
 
-def _resample_name(value: Any, family: str, where: str) -> str:
+def _resample_name(value: Any, family: Family, where: str) -> str:
     if value is None:
-        return get_family(family).default_resample
+        return family.default_resample
     if isinstance(value, int) and value in _PIL_RESAMPLE:
         return _PIL_RESAMPLE[value]
     if isinstance(value, str) and value.lower() in _PIL_RESAMPLE.values():

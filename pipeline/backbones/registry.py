@@ -16,10 +16,12 @@ from typing import Any
 from skill.errors import SkillError
 
 TOKEN_MODES: tuple[str, ...] = ("frame", "cls", "patch")
-"""The token modes every family has; a family may add its own (timesformer: ``mean_all``)."""
+"""The token modes every family has; a family may add its own (timesformer: ``mean_all``);
+:func:`token_mode_names` lists them all."""
 TIME_EMBEDDINGS: tuple[str, ...] = ("nearest", "linear")
 """How time embeddings reach a frame count other than the checkpoint's: transformers'
-on-the-fly ``nearest`` (the default), or ``linear`` once at load (SkillFormer's)."""
+on-the-fly ``nearest`` (the default), or ``linear`` once at load (SkillFormer's; families
+with ``linear_time_embedding``)."""
 
 
 class BackboneError(SkillError, ValueError):
@@ -218,6 +220,14 @@ def backbone_names() -> list[str]:
 def tiny_names() -> list[str]:
     """Registered tiny presets, sorted (what tests iterate over)."""
     return [name for name in backbone_names() if BACKBONES[name].is_tiny]
+
+
+def token_mode_names() -> tuple[str, ...]:
+    """Every ``--tokens`` value: the modes every family has, then those of some families only
+    (timesformer's ``mean_all``), in registration order; a family refuses a mode it lacks
+    when it is loaded."""
+    own = (mode for family in FAMILIES.values() for mode in family.token_modes)
+    return tuple(dict.fromkeys((*TOKEN_MODES, *own)))
 
 
 def describe_backbone(spec: BackboneSpec) -> dict[str, Any]:

@@ -1,50 +1,14 @@
 """Dataset manifests: a registry of formats, each read into `Take`s and written from them.
 
-Formats (facts in shared/NOTES.md §2), one file each in this package, chosen with ``fmt`` or
-detected from the content (each registered format is asked, the most specific first):
-
-``skill`` (skill_jsonl.py)
-    The project's JSON Lines, one take per line, ``{"take": ..., "videos": {view: path}, ...}``.
-
-``egoexo4d`` (egoexo4d.py)
-    The official ``proficiency_demonstrator_*.json``: ``{"annotations": [record, ...]}`` (an
-    object keyed by take_uid is accepted too). Paths are relative to the dataset root.
-
-``skillformer`` (skillformer.py)
-    SkillFormer's JSON Lines, ``{"video_paths": [ego, exo1..exo4], "analysis": ...,
-    "proficiency_level": ...}``, one line per expert commentary; the lines of one take are
-    merged into one `Take` (``extra["lines"]`` lists them).
-
-EgoExo4D-style rules (``egoexo4d`` and ``skillformer``, egoexo_layout.py):
-
-
-EgoExo4D-style rules (``egoexo4d`` and ``skillformer``):
-
-* Views are always ``ego, exo1..exo4``; a view that is absent, null or "" is missing (None).
-* ``takes/<take>/frame_aligned_videos/downscaled/448/<camera>.mp4`` is used in place of
-  ``takes/<take>/frame_aligned_videos/<camera>.mp4`` when it exists: the full-resolution
-  videos are often not downloaded at all.
-* The take id is the take *name*, the folder under ``takes/`` (what the challenge scorer uses).
-* Camera names map to views when views are not named (``video_paths`` keyed by camera, a list
-  of paths, or no ``video_paths``, in which case the take's folder is listed): the Aria RGB
-  stream (``aria<N>`` or ``aria<N>_214-1``: aria01_214-1, aria02_214-1, aria_214-1,
-  aria1_214-1) is ``ego``, the first by name if several; the exo cameras ``cam<N>`` then
-  ``gp<N>``, sorted by number, are ``exo1..exo4`` in that order. Cameras beyond four (cam05)
-  and other Aria streams (SLAM ``_1201-*``, eye tracking ``_211-1``) are left out and listed
-  in ``extra["unused_cameras"]``.
-* With ``root=None`` the root is the manifest's folder, or its parent when only the parent has
-  a ``takes/`` folder (the official layout keeps the manifest in ``<root>/annotations/``).
-* The split comes from a ``split`` field, else from the file name
-  (``proficiency_demonstrator_val.json`` -> "val").
-
-Every format checks what may become a path: take and view names follow
-`skill.pipeline.takes.name_problem` (not empty, ``.`` or ``..``; no ``/``, backslash, NUL or
-other control character; at most 200 bytes of UTF-8), and a JSON object that names a key
-twice is refused, naming the line (json would keep the last value silently).
-
-Every format writes what it reads: ``read_takes(write_manifest(path, takes, root, fmt), root)``
-gives `takes` back. To add a format, write one module with a `ManifestFormat` (format.py) and
-add one `register_format` line below. Shared checks live in common.py.
+One file per format in this package (``skill``: skill_jsonl.py, ``egoexo4d``: egoexo4d.py,
+``skillformer``: skillformer.py), chosen with ``fmt`` or detected from the content (each
+registered format is asked, the most specific first). Every format checks what may become a
+path (take and view names follow `skill.pipeline.takes.name_problem`; a JSON key named twice
+is refused, naming the line) and writes what it reads:
+``read_takes(write_manifest(path, takes, root, fmt), root)`` gives `takes` back. The formats
+and the EgoExo4D layout rules are described in docs/manifests.md. To add a format, write one
+module ending in ``register_format(ManifestFormat(...))`` (format.py, registry.py) and import
+it below; shared checks live in common.py.
 """
 
 from __future__ import annotations
@@ -67,40 +31,24 @@ from skill.pipeline.manifest.common import (
     kind,
     read_manifest_text,
 )
-from skill.pipeline.manifest.egoexo4d import EGOEXO4D
 from skill.pipeline.manifest.egoexo_layout import EGOEXO_VIEWS
 from skill.pipeline.manifest.format import ManifestFormat, Sample
-from skill.pipeline.manifest.skill_jsonl import SKILL
-from skill.pipeline.manifest.skillformer import SKILLFORMER
+from skill.pipeline.manifest.registry import (
+    format_names,
+    get_format,
+    register_format,
+    registered_formats,
+)
 from skill.pipeline.takes import ManifestError, Take
 from skill.tasks import DEFAULT_TASK, TargetError, get_task
 
-_REGISTRY: dict[str, ManifestFormat] = {}
-
-
-def register_format(fmt: ManifestFormat) -> ManifestFormat:
-    """Add a format to the registry (its name must be new); returns it."""
-    if fmt.name in _REGISTRY or fmt.name == "auto":
-        raise ValueError(f"register_format: a manifest format named {fmt.name!r} exists")
-    _REGISTRY[fmt.name] = fmt
-    return fmt
-
-
-register_format(SKILL)
-register_format(EGOEXO4D)
-register_format(SKILLFORMER)
-
-
-def format_names() -> tuple[str, ...]:
-    """Names of the registered formats, in registration order (``auto`` is not one)."""
-    return tuple(_REGISTRY)
-
-
-def get_format(name: str) -> ManifestFormat:
-    """The registered format called `name`; KeyError naming the registered ones."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown manifest format {name!r}; registered: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+# One line per format: importing its file registers it (in this order, which is the order
+# format_names() and messages list them in).
+# isort: off
+from skill.pipeline.manifest import skill_jsonl  # noqa: F401
+from skill.pipeline.manifest import egoexo4d  # noqa: F401
+from skill.pipeline.manifest import skillformer  # noqa: F401
+# isort: on
 
 
 @dataclass(frozen=True)
@@ -149,7 +97,7 @@ def read_takes(
     if missing_videos not in ("refuse", "keep"):
         raise ValueError(f"missing_videos must be 'refuse' or 'keep', not {missing_videos!r}")
     manifest = str(path)
-    names = ("auto", *_REGISTRY)
+    names = ("auto", *format_names())
     if fmt not in names:
         raise ManifestError(
             manifest, None, f"unknown manifest format {fmt!r}; expected one of {', '.join(names)}"
@@ -157,10 +105,11 @@ def read_takes(
     text = read_manifest_text(Path(path))
     if fmt == "auto":
         fmt = detect_format(manifest, text)
-    base = _root_dir(Path(path), root, _REGISTRY[fmt])
-    takes, views, missing = _REGISTRY[fmt].read(manifest, text, base)
+    reader = get_format(fmt)
+    base = _root_dir(Path(path), root, reader)
+    takes, views, missing = reader.read(manifest, text, base)
     try:
-        schema = get_task(task).schema(_REGISTRY[fmt].schema)
+        schema = get_task(task).schema(reader.schema)
     except TargetError as err:
         raise ManifestError(manifest, None, str(err)) from None
     check_targets(manifest, takes, task, schema)
@@ -224,7 +173,7 @@ def detect_format(manifest: str, text: str) -> str:
             )
             raise ManifestError(manifest, number, problem)
     sample = Sample(text, first)
-    by_precedence = sorted(_REGISTRY.values(), key=lambda f: f.precedence)
+    by_precedence = sorted(registered_formats(), key=lambda f: f.precedence)
     for candidate in reversed(by_precedence):
         if candidate.detect(sample):
             return candidate.name

@@ -2,8 +2,8 @@
 
 ``{"annotations": [record, ...]}`` (an object keyed by take_uid is accepted too); paths are
 relative to the dataset root. Views, camera names, take names and the root follow the
-EgoExo4D rules in `skill.pipeline.manifest` (shared with ``skillformer``). Written files are
-indented JSON, one field per line, readable by the official tools' loaders.
+EgoExo4D rules (`egoexo_layout`, docs/manifests.md; shared with ``skillformer``). Written
+files are indented JSON, one field per line, readable by the official tools' loaders.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from skill.pipeline.manifest.egoexo_layout import (
     writable_paths,
 )
 from skill.pipeline.manifest.format import ManifestFormat, Parsed, Sample
+from skill.pipeline.manifest.registry import register_format
 from skill.pipeline.takes import ManifestError, Take
 from skill.tasks.classification import EGOEXO4D_LEVELS
 
@@ -337,13 +338,15 @@ def _is_egoexo4d(sample: Sample) -> bool:
     return "annotations" in sample.first
 
 
-EGOEXO4D = ManifestFormat(
-    name="egoexo4d",
-    marker="'annotations'",
-    detect=_is_egoexo4d,
-    read=_parse_egoexo4d,
-    write=_write_egoexo4d,
-    precedence=2,
-    root_beside_takes=True,
-    schema={"labels": list(EGOEXO4D_LEVELS)},
+register_format(
+    ManifestFormat(
+        name="egoexo4d",
+        marker="'annotations'",
+        detect=_is_egoexo4d,
+        read=_parse_egoexo4d,
+        write=_write_egoexo4d,
+        precedence=2,
+        root_beside_takes=True,
+        schema={"labels": list(EGOEXO4D_LEVELS)},
+    )
 )

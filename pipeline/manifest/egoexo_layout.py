@@ -1,7 +1,8 @@
 """The EgoExo4D layout, shared by the ``egoexo4d`` and ``skillformer`` formats: the five views,
 camera names, ``takes/<take>/frame_aligned_videos/`` folders and their downscaled copies.
 
-The rules are drawn in `skill.pipeline.manifest` (its docstring) and shared/NOTES.md §2.
+The rules (views, camera-to-view mapping, downscaled copies, take names, the root, the split)
+are listed in docs/manifests.md ("EgoExo4D-style rules").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a manifest format is: a name, how it recognises a file, how it reads and writes takes.
 
 A format is data, not a class to subclass: one `ManifestFormat` per file in this package,
-registered in `skill.pipeline.manifest` (its ``__init__``).
+which ends by registering it (`registry.register_format`).
 """
 
 from __future__ import annotations

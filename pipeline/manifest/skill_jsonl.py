@@ -36,6 +36,7 @@ from skill.pipeline.manifest.common import (
     resolve,
 )
 from skill.pipeline.manifest.format import ManifestFormat, Parsed, Sample
+from skill.pipeline.manifest.registry import register_format
 from skill.pipeline.takes import Take
 
 _SKILL_FIELDS = frozenset({"take", "videos", "label", "scenario", "participant", "split", "extra"})
@@ -146,10 +147,12 @@ def _is_skill(sample: Sample) -> bool:
     return sample.first is not None and ("take" in sample.first or "videos" in sample.first)
 
 
-SKILL = ManifestFormat(
-    name="skill",
-    marker="'take'/'videos'",
-    detect=_is_skill,
-    read=_parse_skill,
-    write=_write_skill,
+register_format(
+    ManifestFormat(
+        name="skill",
+        marker="'take'/'videos'",
+        detect=_is_skill,
+        read=_parse_skill,
+        write=_write_skill,
+    )
 )

@@ -1,12 +1,12 @@
-"""Format ``skillformer``: SkillFormer's JSON Lines (shared/NOTES.md §2)::
+"""Format ``skillformer``: SkillFormer's JSON Lines::
 
     {"video_paths": [ego, exo1, exo2, exo3, exo4], "analysis": "...", "proficiency_level": "Novice"}
 
 One line per expert commentary; the lines of one take are merged into one `Take`
-(``extra["lines"]`` lists them). Views, take names and the root follow the EgoExo4D rules in
-`skill.pipeline.manifest`. SkillFormer's own loader maps unknown labels to Novice; this one
-refuses them. Written files hold one line per take, with an empty ``analysis``, and the
-optional ``scenario``, ``participant`` and ``split`` fields this reader takes.
+(``extra["lines"]`` lists them). Views, take names and the root follow the EgoExo4D rules
+(`egoexo_layout`, docs/manifests.md). SkillFormer's own loader maps unknown labels to Novice;
+this one refuses them. Written files hold one line per take, with an empty ``analysis``, and
+the optional ``scenario``, ``participant`` and ``split`` fields this reader takes.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from skill.pipeline.manifest.egoexo_layout import (
     writable_paths,
 )
 from skill.pipeline.manifest.format import ManifestFormat, Parsed, Sample
+from skill.pipeline.manifest.registry import register_format
 from skill.pipeline.takes import Take
 from skill.tasks.classification import EGOEXO4D_LEVELS
 
@@ -179,13 +180,15 @@ def _is_skillformer(sample: Sample) -> bool:
     return sample.first is not None and isinstance(sample.first.get("video_paths"), list)
 
 
-SKILLFORMER = ManifestFormat(
-    name="skillformer",
-    marker="'video_paths' list",
-    detect=_is_skillformer,
-    read=_parse_skillformer,
-    write=_write_skillformer,
-    precedence=1,
-    root_beside_takes=True,
-    schema={"labels": list(EGOEXO4D_LEVELS)},
+register_format(
+    ManifestFormat(
+        name="skillformer",
+        marker="'video_paths' list",
+        detect=_is_skillformer,
+        read=_parse_skillformer,
+        write=_write_skillformer,
+        precedence=1,
+        root_beside_takes=True,
+        schema={"labels": list(EGOEXO4D_LEVELS)},
+    )
 )
