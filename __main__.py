@@ -7,6 +7,7 @@ arguments are read, the line is `interrupted`. Nothing heavy is imported before 
 so decode workers, which import the main module again, start quickly too.
 """
 
+import logging
 import sys
 
 EXIT_INTERRUPTED = 130  # what a shell reports for a command stopped by SIGINT
@@ -15,6 +16,9 @@ EXIT_INTERRUPTED = 130  # what a shell reports for a command stopped by SIGINT
 def main() -> None:
     """Run the `skill` command (the typer app of `skill.cli`) inside the Ctrl-C guard."""
     reported = 0
+    # zarr writes a take's chunks concurrently: when a full disk fails several, the first is
+    # the command's one-line error and asyncio would print the others' tracebacks at exit.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         from skill import progress
 

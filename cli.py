@@ -517,31 +517,10 @@ def print_sweep_table(rows: list[dict]) -> None:
 
 
 def baselines_line(rows: list[dict]) -> str:
-    """The task's baseline (classification: the most common training label predicted for
-    every take of a split) and chance, below the table: one figure per split, or per view set
-    when view sets select different takes (a take with none of the set's views is left out)."""
-    from skill.heads.sweep import SPLITS, format_number
-    from skill.heads.sweep_rows import baseline_key
+    """The task's baseline and chance, below the table (`sweep_rows.baselines_text`)."""
+    from skill.heads.sweep_rows import baselines_text
 
-    def figures(row: dict) -> str:
-        return ", ".join(
-            f"{split} {format_number(row.get(baseline_key(row, split)))}"
-            for split in SPLITS
-            if row.get(f"n_{split}")
-        )
-
-    by_views: dict[str, str] = {}
-    for row in rows:  # every head of a view set is scored on the same takes
-        by_views.setdefault(row["views"], figures(row))
-    if len(set(by_views.values())) == 1:
-        majority = next(iter(by_views.values()), "-")
-    else:
-        majority = "; ".join(f"{text} on {views}" for views, text in by_views.items())
-    chance = format_number(rows[0].get("chance") if rows else None)
-    what = rows[0]["baseline"] if rows else "majority"
-    if what == "majority":
-        what = "majority baseline (most common training label)"
-    return f"{what}: {majority}; chance {chance}"
+    return baselines_text(rows)
 
 
 # ---- predict -----------------------------------------------------------------------------
@@ -566,9 +545,12 @@ def predict(cfg: PredictConfig) -> None:
     """Apply a trained head to the completed takes of a store."""
     from skill.heads.predict import predict as predict_csv
     from skill.heads.sweep import format_number
+    from skill.interop.demonstration_predict import FORMAT as DEMONSTRATION
+    from skill.interop.demonstration_predict import predict_demonstration
     from skill.interop.egoexo4d import predict_egoexo4d
 
-    result = (predict_csv if cfg.format == "csv" else predict_egoexo4d)(cfg)
+    writers = {"csv": predict_csv, DEMONSTRATION: predict_demonstration}
+    result = writers.get(cfg.format, predict_egoexo4d)(cfg)
     which = f" of split {result.split}" if result.split else ""
     out.print(f"predicted {len(result.take_ids)} takes{which} -> {result.out_csv}")
     if result.aggregate == "participant":

@@ -306,21 +306,27 @@ def _parameter(option: CliOption, short: str | None) -> inspect.Parameter:
 
 # ---- help --------------------------------------------------------------------------------
 _NO_BREAK = "\u2011"  # a non-breaking hyphen: the wrapper never breaks a line there
+_BREAK = "\u2002 "  # a marked space after each comma, removed again: a list breaks there
 
 
 class HelpFormatter(TyperCommand.context_class.formatter_class):  # typer's own click
     """click's help layout, except that a name is never broken at a hyphen: a default such as
-    timesformer-base-k600 or a value such as skillformer-windows stays whole on its line."""
+    timesformer-base-k600 or a value such as skillformer-windows stays whole on its line, and a
+    comma list too long for a line breaks after a comma, not inside a name."""
 
     def write_text(self, text: str) -> None:
         super().write_text(text.replace("-", _NO_BREAK))
 
     def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:
-        rows = [(term, text.replace("-", _NO_BREAK)) for term, text in rows]
+        rows = [(term, _unbreakable_names(text)) for term, text in rows]
         super().write_dl(rows, col_max, col_spacing)
 
     def getvalue(self) -> str:
-        return super().getvalue().replace(_NO_BREAK, "-")
+        return re.sub("\u2002 ?", "", super().getvalue()).replace(_NO_BREAK, "-")
+
+
+def _unbreakable_names(text: str) -> str:
+    return text.replace("-", _NO_BREAK).replace(",", "," + _BREAK)
 
 
 class HelpContext(TyperCommand.context_class):

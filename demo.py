@@ -22,9 +22,10 @@ from skill.errors import ConfigError
 from skill.heads.registry import heads_in_order
 
 DEMO_MARKER = ".skill-demo"
-LEFT_OUT_HEADS = ("temporal",)
+LEFT_OUT_HEADS = ("temporal", "seqformer", "viewselect", "spotter")
 """Heads the demo's default sweep leaves out: temporal attends over every frame token of every
-view, the slowest head to train on a CPU."""
+view, the slowest head to train on a CPU; seqformer and viewselect read ordered clip sequences,
+and the demo's store samples its clips; spotter finds moments (the demonstration task)."""
 PREDICTED_SPLIT = "test"
 """The split the demo predicts: held out from training and from choosing the run."""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from skill.errors import ConfigError
 from skill.heads.config import FitConfig
 from skill.pipeline.extract_config import DEFAULT_STRIDE, ExtractConfig
+from skill.pipeline.sampling import SEQUENCE_STRATEGIES
 
 # SkillFormer's table: frames per view, LoRA r / alpha, fusion hidden, lr, views.
 PRESETS: dict[str, dict] = {
@@ -76,6 +77,12 @@ class FrameDecoding(ExtractConfig):
     strategy: str = "windows"
 
     def __post_init__(self) -> None:
+        if self.strategy in SEQUENCE_STRATEGIES:
+            # adapt trains on one random clip per view: an ordered sequence is fit's input.
+            raise ConfigError(
+                f"skill adapt samples interchangeable clips; --sampling {self.strategy} makes "
+                "an ordered clip sequence, which skill extract writes and skill fit reads"
+            )
         if self.frames is not None:  # else the preset's, filled in (and checked) by AdaptConfig
             super().__post_init__()
 
@@ -209,10 +216,17 @@ class AdaptConfig:
     def _check_head(self) -> None:
         from skill.heads.registry import resolve_head
 
-        if resolve_head(self.fit.head).trainable:
+        spec = resolve_head(self.fit.head)
+        if spec.trainable:
             raise ConfigError(
                 f"--head {self.fit.head} is not a neural head; adapt trains the head and the "
                 "backbone's adapter together, which only a neural head can"
+            )
+        if spec.reads == "sequence":
+            raise ConfigError(
+                f"--head {self.fit.head} reads an ordered clip sequence; adapt trains on one "
+                "clip per view: choose a clip head (e.g. cvf), or fit it with skill fit on a "
+                "store extracted with --sampling sequence"
             )
 
     # ---- flat settings -------------------------------------------------------------------

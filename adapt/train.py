@@ -43,7 +43,7 @@ from skill.cache.recovery import write_errors
 from skill.devices import resolve_device
 from skill.errors import ConfigError, SkillError
 from skill.heads.config import FitConfig
-from skill.heads.data import Selection, Splits, resolve_views, split_takes
+from skill.heads.data import Selection, Splits, for_run, resolve_views, split_takes
 from skill.heads.trainer import (
     Batch,
     BatchSource,
@@ -188,6 +188,7 @@ def adapt_trainer(cfg: AdaptConfig, device: str, backbone, frames: FrameStore,
     splits them."""
     sel = frame_selection(frames, cfg.fit.views, backbone)
     splits = split_takes(sel, cfg.fit.val_frac, cfg.fit.split_seed)
+    sel = for_run(sel, splits.train)  # its task's scores as the run reports them
     fit_cfg = fit_config(cfg, device, sel.task)
     return Trainer(cfg, fit_cfg, backbone, frames, sel, splits, report, rank)
 

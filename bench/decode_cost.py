@@ -22,8 +22,20 @@ each path follows: the frames it must decode times the rate of such frames. The 
 for a full EgoExo4D extraction (2,370 takes x 5 views on 16 cores + one GPU) is printed
 with its assumptions.
 
+A second part samples an ordered clip sequence, 48 clips of 8 frames spread evenly over the
+whole video (``sequence`` sampling: 384 positions evenly spaced, clip k = positions
+[8k, 8k + 8)), and measures, side by side in one run: (a) ``today``, the PyAV reader as of
+``--seek-baseline`` (it seeks to every keyframe interval holding wanted frames), loaded from
+git; (b) ``planned``, the current reader following its read plan (``pipeline/decode/plan.py``);
+(c) ``sequential``, one plain decode of every frame, the sampled ones converted; (d) ``floor``,
+only the packets the samples need (the reference pictures from each interval's keyframe up to
+its last wanted frame, and the wanted ones) decoded from memory, the sampled ones converted.
+(a) and (b) include the packet index, (c) and (d) do not. The same view remuxed into MPEG-TS,
+whose seeks land late, is read once by (a) and (b). The projection for a full EgoExo4D
+sequence extraction is printed with its assumptions.
+
 Run from the repository root: ``python -m bench.decode_cost`` (``--quick``: the 3-minute
-video only, fewer repeats).
+video only, fewer repeats; ``--part 16`` or ``--part sequence``: one part only).
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ from bench.common import (  # noqa: E402
     REPO_ROOT,
     VideoSpec,
     base_parser,
+    build_once,
     data_dir,
     describe_build,
     fmt,
@@ -58,10 +71,16 @@ from bench.common import (  # noqa: E402
     print_machine,
     synthetic_video,
 )
+from skill.pipeline.decode.errors import DecodeError  # noqa: E402
 from skill.pipeline.decode.geometry import FrameGeometry  # noqa: E402
 from skill.pipeline.decode.index import probe, probe_index  # noqa: E402
 from skill.pipeline.decode.view import decode_view  # noqa: E402
-from skill.pipeline.sampling import SamplingConfig, sample_indices, snap_to_keyframes  # noqa: E402
+from skill.pipeline.sampling import (  # noqa: E402
+    STRATEGIES,
+    SamplingConfig,
+    sample_indices,
+    snap_to_keyframes,
+)
 
 BASELINE_REV = "b98a0c8"
 """The last commit with the exact path before skipping of non-reference frames."""
@@ -78,6 +97,10 @@ CORES = 16
 GPU_CLIPS_PER_S = 505.0
 """TimeSformer-base clips/s at 40 % of an H100/H200's bf16 peak (BENCHMARKS.md section 4:
 arithmetic on the counted 784 GFLOP per clip, not a GPU measurement)."""
+SEQUENCE_CLIPS, SEQUENCE_FRAMES = 48, 8
+SEEK_BASELINE_REV = "dd0df8c"
+"""The last commit whose PyAV reader seeks to every keyframe interval it reads (before the
+read plan)."""
 
 
 def parse_args(argv: list[str] | None = None):
@@ -86,6 +109,12 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--repeats", type=int, default=5, help="timed decodes per cell")
     parser.add_argument("--baseline", default=BASELINE_REV, help="git revision of 'today'")
     parser.add_argument("--width", type=int, default=448, help="video width (exo views: 796)")
+    parser.add_argument(
+        "--seek-baseline", default=SEEK_BASELINE_REV, help="git revision of 'today' (sequence)"
+    )
+    parser.add_argument(
+        "--part", choices=("all", "16", "sequence"), default="all", help="which part to run"
+    )
     return parser.parse_args(argv)
 
 
@@ -340,19 +369,29 @@ def main(argv: list[str] | None = None) -> None:
     print_machine(machine_info())
     repeats = 2 if args.quick else args.repeats
     minutes = (3,) if args.quick else (3, 10)
-    baseline = load_baseline(args.baseline)
-    results = []
+    videos = {}
     for length in minutes:
         spec = VideoSpec(seconds=60.0 * length, width=args.width, fps=30)
         path, built = synthetic_video(folder, spec)
         print(f"video {path.name}: {describe_build(built)}, {path.stat().st_size / 1e6:.1f} MB")
+        videos[f"{length} min"] = path
+    if args.part in ("all", "16"):
+        sixteen_frames(videos, load_baseline(args.baseline), repeats)
+    if args.part in ("all", "sequence"):
+        sequence_part(videos, load_seek_baseline(args.seek_baseline), repeats, folder)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def sixteen_frames(videos: dict[str, Path], baseline: ModuleType | None, repeats: int) -> None:
+    """The first part: 16 frames per view, every decoder and mode."""
+    results = []
+    for video, path in videos.items():
         rates = measure_rates(path)
         for name, sampling in SAMPLINGS.items():
             cells = measure_cells(path, sampling, baseline, repeats)
-            results.append((f"{length} min", name, cells, rates))
+            results.append((video, name, cells, rates))
     rows = report(results)
     projection(results)
-    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     key = [r for r in rows if r[:2] == ["3 min", "16 uniform"]]
     pick = {(r[2], r[3]): r[4] for r in key}
     today = min(v for (d, m), v in pick.items() if m == "today") if baseline else float("nan")
@@ -361,6 +400,268 @@ def main(argv: list[str] | None = None) -> None:
         f"{today:.3f}, exact now {pick[('pyav', 'exact')]:.3f} (PyAV), "
         f"keyframe {pick[('pyav', 'keyframe')]:.3f}"
     )
+
+
+# ----------------------------------------------------------------------------- sequence
+
+
+def load_seek_baseline(rev: str) -> ModuleType | None:
+    """``pipeline/decode/pyav_reader.py`` at ``rev`` as its own module, without registering
+    it as a decoder (None when git cannot give it)."""
+    try:
+        source = subprocess.run(
+            ["git", "show", f"{rev}:pipeline/decode/pyav_reader.py"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"no seek baseline: git show {rev}:pipeline/decode/pyav_reader.py failed ({error})")
+        return None
+    registration = 'register(Backend(name="pyav"'
+    if registration not in source:
+        print(f"no seek baseline: {rev}'s pyav_reader.py does not register 'pyav' as expected")
+        return None
+    module = ModuleType("skill_pyav_seek_baseline")
+    code = compile(source.replace(registration, '(Backend(name="pyav"'), module.__name__, "exec")
+    exec(code, module.__dict__)  # git's own file of this repository, not user input
+    return module
+
+
+def sequence_indices(num_frames: int) -> np.ndarray:
+    """(48, 8) positions of the ``sequence`` sampling: pipeline/sampling.py's where it has the
+    strategy, else 384 bin centres spread evenly over the video, cut into clips in order."""
+    if "sequence" in STRATEGIES:
+        config = SamplingConfig("sequence", frames=SEQUENCE_FRAMES, clips=SEQUENCE_CLIPS)
+        return sample_indices(num_frames, config, "k").indices
+    count = SEQUENCE_CLIPS * SEQUENCE_FRAMES
+    positions = np.floor((np.arange(count) + 0.5) * num_frames / count).astype(np.int64)
+    return np.minimum(positions, num_frames - 1).reshape(SEQUENCE_CLIPS, SEQUENCE_FRAMES)
+
+
+def stacked(frames_at: dict[int, np.ndarray], indices: np.ndarray) -> np.ndarray:
+    """(K, T, H, W, 3) clips from frames by position, as decode_view stacks them."""
+    flat = [frames_at[int(i)] for i in indices.reshape(-1)]
+    return np.stack(flat).reshape(*indices.shape, *flat[0].shape)
+
+
+def exact_view(path: Path, read, indices_of) -> np.ndarray:
+    """Probe, sample, read the unique positions with ``read`` (read_pyav's signature), stack."""
+    info, index = probe_index(str(path))
+    indices = indices_of(info.num_frames)
+    return stacked(read(str(path), info, index, np.unique(indices), GEOMETRY, 1), indices)
+
+
+def sequential_view(path: Path, info, indices: np.ndarray) -> np.ndarray:
+    """Every frame decoded in order, one thread, no skipping; the k-th frame out is position k
+    (true of these videos); the sampled ones converted."""
+    import av
+
+    reader = pyav_reader.PyAVFrameReader(str(path), info, GEOMETRY, 1)
+    wanted, out = {int(i) for i in np.unique(indices)}, {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        stream.thread_type = "SLICE"
+        for position, frame in enumerate(container.decode(stream)):
+            if position in wanted:
+                out[position] = reader.clip_frame(frame, position)
+    return stacked(out, indices)
+
+
+@dataclass
+class FloorPackets:
+    """The packets a view's samples need, per keyframe interval, in decode order."""
+
+    spans: list[list]
+    wanted: set[int]
+    info: object
+    index: object
+
+    @property
+    def count(self) -> int:
+        return sum(len(span) for span in self.spans)
+
+
+def floor_packets(path: Path, indices: np.ndarray) -> FloorPackets:
+    """From each keyframe interval holding wanted frames: the packets from its keyframe up to
+    the last of its wanted frames in decode order that are reference pictures (those a
+    skip_frame NONREF decode outputs) or wanted ones, kept in memory."""
+    import av
+
+    from skill.pipeline.decode.plan import plan_spans
+
+    info, index = probe_index(str(path))
+    wanted = np.unique(indices)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        reference_pts = {frame.pts for frame in container.decode(stream)}
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+    order = {int(p.pts): n for n, p in enumerate(packets)}  # pts -> decode order
+    spans = []
+    for span in plan_spans(wanted, index.key_positions):
+        first = order[int(index.pts[span.keyframe])]
+        last = max(order[int(index.pts[i])] for i in span.wanted)
+        needed = reference_pts | {int(index.pts[i]) for i in span.wanted}
+        spans.append([p for p in packets[first : last + 1] if p.pts in needed])
+    return FloorPackets(spans, {int(i) for i in wanted}, info, index)
+
+
+def floor_view(path: Path, floor: FloorPackets, indices: np.ndarray) -> np.ndarray:
+    """The needed packets of ``floor`` decoded from memory, the decoder drained after each
+    interval and flushed before the next; the sampled frames converted."""
+    import av
+
+    reader = pyav_reader.PyAVFrameReader(str(path), floor.info, GEOMETRY, 1)
+    out = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        context.thread_count = 1
+        stream.thread_type = "SLICE"
+        for span in floor.spans:
+            context.flush_buffers()
+            for packet in [*span, None]:  # None drains the decoder
+                for frame in context.decode(packet):
+                    position = int(np.searchsorted(floor.index.pts, frame.pts))
+                    if position in floor.wanted:
+                        out[position] = reader.clip_frame(frame, position)
+    return stacked(out, indices)
+
+
+def measure_sequence(
+    path: Path, baseline: ModuleType | None, repeats: int
+) -> tuple[list[Cell], float]:
+    """Cells (a)-(d) of one video, and its packet index's CPU-s."""
+    info = probe(path)
+    indices = sequence_indices(info.num_frames)
+    floor = floor_packets(path, indices)
+    plans = []
+    if baseline is not None:
+        today = lambda: exact_view(path, baseline.read_pyav, sequence_indices)  # noqa: E731
+        plans.append(("(a) today: seek to every keyframe interval", (baseline,), today))
+    plans += [
+        ("(b) planned", CURRENT, lambda: exact_view(path, pyav_reader.read_pyav, sequence_indices)),
+        ("(c) sequential, every frame", (), lambda: sequential_view(path, info, indices)),
+        ("(d) floor, needed packets only", (), lambda: floor_view(path, floor, indices)),
+    ]
+    runs = [run for _, _, run in plans]
+    reference = runs[-1]()
+    for (mode, _, _), run in zip(plans, runs, strict=True):
+        if not np.array_equal(run(), reference):
+            raise SystemExit(f"{path.name}: {mode} returned other frames than the floor")
+    timings = interleaved_cpu_seconds(runs, repeats)
+    cells = []
+    for (mode, modules, run), (best, median, wall) in zip(plans, timings, strict=True):
+        counts = [0]
+        with counting_frames(modules, counts):
+            run()
+        decoded = {"(c)": info.num_frames, "(d)": floor.count}.get(mode[:3], counts[0])
+        cells.append(Cell("pyav", mode, best, median, wall, decoded))
+    probe_s = min(_cpu(lambda: probe_index(str(path))) for _ in range(3))
+    return cells, probe_s
+
+
+def mpegts_copy(folder: Path, source: Path) -> Path:
+    """``source``'s video stream remuxed into MPEG-TS (made once, beside it)."""
+    import av
+
+    def remux(staging: Path) -> None:
+        with av.open(str(source)) as inp, av.open(str(staging), "w", format="mpegts") as out:
+            stream_in = inp.streams.video[0]
+            stream_out = out.add_stream_from_template(stream_in)
+            for packet in inp.demux(stream_in):
+                if packet.size:
+                    packet.stream = stream_out
+                    out.mux(packet)
+
+    target = folder / "videos" / f"{source.stem}.ts"
+    build_once(target, remux)
+    return target
+
+
+def mpegts_cells(path: Path, baseline: ModuleType | None) -> list[list]:
+    """(a) and (b) once each on the MPEG-TS copy, for 16 uniform frames and the sequence:
+    [sampling, mode, CPU-s or None, what happened]."""
+    uniform = SAMPLINGS["16 uniform"]
+    samplings = {
+        "16 uniform": lambda n: sample_indices(n, uniform, "k").indices,
+        f"{SEQUENCE_CLIPS}x{SEQUENCE_FRAMES} sequence": sequence_indices,
+    }
+    readers = [("(b) planned", pyav_reader.read_pyav)]
+    if baseline is not None:
+        readers.insert(0, ("(a) today", baseline.read_pyav))
+    rows = []
+    for sampling, indices_of in samplings.items():
+        for mode, read in readers:
+            start = time.process_time()
+            try:
+                exact_view(path, read, indices_of)
+            except DecodeError as error:
+                rows.append([sampling, mode, None, f"fails: {error.reason[:70]}"])
+                continue
+            rows.append([sampling, mode, time.process_time() - start, "ok"])
+    return rows
+
+
+def sequence_part(
+    videos: dict[str, Path], baseline: ModuleType | None, repeats: int, folder: Path
+) -> None:
+    """The second part: 48 clips of 8 frames per view, (a)-(d), and the projection."""
+    source = "pipeline/sampling.py" if "sequence" in STRATEGIES else "bin centres"
+    print(f"\nsequence: {SEQUENCE_CLIPS} x {SEQUENCE_FRAMES} frames over each video ({source})")
+    results = {}
+    for video, path in videos.items():
+        results[video] = measure_sequence(path, baseline, repeats)
+    header = ["video", "path", "CPU-s/view", "median", "wall s", "frames decoded", "vs floor (d)",
+              "vs sequential (c)"]  # fmt: skip
+    rows = []
+    for video, (cells, _) in results.items():
+        by = {c.mode[:3]: c.cpu_s for c in cells}
+        for c in cells:
+            rows.append([video, c.mode, c.cpu_s, c.median_cpu_s, c.wall_s, c.decoded,
+                         c.cpu_s / by["(d)"], c.cpu_s / by["(c)"]])  # fmt: skip
+    print()
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    print("\n".join("| " + " | ".join(fmt(x) for x in row) + " |" for row in rows))
+    for video, (_, probe_s) in results.items():
+        print(f"{video}: packet index (probe) {probe_s:.3f} CPU-s, included in (a) and (b)")
+    ts_path = mpegts_copy(folder, videos["3 min"])
+    print(f"\nMPEG-TS copy of the 3-min video ({ts_path.name}), one read each:")
+    for sampling, mode, cpu_s, what in mpegts_cells(ts_path, baseline):
+        print(f"  {sampling:>18}  {mode:<12} {fmt(cpu_s):>8} CPU-s  {what}")
+    sequence_projection(results)
+    cells = {c.mode[:3]: c.cpu_s for c in results["3 min"][0]}
+    print(
+        f"KEY decode_cost sequence: 3-min video, {SEQUENCE_CLIPS}x{SEQUENCE_FRAMES} frames, "
+        f"CPU-s per view: today {cells.get('(a)', float('nan')):.3f}, planned {cells['(b)']:.3f}, "
+        f"sequential {cells['(c)']:.3f}, floor {cells['(d)']:.3f}; planned / floor "
+        f"{cells['(b)'] / cells['(d)']:.2f}, planned / sequential {cells['(b)'] / cells['(c)']:.2f}"
+    )
+
+
+def sequence_projection(results: dict[str, tuple[list[Cell], float]]) -> None:
+    """Full EgoExo4D sequence extraction on 16 cores + one GPU from the measured CPU-s."""
+    clips = EGOEXO_VIEWS * SEQUENCE_CLIPS
+    gpu_s = clips / GPU_CLIPS_PER_S
+    print(
+        f"\nprojection: {EGOEXO_VIEWS:,} views (2,370 takes x 5) of {SEQUENCE_CLIPS} clips x "
+        f"{SEQUENCE_FRAMES} frames ({clips:,} clips), decoded by {CORES} worker processes on "
+        f"{CORES} cores like this machine's; GPU {GPU_CLIPS_PER_S:g} clips/s (BENCHMARKS.md "
+        "section 4, arithmetic, not measured); decode and GPU overlap, so the slower sets the time"
+    )
+    for video, (cells, _) in results.items():
+        for c in cells:
+            decode_s = EGOEXO_VIEWS * c.cpu_s / CORES
+            print(
+                f"  {video} views, {c.mode}: decode {decode_s / 60:.1f} min, GPU "
+                f"{gpu_s / 60:.1f} min -> {max(decode_s, gpu_s) / 60:.1f} min "
+                f"({'decode' if decode_s > gpu_s else 'GPU'}-bound, "
+                f"GPU busy {100 * min(1.0, gpu_s / decode_s):.0f} %)"
+            )
 
 
 if __name__ == "__main__":

@@ -12,15 +12,15 @@ import numpy as np
 from skill.cache import recovery
 from skill.cache.store import STATUS_COMPLETE, STATUS_FAILED, STATUS_PENDING, TokenStore
 from skill.tasks import get_task
+from skill.tasks.columns import UntabledTargets, column_summary
 
 
 def store_summary(path: str | Path) -> dict:
-    """Counts by split, label and scenario, completion, failures, size and provenance."""
+    """Counts by split and scenario, what the targets hold (counts by level, the range of each
+    score), completion, failures, size and provenance."""
     store = TokenStore.open(path)
     table, status, valid = store.take_table(), store.status(), store.valid()
     errors = store.view_errors()
-    task = get_task(store.task["name"])
-    targets = task.decode(table.target, store.task["schema"])
     done = status == STATUS_COMPLETE
     run = _run_state(store, pending=int((status == STATUS_PENDING).sum()))
     return {
@@ -46,7 +46,7 @@ def store_summary(path: str | Path) -> dict:
         },
         "by_split": _count(table.split),
         "task": store.task["name"],
-        "by_label": _count(np.array(["(unlabelled)" if t is None else str(t) for t in targets])),
+        "targets": _targets(store, table.target),
         "by_scenario": _count(table.scenario),
         "geometry": {
             "clips": store.clips,
@@ -54,6 +54,7 @@ def store_summary(path: str | Path) -> dict:
             "dim": store.dim,
             "frames": store.frames,
         },
+        "clip_axis": _clip_axis(store, done),
         "failures": [
             {"take": take, "view": view, "reason": reason}
             for take, view, reason in store.failures()
@@ -69,6 +70,22 @@ def store_summary(path: str | Path) -> dict:
     }
 
 
+def _clip_axis(store: TokenStore, done: np.ndarray) -> dict:
+    """What the clip axis holds; for a sequence store also the range of clips a valid view of
+    a completed take holds and of their durations (seconds; None when no clip is there)."""
+    out: dict = {"axis": store.clip_axis}
+    if store.clip_axis != "sequence":
+        return out
+    mask, times = store.clip_mask()[done], store.clip_times()[done]
+    counts = mask.sum(axis=2)[mask.any(axis=2)]
+    durations = (times[..., 1] - times[..., 0])[mask]
+    out["clips_min"] = int(counts.min()) if counts.size else None
+    out["clips_max"] = int(counts.max()) if counts.size else None
+    out["duration_s_min"] = float(durations.min()) if durations.size else None
+    out["duration_s_max"] = float(durations.max()) if durations.size else None
+    return out
+
+
 def _run_state(store: TokenStore, pending: int) -> dict:
     """Who writes now, whether the last run stopped before finishing, and how many temporary
     files killed writes left (never read as data; the next extract deletes them)."""
@@ -79,6 +96,18 @@ def _run_state(store: TokenStore, pending: int) -> dict:
         "record": store.attrs.get("extract_run"),
         "temp_files": len(recovery.temp_files(store.path)),
     }
+
+
+def _targets(store: TokenStore, stored: np.ndarray) -> dict[str, dict]:
+    """What the take table's targets hold, a column at a time (`tasks.columns.column_summary`:
+    counts by level, or the range of a score); a task whose targets no column holds gets its
+    count of labelled takes only."""
+    task, schema = get_task(store.task["name"]), store.task["schema"]
+    try:
+        return column_summary(task, schema, stored)
+    except UntabledTargets:
+        labelled = int(task.labelled(stored).sum())
+        return {store.task["target"]["array"]: {"labelled": labelled, "takes": len(stored)}}
 
 
 def _count(values: np.ndarray) -> dict[str, int]:
@@ -132,12 +161,26 @@ def summary_lines(summary: dict) -> list[str]:
         lines.append(f"{s['leftover_temp_files']} temporary files of a killed write (never read)")
     lines.append(f"views: {', '.join(s['views'])}")
     lines.append(f"per take and view: {_geometry(s['geometry'])}")
-    for key in ("split", "label", "scenario"):
+    lines.append(f"clip axis: {_clip_axis_words(s['clip_axis'], s['geometry']['clips'])}")
+    for key in ("split", "scenario"):
         counts = ", ".join(f"{name} {count}" for name, count in s[f"by_{key}"].items())
         lines.append(f"takes by {key}: {counts or 'none'}")
+    lines += [_target_line(name, column) for name, column in s["targets"].items()]
     lines += _listed("failures", s["failures"], "reason")
     lines += _listed("notes", s["notes"], "note")
     return lines + provenance_lines(s["provenance"])
+
+
+def _target_line(name: str, column: dict) -> str:
+    """One target column in words: its counts by level, or how many takes have a score and
+    its range."""
+    if "counts" in column:
+        counts = ", ".join(f"{value} {count}" for value, count in column["counts"].items())
+        return f"takes by {name}: {counts or 'none'}"
+    line = f"{name}: {column['labelled']} of {column['takes']} takes labelled"
+    if column.get("min") is None:
+        return line
+    return f"{line}, min {column['min']:.4g}, mean {column['mean']:.4g}, max {column['max']:.4g}"
 
 
 def _geometry(geometry: dict) -> str:
@@ -145,6 +188,24 @@ def _geometry(geometry: dict) -> str:
     return (
         f"{_plural(clips, 'clip')} of {_plural(frames, 'frame')}, "
         f"{_plural(geometry['tokens'], 'token')} of width {geometry['dim']} per clip"
+    )
+
+
+def _clip_axis_words(axis: dict, clips: int) -> str:
+    """The clip axis in words: samples, or a sequence with its clip counts and durations."""
+    if axis["axis"] != "sequence":
+        return f"samples ({_plural(clips, 'interchangeable clip')} of a take)"
+    if axis.get("clips_min") is None:
+        return "sequence (clips in order, times in clip_time; no clip extracted yet)"
+    low, high = axis["clips_min"], axis["clips_max"]
+    count = f"{low}" if low == high else f"{low} to {high}"
+    short, long = axis["duration_s_min"], axis["duration_s_max"]
+    length = (
+        f"{short:.3g} s" if np.isclose(short, long, rtol=1e-3) else f"{short:.3g} to {long:.3g} s"
+    )
+    return (
+        f"sequence ({count} clips a view in order, of {length} each; start and end times in "
+        "clip_time)"
     )
 
 
@@ -212,14 +273,14 @@ def _backbone(backbone: dict) -> str:
 
 def sampling_line(sampling: dict) -> str:
     """A store's sampling record in words, with only the settings its strategy uses: the
-    stride only for windows, the segment settings only for segments, the seed only with
-    jitter. The record itself keeps every field (``skill info --json``): a store's sampling
+    stride only for windows and stride, the segment settings only for segments, the clip step
+    only for stride, the seed only with jitter. The record itself keeps every field (``skill info --json``): a store's sampling
     is compared field by field with other stores and runs, so it is shown, not rewritten."""
     strategy = sampling.get("strategy")
     parts = [strategy or "strategy not recorded"]
     if "frames" in sampling:
         frames = f"{_plural(sampling['frames'], 'frame')} a clip"
-        if strategy in ("windows", "skillformer-windows") and "stride" in sampling:
+        if strategy in ("windows", "skillformer-windows", "stride") and "stride" in sampling:
             frames += f" at stride {sampling['stride']}"
         elif strategy == "segments" and sampling.get("n_segments"):
             frames += (
@@ -227,8 +288,12 @@ def sampling_line(sampling: dict) -> str:
                 f"{sampling.get('segment_len')} at stride {sampling.get('segment_stride', 1)}"
             )
         parts.append(frames)
+    if strategy == "stride" and sampling.get("clip_every") is not None:
+        unit = sampling.get("clip_every_unit", "frames")
+        parts.append(f"a clip every {sampling['clip_every']:g} {unit}")
     if "clips" in sampling:
-        parts.append(f"{_plural(sampling['clips'], 'clip')} a view")
+        most = "at most " if strategy == "stride" else ""
+        parts.append(f"{most}{_plural(sampling['clips'], 'clip')} a view")
     jitter = sampling.get("jitter", False)
     parts.append(
         f"random positions (seed {sampling.get('seed', 0)})" if jitter else "fixed positions"

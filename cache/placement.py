@@ -93,14 +93,18 @@ def token_crcs(tokens: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def frames_crc(
     frame_index: np.ndarray,
     timestamp: np.ndarray,
+    clip_time: np.ndarray,
     padded: np.ndarray,
     view_error,
     view_note,
 ) -> int:
     """crc32c of one take's frame records: ``frame_index``, ``timestamp (V, K, T)``,
-    ``padded (V,)``, and the view errors and notes ``(V,)`` as a JSON list."""
+    ``clip_time (V, K, 2)``, ``padded (V,)``, and the view errors and notes ``(V,)`` as a
+    JSON list."""
     crc = 0
-    for values, dtype in ((frame_index, "<i4"), (timestamp, "<f4"), (padded, "<i2")):
+    for values, dtype in (
+        (frame_index, "<i4"), (timestamp, "<f4"), (clip_time, "<f4"), (padded, "<i2"),
+    ):  # fmt: skip
         crc = crc32c_extend(crc, np.ascontiguousarray(values, dtype=dtype))
     text = json.dumps([[str(e) for e in view_error], [str(n) for n in view_note]])
     return crc32c_extend(crc, text.encode())

@@ -31,10 +31,14 @@ from skill.cache.per_take import (
     write_status_last,
 )
 
-FORMAT_VERSION = 4
-"""4: placement records (the store id, the take table's digest, each take's `token_crc`,
-`frames_crc` and `row_digest`, the pack's chunk record; `cache/placement.py`). Stores of
-earlier formats cannot show that their data is in its place and are refused."""
+FORMAT_VERSION = 5
+"""5: each clip's start and end (`clip_time`) and what the clip axis holds (provenance
+`clip_axis`). 4: placement records (the store id, the take table's digest, each take's
+`token_crc`, `frames_crc` and `row_digest`, the pack's chunk record; `cache/placement.py`).
+Stores of earlier formats lack them and are refused."""
+CLIP_AXES = ("samples", "sequence")
+"""What a store's clip axis holds (provenance ``clip_axis``; `pipeline.sampling.clip_axis`):
+K interchangeable samples of a take, or the take's clips in order."""
 LOCK_FILE = ".skill.lock"
 """Suffix of the writer lock's file name, beside the store (`layout.lock_file`)."""
 # Seconds a writer keeps trying a lock that is held before it refuses: a reader probing the
@@ -56,6 +60,13 @@ TEXT_ARRAYS = tuple(TAKE_TEXT_COLUMNS.values())
 VIEW_ARRAY = "view"
 TEXT_COORDINATES = ("scenario", "participant", "split", "uid")
 """Take-table columns that xarray shows as coordinates along `take`."""
+PAIRS_ARRAY = "pairs"
+"""Pairs of takes of a ranking task: ``(m, 2)`` take-table rows, the better take first."""
+PAIR_SPLIT_ARRAY = "pair_split"
+"""Each pair's split ``(m,)``: train, val or test."""
+PAIRS_ATTR = "pairs"
+"""The root attribute committing the pairs: ``{"count", "digest"}``."""
+PAIR_SPLITS = ("train", "val", "test")
 # Take-table chunk while takes are added; packing shrinks it to the table's length (a string
 # chunk is decoded whole, and 65,536 mostly empty strings cost more than the table).
 TAKE_TABLE_CHUNK = 1 << 16
@@ -114,6 +125,9 @@ class TakeResult:
     # (V,) what the store says about a view that decoded ("" = nothing; e.g. keyframe sampling
     # that fell back to exact decoding); stores made before view_note existed keep none
     view_note: list[str] = field(default_factory=list)
+    # (V, K, 2) float [start, end) seconds of each clip, NaN where the clip is absent (an
+    # invalid view, a padded clip); None: unknown (written as NaN)
+    clip_time: np.ndarray | None = None
 
     @property
     def outputs(self) -> np.ndarray:
@@ -191,12 +205,16 @@ class FrameRecords:
 
     frame_index: np.ndarray  # (n, V, K, T) int32, -1 = none
     timestamp: np.ndarray  # (n, V, K, T) float32 seconds, NaN = none
+    clip_time: np.ndarray  # (n, V, K, 2) float32 [start, end) seconds, NaN = no clip
     padded_frames: np.ndarray  # (n, V) frames repeated at the end of a short video
     view_error: np.ndarray  # (n, V) str, "" = fine
     view_note: np.ndarray  # (n, V) str, "" = none
 
 
-FRAME_ARRAYS = ("frame_index", "timestamp", "padded_frames", "view_error", "view_note")
+FRAME_ARRAYS = (
+    "frame_index", "timestamp", "clip_time", "padded_frames", "view_error", "view_note",
+)  # fmt: skip
+STRING_FRAME_ARRAYS = ("view_error", "view_note")
 """The arrays `frames_crc` covers, in its order; FrameRecords' fields have their names."""
 FRAMES_PROBLEM = (
     f"its frame records ({', '.join(FRAME_ARRAYS)}) are not the ones written for it: a chunk "
@@ -236,6 +254,9 @@ class TokenStore:
         self.clips, self.tokens, self.dim, self.frames = (
             int(geometry[k]) for k in ("clips", "tokens", "dim", "frames")
         )
+        self.clip_axis: str = self.provenance.get("clip_axis", "samples")
+        """What the clip axis holds: ``samples`` (K interchangeable samples of a take) or
+        ``sequence`` (the take's clips in order, some absent at the end of a shorter take)."""
         self.table_arrays = (*TEXT_ARRAYS, self.target_array)
         self.per_take_arrays = PER_TAKE_ARRAYS
         self.relayout_arrays = (*PER_TAKE_ARRAYS, *self.table_arrays)
@@ -581,6 +602,83 @@ class TokenStore:
         if len(values):
             array[:] = values.astype(dtype) if dtype is not str else values
 
+    # ---- pairs of takes (coordinator only) -----------------------------------------------
+    def set_pairs(self, rows: np.ndarray, splits: Sequence[str]) -> None:
+        """Record pairs of takes (a ranking task's): ``rows (m, 2)`` take-table rows, the take
+        that shows more skill first, and each pair's split ``(m,)``; replaces pairs recorded
+        before. Their digest, seeded with the store's id, is committed last, as the take
+        table's is: arrays edited or copied from another store afterwards are damage."""
+        self._require_writable()
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        splits = np.asarray(list(splits), dtype=str)
+        problems = self._pair_problems(rows, splits)
+        if problems:
+            raise StoreError(f"{self.path}: cannot record the pairs: {'; '.join(problems)}")
+        for name, values, dims in (
+            (PAIRS_ARRAY, rows, ["pair", "pair_side"]), (PAIR_SPLIT_ARRAY, splits, ["pair"]),
+        ):  # fmt: skip
+            self._group.create_array(
+                name, shape=values.shape, chunks=(max(len(values), 1), *values.shape[1:]),
+                dtype=str if values.dtype.kind == "U" else values.dtype,
+                fill_value="" if values.dtype.kind == "U" else 0, dimension_names=dims,
+                compressors=checksummed(), overwrite=True,
+            )  # fmt: skip
+            if len(values):
+                self._group[name][:] = values.astype(object) if values.dtype.kind == "U" else values
+        record = {"count": len(rows), "digest": _pairs_digest(self.store_id, rows, splits)}
+        self._group.attrs[PAIRS_ATTR] = record
+        self.attrs[PAIRS_ATTR] = record
+        self._arrays.clear()
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The recorded pairs, ``(rows (m, 2) int64, splits (m,) str)``, checked against their
+        digest and the take table; None when the store records none. StoreError (damaged)
+        when the arrays are not those committed or name rows the table does not have."""
+        record = self.attrs.get(PAIRS_ATTR)
+        if record is None:
+            return None
+        if not (isinstance(record, dict) and _is_count(record.get("count"))
+                and isinstance(record.get("digest"), dict)):  # fmt: skip
+            raise StoreError(
+                f"{self.path}: the pairs attribute is malformed; {self.damaged_hint()}"
+            )
+        try:
+            rows = np.asarray(self._group[PAIRS_ARRAY][:], dtype=np.int64).reshape(-1, 2)
+            splits = np.asarray(_strings(self._group[PAIR_SPLIT_ARRAY][:]), dtype=str)
+        except Exception as err:  # a missing or unreadable array of a store that records pairs
+            raise StoreError(
+                f"{self.path}: the pairs cannot be read ({err}); {self.damaged_hint()}"
+            ) from None
+        problems = []
+        if len(rows) != record["count"] or len(splits) != record["count"]:
+            problems.append(f"{record['count']} pairs were committed, {len(rows)} are stored")
+        elif _pairs_digest(self.store_id, rows, splits) != record["digest"]:
+            problems.append("the pairs are not those committed (edited, or copied from another "
+                            "store)")  # fmt: skip
+        else:
+            problems += self._pair_problems(rows, splits)
+        if problems:
+            raise StoreError(
+                f"{self.path}: the pairs are damaged ({'; '.join(problems)}); {self.damaged_hint()}"
+            )
+        return rows, splits
+
+    def _pair_problems(self, rows: np.ndarray, splits: np.ndarray) -> list[str]:
+        problems = []
+        if len(splits) != len(rows):
+            problems.append(f"{len(rows)} pairs but {len(splits)} splits")
+        outside = np.flatnonzero(((rows < 0) | (rows >= self.n_takes)).any(axis=1))
+        if len(outside):
+            problems.append(f"pair {outside[0]} names row {rows[outside[0]].tolist()} of a "
+                            f"take table of {self.n_takes} rows")  # fmt: skip
+        same = np.flatnonzero(rows[:, 0] == rows[:, 1])
+        if len(same):
+            problems.append(f"pair {same[0]} pairs a take with itself")
+        unknown = sorted(set(splits.tolist()) - set(PAIR_SPLITS))
+        if unknown:
+            problems.append(f"pair splits {unknown} are not {', '.join(PAIR_SPLITS)}")
+        return problems
+
     # ---- per-take data (any writer, one take each) ---------------------------------------
     def empty_take(self) -> TakeResult:
         """A take of this store's geometry with every view invalid, for a writer to fill in."""
@@ -594,6 +692,7 @@ class TokenStore:
             view_error=[""] * n_views,
             status=STATUS_COMPLETE,
             view_note=[""] * n_views,
+            clip_time=np.full((n_views, clips, 2), np.nan, dtype=np.float32),
         )
 
     def write_take(self, i: int, result: TakeResult) -> None:
@@ -666,6 +765,7 @@ class TokenStore:
             "valid": np.stack([np.asarray(r.valid, dtype=bool) for r in results]),
             "frame_index": np.stack([np.asarray(r.frame_index, dtype=np.int32) for r in results]),
             "timestamp": np.stack([np.asarray(r.timestamp, dtype=np.float32) for r in results]),
+            "clip_time": np.stack([self._clip_time_of(r) for r in results]),
             "padded_frames": np.stack([np.asarray(r.padded, dtype=np.int16) for r in results]),
             "view_error": np.array([list(r.view_error) or [""] * n_views for r in results], dtype=object),
             "view_note": np.array([list(r.view_note) or [""] * n_views for r in results], dtype=object),
@@ -685,7 +785,35 @@ class TokenStore:
                 raise StoreError(
                     f"{self.path}: take row {start + k}: NaN or Inf tokens in views {broken}"
                 )
+            if self.clip_axis == "sequence":
+                self._check_clip_times(start + k, valid, block["clip_time"][k])
         return block
+
+    def _clip_time_of(self, result: TakeResult) -> np.ndarray:
+        """A take's ``(V, K, 2)`` clip times as stored: NaN where unknown or absent."""
+        shape = (len(self.views), self.clips, 2)
+        if result.clip_time is None:
+            return np.full(shape, np.nan, dtype=np.float32)
+        times = np.asarray(result.clip_time, dtype=np.float32)
+        if times.shape != shape:
+            raise StoreError(f"{self.path}: clip_time of shape {times.shape}, not {shape}")
+        return np.where(np.asarray(result.valid, dtype=bool)[:, None, None], times, np.nan)
+
+    def _check_clip_times(self, row: int, valid: np.ndarray, times: np.ndarray) -> None:
+        """In a sequence store each valid view holds its clips first and in order: a present
+        clip (finite times) never follows an absent one, and starts never go back."""
+        for v in np.flatnonzero(valid):
+            present = np.isfinite(times[v]).all(axis=1)
+            count = int(present.sum())
+            if not count or not present[:count].all():
+                raise StoreError(
+                    f"{self.path}: take row {row} view {self.views[v]}: a sequence store's valid "
+                    "view needs its clips first, each with finite clip times"
+                )
+            if np.any(np.diff(times[v, :count, 0]) < 0):
+                raise StoreError(
+                    f"{self.path}: take row {row} view {self.views[v]}: clip start times go back"
+                )
 
     def _array(self, name: str):
         if name not in self._arrays:
@@ -705,7 +833,10 @@ class TokenStore:
         its `frames_crc`."""
         *values, frames_crc, status = self.read_columns(*FRAME_ARRAYS, "frames_crc", "status")
         frames = FrameRecords(
-            *(np.asarray(v) for v in values[:3]), *(_strings(v) for v in values[3:])
+            **{
+                name: _strings(value) if name in STRING_FRAME_ARRAYS else np.asarray(value)
+                for name, value in zip(FRAME_ARRAYS, values, strict=True)
+            }
         )
         problems = self.frame_problems(frames, np.asarray(frames_crc), np.asarray(status))
         if problems:
@@ -745,6 +876,26 @@ class TokenStore:
 
     def timestamps(self) -> np.ndarray:
         return self.frame_records().timestamp
+
+    def clip_times(self) -> np.ndarray:
+        """``(n, V, K, 2)`` float32 [start, end) seconds of every clip (start: its first
+        frame's time; end: its last frame's time plus one frame), NaN where the clip holds no
+        tokens (an invalid view, a padded clip of a sequence store) or its times are unknown."""
+        return self.frame_records().clip_time
+
+    def clip_mask(
+        self, records: TakeRecords | None = None, clip_times: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(n, V, K)`` bool, True where the clip holds tokens: every clip of a valid view of a
+        samples store; of a sequence store, the clips of a valid view with clip times (the
+        ones after them pad a take shorter than the store's ``clips``). ``records`` and
+        ``clip_times``: what the caller has read already (`take_records`, `clip_times`)."""
+        valid = (records or self.take_records()).valid
+        mask = np.repeat(valid[:, :, None], self.clips, axis=2)
+        if self.clip_axis == "sequence":
+            times = self.clip_times() if clip_times is None else clip_times
+            mask &= np.isfinite(times).all(axis=-1)
+        return mask
 
     def _committed(self, name: str) -> np.ndarray:
         """The committed rows of one array; a chunk that cannot be decoded is a StoreError
@@ -992,6 +1143,7 @@ PER_TAKE_ARRAYS = (
     "valid",
     "frame_index",
     "timestamp",
+    "clip_time",
     "padded_frames",
     "view_error",
     "view_note",
@@ -1063,6 +1215,8 @@ def array_specs(
         "valid": ArraySpec("bool", *per_view, False),
         "frame_index": ArraySpec("int32", frame_dims, frame_shape, -1),
         "timestamp": ArraySpec("float32", frame_dims, frame_shape, float("nan")),
+        "clip_time": ArraySpec("float32", ("take", "view", "clip", "edge"), (views, clips, 2),
+                               float("nan")),
         "padded_frames": ArraySpec("int16", *per_view, 0),
         "view_error": ArraySpec("string", *per_view, ""),
         "view_note": ArraySpec("string", *per_view, ""),
@@ -1092,6 +1246,14 @@ def _strings(values) -> np.ndarray:
     return np.array(values.tolist(), dtype=str).reshape(values.shape)
 
 
+def _pairs_digest(store_id: str, rows: np.ndarray, splits: np.ndarray) -> dict[str, str]:
+    """The pairs' digests, by the take table's scheme (`placement.table_digests`)."""
+    return placement.table_digests(
+        store_id, {"pairs": "better, worse"}, {PAIR_SPLIT_ARRAY: splits}, PAIRS_ARRAY,
+        np.asarray(rows, dtype="<i8"),
+    )  # fmt: skip
+
+
 def _check_is_store(path: Path) -> None:
     if not path.exists():
         raise StoreError(f"{path}: no such store")
@@ -1110,10 +1272,22 @@ def _check_attributes(path: Path, attrs: dict) -> None:
             f"{path}: store format version {version} is newer than this skill "
             f"({package_version()}) can read (up to {FORMAT_VERSION}); upgrade skill"
         )
+    if version == 4:
+        raise StoreError(
+            f"{path}: store format 4 was written by an older skill and records no clip times "
+            f"(format {FORMAT_VERSION} does); extract into a new store"
+        )
     if version < FORMAT_VERSION:
         raise StoreError(
             f"{path}: store format {version} was written by an older skill and records no "
             f"placement of its data (format {FORMAT_VERSION} does); extract into a new store"
+        )
+    provenance = attrs.get("provenance")
+    axis = provenance.get("clip_axis", "samples") if isinstance(provenance, dict) else "samples"
+    if axis not in CLIP_AXES:
+        raise StoreError(
+            f"{path}/zarr.json: the provenance's clip_axis is {_short(axis)}, not one of "
+            f"{', '.join(CLIP_AXES)}; the store is damaged"
         )
     missing = [k for k in _ROOT_ATTRIBUTES if k not in attrs]
     if missing:

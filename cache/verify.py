@@ -2,8 +2,9 @@
 to be extracted again.
 
 Checked: the metadata, the take table against its digest, every chunk of every per-take
-array, each finished take's records, and each valid view of each complete take (its token chunk
-present, of full length, finite, and the one recorded for its place); docs/store.md,
+array, each finished take's records, the pairs of a ranking store against their digest, and
+each valid view of each complete take (its token chunk present, of full length, finite, and
+the one recorded for its place); docs/store.md,
 "Verification", lists the checks and which missing chunks are legitimate. `repair` marks the
 damaged takes pending, so that the next `skill extract` with the same manifest redoes exactly
 those; it never touches the take table, and refuses a store whose take table or metadata is
@@ -76,7 +77,16 @@ def verify_store(path: str | Path) -> VerifyReport:
     arrays = _read_small_arrays(store, ids, report)
     status = _check_records(store, ids, arrays, report)
     _check_tokens(store, ids, status, arrays, report)
+    _check_pairs(store, report)
     return report
+
+
+def _check_pairs(store: TokenStore, report: VerifyReport) -> None:
+    """The pairs a ranking store records are those committed (`TokenStore.pairs`)."""
+    try:
+        store.pairs()
+    except StoreError as err:
+        report.store_problems.append(str(err))
 
 
 def _read_small_arrays(store, ids, report) -> dict[str, np.ndarray]:
@@ -149,7 +159,7 @@ def _missing_chunks(store, row: int) -> str:
     """'; missing chunk files: ...' for the take's write-layout chunks of arrays that every
     finished take writes (the likely cause of records that disagree), or ''."""
     missing = []
-    for name in ("valid", "frame_index", "timestamp", "token_crc", "frames_crc", "row_digest"):
+    for name in ("valid", *FRAME_ARRAYS[:3], "token_crc", "frames_crc", "row_digest"):
         meta = layout.array_metadata(store.path, name)
         if layout.is_packed(meta):
             continue

@@ -5,7 +5,9 @@ file), ``interface`` (``TrainableHead``, what every head kind does), ``config`` 
 PredictConfig, SweepConfig; torch-free), ``trainer`` (the neural training loop), ``lgbm``
 (the LightGBM kind and its settings), ``train`` (``fit``), ``run_folder`` (writing and reading
 a run), ``predict``, ``sweep``; one file per neural head (``mean``, ``concat``, ``late``,
-``cvf``, ``temporal``). Heads never see a backbone or a decoder: only what the store holds.
+``cvf``, ``temporal``; ``seqformer`` and ``viewselect`` read ordered clip
+sequences; ``spotter`` finds moments in them, per clip). Heads
+never see a backbone or a decoder: only what the store holds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ HEAD_FILES: dict[str, str] = {
     "cvf": "cvf",
     "temporal": "temporal",
     "lightgbm": "lgbm",
+    "seqformer": "seqformer",
+    "viewselect": "viewselect",
+    "spotter": "spotter",
 }
 
 __all__ = ["HEADS", "HEAD_FILES", "HeadSpec", "build_head", "head_names", "register_head",

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from skill.heads.registry import HeadSpec
     from skill.tasks import Task
 
-FORMATS = ("csv", "egoexo4d", "egoexo4d-labels")
+FORMATS = ("csv", "egoexo4d", "egoexo4d-labels", "egoexo4d-demonstration")
 UNPREDICTABLE = ("refuse", "uniform")
 AGGREGATES = ("none", "participant")
 
@@ -93,7 +93,9 @@ class FitConfig:
     views: str = "all"
     """Views to use: all, ego, exo (every exo view) or a comma list such as ego,exo2."""
     head: str = "cvf"
-    """The head to train: mean, concat, late, cvf, temporal or lightgbm (any registered head)."""
+    """The head to train: mean, concat, late, cvf, temporal or lightgbm (any registered head);
+    on a store of clip sequences (extracted with --sampling sequence or stride) also seqformer
+    or viewselect, which read each view's clips in order."""
     hidden: int | None = None
     """Hidden width of the head. Default: the head's own (recorded in the run's config.json)."""
     dropout: float = 0.1
@@ -134,8 +136,9 @@ class FitConfig:
     so that a long budget waits as long, relatively, as a short one (0: never stop early)."""
     monitor: str | None = None
     """Validation score for early stopping and best-epoch choice, one of the store's task's:
-    classification's balanced_accuracy or loss. Default: the task's first (classification:
-    balanced_accuracy)."""
+    classification's balanced_accuracy or loss, ordinal's mae, loss or balanced_accuracy,
+    regression's loss or spearman. Default: the task's first (classification:
+    balanced_accuracy, ordinal: mae, regression: loss)."""
     seed: int = 0
     """Seed of weight init, batch order, clip choice, view dropout (and LightGBM)."""
     split_seed: int = 0
@@ -306,10 +309,11 @@ class PredictConfig:
     format: str = "csv"
     """Output format: csv (the CSV only); egoexo4d (also the official EgoExo4D JSON of per-view
     logits); egoexo4d-labels (also the challenge's newer JSON: the take names and one class
-    name each)."""
+    name each); egoexo4d-demonstration (a demonstration run: the benchmark's prediction file of
+    the timestamped events of --split)."""
     out_json: str | None = None
-    """With --format egoexo4d or egoexo4d-labels: the prediction JSON to write. Default: the
-    CSV's path with the suffix .json."""
+    """With --format egoexo4d, egoexo4d-labels or egoexo4d-demonstration: the prediction JSON
+    to write. Default: the CSV's path with the suffix .json."""
     views: str | None = None
     """Views to feed, a subset of the run's (written as for skill fit --views); the others are
     masked. Default: all the run's views."""
@@ -368,7 +372,8 @@ class SweepConfig:
     fit: FitConfig
     """The settings shared by every fit (its head, views, seed and name are replaced)."""
     heads: list[str] = field(default_factory=heads_in_order)
-    """Heads to fit, a comma list of registered head names. Default: every registered head."""
+    """Heads to fit, a comma list of registered head names. Default: every registered head (on
+    a store whose clip axis is samples, all but those that read clip sequences)."""
     view_sets: list[str] = field(default_factory=lambda: ["ego", "exo", "all"])
     """View sets to fit on, separated by semicolons, each written as for skill fit --views
     (ego, or ego,exo2); each is loaded once."""

@@ -6,14 +6,28 @@ float16, so that an epoch costs head compute and not I/O. Invalid views stay zer
 zeros are data. Takes whose chosen views are all invalid are dropped (a head cannot predict
 from nothing) and listed in ``Selection.dropped_take_ids``.
 
+The clip axis of a store (``Selection.clip_axis``) is ``samples`` (K interchangeable clips of
+a take) or ``sequence`` (K clips in order over the whole take, some absent where a take is
+shorter: ``clip_mask``, with their times ``clip_times``). A head that reads clips fitted on a
+sequence store reads each view's mean over its valid clips, computed once
+(:func:`pooled_selection`); a head that reads sequences is refused a samples store
+(:func:`check_clip_axis`).
+
 Splits (:func:`split_takes`): the store's ``split`` column when it names train/val/test;
 when no labelled take has such a value, a validation set is carved out grouped by
 participant (no participant on both sides), stratified by the participants' labels and
 seeded. The same carving fills ``val`` from ``train`` when the column has no val rows.
+
+A store that records pairs of takes (a ranking task's, `TokenStore.pairs`) is split by its
+pairs instead (``Splits.pairs``): the training takes are those its training pairs name, and
+each held-out split's takes those its pairs name besides training takes; without val pairs,
+``val_frac`` of the training pairs (seeded) are held out as val pairs. A split is scored on
+its pairs (:func:`scored_rows`), which may name training takes too (EPIC-Skills' protocol).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +45,29 @@ SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "va
 class SelectionError(SkillError, ValueError):
     """A choice of views or takes that leaves nothing to train or predict on, or names a
     view the store does not have; the message says which."""
+
+
+class ClipAxisError(SelectionError):
+    """A head or a run that reads another clip axis than the store has (an ordered sequence
+    against interchangeable samples, or the reverse); the message names both."""
+
+
+CLIP_AXES = ("samples", "sequence")
+# Bytes of float32 a block of takes may take when pooling clips: bounds the temporary.
+POOL_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class ClipSequence:
+    """The clip axis of a sequence store for some takes: which clips hold tokens and where
+    they lie. Shapes: n takes, V views, K clips."""
+
+    mask: np.ndarray  # (n, V, K) bool, True = the clip holds tokens
+    times: np.ndarray  # (n, V, K, 2) float32 [start, end) in seconds, NaN where absent
+
+    def take(self, rows: np.ndarray) -> ClipSequence:
+        """The same for the takes ``rows``."""
+        return ClipSequence(self.mask[rows], self.times[rows])
 
 
 @dataclass
@@ -57,6 +94,15 @@ class Selection:
     geometry: dict  # clips, tokens, dim of the store
     dropped_take_ids: list[str] = field(default_factory=list)  # complete, no valid chosen view
     n_incomplete: int = 0  # takes of the store that are pending or failed
+    clip_axis: str = "samples"  # the store's: "samples" or "sequence"
+    clip_mask: np.ndarray | None = None  # (n, V, K) bool, True = the clip holds tokens
+    clip_times: np.ndarray | None = None  # (n, V, K, 2) float32 seconds, NaN where absent
+    clips_pooled: bool = False  # x holds each view's mean over its valid clips (K = 1)
+    train_summary: dict | None = None  # a run's training targets (Task.train_summary), see task
+    pairs: np.ndarray | None = None  # (m, 2) rows of the store's pairs, better first; None: none
+    pair_split: np.ndarray | None = None  # (m,) str, each pair's split
+    dropped_pairs: int = 0  # the store's pairs naming a take not in the selection
+    _pooled: Selection | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -80,7 +126,9 @@ class Selection:
 
     @property
     def task(self) -> Task:
-        return get_task(self.task_name)
+        """The store's task; a run's (``Task.for_run``) once ``train_summary`` is set."""
+        task = get_task(self.task_name)
+        return task if self.train_summary is None else task.for_run(self.train_summary)
 
     @property
     def outputs(self) -> int:
@@ -89,8 +137,20 @@ class Selection:
 
     @property
     def labelled(self) -> np.ndarray:
-        """``(n,)`` bool: takes with a target."""
-        return self.task.labelled(self.targets)
+        """``(n,)`` bool: takes with a target, or named by one of the store's pairs."""
+        labelled = self.task.labelled(self.targets)
+        if self.pairs is not None:
+            labelled = labelled.copy()
+            labelled[self.pairs.reshape(-1)] = True
+        return labelled
+
+    @property
+    def sequence(self) -> ClipSequence | None:
+        """The clip mask and times a sequence head reads (and a clip head pools over); None
+        for a samples store, and for a selection whose clips are pooled already."""
+        if self.clip_axis != "sequence" or self.clips_pooled:
+            return None
+        return ClipSequence(self.clip_mask, self.clip_times)
 
 
 @dataclass
@@ -103,6 +163,12 @@ class Splits:
     source: str  # "store" (split column), "store+grouped" (val carved from train), "grouped"
     unused: int = 0  # labelled takes whose split value is none of train/val/test
     shared_participants: int = 0  # participants in both train and val (store splits only)
+    pairs: dict[str, np.ndarray] | None = None  # split -> (m, 2) selection rows: a ranking store's
+
+    def training_count(self) -> int:
+        """What a training epoch goes through: the training pairs of a ranking store, else
+        the training takes."""
+        return len(self.train) if self.pairs is None else len(self.pairs["train"])
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -163,6 +229,9 @@ def load_selection(
                 _empty_selection(store_path, store, view_names, complete, all_valid)
             )
         x = store.read_tokens(rows, view_idx, records=records)
+        pairs = store.pairs() if _ranks_pairs(store.task["name"]) else None
+        clip_mask = store.clip_mask(records)[rows][:, view_idx]  # (n, V, K)
+        clip_times = store.clip_times()[rows][:, view_idx].astype(np.float32)  # (n, V, K, 2)
     return Selection(
         x=x,
         mask=valid[rows],
@@ -181,7 +250,101 @@ def load_selection(
         geometry={"clips": store.clips, "tokens": store.tokens, "dim": store.dim},
         dropped_take_ids=[str(t) for t in table.ids[complete & ~usable]],
         n_incomplete=int((~complete).sum()),
+        clip_axis=store.clip_axis,
+        clip_mask=clip_mask,
+        clip_times=clip_times,
+        **_selected_pairs(pairs, rows),
     )
+
+
+def _ranks_pairs(task_name: str) -> bool:
+    """Whether a task learns from the pairs a store records (binds them: ``on_pairs``)."""
+    return hasattr(get_task(task_name), "on_pairs")
+
+
+def _selected_pairs(pairs: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray) -> dict:
+    """The store's pairs as selection rows (``rows``: the selection's store rows), those
+    naming a take outside the selection left out and counted."""
+    if pairs is None:
+        return {}
+    store_rows, splits = pairs
+    position = np.full(max(int(rows.max(initial=-1)), int(store_rows.max(initial=-1))) + 1, -1)
+    position[rows] = np.arange(len(rows))
+    mapped = position[store_rows] if len(store_rows) else np.zeros((0, 2), dtype=np.int64)
+    kept = (mapped >= 0).all(axis=1)
+    return {
+        "pairs": mapped[kept].astype(np.int64),
+        "pair_split": splits[kept],
+        "dropped_pairs": int((~kept).sum()),
+    }
+
+
+def clip_axis_of(provenance: dict) -> str:
+    """The clip axis a provenance records (``samples`` where it records none)."""
+    return str(provenance.get("clip_axis") or "samples")
+
+
+def check_clip_axis(head: str, reads: str, sel: Selection) -> None:
+    """Refuse head ``head`` (reading ``reads``: clip or sequence) on a selection it cannot
+    read: a sequence head on a samples store (one line naming both)."""
+    if reads == "sequence" and sel.clip_axis != "sequence":
+        raise ClipAxisError(
+            f"{sel.store_path}: head {head!r} reads an ordered clip sequence, but the store's "
+            f"clip axis is {sel.clip_axis}; extract with --sampling sequence or stride"
+        )
+
+
+def selection_for(reads: str, sel: Selection) -> Selection:
+    """What a head reading ``reads`` is fed of ``sel``: a clip head on a sequence store reads
+    each view's mean over its valid clips (:func:`pooled_selection`), anything else ``sel``."""
+    if reads == "clip" and sel.sequence is not None:
+        return pooled_selection(sel)
+    return sel
+
+
+def pooled_selection(sel: Selection) -> Selection:
+    """``sel`` with each view's clips replaced by their mean over the valid ones: x
+    ``(n, V, 1, N, D)``; the clip mask says whether a view had any clip, the times span its
+    clips. Computed once per selection (kept on it)."""
+    if sel._pooled is None:
+        times = sel.clip_times
+        span = np.stack(
+            [np.fmin.reduce(times[..., 0], axis=2), np.fmax.reduce(times[..., 1], axis=2)], -1
+        )  # (n, V, 2)
+        sel._pooled = dataclasses.replace(
+            sel,
+            x=pool_clips(sel.x, sel.clip_mask),
+            clip_mask=sel.clip_mask.any(axis=2, keepdims=True),
+            clip_times=span[:, :, None].astype(np.float32),
+            clips_pooled=True,
+            _pooled=None,
+        )
+    return sel._pooled
+
+
+def for_run(sel: Selection, train_rows: np.ndarray) -> Selection:
+    """``sel`` whose task is that of a run trained on its takes ``train_rows`` (regression:
+    scores in their own units); a copy, since a sweep shares ``sel`` between fits."""
+    summary = sel.task.train_summary(sel.schema, sel.targets[train_rows])
+    return dataclasses.replace(sel, train_summary=summary, _pooled=None)
+
+
+def pool_clips(x: np.ndarray, clip_mask: np.ndarray) -> np.ndarray:
+    """Each view's mean over its valid clips: ``x (n, V, K, N, D)`` float16 and ``clip_mask
+    (n, V, K)`` -> ``(n, V, 1, N, D)`` float16, accumulated in float32; zeros for a view
+    without a valid clip. Tokens of absent clips never enter, whatever they hold."""
+    n, views, clips, tokens, dim = x.shape
+    out = np.zeros((n, views, 1, tokens, dim), dtype=np.float16)
+    block = max(1, POOL_BYTES // max(1, views * tokens * dim * 4))
+    for start in range(0, n, block):
+        chunk, valid = x[start : start + block], clip_mask[start : start + block]
+        total = np.zeros((len(chunk), views, tokens, dim), dtype=np.float32)
+        for k in range(clips):
+            present = valid[:, :, k, None, None]  # (b, V, 1, 1)
+            total += np.where(present, chunk[:, :, k], 0).astype(np.float32)
+        count = np.maximum(valid.sum(axis=2), 1).astype(np.float32)  # (b, V)
+        out[start : start + block, :, 0] = total / count[:, :, None, None]
+    return out
 
 
 def _require_finished(store: TokenStore, status: np.ndarray) -> None:
@@ -237,6 +400,8 @@ def _check_views(views: list[str], store: TokenStore) -> list[str]:
 
 def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:
     """Train/val/test rows of the labelled takes (see the module docstring for the rules)."""
+    if sel.pairs is not None:
+        return pair_splits(sel, val_frac, seed)
     labelled = np.flatnonzero(sel.labelled)
     if len(labelled) == 0:
         raise SelectionError(f"{sel.store_path}: no labelled completed take to fit on")
@@ -267,6 +432,85 @@ def split_takes(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:
             f"({len(sel.dropped_take_ids)} completed takes without one); {hint}"
         )
     return splits
+
+
+def pair_splits(sel: Selection, val_frac: float = 0.2, seed: int = 0) -> Splits:
+    """The splits of a store that records pairs (see the module docstring)."""
+    pairs = {name: sel.pairs[sel.pair_split == name] for name in ("train", "val", "test")}
+    views = ", ".join(sel.view_names)
+    dropped = (
+        f" ({sel.dropped_pairs} pairs name a take without a valid view of {views})"
+        if sel.dropped_pairs
+        else ""
+    )
+    if not len(pairs["train"]):
+        raise SelectionError(
+            f"{sel.store_path}: the store has no training pair to fit on{dropped}; give a "
+            "train pairs file to skill extract --pairs"
+        )
+    source = "pairs"
+    if not len(pairs["val"]):
+        order = np.random.default_rng(seed).permutation(len(pairs["train"]))
+        count = min(max(int(round(val_frac * len(order))), 1), len(order) - 1)
+        if count < 1:
+            raise SelectionError(
+                f"{sel.store_path}: one training pair and no val pair{dropped}; give a val "
+                "pairs file to skill extract --pairs"
+            )
+        pairs["val"] = pairs["train"][np.sort(order[:count])]
+        pairs["train"] = pairs["train"][np.sort(order[count:])]
+        source = "pairs+carved"
+    train = np.unique(pairs["train"])
+    held = {}
+    for name in ("val", "test"):
+        named = np.unique(pairs[name])
+        own = np.setdiff1d(named, train)
+        held[name] = own if len(own) or name == "test" else named
+    return Splits(train=train, val=held["val"], test=held["test"], source=source, pairs=pairs)
+
+
+def scored_rows(sel: Selection, splits: Splits, split: str):
+    """The takes that score ``split`` and the task that scores them: the split's takes, and
+    for a store with pairs the other takes its pairs name after them, with the task bound to
+    those pairs (``on_pairs``: their positions among the rows returned)."""
+    rows = splits.as_dict()[split]
+    if splits.pairs is None:
+        return rows, sel.task
+    pairs = splits.pairs[split]
+    extra = np.setdiff1d(np.unique(pairs), rows)
+    rows = np.concatenate([rows, extra]).astype(np.int64)
+    position = np.zeros(sel.n, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    return rows, sel.task.on_pairs(position[pairs])
+
+
+def pairs_within(sel: Selection, keep: np.ndarray) -> dict:
+    """The selection's pairs of the takes ``keep`` (n,) bool as rows among them (the pairs
+    naming another take left out): the fields of a Selection of those takes."""
+    if sel.pairs is None:
+        return {}
+    position = np.cumsum(keep) - 1
+    kept = keep[sel.pairs].all(axis=1)
+    return {
+        "pairs": position[sel.pairs[kept]].astype(np.int64),
+        "pair_split": sel.pair_split[kept],
+        "dropped_pairs": sel.dropped_pairs + int((~kept).sum()),
+    }
+
+
+def pair_metrics(sel: Selection, scores: np.ndarray, train_targets: np.ndarray) -> dict:
+    """The task's metrics of each split that has pairs, and of ``all`` pairs, each over the
+    takes its pairs name (scores ``(n, O)`` of every take of ``sel``)."""
+    out = {}
+    for split in ("all", *sorted(set(sel.pair_split.tolist()))):
+        pairs = sel.pairs if split == "all" else sel.pairs[sel.pair_split == split]
+        rows = np.unique(pairs)
+        position = np.zeros(sel.n, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        out[split] = sel.task.on_pairs(position[pairs]).evaluate(
+            sel.schema, sel.targets[rows], scores[rows], sel.scenario[rows], train_targets
+        )
+    return out
 
 
 def _store_splits(

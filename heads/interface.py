@@ -15,7 +15,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from skill.heads.config import FitConfig
-    from skill.heads.data import Selection, Splits
+    from skill.heads.data import ClipSequence, Selection, Splits
     from skill.heads.registry import HeadSpec
     from skill.tasks import Task
 
@@ -49,16 +49,21 @@ class TrainableHead(Protocol):
         rows: np.ndarray | None = None,
         batch_size: int = 64,
         device: str = "cpu",
+        sequence: ClipSequence | None = None,
     ) -> np.ndarray:
         """The task's scores ``(len(rows), O)`` (all takes when ``rows`` is None; classification:
         class probabilities) for tokens ``x (n, V, K, N, D)`` float16 and view mask ``(n, V)``
-        bool; the mean over clips."""
+        bool. ``sequence``: the clip mask and times of a sequence store's takes (all n), None
+        for a samples store: a sequence head reads the whole sequence, a clip head each
+        view's mean over its valid clips; on a samples store, the mean of the scores over
+        clips."""
 
     def per_view_scores(
         self, x: np.ndarray, mask: np.ndarray, task: Task, batch_size: int = 64,
-        device: str = "cpu",
+        device: str = "cpu", sequence: ClipSequence | None = None,
     ) -> np.ndarray | None:  # fmt: skip
-        """Per-view scores ``(n, V, O)``, or None for a head with one output."""
+        """Per-view scores ``(n, V, O)``, or None for a head with one output (``sequence``
+        as for :meth:`predict_scores`)."""
 
     def save(self, folder: Path) -> None:
         """Write the model to ``folder / model_file``."""

@@ -1,14 +1,13 @@
-"""``late`` head: one classifier per view, probabilities averaged over the valid views."""
+"""``late`` head: one classifier per view, the task's scores averaged over the valid views."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
 
 from skill.heads._ops import check_inputs, check_sizes, classifier_mlp, pool_tokens
 from skill.heads.registry import register_head
+from skill.tasks import get_task
 
 
 @register_head("late")
@@ -21,7 +20,9 @@ class LateHead(nn.Module):
     and cross-entropy on it is the NLL of the averaged probabilities.
     ``per_view_logits`` gives each view's own logits for the per-view slots of the EgoExo4D
     prediction file.
-    ``hidden`` = 0 makes each per-view classifier LayerNorm + Linear.
+    ``hidden`` = 0 makes each per-view classifier LayerNorm + Linear. ``task``: the store's
+    task, whose ``fuse_views`` averages its scores over the views (ordinal: the level
+    distributions, regression: the scores); the above is classification's.
     """
 
     pools_tokens = True  # its first step is the mean over each view's tokens
@@ -33,10 +34,12 @@ class LateHead(nn.Module):
         outputs: int,
         hidden: int = 256,
         dropout: float = 0.1,
+        task: str = "classification",
     ):
         super().__init__()
         check_sizes(dim, num_views, outputs, hidden)
         self.dim, self.num_views = dim, num_views
+        self.task = get_task(task)
         self.view_classifiers = nn.ModuleList(
             classifier_mlp(dim, hidden, outputs, dropout) for _ in range(num_views)
         )
@@ -49,9 +52,6 @@ class LateHead(nn.Module):
         return torch.stack(logits, dim=1)  # (B, V, O)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``(B, V, N, D), (B, V) -> (B, O)``: ``log(mean over valid v of softmax(logits_v))``."""
-        log_probs = torch.log_softmax(self.per_view_logits(x, mask), dim=-1)  # (B, V, O)
-        # Missing views get log-probability -inf, i.e. probability 0 in the sum.
-        log_probs = log_probs.masked_fill(~mask[:, :, None], -math.inf)  # (B, V, O)
-        count = mask.sum(dim=1, keepdim=True).to(log_probs.dtype)  # (B, 1)
-        return torch.logsumexp(log_probs, dim=1) - torch.log(count)  # (B, O)
+        """``(B, V, N, D), (B, V) -> (B, O)``: the per-view outputs fused by the task
+        (classification: ``log(mean over valid v of softmax(logits_v))``)."""
+        return self.task.fuse_views(self.per_view_logits(x, mask), mask)

@@ -1,6 +1,7 @@
 """``lightgbm`` head: gradient-boosted trees on pooled per-view features.
 
-Features: per view, the mean over all clips and tokens, ``(D,)``; the views are concatenated
+Features: per view, the mean over all clips and tokens, ``(D,)`` (on a sequence store, over
+its valid clips: :func:`heads.data.pool_clips`); the views are concatenated
 in view order, ``(V * D,)``, with NaN for a missing view (LightGBM routes missing values
 natively, so a missing view is never mistaken for an all-zero one).
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from skill.errors import ConfigError
+from skill.heads.data import pool_clips
 from skill.heads.registry import register_head
 from skill.tasks import TargetError, Task
 
@@ -103,13 +105,18 @@ class LightGBMHead:
         )
 
     def predict_scores(
-        self, x, mask, task: Task, rows=None, batch_size=64, device="cpu"
+        self, x, mask, task: Task, rows=None, batch_size=64, device="cpu", sequence=None
     ) -> np.ndarray:
         if rows is not None:
             x, mask = x[rows], mask[rows]
+            sequence = None if sequence is None else sequence.take(rows)
+        if sequence is not None:  # the valid clips only, as the fit pooled its selection
+            x = pool_clips(x, sequence.mask)
         return lightgbm_scores(self.booster, task, x, mask)
 
-    def per_view_scores(self, x, mask, task: Task, batch_size=64, device="cpu") -> None:
+    def per_view_scores(
+        self, x, mask, task: Task, batch_size=64, device="cpu", sequence=None
+    ) -> None:
         return None  # one output per take
 
     def save(self, folder: Path) -> None:
@@ -172,10 +179,12 @@ def train_lightgbm(
     task = sel.task
     params = lightgbm_params(settings, seed, task, sel.schema)
     features = pooled_features(sel.x, sel.mask)
-    y_train = sel.targets[splits.train]
+    # One value per take (a regression store's (n, 1) scores: the objective takes one score).
+    y_train = sel.targets[splits.train].reshape(len(splits.train))
     weights = task.sample_weights(sel.schema, y_train) if balanced else None
     train_set = lgb.Dataset(features[splits.train], y_train, weight=weights, free_raw_data=False)
-    val_set = lgb.Dataset(features[splits.val], sel.targets[splits.val], reference=train_set)
+    y_val = sel.targets[splits.val].reshape(len(splits.val))
+    val_set = lgb.Dataset(features[splits.val], y_val, reference=train_set)
     evals: dict = {}
     callbacks = [lgb.record_evaluation(evals)]
     if settings.lgbm_early_stopping:

@@ -66,8 +66,8 @@ def curve_figure(
         ax.plot(xs, [row[key] for row in history], linestyle=linestyle, marker=marker,
                 markevery=every, markersize=4, linewidth=width, label=_curve_label(key, takes))  # fmt: skip
         drawn[ax] += 1
-    loss_ax.set_ylabel("cross-entropy loss")
-    metric_ax.set_ylabel("validation score (0 to 1)")
+    loss_ax.set_ylabel("loss (the task's)")  # cross-entropy, CORN, MSE or margin
+    metric_ax.set_ylabel("validation score")
     loss_ax.set_title(_split_counts("loss", takes), fontsize=10)
     metric_ax.set_title(_split_counts("validation", {"val": takes.get("val")}), fontsize=10)
     for ax in (loss_ax, metric_ax):
@@ -140,6 +140,7 @@ def _sweep_title(name: str, what: str, seeds: list[int]) -> str:
 
 def _draw_sweep_panel(ax, rows: list[dict], heads: list[str], views: list[str], split: str):
     bar = 0.8 / len(heads)
+    lowest = 0.0  # a rank correlation can be negative: the axis then reaches below 0
     for h, head in enumerate(heads):
         xs, means, low, high = [], [], [], []
         for v, view_set in enumerate(views):
@@ -151,11 +152,12 @@ def _draw_sweep_panel(ax, rows: list[dict], heads: list[str], views: list[str], 
                 means.append(mean)
                 low.append(mean - min(seeds))
                 high.append(max(seeds) - mean)
+                lowest = min(lowest, min(seeds))
         spread = any(low) or any(high)  # one seed: no zero-width error bars
         ax.bar(xs, means, bar * 0.9, yerr=[low, high] if spread else None, capsize=3, label=head)
     _draw_baselines(ax, rows, views, split)
     ax.set_xticks(range(len(views)), [_view_tick(rows, v, split) for v in views], fontsize=8)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-1 if lowest < 0 else 0, 1)
     ax.grid(axis="y", alpha=0.3)
 
 

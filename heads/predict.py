@@ -1,8 +1,9 @@
 """Stage two, ``skill predict``: a run folder's head applied to a token store, giving each
 take's scores (the run's task's: classification's class probabilities; for heads that have
 them, each view's too) and skill's own CSV.
-The store must have been extracted like the run's (every provenance field; a mismatch names
-each differing field), hold the views the run uses (``views`` may mask some, like a view that
+The store must have been extracted like the run's (the same clip axis, samples or sequence,
+checked first; then every provenance field; a mismatch names each differing field), hold the
+views the run uses (``views`` may mask some, like a view that
 failed to decode) with its token count and width; the CSV has one row per predicted take, in
 the store's take order (``take``, ``split``, ``scenario``, the task's prediction columns
 (classification: ``predicted`` and ``p_<class>`` per class), and the target when the store
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,14 @@ from skill.cache.files import write_text_atomically
 from skill.cache.store import TakeTable, TokenStore, diff_provenance, provenance_identity
 from skill.errors import ConfigError, SkillError
 from skill.heads.config import FORMATS, PredictConfig
-from skill.heads.data import Selection, load_selection, resolve_views
+from skill.heads.data import (
+    Selection,
+    clip_axis_of,
+    load_selection,
+    pair_metrics,
+    pairs_within,
+    resolve_views,
+)
 from skill.heads.interface import TrainableHead
 from skill.heads.run_folder import (
     ModelRecord,
@@ -116,8 +125,11 @@ def predict_takes(cfg: PredictConfig) -> StorePrediction:
         load_selection(cfg.store, used_views, cfg.allow_unfinished), record.view_names
     )
     sel = subset(sel, in_split[sel.store_rows])
+    sel.train_summary = record.train_summary  # its task's scores as the run reports them
     head = load_head(cfg.run, record.model)
-    scores = head.predict_scores(sel.x, sel.mask, sel.task, None, cfg.batch_size, cfg.device)
+    scores = head.predict_scores(
+        sel.x, sel.mask, sel.task, None, cfg.batch_size, cfg.device, sel.sequence
+    )
     take_scores = scores
     if cfg.aggregate == "participant":
         scores = participant_mean(scores, sel.participant)
@@ -130,7 +142,9 @@ def per_view_scores(prediction: StorePrediction, cfg: PredictConfig) -> np.ndarr
     """``(n, V, O)``: each view's own scores for a head that has them (``late``); None for a
     head with one output per take."""
     sel = prediction.sel
-    return prediction.head.per_view_scores(sel.x, sel.mask, sel.task, cfg.batch_size, cfg.device)
+    return prediction.head.per_view_scores(
+        sel.x, sel.mask, sel.task, cfg.batch_size, cfg.device, sel.sequence
+    )
 
 
 def participant_mean(values: np.ndarray, participant: np.ndarray) -> np.ndarray:
@@ -162,9 +176,12 @@ def subset(sel: Selection, keep: np.ndarray) -> Selection:
     """The takes of ``sel`` where ``keep`` (n,) is True."""
     if keep.all():
         return sel
+    for name, value in pairs_within(sel, keep).items():  # a ranking store's, among those kept
+        setattr(sel, name, value)
     for name in ("x", "mask", "targets", "take_ids", "scenario", "participant", "split",
-                 "store_rows"):  # fmt: skip
-        setattr(sel, name, getattr(sel, name)[keep])
+                 "store_rows", "clip_mask", "clip_times"):  # fmt: skip
+        if getattr(sel, name) is not None:
+            setattr(sel, name, getattr(sel, name)[keep])
     return sel
 
 
@@ -207,6 +224,7 @@ def leakage_warnings(
 
 def check_compatible(store: TokenStore, record: RunRecord, run_dir, views: str | None) -> list[str]:
     """Refuse a store the run cannot read; returns the run views to feed (others masked)."""
+    check_clip_axes(store, record, run_dir)
     # Where the store's tokens came from must match, not where files happened to lie.
     diffs = diff_provenance(
         provenance_identity(store.provenance),
@@ -241,17 +259,33 @@ def check_compatible(store: TokenStore, record: RunRecord, run_dir, views: str |
     return used
 
 
+def check_clip_axes(store: TokenStore, record: RunRecord, run_dir) -> None:
+    """Refuse a store whose clip axis (samples or sequence) is not the one of the store the
+    run was fitted on: one line naming both."""
+    have, fitted = store.clip_axis, clip_axis_of(record.store.provenance)
+    if have != fitted:
+        raise RunMismatchError(
+            f"{store.path}: clip axis {have}, but run {run_dir} was fitted on a store whose "
+            f"clip axis is {fitted}; predict a store extracted with the run's --sampling"
+        )
+
+
 def expand_to_run_views(sel: Selection, run_views: list[str]) -> Selection:
-    """Place the loaded views at their positions among the run's views; others masked."""
+    """Place the loaded views at their positions among the run's views; others masked (no
+    clip, no time)."""
     if sel.view_names == run_views:
         return sel
     n, _, clips, tokens, dim = sel.x.shape
     x = np.zeros((n, len(run_views), clips, tokens, dim), dtype=sel.x.dtype)
     mask = np.zeros((n, len(run_views)), dtype=bool)
+    clip_mask = np.zeros((n, len(run_views), clips), dtype=bool)
+    clip_times = np.full((n, len(run_views), clips, 2), np.nan, dtype=np.float32)
     for i, name in enumerate(sel.view_names):
         j = run_views.index(name)
         x[:, j], mask[:, j] = sel.x[:, i], sel.mask[:, i]
+        clip_mask[:, j], clip_times[:, j] = sel.clip_mask[:, i], sel.clip_times[:, i]
     sel.x, sel.mask, sel.view_names = x, mask, list(run_views)
+    sel.clip_mask, sel.clip_times = clip_mask, clip_times
     return sel
 
 
@@ -298,6 +332,8 @@ def labelled_metrics(sel: Selection, scores: np.ndarray, record: RunRecord) -> d
     the run's training targets."""
     task = sel.task
     train_targets = task.summary_targets(record.train_summary, sel.schema)
+    if sel.pairs is not None:  # a ranking store's splits are scored on their pairs
+        return pair_metrics(sel, scores, train_targets)
     labelled = sel.labelled
     groups = {"all": labelled}
     for split in sorted(set(sel.split.tolist()) - {""}):
@@ -316,22 +352,37 @@ def labelled_metrics(sel: Selection, scores: np.ndarray, record: RunRecord) -> d
 
 def write_csv(path: Path, result: PredictResult, sel: Selection) -> None:
     """One row per predicted take: ``take``, ``split``, ``scenario``, the task's prediction
-    columns, and the target as the manifest states it (a column named by the task's target
-    array, classification's ``label``) when some take has one."""
+    columns, and the true targets when some take has one (`tasks.columns.truth_columns`:
+    classification's ``label``, regression's ``true_<name>`` per score; empty where a take has
+    none)."""
     task = sel.task
     columns = task.prediction_columns(result.scores, result.schema) if len(result.scores) else {}
-    truth = task.target_spec(result.schema).array if sel.labelled.any() else None
-    targets = task.decode(result.targets, result.schema) if truth else []
+    truth = _truth(sel, result) if sel.labelled.any() else {}
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["take", "split", "scenario", *columns, *([truth] if truth else [])])
+    writer.writerow(["take", "split", "scenario", *columns, *truth])
     for i, take in enumerate(result.take_ids):
         row = [take, sel.split[i], sel.scenario[i], *(_cell(v[i]) for v in columns.values())]
-        if truth:
-            row.append("" if targets[i] is None else _cell(targets[i]))
+        row += ["" if v[i] is None else _cell(v[i]) for v in truth.values()]
         writer.writerow(row)
     write_text_atomically(path, text.getvalue())
 
 
+def _truth(sel: Selection, result: PredictResult) -> dict[str, list]:
+    """The true targets' columns; a task whose targets no column holds gets one column named by
+    its target array, each target as the manifest states it."""
+    from skill.tasks.columns import UntabledTargets, truth_columns
+
+    task = sel.task
+    try:
+        return truth_columns(task, result.schema, result.targets)
+    except UntabledTargets:
+        return {task.target_spec(result.schema).array: task.decode(result.targets, result.schema)}
+
+
 def _cell(value) -> str:
-    return f"{value:.6f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    if isinstance(value, (list, tuple, dict)):  # e.g. a take's events: JSON, as a manifest has it
+        return json.dumps(value)
+    return str(value)

@@ -9,12 +9,21 @@ command can check a head name before it loads torch.
 Two sorts of class are registered:
 - a plain ``nn.Module`` (``mean``, ``concat``, ``late``, ``cvf``, ``temporal``). Its
   constructor declares the sizes of the store it uses, among :data:`SIZES` (``dim`` D,
-  ``num_views`` V, ``outputs`` O: the task's output width, ``tokens`` N), and its options
-  (``hidden``, ``dropout``, ...); it is built with those it declares (:meth:`HeadSpec.build`).
-  Its ``forward(x, mask)`` maps tokens ``(B, V, N, D)`` float32 and a view mask ``(B, V)``
-  bool (True = view present) to outputs ``(B, O)``. Training wraps it in
-  :class:`heads.trainer.NeuralHead`.
+  ``num_views`` V, ``outputs`` O: the task's output width, ``tokens`` N, ``view_names``),
+  and its options (``hidden``, ``dropout``, ...); it is built with those it declares
+  (:meth:`HeadSpec.build`). Its ``forward(x, mask)`` maps tokens ``(B, V, N, D)`` float32 and
+  a view mask ``(B, V)`` bool (True = view present) to outputs ``(B, O)``. Training wraps it
+  in :class:`heads.trainer.NeuralHead`.
 - a class that itself implements :class:`heads.interface.TrainableHead` (``lightgbm``).
+
+A head reads clips (``@register_head("name")``, the default) or sequences
+(``@register_head("name", reads="sequence")``: ``seqformer``, ``viewselect``). A sequence
+head's ``forward(x, mask, clip_mask, clip_times)`` maps a whole clip sequence, tokens
+``(B, V, K, N, D)`` float32, the view mask ``(B, V)``, the clip mask ``(B, V, K)`` bool (True =
+the clip holds tokens) and the clip times ``(B, V, K, 2)`` float32 (start and end in
+seconds, 0 where the clip is absent), to ``(B, O)``; it is only fitted on a store whose clip
+axis is ``sequence``. A clip head fitted on such a store reads each view's mean over its
+valid clips (:func:`heads.data.pool_clips`).
 
 A head whose first step is the mean over each view's tokens says so with the class attribute
 ``pools_tokens = True``; training then feeds it tokens pooled once, ``(B, V, 1, D)``. A head
@@ -33,21 +42,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 HEADS: dict[str, type] = {}
+READS = ("clip", "sequence")
+"""What a head reads: ``clip``, one clip of each view at a time (on a sequence store, the mean
+over each view's valid clips); ``sequence``, each view's whole ordered clip sequence."""
+HEAD_READS: dict[str, str] = {}  # head name -> one of READS, set by register_head
 # Peak AdamW learning rate of a head whose class sets no ``default_lr``.
 DEFAULT_LR = 1e-3
-SIZES = ("dim", "num_views", "outputs", "tokens")
+SIZES = ("dim", "num_views", "outputs", "tokens", "view_names", "task")
 """The store's sizes a neural head may declare: token width, views, output width, tokens per
-view. Each head takes those it uses."""
+view, the names of the views it is fed (in order), and the name of the store's task (a head
+that fuses per-view outputs asks the task how: ``Task.fuse_views``). Each head takes those it
+uses."""
 _discovered = False
 
 
-def register_head(name: str) -> Callable[[type], type]:
-    """Class decorator: make a head buildable and trainable by ``name``."""
+def register_head(name: str, reads: str = "clip") -> Callable[[type], type]:
+    """Class decorator: make a head buildable and trainable by ``name``; ``reads`` is what
+    it takes from a store (:data:`READS`)."""
+    if reads not in READS:
+        raise ValueError(f"head {name!r}: reads must be one of {', '.join(READS)}, not {reads!r}")
 
     def add(cls: type) -> type:
         if name in HEADS and HEADS[name] is not cls:
             raise ValueError(f"head {name!r} is registered twice")
         HEADS[name] = cls
+        HEAD_READS[name] = reads
         return cls
 
     return add
@@ -112,10 +131,21 @@ class HeadSpec:
         return is_trainable(self.cls)
 
     @property
+    def reads(self) -> str:
+        """``clip`` or ``sequence`` (:data:`READS`), as the head was registered."""
+        return HEAD_READS.get(self.name, "clip")
+
+    @property
     def pools_tokens(self) -> bool:
         """Whether its first step is the mean over each view's N tokens: training may then feed
         it that mean, computed once."""
         return bool(getattr(self.cls, "pools_tokens", False))
+
+    @property
+    def per_clip(self) -> bool:
+        """Whether it outputs per clip, learning a per-clip task (``Task.per_clip``) and no
+        per-take one; class attribute ``per_clip``."""
+        return bool(getattr(self.cls, "per_clip", False))
 
     @property
     def multiview_dropout(self) -> float:

@@ -280,7 +280,7 @@ def write_run(
             write_json(staging / "metrics.json", metrics)
             write_predictions_csv(staging / "predictions.csv", predictions, sel.task, sel.schema)
             if cfg.plots:
-                write_plots(staging, sel, head, metrics, cfg)
+                write_plots(staging, sel, head, metrics, cfg, predictions)
             write_json(staging / "config.json", run_config(cfg, sel, splits, head))
             return publish(staging, out_dir, cfg.name)
 
@@ -330,14 +330,33 @@ def run_config(cfg: FitConfig, sel: Selection, splits: Splits, head: TrainableHe
 
 
 def write_plots(
-    folder: Path, sel: Selection, head: TrainableHead, metrics: dict, cfg: FitConfig
-) -> None:
+    folder: Path, sel: Selection, head: TrainableHead, metrics: dict, cfg: FitConfig,
+    predictions: dict | None = None,
+) -> None:  # fmt: skip
     from skill.heads.plots import plot_curve, run_title
 
     title = run_title(cfg.out_dir, cfg.name, cfg.head, cfg.views, cfg.seed)
     sel.task.plot_run(folder, metrics, sel.schema, title)
+    # A task that plots its predictions themselves (regression's scatter) gets them, with
+    # each take's target and group.
+    plot_predictions = getattr(sel.task, "plot_predictions", None)
+    if plot_predictions is not None and predictions:
+        plot_predictions(folder, predicted_targets(sel, predictions), metrics, sel.schema, title)
     takes = {name: metrics[name]["n"] for name in ("train", "val") if name in metrics}
     plot_curve(head.history, folder / "curve.png", head.step, head.best, title, takes)
+
+
+def predicted_targets(sel: Selection, predictions: dict) -> dict[str, dict]:
+    """Split -> ``targets``, ``scores`` and ``groups`` of its predicted takes."""
+    row_of = {str(take): row for row, take in enumerate(sel.take_ids)}
+    out = {}
+    for split, (take_ids, scores) in predictions.items():
+        rows = np.array([row_of[str(take)] for take in take_ids], dtype=np.int64)
+        out[split] = {
+            "targets": sel.targets[rows], "scores": np.asarray(scores),
+            "groups": sel.scenario[rows],
+        }  # fmt: skip
+    return out
 
 
 def write_predictions_csv(path: Path, predictions: dict, task: Task, schema: dict) -> None:

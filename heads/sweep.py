@@ -4,10 +4,12 @@ Each (store, view set) is loaded once, only when one of its fits is still to do,
 for all its heads and seeds. Runs go inside the sweep folder ``<out_dir>/<name>/`` as
 ``<head>-<views>-s<seed>/`` (under ``<backbone>/`` when several stores make the backbone a
 sweep axis; every store is first checked against the first, since a comparison is only fair
-on the same takes, labels and splits). The table is written last: ``sweep.csv`` and
-``sweep.md`` (sample standard deviations over seeds, with chance and each split's majority
-baseline beside every result, and top-1 per scenario, also in ``sweep_scenarios.csv``), and
-``sweep.png`` when plots are on. ``sweep.json`` (the resolved SweepConfig and every store's
+on the same takes, labels, splits and clip axis). On sequence stores the heads that read
+clip sequences run beside the clip heads, which read each view's mean over its valid clips
+(sequence vs pooled); on samples stores the default head list leaves them out, with a note.
+The table is written last: ``sweep.csv`` and ``sweep.md`` (sample standard deviations over
+seeds, with chance and each split's majority baseline beside every result, and top-1 per
+scenario, also in ``sweep_scenarios.csv``), and ``sweep.png`` when plots are on. ``sweep.json`` (the resolved SweepConfig and every store's
 provenance), written before the first fit, lets the same command resume: complete runs are
 kept, the others fitted; a folder of that name with other settings is left alone and the sweep
 goes to ``name-2``, ``name-3``... One sweep at a time per ``--out`` and ``--sweep-name``
@@ -39,7 +41,14 @@ from skill.cache.files import (
 from skill.cache.recovery import write_errors
 from skill.errors import SkillError
 from skill.heads.config import FitConfig, SweepConfig
-from skill.heads.data import SPLIT_NAMES, SelectionError, load_selection, resolve_views
+from skill.heads.data import (
+    SPLIT_NAMES,
+    ClipAxisError,
+    SelectionError,
+    load_selection,
+    resolve_views,
+)
+from skill.heads.registry import heads_in_order, resolve_head
 from skill.heads.run_folder import (
     RunConfigError,
     json_safe,
@@ -48,7 +57,12 @@ from skill.heads.run_folder import (
     read_run_record,
     write_json,
 )
-from skill.heads.sweep_rows import baseline_key, rows_task, seeds_key
+from skill.heads.sweep_rows import (
+    baseline_key,
+    baseline_metrics,
+    rows_task,
+    seeds_key,
+)
 from skill.heads.train import FitResult, fit
 from skill.progress import say
 from skill.progress import task as progress_task
@@ -80,7 +94,8 @@ class SweepResult:
 
 def table_columns(task: Task, backbone: bool = False) -> list[str]:
     """(backbone,) head, views, seeds, n_val, n_test, ``<split>_<metric>_mean/_std`` of the
-    task's table metrics, fit s, chance and each split's baseline of the headline metric."""
+    task's table metrics, fit s, chance and each split's baseline of the task's baseline
+    metrics (classification: top-1)."""
     metrics = task.table_metrics
     stats = [f"{s}_{m}_{k}" for s in SPLITS for m in metrics for k in ("mean", "std")]
     return [
@@ -94,8 +109,17 @@ def table_columns(task: Task, backbone: bool = False) -> list[str]:
         "fit_seconds_mean",
         "fit_seconds_std",
         "chance",
-        *(f"{s}_{task.baseline_name}_{metrics[0]}" for s in SPLITS),
+        *(f"{s}_{task.baseline_name}_{m}" for s in SPLITS for m in baseline_metrics(task)),
     ]
+
+
+def extra_columns(rows: list[dict]) -> list[str]:
+    """Columns that some tasks' rows have: each split's pair count (pairwise) and the
+    Fisher-z mean over groups of the headline (regression's per-group rho)."""
+    keys = [f"pairs_{s}" for s in SPLITS]
+    keys += [f"{s}_{row['headline']}_fisher_z_{k}" for row in rows[:1] for s in SPLITS
+             for k in ("mean", "std")]  # fmt: skip
+    return [key for key in keys if any(key in row for row in rows)]
 
 
 def sweep(cfg: SweepConfig) -> SweepResult:
@@ -112,7 +136,13 @@ def sweep(cfg: SweepConfig) -> SweepResult:
         for h in heads
         for s in seeds
     }  # builds (and so validates) every config before the first fit
-    labels, task = check_stores(paths, view_sets)  # refuses stores that differ, before any fit
+    labels, task, clip_axis = check_stores(paths, view_sets)  # refuses stores that differ
+    cfg, skipped = heads_for_clip_axis(cfg, clip_axis, paths[0])
+    cfg, unfit = heads_for_task(cfg, task["name"], paths[0])
+    configs = {key: run for key, run in configs.items() if key[1] in cfg.heads}
+    for note in (skipped, unfit):
+        if note:
+            say(note)
     settings = sweep_settings(cfg, paths)
     with sweep_lock(Path(base.out_dir), cfg.name):
         return _run_grid(cfg, paths, labels, task, configs, settings)
@@ -175,6 +205,51 @@ def _run_grid(cfg: SweepConfig, paths: list[str], labels: dict[str, str], task: 
     )  # fmt: skip
 
 
+def heads_for_task(cfg: SweepConfig, task: str, store: str) -> tuple[SweepConfig, str]:
+    """The sweep's heads that learn the stores' task: a per-clip head (``per_clip``) learns a
+    per-clip task only, a per-take head a per-take one. The others are left out of the
+    default head list, with the note returned, and refused (ConfigError) when --heads names
+    them."""
+    from skill.errors import ConfigError
+    from skill.tasks import get_task
+
+    per_clip = bool(getattr(get_task(task), "per_clip", False))
+    unfit = [head for head in cfg.heads if resolve_head(head).per_clip != per_clip]
+    if not unfit:
+        return cfg, ""
+    names = ", ".join(unfit)
+    if cfg.heads != heads_in_order():
+        raise ConfigError(f"{store}: --heads {names} cannot learn task {task}; leave them out")
+    kept = [head for head in cfg.heads if head not in unfit]
+    return dataclasses.replace(cfg, heads=kept), f"note: not sweeping {names}: task {task}"
+
+
+def heads_for_clip_axis(cfg: SweepConfig, clip_axis: str, store: str) -> tuple[SweepConfig, str]:
+    """The sweep's heads that can read the stores' clip axis: every head on sequence stores
+    (a clip head reads each view's mean over its valid clips, beside the heads that read the
+    sequence); on samples stores the heads that read sequences are left out of the default
+    head list, with the note returned, and refused (:class:`ClipAxisError`) when --heads
+    names them."""
+    sequence = [head for head in cfg.heads if resolve_head(head).reads == "sequence"]
+    if clip_axis == "sequence" or not sequence:
+        return cfg, ""
+    names = ", ".join(sequence)
+    if cfg.heads != heads_in_order():
+        raise ClipAxisError(
+            f"{store}: --heads {names} read{'s' if len(sequence) == 1 else ''} ordered clip "
+            "sequences, but the store's clip axis is samples; leave "
+            f"{'it' if len(sequence) == 1 else 'them'} out, or extract with --sampling "
+            "sequence or stride"
+        )
+    kept = [head for head in cfg.heads if head not in sequence]
+    note = (
+        f"note: not sweeping {names}: {'it reads' if len(sequence) == 1 else 'they read'} "
+        f"ordered clip sequences and {store} samples its clips (extract with --sampling "
+        "sequence or stride to sweep sequence and pooled heads side by side)"
+    )
+    return dataclasses.replace(cfg, heads=kept), note
+
+
 def run_title(number: int, runs: int, run: FitConfig, backbone: str = "") -> str:
     """``run 3 of 12: cvf on ego,exo, seed 1`` (and the backbone's label with several
     stores): the line a sweep prints before each run."""
@@ -229,6 +304,7 @@ class _StoreTakes:
     task: dict  # name and schema
     views: list[str]
     provenance: dict
+    clip_axis: str  # samples or sequence
 
 
 def _read_takes(path: str) -> _StoreTakes:
@@ -248,13 +324,15 @@ def _read_takes(path: str) -> _StoreTakes:
             "" if targets[i] is None else str(targets[i]),
             str(table.participant[i]),
         )
-    return _StoreTakes(path, takes, task, list(store.views), dict(store.provenance))
+    return _StoreTakes(
+        path, takes, task, list(store.views), dict(store.provenance), store.clip_axis
+    )
 
 
-def check_stores(paths: list[str], view_sets: list[str]) -> tuple[dict[str, str], dict]:
+def check_stores(paths: list[str], view_sets: list[str]) -> tuple[dict[str, str], dict, str]:
     """Refuse stores that cannot be compared (:class:`SweepError` naming the difference) or
-    that lack a view of ``view_sets``; return each store's backbone label, and their task
-    (name and schema)."""
+    that lack a view of ``view_sets``; return each store's backbone label, their task (name
+    and schema) and their clip axis."""
     stores = [_read_takes(p) for p in paths]
     for store in stores:
         for views in view_sets:
@@ -264,13 +342,19 @@ def check_stores(paths: list[str], view_sets: list[str]) -> tuple[dict[str, str]
                 raise SelectionError(f"{store.path}: view set {views!r}: {err}") from None
     first = stores[0]
     for other in stores[1:]:
+        if other.clip_axis != first.clip_axis:
+            raise SweepError(
+                f"{first.path} has clip axis {first.clip_axis}, {other.path} has "
+                f"{other.clip_axis} (stores swept together must hold their clips alike: "
+                "extract them with the same --sampling)"
+            )
         problem = _difference(first, other)
         if problem:
             raise SweepError(
                 f"{problem} (stores swept together must hold the same completed takes, with "
                 "the same splits and labels: extract them from the same annotations)"
             )
-    return backbone_labels(paths, [s.provenance for s in stores]), first.task
+    return backbone_labels(paths, [s.provenance for s in stores]), first.task, first.clip_axis
 
 
 # What differs when a take's (split, label, participant) differs, in that order.
@@ -436,10 +520,13 @@ def summary_row(
 ) -> dict:
     """Mean and std over seeds of the task's table metrics of one (backbone, head, views),
     each split's baseline, the headline metric per seed (``seeds_key``, for the figure) and
-    per scenario (``<split>_per_scenario``: scenario -> n, <headline>_mean, <headline>_std)."""
+    per scenario (``<split>_per_scenario``: scenario -> n, <headline>_mean, <headline>_std);
+    where the task's metrics have them, each split's pair count (``pairs_<split>``) and the
+    Fisher-z mean of the headline over groups (``<split>_<headline>_fisher_z_mean``)."""
     headline = task.table_metrics[0]
     row: dict = {"backbone": backbone, "head": head, "views": views, "seeds": len(fits)}
     row.update(task=task.name, headline=headline, baseline=task.baseline_name)
+    row["group"] = schema.get("group", "scenario")
     chance = task.chance(schema)
     row["chance"] = math.nan if chance is None else chance
     for split in SPLITS:
@@ -452,10 +539,28 @@ def summary_row(
         row[f"{split}_per_scenario"] = scenario_summary(present, headline)
         # The same takes and training targets for every seed: the baselines are the same.
         row[baseline_key(row, split)] = task.baseline(present[0]) if present else math.nan
+        for metric in baseline_metrics(task):
+            if metric != headline:
+                row[baseline_key(row, split, metric)] = _baseline_value(task, present, metric)
+        if present and "pairs" in present[0]:
+            row[f"pairs_{split}"] = present[0]["pairs"]
+        if present and f"{headline}_fisher_z" in present[0]:
+            key = f"{split}_{headline}_fisher_z"
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(
+                [m[f"{headline}_fisher_z"] for m in present]
+            )
     row["fit_seconds_mean"], row["fit_seconds_std"] = mean_std(
         [f.metrics["fit_seconds"] for f in fits]
     )
     return row
+
+
+def _baseline_value(task: Task, present: list[dict], metric: str) -> float:
+    """The baseline's value of ``metric`` on a split (the same for every seed)."""
+    if not present:
+        return math.nan
+    value = present[0].get("baselines", {}).get(task.baseline_name, {}).get(metric)
+    return math.nan if value is None else float(value)
 
 
 def scenario_summary(metrics: list[dict], headline: str) -> dict[str, dict]:
@@ -483,7 +588,8 @@ def write_table(sweep_dir: Path, rows: list[dict]) -> None:
     split and scenario) and ``sweep.md`` (mean ± std, then the per-scenario tables), each
     written atomically; with a backbone column when the rows come from several backbones."""
     backbone, task = several_backbones(rows), rows_task(rows)
-    _write_csv(sweep_dir / "sweep.csv", table_columns(task, backbone=backbone), rows)
+    columns = table_columns(task, backbone=backbone) + extra_columns(rows)
+    _write_csv(sweep_dir / "sweep.csv", columns, rows)
     _write_csv(
         sweep_dir / "sweep_scenarios.csv",
         scenario_columns(task, backbone),
@@ -540,16 +646,22 @@ def markdown_table(rows: list[dict]) -> str:
     splits = [s for s in SPLITS if any(r[f"n_{s}"] for r in rows)]
     backbone, task = several_backbones(rows), rows_task(rows)
     metrics = task.table_metrics
+    baselines = baseline_metrics(task)
+    paired = [s for s in splits if any(f"pairs_{s}" in r for r in rows)]
     header = ["backbone"] * backbone + ["head", "views", "seeds"]
+    header += [f"{s} pairs" for s in paired]
     header += [f"{s} {m}" for s in splits for m in metrics] + ["fit s"]
-    header += [f"{s} {task.baseline_name} {metrics[0]}" for s in splits] + ["chance"]
+    header += [f"{s} {task.baseline_name} {m}" for s in splits for m in baselines] + ["chance"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.get("backbone", "")] * backbone
         cells += [row["head"], row["views"], str(row["seeds"])]
+        cells += [str(row.get(f"pairs_{s}", "-")) for s in paired]
         cells += [format_mean_std(row, f"{s}_{m}", spread=spread) for s in splits for m in metrics]
         cells.append(format_mean_std(row, "fit_seconds", digits=1, spread=spread))
-        cells += [format_number(row.get(baseline_key(row, s))) for s in splits]
+        cells += [
+            format_number(row.get(baseline_key(row, s, m))) for s in splits for m in baselines
+        ]
         cells.append(format_number(row.get("chance")))
         lines.append("| " + " | ".join(cells) + " |")
     return ("" if spread else ONE_SEED_NOTE) + "\n".join(lines) + "\n"
@@ -572,9 +684,10 @@ def format_number(value, digits: int = 3) -> str:
 
 
 def scenario_markdown(rows: list[dict]) -> str:
-    """Per split with scenarios: a heading and a table of top-1 per scenario (mean ± std over
-    seeds), one line per ((backbone,) head, views). A scenario's take count is in its column
-    header when every line has the same, else in each cell."""
+    """Per split with scenarios (the task's groups): a heading and a table of the headline
+    metric per scenario (mean ± std over seeds), one line per ((backbone,) head, views), and
+    the Fisher-z mean over groups where the task has one (regression's rho). A scenario's take
+    count is in its column header when every line has the same, else in each cell."""
     backbone = several_backbones(rows)
     spread = not one_seed(rows)
     text = ""
@@ -586,6 +699,10 @@ def scenario_markdown(rows: list[dict]) -> str:
         counts = {n: {s[n]["n"] for s in scores if n in s} for n in names}
         header = ["backbone"] * backbone + ["head", "views"]
         header += [f"{n} (n={min(counts[n])})" if len(counts[n]) == 1 else n for n in names]
+        headline = rows[0]["headline"]
+        fisher = f"{split}_{headline}_fisher_z"
+        with_fisher = any(f"{fisher}_mean" in r for r in rows)
+        header += ["Fisher-z mean"] * with_fisher
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row, score in zip(rows, scores, strict=True):
             cells = [row.get("backbone", "")] * backbone + [row["head"], row["views"]]
@@ -593,10 +710,13 @@ def scenario_markdown(rows: list[dict]) -> str:
                 _scenario_cell(score.get(n), row["headline"], len(counts[n]) > 1, spread)
                 for n in names
             ]
+            if with_fisher:
+                cells.append(format_mean_std(row, fisher, spread=spread) if f"{fisher}_mean"
+                             in row else "-")  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         what = "mean ± std over seeds" if spread else "one seed"
-        headline = rows[0]["headline"]
-        text += f"\n{split} {headline} per scenario ({what}):\n\n" + "\n".join(lines)
+        group = rows[0].get("group", "scenario")
+        text += f"\n{split} {headline} per {group} ({what}):\n\n" + "\n".join(lines)
         text += "\n"
     return text
 

@@ -1,7 +1,8 @@
 """Stage two, ``skill fit``: train one head on a token store and write a run folder.
 
 ``fit`` is the recipe: load the views, look the head up once
-(:func:`heads.registry.resolve_head`) and fill in its defaults, split, build the head kind
+(:func:`heads.registry.resolve_head`) and fill in its defaults, match what it reads to the
+store's clip axis (:func:`heads.data.selection_for`), split, build the head kind
 (:func:`heads.interface.new_head`), ``fit`` it, predict val/test, score, write the run folder
 (:mod:`heads.run_folder`). The neural training loop is :mod:`heads.trainer`, LightGBM is
 :mod:`heads.lgbm`; both behind :class:`heads.interface.TrainableHead`.
@@ -21,8 +22,12 @@ from skill.heads.data import (
     Selection,
     SelectionError,
     Splits,
+    check_clip_axis,
+    for_run,
     load_selection,
     resolve_views,
+    scored_rows,
+    selection_for,
     split_takes,
 )
 from skill.heads.interface import TrainableHead, new_head
@@ -57,21 +62,24 @@ def fit(cfg: FitConfig, selection: Selection | None = None) -> FitResult:
     )
     _check_selection(cfg, sel)
     spec = resolve_head(cfg.head)  # the fit's one look-up of its head, handed down from here
+    check_clip_axis(cfg.head, spec.reads, sel)
+    sel = selection_for(spec.reads, sel)  # a clip head on a sequence store: clips pooled
     cfg = cfg.resolved(spec, sel.num_views, sel.task)  # what config.json records is what was used
     splits = split_takes(sel, cfg.val_frac, cfg.split_seed)
+    sel = for_run(sel, splits.train)  # its task's scores as the run reports them
     head = new_head(spec)
     head.check_task(sel.task, sel.schema)
     if head.kind != "torch":  # the neural trainer reports its epochs; others say they started
         say(f"fit {cfg.head} on {cfg.views}: training on {len(splits.train)} takes")
     head.fit(cfg, sel, splits)
-    predictions = {
-        name: (
-            sel.take_ids[rows],
-            head.predict_scores(sel.x, sel.mask, sel.task, rows, cfg.batch_size, cfg.device),
-        )
-        for name, rows in splits.as_dict().items()
-        if name != "train" and len(rows)
-    }
+    predictions = {}
+    for name in ("val", "test"):
+        rows, _ = scored_rows(sel, splits, name)  # a ranking store's: the takes its pairs name
+        if len(rows):
+            scores = head.predict_scores(
+                sel.x, sel.mask, sel.task, rows, cfg.batch_size, cfg.device, sel.sequence
+            )
+            predictions[name] = (sel.take_ids[rows], scores)
     metrics = fit_metrics(sel, splits, head, predictions)
     metrics["fit_seconds"] = round(time.perf_counter() - start, 3)
     run_dir = run_folder.write_run(cfg, sel, splits, head, metrics, predictions)
@@ -99,8 +107,8 @@ def fit_metrics(sel: Selection, splits: Splits, head: TrainableHead, predictions
         },
     }
     for name, (_, scores) in predictions.items():
-        rows = splits.as_dict()[name]
-        metrics[name] = sel.task.evaluate(
+        rows, task = scored_rows(sel, splits, name)
+        metrics[name] = task.evaluate(
             sel.schema, sel.targets[rows], scores, sel.scenario[rows], train_targets
         )
     metrics["splits"] = {
@@ -110,6 +118,9 @@ def fit_metrics(sel: Selection, splits: Splits, head: TrainableHead, predictions
         "dropped_takes_no_valid_view": len(sel.dropped_take_ids),
         "incomplete_takes": sel.n_incomplete,
     }
+    if splits.pairs is not None:
+        metrics["splits"]["pairs"] = {name: len(p) for name, p in splits.pairs.items()}
+        metrics["splits"]["dropped_pairs_no_valid_view"] = sel.dropped_pairs
     metrics[f"best_{head.step}"] = head.best  # best_epoch or best_round
     metrics[f"{head.step}s_run"] = len(head.history)  # epochs_run or rounds_run
     metrics["history"] = head.history

@@ -6,11 +6,14 @@ optimisation steps, rounded up to whole epochs), the task's loss (optionally bal
 stopping on the validation split (checked once an epoch, scored by the task) with the best
 epoch's weights restored. With K > 1 cached clips a random clip per take is used each epoch
 at train time, and evaluation averages the task's scores (classification: softmax
-probabilities) over clips. View dropout drops each valid view of a training take with
+probabilities) over clips; a head that reads sequences is fed each take's whole clip sequence,
+in training and evaluation alike (:class:`SequenceBatches`). A store that records pairs of
+takes (a ranking task's) is trained on its training pairs, both takes of each through the head
+(:class:`PairBatches`), and validated on its val pairs. View dropout drops each valid view of a training take with
 probability ``view_dropout``, never all of them. Each epoch is reported to ``skill.progress``.
 
 The epoch loop (:func:`run_epochs`) is the one of ``skill fit`` and ``skill adapt``: it is fed
-by a :class:`BatchSource`, the cached tokens of a store here (:class:`TokenBatches`), the
+by a :class:`BatchSource`, the cached tokens of a store here (:func:`token_source`), the
 frames of adapt's frame store through the adapted backbone there
 (``adapt.train.FrameBatches``). The same config and store give identical metrics and weights
 on one machine on CPU (seeded generators, deterministic torch algorithms during the fit, the
@@ -31,7 +34,14 @@ import numpy as np
 from skill.cache.files import write_bytes_atomically
 from skill.devices import resolve_device
 from skill.errors import SkillError
-from skill.heads.data import Selection, Splits
+from skill.heads.data import (
+    ClipSequence,
+    Selection,
+    Splits,
+    check_clip_axis,
+    pool_clips,
+    scored_rows,
+)
 from skill.heads.registry import HeadSpec, resolve_head
 from skill.progress import task as progress_task
 from skill.tasks import Task
@@ -64,7 +74,9 @@ class NeuralHead:
         self.schedule: dict | None = None
 
     def check_task(self, task: Task, schema: dict) -> None:
-        """Any task: a neural head learns whatever loss the task gives."""
+        """A per-take head learns any per-take task (whatever loss it gives), a per-clip head
+        (``per_clip``) a per-clip task only."""
+        check_learns(self.spec, task)
 
     def fit(self, cfg: FitConfig, sel: Selection, splits: Splits) -> None:
         self.model, self.options, self.history, self.best, budget = train_neural(
@@ -73,22 +85,36 @@ class NeuralHead:
         self.schedule = schedule_record(budget, len(self.history))
 
     def predict_scores(
-        self, x, mask, task: Task, rows=None, batch_size=64, device="cpu"
+        self, x, mask, task: Task, rows=None, batch_size=64, device="cpu", sequence=None
     ) -> np.ndarray:
-        rows = np.arange(len(x)) if rows is None else rows
-        return self._on(
-            device, lambda d: clip_mean_scores(self.model, task, x, mask, rows, batch_size, d)
-        )
+        return self._scores(self.model, x, mask, task, rows, batch_size, device, sequence)
 
     def per_view_scores(
-        self, x, mask, task: Task, batch_size=64, device="cpu"
+        self, x, mask, task: Task, batch_size=64, device="cpu", sequence=None
     ) -> np.ndarray | None:
-        per_view = getattr(self.model, "per_view_logits", None)  # (B, V, N, D) -> (B, V, O)
+        # (B, V, N, D) -> (B, V, O), or for a sequence head the same with its clip inputs
+        per_view = getattr(self.model, "per_view_logits", None)
         if per_view is None:
             return None
-        rows = np.arange(len(x))
+        return self._scores(per_view, x, mask, task, None, batch_size, device, sequence)
+
+    def _scores(self, forward, x, mask, task, rows, batch_size, device, sequence):
+        """The scores of ``forward`` (the model or its per-view outputs) for takes ``rows``:
+        a sequence head's over the whole sequence; a clip head's over each view's mean of its
+        valid clips on a sequence store, else the mean of its scores over the clips."""
+        rows = np.arange(len(x)) if rows is None else rows
+        if self.spec.reads == "sequence":
+            if sequence is None:
+                raise ValueError(f"head {self.name!r} reads clip sequences: give their mask")
+            return self._on(
+                device,
+                lambda d: sequence_scores(forward, task, x, mask, sequence, rows, batch_size, d),
+            )
+        if sequence is not None:  # pooled as the fit pooled its selection (pooled_selection)
+            x, mask = pool_clips(x[rows], sequence.mask[rows]), mask[rows]
+            rows = np.arange(len(x))
         return self._on(
-            device, lambda d: clip_mean_scores(per_view, task, x, mask, rows, batch_size, d)
+            device, lambda d: clip_mean_scores(forward, task, x, mask, rows, batch_size, d)
         )
 
     def _on(self, device: str, compute):
@@ -127,6 +153,20 @@ class NeuralHead:
         return cls(name, model.eval(), options, spec=spec)
 
 
+def check_learns(spec: HeadSpec, task: Task) -> None:
+    """Refuse a head whose outputs are not the task's: per clip against per take, or the
+    reverse (ConfigError naming both)."""
+    from skill.errors import ConfigError
+
+    task_per_clip = bool(getattr(task, "per_clip", False))
+    if spec.per_clip != task_per_clip:
+        per = {True: "per clip", False: "per take"}
+        raise ConfigError(
+            f"--head {spec.name} predicts {per[spec.per_clip]} and task {task.name} is learned "
+            f"{per[task_per_clip]}; choose a head that learns {task.name}"
+        )
+
+
 def save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
     """Tensors to a safetensors file, written whole or not at all, with the mode the umask
     gives (safetensors' own ``save_file`` creates its file 0600)."""
@@ -148,6 +188,8 @@ def head_options(cfg: FitConfig, sel: Selection, spec: HeadSpec | None = None) -
         "num_views": sel.num_views,
         "outputs": sel.outputs,
         "tokens": sel.tokens,
+        "view_names": list(sel.view_names),
+        "task": sel.task_name,
         "hidden": None if hidden is None else int(hidden),
         "dropout": cfg.dropout,
     }
@@ -159,19 +201,25 @@ def deterministic_torch(seed: int, device: str, threads: int = 1) -> Iterator[No
     """Seed torch, set its CPU threads and (on CPU) force deterministic kernels; restore the
     global state after."""
     import torch
+    import torch.utils.deterministic
 
     cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
     was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_filling = torch.utils.deterministic.fill_uninitialized_memory
     was_threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         torch.set_num_threads(threads)
         if not cuda_devices:
             torch.use_deterministic_algorithms(True)
+            # A debugging aid of deterministic mode (NaN in every new tensor), not needed for
+            # identical results: it filled each of a sequence head's activations once more.
+            torch.utils.deterministic.fill_uninitialized_memory = False
         try:
             yield
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
+            torch.utils.deterministic.fill_uninitialized_memory = was_filling
             torch.set_num_threads(was_threads)
 
 
@@ -197,9 +245,10 @@ def start_training(cfg: FitConfig, sel: Selection, splits: Splits, spec: HeadSpe
     call under `deterministic_torch`. ``cfg`` is resolved (``FitConfig.resolved``)."""
     if cfg.lr is None or cfg.view_dropout is None or cfg.monitor is None:
         raise ValueError("start_training takes a resolved config (FitConfig.resolved)")
+    check_clip_axis(cfg.head, spec.reads, sel)  # adapt's frames are never a sequence store
     options = head_options(cfg, sel, spec)
     model = spec.build(**options).to(cfg.device)
-    budget = cfg.budget(len(splits.train))
+    budget = cfg.budget(splits.training_count())
     optimizer, scheduler = make_optimizer(model, cfg, budget)
     return TrainingState(
         cfg=cfg,
@@ -225,8 +274,9 @@ def head_input(spec: HeadSpec, x: np.ndarray) -> np.ndarray:
     is, or, for a head whose first step is the mean over each view's N tokens
     (``pools_tokens``), that mean computed once for all epochs: ``(n, V, K, 1, D)`` float32.
     The head's own mean over one token is then the identity: the same function, without
-    converting and averaging N tokens of every take in every epoch."""
-    if not spec.pools_tokens:
+    converting and averaging N tokens of every take in every epoch. With one token per clip
+    there is nothing to average: ``x`` itself."""
+    if not spec.pools_tokens or x.shape[3] == 1:
         return x
     pooled = np.empty((*x.shape[:3], 1, x.shape[4]), dtype=np.float32)
     for start in range(0, len(x), POOL_BLOCK):
@@ -243,7 +293,8 @@ def train_neural(cfg: FitConfig, sel: Selection, splits: Splits, spec: HeadSpec)
     with deterministic_torch(cfg.seed, cfg.device, cfg.threads):
         state = start_training(cfg, sel, splits, spec)
         model, options = state.model, state.options
-        source = TokenBatches(state.cfg, sel, splits.train, spec)
+        pairs = None if splits.pairs is None else splits.pairs["train"]
+        source = token_source(state.cfg, sel, splits.train, spec, pairs)
         tracker = BestTracker(sel.task, cfg.monitor, state.budget.patience)
         history: list[dict] = []
         what = f"fit {cfg.head} on {cfg.views}"
@@ -371,18 +422,108 @@ class TokenBatches(BatchSource):
         self.rng = np.random.default_rng(cfg.seed)  # batch order, clip choice, view dropout
 
     def batches(self, epoch: int) -> Iterator[Batch]:
-        cfg, mask = self.cfg, self.sel.mask
         order = self.rng.permutation(self.train_rows)
-        for start in range(0, len(order), cfg.batch_size):
-            rows = order[start : start + cfg.batch_size]
-            clip = self.rng.integers(self.tokens.shape[2], size=len(rows))
-            keep = drop_views(mask[rows], cfg.view_dropout, self.rng)
-            yield Batch(training_batch(self.tokens, rows, clip, keep, cfg.device), rows, len(rows))
+        for start in range(0, len(order), self.cfg.batch_size):
+            rows = order[start : start + self.cfg.batch_size]
+            yield Batch(self.batch_inputs(rows), rows, len(rows))
+
+    def batch_inputs(self, rows: np.ndarray) -> tuple:
+        """The model's inputs for takes ``rows``: one random clip each, views dropped."""
+        clip = self.rng.integers(self.tokens.shape[2], size=len(rows))
+        keep = drop_views(self.sel.mask[rows], self.cfg.view_dropout, self.rng)
+        return training_batch(self.tokens, rows, clip, keep, self.cfg.device)
 
     def scores(self, model, rows: np.ndarray) -> np.ndarray:
         cfg, x = self.cfg, self.tokens.numpy()
         return clip_mean_scores(model, self.sel.task, x, self.sel.mask, rows, cfg.batch_size,
                                 cfg.device)  # fmt: skip
+
+
+class SequenceBatches(BatchSource):
+    """`skill fit`'s batch source for a head that reads sequences: whole clip sequences of a
+    sequence store's selection, tokens ``(B, V, K, N', D)`` float32 (N' = 1 for a head that
+    pools tokens), the view mask ``(B, V)``, the clip mask ``(B, V, K)`` and the clip times
+    ``(B, V, K, 2)`` (0 where absent), in a seeded random order of the training takes; views
+    dropped with ``cfg.view_dropout`` (their clips too). No clip is drawn: evaluation reads
+    the same whole sequences. ``cfg`` is resolved."""
+
+    def __init__(self, cfg: FitConfig, sel: Selection, train_rows: np.ndarray, spec: HeadSpec):
+
+        self.cfg, self.sel, self.train_rows = cfg, sel, train_rows
+        self.tokens = head_input(spec, sel.x)  # (n, V, K, N', D)
+        self.sequence = ClipSequence(
+            sel.clip_mask, np.nan_to_num(sel.clip_times * sel.clip_mask[..., None], nan=0.0)
+        )
+        self.rng = np.random.default_rng(cfg.seed)  # batch order, view dropout
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        order = self.rng.permutation(self.train_rows)
+        for start in range(0, len(order), self.cfg.batch_size):
+            rows = order[start : start + self.cfg.batch_size]
+            yield Batch(self.batch_inputs(rows), rows, len(rows))
+
+    def batch_inputs(self, rows: np.ndarray) -> tuple:
+        """The model's inputs for takes ``rows``: whole sequences, views dropped."""
+        keep = drop_views(self.sel.mask[rows], self.cfg.view_dropout, self.rng)
+        return sequence_batch(self.tokens, self.sequence, rows, keep, self.cfg.device)
+
+    def scores(self, model, rows: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        return sequence_scores(model, self.sel.task, self.tokens, self.sel.mask, self.sequence,
+                               rows, cfg.batch_size, cfg.device)  # fmt: skip
+
+
+class PairBatches(BatchSource):
+    """`skill fit`'s batch source for a store that records pairs (a ranking task): a seeded
+    random order of the training pairs ``(m, 2)``, ``cfg.batch_size`` pairs a batch, whose
+    takes are the better takes of its pairs followed by their worse takes (what a ranking
+    task's loss reads of the ``(2B, O)`` outputs), each take's inputs as ``takes`` (a
+    :class:`TokenBatches` or :class:`SequenceBatches`) makes them; scored as ``takes``
+    scores."""
+
+    def __init__(self, takes: TokenBatches | SequenceBatches, pairs: np.ndarray):
+        self.takes, self.pairs = takes, np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        order = self.takes.rng.permutation(len(self.pairs))
+        size = self.takes.cfg.batch_size
+        for start in range(0, len(order), size):
+            chosen = self.pairs[order[start : start + size]]
+            rows = np.concatenate([chosen[:, 0], chosen[:, 1]])
+            yield Batch(self.takes.batch_inputs(rows), rows, len(rows))
+
+    def scores(self, model, rows: np.ndarray) -> np.ndarray:
+        return self.takes.scores(model, rows)
+
+
+def token_source(
+    cfg: FitConfig, sel: Selection, train_rows: np.ndarray, spec: HeadSpec,
+    pairs: np.ndarray | None = None,
+):  # fmt: skip
+    """The batch source of `skill fit` for head ``spec``: whole sequences for a head that
+    reads them (:class:`SequenceBatches`), else one random clip per take
+    (:class:`TokenBatches`); over the training ``pairs`` (:class:`PairBatches`) when given."""
+    kind = SequenceBatches if spec.reads == "sequence" else TokenBatches
+    takes = kind(cfg, sel, train_rows, spec)
+    return takes if pairs is None else PairBatches(takes, pairs)
+
+
+def sequence_batch(
+    tokens: np.ndarray, sequence: ClipSequence, rows: np.ndarray, keep: np.ndarray, device: str
+):
+    """The inputs of a sequence head for takes ``rows`` of ``tokens (n, V, K, N, D)`` with
+    views ``keep`` ``(B, V)``: tokens ``(B, V, K, N, D)`` float32, ``keep``, the clip mask
+    ``(B, V, K)`` and the clip times ``(B, V, K, 2)``; the tokens, clips and times of dropped
+    views are zeroed and masked, exactly like a view the store marks invalid."""
+    import torch
+
+    keep_t = torch.from_numpy(np.ascontiguousarray(keep)).to(device)
+    clips = torch.from_numpy(sequence.mask[rows]).to(device) & keep_t[:, :, None]
+    times = torch.from_numpy(sequence.times[rows]).to(device) * clips[..., None]
+    # numpy's gather of float16 rows is a few times faster than torch's on the CPU
+    x = torch.from_numpy(tokens[rows]).to(device=device, dtype=torch.float32)
+    x[~keep_t] = 0.0  # the dropped views only
+    return x, keep_t, clips, times
 
 
 def train_epoch(state: TrainingState, source: BatchSource, epoch: int = 1) -> float:
@@ -468,9 +609,10 @@ def validation_row(
     state: TrainingState, source: BatchSource, sel: Selection, splits: Splits
 ) -> dict:
     """The task's validation scores of the current model (``val_loss`` among them), the
-    takes scored by ``source``."""
-    scores = source.scores(state.model, splits.val)
-    return sel.task.validation_row(scores, sel.targets[splits.val])
+    takes scored by ``source`` (a ranking store's: those its val pairs name)."""
+    rows, task = scored_rows(sel, splits, "val")
+    scores = source.scores(state.model, rows)
+    return task.validation_row(scores, sel.targets[rows])
 
 
 class BestTracker:
@@ -490,6 +632,36 @@ class BestTracker:
 
     def should_stop(self, epoch: int) -> bool:
         return self.patience > 0 and epoch - self.epoch >= self.patience
+
+
+def sequence_scores(
+    forward, task: Task, x: np.ndarray, mask: np.ndarray, sequence: ClipSequence,
+    rows: np.ndarray, batch_size: int, device: str,
+) -> np.ndarray:  # fmt: skip
+    """The task's scores of ``forward(tokens, mask, clip_mask, clip_times)`` over each take's
+    whole clip sequence (no mean over clips) for the given takes.
+
+    ``x (n, V, K, N, D)`` float16, ``mask (n, V)``, ``sequence`` the clip mask and times of
+    all n takes (times NaN or 0 where absent); returns ``(len(rows), O)`` (or ``(len(rows),
+    V, O)`` for per-view outputs).
+    """
+    import torch
+
+    if hasattr(forward, "eval"):
+        forward.eval()
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            keep = torch.from_numpy(mask[batch]).to(device)
+            clips = torch.from_numpy(sequence.mask[batch]).to(device) & keep[:, :, None]
+            times = torch.from_numpy(np.nan_to_num(sequence.times[batch], nan=0.0)).to(device)
+            tokens = torch.from_numpy(x[batch]).to(device=device, dtype=torch.float32)
+            logits = forward(tokens, keep, clips, times * clips[..., None])
+            outputs.append(task.to_scores(logits).cpu().numpy())
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(outputs).astype(np.float64)
 
 
 def clip_mean_scores(

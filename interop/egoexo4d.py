@@ -45,7 +45,7 @@ def predict_egoexo4d(cfg: PredictConfig) -> PredictResult:
         )
     prediction = predict_takes(cfg)
     result, sel = prediction.result, prediction.sel
-    if result.task_name != "classification":
+    if not sel.task.class_probabilities:
         raise ConfigError(
             f"--format {cfg.format}: the EgoExo4D files hold class scores, and run {cfg.run} "
             f"learned task {result.task_name}; write --format csv"
@@ -70,7 +70,9 @@ def predict_egoexo4d(cfg: PredictConfig) -> PredictResult:
     else:
         labels = result.schema["labels"]
         fill = labels[int(np.argmax(prediction.record.train_summary["class_counts"]))]
-        predicted = [labels[int(i)] for i in result.scores.argmax(axis=1)] if len(sel.x) else []
+        # The task's level (ordinal: CORN's rank-consistent rule, not the argmax).
+        columns = sel.task.prediction_columns(result.scores, result.schema) if len(sel.x) else {}
+        predicted = columns.get("predicted", [])
         write_egoexo4d_labels(result.out_json, ids, row_of, predicted, fill)
     return result
 

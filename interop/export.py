@@ -21,22 +21,30 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skill.cache.errors import StoreError
+from skill.tasks import get_task
+from skill.tasks.columns import UntabledTargets, column_values, target_columns
 
 if TYPE_CHECKING:
     from skill.cache.store import FrameRecords, TakeRecords
 
 EXPORT_FORMATS = ("hdf5", "npy")
-EXPORT_FORMAT_VERSION = 2
-"""2: npy files are ``<take>/<view>.npy`` (names escaped by `file_component`); 1 wrote
+EXPORT_FORMAT_VERSION = 3
+"""3: the metadata hold the store's task (``task``: name, schema, target) and the take table
+its target columns (`skill.tasks.columns`); 2 held class labels only (``labels``, a ``label``
+column); 2: npy files are ``<take>/<view>.npy`` (names escaped by `file_component`); 1 wrote
 ``<take>_<view>.npy`` side by side, which two takes could share."""
 TAKES_CSV = "takes.csv"
+PAIRS_CSV = "pairs.csv"
+PAIR_COLUMNS = ("better", "worse", "split")
+"""A store's pairs of takes (a ranking task's) in `pairs.csv` and under the HDF5 file's
+``pairs/``: the take showing more skill, the other, the pair's split."""
 FRAMES_NPZ = "frames.npz"
 EXPORT_JSON = "skill_export.json"
 COMPONENT_MAX_BYTES = 255
 """The longest file-name component every common file system takes, in bytes."""
-TAKE_COLUMNS = ("take", "uid", "label", "scenario", "participant", "split")
-"""The take table's columns in `takes.csv` and under the HDF5 file's ``takes/``, in order
-(``take`` is ``takes/id`` in HDF5)."""
+TAKE_COLUMNS = ("take", "uid", "scenario", "participant", "split")
+"""The take table's text columns in `takes.csv` and under the HDF5 file's ``takes/`` (``take``
+is ``takes/id`` in HDF5); the task's target columns (`skill.tasks.columns`) follow ``uid``."""
 TAKES_PER_READ = 64
 """Takes read from the store at a time in the write layout (one chunk per take and view):
 bounds memory on a large store. A packed store is read a tokens chunk at a time."""
@@ -71,6 +79,8 @@ class ExportResult:
     out: Path
     takes: int
     files: int  # files written (1 for hdf5)
+    pairs: int | None = None  # pairs of takes written (None: the store records none)
+    pairs_left_out: int = 0  # recorded pairs naming a take that is not completed
 
 
 @dataclass
@@ -78,10 +88,12 @@ class _Completed:
     """The completed takes of a store: their rows and take table columns."""
 
     rows: np.ndarray  # (n,) rows of the store's take table
-    columns: dict[str, list[str]]  # TAKE_COLUMNS -> (n,) text
+    columns: dict[str, list]  # TAKE_COLUMNS and the target columns -> (n,) values
     valid: np.ndarray  # (n, V) bool
     records: TakeRecords  # the store's take records (status, valid, token_crc)
     frames: FrameRecords  # the store's frame records, every committed take
+    pairs: dict[str, list] | None = None  # PAIR_COLUMNS -> (m,): the pairs of completed takes
+    pairs_left_out: int = 0  # recorded pairs naming a take that is not completed
 
 
 def export_store(cfg: ExportConfig) -> ExportResult:
@@ -94,11 +106,10 @@ def export_store(cfg: ExportConfig) -> ExportResult:
     _check_out_free(out)
     remove_dead_staging(out.parent, out.name)
     store = TokenStore.open(cfg.store)
-    if store.task["name"] != "classification":
-        raise StoreError(
-            f"{store.path}: an export holds class labels, and this store's task is "
-            f"{store.task['name']}"
-        )
+    try:
+        target_columns(*_task_of(store))
+    except UntabledTargets as err:
+        raise StoreError(f"{store.path}: cannot export its targets: {err}") from None
     with store.reading():
         completed = _completed_takes(store)
         if not len(completed.rows):
@@ -122,7 +133,9 @@ def export_store(cfg: ExportConfig) -> ExportResult:
             ) from err
         finally:
             _remove(staging)
-    return ExportResult(out=out, takes=len(completed.rows), files=files)
+    pairs = None if completed.pairs is None else len(completed.pairs["split"])
+    return ExportResult(out=out, takes=len(completed.rows), files=files, pairs=pairs,
+                        pairs_left_out=completed.pairs_left_out)  # fmt: skip
 
 
 def _check_out_free(out: Path) -> None:
@@ -141,26 +154,43 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _task_of(store) -> tuple:
+    """The store's task and its schema."""
+    return get_task(store.task["name"]), store.task["schema"]
+
+
 def _completed_takes(store) -> _Completed:
     from skill.cache.store import STATUS_COMPLETE
 
     records = store.take_records()
     table, status, valid = records.table, records.status, records.valid
     rows = np.flatnonzero(status == STATUS_COMPLETE)
-    names = store.task["schema"]["labels"]
-    labels = [names[i] if i >= 0 else "" for i in table.target[rows].tolist()]
     columns = {
         "take": table.ids[rows].tolist(),
         "uid": table.uid[rows].tolist(),
-        "label": labels,
+        **column_values(*_task_of(store), table.target[rows]),
         "scenario": table.scenario[rows].tolist(),
         "participant": table.participant[rows].tolist(),
         "split": table.split[rows].tolist(),
     }
+    pairs, left_out = _completed_pairs(store, table.ids, rows)
     return _Completed(
         rows=rows, columns=columns, valid=valid[rows], records=records,
-        frames=store.frame_records(),
+        frames=store.frame_records(), pairs=pairs, pairs_left_out=left_out,
     )  # fmt: skip
+
+
+def _completed_pairs(store, ids: np.ndarray, rows: np.ndarray) -> tuple[dict | None, int]:
+    """The store's recorded pairs (a ranking task's) whose takes are both completed, by take
+    name, and how many name a take that is not (None: the store records no pairs)."""
+    recorded = store.pairs()
+    if recorded is None:
+        return None, 0
+    pair_rows, splits = recorded
+    keep = np.isin(pair_rows, rows).all(axis=1)
+    better, worse = ids[pair_rows[keep, 0]], ids[pair_rows[keep, 1]]
+    columns = {"better": better.tolist(), "worse": worse.tolist(), "split": splits[keep].tolist()}
+    return columns, int((~keep).sum())
 
 
 def _blocks(store, completed: _Completed):
@@ -191,7 +221,9 @@ def export_metadata(store) -> dict:
         },
         "provenance": store.provenance,
         "views": list(store.views),
-        "labels": list(store.task["schema"]["labels"]),
+        "task": store.task,
+        # for readers of format 2, which knew class labels only
+        **({"labels": list(store.task["schema"]["labels"])} if _has_labels(store.task) else {}),
         "geometry": {
             "clips": store.clips,
             "tokens": store.tokens,
@@ -199,6 +231,11 @@ def export_metadata(store) -> dict:
             "frames": store.frames,
         },
     }
+
+
+def _has_labels(task: dict) -> bool:
+    labels = task["schema"].get("labels")
+    return isinstance(labels, list) and all(isinstance(label, str) for label in labels)
 
 
 class _WriteOnce(io.RawIOBase):
@@ -287,12 +324,23 @@ def _fill_hdf5(store, completed: _Completed, sink: _WriteOnce) -> None:
         f.create_dataset("valid", data=completed.valid)
         f.create_dataset("frame_index", data=completed.frames.frame_index[rows])
         f.create_dataset("timestamp", data=completed.frames.timestamp[rows])
+        f.create_dataset("clip_time", data=completed.frames.clip_time[rows])
         f.create_dataset("padded_frames", data=completed.frames.padded_frames[rows])
         f.create_dataset("view", data=list(store.views), dtype=text)
         takes = f.create_group("takes")
+        numbers = {column.name for column in target_columns(*_task_of(store)) if column.number}
         for column, values in completed.columns.items():
             name = "id" if column == "take" else column
-            takes.create_dataset(name, data=values, dtype=text, shape=(n,))
+            if column in numbers:
+                data = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+                takes.create_dataset(name, data=data, shape=(n,))
+            else:
+                data = ["" if v is None else v for v in values]
+                takes.create_dataset(name, data=data, dtype=text, shape=(n,))
+        if completed.pairs is not None:
+            pairs = f.create_group("pairs")
+            for column, values in completed.pairs.items():
+                pairs.create_dataset(column, data=values, dtype=text, shape=(len(values),))
         for key, value in export_metadata(store).items():
             f.attrs[key] = json.dumps(value)
 
@@ -314,20 +362,32 @@ def _write_npy(store, completed: _Completed, folder: Path, out: Path) -> int:
                 files += 1
     with _new_file(folder, TAKES_CSV, out, text=True) as f:
         writer = csv.writer(f)
-        writer.writerow([*TAKE_COLUMNS, *store.views])
+        writer.writerow([*completed.columns, *store.views])
         for i in range(len(completed.rows)):
-            writer.writerow([*(completed.columns[c][i] for c in TAKE_COLUMNS), *names[i]])
+            cells = (_csv_cell(values[i]) for values in completed.columns.values())
+            writer.writerow([*cells, *names[i]])
+    if completed.pairs is not None:
+        with _new_file(folder, PAIRS_CSV, out, text=True) as f:
+            writer = csv.writer(f)
+            writer.writerow(PAIR_COLUMNS)
+            writer.writerows(zip(*(completed.pairs[c] for c in PAIR_COLUMNS), strict=True))
     rows = completed.rows
     with _new_file(folder, FRAMES_NPZ, out) as f:
         np.savez(
             f,
             frame_index=completed.frames.frame_index[rows],
             timestamp=completed.frames.timestamp[rows],
+            clip_time=completed.frames.clip_time[rows],
             padded_frames=completed.frames.padded_frames[rows],
         )
     with _new_file(folder, EXPORT_JSON, out, text=True) as f:
         f.write(json.dumps(export_metadata(store), indent=2) + "\n")
     return files
+
+
+def _csv_cell(value) -> str:
+    """A take table value as takes.csv holds it: a number by its shortest exact text."""
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
 def _npy_names(store, completed: _Completed) -> tuple[list[str], list[list[str]]]:
@@ -392,7 +452,7 @@ def _inside(folder: Path, name: str, out: Path) -> Path:
     return path
 
 
-_TOP_LEVEL = frozenset(name.casefold() for name in (TAKES_CSV, FRAMES_NPZ, EXPORT_JSON))
+_TOP_LEVEL = frozenset(name.casefold() for name in (TAKES_CSV, PAIRS_CSV, FRAMES_NPZ, EXPORT_JSON))
 _ESCAPED = re.compile(r'[%/\\<>:"|?*\x00-\x1f\x7f-\x9f\ud800-\udfff]')
 _WINDOWS_DEVICE = re.compile(r"(?i)(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?")
 

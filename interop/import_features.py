@@ -31,7 +31,8 @@ from skill.pipeline.manifest.common import (
 )
 from skill.pipeline.manifest.common import kind as json_kind
 from skill.pipeline.takes import name_problem
-from skill.tasks import task_record
+from skill.tasks import TargetError, UnknownTask, get_task, task_record
+from skill.tasks.columns import UntabledTargets, stated_target, target_columns
 
 
 class FeatureImportError(SkillError, ValueError):
@@ -81,6 +82,7 @@ class TakeData:
     frame_index: np.ndarray | None = None  # (V, K, T) from a skill export, else unknown
     timestamp: np.ndarray | None = None
     padded: np.ndarray | None = None
+    clip_time: np.ndarray | None = None  # (V, K, 2) from a skill export that has it
 
 
 @dataclass
@@ -99,6 +101,9 @@ class ImportPlan:
     provenance: dict
     takes: list[TakeRow]
     data: Callable[[], Iterator[TakeData]]
+    pairs: tuple[list[tuple[str, str]], list[str]] | None = None
+    """Pairs of takes to record (a ranking task's): (better, worse) take names and each pair's
+    split; None: none recorded."""
 
 
 @dataclass
@@ -174,6 +179,10 @@ def _write_takes(store, plan: ImportPlan) -> None:
     batch = max(1, WRITE_BATCH_BYTES // max(take_bytes, 1))
     with store.writer_lock():
         indices = store.add_takes(plan.takes)
+        if plan.pairs is not None:
+            row_of = {take.take_id: i for take, i in zip(plan.takes, indices, strict=True)}
+            named, splits = plan.pairs
+            store.set_pairs(np.array([[row_of[b], row_of[w]] for b, w in named]), splits)
         store.pack()
         tokens = layout.array_metadata(store.path, "tokens")
         if layout.is_packed(tokens):
@@ -204,7 +213,7 @@ def _take_result(plan: ImportPlan, take: TakeData):
         tokens=take.tokens, valid=take.valid, frame_index=frames, timestamp=times,
         padded=take.padded if take.padded is not None else np.zeros(n_views, dtype=int),
         view_error=["" if ok else "no features" for ok in take.valid],
-        status=STATUS_COMPLETE,
+        status=STATUS_COMPLETE, clip_time=take.clip_time,
     )  # fmt: skip
 
 
@@ -248,11 +257,16 @@ def _export_metadata(source: Path) -> dict | None:
 
 
 EXPORT_METADATA = {"skill_export": dict, "provenance": dict, "views": list, "labels": list,
-                   "geometry": dict}  # fmt: skip
+                   "task": dict, "geometry": dict}  # fmt: skip
 """The metadata a skill export holds (fields of skill_export.json, HDF5 root attributes holding
-JSON text) and the JSON type of each."""
-EXPORT_VERSIONS = (1, 2)
+JSON text) and the JSON type of each; `OPTIONAL_METADATA` may be absent."""
+OPTIONAL_METADATA = ("labels", "task")
+"""``task`` (name, schema, target) from format 3; class ``labels`` before it (and beside it
+from 3 where the task has labels)."""
+EXPORT_VERSIONS = (1, 2, 3)
 """The export format versions this skill reads (`skill.interop.export.EXPORT_FORMAT_VERSION`)."""
+TASK_FROM_VERSION = 3
+"""The first format whose metadata hold the task; earlier exports held class labels."""
 
 
 def _json_attribute(source: Path, key: str, value) -> object:
@@ -282,6 +296,8 @@ def _check_export_metadata(where: str, noun: str, meta: dict) -> None:
     """Every metadata entry is there with its JSON type; versions, names and geometry are
     sound. `noun`: what `where` calls an entry ("field", "attribute")."""
     for key, expected in EXPORT_METADATA.items():
+        if key not in meta and key in OPTIONAL_METADATA:
+            continue
         if key not in meta:
             raise FeatureImportError(f"{where}: no {noun} {key!r}: not a complete skill export")
         if not isinstance(meta[key], expected):
@@ -291,12 +307,17 @@ def _check_export_metadata(where: str, noun: str, meta: dict) -> None:
             )
     version = meta["skill_export"].get("format_version")
     if isinstance(version, bool) or version not in EXPORT_VERSIONS:
+        shown = f"{', '.join(map(str, EXPORT_VERSIONS[:-1]))} and {EXPORT_VERSIONS[-1]}"
         raise FeatureImportError(
             f"{where}: {noun} 'skill_export' has format_version {json_kind(version)}; this skill "
-            f"reads {' and '.join(map(str, EXPORT_VERSIONS))} (was it written by a newer skill?)"
+            f"reads {shown} (was it written by a newer skill?)"
         )
+    needed = "task" if version >= TASK_FROM_VERSION else "labels"
+    if needed not in meta:
+        raise FeatureImportError(f"{where}: no {noun} {needed!r}: not a complete skill export")
     _check_name_list(where, noun, "views", meta["views"], view_names=True)
-    _check_name_list(where, noun, "labels", meta["labels"], view_names=False)
+    if "labels" in meta:
+        _check_name_list(where, noun, "labels", meta["labels"], view_names=False)
     for key in ("clips", "tokens", "dim", "frames"):
         value = meta["geometry"].get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -304,6 +325,38 @@ def _check_export_metadata(where: str, noun: str, meta: dict) -> None:
                 f"{where}: {noun} 'geometry' needs {key!r} as a positive integer, got "
                 f"{json_kind(value)}"
             )
+
+
+def export_task(where: str, noun: str, meta: dict) -> dict:
+    """The exported store's task record (`tasks.task_record`): its ``task`` from format 3,
+    classification of its ``labels`` before; refused naming the entry when the task is not
+    one this skill knows or its schema or target record is not what the task makes of it."""
+    if meta["skill_export"]["format_version"] < TASK_FROM_VERSION:
+        return task_record("classification", {"labels": list(meta["labels"])})
+    given = meta["task"]
+    name = given.get("name")
+    try:
+        task = get_task(name) if isinstance(name, str) else None
+    except UnknownTask as err:
+        raise FeatureImportError(f"{where}: {noun} 'task': {err}") from None
+    if task is None or not isinstance(given.get("schema"), dict):
+        raise FeatureImportError(
+            f"{where}: {noun} 'task' needs a task 'name' and its 'schema' (an object)"
+        )
+    try:
+        record = task_record(name, task.schema(given["schema"]))
+    except TargetError as err:
+        raise FeatureImportError(f"{where}: {noun} 'task': {err}") from None
+    if record != {key: given.get(key) for key in record}:
+        raise FeatureImportError(
+            f"{where}: {noun} 'task' records the schema or target {given}, which task {name} "
+            f"states as {record} (written by another skill?)"
+        )
+    try:
+        target_columns(task, record["schema"])
+    except UntabledTargets as err:
+        raise FeatureImportError(f"{where}: {noun} 'task': {err}") from None
+    return record
 
 
 def _check_name_list(where: str, noun: str, key: str, names: list, view_names: bool) -> None:
@@ -358,38 +411,96 @@ def content_sha256(source: Path) -> str:
     return digest.hexdigest()
 
 
-def _manifest_takes(cfg: ImportFeaturesConfig):
-    """The manifest's takes; their videos need not be here (only their names are used:
-    features are often made on another machine)."""
+def _manifest_takes(cfg: ImportFeaturesConfig, task: str | None = None):
+    """The manifest's takes, their targets read for ``task`` (default: the default task);
+    their videos need not be here (only their names are used: features are often made on
+    another machine)."""
     from skill.pipeline.manifest import read_takes
+    from skill.tasks import DEFAULT_TASK
 
-    return read_takes(cfg.manifest, fmt=cfg.manifest_format, missing_videos="keep")
+    return read_takes(cfg.manifest, fmt=cfg.manifest_format, missing_videos="keep",
+                      task=task or DEFAULT_TASK)  # fmt: skip
 
 
 # ---- a skill export ----------------------------------------------------------------------
 def _plan_from_export(cfg: ImportFeaturesConfig, source: Path, meta: dict) -> ImportPlan:
-    views, labels, geometry = list(meta["views"]), list(meta["labels"]), meta["geometry"]
+    from skill.interop.export import EXPORT_JSON
+
+    views, geometry = list(meta["views"]), meta["geometry"]
+    where = str(source / EXPORT_JSON) if source.is_dir() else str(source)
+    task = export_task(where, "field" if source.is_dir() else "attribute", meta)
     shape = (geometry["clips"], geometry["tokens"], geometry["dim"])
+    sequence = meta["provenance"].get("clip_axis") == "sequence"
     if source.is_dir():
         version = meta["skill_export"]["format_version"]
-        exported, read = _npy_export(source, views, labels, shape, version)
+        exported, read = _npy_export(source, views, task, shape, version, sequence)
     else:
-        exported, read = _hdf5_export(source, views, labels, (*shape, geometry["frames"]))
-    task = task_record("classification", {"labels": labels})  # what exports hold
+        geometry_t = (*shape, geometry["frames"])
+        exported, read = _hdf5_export(source, views, task, geometry_t, sequence)
+    pairs = _export_pairs(source, exported)
     takes = exported
     if cfg.manifest is not None:
-        takes = _manifest_rows_in(cfg, source, exported, labels)
+        takes = _manifest_rows_in(cfg, source, exported, task)
+        pairs = _pairs_among(pairs, {take.take_id for take in takes})
     row_of = {t.take_id: i for i, t in enumerate(exported)}
     kind = "skill export (npy)" if source.is_dir() else "skill export (hdf5)"
     layout = {"clips": shape[0], "tokens": shape[1], "dim": shape[2], "from": "skill export"}
     provenance = _provenance(source, kind, layout, "skill export", meta["provenance"])
     return ImportPlan(views, task, *shape, geometry["frames"], provenance, takes,
-                      lambda: read([row_of[t.take_id] for t in takes]))  # fmt: skip
+                      lambda: read([row_of[t.take_id] for t in takes]), pairs)  # fmt: skip
 
 
-def _check_take_table(takes: list[TakeRow], labels: list[str], place: Callable[[int], str]):
-    """Take names fit to be names (`name_problem`) and unique, labels among the export's
-    `labels`, splits known. `place(i)`: how a message names row i (a csv line...)."""
+def _export_pairs(source: Path, takes: list[TakeRow]):
+    """The export's pairs of takes (``pairs.csv``, or HDF5's ``pairs/``), checked: both takes
+    exported and distinct, a known split; None when it has none."""
+    from skill.cache.store import PAIR_SPLITS
+    from skill.interop.export import PAIR_COLUMNS, PAIRS_CSV
+
+    if source.is_dir():
+        path = source / PAIRS_CSV
+        if not path.is_file():
+            return None
+        rows, lines = _read_csv_table(path, PAIR_COLUMNS)
+        places = [f"{path}:{line}" for line in lines]
+    else:
+        with _open_hdf5(source) as f:
+            if "pairs" not in f:
+                return None
+            columns = {c: [_text(v) for v in _hdf5_dataset(source, f, f"pairs/{c}")[()]]
+                       for c in PAIR_COLUMNS}  # fmt: skip
+        if len({len(values) for values in columns.values()}) != 1:
+            raise FeatureImportError(f"{source}: pairs/better, pairs/worse and pairs/split "
+                                     "differ in length")  # fmt: skip
+        rows = [dict(zip(PAIR_COLUMNS, cells, strict=True))
+                for cells in zip(*columns.values(), strict=True)]  # fmt: skip
+        places = [f"{source}: pairs/better[{i}]" for i in range(len(rows))]
+    known = {take.take_id for take in takes}
+    for row, place in zip(rows, places, strict=True):
+        unknown = [row[side] for side in ("better", "worse") if row[side] not in known]
+        if unknown:
+            raise FeatureImportError(f"{place}: the pair names take {unknown[0]!r}, which the "
+                                     "export does not hold")  # fmt: skip
+        if row["better"] == row["worse"]:
+            raise FeatureImportError(f"{place}: the pair pairs take {row['better']} with itself")
+        if row["split"] not in PAIR_SPLITS:
+            raise FeatureImportError(
+                f"{place}: pair split {row['split']!r} is not {', '.join(PAIR_SPLITS)}"
+            )
+    return [(row["better"], row["worse"]) for row in rows], [row["split"] for row in rows]
+
+
+def _pairs_among(pairs, names: set[str]):
+    """The pairs both of whose takes are among ``names`` (the manifest's)."""
+    if pairs is None:
+        return None
+    kept = [i for i, (better, worse) in enumerate(pairs[0]) if better in names and worse in names]
+    return [pairs[0][i] for i in kept], [pairs[1][i] for i in kept]
+
+
+def _check_take_table(takes: list[TakeRow], task: dict, place: Callable[[int], str]):
+    """Take names fit to be names (`name_problem`) and unique, targets ones the export's
+    ``task`` (its record) takes, splits known. `place(i)`: how a message names row i (a csv
+    line...)."""
     seen: set[str] = set()
     for i, take in enumerate(takes):
         problem = name_problem(take.take_id)
@@ -398,11 +509,7 @@ def _check_take_table(takes: list[TakeRow], labels: list[str], place: Callable[[
         if take.take_id in seen:
             raise FeatureImportError(f"{place(i)}: take {take.take_id} is listed twice")
         seen.add(take.take_id)
-        if take.target is not None and take.target not in labels:
-            raise FeatureImportError(
-                f"{place(i)}: take {take.take_id}: label {take.target!r} is not one of the "
-                f"export's labels ({', '.join(labels)})"
-            )
+        _check_target(task, take, f"{place(i)}: take {take.take_id}")
         if take.split not in SPLITS:
             raise FeatureImportError(
                 f"{place(i)}: take {take.take_id}: split {take.split!r} is not train, val, test "
@@ -410,40 +517,79 @@ def _check_take_table(takes: list[TakeRow], labels: list[str], place: Callable[[
             )
 
 
-HDF5_TAKE_COLUMNS = ("id", "uid", "label", "scenario", "participant", "split")
-"""The take table under an HDF5 export's ``takes/``."""
+def _check_target(task: dict, take: TakeRow, where: str) -> None:
+    """Refuse a target the export's task (its record) does not take, naming ``where``."""
+    try:
+        get_task(task["name"]).encode(take.target, task["schema"])
+    except TargetError as err:
+        raise FeatureImportError(
+            f"{where}: not a target of the export's task {task['name']}: {err}"
+        ) from None
+
+
+HDF5_TAKE_COLUMNS = ("id", "uid", "scenario", "participant", "split")
+"""The take table's text columns under an HDF5 export's ``takes/``; the task's target columns
+(`skill.tasks.columns`) are there too."""
 HDF5_TAKE_RECORDS = ("valid", "frame_index", "timestamp", "padded_frames")
-"""An HDF5 export's per-take datasets besides the tokens."""
+"""An HDF5 export's per-take datasets besides the tokens (and `clip_time`, which exports
+of stores before clip times lack)."""
+SEQUENCE_WITHOUT_TIMES = (
+    "the export's provenance says its clip axis is a sequence, but it has no clip_time: its "
+    "padded clips cannot be told from the others"
+)
 
 
-def _hdf5_export(source: Path, views, labels, geometry):
+def _hdf5_export(source: Path, views, task: dict, geometry, sequence: bool = False):
     """The export's take table, checked, and a reader of the given rows' arrays."""
+    targets = target_columns(get_task(task["name"]), task["schema"])
     with _open_hdf5(source) as f:
-        _check_hdf5_layout(source, f, views, geometry)
+        _check_hdf5_layout(source, f, views, geometry, [c.name for c in targets])
+        has_times = "clip_time" in f
+        if sequence and not has_times:
+            raise FeatureImportError(f"{source}: {SEQUENCE_WITHOUT_TIMES}")
         table = {name: [_text(v) for v in f["takes"][name][()]] for name in HDF5_TAKE_COLUMNS}
+        cells = {c.name: _hdf5_target_column(source, f, c) for c in targets}
     takes = [
-        TakeRow(take_id, table["label"][i] or None, table["scenario"][i],
-                     table["participant"][i], table["split"][i], table["uid"][i])
+        TakeRow(take_id, _stated(task, {name: cells[name][i] for name in cells}),
+                table["scenario"][i], table["participant"][i], table["split"][i],
+                table["uid"][i])
         for i, take_id in enumerate(table["id"])
     ]  # fmt: skip
-    _check_take_table(takes, labels, lambda i: f"{source}: takes/id[{i}]")
+    _check_take_table(takes, task, lambda i: f"{source}: takes/id[{i}]")
 
     def read(rows: list[int]) -> Iterator[TakeData]:
         with _open_hdf5(source) as f:
             # the per-take records are small: read whole, once (a lookup per take and dataset
             # cost more than the tokens' reads)
             records = {name: f[name][()] for name in HDF5_TAKE_RECORDS}
+            times = f["clip_time"][()] if has_times else None
             tokens_of = f["tokens"]
             for i in rows:
                 tokens, valid = np.asarray(tokens_of[i], dtype=np.float16), records["valid"][i]
                 _check_finite(tokens[valid], f"{source}:tokens[{i}] (take {takes[i].take_id})")
                 yield TakeData(tokens, valid.astype(bool), records["frame_index"][i],
-                               records["timestamp"][i], records["padded_frames"][i])  # fmt: skip
+                               records["timestamp"][i], records["padded_frames"][i],
+                               None if times is None else times[i])  # fmt: skip
 
     return takes, read
 
 
-def _check_hdf5_layout(source: Path, f, views: list[str], geometry) -> None:
+def _hdf5_target_column(source: Path, f, column) -> list:
+    """One target column of an HDF5 export's take table: text ("" read as none), or numbers
+    (NaN read as none)."""
+    data = f["takes"][column.name][()]
+    if not column.number:
+        return [_text(v) or None for v in data]
+    if data.dtype.kind not in "fiu":
+        raise FeatureImportError(
+            f"{source}: takes/{column.name} must hold numbers, got dtype {data.dtype}"
+        )
+    return [float(v) if np.isfinite(v) else None for v in data.astype(np.float64)]
+
+
+def _check_hdf5_layout(
+    source: Path, f, views: list[str], geometry, target_names: list[str]
+) -> None:
     """Every dataset an HDF5 export has is there, with the shape its metadata give."""
     clips, tokens, dim, frames = geometry
     n = _hdf5_dataset(source, f, "tokens").shape[:1]  # () for a scalar, refused below
@@ -454,8 +600,10 @@ def _check_hdf5_layout(source: Path, f, views: list[str], geometry) -> None:
         "frame_index": (*n, v, clips, frames),
         "timestamp": (*n, v, clips, frames),
         "padded_frames": (*n, v),
-        **{f"takes/{name}": n for name in HDF5_TAKE_COLUMNS},
+        **{f"takes/{name}": n for name in (*HDF5_TAKE_COLUMNS, *target_names)},
     }
+    if "clip_time" in f:
+        want["clip_time"] = (*n, v, clips, 2)
     for name, shape in want.items():
         dataset = _hdf5_dataset(source, f, name)
         if dataset.shape != shape or not n:
@@ -484,19 +632,25 @@ def _hdf5_dataset(source: Path, f, name: str):
     return dataset
 
 
-def _npy_export(source: Path, views, labels, shape, version: int):
+def _npy_export(source: Path, views, task: dict, shape, version: int, sequence: bool = False):
     """The export's take table (takes.csv), checked with every file it names, and a reader of
     the given rows' arrays."""
     from skill.interop.export import TAKES_CSV
 
     csv_path = source / TAKES_CSV
-    rows, lines = _read_takes_csv(csv_path, views)
-    takes = [TakeRow(r["take"], r["label"] or None, r["scenario"], r["participant"],
-                          r["split"], r["uid"]) for r in rows]  # fmt: skip
-    _check_take_table(takes, labels, lambda i: f"{csv_path}:{lines[i]}")
+    targets = target_columns(get_task(task["name"]), task["schema"])
+    rows, lines = _read_takes_csv(csv_path, [*(c.name for c in targets), *views])
+    takes = [
+        TakeRow(r["take"], _csv_target(task, targets, r, f"{csv_path}:{line}"), r["scenario"],
+                r["participant"], r["split"], r["uid"])
+        for r, line in zip(rows, lines, strict=True)
+    ]  # fmt: skip
+    _check_take_table(takes, task, lambda i: f"{csv_path}:{lines[i]}")
     files = _export_files(source, csv_path, rows, lines, views, version)
     clips, tokens, dim = shape
     frames = _export_frames(source, (len(rows), len(views), clips))
+    if sequence and (frames is None or frames[3] is None):
+        raise FeatureImportError(f"{source}: {SEQUENCE_WITHOUT_TIMES}")
 
     def read(wanted: list[int]) -> Iterator[TakeData]:
         for i in wanted:
@@ -514,17 +668,46 @@ def _npy_export(source: Path, views, labels, shape, version: int):
             if frames is None:
                 yield TakeData(data, valid)
             else:
-                index, times, padded = frames
-                yield TakeData(data, valid, index[i], times[i], padded[i])
+                index, times, padded, clip_time = frames
+                clip_time = None if clip_time is None else clip_time[i]
+                yield TakeData(data, valid, index[i], times[i], padded[i], clip_time)
 
     return takes, read
 
 
+def _csv_target(task: dict, targets: list, row: dict[str, str], where: str):
+    """A row's target as a manifest states it, from its target cells (an empty cell: none)."""
+    cells: dict[str, object] = {}
+    for column in targets:
+        text = row[column.name]
+        cells[column.name] = text or None
+        if text and column.number:
+            try:
+                cells[column.name] = float(text)
+            except ValueError:
+                raise FeatureImportError(
+                    f"{where}: take {row['take']}: {column.name} {text!r} is not a number"
+                ) from None
+    return _stated(task, cells)
+
+
+def _stated(task: dict, cells: dict[str, object]):
+    """A target as a manifest states it from its cells, for the export's task (its record)."""
+    return stated_target(get_task(task["name"]), task["schema"], cells)
+
+
 def _read_takes_csv(path: Path, views: list[str]) -> tuple[list[dict[str, str]], list[int]]:
     """takes.csv's rows (column -> text) and the line each starts on; every column of the
-    take table and every view must be in its header, and every row must fill it."""
+    take table and every one of ``views`` (the target columns among them) must be in its
+    header, and every row must fill it."""
     from skill.interop.export import TAKE_COLUMNS
 
+    return _read_csv_table(path, (*TAKE_COLUMNS, *views))
+
+
+def _read_csv_table(path: Path, needed) -> tuple[list[dict[str, str]], list[int]]:
+    """A CSV file's rows (column -> text) and the line each starts on; every column of
+    ``needed`` must be in its header, and every row must fill it."""
     records, lines = [], []
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -538,7 +721,7 @@ def _read_takes_csv(path: Path, views: list[str]) -> tuple[list[dict[str, str]],
         raise FeatureImportError(f"{path}: missing; an npy export lists its takes there") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise FeatureImportError(f"{path}: not a readable CSV file ({err})") from None
-    missing = [column for column in (*TAKE_COLUMNS, *views) if column not in header]
+    missing = [column for column in needed if column not in header]
     if missing:
         raise FeatureImportError(f"{path}:1: the header lacks the column(s) {', '.join(missing)}")
     if len(set(header)) != len(header):
@@ -610,9 +793,10 @@ def _file_inside(source: Path, where: str, take: str, view: str, cell: str) -> P
 
 
 def _export_frames(source: Path, rows_views_clips: tuple[int, int, int]):
-    """(frame_index, timestamp, padded_frames) of an npy export's frames.npz, or None for an
-    export written before it had one (its frames are then unknown, as for foreign features).
-    Arrays of other shapes than takes.csv and the metadata say are refused."""
+    """(frame_index, timestamp, padded_frames, clip_time) of an npy export's frames.npz
+    (clip_time None where the export predates it), or None for an export written before it
+    had one (its frames are then unknown, as for foreign features). Arrays of other shapes
+    than takes.csv and the metadata say are refused."""
     from skill.interop.export import FRAMES_NPZ
 
     path = source / FRAMES_NPZ
@@ -621,6 +805,7 @@ def _export_frames(source: Path, rows_views_clips: tuple[int, int, int]):
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = tuple(data[k] for k in ("frame_index", "timestamp", "padded_frames"))
+            clip_time = data["clip_time"] if "clip_time" in data.files else None
     except (OSError, ValueError, KeyError) as err:
         raise FeatureImportError(f"{path}: not the export's frame records ({err})") from err
     index, times, padded = arrays
@@ -628,18 +813,21 @@ def _export_frames(source: Path, rows_views_clips: tuple[int, int, int]):
         index.shape[:3] != rows_views_clips
         or times.shape != index.shape
         or (padded.shape != rows_views_clips[:2])
+        or (clip_time is not None and clip_time.shape != (*rows_views_clips, 2))
     ):
+        shown = "" if clip_time is None else f", clip_time {clip_time.shape}"
         raise FeatureImportError(
             f"{path}: frame_index {index.shape}, timestamp {times.shape}, padded_frames "
-            f"{padded.shape} do not fit {rows_views_clips[0]} takes x {rows_views_clips[1]} "
-            f"views x {rows_views_clips[2]} clips"
+            f"{padded.shape}{shown} do not fit {rows_views_clips[0]} takes x "
+            f"{rows_views_clips[1]} views x {rows_views_clips[2]} clips"
         )
-    return arrays
+    return (*arrays, clip_time)
 
 
-def _manifest_rows_in(cfg, source: Path, exported: list[TakeRow], labels) -> list[TakeRow]:
-    """The manifest's takes (their metadata), each of which the export must hold."""
-    dataset = _manifest_takes(cfg)
+def _manifest_rows_in(cfg, source: Path, exported: list[TakeRow], task: dict) -> list[TakeRow]:
+    """The manifest's takes (their metadata, their targets read for the export's task), each
+    of which the export must hold."""
+    dataset = _manifest_takes(cfg, task["name"])
     have = {t.take_id for t in exported}
     missing = [t.take_id for t in dataset.takes if t.take_id not in have]
     if missing:
@@ -647,15 +835,12 @@ def _manifest_rows_in(cfg, source: Path, exported: list[TakeRow], labels) -> lis
             f"{source}: {len(missing)} take(s) of {cfg.manifest} are not in the export: "
             f"{', '.join(missing[:5])}"
         )
-    for take in dataset.takes:
-        if take.label is not None and take.label not in labels:
-            raise FeatureImportError(
-                f"{cfg.manifest}: take {take.take_id}: label {take.label!r} is not one of the "
-                f"export's labels ({', '.join(labels)})"
-            )
     from skill.pipeline.extract import take_row
 
-    return [take_row(take) for take in dataset.takes]
+    rows = [take_row(take) for take in dataset.takes]
+    for row in rows:
+        _check_target(task, row, f"{cfg.manifest}: take {row.take_id}")
+    return rows
 
 
 # ---- per-video features ------------------------------------------------------------------

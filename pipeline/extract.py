@@ -46,6 +46,9 @@ from skill.devices import resolve_device
 from skill.pipeline import distributed
 from skill.pipeline.extract_config import ExtractConfig
 from skill.pipeline.extract_loop import BackboneEncoder, ExtractLoop
+from skill.pipeline.manifest.pairs import SPLITS as PAIR_SPLITS
+from skill.pipeline.manifest.pairs import Pairs, read_pairs
+from skill.pipeline.sampling import clip_axis
 from skill.pipeline.takes import Take
 from skill.tasks import task_record
 
@@ -100,6 +103,7 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
     )
     takes = dataset.takes[: cfg.limit] if cfg.limit else dataset.takes
     missing, listed = check_missing_videos(cfg, rank, takes, dataset.missing_videos)
+    pairs = read_pairs_files(cfg.pairs, dataset.takes, takes) if cfg.pairs else None
     # Refused in a second, not after loading the backbone; opened once, here.
     opened = preflight_store(cfg.store) if rank.is_coordinator else None
     backbone = _load_backbone(cfg, rank)
@@ -110,7 +114,7 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> Extra
     try:
         with (
             terminate_as_interrupt(),
-            _CoordinatedStore(cfg, rank, provenance, dataset, takes, opened) as coordinated,
+            _CoordinatedStore(cfg, rank, provenance, dataset, takes, opened, pairs) as coordinated,
         ):
             _run_share(cfg, coordinated, BackboneEncoder(backbone), summary, progress, missing)
     finally:
@@ -217,6 +221,7 @@ def build_provenance(cfg: ExtractConfig, backbone) -> dict:
     return {
         "backbone": backbone.provenance(),
         "sampling": cfg.sampling.to_dict(),
+        "clip_axis": clip_axis(cfg.sampling),
         "tokens": cfg.tokens,
         "dtype": "float16",
         "created_by": {"package": "skill", "version": package_version()},
@@ -250,8 +255,11 @@ class _CoordinatedStore:
     once rank 0 says it is ready, and take rank 0's list (not their own reading of `status`,
     which may already show takes rank 0 has written). On exit rank 0 releases the lock."""
 
-    def __init__(self, cfg, rank, provenance, dataset, takes, opened: TokenStore | None = None):
-        self.cfg, self.rank, self.provenance = cfg, rank, provenance
+    def __init__(
+        self, cfg, rank, provenance, dataset, takes, opened: TokenStore | None = None,
+        pairs: Pairs | None = None,
+    ):  # fmt: skip
+        self.cfg, self.rank, self.provenance, self.pairs = cfg, rank, provenance, pairs
         self.views, self.takes = dataset.views, takes
         self.task = task_record(dataset.task, dataset.schema)
         self.opened = opened
@@ -291,6 +299,9 @@ class _CoordinatedStore:
                     store.unpack()  # writers of different takes need one chunk per take
                     self.relayout.append("unpacked")
                 rows = store.add_takes([take_row(t) for t in self.takes])
+                if self.pairs is not None:
+                    ids, splits = list(store.take_table().ids), [p.split for p in self.pairs.pairs]
+                    store.set_pairs(self.pairs.rows(ids), splits)
             pending = rows_to_write(store.status(), rows, self.cfg.retry_failed)
             return {"rows": rows, "pending": pending, "removed": removed,
                     "relayout": self.relayout}  # fmt: skip
@@ -424,9 +435,23 @@ def _writes_takes(cfg: ExtractConfig, store: TokenStore, takes: list[Take]) -> b
     return bool(rows_to_write(store.status(), rows, cfg.retry_failed))
 
 
+def read_pairs_files(files: list[Path], manifest_takes: list[Take], takes: list[Take]) -> Pairs:
+    """The pairs of ``files`` (``SPLIT=FILE``, or a file whose name says its split) checked
+    against the manifest's takes (`pipeline.manifest.pairs.read_pairs`: a take not among them
+    or a pair across splits is refused, naming file and line); with --limit, the pairs naming
+    a take beyond it are left out."""
+    read = []
+    for path in files:
+        split, _, named = str(path).partition("=")
+        given = {split: named} if named and split in PAIR_SPLITS else [path]
+        read += read_pairs(given, manifest_takes).pairs
+    kept = {take.take_id for take in takes}
+    return Pairs(tuple(pair for pair in read if {pair.better, pair.worse} <= kept))
+
+
 def take_row(take: Take) -> TakeRow:
     """A take as the store's take table is given it (the store's task encodes its target)."""
-    return TakeRow(take.take_id, take.label, take.scenario, take.participant, take.split, take.uid)
+    return TakeRow(take.take_id, take.target, take.scenario, take.participant, take.split, take.uid)
 
 
 # ---- sharing the work ----------------------------------------------------------------------

@@ -10,16 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skill.errors import ConfigError
-from skill.pipeline.sampling import SNAP_MODES, STRATEGIES, SamplingConfig
-from skill.tasks import task_names
+from skill.pipeline.backbones.registry import TIME_EMBEDDINGS, token_mode_names
+from skill.pipeline.sampling import CLIP_EVERY_UNITS, SNAP_MODES, STRATEGIES, SamplingConfig
+from skill.tasks import get_task, task_names
 
-TOKEN_MODES = ("frame", "cls", "patch", "mean_all")
-"""Every --tokens value; mean_all is timesformer's only (refused for other families at load)."""
-TIME_EMBEDDINGS = ("nearest", "linear")
 DEFAULT_STRIDE = 4
 """Frame step inside a window or segment when --stride is not given."""
-WINDOW_STRATEGIES = ("windows", "skillformer-windows")
-"""The strategies whose windows --stride sets."""
+WINDOW_STRATEGIES = ("windows", "skillformer-windows", "stride")
+"""The strategies whose windows (clips) --stride sets."""
 
 
 @dataclass
@@ -28,7 +26,8 @@ class ExtractConfig:
     (`skill.cli_config`), and conflicting settings are refused when it is built."""
 
     manifest: Path
-    """Dataset description: the project's JSONL, an EgoExo4D annotation file or SkillFormer JSONL."""
+    """Dataset description: the project's JSONL or CSV, an EgoExo4D annotation file, SkillFormer
+    JSONL, a JIGSAWS meta file or an MTL-AQA or FineDiving annotation pickle (docs/manifests.md)."""
     store: Path
     """The Zarr store to create, or to append to or resume."""
     root: Path | None = None
@@ -36,10 +35,17 @@ class ExtractConfig:
     manifest's folder (or its parent, when only the parent has a takes folder, as in
     EgoExo4D's layout)."""
     manifest_format: str = "auto"
-    """Manifest format: auto (told by the file), skill, egoexo4d or skillformer."""
+    """Manifest format: auto (told by the file), skill, egoexo4d, skillformer, csv, jigsaws,
+    jigsaws-criteria, mtl-aqa or finediving (pickles are never told: name them)."""
     task: str = "classification"
     """What is learned from a take, which the store records: classification (each take one of
-    the manifest's levels)."""
+    the manifest's levels), ordinal (the levels in order, for a format that declares them
+    ordered), regression (named scores) or pairwise (a skill score per take, learned from
+    the pairs of --pairs)."""
+    pairs: list[Path] = field(default_factory=list)
+    """--task pairwise: pairs files (BEST or EPIC-Skills layout, the better take first), a comma
+    list; each is train, val or test as a word of its name says, or as SPLIT=FILE states. The
+    store records them (replacing those it had). Default: none (the store keeps its own)."""
     backbone: str = "timesformer-base-k600"
     """A registered backbone name (skill backbones lists them), a hub id or a local
     checkpoint folder."""
@@ -56,18 +62,28 @@ class ExtractConfig:
     frames: int = 16
     """Frames per clip (T)."""
     clips: int = 1
-    """Clips per view (K)."""
+    """Clips per view (K); with --sampling stride the most a view may have (a view needing
+    more fails)."""
     strategy: str = "uniform"
-    """Frame sampling: uniform, windows, skillformer-windows or segments. windows steps by
-    exactly --stride; skillformer-windows places a window's frames as SkillFormer does, evenly
-    over frames x stride frames and rounded down (steps of 4 and 5 for 16 frames at stride 4):
-    use it for a model imported from SkillFormer."""
+    """Frame sampling: uniform, windows, skillformer-windows or segments (clips that are
+    samples of a take), sequence or stride (the take as an ordered clip sequence). windows
+    steps by exactly --stride; skillformer-windows places a window's frames as SkillFormer
+    does, evenly over frames x stride frames and rounded down (steps of 4 and 5 for 16 frames
+    at stride 4): use it for a model imported from SkillFormer. sequence spreads --clips x
+    --frames frames evenly over the whole video, cut in order into --clips clips; stride starts
+    a clip of --frames at --stride every --clip-every frames or seconds, as many as fit."""
     stride: int | None = None
-    """Frame step inside each window (with skillformer-windows a window spans --frames x
-    --stride frames) or each segment. Refused with uniform sampling, where frames are spread
-    over the whole video. Default: 4."""
+    """Frame step inside each window or stride clip (with skillformer-windows a window spans
+    --frames x --stride frames) or each segment. Refused with uniform and sequence sampling,
+    where frames are spread over the whole video. Default: 4."""
     segments: int = 4
     """Number of dense segments with --sampling segments; --frames must be a multiple of it."""
+    clip_every: float | None = None
+    """With --sampling stride (required there, refused otherwise): a clip starts every this
+    many frames, or seconds with --clip-every-unit seconds. Default: none, as the other
+    samplings place their clips themselves."""
+    clip_every_unit: str | None = None
+    """The unit of --clip-every: frames or seconds. Default: frames."""
     jitter: bool = False
     """Seeded random clip positions instead of fixed ones (per take and view)."""
     seed: int = 0
@@ -119,9 +135,13 @@ class ExtractConfig:
         problems = []
         if self.task not in task_names():
             problems.append(f"--task must be one of {', '.join(task_names())}, not {self.task!r}")
-        if self.tokens not in TOKEN_MODES:
+        elif self.pairs and not hasattr(get_task(self.task), "on_pairs"):
+            problems.append(f"--pairs: task {self.task} does not learn from pairs; use --task "
+                            "pairwise")  # fmt: skip
+        self.pairs = [Path(str(path).strip()) for path in self.pairs if str(path).strip()]
+        if self.tokens not in token_mode_names():
             problems.append(
-                f"--tokens must be one of {', '.join(TOKEN_MODES)}, not {self.tokens!r}"
+                f"--tokens must be one of {', '.join(token_mode_names())}, not {self.tokens!r}"
             )
         if self.time_embedding not in TIME_EMBEDDINGS:
             problems.append(
@@ -142,6 +162,13 @@ class ExtractConfig:
             )
         if self.snap not in SNAP_MODES:
             problems.append(f"--snap must be one of {', '.join(SNAP_MODES)}, not {self.snap!r}")
+        if self.clip_every is not None and not self.clip_every > 0:
+            problems.append(f"--clip-every must be positive, not {self.clip_every:g}")
+        if self.clip_every_unit is not None and self.clip_every_unit not in CLIP_EVERY_UNITS:
+            problems.append(
+                f"--clip-every-unit must be one of {', '.join(CLIP_EVERY_UNITS)}, "
+                f"not {self.clip_every_unit!r}"
+            )
         if self.timeout_s <= 0:
             problems.append("--timeout must be positive")
         if self.limit is not None and self.limit < 1:
@@ -186,12 +213,13 @@ class ExtractConfig:
 
     def _derive_sampling(self) -> SamplingConfig:
         segmented = self.strategy == "segments"
-        if self.stride is not None and self.strategy == "uniform":
+        if self.stride is not None and self.strategy in ("uniform", "sequence"):
             raise ConfigError(
-                "--stride is the frame step inside a window or segment; uniform sampling has "
-                "neither (use --sampling windows, skillformer-windows or segments, or leave "
-                "--stride out)"
+                f"--stride is the frame step inside a window or segment; {self.strategy} "
+                "sampling has neither (use --sampling windows, skillformer-windows, segments "
+                "or stride, or leave --stride out)"
             )
+        self._check_clip_every()
         if segmented and self.frames % self.segments:
             raise ConfigError(
                 f"--frames {self.frames} must be a multiple of --segments {self.segments} "
@@ -210,6 +238,44 @@ class ExtractConfig:
                 jitter=self.jitter,
                 seed=self.seed,
                 snap=self.snap,
+                clip_every=self.clip_every,
+                clip_every_unit=self.clip_every_unit or "frames",
             )
         except ValueError as err:  # a safety net: the checks above come first
             raise ConfigError(str(err)) from None
+
+    def _check_clip_every(self) -> None:
+        """--clip-every (with its unit) belongs to stride sampling, which needs it: a whole
+        number of frames, on a fixed grid (no --jitter)."""
+        given = [
+            flag
+            for flag, value in (("--clip-every", self.clip_every),
+                                ("--clip-every-unit", self.clip_every_unit))
+            if value is not None
+        ]  # fmt: skip
+        if self.strategy != "stride":
+            if given:
+                raise ConfigError(
+                    f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to "
+                    f"--sampling stride only, not --sampling "
+                    f"{self.strategy} (use --sampling stride, or leave "
+                    f"{'them' if len(given) > 1 else 'it'} out)"
+                )
+            return
+        if self.clip_every is None:
+            raise ConfigError(
+                "--sampling stride needs --clip-every: a clip starts every N frames (or seconds "
+                "with --clip-every-unit seconds)"
+            )
+        if (self.clip_every_unit or "frames") == "frames" and not float(
+            self.clip_every
+        ).is_integer():
+            raise ConfigError(
+                f"--clip-every {self.clip_every:g} frames is not a whole number of frames "
+                "(use --clip-every-unit seconds for a step in seconds)"
+            )
+        if self.jitter:
+            raise ConfigError(
+                "--jitter: --sampling stride starts its clips on a fixed grid (--clip-every); "
+                "leave --jitter out"
+            )

@@ -32,6 +32,7 @@ import numpy as np
 
 from skill.cache.per_take import STATUS_COMPLETE, take_status
 from skill.cache.recovery import store_write_errors
+from skill.pipeline.sampling import clip_bounds
 from skill.pipeline.takes import Take
 from skill.progress import Task, task
 
@@ -181,11 +182,14 @@ class ExtractLoop:
             return
         result = state.result
         result.valid[v] = True
-        result.frame_index[v] = decoded.indices
-        result.timestamp[v] = decoded.timestamps
+        clips = len(decoded.indices)  # K; stride sampling: the clips that fit (the rest absent)
+        result.frame_index[v, :clips] = decoded.indices
+        result.timestamp[v, :clips] = decoded.timestamps
+        if getattr(result, "clip_time", None) is not None:  # adapt's frame store keeps none
+            result.clip_time[v, :clips] = clip_bounds(decoded.timestamps, decoded.info.fps)
         result.padded[v] = decoded.padded
         result.view_note[v] = decoded.note
-        for k in range(decoded.frames.shape[0]):
+        for k in range(clips):
             self.clip_queue.append((row, v, k, decoded.frames[k]))
             state.clips_waiting += 1
 

@@ -1,47 +1,16 @@
 """Which frames of a video make up each clip.
 
-Four strategies, all deterministic for a given (config, number of frames, key):
-
-- ``uniform``: ``T`` frames spread over the whole video. The video is cut into ``T`` equal
-  bins and one frame is taken per bin. Clip ``k`` of ``K`` takes the point at fraction
-  ``(k + 0.5) / K`` of each bin (``K = 1``: the bin centres, the usual test-time choice), or
-  a random point per bin with ``jitter=True`` (TSN-style training sampling).
-- ``windows``: ``K`` windows of ``T`` frames at stride ``s`` (span ``(T - 1) * s + 1``),
-  window ``k`` centred in the ``k``-th of ``K`` equal parts of the video (or at a random
-  point of that part with ``jitter=True``), clamped to the video.
-- ``skillformer-windows``: SkillFormer's placement of such windows (EdoWhite/SkillFormer,
-  ``sample_frame_indices`` at rate ``s``): ``np.linspace(start, start + T * s, T)``, clipped
-  to ``start + T * s - 1`` and cast to int, so the steps are ``T * s / (T - 1)`` truncated
-  (4 and 5 for T = 16, s = 4: offsets 0, 4, 8, 12, 17, ..., 59, 63), not exactly ``s``. The
-  window fits the video when ``num_frames > T * s``; window ``k`` starts in the ``k``-th of
-  ``K`` equal parts of the starts that keep it inside (the middle of that part, or a uniformly
-  random start with ``jitter=True``; ``K = 1`` with jitter is SkillFormer's random window).
-  A video of ``T + 1`` to ``T * s`` frames gets SkillFormer's own rule for it, the same
-  formula from frame 0 to the last frame (``np.linspace(0, n - 1, T)`` clipped to ``n - 2``);
-  one of at most ``T`` frames follows the short-video rule below.
-- ``segments`` (PATS-style): ``n_segments`` short dense segments of ``segment_len``
-  frames at ``segment_stride``, segment ``j`` inside the ``j``-th of ``n_segments`` equal
-  parts of the video, so ``T = n_segments * segment_len``. When the parts are too short
-  for the requested stride, the stride is reduced (down to 1) so that segments never
-  overlap.
-
-Short videos: whenever a clip cannot hold ``T`` distinct frames in the way the strategy
-asks (``num_frames < T``, or a ``windows`` window longer than the video), the clip takes the
-frames it can, in order, and fills the remaining positions at its end with the last frame of
-the video; ``padded`` counts those positions per clip (it is the same for every clip).
-
-Keyframe snapping (``snap="keyframe"``, an explicit option; the default ``"exact"`` keeps the
-positions above): every sampled position moves to the nearest keyframe of the video (ties to
-the earlier one), so that each sampled frame costs one keyframe decode instead of decoding
-from the keyframe before it (``pipeline.decode``, benchmark 6). Positions that snap to the
-same keyframe are kept as they are: the clip repeats that frame (decoded once), the stored
-indices and timestamps show the repetition, and rows stay sorted. A window or segment
-shorter than the keyframe interval therefore collapses onto one or two frames: the mode
-suits ``uniform`` sampling over long videos.
-
-Randomness (only with ``jitter=True``) comes from a generator seeded by a SHA-256 of
-``(seed, key)``, never from Python's salted ``hash()``, so a take samples the same frames
-in every process and every run.
+Four strategies draw ``K`` interchangeable samples of a take (``uniform``, ``windows``,
+``skillformer-windows``, ``segments``: the clip axis is ``samples``); two lay the clips out in
+order over the whole take (``sequence``: K clips evenly; ``stride``: a clip every few frames
+or seconds, as many as fit: the clip axis is ``sequence``). Each is deterministic for a given
+(config, number of frames, key). A clip that cannot hold ``T`` distinct frames repeats the
+video's last frame at its end (``padded`` counts them); a video the ordered strategies cannot
+cover as asked is refused with a one-line reason (`ClipsRefused`), which fails its view.
+``snap="keyframe"`` moves every position to the nearest keyframe. Randomness (only with
+``jitter=True``) comes from a generator seeded by a SHA-256 of ``(seed, key)``, never from
+Python's salted ``hash()``, so a take samples the same frames in every process and every run.
+The rules of each strategy are in docs/sampling.md.
 """
 
 from __future__ import annotations
@@ -52,8 +21,22 @@ from typing import Any
 
 import numpy as np
 
-STRATEGIES: tuple[str, ...] = ("uniform", "windows", "skillformer-windows", "segments")
+STRATEGIES: tuple[str, ...] = (
+    "uniform", "windows", "skillformer-windows", "segments", "sequence", "stride",
+)  # fmt: skip
+SEQUENCE_STRATEGIES: tuple[str, ...] = ("sequence", "stride")
+"""The strategies whose clips form an ordered sequence over the take (`clip_axis`)."""
 SNAP_MODES: tuple[str, ...] = ("exact", "keyframe")
+CLIP_EVERY_UNITS: tuple[str, ...] = ("frames", "seconds")
+
+
+class ClipsRefused(ValueError):
+    """A video that the sampling cannot cover as asked; ``reason`` is one line naming the
+    settings (its view fails with it, the run goes on)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -61,15 +44,15 @@ class SamplingConfig:
     """How clips are sampled from one video."""
 
     strategy: str = "uniform"
-    """One of ``uniform``, ``windows``, ``skillformer-windows``, ``segments`` (see the module
-    docstring)."""
+    """One of ``uniform``, ``windows``, ``skillformer-windows``, ``segments``, ``sequence``,
+    ``stride`` (see the module docstring)."""
     frames: int = 16
     """T: frames per clip."""
     clips: int = 1
-    """K: clips per video."""
+    """K: clips per video (``stride``: the most a video may have)."""
     stride: int = 4
-    """Step between the frames of a window (``windows``; ``skillformer-windows``: the rate of
-    its linspace, a window of ``T * stride`` frames); ignored otherwise."""
+    """Step between the frames of a window (``windows``, ``stride``; ``skillformer-windows``:
+    the rate of its linspace, a window of ``T * stride`` frames); ignored otherwise."""
     n_segments: int | None = None
     """Number of dense segments per clip (``segments`` only, required there)."""
     segment_len: int | None = None
@@ -83,6 +66,10 @@ class SamplingConfig:
     snap: str = "exact"
     """``exact``: the positions the strategy chooses; ``keyframe``: each moved to the nearest
     keyframe (see the module docstring)."""
+    clip_every: float | None = None
+    """A clip starts every this many ``clip_every_unit`` (``stride`` only, required there)."""
+    clip_every_unit: str = "frames"
+    """``frames`` or ``seconds``: the unit of ``clip_every`` (``stride`` only)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -96,6 +83,32 @@ class SamplingConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"sampling seed must be an integer >= 0, got {self.seed!r}")
         self._check_segment_fields()
+        self._check_stride_fields()
+
+    def _check_stride_fields(self) -> None:
+        """``clip_every`` is required by, and only allowed with, strategy 'stride'; a stride
+        clip grid is fixed (no jitter), and a step in frames is a whole number of frames."""
+        if self.strategy != "stride":
+            given = ["clip_every"] if self.clip_every is not None else []
+            given += ["clip_every_unit"] if self.clip_every_unit != "frames" else []
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} only apply to strategy 'stride', not {self.strategy!r}"
+                )
+            return
+        every, unit = self.clip_every, self.clip_every_unit
+        if unit not in CLIP_EVERY_UNITS:
+            raise ValueError(f"sampling clip_every_unit {unit!r} is not one of {CLIP_EVERY_UNITS}")
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
+            raise ValueError(f"strategy 'stride' needs clip_every > 0, got {every!r}")
+        if unit == "frames":
+            if not float(every).is_integer():
+                raise ValueError(f"clip_every {every!r} frames is not a whole number of frames")
+            object.__setattr__(self, "clip_every", int(every))  # 2.0 from a CLI float: 2
+        if self.jitter:
+            raise ValueError(
+                "strategy 'stride' places clips on a fixed grid: jitter does not apply"
+            )
 
     def _check_segment_fields(self) -> None:
         """Segment settings are required by, and only allowed with, strategy 'segments'."""
@@ -124,11 +137,13 @@ class SamplingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict, for provenance records. ``snap`` is written only when it is
-        not ``exact``: records made before the option existed were exact, and stay equal to
-        new exact ones, while a keyframe record never equals an exact one."""
+        not ``exact``, and ``clip_every`` with its unit only for ``stride``: records made
+        before those options existed stay equal to new ones that do not use them."""
         record = asdict(self)
         if record["snap"] == "exact":
             del record["snap"]
+        if record["clip_every"] is None:
+            del record["clip_every"], record["clip_every_unit"]
         return record
 
     @classmethod
@@ -154,16 +169,30 @@ class SampledIndices:
     padded: int
 
 
-def sample_indices(num_frames: int, cfg: SamplingConfig, key: str) -> SampledIndices:
+def clip_axis(cfg: SamplingConfig) -> str:
+    """``"sequence"`` when the clips are the take in order (strategies ``sequence`` and
+    ``stride``), ``"samples"`` when they are interchangeable samples of it (the others)."""
+    return "sequence" if cfg.strategy in SEQUENCE_STRATEGIES else "samples"
+
+
+def sample_indices(
+    num_frames: int, cfg: SamplingConfig, key: str, fps: float | None = None
+) -> SampledIndices:
     """Choose K clips of T frame positions from a video of ``num_frames`` frames.
 
-    ``key`` identifies the video (e.g. ``"<take>/<view>"``) and seeds the jitter.
-    Returns indices of shape (K, T), int64.
+    ``key`` identifies the video (e.g. ``"<take>/<view>"``) and seeds the jitter; ``fps``,
+    its frame rate, is needed by ``stride`` sampling in seconds only.
+    Returns indices of shape (K, T), int64; ``stride``: (K_take, T), the clips that fit, at
+    most K. `ClipsRefused` for a video the ordered strategies cannot cover as asked.
     """
     if isinstance(num_frames, bool) or int(num_frames) != num_frames or num_frames < 1:
         raise ValueError(f"cannot sample from a video with {num_frames!r} frames")
     num_frames = int(num_frames)
     rng = _rng_for(cfg.seed, key) if cfg.jitter else None
+    if cfg.strategy == "sequence":
+        return _sequence(num_frames, cfg, rng)
+    if cfg.strategy == "stride":
+        return _stride(num_frames, cfg, fps)
     if num_frames < cfg.frames:
         return _all_frames_then_pad(num_frames, cfg)
     if cfg.strategy == "uniform":
@@ -272,6 +301,63 @@ def _segments_clip(
         start = int(bounds[j]) + min(int(offsets[j] * (slack + 1)), slack)
         rows.append(start + stride * np.arange(length))
     return np.concatenate(rows)
+
+
+def _sequence(
+    num_frames: int, cfg: SamplingConfig, rng: np.random.Generator | None
+) -> SampledIndices:
+    """K * T positions spread over the whole video, one per equal bin (its centre, or a
+    random point with jitter), cut in order into K clips of T."""
+    if num_frames < cfg.frames:
+        raise ClipsRefused(
+            f"a clip of --frames {cfg.frames} is longer than the video ({num_frames} frames)"
+        )
+    total = cfg.clips * cfg.frames
+    where = np.full(total, 0.5) if rng is None else rng.random(total)
+    position = np.floor((np.arange(total) + where) * (num_frames / total)).astype(np.int64)
+    indices = np.minimum(position, num_frames - 1).reshape(cfg.clips, cfg.frames)
+    return SampledIndices(indices, padded=0)
+
+
+def _stride(num_frames: int, cfg: SamplingConfig, fps: float | None) -> SampledIndices:
+    """A clip of T frames at ``stride`` starting every ``clip_every`` frames or seconds from
+    the first frame, as many as fit whole in the video (K_take <= K)."""
+    span = (cfg.frames - 1) * cfg.stride + 1
+    if span > num_frames:
+        raise ClipsRefused(
+            f"a clip of --frames {cfg.frames} at --stride {cfg.stride} spans {span} frames, "
+            f"longer than the video ({num_frames} frames)"
+        )
+    every = f"--clip-every {cfg.clip_every:g} {cfg.clip_every_unit}"
+    if cfg.clip_every_unit == "frames":
+        step = float(cfg.clip_every)
+    elif fps is None or not fps > 0:
+        raise ClipsRefused(f"{every} needs the video's frame rate, which it does not state")
+    else:
+        step = cfg.clip_every * fps
+        if step < 1:
+            raise ClipsRefused(
+                f"{every} is less than one frame at the video's {fps:g} fps: it gives no clip "
+                "of its own (use a longer --clip-every)"
+            )
+    count = int(np.floor((num_frames - span) / step + 1e-9)) + 1
+    if count > cfg.clips:
+        raise ClipsRefused(
+            f"stride sampling needs {count} clips ({every} over {num_frames} frames), more "
+            f"than --clips {cfg.clips}"
+        )
+    starts = np.minimum(np.floor(np.arange(count) * step + 0.5).astype(np.int64), num_frames - span)
+    indices = starts[:, None] + cfg.stride * np.arange(cfg.frames, dtype=np.int64)
+    return SampledIndices(indices, padded=0)
+
+
+def clip_bounds(timestamps: np.ndarray, fps: float) -> np.ndarray:
+    """``(K, 2)`` float [start, end) seconds of clips whose frames lie at ``timestamps (K, T)``
+    (rows sorted): the first frame's time, and the last frame's time plus one frame
+    (``1 / fps``; nothing when the rate is unknown)."""
+    times = np.asarray(timestamps, dtype=np.float64)
+    frame = 1.0 / fps if fps and fps > 0 else 0.0
+    return np.stack([times[:, 0], times[:, -1] + frame], axis=1)
 
 
 def snap_to_keyframes(indices: np.ndarray, key_positions: np.ndarray) -> np.ndarray:

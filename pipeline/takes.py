@@ -16,15 +16,33 @@ _UNFIT_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")  # separators and Unic
 
 
 @dataclass(frozen=True)
+class Event:
+    """One marked moment of a take: `time` in seconds from the take's start and its
+    `category` (EgoExo4D demonstration: ``good_executions`` or ``tips_for_improvement``);
+    `expert` is who marked it ("" when unknown)."""
+
+    time: float
+    category: str
+    expert: str = ""
+
+
+@dataclass(frozen=True)
 class Take:
     """One performance recorded by several synchronized cameras.
 
     `videos` maps a view name (``ego``, ``exo1`` ...) to an absolute video path, or to None
     when that view is missing for this take (it is then masked, never filled with zeros).
-    `label` is the take's target as the manifest states it (a level's name for
-    classification; checked by the dataset's task, see `tasks`), None for an unlabelled take.
-    `uid` is the dataset's own id of the take where it has one besides the name (EgoExo4D's
-    ``take_uid``), else "". `source` is where the manifest states it: (line, record name).
+    `label` is the take's level as the manifest states it (a level's name, the target of
+    classification and ordinal), None for an unlabelled take; `scores` its named scores as the
+    manifest states them (the target of regression): one number, an object of score name to
+    number or None, or None when it has none. `scenario` is the take's group (scenario, action
+    class, apparatus: the column per-group metrics use). `uid` is the dataset's own id of the
+    take where it has one besides the name (EgoExo4D's ``take_uid``), else "". `source` is
+    where the manifest states it: (line, record name). `target_field` names which of `label`
+    and `scores` is the target of the task the manifest was read for (`read_takes` sets it).
+    `events` are the take's timestamped, categorised moments (`Event`, in the order its format
+    gives: ``egoexo4d-demonstration`` lists good executions, then tips; the target of a task
+    whose ``target_field`` is ``events``), () when it states none.
     """
 
     take_id: str
@@ -34,8 +52,20 @@ class Take:
     participant: str = ""
     split: str = ""
     uid: str = ""
+    scores: float | dict[str, float | None] | None = None
+    events: tuple[Event, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False)
     source: tuple[int | None, str] = field(default=(None, ""), compare=False)
+    target_field: str = field(default="label", compare=False, repr=False)
+
+    @property
+    def target(self) -> object:
+        """The take's target for the task its manifest was read for: its label, its scores
+        (as the manifest states them) or its events as ``(time, category)`` pairs (the task
+        checks and encodes them)."""
+        if self.target_field == "events":  # who marked a moment is not learned
+            return tuple((event.time, event.category) for event in self.events)
+        return self.scores if self.target_field == "scores" else self.label
 
 
 class ManifestError(SkillError, ValueError):

@@ -57,9 +57,17 @@ def segment_path(
     return pos, (tau > 0) & (tau < 1)
 
 
+def cue(table: tuple[float, ...], spec: TakeSpec) -> float:
+    """The take's value of a per-level cue: its level's, or, with a latent skill, the table
+    interpolated between the levels' centres (a level's value at ``level + 0.5``)."""
+    if spec.latent is None:
+        return table[spec.participant.level]
+    return float(np.interp(spec.latent - 0.5, np.arange(len(table)), table))
+
+
 def take_timing(spec: TakeSpec, rng: np.random.Generator) -> dict[str, float]:
     """Start and duration (s) of reach, carry and withdraw; faster for higher levels."""
-    speed = SPEED[spec.participant.level] * spec.participant.speed * np.exp(rng.normal(0, 0.06))
+    speed = cue(SPEED, spec) * spec.participant.speed * np.exp(rng.normal(0, 0.06))
     onset = rng.uniform(0.1, 0.45)
     reach, carry, back = 0.95 / speed, 1.05 / speed, 0.7 / speed
     pause = 0.12 / speed
@@ -88,8 +96,7 @@ def take_layout(spec: TakeSpec, rng: np.random.Generator) -> dict[str, np.ndarra
     ball_xy = np.array(spec.scenario.ball_xy) + jitter[0]
     target_xy = np.array(spec.scenario.target_xy) + jitter[1]
     rest_xy = np.array([0.17, -0.22]) + jitter[2]
-    level = spec.participant.level
-    error = PLACEMENT_ERROR_M[level] * spec.participant.precision * rng.uniform(0.7, 1.3)
+    error = cue(PLACEMENT_ERROR_M, spec) * spec.participant.precision * rng.uniform(0.7, 1.3)
     # Left or right (within 35 degrees): the ego camera behind the ball sees a sideways error
     # best, and the sign is a coin flip, so the mean ball position does not give it away.
     angle = np.pi * rng.integers(0, 2) + rng.uniform(-0.6, 0.6)
@@ -133,7 +140,7 @@ def elbow_trajectory(
 
     The pull runs along the ego camera's line of sight through the elbow, so the forearm
     looks the same in the ego close-up; the exo cameras see the arm bend."""
-    raise_m = ELBOW_RAISE_M[spec.participant.level] * spec.participant.posture
+    raise_m = cue(ELBOW_RAISE_M, spec) * spec.participant.posture
     raise_m *= rng.uniform(0.85, 1.15)
     rest = 0.5 * (shoulder + hand) + np.array([0.06, -0.03, -0.09])
     towards_eye = head - rest
@@ -167,7 +174,7 @@ def add_tremor(
     rng: np.random.Generator,
 ) -> None:
     """Shake the hand (and the held ball) along the ego line of sight, in place."""
-    amplitude = TREMOR_M[spec.participant.level] * spec.participant.tremor
+    amplitude = cue(TREMOR_M, spec) * spec.participant.tremor
     amplitude *= np.exp(rng.normal(0, 0.18))
     shake = tremor_signal(times, amplitude, rng)
     moving = (times > timing["reach_at"]) & (times < timing["back_at"] + timing["back"])

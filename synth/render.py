@@ -83,15 +83,17 @@ def sensor_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray
     return noise_bank()[start : start + count].reshape(shape)
 
 
-def finish_image(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Exposure, a lighting gradient, flicker and sensor noise, in place on `image`
-    (F, H, W, 3) float in [0, 1]; returns uint8 of the same shape."""
+def finish_image(
+    image: np.ndarray, rng: np.random.Generator, flicker_phase: float = 0.0
+) -> np.ndarray:
+    """Exposure, a lighting gradient, flicker (starting at `flicker_phase` radians) and sensor
+    noise, in place on `image` (F, H, W, 3) float in [0, 1]; returns uint8 of the same shape."""
     n, size = image.shape[:2]
     ramp = np.arange(size, dtype=np.float32) / size - 0.5
     tilt = rng.uniform(-0.15, 0.15, 2).astype(np.float32)
     gradient = 1.0 + tilt[0] * ramp[None, :] + tilt[1] * ramp[:, None]
     gain = (rng.uniform(0.94, 1.06) * rng.uniform(0.97, 1.03, 3) * 255).astype(np.float32)
-    flicker = 1.0 + 0.03 * np.sin(np.arange(n) * rng.uniform(0.2, 1.0))
+    flicker = 1.0 + 0.03 * np.sin(np.arange(n) * rng.uniform(0.2, 1.0) + flicker_phase)
     image *= gradient[..., None] * gain
     image *= flicker.astype(np.float32)[:, None, None, None]
     sigma = np.float32(255 * rng.uniform(0.008, 0.02))

@@ -75,3 +75,40 @@ EXO_RIGS: tuple[tuple[tuple[float, float, float], tuple[float, float, float], fl
     ((0.8, -0.8, 1.2), (0.0, 0.0, 0.05), 1.4),  # exo4: high, behind the right shoulder
 )
 EGO_FOCAL = 2.2
+
+
+# ---- the order kind (docs/synth.md): a procedure of distinct steps, levels differ in order
+ORDER_LEVELS: tuple[int, ...] = (0, 3)
+"""Levels of an order dataset (indices into the labels): Novice and Late Expert."""
+
+
+@dataclass(frozen=True)
+class StepDrawing:
+    """How one step of the procedure looks: the same at every level and in every slot."""
+
+    colour: tuple[float, float, float]
+    """RGB colour of the step's object (saturated: a tiny backbone's pooled token sees it)."""
+    shape: str
+    """ball (one sphere), bar (a thick rod) or pair (two spheres)."""
+    size_m: float
+    """Radius of a sphere or of the rod, in metres."""
+    motion: str
+    """How the object moves during the step (`synth.procedure.step_path`)."""
+
+
+# The canonical order. Each step differs from every other in colour, and most in shape and
+# motion too, so that any frame tells which step it shows.
+STEPS: tuple[StepDrawing, ...] = (
+    StepDrawing((0.9, 0.12, 0.1), "ball", 0.12, "circle"),
+    StepDrawing((1.0, 0.55, 0.05), "bar", 0.05, "spin"),
+    StepDrawing((0.95, 0.9, 0.1), "pair", 0.09, "sweep"),
+    StepDrawing((0.15, 0.8, 0.2), "ball", 0.12, "hop"),
+    StepDrawing((0.1, 0.85, 0.9), "bar", 0.05, "nod"),
+    StepDrawing((0.15, 0.25, 0.95), "ball", 0.12, "sweep"),
+    StepDrawing((0.9, 0.2, 0.85), "pair", 0.09, "circle"),
+    StepDrawing((0.95, 0.95, 0.95), "bar", 0.05, "spin"),
+)
+WORK_XY = (0.0, 0.05)
+"""Centre of the work area on the table, where every step happens."""
+MAT_COLOUR = (0.32, 0.32, 0.34)
+"""The grey mat (the target disc of the cues kind) under the work area."""

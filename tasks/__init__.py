@@ -4,7 +4,15 @@ Add a task: one file in this package ending in ``register_task(...)``, plus one 
 below; every stage then finds it by the name a store records.
 """
 
-from skill.tasks import classification  # noqa: F401  (registers itself)
+# One line per task: importing its file registers it.
+# isort: off
+from skill.tasks import classification  # noqa: F401
+from skill.tasks import demonstration  # noqa: F401
+from skill.tasks import ordinal  # noqa: F401
+from skill.tasks import pairwise  # noqa: F401
+from skill.tasks import regression  # noqa: F401
+
+# isort: on
 from skill.tasks.base import TargetError, TargetSpec, Task, encode_all
 from skill.tasks.registry import (
     DEFAULT_TASK,

@@ -61,8 +61,14 @@ class Task(Protocol):
     """Metrics a sweep tabulates (mean and spread over seeds), the first one headlined."""
     baseline_name: str
     """The baseline every result is printed beside (classification: ``majority``)."""
+    baseline_metrics: tuple[str, ...]
+    """The table metrics a sweep shows the baseline's value of (classification: ``top1``;
+    optional: the headline alone when a task leaves it out)."""
     metric_labels: dict[str, str]
     """Short names of metrics for table headers (e.g. ``top1`` -> ``top-1``), where wanted."""
+    class_probabilities: bool
+    """Whether the scores are probabilities over the schema's ``labels`` with a
+    ``predicted`` label column (what EgoExo4D's prediction files are written from)."""
 
     # ---- the target in the manifest and the store (numpy only)
     def schema(self, declared: dict | None) -> dict:
@@ -112,6 +118,17 @@ class Task(Protocol):
         """A head's raw outputs ``(..., O)`` (torch) as the scores averaged over clips and
         views at evaluation (classification: probabilities)."""
 
+    def fuse_views(self, outputs, mask):
+        """Per-view outputs ``(B, V, O)`` (torch) and the view mask ``(B, V)`` as one output
+        ``(B, O)`` whose scores are the mean of the valid views' scores: what a late-fusion
+        head outputs (classification: the log of the mean softmax)."""
+
+    def for_run(self, summary: dict) -> Task:
+        """This task as a run whose training targets ``summary`` (``train_summary``) describes
+        applies it to its heads' outputs (regression: scores back in their own units from the
+        standardised outputs it trains); a task whose outputs need nothing of the training
+        targets returns itself."""
+
     def validation_row(self, scores: np.ndarray, targets: np.ndarray) -> dict:
         """``val_<name>`` scores of the validation split, ``val_loss`` among them."""
 
@@ -139,6 +156,10 @@ class Task(Protocol):
 
     def plot_run(self, folder: Path, metrics: dict, schema: dict, title: str) -> list[str]:
         """Write the task's figures of a run into ``folder``; returns their file names."""
+
+    # Optional: a task that plots a run's predictions themselves (regression's scatter) has
+    # ``plot_predictions(folder, predicted, metrics, schema, title) -> list[str]``, where
+    # ``predicted`` is split -> {"targets", "scores", "groups"} of the val and test takes.
 
     def lightgbm_objective(self, schema: dict) -> dict:
         """LightGBM's objective parameters (raises ValueError if it has none for the task)."""

@@ -31,7 +31,9 @@ class Classification:
     monitors = ("balanced_accuracy", "loss")
     table_metrics = ("top1", "balanced_accuracy", "macro_f1")
     baseline_name = "majority"
+    baseline_metrics = ("top1",)
     metric_labels = {"top1": "top-1", "balanced_accuracy": "bal.acc", "macro_f1": "macro-F1"}
+    class_probabilities = True
 
     # ---- the target in the manifest and the store
     def schema(self, declared: dict | None) -> dict:
@@ -112,6 +114,20 @@ class Classification:
         import torch
 
         return torch.softmax(outputs.float(), dim=-1)
+
+    def fuse_views(self, outputs, mask):
+        """``log(mean over valid views of softmax(outputs_v))``: the official EgoExo4D
+        baselines' and scorer's fusion; cross-entropy on it is the NLL of the mean."""
+        import torch
+
+        log_probs = torch.log_softmax(outputs, dim=-1)  # (B, V, C)
+        # Missing views get log-probability -inf, i.e. probability 0 in the sum.
+        log_probs = log_probs.masked_fill(~mask[:, :, None], -math.inf)
+        count = mask.sum(dim=1, keepdim=True).to(log_probs.dtype)  # (B, 1)
+        return torch.logsumexp(log_probs, dim=1) - torch.log(count)  # (B, C)
+
+    def for_run(self, summary: dict) -> Classification:
+        return self
 
     def validation_row(self, scores: np.ndarray, targets: np.ndarray) -> dict:
         y_true = np.asarray(targets, dtype=np.int64)

@@ -103,6 +103,7 @@ def snapshot(path: Path) -> dict[str, np.ndarray]:
         "view_error": store.view_errors(),
         "frame_index": store.frame_index(),
         "timestamp": np.asarray(group["timestamp"][:n]),
+        "clip_time": store.clip_times(),
         "padded": store.padded_frames(),
         "tokens": store.read_tokens(np.arange(n), views).view(np.uint16),
     }

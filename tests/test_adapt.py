@@ -429,9 +429,10 @@ def test_a_frame_store_of_another_task_or_an_older_format_is_refused(dataset, tm
 
 
 def neural_heads() -> list[str]:
-    from skill.heads.registry import head_class, head_names, is_trainable
+    from skill.heads.registry import HEAD_READS, head_class, head_names, is_trainable
 
-    return [name for name in head_names() if not is_trainable(head_class(name))]
+    # adapt feeds one clip at a time: heads that read clip sequences are not for it
+    return [n for n in head_names() if not is_trainable(head_class(n)) and HEAD_READS[n] == "clip"]
 
 
 @pytest.mark.parametrize("head", neural_heads())
@@ -687,3 +688,20 @@ def test_an_adapt_that_stopped_early_and_failed_to_publish_publishes_the_same_on
     assert resumed.metrics["history"] == reference.metrics["history"]
     want = (tmp_path / "ref" / "adapter" / "adapter_model.safetensors").read_bytes()
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == want
+
+
+@pytest.mark.parametrize("strategy", ["sequence", "stride"])
+def test_adapt_refuses_an_ordered_clip_sequence(strategy):
+    from skill.adapt.config import FrameDecoding
+    from skill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"--sampling {strategy} makes an ordered clip sequence"):
+        FrameDecoding(manifest="m.jsonl", strategy=strategy, frames=8)
+
+
+def test_adapt_refuses_a_sequence_head_with_advice_for_adapt():
+    from skill.adapt.config import AdaptConfig
+    from skill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--head seqformer reads an ordered clip sequence"):
+        AdaptConfig.from_settings(Path("m.jsonl"), Path("o"), head="seqformer")

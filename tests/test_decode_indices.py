@@ -153,12 +153,13 @@ def test_undecodable_leading_frames_fail_the_view_with_true_positions(videos) ->
 
 def test_a_late_seek_is_redone_from_the_start(videos, monkeypatch) -> None:
     """A seek that lands after its target must not let later frames be counted from it."""
-    import skill.pipeline.decode.pyav_reader as pyav_reader
+    import skill.pipeline.decode.plan as plan
 
-    original = pyav_reader._keyframe_before
+    original = plan.keyframe_before
     monkeypatch.setattr(  # claim a keyframe after the target: the seek lands late
-        pyav_reader, "_keyframe_before", lambda p, keys: min(original(p, keys) + 13, FRAMES - 1)
+        plan, "keyframe_before", lambda p, keys: min(original(p, keys) + 13, FRAMES - 1)
     )
+    monkeypatch.setattr(plan, "SEEK_GAP", 0)  # seek to every span, however short the gap
     sampling = SamplingConfig("uniform", frames=6)
     view = decode_view(videos["h264"], sampling, "s", GEOMETRY, backend="pyav")
     np.testing.assert_allclose(_levels(view), _grey(view.indices), atol=1.4)

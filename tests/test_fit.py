@@ -15,7 +15,7 @@ from skill.heads import HEADS, head_names
 from skill.heads.config import FitConfig
 from skill.heads.data import load_selection, resolve_views, split_takes
 from skill.heads.lgbm import LightGBMSettings
-from skill.heads.registry import is_trainable, resolve_head
+from skill.heads.registry import HEAD_READS, is_trainable, resolve_head
 from skill.heads.train import fit
 from skill.heads.trainer import drop_views
 from skill.tasks import get_task
@@ -45,7 +45,7 @@ def quick(store, tmp_path, **overrides) -> FitConfig:
     )
 
 
-@pytest.mark.parametrize("head", head_names())
+@pytest.mark.parametrize("head", [h for h in head_names() if HEAD_READS[h] == "clip"])
 def test_every_head_beats_chance_clearly(head, store, selection, tmp_path):
     result = fit(quick(store, tmp_path, head=head), selection=selection)
     for split in ("val", "test"):
@@ -264,7 +264,9 @@ def test_metrics_and_baselines():
     assert metrics["per_scenario"] == {"a": {"n": 4, "top1": 0.75}, "b": {"n": 4, "top1": 0.5}}
 
 
-@pytest.mark.parametrize("name", [h for h in head_names() if not is_trainable(HEADS[h])])
+@pytest.mark.parametrize(
+    "name", [h for h in head_names() if not is_trainable(HEADS[h]) and HEAD_READS[h] == "clip"]
+)
 def test_tokens_pooled_once_give_the_same_logits_as_raw_tokens(selection, name):
     """A head flagged ``pools_tokens`` is trained on ``head_input`` (the per-view token mean
     computed once); the flag is only right if that input changes nothing."""

@@ -20,10 +20,12 @@ from skill.heads import HEADS, build_head, head_names
 from skill.heads._ops import masked_mean, pool_tokens
 from skill.heads.cvf import ViewAttentionPool
 from skill.heads.lgbm import LightGBMSettings
-from skill.heads.registry import is_trainable
+from skill.heads.registry import HEAD_READS, is_trainable
 
 ALL_HEADS = head_names()
-NEURAL_HEADS = [name for name in ALL_HEADS if not is_trainable(HEADS[name])]
+# Heads that read one clip at a time; those that read clip sequences: tests/test_sequence_heads.py
+CLIP_HEADS = [name for name in ALL_HEADS if HEAD_READS[name] == "clip"]
+NEURAL_HEADS = [name for name in CLIP_HEADS if not is_trainable(HEADS[name])]
 # Extra head configurations exercised by the behaviour tests (temporal with its encoder layer).
 VARIANTS = {"temporal": [{"encoder_layers": 1}]}
 CONFIGS = [(name, {}) for name in NEURAL_HEADS] + [
@@ -430,7 +432,7 @@ QUICK = dict(epochs=3, batch_size=16, lr=3e-3, hidden=16, patience=0, plots=Fals
              lightgbm=LightGBMSettings(lgbm_rounds=20, lgbm_learning_rate=0.1))  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ALL_HEADS)
+@pytest.mark.parametrize("name", CLIP_HEADS)
 def test_every_head_fits_predicts_and_reloads_identically(name, store, tmp_path):
     from skill.heads.config import FitConfig
     from skill.heads.interface import TrainableHead

@@ -454,7 +454,7 @@ BAD_MANIFESTS = [
         1,
         ("cannot tell the manifest format",),
     ),
-    Bad("fmt.jsonl", jsonl(SKILL_OK), None, ("unknown manifest format 'csv'",), fmt="csv"),
+    Bad("fmt.jsonl", jsonl(SKILL_OK), None, ("unknown manifest format 'xlsx'",), fmt="xlsx"),
     # EgoExo4D official format
     Bad(
         "proficiency_demonstrator_train.json",

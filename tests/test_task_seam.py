@@ -29,6 +29,7 @@ class TwoScores:
     table_metrics = ("rmse", "mae")
     baseline_name = "mean"
     metric_labels = {"rmse": "RMSE"}
+    class_probabilities = False
 
     def schema(self, declared):
         return {"scores": list((declared or {}).get("scores") or SCORES)}
@@ -76,6 +77,13 @@ class TwoScores:
 
     def to_scores(self, outputs):
         return outputs.float()
+
+    def fuse_views(self, outputs, mask):
+        weights = mask[:, :, None].to(outputs.dtype)
+        return (outputs * weights).sum(dim=1) / weights.sum(dim=1)
+
+    def for_run(self, summary):
+        return self
 
     def validation_row(self, scores, targets):
         return {"val_loss": float(((scores - targets) ** 2).mean())}

@@ -1,14 +1,16 @@
 """PyAV as a decoder: the default one, and the one that reads every file it can open. Only
-the sampled frames are decoded, in increasing order: a seek to the keyframe before each group
-of wanted frames, decoding forward while matching frames to positions by presentation time,
-skipping H.264 pictures no other frame refers to, and, when timestamps cannot identify frames
-(AVI), one pass from the start whose frame count is verified packet by packet. Any decoder
-error up to the last wanted frame fails the view: a damaged frame is never replaced by
-another (docs/decoding.md, "Reading only what is sampled" and "Corrupt data")."""
+the sampled frames are decoded, in increasing order, following the read plan of ``plan.py``:
+each keyframe interval holding wanted frames is decoded from its keyframe, reached by a seek
+across a long gap or by reading on and dropping the packets of a short one, while frames are
+matched to positions by presentation time and H.264 pictures no other frame refers to are
+skipped; when timestamps cannot identify frames (AVI), one pass from the start whose frame
+count is verified packet by packet. Any decoder error up to the last wanted frame fails the
+view: a damaged frame is never replaced by another (docs/decoding.md, "Reading only what is
+sampled" and "Corrupt data")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from skill.pipeline.decode.index import (
     open_container,
     undecodable_reason,
 )
+from skill.pipeline.decode.plan import Span, one_pass, plan_spans, runs_of
 from skill.pipeline.decode.registry import Backend, register
 
 
@@ -38,12 +41,14 @@ def read_pyav(
     wanted: np.ndarray,
     geometry: FrameGeometry,
     threads: int,
+    seek_gap: int | None = None,
 ) -> dict[int, np.ndarray]:
-    """Frames at the sorted unique positions ``wanted`` with PyAV."""
+    """Frames at the sorted unique positions ``wanted`` with PyAV; ``seek_gap``: the read
+    plan's (``plan.plan_spans``; None: its default)."""
     reader = PyAVFrameReader(path, info, geometry, threads)
     if index.pts is not None:
         try:
-            return reader.read_by_timestamp(index, wanted)
+            return reader.read_by_timestamp(index, wanted, seek_gap)
         except _TimestampsUnusable:
             pass
     return reader.read_in_order(index, wanted)
@@ -64,69 +69,94 @@ class PyAVFrameReader:
         configure_decoder(stream, self.threads)
         return container, stream
 
-    def read_by_timestamp(self, index: StreamIndex, wanted: np.ndarray) -> dict[int, np.ndarray]:
-        """Seek to the keyframe before each group of wanted frames, match frames by pts.
-        When a seek lands on a frame the decoder does not decode as a keyframe (the
-        container's keyframe flags are wrong), everything is decoded from the start."""
-        try:
-            return self._read_seeking(index, wanted, index.key_positions)
-        except _SeekUntrusted:
-            return self._read_seeking(index, wanted, index.key_positions[:0])
-
-    def _read_seeking(
-        self, index: StreamIndex, wanted: np.ndarray, key_positions: np.ndarray
+    def read_by_timestamp(
+        self, index: StreamIndex, wanted: np.ndarray, seek_gap: int | None = None
     ) -> dict[int, np.ndarray]:
-        """``read_by_timestamp`` seeking to ``key_positions`` (none: one pass from the start)."""
+        """Decode the spans of the read plan, matching frames by pts. When a restart at a
+        keyframe gives a frame the decoder does not decode as a keyframe (the container's
+        keyframe flags are wrong), everything is decoded from the start."""
+        try:
+            return self._read_spans(
+                index, wanted, plan_spans(wanted, index.key_positions, seek_gap)
+            )
+        except _SeekUntrusted:
+            return self._read_spans(index, wanted, one_pass(wanted))
+
+    def _read_spans(
+        self, index: StreamIndex, wanted: np.ndarray, spans: list[Span]
+    ) -> dict[int, np.ndarray]:
+        """``read_by_timestamp`` for one plan: each run of spans after its seek (the first
+        run from the start when it has none). A seek that lands late shows that the
+        container's seeks cannot be trusted: that run and all later spans are then read in
+        one pass from the start."""
         out: dict[int, np.ndarray] = {}
         container, stream = self.open()
+        runs = runs_of(spans)
         try:
-            for group in _seek_groups(wanted, key_positions):
-                keyframe = _keyframe_before(int(group[0]), key_positions)
-                seek = bool(out) or keyframe > 0
-                if seek:
-                    container.seek(int(index.pts[keyframe]), stream=stream, backward=True)
+            for number, run in enumerate(runs):
+                if run[0].seek:
+                    container.seek(int(index.pts[run[0].keyframe]), stream=stream, backward=True)
                 try:
-                    self._read_group(container, stream, index, group, out, from_start=not seek)
+                    self._read_run(container, stream, index, run, out, sought=run[0].seek)
                 except _SeekLate:
-                    # The seek landed after the group: decode it from the very start instead.
                     container.close()
                     container, stream = self.open()
-                    self._read_group(container, stream, index, group, out, from_start=True)
+                    rest = [span for later in runs[number:] for span in later]
+                    self._read_run(container, stream, index, rest, out, sought=False)
+                    break
         finally:
             container.close()
         _check_all_read(self.path, self.info, wanted, out)
         return out
 
-    def _read_group(
+    def _read_run(
         self,
         container: Any,
         stream: Any,
         index: StreamIndex,
-        group: np.ndarray,
+        run: list[Span],
         out: dict,
-        from_start: bool = False,
+        sought: bool,
     ) -> None:
-        """Decode forward from the current seek point to the last frame of ``group``; packets
-        of other frames are decoded only when they are references (H.264: ``_skips_safely``)."""
-        wanted_set, last_wanted, previous = {int(i) for i in group}, int(group[-1]), -1
-        first_wanted = int(group[0])
-        needed_pts = {int(index.pts[i]) for i in group} if _skips_safely(stream) else None
-        frames = _decoded_frames(container, stream, self.path, self.info, needed_pts)
+        """Decode a run of spans from the container's position: just sought to the first
+        span's keyframe, or the start of the stream. Packets before a span's keyframe are
+        dropped once the spans before it are complete, and the decoder restarts at the
+        keyframe; packets of other frames are decoded only when they are references (H.264:
+        ``_skips_safely``)."""
+        cursor = _RunCursor(index, run, sought)
+        wanted_set = {int(i) for s in run for i in s.wanted}
+        needed_pts = {int(index.pts[i]) for i in wanted_set} if _skips_safely(stream) else None
+        previous = -1
+        frames = _decoded_frames(container, stream, self.path, self.info, needed_pts, cursor.gate)
         for frame in frames:
             position = _frame_position(frame, index)
+            if cursor.first_out:
+                self._check_first_frame(frame, position, index, cursor)
+                previous, cursor.first_out = -1, ""
             if position <= previous:
                 raise _TimestampsUnusable("decoder output is not in pts order")
-            if previous < 0 and position > first_wanted:
-                if from_start:
-                    raise DecodeError(self.path, undecodable_reason(index, position))
-                raise _SeekLate()
-            if previous < 0 and not from_start and (not frame.key_frame or frame.is_corrupt):
-                raise _SeekUntrusted()
             previous = position
             if position in wanted_set:
                 out[position] = self.clip_frame(frame, position)
-            if position >= last_wanted:
+            if cursor.passed(position):
                 return
+        if cursor.first_out == "seek":  # the seek landed at or near the end: nothing came out
+            raise _SeekLate()
+
+    def _check_first_frame(
+        self, frame: Any, position: int, index: StreamIndex, cursor: _RunCursor
+    ) -> None:
+        """The first frame out after the start, a seek or a restart must be at or before the
+        span's first wanted frame, and after a seek or restart a keyframe to the decoder."""
+        late = position > int(cursor.span.wanted[0])
+        if cursor.first_out == "start":
+            if late:
+                raise DecodeError(self.path, undecodable_reason(index, position))
+            return
+        if late and cursor.first_out == "seek":
+            raise _SeekLate()
+        if late or not frame.key_frame or frame.is_corrupt:
+            raise _SeekUntrusted()
 
     def read_in_order(self, index: StreamIndex, wanted: np.ndarray) -> dict[int, np.ndarray]:
         """Decode from the start when timestamps cannot identify frames (AVI stores decode
@@ -181,11 +211,56 @@ class PyAVFrameReader:
 
 
 class _SeekLate(Exception):
-    """A seek landed after the first frame of its group."""
+    """A seek landed after the first wanted frame of its span, or on no frame at all."""
 
 
 class _SeekUntrusted(Exception):
-    """A seek to a flagged keyframe gave a frame the decoder does not decode as one."""
+    """A seek or restart at a flagged keyframe gave a frame the decoder does not decode as
+    one."""
+
+
+class _RunCursor:
+    """Where the reading of a run of spans stands: the span being read, whether packets are
+    dropped until its keyframe, and which check the next frame out must pass."""
+
+    def __init__(self, index: StreamIndex, run: list[Span], sought: bool):
+        self.run, self.current = run, 0
+        self.keyframe_pts = {int(index.pts[s.keyframe]): n for n, s in enumerate(run)}
+        self.keyframes_fed: set[int] = set()
+        self.waiting = not sought and run[0].keyframe > 0
+        self.fed = False  # whether the decoder holds packets that a restart must flush
+        self.first_out = "seek" if sought else "restart" if self.waiting else "start"
+
+    @property
+    def span(self) -> Span:
+        return self.run[self.current]
+
+    def gate(self, packet: Any) -> str:
+        """What to do with the next packet: "drop" it, "feed" it, or "restart" the decoder
+        at it (flush, then feed)."""
+        if self.waiting:
+            if not packet.size or self.keyframe_pts.get(packet.pts) != self.current:
+                return "drop"
+            self.waiting, self.first_out = False, "restart"
+            action = "restart" if self.fed else "feed"
+        else:
+            action = "feed"
+        if packet.size and packet.pts in self.keyframe_pts:
+            self.keyframes_fed.add(self.keyframe_pts[packet.pts])
+        self.fed = True
+        return action
+
+    def passed(self, position: int) -> bool:
+        """Move past the spans complete once ``position`` is out; True when all are. A next
+        span whose keyframe was not fed yet is reached by dropping packets up to it."""
+        moved = False
+        while self.current < len(self.run) and position >= int(self.span.wanted[-1]):
+            self.current, moved = self.current + 1, True
+        if self.current == len(self.run):
+            return True
+        if moved and self.current not in self.keyframes_fed:
+            self.waiting = True
+        return False
 
 
 def _unverified_reason(position: int, packets: int) -> str:
@@ -194,22 +269,6 @@ def _unverified_reason(position: int, packets: int) -> str:
         f"decoder's output does not follow its input (frame {position} came out after "
         f"{packets} packets: a frame was dropped or could not be decoded)"
     )
-
-
-def _keyframe_before(position: int, key_positions: np.ndarray) -> int:
-    """Position of the last keyframe at or before ``position`` (0 when none is known)."""
-    at = int(np.searchsorted(key_positions, position, side="right")) - 1
-    return int(key_positions[at]) if at >= 0 else 0
-
-
-def _seek_groups(wanted: np.ndarray, key_positions: np.ndarray) -> list[np.ndarray]:
-    """Split sorted wanted positions where a keyframe lies after one wanted frame and at or
-    before the next: seeking there skips decoding the frames in between."""
-    starts = [0]
-    for i in range(1, len(wanted)):
-        if _keyframe_before(int(wanted[i]), key_positions) > int(wanted[i - 1]):
-            starts.append(i)
-    return [wanted[a:b] for a, b in zip(starts, [*starts[1:], len(wanted)], strict=True)]
 
 
 def _frame_position(frame: Any, index: StreamIndex) -> int:
@@ -261,18 +320,26 @@ def _decoded_frames(
     path: str,
     info: VideoInfo,
     needed_pts: set[int] | None = None,
+    gate: Callable[[Any], str] | None = None,
 ) -> Iterator[Any]:
     """Frames in presentation order; FFmpeg errors become DecodeError ('corrupt bitstream').
 
     With ``needed_pts``, a packet whose pts is not among them is decoded with
     ``skip_frame="NONREF"``: dropped by the decoder unless another frame refers to it. The
     setting is read by the decoder per packet (frame threads copy it when the packet is
-    submitted), so a needed frame's packet is always decoded in full."""
+    submitted), so a needed frame's packet is always decoded in full. ``gate(packet)`` says
+    what to do with each packet: "feed" it, "drop" it undecoded, or "restart" the decoder at
+    it (flushed as a seek flushes it, then fed); it is asked as the frames are consumed."""
     import av
 
     produced, context, skipping = 0, stream.codec_context, None  # None: not set here yet
     try:
         for packet in container.demux(stream):
+            action = gate(packet) if gate is not None else "feed"
+            if action == "drop":
+                continue
+            if action == "restart":
+                context.flush_buffers()
             if needed_pts is not None and packet.size:
                 skip = packet.pts not in needed_pts
                 if skip is not skipping:

@@ -86,7 +86,7 @@ def _decode_view(
     device: str,
 ) -> DecodedView:
     info, index = probe_index(path, threads)
-    sampled = sample_indices(info.num_frames, sampling, key)
+    sampled = sample_indices(info.num_frames, sampling, key, fps=info.fps)
     note = ""
     if sampling.snap == "keyframe":
         try:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import json.decoder
 import json.scanner
+import math
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -47,7 +48,8 @@ class Where:
 # The file and its JSON lines
 
 
-def read_manifest_text(path: Path) -> str:
+def read_manifest_bytes(path: Path) -> bytes:
+    """The manifest file's bytes; ManifestError when it is missing, a folder or unreadable."""
     name = str(path)
     if path.is_dir():
         raise ManifestError(name, None, "is a directory, not a manifest file")
@@ -57,7 +59,14 @@ def read_manifest_text(path: Path) -> str:
         data = path.read_bytes()
     except OSError as err:
         raise ManifestError(name, None, f"cannot read the manifest: {err.strerror}") from None
-    text = _decode_utf8(name, data)
+    if not data.strip():
+        raise ManifestError(name, None, "empty file: the manifest lists no takes")
+    return data
+
+
+def read_manifest_text(path: Path) -> str:
+    name = str(path)
+    text = _decode_utf8(name, read_manifest_bytes(path))
     if not text.strip():
         raise ManifestError(name, None, "empty file: the manifest lists no takes")
     return text
@@ -256,16 +265,151 @@ def read_label(record: dict, key: str, take_id: str, where: Where, required: boo
 
 
 def check_targets(manifest: str, takes: list[Take], task: str, schema: dict) -> None:
-    """Every take's target is one the task takes (classification: one of the schema's labels),
-    else a ManifestError naming the manifest's line and the take."""
+    """Every take's target (`Take.target`) is one the task takes (classification: one of the
+    schema's labels; regression: numbers within their declared ranges), else a ManifestError
+    naming the manifest's line and the take."""
     from skill.tasks import TargetError, get_task
 
     checker = get_task(task)
     for take in takes:
         try:
-            checker.encode(take.label, schema)
+            checker.encode(take.target, schema)
         except TargetError as err:
             raise Where(manifest, *take.source).error(f"take {take.take_id}: {err}") from None
+
+
+# ---- scores and declared schemas
+
+DECLARED_KEYS = ("labels", "ordered", "scores", "group")
+"""What a manifest may declare of its targets: level names (in order, and whether they are
+ordered), score names with their ranges, and the name of the group column."""
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (JSON's NaN and Infinity, and booleans, are not numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_scores(record: dict, take_id: str, where: Where) -> float | dict | None:
+    """A record's scores: ``score`` (one number or null) or ``scores`` (an object of score
+    name to number or null), not both; None when it gives neither."""
+    if "score" in record and "scores" in record:
+        raise where.error(f"take {take_id}: give 'score' (one number) or 'scores', not both")
+    if "score" in record:
+        value = record["score"]
+        if value is not None and not is_number(value):
+            raise where.error(
+                f"take {take_id}: field 'score' must be a number or null, got {kind(value)}"
+            )
+        return value
+    given = record.get("scores")
+    if given is None:
+        return None
+    if not isinstance(given, dict) or not given:
+        problem = f"field 'scores' must be an object of score name to number, got {kind(given)}"
+        raise where.error(f"take {take_id}: {problem}")
+    for name, value in given.items():
+        if not name.strip():
+            raise where.error(f"take {take_id}: a score name in 'scores' is empty")
+        if value is not None and not is_number(value):
+            raise where.error(
+                f"take {take_id}: score {name!r} must be a number or null, got {kind(value)}"
+            )
+    return dict(given)
+
+
+def parse_number(text: str, what: str, where: Where) -> float | None:
+    """A number written as text (a CSV cell, a meta file's field); "" is None."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise where.error(f"{what}: {text[:60]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise where.error(f"{what}: {text!r} is not a finite number")
+    return value
+
+
+class ScoreNames:
+    """The score names a manifest's takes use, in the order they first appear, and the first
+    take that gives one number (``score``): one number fits a manifest of one score only."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, int] = {}  # name -> the line that first names it
+        self.single: tuple[Where, str] | None = None
+
+    def add(self, scores: float | dict | None, take_id: str, where: Where) -> None:
+        if isinstance(scores, dict):
+            for name in scores:
+                self.names.setdefault(name, where.line or 0)
+        elif scores is not None and self.single is None:
+            self.single = (where, take_id)
+
+    def implied(self, declared: dict | None) -> dict | None:
+        """The schema the takes imply where the file declares no scores: their score names;
+        refuses one number in a manifest that names several scores."""
+        if declared and "scores" in declared:
+            return None
+        if self.single is not None and len(self.names) > 1:
+            where, take_id = self.single
+            raise where.error(
+                f"take {take_id}: 'score' gives one number, but this manifest names the scores "
+                f"{', '.join(self.names)}; give 'scores' with their names"
+            )
+        return {"scores": list(self.names)} if self.names else None
+
+
+def implied_score_names(takes: Iterable[Take]) -> list[str]:
+    """The score names `takes` use (`Take.scores` objects), in the order they first appear."""
+    names: dict[str, None] = {}
+    for take in takes:
+        if isinstance(take.scores, dict):
+            names.update(dict.fromkeys(take.scores))
+    return list(names)
+
+
+def declared_schema(value: Any, where: Where) -> dict:
+    """A manifest's declaration of its targets (``{"schema": {...}}``'s object), checked for
+    its shape; the task checks what it means (`tasks`)."""
+    if not isinstance(value, dict):
+        raise where.error(f"'schema' must be an object, got {kind(value)}")
+    unknown = [key for key in value if key not in DECLARED_KEYS]
+    if unknown:
+        raise where.error(
+            f"'schema' has unknown key(s) {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(DECLARED_KEYS)}"
+        )
+    if "labels" in value and not (
+        isinstance(value["labels"], list) and all(isinstance(x, str) for x in value["labels"])
+    ):
+        raise where.error("'schema': 'labels' must be a list of level names")
+    if "ordered" in value and not isinstance(value["ordered"], bool):
+        raise where.error("'schema': 'ordered' must be true or false")
+    if "scores" in value:
+        _declared_scores(value["scores"], where)
+    if "group" in value and not (isinstance(value["group"], str) and value["group"].strip()):
+        raise where.error("'schema': 'group' must name the group column (e.g. \"apparatus\")")
+    return dict(value)
+
+
+def _declared_scores(scores: Any, where: Where) -> None:
+    if not isinstance(scores, list) or not scores:
+        raise where.error("'schema': 'scores' must be a list of score names or {name, low, high}")
+    for entry in scores:
+        if isinstance(entry, str):
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise where.error(
+                f'\'schema\': a score is a name or {{"name", "low", "high"}}, got {kind(entry)}'
+            )
+        for bound in ("low", "high"):
+            if entry.get(bound) is not None and not is_number(entry[bound]):
+                raise where.error(
+                    f"'schema': score {entry['name']!r}: {bound!r} must be a number, got "
+                    f"{kind(entry[bound])}"
+                )
 
 
 def read_split(record: dict, key: str, where: Where, default: str) -> str:

@@ -309,7 +309,7 @@ def _egoexo_participant(record: dict, where: Where) -> str:
 # Writing
 
 
-def _write_egoexo4d(takes: list[Take], base: Path) -> str:
+def _write_egoexo4d(takes: list[Take], base: Path, declared: dict | None = None) -> str:
     records = [_egoexo_record(take, base) for take in takes]
     return json.dumps({"annotations": records}, indent=2, ensure_ascii=False) + "\n"
 
@@ -347,6 +347,6 @@ register_format(
         write=_write_egoexo4d,
         precedence=2,
         root_beside_takes=True,
-        schema={"labels": list(EGOEXO4D_LEVELS)},
+        schema={"labels": list(EGOEXO4D_LEVELS), "ordered": True},
     )
 )

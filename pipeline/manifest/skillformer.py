@@ -150,7 +150,7 @@ def _check_same_take(first: tuple[Where, Take], again: tuple[Where, Take]) -> No
 # Writing
 
 
-def _write_skillformer(takes: list[Take], base: Path) -> str:
+def _write_skillformer(takes: list[Take], base: Path, declared: dict | None = None) -> str:
     lines = [json.dumps(_skillformer_record(take, base), ensure_ascii=False) for take in takes]
     return "\n".join(lines) + "\n"
 
@@ -189,6 +189,6 @@ register_format(
         write=_write_skillformer,
         precedence=1,
         root_beside_takes=True,
-        schema={"labels": list(EGOEXO4D_LEVELS)},
+        schema={"labels": list(EGOEXO4D_LEVELS), "ordered": True},
     )
 )
