@@ -18,9 +18,9 @@ from skill.cache.store import STATUS_COMPLETE, TokenStore
 from skill.pipeline.decode.index import probe_index
 from skill.pipeline.extract import run_extract
 from skill.pipeline.extract_loop import BackboneEncoder
+from skill.synth.video import encode_video, pick_codec
 from tests import kill_points
 from tests.extract_helpers import (
-    MEDIA,
     REPO,
     assert_same_stores,
     cli_env,
@@ -30,9 +30,10 @@ from tests.extract_helpers import (
     make_dataset,
 )
 
-LONGER = MEDIA / "mmaction2__part_0.mp4"  # 32 frames at 30 fps (the synthetic views: 16)
-TOO_SHORT = MEDIA / "decord__video_0.mov"  # 3 frames
-SLOWER = MEDIA / "torchcodec__h265_video.mp4"  # 10 frames at 10 fps
+# Videos of other lengths and rates than the dataset's (16 frames at 15 fps), written by
+# `odd_videos`: {file name: (frames, fps)}.
+LONGER, TOO_SHORT, SLOWER = "longer.mp4", "too_short.mp4", "slower.mp4"
+ODD_VIDEOS = {LONGER: (32, 30), TOO_SHORT: (3, 15), SLOWER: (10, 10)}
 STRIDE = {"strategy": "stride", "clip_every": 4, "stride": 1}  # 4-frame clips every 4 frames
 RUN_TIMEOUT_S = 600.0  # guard against a hung run only
 
@@ -41,6 +42,18 @@ RUN_TIMEOUT_S = 600.0  # guard against a hung run only
 def dataset(tmp_path_factory) -> Path:
     """Three synthetic takes (ego + exo1..3, 16 frames each at 15 fps)."""
     return make_dataset(tmp_path_factory.mktemp("data"), takes=3)
+
+
+@pytest.fixture(scope="module")
+def odd_videos(tmp_path_factory) -> Path:
+    """The folder of ODD_VIDEOS: moving gradients, 32x32, encoded as the synthetic views are."""
+    folder = tmp_path_factory.mktemp("odd_videos")
+    for name, (count, fps) in ODD_VIDEOS.items():
+        ramp = np.add.outer(np.arange(32), np.arange(32))  # (32, 32)
+        frames = [(ramp * 4 + 8 * i) % 256 for i in range(count)]
+        rgb = np.stack([np.stack([f, f[::-1], f.T], axis=-1) for f in frames]).astype(np.uint8)
+        encode_video(folder / name, rgb, fps, pick_codec())
+    return folder
 
 
 def with_videos(dataset: Path, folder: Path, replaced: dict[tuple[int, str], Path]) -> Path:
@@ -127,9 +140,9 @@ def test_a_samples_store_records_clip_times_too(dataset, tmp_path):
 
 
 def test_stride_pads_shorter_views_and_encodes_only_the_clips_present(
-    dataset, tmp_path, monkeypatch
+    dataset, odd_videos, tmp_path, monkeypatch
 ):
-    manifest = with_videos(dataset, tmp_path / "m", {(1, "exo2"): LONGER})
+    manifest = with_videos(dataset, tmp_path / "m", {(1, "exo2"): odd_videos / LONGER})
     batches = counted_batches(monkeypatch)
     store_path = tmp_path / "stride.zarr"
     run_extract(extract_config(manifest, store_path, clips=8, batch_size=5, **STRIDE))
@@ -184,21 +197,23 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_a_view_the_sampling_cannot_cover_fails_with_one_line(dataset, tmp_path, case):
+def test_a_view_the_sampling_cannot_cover_fails_with_one_line(dataset, odd_videos, tmp_path, case):
     overrides, video, reason = BAD_INPUTS[case]
-    manifest = with_videos(dataset, tmp_path / "m", {(0, "exo1"): video})
+    manifest = with_videos(dataset, tmp_path / "m", {(0, "exo1"): odd_videos / video})
     store_path = tmp_path / "s.zarr"
     summary = run_extract(extract_config(manifest, store_path, **overrides))
     store = TokenStore.open(store_path)
     take = store.take_table().ids[0]
     assert summary.failed_views == 1  # 0.08 s: more than one frame at the others' 15 fps
-    assert summary.completed == 3 and (take, "exo1", f"{video.name}: {reason}") in summary.failures
+    assert summary.completed == 3 and (take, "exo1", f"{video}: {reason}") in summary.failures
     assert not store.valid()[0, 1] and store.valid()[0, [0, 2, 3]].all()
     assert not store.clip_mask()[0, 1].any() and np.isnan(store.clip_times()[0, 1]).all()
 
 
-def test_the_command_prints_a_refused_view_on_one_line_from_a_decode_worker(dataset, tmp_path):
-    manifest = with_videos(dataset, tmp_path / "m", {(2, "ego"): LONGER})
+def test_the_command_prints_a_refused_view_on_one_line_from_a_decode_worker(
+    dataset, odd_videos, tmp_path
+):
+    manifest = with_videos(dataset, tmp_path / "m", {(2, "ego"): odd_videos / LONGER})
     store_path = tmp_path / "s.zarr"
     args = extract_args(manifest, store_path, "--workers", "1", "--sampling", "stride",
                         "--clips", "6", "--clip-every", "4", "--stride", "1")  # fmt: skip
@@ -206,15 +221,17 @@ def test_the_command_prints_a_refused_view_on_one_line_from_a_decode_worker(data
     take = TokenStore.open(store_path).take_table().ids[2]
     assert code == 0, output
     assert (
-        f"failed: take {take} view ego: {LONGER.name}: stride sampling needs 8 clips "
+        f"failed: take {take} view ego: {LONGER}: stride sampling needs 8 clips "
         "(--clip-every 4 frames over 32 frames), more than --clips 6"
     ) in output
 
 
 # ---- resuming a sequence store after SIGKILL ---------------------------------------------
 @pytest.mark.slow
-def test_a_sequence_store_killed_mid_run_resumes_to_the_store_of_one_run(dataset, tmp_path):
-    manifest = with_videos(dataset, tmp_path / "m", {(1, "exo2"): LONGER})
+def test_a_sequence_store_killed_mid_run_resumes_to_the_store_of_one_run(
+    dataset, odd_videos, tmp_path
+):
+    manifest = with_videos(dataset, tmp_path / "m", {(1, "exo2"): odd_videos / LONGER})
     settings = {"clips": 8, **STRIDE}
     reference = tmp_path / "reference.zarr"
     run_extract(extract_config(manifest, reference, **settings))
