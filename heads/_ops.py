@@ -236,6 +236,28 @@ class EncoderLayer(nn.Module):
         return x + F.dropout(self.feed_forward(x), self.dropout, self.training)
 
 
+class ClipEncoder(nn.Module):
+    """``layers`` :class:`EncoderLayer` over clips, then LayerNorm: ``(M, K, H)`` and the key
+    padding mask ``(M, K)`` -> ``(M, K, H)``; attention heads: the largest divisor of H that is
+    at most ``heads``. ``head`` names the head whose options are refused (ConfigError)."""
+
+    def __init__(self, head: str, hidden: int, layers: int, heads: int, dropout: float):
+        super().__init__()
+        if hidden < 2 or layers < 0 or heads < 1:
+            raise ConfigError(
+                f"{head} head needs hidden >= 2, layers >= 0 and heads >= 1, got "
+                f"hidden={hidden}, layers={layers}, heads={heads}"
+            )
+        used = attention_heads(hidden, heads)
+        self.layers = nn.ModuleList(EncoderLayer(hidden, used, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, x: Tensor, padding: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, padding)
+        return self.norm(x)
+
+
 class DecoderLayer(nn.Module):
     """A pre-norm transformer decoder layer: queries ``(M, Q, H)`` read clips ``(M, K, H)``
     with their key padding mask ``(M, K)`` -> ``(M, Q, H)``. Self-attention over the

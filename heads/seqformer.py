@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from skill.errors import ConfigError
 from skill.heads._ops import (
     ClipEmbedding,
-    EncoderLayer,
-    attention_heads,
+    ClipEncoder,
     check_sequence_inputs,
     check_sizes,
     masked_attention_pool,
@@ -61,18 +59,9 @@ class SequenceTransformerHead(nn.Module):
     ):
         super().__init__()
         check_sizes(dim, num_views, outputs, hidden)
-        if hidden < 2 or layers < 0 or heads < 1:
-            raise ConfigError(
-                f"seqformer head needs hidden >= 2, layers >= 0 and heads >= 1, got "
-                f"hidden={hidden}, layers={layers}, heads={heads}"
-            )
+        self.encoder = ClipEncoder("seqformer", hidden, layers, heads, dropout)
         self.dim, self.num_views = dim, num_views
         self.embed = ClipEmbedding(dim, hidden)
-        heads_used = attention_heads(hidden, heads)
-        self.encoder = nn.ModuleList(
-            EncoderLayer(hidden, heads_used, dropout) for _ in range(layers)
-        )
-        self.norm = nn.LayerNorm(hidden)
         self.clip_score = nn.Linear(hidden, 1, bias=False)  # a softmax ignores a shift
         self.fusion = CrossViewFusionHead(hidden, num_views, outputs, 2 * hidden, dropout)
 
@@ -85,7 +74,5 @@ class SequenceTransformerHead(nn.Module):
     def summarise(self, x: Tensor, mask: Tensor, clip_mask: Tensor, clip_times: Tensor) -> Tensor:
         """Steps 1-3: ``-> (M, H)``, one row per present view (``mask``'s row-major order)."""
         sequence, padding = self.embed(x, mask, clip_mask, clip_times)  # (M, K, H), (M, K)
-        for layer in self.encoder:
-            sequence = layer(sequence, padding)
-        sequence = self.norm(sequence)
+        sequence = self.encoder(sequence, padding)
         return masked_attention_pool(sequence, self.clip_score(sequence)[..., 0], padding)

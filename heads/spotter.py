@@ -9,11 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from skill.errors import ConfigError
 from skill.heads._ops import (
     ClipEmbedding,
-    EncoderLayer,
-    attention_heads,
+    ClipEncoder,
     check_sequence_inputs,
     check_sizes,
     scatter_views,
@@ -61,18 +59,9 @@ class MomentSpotterHead(nn.Module):
     ):
         super().__init__()
         check_sizes(dim, num_views, outputs, hidden)
-        if hidden < 2 or layers < 0 or heads < 1:
-            raise ConfigError(
-                f"spotter head needs hidden >= 2, layers >= 0 and heads >= 1, got "
-                f"hidden={hidden}, layers={layers}, heads={heads}"
-            )
+        self.encoder = ClipEncoder("spotter", hidden, layers, heads, dropout)
         self.dim, self.num_views = dim, num_views
         self.embed = ClipEmbedding(dim, hidden)
-        heads_used = attention_heads(hidden, heads)
-        self.encoder = nn.ModuleList(
-            EncoderLayer(hidden, heads_used, dropout) for _ in range(layers)
-        )
-        self.norm = nn.LayerNorm(hidden)
         self.out = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, outputs))
 
     def forward(self, x: Tensor, mask: Tensor, clip_mask: Tensor, clip_times: Tensor) -> Tensor:
@@ -86,9 +75,7 @@ class MomentSpotterHead(nn.Module):
         fused = per_view.sum(dim=1) / count.clamp(min=1)[..., None]  # (B, K, H)
         padding = ~present
         padding[:, 0] &= ~padding.all(dim=1)  # a take without clips: attend its zero clip
-        for layer in self.encoder:
-            fused = layer(fused, padding)
-        values = self.out(self.norm(fused)) * present[..., None]  # (B, K, O)
+        values = self.out(self.encoder(fused, padding)) * present[..., None]  # (B, K, O)
         centre = clip_times.mean(dim=-1).masked_fill(~holds, 0.0).sum(dim=1)
         centre = centre / count.clamp(min=1)  # (B, K): the mean over the views holding it
         extras = torch.stack([centre, present.to(values.dtype)], dim=-1)

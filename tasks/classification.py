@@ -191,25 +191,13 @@ class Classification:
 
     def prediction_columns(self, scores: np.ndarray, schema: dict) -> dict[str, list]:
         """``predicted`` (the class name) and ``p_<class>`` per class."""
-        labels = schema["labels"]
-        columns: dict[str, list] = {"predicted": [labels[int(i)] for i in scores.argmax(axis=1)]}
-        for c, name in enumerate(labels):
-            columns[f"p_{name}"] = scores[:, c].tolist()
-        return columns
+        return level_columns(schema["labels"], scores.argmax(axis=1), scores)
 
     def plot_run(self, folder: Path, scores: dict, schema: dict, title: str) -> list[str]:
         """``confusion.png``: the val and test confusion matrices."""
-        from skill.tasks.figures import confusion_figure, save
+        from skill.tasks.figures import save_confusions
 
-        panels = [
-            (split, np.array(scores[split]["confusion"]))
-            for split in ("val", "test")
-            if split in scores
-        ]
-        if not panels:
-            return []
-        save(confusion_figure(panels, schema["labels"], title), Path(folder) / "confusion.png")
-        return ["confusion.png"]
+        return save_confusions(folder, scores, schema["labels"], title)
 
     def lightgbm_objective(self, schema: dict) -> dict:
         return {
@@ -239,6 +227,15 @@ def _nll(scores: np.ndarray, y_true: np.ndarray) -> float:
     """Mean negative log-likelihood of the true classes under probabilities ``scores``."""
     picked = np.asarray(scores)[np.arange(len(y_true)), y_true]
     return float(-np.log(np.clip(picked, 1e-12, None)).mean())
+
+
+def level_columns(labels: list[str], predicted: np.ndarray, scores: np.ndarray) -> dict[str, list]:
+    """Prediction columns of a task with named levels: ``predicted`` (the level name of each
+    index in ``predicted``) and ``p_<level>`` from the ``(n, C)`` probabilities ``scores``."""
+    columns: dict[str, list] = {"predicted": [labels[int(i)] for i in predicted]}
+    for c, name in enumerate(labels):
+        columns[f"p_{name}"] = scores[:, c].tolist()
+    return columns
 
 
 register_task(Classification())

@@ -116,3 +116,19 @@ def _limits(true: np.ndarray, predicted: np.ndarray, ranges) -> tuple[float, flo
 
 def _number(value) -> str:
     return "-" if value is None or value != value else f"{value:.3f}"
+
+
+def save_confusions(
+    folder: str | Path, scores: dict, class_names: list[str], title: str, ordered: bool = False
+) -> list[str]:
+    """``confusion.png`` in ``folder``: the val and test confusion matrices of a run's
+    ``scores``; the file names written (none without either split)."""
+    panels = [
+        (split, np.array(scores[split]["confusion"]))
+        for split in ("val", "test")
+        if split in scores
+    ]
+    if not panels:
+        return []
+    save(confusion_figure(panels, class_names, title, ordered), Path(folder) / "confusion.png")
+    return ["confusion.png"]

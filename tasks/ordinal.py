@@ -26,7 +26,7 @@ import numpy as np
 
 from skill.tasks import metrics
 from skill.tasks.base import TargetError
-from skill.tasks.classification import Classification, class_weights
+from skill.tasks.classification import Classification, class_weights, level_columns
 from skill.tasks.registry import register_task
 
 
@@ -130,27 +130,13 @@ class Ordinal(Classification):
 
     def prediction_columns(self, scores: np.ndarray, schema: dict) -> dict[str, list]:
         """``predicted`` (the level by CORN's rule) and ``p_<level>`` per level."""
-        labels = schema["labels"]
-        levels = levels_from_probabilities(scores)
-        columns: dict[str, list] = {"predicted": [labels[int(i)] for i in levels]}
-        for c, name in enumerate(labels):
-            columns[f"p_{name}"] = scores[:, c].tolist()
-        return columns
+        return level_columns(schema["labels"], levels_from_probabilities(scores), scores)
 
     def plot_run(self, folder: Path, scores: dict, schema: dict, title: str) -> list[str]:
         """``confusion.png``: the val and test confusion matrices, with their MAE."""
-        from skill.tasks.figures import confusion_figure, save
+        from skill.tasks.figures import save_confusions
 
-        panels = [
-            (split, np.array(scores[split]["confusion"]))
-            for split in ("val", "test")
-            if split in scores
-        ]
-        if not panels:
-            return []
-        figure = confusion_figure(panels, schema["labels"], title, ordered=True)
-        save(figure, Path(folder) / "confusion.png")
-        return ["confusion.png"]
+        return save_confusions(folder, scores, schema["labels"], title, ordered=True)
 
 
 # ---- CORN ----------------------------------------------------------------------------------
